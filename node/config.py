@@ -1,0 +1,220 @@
+"""Node configuration: YAML in, frozen dataclasses out.
+
+``${ENV}`` and ``${ENV:default}`` are expanded in string values. Unknown keys, missing required
+keys and wrongly typed values fail at start with the dotted path of the offending key, so a typo
+in a deployment never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from node.errors import ConfigError
+
+LEVELS = ("department", "district", "city", "province")
+Level = Literal["department", "district", "city", "province"]
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """Where this node's certificates live (DIR with cert.pem, key.pem, ca.pem …)."""
+
+    dir: str
+    crl: str = ""  # revocation list (PEM) travelling with the catalogue; '' = none yet
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = "sqlite:///node.db"
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    path: str = "exchange_config/catalog"
+    authority: str = ""  # node id whose signed releases this node accepts ('' = local files only)
+
+
+@dataclass(frozen=True)
+class ParentConfig:
+    id: str
+    target: str  # host:port of the parent's gRPC server, or amqps://host:port for amqp
+    transport: Literal["grpc", "amqp"] = "grpc"
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    id: str
+    target: str
+
+
+@dataclass(frozen=True)
+class ChildConfig:
+    id: str
+    units: tuple[str, ...] = ()  # source units the child may report for; () = any
+    items: tuple[str, ...] = ()  # items the child may report; () = any
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    uscc_allowlist: tuple[str, ...] = ()  # legally issued early codes failing the pos-18 check
+    allow_other_units: bool = False  # department may report rows naming another 数据来源单位
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:0"
+    max_workers: int = 16
+    grace_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    id: str
+    level: Level
+    identity: IdentityConfig
+    unit: str = ""  # the source unit (USCC) a department node reports for
+    store: StoreConfig = field(default_factory=StoreConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    parent: ParentConfig | None = None
+    children: tuple[ChildConfig, ...] = ()
+    peers: tuple[PeerConfig, ...] = ()
+    base_dir: str = "."  # directory relative paths are resolved against (the config file's)
+
+    def path(self, value: str) -> pathlib.Path:
+        """Resolve a path from the config against the config file's directory."""
+        p = pathlib.Path(value).expanduser()
+        return p if p.is_absolute() else pathlib.Path(self.base_dir) / p
+
+    @property
+    def store_url(self) -> str:
+        url = self.store.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.path(url[len(prefix):]))
+        return url
+
+
+T = TypeVar("T")
+
+
+def expand_env(value: str, environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is None:
+            raise ConfigError(f"environment variable {name} is not set and has no default")
+        return default
+
+    return _ENV.sub(sub, value)
+
+
+def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str] | None) -> Any:
+    origin = typing.get_origin(tp)
+    if isinstance(value, str):
+        value = expand_env(value, environ)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, path, environ)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            return _convert(arg, value, path, environ)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, allowed))}")
+        return value
+    if origin is tuple:
+        (inner, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        return tuple(_convert(inner, v, f"{path}[{i}]", environ) for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp in (int, float):
+        try:
+            return tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+    if tp is str:
+        if value is None or isinstance(value, dict | list):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _build(cls: type[T], data: Mapping[str, Any], path: str, environ: Mapping[str, str] | None) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        where = ", ".join(f"{path}.{k}" if path else str(k) for k in unknown)
+        raise ConfigError(f"unknown configuration key: {where}")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        sub = f"{path}.{name}" if path else name
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], sub, environ)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing configuration key: {sub}")
+    return cls(**kwargs)
+
+
+def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
+                 environ: Mapping[str, str] | None = None) -> NodeConfig:
+    if "base_dir" in data:
+        raise ConfigError("unknown configuration key: base_dir")
+    cfg = _build(NodeConfig, {**data, "base_dir": base_dir}, "", environ)
+    if cfg.level == "department" and not cfg.unit:
+        raise ConfigError("unit: a department node must name the source unit (USCC) it reports for")
+    if cfg.level != "province" and cfg.parent is None and cfg.level != "city":
+        pass  # a node without a parent simply keeps what it gets (a standalone department is valid)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> NodeConfig:
+    p = pathlib.Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{p}: the top level must be a mapping")
+    return parse_config(data, base_dir=str(p.resolve().parent), environ=environ)
+
+
+def to_dict(cfg: NodeConfig) -> dict[str, Any]:
+    """For ``show-config``: the effective configuration after defaults and ${ENV} expansion."""
+    out = dataclasses.asdict(cfg)
+    out.pop("base_dir", None)
+    return out

@@ -1,0 +1,140 @@
+"""One exception tree for the whole node, with stable codes (docs/protocol.md lists them).
+
+Every error a user, a peer or an operator can see derives from :class:`NodeError`. Codes are part
+of the wire contract (acks, gRPC status details, CLI output, feedback files): never rename one.
+``retryable`` tells the forwarder and the CLI whether trying again could succeed.
+Errors of pika, grpc and SQLAlchemy are wrapped where they cross a boundary, never leaked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class NodeError(Exception):
+    code = "E_NODE"
+    retryable = False
+    exit_code = 1
+
+    def __init__(self, message: str, *, field: str = "", code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        where = f" [{self.field}]" if self.field else ""
+        return f"{self.code}{where}: {self.message}"
+
+
+# --- configuration and usage -------------------------------------------------------------------
+class ConfigError(NodeError):
+    """Bad configuration file or option; the node refuses to start."""
+
+    code = "E_CONFIG"
+    exit_code = 2
+
+
+class UsageError(NodeError):
+    code = "E_USAGE"
+    exit_code = 2
+
+
+# --- catalogue ------------------------------------------------------------------------------------
+class CatalogError(NodeError):
+    code = "E_CATALOG"
+    exit_code = 2
+
+
+class ProhibitedFieldError(CatalogError):
+    """A catalogue names personal information the law forbids collecting."""
+
+    code = "E_CATALOG_PROHIBITED_FIELD"
+
+
+class UnknownItemError(CatalogError):
+    code = "E_UNKNOWN_ITEM"
+
+
+# --- input files --------------------------------------------------------------------------------
+class InputFileError(NodeError):
+    """The file as a whole cannot be read (encoding, headers, format)."""
+
+    code = "E_INPUT"
+    exit_code = 2
+
+
+# --- records: validation, signatures, authority ------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    """One reason a record is refused (or warned about): the unit of feedback to a source."""
+
+    code: str
+    field: str
+    message: str
+    row: int = 0
+    warning: bool = False
+
+
+class RecordRejected(NodeError):
+    """A record failed validation; carries every problem found, not only the first."""
+
+    code = "E_RECORD_REJECTED"
+
+    def __init__(self, problems: list[Problem]) -> None:
+        first = problems[0] if problems else Problem("E_RECORD_REJECTED", "", "rejected")
+        super().__init__(first.message, field=first.field, code=first.code)
+        self.problems = problems
+
+
+class SignatureError(NodeError):
+    code = "E_SIGNATURE_INVALID"
+
+
+class UntrustedSignerError(SignatureError):
+    code = "E_SIGNER_UNTRUSTED"
+
+
+class NotAuthorizedError(NodeError):
+    """The caller or sender may not do this (wrong role, item, unit, missing purpose …)."""
+
+    code = "E_NOT_AUTHORIZED"
+    exit_code = 3
+
+
+class BlockedError(NotAuthorizedError):
+    code = "E_BLOCKED"
+
+
+class NotFoundError(NodeError):
+    code = "E_NOT_FOUND"
+
+
+class ConflictError(NodeError):
+    code = "E_CONFLICT"
+
+
+class DeadlineError(NodeError):
+    code = "E_DEADLINE"
+
+
+# --- infrastructure (wrapped at the boundary) --------------------------------------------------
+class StoreError(NodeError):
+    code = "E_STORE"
+    retryable = True
+
+
+class TransportError(NodeError):
+    code = "E_TRANSPORT"
+    retryable = True
+
+
+class PeerUnavailableError(TransportError):
+    code = "E_PEER_UNAVAILABLE"
+
+
+class IntegrityError(NodeError):
+    """Stored data or a log chain does not verify: tampering or corruption."""
+
+    code = "E_INTEGRITY"

@@ -1,0 +1,65 @@
+"""Record value types and the wire codec: the only module that imports the generated protobuf code.
+
+Other modules use ``records.pb`` (messages) and ``records.rpc`` (gRPC stubs and servicers).
+A body is serialised exactly once, by its origin (DESIGN §2.1); everything downstream keeps the
+bytes and digests them, never re-encodes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from node._generated import credit_pb2 as pb
+from node._generated import credit_pb2_grpc as rpc
+from node.errors import SignatureError
+
+__all__ = ["body_digest", "content_digest", "decode_body", "decode_signed", "make_record_id", "pb", "rpc"]
+
+STATUSES = ("active", "disputed", "corrected", "confirmed", "deleted", "repaired", "expired", "revoked")
+
+
+def body_digest(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
+
+
+def make_record_id(item: str, source_unit: str, key: str) -> str:
+    """Stable id of a fact: the same item, source and natural key always give the same id."""
+    h = hashlib.sha256(f"{item}\x1f{source_unit}\x1f{key}".encode()).hexdigest()
+    return f"{item}-{h[:24]}"
+
+
+def content_digest(item: str, source_unit: str, fields: Iterable[tuple[str, str]]) -> bytes:
+    """Digest of what a source said (not when): equal digests mean a re-report, not a change."""
+    h = hashlib.sha256()
+    h.update(item.encode())
+    h.update(b"\x1e")
+    h.update(source_unit.encode())
+    for name, value in fields:
+        h.update(b"\x1e")
+        h.update(name.encode())
+        h.update(b"\x1f")
+        h.update(value.encode())
+    return h.digest()
+
+
+def decode_body(body: bytes) -> pb.RecordBody:
+    msg = pb.RecordBody()
+    try:
+        msg.ParseFromString(body)
+    except Exception:  # protobuf raises DecodeError, a plain Exception subclass
+        raise SignatureError("record body is not a valid RecordBody", code="E_BODY_MALFORMED") from None
+    return msg
+
+
+def decode_signed(data: bytes) -> pb.SignedRecord:
+    msg = pb.SignedRecord()
+    try:
+        msg.ParseFromString(data)
+    except Exception:
+        raise SignatureError("signed record is malformed", code="E_BODY_MALFORMED") from None
+    return msg
+
+
+def fields_dict(body: pb.RecordBody) -> dict[str, str]:
+    return {f.name: f.value for f in body.fields}
