@@ -1,0 +1,223 @@
+"""Reading department files (CSV, XLSX) as a stream of rows keyed by catalogue field codes.
+
+Departments hand over spreadsheets whose header row is the Chinese field name or the column code
+(DOMAIN §3), in UTF-8 (with or without BOM) or GBK/GB18030. Files are streamed: memory stays
+bounded whatever the size. A row the parser cannot make sense of becomes a row-level problem, not
+an abort, so everything before and after it is still imported.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import pathlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from node.errors import InputFileError, Problem
+
+# A runaway quote can swallow the rest of a file into one cell; cap it well above any real cell.
+_FIELD_LIMIT = 1 << 20
+_SNIFF_BYTES = 1 << 16
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """One data row: its 1-based line/row number in the file and its cells by field code."""
+
+    row: int
+    values: Mapping[str, object]
+    problem: Problem | None = None  # the row could not be parsed at all
+
+
+def detect_encoding(head: bytes) -> str:
+    """UTF-8 (BOM or valid), else GB18030 (a superset of GBK and GB2312)."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        head.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError as exc:
+        # The sample may end inside a multi-byte character; only an error before the tail counts.
+        if exc.start >= len(head) - 3 and exc.reason in ("unexpected end of data",):
+            return "utf-8"
+    try:
+        head.decode("gb18030")
+        return "gb18030"
+    except UnicodeDecodeError:
+        raise InputFileError(
+            "cannot tell the file's encoding (not UTF-8, not GBK/GB18030); give --encoding"
+        ) from None
+
+
+def _clean_header(h: object) -> str:
+    text = "" if h is None else str(h)
+    return text.replace("\ufeff", "").replace("\u3000", " ").strip()
+
+
+class HeaderMap:
+    """Maps a file's header row to field codes; refuses unknown and missing required columns."""
+
+    def __init__(self, accepted: Mapping[str, str], required: frozenset[str]) -> None:
+        self._accepted = {self._key(k): v for k, v in accepted.items()}
+        self._required = required
+
+    @staticmethod
+    def _key(header: str) -> str:
+        return header.strip().upper()
+
+    def resolve(self, headers: list[object]) -> list[str | None]:
+        codes: list[str | None] = []
+        unknown: list[str] = []
+        seen: dict[str, str] = {}
+        for raw in headers:
+            h = _clean_header(raw)
+            if not h:
+                codes.append(None)  # an empty trailing column from spreadsheet tools
+                continue
+            code = self._accepted.get(self._key(h))
+            if code is None:
+                unknown.append(h)
+            elif code in seen:
+                raise InputFileError(f"columns {seen[code]!r} and {h!r} both mean {code}", field=code,
+                                     code="E_INPUT_HEADER_DUPLICATE")
+            else:
+                seen[code] = h
+            codes.append(code)
+        if unknown:
+            raise InputFileError(f"unknown column(s): {', '.join(unknown)}", code="E_INPUT_HEADER_UNKNOWN")
+        missing = sorted(self._required - set(seen))
+        if missing:
+            raise InputFileError(f"missing required column(s): {', '.join(missing)}",
+                                 code="E_INPUT_HEADER_MISSING")
+        return codes
+
+
+def _decoded_lines(raw: io.BufferedReader, encoding: str, on_error: Callable[[int], None],
+                   on_bytes: Callable[[int], None] | None) -> Iterator[str]:
+    """Decode line by line so an undecodable line is reported by number instead of ending the file."""
+    decoder_name = "utf-8" if encoding == "utf-8-sig" else encoding
+    first = True
+    for lineno, line in enumerate(raw, start=1):
+        if on_bytes is not None:
+            on_bytes(len(line))
+        if first and encoding == "utf-8-sig" and line.startswith(codecs.BOM_UTF8):
+            line = line[len(codecs.BOM_UTF8):]
+        first = False
+        try:
+            yield line.decode(decoder_name)
+        except UnicodeDecodeError:
+            on_error(lineno)
+            yield line.decode(decoder_name, errors="replace")
+
+
+def read_csv(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None = None,
+             on_bytes: Callable[[int], None] | None = None) -> Iterator[SourceRow]:
+    csv.field_size_limit(_FIELD_LIMIT)
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise InputFileError(f"cannot open {path.name}: {exc.strerror}") from None
+    with fh:
+        head = fh.read(_SNIFF_BYTES)
+        if not head.strip():
+            raise InputFileError(f"{path.name} is empty", code="E_INPUT_EMPTY")
+        enc = encoding or detect_encoding(head)
+        try:
+            codecs.lookup(enc)
+        except LookupError:
+            raise InputFileError(f"unknown encoding {enc!r}", code="E_INPUT_ENCODING") from None
+        fh.seek(0)
+        if enc == "utf-16":
+            lines: Iterator[str] = iter(io.TextIOWrapper(fh, encoding="utf-16", newline=""))
+            bad: set[int] = set()
+        else:
+            bad = set()
+            lines = _decoded_lines(fh, enc, bad.add, on_bytes)  # type: ignore[arg-type]
+        yield from _rows_from_lines(lines, headers, bad, path.name)
+
+
+def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[int],
+                     name: str) -> Iterator[SourceRow]:
+    reader = csv.reader(lines, strict=False)
+    header_row: list[str] | None = None
+    while header_row is None:
+        try:
+            candidate = next(reader)
+        except StopIteration:
+            raise InputFileError(f"{name} has no header row", code="E_INPUT_EMPTY") from None
+        except csv.Error as exc:
+            raise InputFileError(f"{name}: the header row cannot be parsed: {exc}", code="E_INPUT_HEADER") from None
+        if any(_clean_header(c) for c in candidate):
+            header_row = candidate
+    codes = headers.resolve(list(header_row))
+    width = len(codes)
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield SourceRow(reader.line_num, {}, Problem("E_ROW_MALFORMED", "", f"row cannot be parsed: {exc}",
+                                                         row=reader.line_num))
+            continue
+        line = reader.line_num
+        if not any(c.strip() for c in cells):
+            continue
+        if line in bad_lines:
+            yield SourceRow(line, {}, Problem("E_ROW_ENCODING", "", "row contains bytes that are not valid "
+                                              "in the file's encoding", row=line))
+            continue
+        if len(cells) > width and any(c.strip() for c in cells[width:]):
+            yield SourceRow(line, {}, Problem("E_ROW_SHAPE", "", f"row has {len(cells)} cells, the header "
+                                              f"has {width}", row=line))
+            continue
+        values = {code: cells[i] for i, code in enumerate(codes) if code is not None and i < len(cells)}
+        yield SourceRow(line, values)
+
+
+def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
+    import zipfile
+
+    import openpyxl  # imported late: only xlsx imports pay for it
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (InvalidFileException, zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
+        raise InputFileError(f"{path.name} is not a readable .xlsx workbook: {exc}", code="E_INPUT_FORMAT") from None
+    try:
+        ws = wb.worksheets[0]
+        codes: list[str | None] | None = None
+        for rownum, cells in enumerate(ws.iter_rows(values_only=True), start=1):
+            if codes is None:
+                if any(_clean_header(c) for c in cells):
+                    codes = headers.resolve(list(cells))
+                continue
+            if not any(c is not None and str(c).strip() for c in cells):
+                continue
+            width = len(codes)
+            if len(cells) > width and any(c is not None and str(c).strip() for c in cells[width:]):
+                yield SourceRow(rownum, {}, Problem("E_ROW_SHAPE", "", "row has cells beyond the header",
+                                                    row=rownum))
+                continue
+            yield SourceRow(rownum, {code: cells[i] for i, code in enumerate(codes)
+                                     if code is not None and i < len(cells)})
+        if codes is None:
+            raise InputFileError(f"{path.name} has no header row", code="E_INPUT_EMPTY")
+    finally:
+        wb.close()
+
+
+def read_table(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None = None,
+               on_bytes: Callable[[int], None] | None = None) -> Iterator[SourceRow]:
+    """Rows of a .csv or .xlsx file; ``on_bytes`` sees how far a CSV has been read (progress)."""
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        return read_xlsx(path, headers)
+    if suffix in (".csv", ".txt", ""):
+        return read_csv(path, headers, encoding=encoding, on_bytes=on_bytes)
+    raise InputFileError(f"{path.name}: unsupported file type {suffix!r} (use .csv or .xlsx)", code="E_INPUT_FORMAT")
