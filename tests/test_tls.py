@@ -1,0 +1,191 @@
+"""Mutual TLS for gRPC and AMQP: real handshakes against a real grpc server and an ssl socket."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from node.errors import UntrustedSignerError
+from node.identity import LoadedIdentity, TrustStore, init_ca, issue, load_identity, revoke, write_crl
+from node.tls import amqp_ssl_context, grpc_channel_credentials, grpc_server_credentials, peer_identity
+
+METHOD = "/test.Echo/Echo"
+DEADLINE_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, LoadedIdentity]:
+    base = tmp_path_factory.mktemp("pki")
+    ca, other = init_ca(base / "ca"), init_ca(base / "other-ca", name="another CA")
+    ids = {
+        "server": issue(ca, "city:330100", "node", base / "server"),
+        "client": issue(ca, "district:330106", "node", base / "client"),
+        "revoked": issue(ca, "district:330108", "node", base / "revoked"),
+        "foreign": issue(other, "district:330106", "node", base / "foreign"),
+    }
+    revoke(ca, ids["revoked"], "key_compromise")
+    write_crl(ca, base / "crl.pem")
+    return {name: load_identity(d) for name, d in ids.items()}
+
+
+@pytest.fixture(scope="module")
+def trust(pki: dict[str, LoadedIdentity]) -> TrustStore:
+    crl = pki["server"].directory.parent / "crl.pem"
+    return TrustStore(pki["server"].ca_pem, crl.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def server(pki: dict[str, LoadedIdentity], trust: TrustStore) -> Iterator[int]:
+    """A grpc server on port 0 whose unary echo answers with the caller's node id."""
+
+    def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            who = peer_identity(context.auth_context(), trust)
+        except UntrustedSignerError as exc:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        return who.node_id.encode() + b"|" + request
+
+    handler = grpc.method_handlers_generic_handler("test.Echo", {
+        "Echo": grpc.unary_unary_rpc_method_handler(echo),
+    })
+    srv = grpc.server(ThreadPoolExecutor(max_workers=4), handlers=[handler])
+    port = srv.add_secure_port("localhost:0", grpc_server_credentials(pki["server"]))
+    assert port > 0
+    srv.start()
+    yield port
+    srv.stop(grace=None)
+
+
+def _call(port: int, creds: grpc.ChannelCredentials, payload: bytes = b"ping") -> bytes:
+    with grpc.secure_channel(f"localhost:{port}", creds) as channel:
+        stub = channel.unary_unary(METHOD)
+        result: bytes = stub(payload, timeout=DEADLINE_S)
+        return result
+
+
+def test_mutual_tls_round_trip(server: int, pki: dict[str, LoadedIdentity]) -> None:
+    assert _call(server, grpc_channel_credentials(pki["client"])) == b"district:330106|ping"
+
+
+def test_client_without_certificate_fails_the_handshake(server: int, pki: dict[str, LoadedIdentity]) -> None:
+    creds = grpc.ssl_channel_credentials(root_certificates=pki["client"].ca_pem)
+    with pytest.raises(grpc.RpcError) as err:
+        _call(server, creds)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_client_from_another_ca_fails_the_handshake(server: int, pki: dict[str, LoadedIdentity]) -> None:
+    foreign = pki["foreign"]
+    # Give it every chance: it trusts our CA, so only its own certificate can be the problem.
+    creds = grpc.ssl_channel_credentials(root_certificates=pki["client"].ca_pem,
+                                         private_key=foreign.tls_key_pem,
+                                         certificate_chain=foreign.tls_cert_pem)
+    with pytest.raises(grpc.RpcError) as err:
+        _call(server, creds)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_client_refuses_a_server_from_another_ca(server: int, pki: dict[str, LoadedIdentity]) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        _call(server, grpc_channel_credentials(pki["foreign"]))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_revoked_client_is_refused_by_the_application(server: int, pki: dict[str, LoadedIdentity]) -> None:
+    # grpc cannot check a CRL, so the handshake succeeds; peer_identity must refuse it.
+    with pytest.raises(grpc.RpcError) as err:
+        _call(server, grpc_channel_credentials(pki["revoked"]))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "revoked" in (err.value.details() or "")
+
+
+def test_peer_identity_inputs(pki: dict[str, LoadedIdentity], trust: TrustStore) -> None:
+    pem = pki["client"].tls_cert_pem
+    assert peer_identity({"x509_pem_cert": [pem]}, trust).node_id == "district:330106"
+    assert peer_identity(pki["client"].signing_cert_der, trust).node_id == "district:330106"
+    with pytest.raises(UntrustedSignerError, match="no certificate"):
+        peer_identity({}, trust)
+    with pytest.raises(UntrustedSignerError, match="parsed"):
+        peer_identity(b"garbage", trust)
+    with pytest.raises(UntrustedSignerError, match="another CA"):
+        peer_identity(pki["foreign"].tls_cert_pem, trust)
+
+
+# --- AMQP: the client context against a TLS server that requires a client certificate -----------
+def _tls_server(identity: LoadedIdentity) -> tuple[socket.socket, ssl.SSLContext]:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(identity.tls_cert_path), str(identity.tls_key_path))
+    ctx.load_verify_locations(cadata=identity.ca_pem.decode())
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    sock = socket.create_server(("127.0.0.1", 0))
+    return sock, ctx
+
+
+def _serve_once(sock: socket.socket, ctx: ssl.SSLContext, seen: list[object]) -> None:
+    conn, _addr = sock.accept()
+    try:
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            seen.append(tls.getpeercert())
+            tls.sendall(b"ok")
+    except (ssl.SSLError, OSError) as exc:
+        seen.append(exc)
+
+
+def _connect(port: int, ctx: ssl.SSLContext, host: str = "localhost") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as tls:
+        return tls.recv(2)
+
+
+def test_amqp_context_settings(pki: dict[str, LoadedIdentity]) -> None:
+    ctx = amqp_ssl_context(pki["client"])
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
+    assert ctx.check_hostname
+    assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+def test_amqp_context_completes_mutual_tls(pki: dict[str, LoadedIdentity]) -> None:
+    sock, server_ctx = _tls_server(pki["server"])
+    seen: list[object] = []
+    t = threading.Thread(target=_serve_once, args=(sock, server_ctx, seen))
+    t.start()
+    try:
+        assert _connect(sock.getsockname()[1], amqp_ssl_context(pki["client"])) == b"ok"
+    finally:
+        t.join(DEADLINE_S)
+        sock.close()
+    peer = seen[0]
+    assert isinstance(peer, dict)
+    assert (("commonName", "district:330106"),) in peer["subject"]
+
+
+def test_amqp_context_refuses_a_broker_from_another_ca(pki: dict[str, LoadedIdentity]) -> None:
+    sock, server_ctx = _tls_server(pki["foreign"])
+    seen: list[object] = []
+    t = threading.Thread(target=_serve_once, args=(sock, server_ctx, seen))
+    t.start()
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _connect(sock.getsockname()[1], amqp_ssl_context(pki["client"]))
+    finally:
+        t.join(DEADLINE_S)
+        sock.close()
+
+
+def test_amqp_context_checks_the_broker_host_name(pki: dict[str, LoadedIdentity]) -> None:
+    sock, server_ctx = _tls_server(pki["server"])
+    seen: list[object] = []
+    t = threading.Thread(target=_serve_once, args=(sock, server_ctx, seen))
+    t.start()
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError, match="match"):
+            _connect(sock.getsockname()[1], amqp_ssl_context(pki["client"]), host="broker.example")
+    finally:
+        t.join(DEADLINE_S)
+        sock.close()
