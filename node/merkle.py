@@ -115,7 +115,9 @@ def verify_many(expected_root: bytes, count: int,
       items are checked one by one, sharing the nodes already proven (see :class:`_ProvenNodes`).
     """
     if count >= 1 and len(items) == count:
-        ordered = sorted(items, key=lambda item: item[0])
+        ordered: Sequence[tuple[int, bytes, Sequence[bytes]]] = items
+        if any(item[0] != i for i, item in enumerate(items)):  # usually in order already
+            ordered = sorted(items, key=lambda item: item[0])
         if all(item[0] == i for i, item in enumerate(ordered)):
             levels = _levels([item[1] for item in ordered])
             if levels[-1][0] == expected_root:
