@@ -1,0 +1,213 @@
+"""Identifiers of credit subjects: USCC (GB 32100-2015), resident ID number (GB 11643-1999), text.
+
+Checks return ``None`` when a value is acceptable, else one :class:`~node.errors.Problem` with a
+stable code (a warning for an allow-listed USCC). They expect input already passed through
+:func:`normalize_text`; letters are upper-cased here because departments type them in lower case.
+
+Decisions (see docs/catalogue.md):
+- A USCC on the allow-list (legally issued early pilot codes that fail a check character) is
+  accepted with the warning ``W_USCC_ALLOWLISTED``, never silently. The allow-list exempts both
+  check characters, because an operator listed that exact code; length and charset still apply.
+- 15-digit first-generation ID numbers are refused (``E_ID_FORMAT``): those cards ceased to be valid
+  on 2013-01-01 and a 15-digit number carries no check digit, so nothing could be verified.
+  :func:`id15_to_id18` converts legacy data for an adapter that has to migrate it deliberately.
+
+Stable codes: ``E_USCC_FORMAT``, ``E_USCC_CHECK``, ``E_USCC_ORG_CHECK``, ``W_USCC_ALLOWLISTED``,
+``E_ID_FORMAT``, ``E_ID_CHECK``, ``E_ID_BIRTHDATE``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Set
+from datetime import date
+from typing import Final
+
+from node.errors import Problem
+
+__all__ = [
+    "check_id_number",
+    "check_uscc",
+    "id15_to_id18",
+    "id_check_char",
+    "is_valid_id_number",
+    "is_valid_uscc",
+    "make_id_number",
+    "make_uscc",
+    "mask_id_number",
+    "normalize_text",
+    "org_check_char",
+    "uscc_check_char",
+]
+
+# --- USCC ---------------------------------------------------------------------------------------
+USCC_ALPHABET: Final = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # 31 chars: no I, O, Z, S, V
+_USCC_RE: Final = re.compile(r"[0-9A-HJ-NP-RTUWXY]{18}")
+_USCC_VALUE: Final = {c: i for i, c in enumerate(USCC_ALPHABET)}
+_USCC_WEIGHTS: Final = tuple(pow(3, i, 31) for i in range(17))
+# GB 11714 values letters A=10 … Z=35 over the full Latin alphabet, unlike the USCC table.
+_ORG_VALUE: Final = {**{str(d): d for d in range(10)}, **{chr(ord("A") + i): 10 + i for i in range(26)}}
+_ORG_WEIGHTS: Final = (3, 7, 9, 10, 5, 8, 4, 2)
+# Per-position tables char → value·weight: a weighted sum becomes sum(map(dict.__getitem__, …)),
+# one C-level pass with no Python frame per character (validation runs at tens of thousands of
+# rows a second, each with several codes).
+_USCC_TERMS: Final = tuple({c: v * w % 31 for c, v in _USCC_VALUE.items()} for w in _USCC_WEIGHTS)
+_ORG_TERMS: Final = tuple({c: v * w for c, v in _ORG_VALUE.items()} for w in _ORG_WEIGHTS)
+_get = dict.__getitem__
+
+
+def uscc_check_char(first17: str) -> str:
+    """Position-18 check character of a USCC whose first 17 characters are given."""
+    if len(first17) != 17:
+        raise ValueError("uscc_check_char needs 17 characters")
+    return USCC_ALPHABET[(31 - sum(map(_get, _USCC_TERMS, first17)) % 31) % 31]
+
+
+def org_check_char(body8: str) -> str:
+    """GB 11714 check character of an 8-character organisation code body (USCC positions 9-16)."""
+    if len(body8) != 8:
+        raise ValueError("org_check_char needs 8 characters")
+    c = 11 - sum(map(_get, _ORG_TERMS, body8)) % 11
+    return "X" if c == 10 else "0" if c == 11 else str(c)
+
+
+def make_uscc(authority: str, kind: str, division: str, org_body8: str) -> str:
+    """A valid USCC from its parts, computing both check characters (for tests and generators)."""
+    if len(authority) != 1 or len(kind) != 1 or len(division) != 6 or len(org_body8) != 8:
+        raise ValueError("make_uscc needs authority(1), kind(1), division(6) and org_body8(8)")
+    first17 = f"{authority}{kind}{division}{org_body8}{org_check_char(org_body8)}".upper()
+    if not _USCC_RE.fullmatch(first17 + "0"):
+        raise ValueError(f"characters outside the USCC alphabet in {first17!r}")
+    return first17 + uscc_check_char(first17)
+
+
+def check_uscc(value: str, *, field: str = "", label: str = "统一社会信用代码",
+               allowlist: Set[str] = frozenset()) -> Problem | None:
+    """``None`` if ``value`` (upper-cased, normalised) is a valid USCC, else the problem."""
+    if not _USCC_RE.fullmatch(value):
+        bad = sorted({c for c in value if c not in _USCC_VALUE})
+        why = f"contains {''.join(bad)!r}, not allowed in a USCC" if bad and len(value) == 18 \
+            else f"must be 18 characters of 0-9 and A-Y without I, O, Z, S, V (got {len(value)})"
+        return Problem("E_USCC_FORMAT", field, f'{label}: "{value}" {why}')
+    failed = []
+    if org_check_char(value[8:16]) != value[16]:
+        failed.append("E_USCC_ORG_CHECK")
+    if uscc_check_char(value[:17]) != value[17]:
+        failed.append("E_USCC_CHECK")
+    if not failed:
+        return None
+    which = " and ".join("organisation-code check (pos 17)" if c == "E_USCC_ORG_CHECK"
+                         else "check character (pos 18)" for c in failed)
+    if value in allowlist:
+        return Problem("W_USCC_ALLOWLISTED", field,
+                       f'{label}: "{value}" fails its {which} but is on the allow-list of issued codes',
+                       warning=True)
+    # The inner check first: a code passing pos 18 but failing it was computed, not issued.
+    return Problem(failed[0], field, f'{label}: "{value}" fails its {which}')
+
+
+def is_valid_uscc(value: str) -> bool:
+    return check_uscc(value) is None
+
+
+# --- resident ID number ---------------------------------------------------------------------------
+_ID_RE: Final = re.compile(r"[0-9]{17}[0-9X]")
+_ID_WEIGHTS: Final = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK: Final = "10X98765432"
+_EARLIEST_BIRTH: Final = date(1900, 1, 1)
+
+
+_ID_TERMS: Final = tuple({str(d): d * w for d in range(10)} for w in _ID_WEIGHTS)
+
+
+def id_check_char(first17: str) -> str:
+    if len(first17) != 17:
+        raise ValueError("id_check_char needs 17 digits")
+    return _ID_CHECK[sum(map(_get, _ID_TERMS, first17)) % 11]
+
+
+def _birth(value: str) -> date | None:
+    try:
+        return date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
+    except ValueError:
+        return None
+
+
+def check_id_number(value: str, *, field: str = "", label: str = "公民身份号码",
+                    today: date | None = None) -> Problem | None:
+    """``None`` if ``value`` is a valid 18-character resident ID number, else the problem."""
+    if not _ID_RE.fullmatch(value):
+        why = "is a 15-digit legacy number; convert it to 18 digits" if len(value) == 15 and value.isdigit() \
+            else "must be 17 digits and a check digit 0-9 or X"
+        return Problem("E_ID_FORMAT", field, f'{label}: "{mask_id_number(value)}" {why}')
+    born = _birth(value)
+    if born is None or born < _EARLIEST_BIRTH or born > (today or date.today()):
+        return Problem("E_ID_BIRTHDATE", field,
+                       f'{label}: "{mask_id_number(value)}" has no real birth date in positions 7-14')
+    if id_check_char(value[:17]) != value[17]:
+        return Problem("E_ID_CHECK", field, f'{label}: "{mask_id_number(value)}" fails its check digit')
+    return None
+
+
+def is_valid_id_number(value: str, today: date | None = None) -> bool:
+    return check_id_number(value, today=today) is None
+
+
+def make_id_number(division6: str, birth: date, seq3: str) -> str:
+    """A valid ID number from its parts (seq3's last digit is odd for men, even for women)."""
+    if not (len(division6) == 6 and division6.isdigit() and len(seq3) == 3 and seq3.isdigit()):
+        raise ValueError("make_id_number needs a 6-digit division and a 3-digit sequence")
+    first17 = f"{division6}{birth:%Y%m%d}{seq3}"
+    return first17 + id_check_char(first17)
+
+
+def id15_to_id18(value: str) -> str:
+    """The 18-digit form of a first-generation 15-digit number (born 19xx, check digit added)."""
+    if not (len(value) == 15 and value.isdigit()):
+        raise ValueError("not a 15-digit ID number")
+    first17 = f"{value[:6]}19{value[6:]}"
+    return first17 + id_check_char(first17)
+
+
+def mask_id_number(value: str) -> str:
+    """Hide the middle of an ID number: ``11010519491231002X`` → ``1101**********002X``.
+
+    A quarter of the characters (at most 4) stays visible at each end, so passports and other
+    short numbers are masked in proportion and a value of 3 characters or fewer is masked whole.
+    """
+    keep = min(4, len(value) // 4)
+    if keep == 0:
+        return "*" * len(value)
+    return value[:keep] + "*" * (len(value) - 2 * keep) + value[-keep:]
+
+
+# --- text -----------------------------------------------------------------------------------------
+_ZERO_WIDTH: Final = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
+_FOLD_ALL: Final = {**{0xFF01 + i: 0x21 + i for i in range(0x5E)}, 0x3000: 0x20, 0x00A0: 0x20,
+                    **{ord(c): None for c in _ZERO_WIDTH}}
+_FOLD_ALNUM: Final = {k: v for k, v in _FOLD_ALL.items()
+                      if v is None or chr(v).isalnum() or v == 0x20}
+# Characters that make a value differ from its plain strip() (besides runs of spaces): full-width
+# forms, odd spaces, line breaks and tabs, zero-width characters. A character class without
+# alternation lets the regex engine scan fast; most cells contain none of these.
+_DIRTY: Final = re.compile("[\uff01-\uff5e\u3000\u00a0\u200b-\u200d\u2060\ufeff\u00ad\t\n\r\x0b\x0c"
+                           "\x1c-\x1f\x85\u1680\u2000-\u200a\u2028\u2029\u202f\u205f]")
+_DIRTY_PROSE: Final = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\u3000\u00a0\u200b-\u200d"
+                                 "\u2060\ufeff\u00ad\r]")
+
+
+def normalize_text(s: str, *, prose: bool = False) -> str:
+    """Normalise a cell: full-width ASCII → half-width, no zero-width chars/BOM, stripped.
+
+    By default (names, codes, numbers, dates, enum values) every full-width ASCII character and
+    U+3000 is folded and internal whitespace runs collapse to one space, so equal values compare
+    equal. With ``prose=True`` (free text such as 违法事实) only full-width digits, letters and
+    spaces are folded and line breaks are kept: Chinese punctuation （，。；） is correct in prose.
+    """
+    if prose:
+        if (s.isprintable() if s.isascii() else _DIRTY_PROSE.search(s) is None):
+            return s.strip()
+        return s.translate(_FOLD_ALNUM).replace("\r\n", "\n").replace("\r", "\n").strip()
+    if (s.isprintable() if s.isascii() else _DIRTY.search(s) is None) and "  " not in s:
+        return s.strip()
+    return " ".join(s.translate(_FOLD_ALL).split())

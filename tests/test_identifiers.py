@@ -1,0 +1,210 @@
+"""USCC (GB 32100-2015), resident ID number (GB 11643-1999), masking and text normalisation."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from node.identifiers import (
+    USCC_ALPHABET,
+    check_id_number,
+    check_uscc,
+    id15_to_id18,
+    id_check_char,
+    is_valid_id_number,
+    is_valid_uscc,
+    make_id_number,
+    make_uscc,
+    mask_id_number,
+    normalize_text,
+    org_check_char,
+    uscc_check_char,
+)
+
+STANDARD_EXAMPLE = "91350100M000100Y43"  # GB 32100-2015's worked example
+ID_EXAMPLE = "11010519491231002X"  # GB 11643-1999's worked example
+
+
+def _code(value: str, **kw: object) -> str:
+    p = check_uscc(value, **kw)  # type: ignore[arg-type]
+    return "" if p is None else p.code
+
+
+# --- USCC -----------------------------------------------------------------------------------------
+def test_uscc_standard_worked_example_is_valid() -> None:
+    assert check_uscc(STANDARD_EXAMPLE) is None
+    assert is_valid_uscc(STANDARD_EXAMPLE)
+
+
+def test_uscc_standard_counter_example_is_refused() -> None:
+    p = check_uscc("91350100M000100Y4Z")
+    assert p is not None and not p.warning
+    assert p.code == "E_USCC_FORMAT"  # Z is outside the alphabet
+
+
+def test_uscc_check_characters_match_the_standard() -> None:
+    assert org_check_char("M000100Y") == "4"
+    assert uscc_check_char("91350100M000100Y4") == "3"
+
+
+def test_uscc_pos18_weights_are_powers_of_three_mod_31() -> None:
+    # 1 3 9 27 19 26 16 17 20 29 25 13 8 24 10 30 28, as DOMAIN.md §2 lists them.
+    weights = []
+    for i in range(17):
+        probe = ["0"] * 17
+        probe[i] = "1"
+        weights.append((31 - USCC_ALPHABET.index(uscc_check_char("".join(probe)))) % 31)
+    assert weights == [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28]
+
+
+def test_uscc_with_one_wrong_character_fails_the_pos18_check() -> None:
+    wrong = STANDARD_EXAMPLE[:3] + "6" + STANDARD_EXAMPLE[4:]  # division 350100 → 360100
+    assert _code(wrong) == "E_USCC_CHECK"
+
+
+def test_uscc_with_wrong_check_character_is_refused() -> None:
+    assert _code(STANDARD_EXAMPLE[:17] + "4") == "E_USCC_CHECK"
+
+
+def test_uscc_passing_pos18_but_failing_inner_check_is_refused() -> None:
+    first17 = "91350100M000100Y" + "5"  # the inner GB 11714 check of M000100Y is 4, not 5
+    fabricated = first17 + uscc_check_char(first17)
+    p = check_uscc(fabricated)
+    assert p is not None and p.code == "E_USCC_ORG_CHECK"
+    assert "organisation-code check" in p.message
+
+
+@pytest.mark.parametrize("letter", ["I", "O", "Z", "S", "V"])
+def test_uscc_with_a_letter_the_standard_excludes_is_a_format_error(letter: str) -> None:
+    p = check_uscc(STANDARD_EXAMPLE[:10] + letter + STANDARD_EXAMPLE[11:])
+    assert p is not None and p.code == "E_USCC_FORMAT"
+    assert repr(letter) in p.message
+
+
+@pytest.mark.parametrize("value", ["", "91350100M000100Y4", "91350100M000100Y433", "91350100m000100y43",
+                                   "9135 0100M000100Y43"])
+def test_uscc_of_wrong_length_or_case_or_with_spaces_is_a_format_error(value: str) -> None:
+    # Upper-casing and removing spaces is normalisation (the validator's job), not the check's.
+    assert _code(value) == "E_USCC_FORMAT"
+
+
+def test_uscc_on_the_allow_list_is_accepted_with_a_warning() -> None:
+    early = STANDARD_EXAMPLE[:17] + "0"  # fails pos 18, as the 2015 Fujian pilot codes do
+    p = check_uscc(early, field="CF_XDR_SHXYM", allowlist=frozenset({early}))
+    assert p is not None and p.warning and p.code == "W_USCC_ALLOWLISTED"
+    assert p.field == "CF_XDR_SHXYM" and early in p.message
+
+
+def test_uscc_allow_list_does_not_excuse_a_format_error() -> None:
+    bad = "91350100M000100Y4Z"
+    assert _code(bad, allowlist=frozenset({bad})) == "E_USCC_FORMAT"
+
+
+def test_uscc_problem_names_field_and_label() -> None:
+    p = check_uscc(STANDARD_EXAMPLE[:17] + "4", field="CF_CFJGDM", label="处罚机关统一社会信用代码 (CF_CFJGDM)")
+    assert p is not None and p.field == "CF_CFJGDM"
+    assert p.message.startswith("处罚机关统一社会信用代码 (CF_CFJGDM): ")
+
+
+def test_make_uscc_computes_both_check_characters() -> None:
+    assert make_uscc("9", "1", "350100", "M000100Y") == STANDARD_EXAMPLE
+    for body in ("00000001", "ABCDEFGH", "12345678", "XY000000"):
+        assert is_valid_uscc(make_uscc("1", "1", "330102", body))
+
+
+def test_make_uscc_refuses_wrong_part_lengths_and_letters() -> None:
+    with pytest.raises(ValueError):
+        make_uscc("9", "1", "350100", "M000100Y4")  # the body is 8 characters, without its check
+    with pytest.raises(ValueError):
+        make_uscc("9", "1", "350100", "M00010OY")
+
+
+def test_org_check_ten_is_x_and_eleven_is_zero() -> None:
+    bodies = {org_check_char(f"{n:08d}") for n in range(0, 400)}
+    assert {"X", "0"} <= bodies
+
+
+# --- resident ID number ---------------------------------------------------------------------------
+def test_id_number_standard_worked_example_is_valid() -> None:
+    assert check_id_number(ID_EXAMPLE) is None
+    assert id_check_char(ID_EXAMPLE[:17]) == "X"
+
+
+def test_id_number_with_wrong_check_digit_is_refused() -> None:
+    p = check_id_number(ID_EXAMPLE[:17] + "1")
+    assert p is not None and p.code == "E_ID_CHECK"
+
+
+def test_id_number_problem_message_masks_the_number() -> None:
+    p = check_id_number(ID_EXAMPLE[:17] + "1", label="证件号码 (CF_XDR_ZJHM)")
+    assert p is not None and ID_EXAMPLE[:17] not in p.message and "1101**********0021" in p.message
+
+
+@pytest.mark.parametrize("birth", ["19490230", "19491301", "19490000", "18991231"])
+def test_id_number_without_a_real_birth_date_is_refused(birth: str) -> None:
+    first17 = f"110105{birth}002"
+    p = check_id_number(first17 + id_check_char(first17))
+    assert p is not None and p.code == "E_ID_BIRTHDATE"
+
+
+def test_id_number_born_in_the_future_is_refused() -> None:
+    future = make_id_number("110105", date(2030, 1, 1), "002")
+    assert check_id_number(future, today=date(2026, 11, 22)) is not None
+    assert check_id_number(future, today=date(2031, 1, 1)) is None
+
+
+@pytest.mark.parametrize("value", ["", "1101051949123100", "11010519491231002Y", "110105194912310021X"])
+def test_id_number_of_wrong_shape_is_a_format_error(value: str) -> None:
+    p = check_id_number(value)
+    assert p is not None and p.code == "E_ID_FORMAT"
+
+
+def test_fifteen_digit_legacy_id_is_refused_with_a_hint() -> None:
+    p = check_id_number("110105491231002")
+    assert p is not None and p.code == "E_ID_FORMAT" and "15-digit" in p.message
+
+
+def test_fifteen_digit_legacy_id_converts_to_eighteen() -> None:
+    assert id15_to_id18("110105491231002") == ID_EXAMPLE
+
+
+def test_make_id_number_builds_valid_numbers() -> None:
+    assert make_id_number("110105", date(1949, 12, 31), "002") == ID_EXAMPLE
+    assert is_valid_id_number(make_id_number("330102", date(2000, 2, 29), "131"))
+
+
+# --- masking --------------------------------------------------------------------------------------
+def test_mask_id_number_keeps_four_characters_each_end() -> None:
+    assert mask_id_number(ID_EXAMPLE) == "1101**********002X"
+
+
+def test_mask_short_numbers_proportionally() -> None:
+    assert mask_id_number("E12345678") == "E1*****78"
+    assert mask_id_number("123") == "***"
+
+
+# --- text -----------------------------------------------------------------------------------------
+def test_normalize_text_folds_full_width_digits_letters_and_space() -> None:
+    assert normalize_text("ＡＢＣ１２３\u3000ｘｙｚ") == "ABC123 xyz"
+
+
+def test_normalize_text_folds_full_width_punctuation_in_names() -> None:
+    assert normalize_text("杭州某某（集团）有限公司") == "杭州某某(集团)有限公司"
+
+
+def test_normalize_text_removes_bom_and_zero_width_characters() -> None:
+    assert normalize_text("\ufeff91350100\u200bM000100Y43\u200d") == STANDARD_EXAMPLE
+
+
+def test_normalize_text_strips_and_collapses_whitespace_runs() -> None:
+    assert normalize_text("  某某  公司\t\n分店 ") == "某某 公司 分店"
+
+
+def test_normalize_text_leaves_clean_text_alone() -> None:
+    assert normalize_text("杭上市监罚〔2024〕1号") == "杭上市监罚〔2024〕1号"
+
+
+def test_normalize_prose_keeps_chinese_punctuation_and_line_breaks() -> None:
+    assert normalize_text(" 经查，当事人于２０２４年\r\n销售（过期）食品。 ", prose=True) == \
+        "经查，当事人于2024年\n销售（过期）食品。"
