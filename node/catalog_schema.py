@@ -1,0 +1,399 @@
+"""Catalogue YAML → :mod:`node.catalog_model` objects, refusing anything doubtful.
+
+Each refusal is a :class:`~node.errors.CatalogError` naming the dotted path of the offending key
+(``items.admin_penalty.fields[3].maxlen``). Parsing checks shapes and types; :func:`build_item`
+then checks meaning: declared references, duplicates, consistent subject kinds, and the
+prohibited-field rule (:mod:`node.prohibited`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final, TypeVar
+
+from node import prohibited
+from node.catalog_model import (
+    CROSS_RULE_KINDS,
+    DISCLOSURE_CLASSES,
+    DISCLOSURE_KINDS,
+    FIELD_TYPES,
+    KEY_PSEUDO_FIELDS,
+    LEVELS_UP,
+    SUBJECT_KINDS,
+    Condition,
+    CrossRule,
+    DisclosureRule,
+    FieldSpec,
+    Item,
+    Routing,
+    Severity,
+    normalize_header,
+)
+from node.errors import CatalogError
+from node.identifiers import check_uscc
+
+T = TypeVar("T")
+_CODE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_ITEM_RE: Final = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _type_name(value: object) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+class Obj:
+    """A YAML mapping being read: typed getters that record the key, then :meth:`close`."""
+
+    def __init__(self, value: object, path: str) -> None:
+        if not isinstance(value, Mapping):
+            raise CatalogError(f"{path}: expected a mapping, got {_type_name(value)}")
+        self.data: Mapping[Any, Any] = value
+        self.path = path
+        self.seen: set[str] = set()
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def raw(self, key: str, required: bool) -> object:
+        self.seen.add(key)
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise CatalogError(f"{self.at(key)}: missing")
+            return None
+        return self.data[key]
+
+    def text(self, key: str, default: str | None = None) -> str:
+        v = self.raw(key, default is None)
+        if v is None:
+            return default or ""
+        if not isinstance(v, str):
+            hint = " (quote it)" if isinstance(v, int | float) else ""
+            raise CatalogError(f"{self.at(key)}: expected a string, got {_type_name(v)} {v!r}{hint}")
+        return v.strip()
+
+    def flag(self, key: str) -> bool:
+        v = self.raw(key, False)
+        if v is not None and not isinstance(v, bool):
+            raise CatalogError(f"{self.at(key)}: expected true or false, got {v!r}")
+        return bool(v)
+
+    def count(self, key: str, default: int = 0) -> int:
+        v = self.raw(key, False)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise CatalogError(f"{self.at(key)}: expected a whole number ≥ 0, got {v!r}")
+        return v
+
+    def number(self, key: str) -> Decimal | None:
+        v = self.raw(key, False)
+        if v is None:
+            return None
+        try:
+            if isinstance(v, bool) or not isinstance(v, int | float | str):
+                raise InvalidOperation
+            d = Decimal(str(v))
+        except InvalidOperation:
+            raise CatalogError(f"{self.at(key)}: expected a number, got {v!r}") from None
+        if not d.is_finite():
+            raise CatalogError(f"{self.at(key)}: expected a finite number, got {v!r}")
+        return d
+
+    def texts(self, key: str, *, required: bool = False) -> tuple[str, ...]:
+        """A list of strings; integers are taken as written (enum values such as 1 and 2)."""
+        v = self.raw(key, required)
+        if v is None:
+            return ()
+        if not isinstance(v, list):
+            raise CatalogError(f"{self.at(key)}: expected a list, got {_type_name(v)}")
+        out = []
+        for i, e in enumerate(v):
+            if isinstance(e, bool) or not isinstance(e, str | int):
+                raise CatalogError(f"{self.at(key)}[{i}]: expected a string, got {_type_name(e)} {e!r}")
+            out.append(str(e).strip())
+        if len(set(out)) != len(out):
+            dup = next(x for x in out if out.count(x) > 1)
+            raise CatalogError(f"{self.at(key)}: {dup!r} is listed twice")
+        return tuple(out)
+
+    def mapping(self, key: str) -> dict[str, str]:
+        v = self.raw(key, False)
+        if v is None:
+            return {}
+        m = Obj(v, self.at(key))
+        for k, val in m.data.items():
+            if isinstance(k, bool) or not isinstance(k, str | int) or not isinstance(val, str | int) \
+                    or isinstance(val, bool):
+                raise CatalogError(f"{m.at(str(k))}: expected a string → string mapping, got {val!r}")
+        return {str(k).strip(): str(val).strip() for k, val in m.data.items()}
+
+    def obj(self, key: str) -> Obj:
+        return Obj(self.raw(key, True), self.at(key))
+
+    def objs(self, key: str, parse: Callable[[Obj], T]) -> tuple[T, ...]:
+        v = self.raw(key, False)
+        if v is None:
+            return ()
+        if not isinstance(v, list):
+            raise CatalogError(f"{self.at(key)}: expected a list, got {_type_name(v)}")
+        out = []
+        for i, e in enumerate(v):
+            o = Obj(e, f"{self.at(key)}[{i}]")
+            out.append(parse(o))
+            o.close()
+        return tuple(out)
+
+    def close(self) -> None:
+        unknown = [str(k) for k in self.data if str(k) not in self.seen]
+        if unknown:
+            known = ", ".join(sorted(self.seen))
+            raise CatalogError(f"unknown key {self.at(unknown[0])} (allowed here: {known})")
+
+    def one_of(self, key: str, allowed: tuple[str, ...], default: str | None = None) -> str:
+        v = self.text(key, default)
+        if v not in allowed:
+            raise CatalogError(f"{self.at(key)}: {v!r} is not one of {', '.join(allowed)}")
+        return v
+
+
+# --- parsing shapes ---------------------------------------------------------------------------------
+def _condition(o: Obj) -> Condition:
+    return Condition(field=o.text("field"), values=o.texts("values", required=True))
+
+
+def _field(o: Obj) -> FieldSpec:
+    aliases = o.mapping("value_aliases")
+    return FieldSpec(
+        code=o.text("code"), name=o.text("name"), type=o.one_of("type", FIELD_TYPES),
+        max_length=o.count("max_length"), required=o.flag("required"),
+        required_when=o.objs("required_when", _condition), forbidden_when=o.objs("forbidden_when", _condition),
+        enum=o.texts("enum"), multi=o.flag("multi"), aliases=o.texts("aliases"),
+        description=o.text("description", ""), value_aliases=tuple(aliases.items()),
+        checked_when=o.objs("checked_when", _condition), minimum=o.number("minimum"),
+        maximum=o.number("maximum"), scale=None if o.raw("scale", False) is None else o.count("scale"),
+        not_future=o.flag("not_future"), consent=o.text("consent", ""),
+    )
+
+
+def _cross_rule(o: Obj) -> CrossRule:
+    return CrossRule(id=o.text("id"), kind=o.one_of("kind", CROSS_RULE_KINDS),
+                     fields=o.texts("fields", required=True), message=o.text("message"),
+                     when=o.objs("when", _condition))
+
+
+def _severity(o: Obj) -> Severity:
+    return Severity(name=o.text("name"), values=o.texts("values"), min_months=o.count("min_months"),
+                    max_months=o.count("max_months"))
+
+
+def _disclosure(o: Obj) -> DisclosureRule:
+    return DisclosureRule(
+        kind=o.one_of("kind", DISCLOSURE_KINDS), years=o.count("years"), months=o.count("months"),
+        start_field=o.text("start_field", ""), end_field=o.text("end_field", ""),
+        severity_field=o.text("severity_field", ""), default_severity=o.text("default_severity", ""),
+        severities=o.objs("severities", _severity))
+
+
+def parse_item(o: Obj) -> Item:
+    """Read one item mapping (its path names the item) and check its meaning."""
+    disclosure = o.obj("disclosure")
+    routing = o.obj("routing")
+    subject = o.obj("subject")
+    d = _disclosure(disclosure)
+    r = Routing(rule_id=routing.text("rule_id"), up_to=routing.one_of("up_to", LEVELS_UP))
+    s = (subject.text("name_field"), subject.text("kind_field", ""), subject.mapping("kinds"),
+         subject.mapping("code_fields"))
+    for sub in (disclosure, routing, subject):
+        sub.close()
+    item = Item(
+        code=o.text("code"), name=o.text("name"), category=o.text("category"),
+        description=o.text("description", ""), subject_kinds=o.texts("subject_kinds", required=True),
+        disclosure_class=o.one_of("disclosure_class", DISCLOSURE_CLASSES), legal_basis=o.text("legal_basis", ""),
+        disclosure=d, source_units=o.texts("source_units") or ("*",), routing=r,
+        fields=o.objs("fields", _field), key_fields=o.texts("key_fields", required=True),
+        subject_name_field=s[0], subject_kind_field=s[1], subject_kind_values=s[2], subject_code_fields=s[3],
+        source_unit_field=o.text("source_unit_field"), decision_date_field=o.text("decision_date_field", ""),
+        cross_rules=o.objs("cross_rules", _cross_rule), is_list=o.flag("is_list"), measures=o.texts("measures"),
+    )
+    o.close()
+    check_item(item, o.path)
+    return item
+
+
+# --- meaning --------------------------------------------------------------------------------------
+def check_item(item: Item, path: str) -> None:
+    """Refuse an item whose parts do not fit together. ``path`` prefixes every message."""
+
+    def fail(where: str, msg: str) -> CatalogError:
+        return CatalogError(f"{path}.{where}: {msg}")
+
+    if not _ITEM_RE.fullmatch(item.code):
+        raise fail("code", f"{item.code!r} must be lower-case letters, digits and _")
+    if not item.fields:
+        raise fail("fields", "an item needs fields")
+    seen_codes: set[str] = set()
+    headers: dict[str, str] = {}
+    for i, f in enumerate(item.fields):
+        _check_field(f, f"{path}.fields[{i}]")
+        if f.code in seen_codes:
+            raise fail(f"fields[{i}].code", f"duplicate field code {f.code}")
+        seen_codes.add(f.code)
+        for h in (f.code, f.name, *f.aliases):
+            other = headers.setdefault(normalize_header(h), f.code)
+            if other != f.code:
+                raise fail(f"fields[{i}]", f"header {h!r} of {f.code} is already a header of {other}")
+        prohibited.check_field(item.code, f.code, f.name, f.aliases, f.consent)
+
+    def declared(where: str, code: str, types: tuple[str, ...] = ()) -> FieldSpec:
+        if not item.has_field(code):
+            raise fail(where, f"refers to undeclared field {code!r}")
+        spec = item.field(code)
+        if types and spec.type not in types:
+            raise fail(where, f"field {code} must be of type {' or '.join(types)}, not {spec.type}")
+        return spec
+
+    def conditions(where: str, conds: tuple[Condition, ...]) -> None:
+        for j, c in enumerate(conds):
+            spec = declared(f"{where}[{j}].field", c.field)
+            bad = [v for v in c.values if spec.enum and v not in spec.enum]
+            if bad:
+                raise fail(f"{where}[{j}].values", f"{bad[0]!r} is not a value of {c.field}")
+
+    for i, f in enumerate(item.fields):
+        for name in ("required_when", "forbidden_when", "checked_when"):
+            conditions(f"fields[{i}].{name}", getattr(f, name))
+
+    # subjects
+    kinds = item.subject_kinds
+    if not kinds or any(k not in SUBJECT_KINDS for k in kinds):
+        raise fail("subject_kinds", f"must be a non-empty list of {', '.join(SUBJECT_KINDS)}")
+    declared("subject.name_field", item.subject_name_field)
+    if item.subject_kind_field:
+        spec = declared("subject.kind_field", item.subject_kind_field, ("enum",))
+        for value, kind in item.subject_kind_values.items():
+            if value not in spec.enum:
+                raise fail("subject.kinds", f"{value!r} is not a value of {spec.code}")
+            if kind not in kinds:
+                raise fail("subject.kinds", f"{kind!r} is not one of the item's subject_kinds")
+        missing = set(kinds) - set(item.subject_kind_values.values())
+        if missing:
+            raise fail("subject.kinds", f"no value of {spec.code} means {', '.join(sorted(missing))}")
+    elif len(kinds) > 1:
+        raise fail("subject.kind_field", "an item with several subject kinds needs a kind field")
+    if set(item.subject_code_fields) != set(kinds):
+        raise fail("subject.code_fields", f"needs exactly one code field per subject kind ({', '.join(kinds)})")
+    for kind, code in item.subject_code_fields.items():
+        declared(f"subject.code_fields.{kind}", code)
+    if "natural_person" in kinds and item.disclosure_class == "A" and not item.legal_basis:
+        raise fail("disclosure_class", "natural persons' information is never class A unless a law says so: "
+                                       "name it in legal_basis")
+
+    # source, dates, keys
+    su = declared("source_unit_field", item.source_unit_field, ("uscc",))
+    if not su.required:
+        raise fail("source_unit_field", f"{su.code} must be required")
+    for i, unit in enumerate(item.source_units):
+        if unit != "*" and check_uscc(unit) is not None:
+            raise fail(f"source_units[{i}]", f"{unit!r} is not a valid USCC (or '*')")
+    if "*" in item.source_units and len(item.source_units) > 1:
+        raise fail("source_units", "'*' means any unit and stands alone")
+    if item.decision_date_field:
+        declared("decision_date_field", item.decision_date_field, ("date",))
+    for i, k in enumerate(item.key_fields):
+        if k not in KEY_PSEUDO_FIELDS and not declared(f"key_fields[{i}]", k).required:
+            raise fail(f"key_fields[{i}]", f"key field {k} must be required")
+    if not item.routing.rule_id:
+        raise fail("routing.rule_id", "must not be empty")
+    if item.measures and not item.is_list:
+        raise fail("measures", "only list items (is_list: true) carry measures")
+
+    # cross rules
+    ids: set[str] = set()
+    arity = {"not_before": (2, 2), "positive": (1, 1), "together": (2, 99), "at_least_one": (2, 99)}
+    for i, rule in enumerate(item.cross_rules):
+        where = f"cross_rules[{i}]"
+        if rule.id in ids:
+            raise fail(f"{where}.id", f"duplicate rule id {rule.id}")
+        ids.add(rule.id)
+        lo, hi = arity[rule.kind]
+        if not lo <= len(rule.fields) <= hi:
+            raise fail(f"{where}.fields", f"a {rule.kind} rule takes {lo if lo == hi else f'{lo} or more'} fields")
+        types = {"not_before": ("date",), "positive": ("decimal", "integer")}.get(rule.kind, ())
+        for j, code in enumerate(rule.fields):
+            declared(f"{where}.fields[{j}]", code, types)
+        conditions(f"{where}.when", rule.when)
+
+    _check_disclosure(item, fail, declared)
+
+
+def _check_field(f: FieldSpec, where: str) -> None:
+    def fail(key: str, msg: str) -> CatalogError:
+        return CatalogError(f"{where}.{key}: {msg}")
+
+    if not _CODE_RE.fullmatch(f.code):
+        raise fail("code", f"{f.code!r} must be letters, digits and _")
+    if not f.name:
+        raise fail("name", "must not be empty")
+    if (f.type == "enum") != bool(f.enum):
+        raise fail("enum", "an enum field lists its values, and only an enum field has them")
+    if f.multi and f.type != "enum":
+        raise fail("multi", "only an enum field can be multi-valued")
+    if any(";" in v for v in f.enum):
+        raise fail("enum", "values must not contain ';' (the multi-value separator)")
+    for raw, canon in f.value_aliases:
+        if f.enum and canon not in f.enum:
+            raise fail(f"value_aliases.{raw}", f"{canon!r} is not one of the enum values")
+    numeric = f.type in ("decimal", "integer")
+    if not numeric and (f.minimum is not None or f.maximum is not None or f.scale is not None):
+        raise fail("minimum", "minimum, maximum and scale apply to decimal and integer fields")
+    if f.minimum is not None and f.maximum is not None and f.minimum > f.maximum:
+        raise fail("maximum", "is below minimum")
+    if f.not_future and f.type != "date":
+        raise fail("not_future", "applies to date fields")
+    if f.checked_when and f.type not in ("uscc", "id_number"):
+        raise fail("checked_when", "applies to uscc and id_number fields")
+    if f.consent not in ("", "written"):
+        raise fail("consent", "the only kind of consent the law accepts is 'written'")
+    if f.required and (f.required_when or f.forbidden_when):
+        raise fail("required", "a required field has no required_when/forbidden_when")
+
+
+def _check_disclosure(item: Item, fail: Callable[[str, str], CatalogError],
+                      declared: Callable[..., FieldSpec]) -> None:
+    d = item.disclosure
+    if d.start_field:
+        declared("disclosure.start_field", d.start_field, ("date",))
+    if d.end_field:
+        declared("disclosure.end_field", d.end_field, ("date",))
+    needs_period = d.kind in ("from_decision", "while_valid_plus")
+    if d.kind == "from_decision" and not d.period_months:
+        raise fail("disclosure", "from_decision needs years and/or months")
+    if d.kind == "from_decision" and not (d.start_field or item.decision_date_field):
+        raise fail("disclosure.start_field", "from_decision needs a start field or a decision_date_field")
+    if not needs_period and d.period_months:
+        raise fail("disclosure", f"{d.kind} takes no years/months")
+    if d.kind != "penalty_severity":
+        if d.severities or d.severity_field or d.default_severity:
+            raise fail("disclosure", "severities belong to penalty_severity rules")
+        return
+    if not item.decision_date_field:
+        raise fail("decision_date_field", "a penalty_severity rule counts from the decision date")
+    if not d.severities:
+        raise fail("disclosure.severities", "penalty_severity needs severity classes")
+    names = [s.name for s in d.severities]
+    if len(set(names)) != len(names):
+        raise fail("disclosure.severities", "duplicate severity name")
+    if d.default_severity not in names:
+        raise fail("disclosure.default_severity", f"must be one of {', '.join(names)}")
+    for i, s in enumerate(d.severities):
+        if s.min_months > s.max_months:
+            raise fail(f"disclosure.severities[{i}]", "min_months exceeds max_months")
+    if d.severity_field:
+        spec = declared("disclosure.severity_field", d.severity_field, ("enum",))
+        covered = {v for s in d.severities for v in s.values}
+        missing = [v for v in spec.enum if v not in covered]
+        if missing:
+            raise fail("disclosure.severities", f"no class covers {d.severity_field} value {missing[0]!r}")
