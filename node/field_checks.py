@@ -1,0 +1,192 @@
+"""One catalogue field → a compiled converter: raw cell → canonical string, or a problem.
+
+Used by :class:`node.validation.Validator`, which compiles every field of every item once. A
+converter is ``conv(value, problems, row, clean) -> str | None``: the canonical string (``''`` for
+an empty cell), or ``None`` after appending its problem. ``clean=True`` promises that ``value`` is
+a ``str`` the validator already found free of anything :func:`~node.identifiers.normalize_text`
+would change except outer whitespace, so the converter only strips it (one test per row instead
+of one per cell: this is the hot path).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from typing import Any, Final
+
+from node.catalog import FieldSpec
+from node.errors import Problem
+from node.identifiers import check_id_number, check_uscc, normalize_text
+from node.values import (
+    BadValue,
+    canonical_decimal,
+    cell_text,
+    decimal_places,
+    parse_date,
+    parse_decimal,
+    split_multi,
+)
+
+Conv = Callable[[Any, list[Problem], int, bool], "str | None"]
+IdCheck = Callable[[str, list[Problem], int], None]
+_GOOD_CODES_MAX: Final = 200_000  # bound of the cache of valid USCCs
+
+
+class Today:
+    """Today's date for "not in the future" checks, rolled over at local midnight."""
+
+    __slots__ = ("_until", "date", "iso")
+
+    def __init__(self, fixed: date | None = None) -> None:
+        self.date = fixed or date.today()
+        self.iso = self.date.isoformat()
+        self._until = float("inf") if fixed else self._next_midnight()
+
+    @staticmethod
+    def _next_midnight() -> float:
+        return datetime.combine(date.today() + timedelta(days=1), datetime.min.time()).timestamp()
+
+    def refresh(self) -> None:
+        if time.time() >= self._until:
+            self.date = date.today()
+            self.iso = self.date.isoformat()
+            self._until = self._next_midnight()
+
+
+def identifier_check(spec: FieldSpec, *, allowlist: frozenset[str], good: set[str], today: Today) -> IdCheck:
+    """The GB 32100 / GB 11643 check of a ``uscc`` or ``id_number`` field's normalised value.
+
+    ``good`` caches valid USCCs: the same few authorities and source units recur on every row.
+    """
+    code, label = spec.code, spec.label
+
+    def uscc(s: str, out: list[Problem], row: int) -> None:
+        if s in good:
+            return
+        p = check_uscc(s, field=code, label=label, allowlist=allowlist)
+        if p is None:
+            if len(good) >= _GOOD_CODES_MAX:
+                good.clear()
+            good.add(s)
+        else:
+            out.append(Problem(p.code, code, p.message, row, p.warning))
+
+    def id_number(s: str, out: list[Problem], row: int) -> None:
+        p = check_id_number(s, field=code, label=label, today=today.date)
+        if p is not None:
+            out.append(Problem(p.code, code, p.message, row))
+
+    return uscc if spec.type == "uscc" else id_number
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    shown = ", ".join(values[:8])
+    return shown + (f" … ({len(values)} values)" if len(values) > 8 else "")
+
+
+def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Conv:
+    """The converter of ``spec``; ``check`` (if any) runs on the normalised value."""
+    code, label, maxlen, t = spec.code, spec.label, spec.max_length, spec.type
+    aliases = dict(spec.value_aliases)
+
+    def bad(out: list[Problem], row: int, problem_code: str, reason: str) -> None:
+        out.append(Problem(problem_code, code, f"{label}: {reason}", row))
+
+    if t == "enum":
+        canon = {**{v: v for v in spec.enum}, **aliases}
+        multi = spec.multi
+
+        def an_enum(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:
+            try:
+                s = v.strip() if clean else normalize_text(v) if type(v) is str else cell_text(v)
+            except BadValue as exc:
+                bad(out, row, "E_FIELD_TYPE", str(exc))
+                return None
+            c = canon.get(s)
+            if c is not None or not s:
+                return c or ""
+            if multi:
+                known, unknown = split_multi(s, canon)
+                if not unknown:
+                    return ";".join(known)
+                s = "、".join(unknown)
+            bad(out, row, "E_FIELD_ENUM", f'"{s}" is not one of {_choices(spec.enum)}')
+            return None
+
+        return an_enum
+
+    if t in ("string", "text", "code", "uscc", "id_number"):
+        prose = t == "text"
+        compact = t in ("code", "uscc", "id_number")  # identifiers hold no spaces
+
+        def text(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:
+            try:
+                s = v.strip() if clean else normalize_text(v, prose=prose) if type(v) is str \
+                    else cell_text(v, prose=prose)
+            except BadValue as exc:
+                bad(out, row, "E_FIELD_TYPE", str(exc))
+                return None
+            if compact:
+                s = s.replace(" ", "").upper()
+            if aliases:
+                s = aliases.get(s, s)
+            if maxlen and len(s) > maxlen:
+                bad(out, row, "E_FIELD_TOO_LONG", f"{len(s)} characters, at most {maxlen}")
+                return None
+            if check is not None and s:
+                n = len(out)
+                check(s, out, row)
+                if len(out) > n and not out[-1].warning:
+                    return None
+            return s
+
+        return text
+
+    if t == "date":
+        not_future = spec.not_future
+
+        def a_date(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:
+            if type(v) is str and (len(v) != 10 or not v[0].isdigit()):
+                v = v.strip() if clean else normalize_text(v)
+                v = aliases.get(v, v)
+                if not v:
+                    return ""
+            try:
+                s = parse_date(v)
+            except BadValue as exc:
+                bad(out, row, "E_FIELD_DATE", str(exc))
+                return None
+            if not_future and s > today.iso:
+                bad(out, row, "E_FIELD_DATE", f'"{s}" is in the future')
+                return None
+            return s
+
+        return a_date
+
+    lo, hi, scale, whole = spec.minimum, spec.maximum, spec.scale, t == "integer"
+
+    def a_number(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:
+        if type(v) is str:
+            v = v.strip() if clean else normalize_text(v)
+            if not v:
+                return ""
+        try:
+            d = parse_decimal(v)
+        except BadValue as exc:
+            bad(out, row, "E_FIELD_NUMBER", str(exc))
+            return None
+        reason = ""
+        if whole and d != d.to_integral_value():
+            reason = f'"{v}" is not a whole number'
+        elif scale is not None and decimal_places(d) > scale:
+            reason = f'"{v}" has more than {scale} decimal places'
+        elif (lo is not None and d < lo) or (hi is not None and d > hi):
+            bounds = f"≥ {lo}" if hi is None else f"≤ {hi}" if lo is None else f"between {lo} and {hi}"
+            reason = f'"{v}" must be {bounds}'
+        if reason:
+            bad(out, row, "E_FIELD_NUMBER", reason)
+            return None
+        return canonical_decimal(d)
+
+    return a_number

@@ -1,0 +1,187 @@
+"""Cell values → canonical strings: text, dates, decimals, multi-valued enums.
+
+Departments hand over spreadsheets (cells are ``str``, ``int``, ``float``, ``datetime`` …) and
+database rows; the exchange carries one canonical string per field so that equal facts digest
+equally. Parsers raise :class:`BadValue` with a short reason; the validator turns it into a
+:class:`~node.errors.Problem` with its own code. Fast paths first: most cells are already clean.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Final
+
+from node.identifiers import normalize_text
+
+__all__ = ["BadValue", "canonical_decimal", "cell_text", "parse_date", "parse_decimal", "split_multi"]
+
+_ISO_SHAPE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+_SEPARATED: Final = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
+_CHINESE: Final = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日")
+_COMPACT: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
+_EXCEL_EPOCH: Final = date(1899, 12, 30)  # serial 1 = 1900-01-01 once Excel's fake 1900-02-29 is past
+_EXCEL_MAX: Final = 2958465  # 9999-12-31
+
+
+class BadValue(ValueError):
+    """A cell that cannot be read as its field's type; ``str(exc)`` is the reason."""
+
+
+def cell_text(v: object, *, prose: bool = False) -> str:
+    """Any cell as normalised text (see :func:`~node.identifiers.normalize_text`)."""
+    if isinstance(v, str):
+        return normalize_text(v, prose=prose)
+    if isinstance(v, bool):
+        raise BadValue(f"expected text, got the boolean {v}")
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        # Excel stores long numbers typed into a cell (registration numbers) as floats.
+        return str(int(v)) if v.is_integer() else repr(v)
+    if isinstance(v, Decimal):
+        return canonical_decimal(v)
+    if isinstance(v, datetime):
+        return v.date().isoformat() if v.time() == datetime.min.time() else v.isoformat(sep=" ")
+    if isinstance(v, date):
+        return v.isoformat()
+    raise BadValue(f"expected text, got {type(v).__name__}")
+
+
+def _ymd(y: str, m: str, d: str, shown: str) -> str:
+    try:
+        return date(int(y), int(m), int(d)).isoformat()
+    except ValueError:
+        raise BadValue(f'"{shown}" is not a real date') from None
+
+
+def _from_number(n: float, shown: str) -> str:
+    if n != n or n in (float("inf"), float("-inf")):
+        raise BadValue(f'"{shown}" is not a date')
+    if n.is_integer() and 10000101 <= n <= 99991231:  # a date typed as the number 20240301
+        s = str(int(n))
+        return _ymd(s[:4], s[4:6], s[6:], s)
+    if 1 <= n <= _EXCEL_MAX:
+        days = int(n)
+        if days == 60:
+            raise BadValue("Excel serial 60 is 1900-02-29, a day that never was")
+        base = _EXCEL_EPOCH if days > 60 else _EXCEL_EPOCH + timedelta(days=1)
+        return (base + timedelta(days=days)).isoformat()
+    raise BadValue(f'"{shown}" is not a date')
+
+
+def parse_date(v: object) -> str:
+    """A date cell → ``YYYY-MM-DD``.
+
+    Accepts ISO dates, ``2024/3/1``, ``2024.3.1``, ``2024-3-1`` (optionally with a time, which is
+    dropped), ``20240301``, ``2024年3月1日``, ``date``/``datetime`` objects, and numbers: an
+    8-digit ``YYYYMMDD`` or an Excel serial day (1900 date system).
+    """
+    if isinstance(v, str):
+        if len(v) == 10 and _ISO_SHAPE.fullmatch(v):  # fast path: already canonical
+            try:
+                date.fromisoformat(v)
+                return v
+            except ValueError:
+                raise BadValue(f'"{v}" is not a real date') from None
+        s = normalize_text(v)
+        if m := _SEPARATED.fullmatch(s):
+            return _ymd(m[1], m[3], m[4], s)
+        if (m := _CHINESE.fullmatch(s)) or (m := _COMPACT.fullmatch(s)):
+            return _ymd(m[1], m[2], m[3], s)
+        raise BadValue(f'"{s}" is not a date (use YYYY-MM-DD)')
+    if isinstance(v, datetime):
+        return v.date().isoformat()
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, bool):
+        raise BadValue(f"expected a date, got the boolean {v}")
+    if isinstance(v, int | float):
+        return _from_number(float(v), str(v))
+    if isinstance(v, Decimal):
+        return _from_number(float(v), str(v))
+    raise BadValue(f"expected a date, got {type(v).__name__}")
+
+
+def parse_decimal(v: object) -> Decimal:
+    """A numeric cell → ``Decimal`` without binary-float error (``0.1`` stays ``0.1``).
+
+    Text may use thousands separators (``1,234.5``, full-width ``１，２３４``); floats are read
+    through their shortest repr, which is what the spreadsheet showed.
+    """
+    if isinstance(v, str):
+        s = normalize_text(v)
+        try:
+            d = Decimal(s)
+        except InvalidOperation:
+            try:
+                d = Decimal(s.replace(",", "").replace(" ", ""))
+            except InvalidOperation:
+                raise BadValue(f'"{s}" is not a number') from None
+        if "_" in s or not d.is_finite():
+            raise BadValue(f'"{s}" is not a number')
+        return d
+    if isinstance(v, bool):
+        raise BadValue(f"expected a number, got the boolean {v}")
+    if isinstance(v, int):
+        return Decimal(v)
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            raise BadValue(f'"{v}" is not a number')
+        return Decimal(repr(v))
+    if isinstance(v, Decimal):
+        if not v.is_finite():
+            raise BadValue(f'"{v}" is not a number')
+        return v
+    raise BadValue(f"expected a number, got {type(v).__name__}")
+
+
+def decimal_places(d: Decimal) -> int:
+    exp = d.normalize().as_tuple().exponent
+    return -exp if isinstance(exp, int) and exp < 0 else 0
+
+
+def canonical_decimal(d: Decimal) -> str:
+    """Plain notation, no exponent, no trailing zeros: ``1.50`` → ``1.5``, ``1E+2`` → ``100``."""
+    s = format(d.normalize(), "f")
+    return "0" if s in ("-0", "0") else s
+
+
+def split_multi(s: str, canon: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """Split a multi-valued enum cell → (canonical values in order without repeats, unknown parts).
+
+    ``canon`` maps every accepted spelling (each value and its aliases) to the canonical value.
+    Separators are ``;`` (full-width ``；`` is folded to it) and ``、``. A value that itself
+    contains ``、`` (the pre-2021 处罚类别 "没收违法所得、没收非法财物") is recognised whole:
+    pieces are joined greedily, the longest known run first.
+    """
+    known: list[str] = []
+    unknown: list[str] = []
+
+    def keep(value: str) -> None:
+        if value not in known:
+            known.append(value)
+
+    for token in s.split(";"):
+        token = token.strip()
+        if not token:
+            continue
+        if token in canon:
+            keep(canon[token])
+            continue
+        pieces = [p.strip() for p in token.split("、")]
+        i = 0
+        while i < len(pieces):
+            for j in range(len(pieces), i, -1):
+                run = "、".join(pieces[i:j])
+                if run in canon:
+                    keep(canon[run])
+                    i = j
+                    break
+            else:
+                if pieces[i]:
+                    unknown.append(pieces[i])
+                i += 1
+    return known, unknown

@@ -1,0 +1,415 @@
+"""Record checks (清洗比对): normalisation, per-field rules, conditions, cross rules, source units."""
+
+from __future__ import annotations
+
+import pathlib
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from node.catalog import Catalog, load_catalog, parse_catalog
+from node.identifiers import make_id_number, make_uscc, uscc_check_char
+from node.validation import Checked, Validator
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TODAY = date(2026, 11, 22)
+UNIT = make_uscc("1", "1", "330102", "MB000001")  # the department (数据来源单位)
+OTHER_UNIT = make_uscc("1", "1", "330106", "MB000002")
+COMPANY = make_uscc("9", "1", "330102", "MA2K3L4P")
+PERSON = make_id_number("330102", date(1980, 5, 17), "123")
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return load_catalog(ROOT / "exchange_config" / "catalog")
+
+
+@pytest.fixture
+def validator(catalog: Catalog) -> Validator:
+    return Validator(catalog, source_unit=UNIT, today=TODAY)
+
+
+def penalty(**changes: Any) -> dict[str, Any]:
+    """A clean 行政处罚 row of a company; ``None`` in ``changes`` removes a column."""
+    row: dict[str, Any] = {
+        "CF_XDR_MC": "杭州某某餐饮管理有限公司", "CF_XDR_LB": "法人及非法人组织", "CF_XDR_SHXYM": COMPANY,
+        "CF_FRDB": "王伟", "CF_WSH": "杭上市监罚〔2024〕12号", "CF_WFXW": "销售不符合食品安全标准的食品",
+        "CF_SY": "经查，当事人于2024年1月销售过期食品。", "CF_YJ": "《中华人民共和国食品安全法》第一百二十四条",
+        "CF_CFLB": "罚款;没收违法所得", "CF_NR": "罚款人民币壹万元，没收违法所得。", "CF_NR_FK": "1",
+        "CF_NR_WFFF": "0.05", "CF_JDRQ": "2024-03-01", "CF_YXQ": "2025-03-01", "CF_CFJG": "杭州市上城区市场监督管理局",
+        "CF_CFJGDM": UNIT, "CF_SJLY": "杭州市上城区市场监督管理局", "CF_SJLYDM": UNIT,
+    }
+    for k, v in changes.items():
+        if v is None:
+            row.pop(k, None)
+        else:
+            row[k] = v
+    return row
+
+
+def person_penalty(**changes: Any) -> dict[str, Any]:
+    return penalty(**{"CF_XDR_MC": "李娜", "CF_XDR_LB": "自然人", "CF_XDR_SHXYM": None, "CF_FRDB": None,
+                      "CF_XDR_ZJLX": "身份证", "CF_XDR_ZJHM": PERSON, **changes})
+
+
+def check(v: Validator, catalog: Catalog, row: dict[str, Any], item: str = "admin_penalty") -> Checked:
+    return v.check(catalog.item(item), row, row=7)
+
+
+def codes(c: Checked) -> list[tuple[str, str]]:
+    return [(p.code, p.field) for p in c.problems]
+
+
+def value(c: Checked, code: str) -> str:
+    return dict(c.fields).get(code, "")
+
+
+# --- a clean row ---------------------------------------------------------------------------------
+def test_clean_penalty_row_is_accepted_with_subject_source_and_key(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty())
+    assert c.ok and c.problems == ()
+    assert (c.item, c.subject_kind, c.subject_code, c.subject_name) == \
+        ("admin_penalty", "legal_person", COMPANY, "杭州某某餐饮管理有限公司")
+    assert (c.source_unit, c.decision_date) == (UNIT, "2024-03-01")
+    assert c.key == f"杭上市监罚〔2024〕12号\x1f{COMPANY}"
+
+
+def test_fields_come_in_catalogue_order_without_empty_values(validator: Validator, catalog: Catalog) -> None:
+    row = dict(reversed(list(penalty(BZ="", CF_GSJZQ=None, CF_XDR_GSZC="  ").items())))
+    c = check(validator, catalog, row)
+    order = [f.code for f in catalog.item("admin_penalty").fields]
+    assert [k for k, _ in c.fields] == [k for k in order if k in dict(c.fields)]
+    assert "BZ" not in dict(c.fields) and "CF_XDR_GSZC" not in dict(c.fields)
+
+
+def test_natural_person_row_is_identified_by_id_number(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, person_penalty())
+    assert c.ok, c.problems
+    assert (c.subject_kind, c.subject_code) == ("natural_person", PERSON)
+
+
+def test_individual_business_row(validator: Validator, catalog: Catalog) -> None:
+    shop = make_uscc("9", "2", "330102", "JY000123")
+    c = check(validator, catalog, penalty(CF_XDR_LB="个体工商户", CF_XDR_SHXYM=shop, CF_FRDB=None))
+    assert c.ok, c.problems
+    assert (c.subject_kind, c.subject_code) == ("individual_business", shop)
+
+
+# --- normalisation ------------------------------------------------------------------------------
+def test_full_width_and_lower_case_input_is_normalised(validator: Validator, catalog: Catalog) -> None:
+    full_width_code = "".join(chr(ord(ch) + 0xFEE0) for ch in COMPANY.lower())
+    c = check(validator, catalog, penalty(
+        CF_XDR_SHXYM=f"\ufeff{full_width_code}\u3000", CF_XDR_MC="杭州某某（集团）\u3000有限公司",
+        CF_JDRQ="２０２４年３月１日", CF_NR_FK="１，０００.５０", CF_CFLB="罚款；没收违法所得"))
+    assert c.ok, c.problems
+    assert c.subject_code == COMPANY
+    assert c.subject_name == "杭州某某(集团) 有限公司"
+    assert (value(c, "CF_JDRQ"), value(c, "CF_NR_FK"), value(c, "CF_CFLB")) == \
+        ("2024-03-01", "1000.5", "罚款;没收违法所得")
+
+
+def test_prose_keeps_its_chinese_punctuation(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_SY="经查，当事人（某某）于２０２４年\r\n销售过期食品。"))
+    assert value(c, "CF_SY") == "经查，当事人（某某）于2024年\n销售过期食品。"
+
+
+@pytest.mark.parametrize("cell", ["2024-03-01", "2024/3/1", "2024.3.1", "2024-3-1", "20240301", "2024年3月1日",
+                                  " 2024/03/01 00:00:00", date(2024, 3, 1), datetime(2024, 3, 1, 9, 30),
+                                  45352, 45352.0, 20240301])
+def test_dates_in_every_common_shape_become_iso(validator: Validator, catalog: Catalog, cell: object) -> None:
+    c = check(validator, catalog, penalty(CF_JDRQ=cell))
+    assert c.ok, c.problems
+    assert c.decision_date == "2024-03-01"
+
+
+@pytest.mark.parametrize("cell", ["2024-02-30", "2023/2/29", "2024年13月1日", "20240230"])
+def test_impossible_dates_are_refused(validator: Validator, catalog: Catalog, cell: str) -> None:
+    c = check(validator, catalog, penalty(CF_JDRQ=cell))
+    assert codes(c) == [("E_FIELD_DATE", "CF_JDRQ")]
+    assert c.problems[0].message.startswith("处罚决定日期 (CF_JDRQ): ")
+    assert "is not a real date" in c.problems[0].message
+
+
+def test_impossible_date_message_reads_as_the_standard_example(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_JDRQ="2024-02-30"))
+    assert c.problems[0].message == '处罚决定日期 (CF_JDRQ): "2024-02-30" is not a real date'
+
+
+@pytest.mark.parametrize("cell", ["2024-3", "下月初", "3/1/2024", True])
+def test_non_dates_are_refused(validator: Validator, catalog: Catalog, cell: object) -> None:
+    assert ("E_FIELD_DATE", "CF_JDRQ") in codes(check(validator, catalog, penalty(CF_JDRQ=cell)))
+
+
+def test_decision_date_in_the_future_is_refused(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_JDRQ="2026-11-23", CF_YXQ="2027-11-23"))
+    assert codes(c) == [("E_FIELD_DATE", "CF_JDRQ")] and "future" in c.problems[0].message
+
+
+@pytest.mark.parametrize(("cell", "canonical"), [
+    ("1,234.50", "1234.5"), (0.1, "0.1"), (12, "12"), (Decimal("3.000000"), "3"), ("1e2", "100"),
+    ("0.000001", "0.000001"), (" 2.5 ", "2.5"),
+])
+def test_decimals_become_canonical_strings_without_float_error(validator: Validator, catalog: Catalog,
+                                                               cell: object, canonical: str) -> None:
+    c = check(validator, catalog, penalty(CF_NR_FK=cell))
+    assert c.ok, c.problems
+    assert value(c, "CF_NR_FK") == canonical
+
+
+@pytest.mark.parametrize("cell", ["-1", "0.0000001", "十元", "NaN", "1_000", float("inf")])
+def test_bad_amounts_are_refused(validator: Validator, catalog: Catalog, cell: object) -> None:
+    assert ("E_FIELD_NUMBER", "CF_NR_FK") in codes(check(validator, catalog, penalty(CF_NR_FK=cell)))
+
+
+# --- enums ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("cell", "canonical"), [
+    ("罚款", "罚款"),
+    ("警告;罚款", "警告;罚款"),
+    ("警告；罚款", "警告;罚款"),
+    ("警告、罚款", "警告;罚款"),
+    ("罚款; 罚款 ;警告", "罚款;警告"),
+    ("没收违法所得、没收非法财物", "没收违法所得、没收非法财物"),  # one value of the pre-2021 list
+    ("罚款、没收违法所得、没收非法财物", "罚款;没收违法所得、没收非法财物"),
+    ("暂扣或者吊销许可证、暂扣或者吊销执照;罚款", "暂扣或者吊销许可证、暂扣或者吊销执照;罚款"),
+])
+def test_multi_valued_penalty_categories(validator: Validator, catalog: Catalog, cell: str, canonical: str) -> None:
+    row = penalty(CF_CFLB=cell, CF_NR_ZKDX="食品经营许可证 JY13301020001234")
+    c = check(validator, catalog, row)
+    assert c.ok, c.problems
+    assert value(c, "CF_CFLB") == canonical
+
+
+def test_unknown_penalty_category_is_named(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_CFLB="罚款;批评教育"))
+    assert codes(c) == [("E_FIELD_ENUM", "CF_CFLB")]
+    assert '"批评教育"' in c.problems[0].message
+
+
+def test_enum_aliases_map_to_canonical_values(validator: Validator, catalog: Catalog) -> None:
+    assert check(validator, catalog, penalty(CF_XDR_LB="法人")).subject_kind == "legal_person"
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJLX="居民身份证"))
+    assert value(c, "CF_XDR_ZJLX") == "身份证"
+
+
+def test_unknown_subject_category_is_an_enum_error(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_XDR_LB="外国企业"))
+    assert ("E_FIELD_ENUM", "CF_XDR_LB") in codes(c) and c.subject_kind == ""
+
+
+# --- conditional requirements by 行政相对人类别 -------------------------------------------------
+def test_organisation_without_uscc_is_refused(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_XDR_SHXYM=None))
+    assert codes(c) == [("E_FIELD_REQUIRED", "CF_XDR_SHXYM")]
+    assert "required when 行政相对人类别 is 法人及非法人组织/个体工商户" in c.problems[0].message
+
+
+def test_individual_business_without_uscc_is_refused(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_XDR_LB="个体工商户", CF_XDR_SHXYM=""))
+    assert codes(c) == [("E_FIELD_REQUIRED", "CF_XDR_SHXYM")]
+
+
+def test_organisation_without_legal_representative_is_refused(validator: Validator, catalog: Catalog) -> None:
+    assert codes(check(validator, catalog, penalty(CF_FRDB=None))) == [("E_FIELD_REQUIRED", "CF_FRDB")]
+
+
+def test_natural_person_without_id_type_and_number_is_refused(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJLX=None, CF_XDR_ZJHM=None))
+    assert codes(c) == [("E_FIELD_REQUIRED", "CF_XDR_ZJLX"), ("E_FIELD_REQUIRED", "CF_XDR_ZJHM")]
+
+
+def test_natural_person_with_organisation_fields_is_refused(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, person_penalty(CF_FRDB="王伟", CF_XDR_SHXYM=COMPANY))
+    assert sorted(codes(c)) == [("E_FIELD_FORBIDDEN", "CF_FRDB"), ("E_FIELD_FORBIDDEN", "CF_XDR_SHXYM")]
+
+
+def test_natural_person_id_number_is_checked_as_resident_id(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJHM=PERSON[:17] + ("0" if PERSON[17] != "0" else "1")))
+    assert codes(c) == [("E_ID_CHECK", "CF_XDR_ZJHM")]
+    assert PERSON[4:14] not in c.problems[0].message  # masked
+
+
+def test_lower_case_x_in_an_id_number_is_normalised(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJHM="11010519491231002x"))
+    assert c.ok and c.subject_code == "11010519491231002X"
+
+
+def test_id_number_with_a_bad_birth_date_is_refused(validator: Validator, catalog: Catalog) -> None:
+    from node.identifiers import id_check_char
+    first17 = "33010219800230123"
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJHM=first17 + id_check_char(first17)))
+    assert codes(c) == [("E_ID_BIRTHDATE", "CF_XDR_ZJHM")]
+
+
+def test_passport_numbers_are_not_checked_as_resident_ids(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJLX="护照号", CF_XDR_ZJHM="E12345678"))
+    assert c.ok and c.subject_code == "E12345678"
+
+
+# --- identifiers in rows ------------------------------------------------------------------------
+def test_subject_uscc_with_one_wrong_character_is_refused(validator: Validator, catalog: Catalog) -> None:
+    wrong = COMPANY[:-1] + ("0" if COMPANY[-1] != "0" else "1")
+    assert codes(check(validator, catalog, penalty(CF_XDR_SHXYM=wrong))) == [("E_USCC_CHECK", "CF_XDR_SHXYM")]
+
+
+def test_fabricated_uscc_passing_pos18_is_refused_in_a_row(validator: Validator, catalog: Catalog) -> None:
+    first17 = COMPANY[:16] + ("0" if COMPANY[16] != "0" else "1")
+    fabricated = first17 + uscc_check_char(first17)
+    c = check(validator, catalog, penalty(CF_XDR_SHXYM=fabricated))
+    assert codes(c) == [("E_USCC_ORG_CHECK", "CF_XDR_SHXYM")]
+
+
+def test_authority_and_source_codes_must_be_valid_usccs(catalog: Catalog) -> None:
+    v = Validator(catalog, today=TODAY)
+    wrong = UNIT[:17] + ("0" if UNIT[17] != "0" else "1")
+    c = check(v, catalog, penalty(CF_CFJGDM=wrong, CF_SJLYDM=UNIT[:16]))
+    assert codes(c) == [("E_USCC_CHECK", "CF_CFJGDM"), ("E_USCC_FORMAT", "CF_SJLYDM")]
+
+
+def test_allow_listed_uscc_is_accepted_with_a_warning(catalog: Catalog) -> None:
+    early = COMPANY[:17] + ("0" if COMPANY[17] != "0" else "1")
+    v = Validator(catalog, source_unit=UNIT, today=TODAY, uscc_allowlist=[early.lower()])
+    c = check(v, catalog, penalty(CF_XDR_SHXYM=early))
+    assert c.ok and c.subject_code == early
+    assert [(p.code, p.warning, p.row) for p in c.problems] == [("W_USCC_ALLOWLISTED", True, 7)]
+
+
+# --- cross rules ----------------------------------------------------------------------------------
+def test_validity_before_decision_is_refused(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_YXQ="2024-02-29"))
+    assert codes(c) == [("E_CROSS_FIELD", "CF_YXQ")] and "validity-after-decision" in c.problems[0].message
+
+
+def test_publicity_deadline_before_decision_is_refused(validator: Validator, catalog: Catalog) -> None:
+    assert codes(check(validator, catalog, penalty(CF_GSJZQ="2024-01-01"))) == [("E_CROSS_FIELD", "CF_GSJZQ")]
+
+
+@pytest.mark.parametrize("amount", [None, "0", "0.000"])
+def test_fine_without_a_positive_amount_is_refused(validator: Validator, catalog: Catalog, amount: object) -> None:
+    c = check(validator, catalog, penalty(CF_NR_FK=amount))
+    assert codes(c) == [("E_CROSS_FIELD", "CF_NR_FK")]
+
+
+def test_warning_without_fine_needs_no_amount(validator: Validator, catalog: Catalog) -> None:
+    assert check(validator, catalog, penalty(CF_CFLB="警告", CF_NR_FK=None)).ok
+
+
+def test_licence_suspension_needs_the_licence_named(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_CFLB="罚款;吊销许可证件"))
+    assert codes(c) == [("E_FIELD_REQUIRED", "CF_NR_ZKDX")]
+
+
+def test_legal_representative_id_type_and_number_go_together(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_FR_ZJLX="身份证"))
+    assert codes(c) == [("E_CROSS_FIELD", "CF_FR_ZJLX")]
+    assert check(validator, catalog, penalty(CF_FR_ZJLX="身份证", CF_FR_ZJHM=PERSON)).ok
+
+
+def test_licence_open_ended_validity_and_order(validator: Validator, catalog: Catalog) -> None:
+    row = {"XK_XDR_MC": "杭州某某有限公司", "XK_XDR_LB": "法人及非法人组织", "XK_XDR_SHXYM": COMPANY, "XK_FRDB": "王伟",
+           "XK_XKWS": "食品经营许可决定书", "XK_WSH": "杭上市监许〔2024〕1号", "XK_XKLB": "普通", "XK_NR": "食品经营",
+           "XK_JDRQ": "2024/5/6", "XK_YXQZ": "2024-05-06", "XK_YXQZI": "长期", "XK_XKJG": "上城区市场监管局",
+           "XK_XKJGDM": UNIT, "XK_ZT": "有效", "XK_LYDW": "上城区市场监管局", "XK_LYDWDM": UNIT}
+    c = check(validator, catalog, row, "admin_license")
+    assert c.ok, c.problems
+    assert (value(c, "XK_YXQZI"), value(c, "XK_ZT"), c.key) == ("2099-12-31", "1", f"杭上市监许〔2024〕1号\x1f{COMPANY}")
+    assert codes(check(validator, catalog, dict(row, XK_YXQZI="2024-05-05"), "admin_license")) == \
+        [("E_CROSS_FIELD", "XK_YXQZI")]
+    assert check(validator, catalog, dict(row, XK_ZT=2), "admin_license").ok
+
+
+# --- source units --------------------------------------------------------------------------------
+def test_department_refuses_rows_of_another_unit(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_SJLYDM=OTHER_UNIT))
+    assert codes(c) == [("E_SOURCE_UNIT", "CF_SJLYDM")]
+
+
+def test_department_allowed_other_units_accepts_them(catalog: Catalog) -> None:
+    v = Validator(catalog, source_unit=UNIT, allow_other_units=True, today=TODAY)
+    assert check(v, catalog, penalty(CF_SJLYDM=OTHER_UNIT)).ok
+
+
+def test_item_limited_to_some_units_refuses_the_others(catalog: Catalog) -> None:
+    doc = {"version": "t", "items": {"limited": {
+        "name": "限定事项", "category": "行政管理信息", "subject_kinds": ["legal_person"], "disclosure_class": "C",
+        "disclosure": {"kind": "while_listed"}, "source_units": [UNIT],
+        "routing": {"rule_id": "limited-to-city", "up_to": "city"},
+        "subject": {"name_field": "L_MC", "code_fields": {"legal_person": "L_DM"}},
+        "source_unit_field": "L_LYDM", "key_fields": ["@subject_code"],
+        "fields": [{"code": "L_MC", "name": "名称", "type": "string", "required": True},
+                   {"code": "L_DM", "name": "代码", "type": "uscc", "required": True},
+                   {"code": "L_LYDM", "name": "来源单位代码", "type": "uscc", "required": True}]}}}
+    limited = parse_catalog([("t.yaml", doc)])
+    v = Validator(limited, today=TODAY)
+    item = limited.item("limited")
+    assert v.check(item, {"L_MC": "甲", "L_DM": COMPANY, "L_LYDM": UNIT}).ok
+    c = v.check(item, {"L_MC": "甲", "L_DM": COMPANY, "L_LYDM": OTHER_UNIT})
+    assert codes(c) == [("E_SOURCE_UNIT", "L_LYDM")] and "may not report limited" in c.problems[0].message
+
+
+def test_subject_kind_the_item_does_not_carry_is_refused() -> None:
+    doc = {"version": "t", "items": {"orgs": {
+        "name": "组织事项", "category": "行政管理信息", "subject_kinds": ["legal_person"], "disclosure_class": "A",
+        "disclosure": {"kind": "while_listed"}, "routing": {"rule_id": "orgs", "up_to": "city"},
+        "subject": {"name_field": "O_MC", "kind_field": "O_LB", "kinds": {"法人及非法人组织": "legal_person"},
+                    "code_fields": {"legal_person": "O_DM"}},
+        "source_unit_field": "O_LYDM", "key_fields": ["@subject_code"],
+        "fields": [{"code": "O_MC", "name": "名称", "type": "string", "required": True},
+                   {"code": "O_LB", "name": "类别", "type": "enum", "enum": ["法人及非法人组织", "自然人"],
+                    "required": True},
+                   {"code": "O_DM", "name": "代码", "type": "string"},
+                   {"code": "O_LYDM", "name": "来源单位代码", "type": "uscc", "required": True}]}}}
+    cat = parse_catalog([("t.yaml", doc)])
+    c = Validator(cat, today=TODAY).check(cat.item("orgs"), {"O_MC": "张三", "O_LB": "自然人", "O_LYDM": UNIT})
+    assert codes(c) == [("E_SUBJECT_KIND", "O_LB")]
+
+
+# --- collecting problems -----------------------------------------------------------------------
+def test_every_problem_of_a_row_is_reported_with_its_row(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_WSH=None, CF_JDRQ="2024-02-30", CF_CFLB="批评教育",
+                                          CF_XDR_MC="某" * 201, CF_NR_FK="-5"))
+    assert sorted(codes(c)) == sorted([("E_FIELD_REQUIRED", "CF_WSH"), ("E_FIELD_DATE", "CF_JDRQ"),
+                                       ("E_FIELD_ENUM", "CF_CFLB"), ("E_FIELD_TOO_LONG", "CF_XDR_MC"),
+                                       ("E_FIELD_NUMBER", "CF_NR_FK")])
+    assert not c.ok and {p.row for p in c.problems} == {7}
+
+
+def test_cells_of_impossible_types_are_type_errors(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_XDR_MC=["a", "b"], CF_FRDB=True))
+    assert sorted(codes(c)) == [("E_FIELD_TYPE", "CF_FRDB"), ("E_FIELD_TYPE", "CF_XDR_MC")]
+
+
+def test_unknown_columns_are_dropped_with_a_warning(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(血型="A", CF_EXTRA="x"))
+    assert c.ok
+    assert [(p.code, p.warning) for p in c.problems] == [("W_FIELD_UNKNOWN", True)]
+    assert "CF_EXTRA" in c.problems[0].message and "血型" not in dict(c.fields)
+
+
+def test_spreadsheet_cells_validate_like_text_cells(validator: Validator, catalog: Catalog) -> None:
+    text = check(validator, catalog, penalty())
+    cells = check(validator, catalog, penalty(CF_JDRQ=datetime(2024, 3, 1), CF_YXQ=45717, CF_NR_FK=1.0,
+                                              CF_NR_WFFF=0.05, BZ=None, CF_GSJZQ=None))
+    assert cells.ok, cells.problems
+    assert cells.fields == text.fields and cells.key == text.key
+
+
+def test_dirty_row_normalises_like_a_clean_row(validator: Validator, catalog: Catalog) -> None:
+    clean = check(validator, catalog, penalty())
+    dirty = check(validator, catalog, penalty(CF_CFJG="\u200b杭州市上城区市场监督管理局 "))
+    assert dirty.fields == clean.fields
+
+
+def test_natural_person_item_with_a_single_subject_kind(validator: Validator, catalog: Catalog) -> None:
+    row = {"ZG_XM": "李娜", "ZG_ZJLX": "身份证", "ZG_ZJHM": PERSON, "ZG_ZGLB": "职业资格", "ZG_ZGMC": "执业药师",
+           "ZG_ZSBH": "ZY2024001", "ZG_QDRQ": "2024-06-01", "ZG_ZT": "有效", "ZG_FZJG": "浙江省药品监督管理局",
+           "ZG_SJLY": "浙江省药品监督管理局", "ZG_SJLYDM": UNIT}
+    c = check(validator, catalog, row, "professional_qualification")
+    assert c.ok, c.problems
+    assert (c.subject_kind, c.subject_code, c.key) == ("natural_person", PERSON, f"ZY2024001\x1f{PERSON}")
+
+
+def test_an_item_from_outside_the_catalogue_is_compiled_on_the_fly(validator: Validator) -> None:
+    other = load_catalog(ROOT / "exchange_config" / "catalog")
+    assert validator.check(other.item("admin_penalty"), penalty()).ok
