@@ -101,12 +101,17 @@ class Signer:
         if len(records) != len(rule_ids):
             raise ValueError(f"{len(records)} records but {len(rule_ids)} rule ids")
         leaves = []
+        affixes: dict[tuple[str, bytes], tuple[bytes, bytes]] = {}  # records of one batch share them
         for rec, rule_id in zip(records, rule_ids, strict=True):
-            if not rec.chain:
+            chain = rec.chain
+            if not chain:
                 raise SignatureError("a record without an origin signature cannot be forwarded",
                                      code="E_CHAIN_EMPTY")
-            pre, post = _affixes(pb.HOP, self.node_id, now_ms, rule_id, rec.chain[-1].signature)
-            leaves.append(pre + _sha256(rec.body).digest() + post)
+            shared = (rule_id, chain[-1].signature)
+            pre_post = affixes.get(shared)
+            if pre_post is None:
+                pre_post = affixes[shared] = _affixes(pb.HOP, self.node_id, now_ms, *shared)
+            leaves.append(pre_post[0] + _sha256(rec.body).digest() + pre_post[1])
         return self._sign(leaves, pb.HOP, now_ms, rule_ids)
 
     def _sign(self, leaves: list[bytes], kind: pb.SignatureKind, now_ms: int,
