@@ -1,19 +1,72 @@
-"""The ``credit-node`` command: thin commands that parse, call one function, map errors to exits."""
+"""The ``credit-node`` command: thin commands that parse, call one function, map errors to exits.
+
+Exit codes: 0 success; 1 the operation ran and found problems (refused rows, failed checks);
+2 usage or configuration error; 3 refused (no right, no purpose, blocked); 4 a service or peer
+is unavailable. User errors print one line, never a traceback.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import pathlib
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
+
+from node.errors import NodeError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def emit_json(data: object) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, sort_keys=False))
+
+
+def handle_errors(fn: F) -> F:
+    """Map the exception tree to one line on stderr and the error's exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NodeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def config_path(ctx: click.Context) -> pathlib.Path:
+    path = ctx.obj.get("config_path") if ctx.obj else None
+    if not path:
+        raise UsageError("this command needs --config FILE (or CREDIT_NODE_CONFIG)")
+    return pathlib.Path(path)
+
+
+def open_node(ctx: click.Context) -> Any:
+    from node.app import build_node
+    from node.config import load_config
+
+    return build_node(load_config(config_path(ctx)))
 
 
 @click.group()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="CREDIT_NODE_CONFIG",
-              help="node.yaml of the node to act on")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="CREDIT_NODE_CONFIG",
+              help="node.yaml of the node to act on (or CREDIT_NODE_CONFIG)")
+@click.version_option(package_name="credit-node")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None) -> None:
-    """Federated exchange node for public credit information."""
+def cli(ctx: click.Context, config_file: str | None) -> None:
+    """Federated exchange node for public credit information (公共信用信息)."""
     ctx.ensure_object(dict)
-    ctx.obj["config_path"] = config_path
+    ctx.obj["config_path"] = config_file
 
 
 def main() -> None:
     cli(prog_name="credit-node")
+
+
+# Command groups live in node/commands/, one module per concept; importing them registers them.
+from node.commands import ca, catalog, records  # noqa: E402, F401

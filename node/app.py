@@ -1,0 +1,80 @@
+"""Composition root: the only place that turns a loaded configuration into concrete parts.
+
+``Node`` owns the store, the catalogue, the identity and the record pipeline of one node. Long
+running parts (gRPC server, forwarder, adapters) are created by ``start`` from the same config.
+Nothing here is module-level state: every process builds its own ``Node``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from node.catalog import Catalog, load_catalog
+from node.config import NodeConfig
+from node.identity import LoadedIdentity, load_identity
+from node.ingest import ImportSummary, Ingest
+from node.routing import Router
+from node.signing import Signer, Verifier
+from node.store import Store, migrate, open_engine
+from node.tabular import HeaderMap, read_table
+from node.truststore import TrustStore
+from node.validation import Validator
+
+
+@dataclass
+class Node:
+    config: NodeConfig
+    catalog: Catalog
+    identity: LoadedIdentity
+    trust: TrustStore
+    store: Store
+    signer: Signer
+    verifier: Verifier
+    ingest: Ingest
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def import_file(self, path: pathlib.Path, item_code: str, *, encoding: str | None = None,
+                    on_bytes: Callable[[int], None] | None = None,
+                    progress: Callable[[int], None] | None = None) -> ImportSummary:
+        """Import one CSV/XLSX file of catalogue item ``item_code`` (streamed, batch by batch)."""
+        item = self.catalog.item(item_code)
+        headers = HeaderMap(item.header_map(), frozenset(f.code for f in item.fields if f.required))
+        rows = read_table(path, headers, encoding=encoding, on_bytes=on_bytes)
+        return self.ingest.import_rows(item, rows, source=path.name, progress=progress)
+
+
+def load_trust(config: NodeConfig, identity: LoadedIdentity) -> TrustStore:
+    crl = config.path(config.identity.crl).read_bytes() if config.identity.crl else None
+    trust = TrustStore(identity.ca_pem, crl)
+    trust.add_certificate(identity.signing_cert_der)
+    return trust
+
+
+def build_node(config: NodeConfig, *, migrate_store: bool = True) -> Node:
+    catalog = load_catalog(config.path(config.catalog.path))
+    identity = load_identity(config.path(config.identity.dir))
+    trust = load_trust(config, identity)
+    engine = open_engine(config.store_url)
+    if migrate_store:
+        migrate(engine)
+    store = Store(engine)
+    signer = Signer(identity.node_id, identity.signing_key, identity.signing_cert_der)
+    verifier = Verifier(trust)
+    validator = Validator(catalog, uscc_allowlist=config.validation.uscc_allowlist,
+                          source_unit=config.unit if config.level == "department" else "",
+                          allow_other_units=config.validation.allow_other_units)
+    router = Router(config.id, config.parent.id if config.parent else None)
+    ingest = Ingest(node_id=config.id, catalog=catalog, validator=validator, signer=signer,
+                    store=store, router=router)
+    return Node(config=config, catalog=catalog, identity=identity, trust=trust, store=store,
+                signer=signer, verifier=verifier, ingest=ingest)

@@ -1,0 +1,70 @@
+"""``credit-node ca`` and ``credit-node init``: certificates and node directories."""
+
+from __future__ import annotations
+
+import pathlib
+
+import click
+
+from node.cli import cli, emit_json, handle_errors
+
+
+@cli.group()
+def ca() -> None:
+    """Development certificate authority (production uses the federation's CA)."""
+
+
+@ca.command("init")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="directory for the CA")
+@click.option("--name", default="credit federation dev CA", show_default=True)
+@handle_errors
+def ca_init(out: str, name: str) -> None:
+    """Create a development CA (ca.pem, ca-key.pem written 0600)."""
+    from node.identity import init_ca
+
+    path = init_ca(pathlib.Path(out), name=name)
+    click.echo(f"created CA in {path}")
+
+
+@ca.command("issue")
+@click.option("--ca", "ca_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--id", "node_id", required=True, help="node id, e.g. district:330106")
+@click.option("--role", default="node", show_default=True,
+              help="node | source | gov | agency | public | self | admin | auditor | judicial")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--host", "hosts", multiple=True, help="DNS name or IP the certificate serves (repeatable)")
+@click.option("--days", default=825, show_default=True)
+@handle_errors
+def ca_issue(ca_dir: str, node_id: str, role: str, out: str, hosts: tuple[str, ...], days: int) -> None:
+    """Issue certificates for NODE_ID into OUT (cert.pem, key.pem, ca.pem, signing keys)."""
+    from node.identity import issue
+
+    path = issue(pathlib.Path(ca_dir), node_id, role, pathlib.Path(out),
+                 hosts=hosts or ("localhost", "127.0.0.1"), days=days)
+    click.echo(f"issued {node_id} ({role}) into {path}")
+
+
+@cli.command("init")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--id", "node_id", required=True, help="node id, e.g. dept:330106:scjgj")
+@click.option("--level", required=True, type=click.Choice(["department", "district", "city", "province"]))
+@click.option("--unit", default="", help="USCC of the source unit a department node reports for")
+@click.option("--store", "store_url", default="", help="SQLAlchemy URL (default: SQLite in DIRECTORY)")
+@click.option("--ca", "ca_dir", type=click.Path(exists=True, file_okay=False),
+              help="CA directory to issue from (default: a new dev CA in DIRECTORY/ca)")
+@click.option("--catalog", "catalog_path", type=click.Path(exists=True), help="catalogue directory")
+@click.option("--listen", default="127.0.0.1:0", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def init(directory: str, node_id: str, level: str, unit: str, store_url: str, ca_dir: str | None,
+         catalog_path: str | None, listen: str, as_json: bool) -> None:
+    """Write a working node configuration (DIRECTORY/node.yaml) and the node's certificates."""
+    from node.provisioning import init_node
+
+    path = init_node(pathlib.Path(directory), node_id=node_id, level=level, unit=unit, store_url=store_url,
+                     ca_dir=pathlib.Path(ca_dir) if ca_dir else None,
+                     catalog_path=pathlib.Path(catalog_path) if catalog_path else None, listen=listen)
+    if as_json:
+        emit_json({"config": str(path), "id": node_id, "level": level})
+    else:
+        click.echo(f"node {node_id} ready: credit-node --config {path} …")

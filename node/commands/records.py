@@ -1,0 +1,127 @@
+"""``credit-node import | query | verify | show-config``: the node's records from the operator's seat."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import click
+
+from node.cli import cli, config_path, emit_json, handle_errors, open_node
+
+
+class _Progress:
+    """A progress bar on a terminal (bytes of the file read), silence elsewhere."""
+
+    def __init__(self, path: pathlib.Path, enabled: bool) -> None:
+        self.read = 0
+        self._bar = None
+        if enabled:
+            self._bar = click.progressbar(length=max(path.stat().st_size, 1), label=f"importing {path.name}",
+                                          file=sys.stderr, show_pos=False, show_percent=True)
+            self._bar.__enter__()
+
+    def on_bytes(self, n: int) -> None:
+        self.read += n
+
+    def on_batch(self, _rows: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self.read - self._bar.pos)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+@cli.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--item", required=True, help="catalogue item, e.g. admin_penalty")
+@click.option("--encoding", default=None, help="file encoding (default: detect UTF-8 / GB18030)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.pass_context
+@handle_errors
+def import_(ctx: click.Context, path: str, item: str, encoding: str | None, as_json: bool) -> None:
+    """Import a CSV/XLSX file whose headers are Chinese field names or column codes."""
+    file = pathlib.Path(path)
+    with open_node(ctx) as node:
+        progress = _Progress(file, enabled=sys.stderr.isatty() and not as_json)
+        try:
+            summary = node.import_file(file, item, encoding=encoding, on_bytes=progress.on_bytes,
+                                       progress=progress.on_batch)
+        finally:
+            progress.close()
+        rejections = [{"row": r.row, "field": r.field, "code": r.code, "message": r.message}
+                      for r in node.store.rejections.for_batch(summary.batch_id)]
+    if as_json:
+        emit_json({"accepted": summary.accepted, "duplicates": summary.duplicates,
+                   "rejected": summary.rejected, "warnings": summary.warnings, "rejections": rejections})
+    else:
+        click.echo(f"{file.name}: {summary.accepted} accepted, {summary.duplicates} duplicates, "
+                   f"{summary.rejected} rejected, {summary.warnings} warnings")
+        for r in rejections[:50]:
+            where = f" {r['field']}" if r["field"] else ""
+            click.echo(f"  row {r['row']}{where}: {r['code']}: {r['message']}")
+        if len(rejections) > 50:
+            click.echo(f"  … {len(rejections) - 50} more (use --json for all)")
+    sys.exit(1 if summary.rejected else 0)
+
+
+@cli.command("query")
+@click.argument("code")
+@click.option("--item", "items", multiple=True, help="restrict to these items (repeatable)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def query(ctx: click.Context, code: str, items: tuple[str, ...], as_json: bool) -> None:
+    """Records of one subject (USCC or ID number) held by this node."""
+    from node.query import subject_records
+
+    with open_node(ctx) as node:
+        subject, records = subject_records(node.store, code, items)
+    if as_json:
+        emit_json({"subject": subject, "records": [r.as_dict() for r in records]})
+        return
+    if not records:
+        click.echo(f"{subject}: no records")
+    for r in records:
+        click.echo(f"{r.item} {r.record_id} rev {r.revision} [{r.status}] signed by {' > '.join(r.signers)}")
+        for name, value in r.fields.items():
+            click.echo(f"    {name}: {value}")
+
+
+@cli.command("verify")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def verify(ctx: click.Context, as_json: bool) -> None:
+    """Re-verify every stored record's signature chain and the hash chains of the logs."""
+    from node.integrity import verify_store
+
+    with open_node(ctx) as node:
+        report = verify_store(node.store, node.verifier)
+    if as_json:
+        emit_json({"records": report.records, "ok": report.ok,
+                   "failures": [f.__dict__ for f in report.findings]})
+    else:
+        for f in report.findings:
+            click.echo(f"FAIL {f.kind} {f.ref}: {f.code}: {f.message}")
+        click.echo(f"verified {report.records} record revisions: "
+                   f"{'OK' if report.ok else f'{len(report.findings)} failure(s)'}")
+    sys.exit(0 if report.ok else 1)
+
+
+@cli.command("show-config")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def show_config(ctx: click.Context, as_json: bool) -> None:
+    """The effective configuration (defaults applied, ${ENV} expanded)."""
+    import yaml
+
+    from node.config import load_config, to_dict
+
+    data = to_dict(load_config(config_path(ctx)))
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(yaml.safe_dump(data, allow_unicode=True, sort_keys=False).rstrip())

@@ -1,0 +1,37 @@
+"""Local lookups by subject for the operator CLI (the network path with access rules is access.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from node.errors import UsageError
+from node.identifiers import normalize_text
+from node.records import decode_body, decode_signed, fields_dict
+from node.store import Store
+
+
+@dataclass(frozen=True)
+class RecordOut:
+    item: str
+    record_id: str
+    revision: int
+    status: str
+    fields: dict[str, str]
+    signers: list[str]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"item": self.item, "record_id": self.record_id, "revision": self.revision,
+                "status": self.status, "fields": self.fields, "signers": self.signers}
+
+
+def subject_records(store: Store, code: str, items: tuple[str, ...] = ()) -> tuple[str, list[RecordOut]]:
+    subject = normalize_text(code).upper()
+    if not subject:
+        raise UsageError("give a USCC or an ID number", field="code")
+    out: list[RecordOut] = []
+    for row in store.records.current_for_subject(subject, items):
+        body = decode_body(row.body)
+        signed = decode_signed(row.signed)
+        out.append(RecordOut(item=row.item, record_id=row.record_id, revision=row.revision, status=row.status,
+                             fields=fields_dict(body), signers=[s.signer for s in signed.chain]))
+    return subject, out
