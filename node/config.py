@@ -80,6 +80,27 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class AccessConfig:
+    """Disclosure rules that are local practice rather than law (docs/access.md)."""
+
+    # Records under objection (异议正在处理): Hangzhou suspends them, Shenzhen shows them marked.
+    disputed: Literal["suspend", "mark"] = "suspend"
+    fanout_deadline_s: float = 2.0  # a cross-region lookup waits this long for peer regions
+    delegation_max_age_s: float = 300.0  # a signed delegation older (or newer) than this is refused
+
+
+@dataclass(frozen=True)
+class AbuseConfig:
+    """Per-caller rate limits and the automatic block list (DOMAIN §7, seed 004 第十九条)."""
+
+    rate_per_s: float = 200.0  # sustained lookups per caller (token bucket refill)
+    burst: int = 400  # bucket size: short bursts above the rate are fine
+    block_after: int = 1000  # refusals for rate within block_window_s that block the address
+    block_window_s: float = 60.0
+    cache_s: float = 1.0  # how stale the block list and the sharing switch may be in a server
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     id: str
     level: Level
@@ -89,6 +110,8 @@ class NodeConfig:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    abuse: AbuseConfig = field(default_factory=AbuseConfig)
     parent: ParentConfig | None = None
     children: tuple[ChildConfig, ...] = ()
     peers: tuple[PeerConfig, ...] = ()

@@ -1,0 +1,255 @@
+"""Who may see what: the disclosure policy of a lookup, pure (no I/O, no clock of its own).
+
+Classes (DOMAIN §4, seed 001 附件1 三, seed 003 篇1 第十九-二十九条): **A** 社会公开, **B** 授权查询
+(the subject's authorisation, or legal authority), **C** 政务共享 (government users, for their
+duties). Roles (DESIGN §4) map to classes:
+
+======== ======================================================================================
+public   A
+self     A+B of its own subject (the certificate is ``self:<subject code, lower case>``); A of others
+agency   A; B only for the items a valid authorisation code of the subject names
+gov      A+B+C; a purpose is required (``E_PURPOSE_REQUIRED``)
+judicial A+B+C including archived, expired, repaired and withdrawn records; a purpose (the
+         reference of the official letter, seed 003 篇1 第二十八条) is required
+admin    nothing: who grants rights does not query (用管分离, ``E_SEPARATION_OF_DUTIES``)
+auditor  nothing: reads the logs, not records (``E_ROLE_CANNOT_QUERY``)
+source   nothing: reports only (``E_ROLE_CANNOT_QUERY``)
+node     only on behalf of a caller, whose role then applies (``E_DELEGATION_REQUIRED``)
+======== ======================================================================================
+
+Natural persons' ID numbers are B information: a caller whose classes for a record do not include
+B sees them masked. The caller's authorisation code is resolved by the caller of this module
+(``node.authz``) and arrives as the set of items it covers; the disclosure window is computed by
+:func:`window_state` from the catalogue's rule and the record's own dates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from node.catalog import Item
+from node.errors import NotAuthorizedError
+from node.identifiers import mask_id_number
+
+__all__ = [
+    "MARK_ARCHIVED",
+    "MARK_DELETED",
+    "MARK_DISPUTED",
+    "MARK_NOT_PUBLIC",
+    "MARK_REPAIRED",
+    "MARK_REVOKED",
+    "Caller",
+    "Decision",
+    "Policy",
+    "RecordFacts",
+    "Window",
+    "admit",
+    "classes_for",
+    "decide",
+    "id_fields",
+    "mask_view",
+    "self_subject",
+    "today_in_china",
+    "window_state",
+]
+
+Window = Literal["open", "not_public", "closed"]
+
+MARK_DISPUTED: Final = "异议正在处理"
+MARK_REPAIRED: Final = "已信用修复"
+MARK_NOT_PUBLIC: Final = "不予公开"
+MARK_ARCHIVED: Final = "已过公示期"
+MARK_REVOKED: Final = "已撤销"
+MARK_DELETED: Final = "已删除"
+
+QUERY_ROLES: Final = ("public", "self", "agency", "gov", "judicial")
+PURPOSE_ROLES: Final = ("gov", "judicial")
+_ALL: Final = frozenset("ABC")
+_CHINA: Final = dt.timezone(dt.timedelta(hours=8))  # no DST: the regulations' dates are Beijing time
+_WITHDRAWN: Final = {"expired": MARK_ARCHIVED, "revoked": MARK_REVOKED, "deleted": MARK_DELETED}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking, as far as disclosure is concerned (after delegation is resolved)."""
+
+    node_id: str
+    role: str
+    purpose: str = ""
+    authorized_items: frozenset[str] = frozenset()  # items a valid authorisation code covers (agency)
+
+
+@dataclass(frozen=True)
+class RecordFacts:
+    item: str
+    disclosure_class: str  # A | B | C (from the catalogue item)
+    subject_code: str
+    subject_kind: str
+    status: str
+    window: Window = "open"
+
+
+@dataclass(frozen=True)
+class Policy:
+    disputed: Literal["suspend", "mark"] = "suspend"
+
+
+@dataclass(frozen=True)
+class Decision:
+    visible: bool
+    reason: str = ""  # why a record is withheld: class | disputed | window | not_public | status:<s>
+    mask_ids: bool = False  # natural persons' ID numbers (and a natural person's subject code)
+    marks: tuple[str, ...] = ()
+
+
+def self_subject(node_id: str) -> str:
+    """The subject a ``self`` certificate speaks for: ``self:11010519491231002x`` → the ID number.
+
+    Node ids are lower case (nodeid grammar), subject codes upper case; extra name parts
+    (``self:<code>:<device>``) name the person's devices and do not change the subject.
+    """
+    parts = node_id.split(":")
+    return parts[1].upper() if len(parts) >= 2 and parts[0] == "self" else ""
+
+
+def admit(caller: Caller) -> None:
+    """Refuse callers who may not query records at all, before anything is read."""
+    role = caller.role
+    if role == "admin":
+        raise NotAuthorizedError("administrators manage rights and cannot query records (用管分离)",
+                                 code="E_SEPARATION_OF_DUTIES")
+    if role == "node":
+        raise NotAuthorizedError("a node queries only on behalf of a caller (signed delegation)",
+                                 code="E_DELEGATION_REQUIRED")
+    if role not in QUERY_ROLES:
+        what = "reads the logs, not records" if role == "auditor" else "may not query records"
+        raise NotAuthorizedError(f"role {role!r} {what}", code="E_ROLE_CANNOT_QUERY")
+    if role in PURPOSE_ROLES and not caller.purpose.strip():
+        raise NotAuthorizedError(f"a {role} caller must state the purpose of the query",
+                                 code="E_PURPOSE_REQUIRED", field="purpose")
+
+
+def classes_for(caller: Caller, subject_code: str, item: str) -> frozenset[str]:
+    role = caller.role
+    if role in ("gov", "judicial"):
+        return _ALL
+    if role == "self" and self_subject(caller.node_id) == subject_code:
+        return frozenset("AB")
+    if role == "agency" and item in caller.authorized_items:
+        return frozenset("AB")
+    if role in QUERY_ROLES:
+        return frozenset("A")
+    return frozenset()
+
+
+def decide(caller: Caller, record: RecordFacts, policy: Policy) -> Decision:
+    """Whether ``caller`` sees ``record``, with which marks, and whether ID numbers are masked."""
+    classes = classes_for(caller, record.subject_code, record.item)
+    mask = "B" not in classes
+    if record.disclosure_class not in classes:
+        return Decision(False, "class", mask)
+    if caller.role == "judicial":  # 第二十八条: judicial requests see archived records too
+        return Decision(True, "", mask, _judicial_marks(record))
+    withdrawn = _WITHDRAWN.get(record.status)
+    if withdrawn is not None:
+        return Decision(False, f"status:{record.status}", mask)
+    if record.window == "closed":
+        return Decision(False, "window", mask)
+    marks: list[str] = []
+    if record.status == "repaired" or record.window == "not_public":
+        # Repaired (信用修复) and never-published records stay in government sharing only.
+        if "C" not in classes:
+            return Decision(False, "status:repaired" if record.status == "repaired" else "not_public", mask)
+        marks.append(MARK_REPAIRED if record.status == "repaired" else MARK_NOT_PUBLIC)
+    if record.status == "disputed":
+        own = caller.role == "self" and self_subject(caller.node_id) == record.subject_code
+        if policy.disputed == "suspend" and not own:
+            return Decision(False, "disputed", mask)
+        marks.append(MARK_DISPUTED)
+    return Decision(True, "", mask, tuple(marks))
+
+
+def _judicial_marks(record: RecordFacts) -> tuple[str, ...]:
+    marks = []
+    if record.status in _WITHDRAWN:
+        marks.append(_WITHDRAWN[record.status])
+    elif record.window == "closed":
+        marks.append(MARK_ARCHIVED)
+    if record.status == "repaired":
+        marks.append(MARK_REPAIRED)
+    if record.status == "disputed":
+        marks.append(MARK_DISPUTED)
+    return tuple(marks)
+
+
+# --- masking ---------------------------------------------------------------------------------------
+def id_fields(item: Item) -> frozenset[str]:
+    """Fields of ``item`` holding a person's ID number (证件号码, 法定代表人证件号码 …)."""
+    return frozenset(f.code for f in item.fields if f.type == "id_number")
+
+
+def mask_view(decision: Decision, masked: frozenset[str], fields: Mapping[str, str], subject_code: str,
+              subject_kind: str) -> tuple[dict[str, str], str]:
+    """The fields and subject code as ``decision`` lets the caller see them."""
+    if not decision.mask_ids:
+        return dict(fields), subject_code
+    out = {k: (mask_id_number(v) if k in masked and v else v) for k, v in fields.items()}
+    return out, mask_id_number(subject_code) if subject_kind == "natural_person" else subject_code
+
+
+# --- disclosure window -----------------------------------------------------------------------------
+def today_in_china(now: dt.datetime | None = None) -> dt.date:
+    return (now or dt.datetime.now(dt.UTC)).astimezone(_CHINA).date()
+
+
+def window_state(item: Item, fields: Mapping[str, str], decision_date: str, today: dt.date) -> Window:
+    """Whether ``today`` lies in the record's disclosure period (DOMAIN §4; catalogue rule kinds).
+
+    ``open`` inside it, ``closed`` after it (archived: kept, not disclosed), ``not_public`` for a
+    penalty whose severity class is never published (``max_months: 0``). A date the rule needs
+    but the record lacks leaves the period open: validation has already required what is
+    required, so an absent optional end date means "until further notice".
+    """
+    rule = item.disclosure
+    end: dt.date | None = None  # first day the record is no longer disclosed
+    if rule.kind == "from_decision":
+        start = _date(fields.get(rule.start_field, "") if rule.start_field else decision_date)
+        end = _add_months(start, rule.period_months) if start else None
+    elif rule.kind == "while_valid_plus":
+        valid_to = _date(fields.get(rule.end_field, "")) if rule.end_field else None
+        end = _add_months(valid_to, rule.period_months) + _DAY if valid_to else None
+    elif rule.kind == "penalty_severity":
+        severity = rule.severity(fields.get(rule.severity_field, "") if rule.severity_field else "")
+        start = _date(decision_date)
+        if severity is not None and severity.max_months == 0:
+            return "not_public"
+        if severity is not None and start is not None:
+            end = _add_months(start, severity.max_months)
+        cut = _date(fields.get(rule.end_field, "")) if rule.end_field else None  # 公示截止期, inclusive
+        if cut is not None and (end is None or cut + _DAY < end):
+            end = cut + _DAY
+    elif rule.kind == "while_listed":
+        until = _date(fields.get(rule.end_field, "")) if rule.end_field else None
+        end = until + _DAY if until else None
+    return "closed" if end is not None and today >= end else "open"
+
+
+_DAY: Final = dt.timedelta(days=1)
+
+
+def _date(text: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def _add_months(d: dt.date, months: int) -> dt.date:
+    y, m = divmod(d.month - 1 + months, 12)
+    year, month = d.year + y, m + 1
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    last = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]
+    return dt.date(year, month, min(d.day, last))

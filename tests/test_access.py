@@ -1,0 +1,251 @@
+"""The disclosure policy, table-driven: every role against every class, status and window."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from node.access import (
+    MARK_ARCHIVED,
+    MARK_DISPUTED,
+    MARK_NOT_PUBLIC,
+    MARK_REPAIRED,
+    MARK_REVOKED,
+    Caller,
+    Policy,
+    RecordFacts,
+    admit,
+    classes_for,
+    decide,
+    id_fields,
+    mask_view,
+    self_subject,
+    today_in_china,
+    window_state,
+)
+from node.catalog import Catalog, load_catalog
+from node.errors import NotAuthorizedError
+from node.provisioning import bundled_catalog
+
+
+@pytest.fixture(scope="module")
+def cat() -> Catalog:
+    return load_catalog(bundled_catalog())
+
+
+ORG = "91350100M000100Y43"
+PERSON = "11010519491231002X"
+
+PUBLIC = Caller("public:portal", "public")
+AGENCY = Caller("agency:bank1", "agency")
+AGENCY_B = Caller("agency:bank1", "agency", authorized_items=frozenset({"qual", "pen"}))
+GOV = Caller("gov:330100:fgw", "gov", purpose="行政许可审查")
+JUDICIAL = Caller("judicial:330100:court", "judicial", purpose="(2026)浙01执123号")
+SELF_PERSON = Caller(f"self:{PERSON.lower()}", "self")
+SELF_ORG = Caller(f"self:{ORG.lower()}", "self")
+
+
+def rec(cls: str, *, status: str = "active", window: str = "open", subject: str = ORG,
+        item: str = "pen") -> RecordFacts:
+    kind = "natural_person" if subject == PERSON else "legal_person"
+    return RecordFacts(item=item, disclosure_class=cls, subject_code=subject, subject_kind=kind,
+                       status=status, window=window)  # type: ignore[arg-type]
+
+
+# --- who may query at all --------------------------------------------------------------------------
+@pytest.mark.parametrize(("caller", "code"), [
+    (Caller("admin:ops", "admin"), "E_SEPARATION_OF_DUTIES"),
+    (Caller("auditor:audit", "auditor"), "E_ROLE_CANNOT_QUERY"),
+    (Caller("source:330100:scjgj", "source"), "E_ROLE_CANNOT_QUERY"),
+    (Caller("city:330100", "node"), "E_DELEGATION_REQUIRED"),
+    (Caller("gov:330100:fgw", "gov"), "E_PURPOSE_REQUIRED"),
+    (Caller("gov:330100:fgw", "gov", purpose="   "), "E_PURPOSE_REQUIRED"),
+    (Caller("judicial:court", "judicial"), "E_PURPOSE_REQUIRED"),
+    (Caller("x:y", "stranger"), "E_ROLE_CANNOT_QUERY"),
+])
+def test_admit_refuses(caller: Caller, code: str) -> None:
+    with pytest.raises(NotAuthorizedError) as info:
+        admit(caller)
+    assert info.value.code == code
+    assert info.value.exit_code == 3
+
+
+@pytest.mark.parametrize("caller", [PUBLIC, AGENCY, AGENCY_B, GOV, JUDICIAL, SELF_PERSON])
+def test_admit_lets_querying_roles_in(caller: Caller) -> None:
+    admit(caller)
+
+
+# --- classes ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("caller", "subject", "item", "classes"), [
+    (PUBLIC, ORG, "pen", "A"),
+    (AGENCY, ORG, "pen", "A"),
+    (AGENCY_B, ORG, "pen", "AB"),
+    (AGENCY_B, ORG, "other", "A"),
+    (GOV, ORG, "pen", "ABC"),
+    (JUDICIAL, PERSON, "pen", "ABC"),
+    (SELF_PERSON, PERSON, "pen", "AB"),
+    (SELF_PERSON, ORG, "pen", "A"),
+    (SELF_ORG, ORG, "qual", "AB"),
+    (Caller("admin:ops", "admin"), ORG, "pen", ""),
+    (Caller("auditor:a", "auditor"), ORG, "pen", ""),
+])
+def test_classes_for(caller: Caller, subject: str, item: str, classes: str) -> None:
+    assert classes_for(caller, subject, item) == frozenset(classes)
+
+
+def test_self_subject_is_the_upper_cased_first_name() -> None:
+    assert self_subject("self:11010519491231002x") == PERSON
+    assert self_subject("self:11010519491231002x:phone") == PERSON
+    assert self_subject("public:11010519491231002x") == ""
+
+
+# --- the full table: role x class x status/window --------------------------------------------------
+V, H = True, False
+ROLES = {"public": PUBLIC, "agency": AGENCY, "agency+code": AGENCY_B, "gov": GOV, "judicial": JUDICIAL,
+         "self": SELF_ORG, "self-other": SELF_PERSON}
+#                 (class, status, window):  public agency agency+code gov judicial self self-other
+TABLE: list[tuple[tuple[str, str, str], tuple[bool, ...]]] = [
+    (("A", "active", "open"),              (V, V, V, V, V, V, V)),
+    (("B", "active", "open"),              (H, H, V, V, V, V, H)),
+    (("C", "active", "open"),              (H, H, H, V, V, H, H)),
+    (("A", "confirmed", "open"),           (V, V, V, V, V, V, V)),
+    (("A", "corrected", "open"),           (V, V, V, V, V, V, V)),
+    (("A", "expired", "open"),             (H, H, H, H, V, H, H)),
+    (("A", "revoked", "open"),             (H, H, H, H, V, H, H)),
+    (("A", "deleted", "open"),             (H, H, H, H, V, H, H)),
+    (("A", "active", "closed"),            (H, H, H, H, V, H, H)),
+    (("C", "active", "closed"),            (H, H, H, H, V, H, H)),
+    (("A", "repaired", "open"),            (H, H, H, V, V, H, H)),
+    (("B", "repaired", "open"),            (H, H, H, V, V, H, H)),
+    (("A", "active", "not_public"),        (H, H, H, V, V, H, H)),
+    (("A", "disputed", "open"),            (H, H, H, H, V, V, H)),  # suspend; the subject sees its own
+    (("B", "disputed", "open"),            (H, H, H, H, V, V, H)),
+]
+
+
+@pytest.mark.parametrize(("facts", "expected"), TABLE, ids=lambda v: "-".join(v) if isinstance(v[0], str) else "")
+def test_visibility_table(facts: tuple[str, str, str], expected: tuple[bool, ...]) -> None:
+    cls, status, window = facts
+    got = tuple(decide(c, rec(cls, status=status, window=window), Policy()).visible for c in ROLES.values())
+    assert dict(zip(ROLES, got, strict=True)) == dict(zip(ROLES, expected, strict=True))
+
+
+@pytest.mark.parametrize(("caller", "visible"), [(PUBLIC, V), (AGENCY, V), (GOV, V), (SELF_PERSON, V),
+                                                 (JUDICIAL, V)])
+def test_disputed_marked_when_configured(caller: Caller, visible: bool) -> None:
+    d = decide(caller, rec("A", status="disputed"), Policy(disputed="mark"))
+    assert d.visible is visible
+    assert d.marks == (MARK_DISPUTED,)
+
+
+@pytest.mark.parametrize(("status", "window", "reason"), [
+    ("expired", "open", "status:expired"), ("revoked", "open", "status:revoked"),
+    ("active", "closed", "window"), ("disputed", "open", "disputed"),
+    ("repaired", "open", "status:repaired"), ("active", "not_public", "not_public"),
+])
+def test_reasons_for_withholding(status: str, window: str, reason: str) -> None:
+    d = decide(PUBLIC, rec("A", status=status, window=window), Policy())
+    assert (d.visible, d.reason) == (False, reason)
+    assert decide(PUBLIC, rec("B"), Policy()).reason == "class"
+
+
+@pytest.mark.parametrize(("status", "window", "marks"), [
+    ("active", "open", ()),
+    ("expired", "open", (MARK_ARCHIVED,)),
+    ("active", "closed", (MARK_ARCHIVED,)),
+    ("revoked", "open", (MARK_REVOKED,)),
+    ("repaired", "open", (MARK_REPAIRED,)),
+    ("disputed", "open", (MARK_DISPUTED,)),
+])
+def test_judicial_sees_archived_with_marks(status: str, window: str, marks: tuple[str, ...]) -> None:
+    d = decide(JUDICIAL, rec("C", status=status, window=window), Policy())
+    assert d.visible and d.marks == marks
+
+
+def test_gov_marks_for_repaired_and_not_public() -> None:
+    assert decide(GOV, rec("A", status="repaired"), Policy()).marks == (MARK_REPAIRED,)
+    assert decide(GOV, rec("A", window="not_public"), Policy()).marks == (MARK_NOT_PUBLIC,)
+
+
+# --- masking ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("caller", "masked"), [
+    (PUBLIC, True), (AGENCY, True), (AGENCY_B, False), (GOV, False), (JUDICIAL, False),
+    (SELF_PERSON, False), (SELF_ORG, True),
+])
+def test_id_numbers_masked_outside_class_b(caller: Caller, masked: bool) -> None:
+    d = decide(caller, rec("A", subject=PERSON), Policy())
+    assert d.visible and d.mask_ids is masked
+    fields, subject = mask_view(d, frozenset({"CF_XDR_ZJHM"}), {"CF_XDR_ZJHM": PERSON, "CF_XDR_MC": "张三"},
+                                PERSON, "natural_person")
+    if masked:
+        assert fields == {"CF_XDR_ZJHM": "1101**********002X", "CF_XDR_MC": "张三"}
+        assert subject == "1101**********002X"
+    else:
+        assert fields["CF_XDR_ZJHM"] == subject == PERSON
+
+
+def test_legal_person_code_is_not_masked_but_its_representative_id_is() -> None:
+    d = decide(PUBLIC, rec("A"), Policy())
+    fields, subject = mask_view(d, frozenset({"CF_FR_ZJHM"}), {"CF_FR_ZJHM": PERSON, "CF_FR_ZJLX": ""}, ORG,
+                                "legal_person")
+    assert subject == ORG
+    assert fields == {"CF_FR_ZJHM": "1101**********002X", "CF_FR_ZJLX": ""}
+
+
+def test_id_fields_of_the_bundled_catalogue(cat: Catalog) -> None:
+    assert id_fields(cat.item("admin_penalty")) == {"CF_XDR_ZJHM", "CF_FR_ZJHM"}
+    assert id_fields(cat.item("admin_license")) == {"XK_XDR_ZJHM", "XK_FR_ZJHM"}
+    assert id_fields(cat.item("professional_qualification")) == {"ZG_ZJHM"}
+    assert id_fields(cat.item("registration")) == frozenset()
+
+
+# --- disclosure windows ----------------------------------------------------------------------------
+D = dt.date.fromisoformat
+
+
+@pytest.mark.parametrize(("item", "fields", "decided", "today", "state"), [
+    # penalties: severity from CF_SXCD (default ordinary = 12 months), 公示截止期 ends earlier
+    ("admin_penalty", {}, "2025-01-31", "2026-01-30", "open"),
+    ("admin_penalty", {}, "2025-01-31", "2026-01-31", "closed"),
+    ("admin_penalty", {"CF_SXCD": "严重"}, "2025-01-31", "2027-06-01", "open"),
+    ("admin_penalty", {"CF_SXCD": "严重"}, "2025-01-31", "2028-01-31", "closed"),
+    ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-04-29", "open"),  # 3 months: to 04-30
+    ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-04-30", "closed"),
+    ("admin_penalty", {"CF_GSJZQ": "2025-03-01"}, "2025-01-31", "2025-03-01", "open"),
+    ("admin_penalty", {"CF_GSJZQ": "2025-03-01"}, "2025-01-31", "2025-03-02", "closed"),
+    # inspections: 3 years from the decision
+    ("admin_inspection", {}, "2023-02-28", "2026-02-27", "open"),
+    ("admin_inspection", {}, "2023-02-28", "2026-02-28", "closed"),
+    # qualifications: while valid + 3 years; no end date = while valid
+    ("professional_qualification", {"ZG_YXQZ": "2024-06-30"}, "2020-01-01", "2027-06-30", "open"),
+    ("professional_qualification", {"ZG_YXQZ": "2024-06-30"}, "2020-01-01", "2027-07-01", "closed"),
+    ("professional_qualification", {}, "2000-01-01", "2099-01-01", "open"),
+    # lists: while listed, until the end date inclusive
+    ("serious_dishonest_list", {"SX_YXQZ": "2026-05-01"}, "2025-05-01", "2026-05-01", "open"),
+    ("serious_dishonest_list", {"SX_YXQZ": "2026-05-01"}, "2025-05-01", "2026-05-02", "closed"),
+    ("serious_dishonest_list", {}, "2015-05-01", "2040-05-02", "open"),
+    ("abnormal_operation", {"YC_YCRQ": "2025-06-01"}, "2025-01-01", "2025-06-02", "closed"),
+])
+def test_window_state(cat: Catalog, item: str, fields: dict[str, str], decided: str, today: str,
+                      state: str) -> None:
+    assert window_state(cat.item(item), fields, decided, D(today)) == state
+
+
+def test_window_of_a_penalty_class_never_published(cat: Catalog) -> None:
+    import dataclasses
+
+    item = cat.item("admin_penalty")
+    rule = item.disclosure
+    sev = tuple(dataclasses.replace(s, max_months=0) if s.name == "minor" else s for s in rule.severities)
+    item = dataclasses.replace(item, disclosure=dataclasses.replace(rule, severities=sev))
+    assert window_state(item, {"CF_SXCD": "轻微"}, "2025-01-01", D("2025-01-02")) == "not_public"
+
+
+def test_window_with_a_bad_date_stays_open(cat: Catalog) -> None:
+    assert window_state(cat.item("admin_inspection"), {}, "not-a-date", D("2099-01-01")) == "open"
+
+
+def test_today_in_china_is_utc_plus_8() -> None:
+    assert today_in_china(dt.datetime(2026, 1, 1, 16, 0, tzinfo=dt.UTC)) == D("2026-01-02")
+    assert today_in_china(dt.datetime(2026, 1, 1, 15, 59, tzinfo=dt.UTC)) == D("2026-01-01")
