@@ -44,6 +44,7 @@ class StoreConfig:
 class CatalogConfig:
     path: str = "exchange_config/catalog"
     authority: str = ""  # node id whose signed releases this node accepts ('' = local files only)
+    releases: str = "catalog-releases"  # where applied signed releases are kept (the newest is used)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class ParentConfig:
     id: str
     target: str  # host:port of the parent's gRPC server, or amqps://host:port for amqp
     transport: Literal["grpc", "amqp"] = "grpc"
+    server_name: str = ""  # name on the parent's TLS certificate when it differs from the target's host
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,27 @@ class ChildConfig:
     id: str
     units: tuple[str, ...] = ()  # source units the child may report for; () = any
     items: tuple[str, ...] = ()  # items the child may report; () = any
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """This node's own RabbitMQ, where children using ``amqp`` publish to it (docs/federation.md)."""
+
+    url: str = ""  # amqps://host:port; '' = no child reaches this node over amqp
+    server_name: str = ""  # name on the broker's TLS certificate when it differs from the url's host
+    prefetch: int = 4  # messages (each a batch of records) in flight to this node's consumer
+
+
+@dataclass(frozen=True)
+class ForwardingConfig:
+    """Draining the outbox to the parent (and, over amqp, to children): docs/federation.md."""
+
+    batch: int = 1000  # records per message (amqp) or per stream request (grpc)
+    max_attempts: int = 12  # deliveries of a record before it goes to the dead letters
+    min_backoff_s: float = 0.5
+    max_backoff_s: float = 60.0
+    lease_s: float = 30.0  # a delivery claimed by a forwarder that died is retried after this
+    reconcile_every_s: float = 0.0  # compare digests with the parent this often; 0 = on demand only
 
 
 @dataclass(frozen=True)
@@ -114,6 +137,8 @@ class NodeConfig:
     abuse: AbuseConfig = field(default_factory=AbuseConfig)
     parent: ParentConfig | None = None
     children: tuple[ChildConfig, ...] = ()
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    forwarding: ForwardingConfig = field(default_factory=ForwardingConfig)
     peers: tuple[PeerConfig, ...] = ()
     base_dir: str = "."  # directory relative paths are resolved against (the config file's)
 
