@@ -124,6 +124,40 @@ class AbuseConfig:
 
 
 @dataclass(frozen=True)
+class FileAdapterConfig:
+    """A drop folder of CSV/XLSX files in the catalogue templates (docs/adapters.md)."""
+
+    kind: Literal["file"]
+    dir: str
+    item: str = ""  # '' = from the file name's prefix (item code or item name)
+    name: str = ""  # identifies the adapter in logs and the store; default "file:DIR"
+    interval_s: float = 5.0  # poll interval; a file is read once unchanged across two polls
+    ready_marker: bool = False  # wait for NAME.ready instead of a stable size and mtime
+    encoding: str = ""  # '' = detect (UTF-8 with or without BOM, else GB18030)
+
+
+@dataclass(frozen=True)
+class DatabaseAdapterConfig:
+    """A table or view a department publishes, pulled incrementally (docs/adapters.md)."""
+
+    kind: Literal["database"]
+    item: str
+    url: str  # any SQLAlchemy URL, e.g. postgresql://u@h/db, mysql+pymysql://u@h/db
+    table: str  # table or view, optionally schema.table
+    watermark: str  # a column that grows when a row is added or changed (update time or id)
+    key: tuple[str, ...] = ()  # tie-breaker columns, unique with the watermark; () = primary key
+    columns: dict[str, str] = field(default_factory=dict)  # field code -> column; default same name
+    name: str = ""  # identifies the adapter (its watermark in the store); default "database:TABLE"
+    interval_s: float = 30.0
+    batch_rows: int = 2000  # rows per committed batch (records + watermark in one transaction)
+    page_rows: int = 20000  # rows per keyset query on the source
+    feedback_table: str = ""  # '' = never write to the source; else refusals are written there
+
+
+AdapterConfig = FileAdapterConfig | DatabaseAdapterConfig
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     id: str
     level: Level
@@ -140,6 +174,7 @@ class NodeConfig:
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     forwarding: ForwardingConfig = field(default_factory=ForwardingConfig)
     peers: tuple[PeerConfig, ...] = ()
+    adapters: tuple[AdapterConfig, ...] = ()
     base_dir: str = "."  # directory relative paths are resolved against (the config file's)
 
     def path(self, value: str) -> pathlib.Path:
@@ -185,6 +220,9 @@ def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str] | None) 
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        kinds = [a for a in args if dataclasses.is_dataclass(a) and "kind" in typing.get_type_hints(a)]
+        if len(kinds) > 1:
+            return _convert(_by_kind(kinds, value, path), value, path, environ)
         for arg in args:
             if arg is type(None):
                 continue
@@ -199,6 +237,11 @@ def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str] | None) 
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
         return tuple(_convert(inner, v, f"{path}[{i}]", environ) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        _key_type, inner_type = typing.get_args(tp)
+        return {str(k): _convert(inner_type, v, f"{path}.{k}", environ) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
@@ -215,6 +258,21 @@ def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str] | None) 
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         return str(value)
     raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _by_kind(options: list[Any], value: Any, path: str) -> Any:
+    """The dataclass of a tagged union whose ``kind`` literal matches ``value['kind']``."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+    if "kind" not in value:
+        raise ConfigError(f"missing configuration key: {path}.kind")
+    allowed: list[str] = []
+    for option in options:
+        names = typing.get_args(typing.get_type_hints(option)["kind"])
+        if value["kind"] in names:
+            return option
+        allowed.extend(names)
+    raise ConfigError(f"{path}.kind: {value['kind']!r} is not one of {', '.join(allowed)}")
 
 
 def _build(cls: type[T], data: Mapping[str, Any], path: str, environ: Mapping[str, str] | None) -> T:
@@ -241,9 +299,20 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
     cfg = _build(NodeConfig, {**data, "base_dir": base_dir}, "", environ)
     if cfg.level == "department" and not cfg.unit:
         raise ConfigError("unit: a department node must name the source unit (USCC) it reports for")
+    names = [adapter_name(a) for a in cfg.adapters]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise ConfigError(f"adapters[{i}].name: {n!r} is used by another adapter; give each a name")
     if cfg.level != "province" and cfg.parent is None and cfg.level != "city":
         pass  # a node without a parent simply keeps what it gets (a standalone department is valid)
     return cfg
+
+
+def adapter_name(cfg: AdapterConfig) -> str:
+    """The adapter's stable name: its state in the store (watermarks) is kept under it."""
+    if cfg.name:
+        return cfg.name
+    return f"file:{cfg.dir}" if isinstance(cfg, FileAdapterConfig) else f"database:{cfg.table}"
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> NodeConfig:
