@@ -10,6 +10,7 @@ of one per cell: this is the hot path).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
@@ -31,27 +32,29 @@ from node.values import (
 Conv = Callable[[Any, list[Problem], int, bool], "str | None"]
 IdCheck = Callable[[str, list[Problem], int], None]
 _GOOD_CODES_MAX: Final = 200_000  # bound of the cache of valid USCCs
+_PLAIN_DECIMAL: Final = re.compile(r"([0-9]{1,30})(?:\.([0-9]{1,30}))?")
 
 
 class Today:
     """Today's date for "not in the future" checks, rolled over at local midnight."""
 
-    __slots__ = ("_until", "date", "iso")
+    __slots__ = ("date", "iso", "until")
 
     def __init__(self, fixed: date | None = None) -> None:
         self.date = fixed or date.today()
         self.iso = self.date.isoformat()
-        self._until = float("inf") if fixed else self._next_midnight()
+        self.until = float("inf") if fixed else self._next_midnight()
 
     @staticmethod
     def _next_midnight() -> float:
         return datetime.combine(date.today() + timedelta(days=1), datetime.min.time()).timestamp()
 
     def refresh(self) -> None:
-        if time.time() >= self._until:
+        """Roll over if midnight has passed (callers test ``time.time() >= until`` first: cheap)."""
+        if time.time() >= self.until:
             self.date = date.today()
             self.iso = self.date.isoformat()
-            self._until = self._next_midnight()
+            self.until = self._next_midnight()
 
 
 def identifier_check(spec: FieldSpec, *, allowlist: frozenset[str], good: set[str], today: Today) -> IdCheck:
@@ -147,7 +150,19 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
         not_future = spec.not_future
 
         def a_date(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:
-            if type(v) is str and (len(v) != 10 or not v[0].isdigit()):
+            if type(v) is str and len(v) == 10 and v[4] == "-" and v[7] == "-":
+                # Already YYYY-MM-DD, the usual case. fromisoformat accepts no other 10-character
+                # form with dashes at 4 and 7; anything it refuses takes the general path below.
+                try:
+                    date.fromisoformat(v)
+                except ValueError:
+                    pass
+                else:
+                    if not_future and v > today.iso:
+                        bad(out, row, "E_FIELD_DATE", f'"{v}" is in the future')
+                        return None
+                    return v
+            if type(v) is str:
                 v = v.strip() if clean else normalize_text(v)
                 v = aliases.get(v, v)
                 if not v:
@@ -165,12 +180,19 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
         return a_date
 
     lo, hi, scale, whole = spec.minimum, spec.maximum, spec.scale, t == "integer"
+    # Plain "123.45" needs no Decimal: canonical form by string operations (the same result as
+    # canonical_decimal) when no bound needs a numeric comparison. Most amounts take this path.
+    fast = hi is None and (lo is None or lo <= 0) and not whole
 
     def a_number(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:
         if type(v) is str:
             v = v.strip() if clean else normalize_text(v)
             if not v:
                 return ""
+            if fast and (m := _PLAIN_DECIMAL.fullmatch(v)):
+                whole_part, frac = m[1].lstrip("0") or "0", (m[2] or "").rstrip("0")
+                if scale is None or len(frac) <= scale:
+                    return f"{whole_part}.{frac}" if frac else whole_part
         try:
             d = parse_decimal(v)
         except BadValue as exc:

@@ -26,6 +26,8 @@ from typing import Final
 from node.errors import Problem
 
 __all__ = [
+    "NEEDS_NORMALIZING",
+    "NEEDS_NORMALIZING_PROSE",
     "check_id_number",
     "check_uscc",
     "id15_to_id18",
@@ -54,21 +56,24 @@ _ORG_WEIGHTS: Final = (3, 7, 9, 10, 5, 8, 4, 2)
 _USCC_TERMS: Final = tuple({c: v * w % 31 for c, v in _USCC_VALUE.items()} for w in _USCC_WEIGHTS)
 _ORG_TERMS: Final = tuple({c: v * w for c, v in _ORG_VALUE.items()} for w in _ORG_WEIGHTS)
 _get = dict.__getitem__
+# Check character by remainder of the weighted sum: GB 11714 c = 11 - r (10 → X, 11 → 0);
+# GB 32100 c = 31 - r (31 → 0), as a character of the alphabet.
+_ORG_BY_REMAINDER: Final = "0X987654321"
+_USCC_BY_REMAINDER: Final = "".join(USCC_ALPHABET[(31 - r) % 31] for r in range(31))
 
 
 def uscc_check_char(first17: str) -> str:
     """Position-18 check character of a USCC whose first 17 characters are given."""
     if len(first17) != 17:
         raise ValueError("uscc_check_char needs 17 characters")
-    return USCC_ALPHABET[(31 - sum(map(_get, _USCC_TERMS, first17)) % 31) % 31]
+    return _USCC_BY_REMAINDER[sum(map(_get, _USCC_TERMS, first17)) % 31]
 
 
 def org_check_char(body8: str) -> str:
     """GB 11714 check character of an 8-character organisation code body (USCC positions 9-16)."""
     if len(body8) != 8:
         raise ValueError("org_check_char needs 8 characters")
-    c = 11 - sum(map(_get, _ORG_TERMS, body8)) % 11
-    return "X" if c == 10 else "0" if c == 11 else str(c)
+    return _ORG_BY_REMAINDER[sum(map(_get, _ORG_TERMS, body8)) % 11]
 
 
 def make_uscc(authority: str, kind: str, division: str, org_body8: str) -> str:
@@ -89,13 +94,12 @@ def check_uscc(value: str, *, field: str = "", label: str = "统一社会信用�
         why = f"contains {''.join(bad)!r}, not allowed in a USCC" if bad and len(value) == 18 \
             else f"must be 18 characters of 0-9 and A-Y without I, O, Z, S, V (got {len(value)})"
         return Problem("E_USCC_FORMAT", field, f'{label}: "{value}" {why}')
-    failed = []
-    if org_check_char(value[8:16]) != value[16]:
-        failed.append("E_USCC_ORG_CHECK")
+    org_ok = _ORG_BY_REMAINDER[sum(map(_get, _ORG_TERMS, value[8:16])) % 11] == value[16]
+    if org_ok and _USCC_BY_REMAINDER[sum(map(_get, _USCC_TERMS, value)) % 31] == value[17]:
+        return None  # the usual case, kept free of function calls: it runs for every code of every row
+    failed = [] if org_ok else ["E_USCC_ORG_CHECK"]
     if uscc_check_char(value[:17]) != value[17]:
         failed.append("E_USCC_CHECK")
-    if not failed:
-        return None
     which = " and ".join("organisation-code check (pos 17)" if c == "E_USCC_ORG_CHECK"
                          else "check character (pos 18)" for c in failed)
     if value in allowlist:
@@ -189,10 +193,11 @@ _FOLD_ALNUM: Final = {k: v for k, v in _FOLD_ALL.items()
                       if v is None or chr(v).isalnum() or v == 0x20}
 # Characters that make a value differ from its plain strip() (besides runs of spaces): full-width
 # forms, odd spaces, line breaks and tabs, zero-width characters. A character class without
-# alternation lets the regex engine scan fast; most cells contain none of these.
-_DIRTY: Final = re.compile("[\uff01-\uff5e\u3000\u00a0\u200b-\u200d\u2060\ufeff\u00ad\t\n\r\x0b\x0c"
+# alternation lets the regex engine scan fast; most cells contain none of these. Public so that
+# the validator can test a cell inline (ASCII cells: str.isprintable() answers the same).
+NEEDS_NORMALIZING: Final = re.compile("[\uff01-\uff5e\u3000\u00a0\u200b-\u200d\u2060\ufeff\u00ad\t\n\r\x0b\x0c"
                            "\x1c-\x1f\x85\u1680\u2000-\u200a\u2028\u2029\u202f\u205f]")
-_DIRTY_PROSE: Final = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\u3000\u00a0\u200b-\u200d"
+NEEDS_NORMALIZING_PROSE: Final = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\u3000\u00a0\u200b-\u200d"
                                  "\u2060\ufeff\u00ad\r]")
 
 
@@ -205,9 +210,9 @@ def normalize_text(s: str, *, prose: bool = False) -> str:
     spaces are folded and line breaks are kept: Chinese punctuation （，。；） is correct in prose.
     """
     if prose:
-        if (s.isprintable() if s.isascii() else _DIRTY_PROSE.search(s) is None):
+        if (s.isprintable() if s.isascii() else NEEDS_NORMALIZING_PROSE.search(s) is None):
             return s.strip()
         return s.translate(_FOLD_ALNUM).replace("\r\n", "\n").replace("\r", "\n").strip()
-    if (s.isprintable() if s.isascii() else _DIRTY.search(s) is None) and "  " not in s:
+    if (s.isprintable() if s.isascii() else NEEDS_NORMALIZING.search(s) is None) and "  " not in s:
         return s.strip()
     return " ".join(s.translate(_FOLD_ALL).split())

@@ -31,16 +31,16 @@ Stable problem codes (part of the wire contract; docs/catalogue.md has the same 
 
 from __future__ import annotations
 
-import re
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import date
-from typing import Final
+from types import MappingProxyType
 
 from node.catalog import Catalog, Condition, CrossRule, Item
 from node.errors import Problem
 from node.field_checks import Conv, IdCheck, Today, compile_field, identifier_check
-from node.identifiers import normalize_text
+from node.identifiers import NEEDS_NORMALIZING, NEEDS_NORMALIZING_PROSE, normalize_text
 
 __all__ = ["Checked", "Validator"]
 
@@ -64,26 +64,13 @@ class Checked:
         return not any(not p.warning for p in self.problems)
 
 
-_CHECKED_FIELDS: Final = tuple(f.name for f in fields(Checked))
-_MISSING: Final = object()
-# A row is "clean" when its text holds nothing normalize_text would change but outer whitespace
-# (same character class as node.identifiers, tested once over the whole row).
-_DIRTY: Final = re.compile("[\uff01-\uff5e\u3000\u00a0\u200b-\u200d\u2060\ufeff\u00ad\t\n\r\x0b\x0c"
-                           "\x1c-\x1f\x85\u1680\u2000-\u200a\u2028\u2029\u202f\u205f]")
-_DIRTY_PROSE: Final = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\u3000\u00a0\u200b-\u200d"
-                                 "\u2060\ufeff\u00ad\r]")
 # A compiled condition: (field, accepted values, field is multi-valued).
 Cond = tuple[str, frozenset[str], bool]
+# A conditional rule: (REQUIRED | FORBIDDEN | CHECKED, field, message, identifier check or None).
+Action = tuple[int, str, str, "IdCheck | None"]
+REQUIRED, FORBIDDEN, CHECKED = 0, 1, 2
 # A compiled cross rule: (conditions, failure test over (values, invalid), field, message).
 CrossCheck = tuple[tuple[Cond, ...], Callable[[dict[str, str], set[str]], bool], str, str]
-
-
-def _checked(*values: object) -> Checked:
-    """A :class:`Checked` without the frozen dataclass's per-field ``object.__setattr__`` calls,
-    which cost as much as a tenth of a clean row's check."""
-    c = object.__new__(Checked)
-    object.__setattr__(c, "__dict__", dict(zip(_CHECKED_FIELDS, values, strict=True)))
-    return c
 
 
 def _conds(conds: tuple[Condition, ...], item: Item) -> tuple[Cond, ...]:
@@ -100,6 +87,36 @@ def _holds(values: Mapping[str, str], conds: tuple[Cond, ...]) -> bool:
 
 def _describe(conds: tuple[Condition, ...], item: Item) -> str:
     return " or ".join(f"{item.field(c.field).name} is {'/'.join(c.values)}" for c in conds)
+
+
+def _apply(action: Action, values: dict[str, str], invalid: set[str], problems: list[Problem], row: int) -> None:
+    """Apply a conditional rule whose condition holds."""
+    kind, code, msg, id_check = action
+    if kind == REQUIRED:
+        if code not in values and code not in invalid:
+            problems.append(Problem("E_FIELD_REQUIRED", code, msg, row))
+    elif kind == FORBIDDEN:
+        if code in values or code in invalid:
+            problems.append(Problem("E_FIELD_FORBIDDEN", code, msg, row))
+    elif id_check is not None and code in values:
+        id_check(values[code], problems, row)
+
+
+def _conditional(item: Item, actions: list[tuple[tuple[Condition, ...], Action]]) -> tuple[
+        tuple[tuple[str, Mapping[str, tuple[Action, ...]]], ...], tuple[tuple[tuple[Cond, ...], Action], ...]]:
+    """Split conditional rules into (indexed by a single-valued field's value, general)."""
+    tables: dict[str, dict[str, list[Action]]] = {}
+    general = []
+    for conds, action in actions:
+        names = {c.field for c in conds}
+        if len(names) == 1 and not item.field(conds[0].field).multi:
+            table = tables.setdefault(conds[0].field, {})
+            for v in {v for c in conds for v in c.values}:
+                table.setdefault(v, []).append(action)
+        else:
+            general.append((_conds(conds, item), action))
+    by_value = tuple((name, MappingProxyType({v: tuple(a) for v, a in t.items()})) for name, t in tables.items())
+    return by_value, tuple(general)
 
 
 def _cross_test(rule: CrossRule) -> Callable[[dict[str, str], set[str]], bool]:
@@ -137,16 +154,19 @@ class _Plan:
     """An item compiled for :meth:`Validator.check`."""
 
     item: Item
-    convs: tuple[tuple[str, Conv, int, bool], ...]  # (code, converter, max length if plain text else -1, prose)
+    # (code, converter, max length if plain text else -1, search for characters to normalise)
+    convs: tuple[tuple[str, Conv, int, Callable[[str], object]], ...]
     codes: frozenset[str]
-    flat_codes: tuple[str, ...]  # every field but prose
-    prose_codes: tuple[str, ...]
     required: frozenset[str]
     required_msgs: tuple[tuple[str, str], ...]  # (code, message) in catalogue order
-    required_when: tuple[tuple[str, str, tuple[Cond, ...]], ...]
-    forbidden_when: tuple[tuple[str, str, tuple[Cond, ...]], ...]
-    deferred: tuple[tuple[str, tuple[Cond, ...], IdCheck], ...]  # identifier checks under conditions
-    cross: tuple[CrossCheck, ...]
+    # Conditional rules (required_when, forbidden_when, checked_when). Those whose conditions all
+    # name one single-valued field are indexed by that field's value: one lookup per row instead
+    # of one condition test per rule. The rest are tested one by one.
+    by_value: tuple[tuple[str, Mapping[str, tuple[Action, ...]]], ...]
+    general: tuple[tuple[tuple[Cond, ...], Action], ...]
+    not_before: tuple[tuple[str, str, str, str], ...]  # (later, earlier, field, message)
+    cross: tuple[CrossCheck, ...]  # the other cross rules
+    key: tuple[str, ...]
     units: frozenset[str] | None  # units that may report the item; None = any
 
 
@@ -167,32 +187,20 @@ class Validator:
         plan = self._plans.get(item.code)
         if plan is None or plan.item is not item:
             plan = self._compile(item)
-        self._today.refresh()
+        if time.time() >= self._today.until:
+            self._today.refresh()
         problems: list[Problem] = []
         values: dict[str, str] = {}
         invalid: set[str] = set()
-        # Is the row clean (nothing normalize_text would change but outer whitespace)? One test
-        # per row over the joined cells instead of one per cell; prose apart, since Chinese
-        # punctuation （，。） is dirt in a name but correct in prose. Non-text cells: per cell.
         get = raw.get
-        try:
-            flat = "|".join(filter(None, map(get, plan.flat_codes)))  # type: ignore[arg-type]
-            prose = "|".join(filter(None, map(get, plan.prose_codes)))  # type: ignore[arg-type]
-        except TypeError:
-            clean = clean_prose = False
-        else:
-            clean = "  " not in flat and (flat.isprintable() if flat.isascii() else _DIRTY.search(flat) is None)
-            clean_prose = _DIRTY_PROSE.search(prose) is None
-        seen = 0
-        for code, conv, plain, is_prose in plan.convs:
-            v = get(code, _MISSING)
-            if v is _MISSING:
-                continue
-            seen += 1
+        for code, conv, plain, dirt in plan.convs:
+            v = get(code)
             if v is None or v == "":
                 continue
-            ok = clean_prose if is_prose else clean
-            if ok and plain >= 0:  # inline the commonest case: clean text within its length
+            # Clean text (nothing normalize_text would change but outer whitespace) is only
+            # stripped: C-level tests here instead of a normalisation call per cell.
+            ok = type(v) is str and (v.isprintable() if v.isascii() else dirt(v) is None) and "  " not in v
+            if ok and plain >= 0:  # the commonest case: clean text within its length
                 s = v.strip()  # type: ignore[attr-defined]
                 if len(s) <= plain:
                     if s:
@@ -203,7 +211,7 @@ class Validator:
                 values[code] = s
             elif s is None:
                 invalid.add(code)
-        if seen < len(raw):
+        if not plan.codes.issuperset(raw):
             extra = ", ".join(sorted(str(k) for k in raw if k not in plan.codes))
             problems.append(Problem("W_FIELD_UNKNOWN", "", f"columns not in {item.code} ignored: {extra}",
                                     row, warning=True))
@@ -211,51 +219,59 @@ class Validator:
             for code, msg in plan.required_msgs:
                 if code not in values and code not in invalid:
                     problems.append(Problem("E_FIELD_REQUIRED", code, msg, row))
-        for code, msg, conds in plan.required_when:
-            if code not in values and code not in invalid and _holds(values, conds):
-                problems.append(Problem("E_FIELD_REQUIRED", code, msg, row))
-        for code, msg, conds in plan.forbidden_when:
-            if (code in values or code in invalid) and _holds(values, conds):
-                problems.append(Problem("E_FIELD_FORBIDDEN", code, msg, row))
-        for code, conds, id_check in plan.deferred:
-            s = values.get(code)
-            if s and _holds(values, conds):
-                id_check(s, problems, row)
+        for name, table in plan.by_value:
+            actions = table.get(values.get(name, ""))
+            if actions:
+                for action in actions:
+                    _apply(action, values, invalid, problems, row)
+        for conds, action in plan.general:
+            if _holds(values, conds):
+                _apply(action, values, invalid, problems, row)
+        for later, earlier, code, msg in plan.not_before:
+            if later in values and earlier in values and values[later] < values[earlier]:  # ISO dates
+                problems.append(Problem("E_CROSS_FIELD", code, msg, row))
         for when, failed, code, msg in plan.cross:
             if (not when or _holds(values, when)) and failed(values, invalid):
                 problems.append(Problem("E_CROSS_FIELD", code, msg, row))
 
-        kind, subject_code = self._subject(item, values, invalid, problems, row)
-        unit = values.get(item.source_unit_field, "")
-        if unit and (self._own_unit_only or plan.units is not None):
-            self._check_unit(item, plan, unit, problems, row)
-        key = "\x1f".join([subject_code if k == "@subject_code" else kind if k == "@subject_kind"
-                           else values.get(k, "") for k in item.key_fields])
-        return _checked(item.code, tuple(values.items()), subject_code, kind,
-                        values.get(item.subject_name_field, ""), unit,
-                        values.get(item.decision_date_field, "") if item.decision_date_field else "",
-                        key, tuple(problems))
-
-    def _subject(self, item: Item, values: dict[str, str], invalid: set[str], problems: list[Problem],
-                 row: int) -> tuple[str, str]:
         if item.subject_kind_field:
-            said = values.get(item.subject_kind_field, "")
-            kind = item.subject_kind_values.get(said, "")
-            if said and not kind:
-                spec = item.field(item.subject_kind_field)
-                problems.append(Problem("E_SUBJECT_KIND", spec.code,
-                                        f'{spec.label}: {item.name} does not carry "{said}" subjects', row))
+            kind = item.subject_kind_values.get(values.get(item.subject_kind_field, ""), "")
         else:
             kind = item.subject_kinds[0]
-        if not kind:
-            return "", ""
-        code_field = item.subject_code_fields[kind]
-        subject_code = values.get(code_field, "")
-        if not subject_code and code_field not in invalid \
-                and not any(p.field == code_field for p in problems):
-            problems.append(Problem("E_FIELD_REQUIRED", code_field,
-                                    f"{item.field(code_field).label}: required to identify the subject", row))
-        return kind, subject_code
+        subject_code = values.get(item.subject_code_fields[kind], "") if kind else ""
+        if not subject_code:
+            kind = self._no_subject(item, values, invalid, problems, row)
+        unit = values.get(item.source_unit_field, "")
+        if unit and ((self._own_unit_only and unit != self.source_unit)
+                     or (plan.units is not None and unit not in plan.units)):
+            self._check_unit(item, plan, unit, problems, row)
+        key = "\x1f".join([subject_code if k == "@subject_code" else kind if k == "@subject_kind"
+                           else values.get(k, "") for k in plan.key])
+        c = object.__new__(Checked)
+        # Bypasses the frozen dataclass's per-field object.__setattr__: a tenth of a clean row's check.
+        object.__setattr__(c, "__dict__", {
+            "item": item.code, "fields": tuple(values.items()), "subject_code": subject_code,
+            "subject_kind": kind, "subject_name": values.get(item.subject_name_field, ""), "source_unit": unit,
+            "decision_date": values.get(item.decision_date_field, "") if item.decision_date_field else "",
+            "key": key, "problems": tuple(problems)})
+        return c
+
+    def _no_subject(self, item: Item, values: dict[str, str], invalid: set[str], problems: list[Problem],
+                    row: int) -> str:
+        """Explain a row whose subject is not identified; returns the subject kind, if known."""
+        said = values.get(item.subject_kind_field, "") if item.subject_kind_field else ""
+        kind = item.subject_kind_values.get(said, "") if said else item.subject_kinds[0] \
+            if not item.subject_kind_field else ""
+        if said and not kind:
+            spec = item.field(item.subject_kind_field)
+            problems.append(Problem("E_SUBJECT_KIND", spec.code,
+                                    f'{spec.label}: {item.name} does not carry "{said}" subjects', row))
+        if kind:
+            code_field = item.subject_code_fields[kind]
+            if code_field not in invalid and not any(p.field == code_field for p in problems):
+                problems.append(Problem("E_FIELD_REQUIRED", code_field,
+                                        f"{item.field(code_field).label}: required to identify the subject", row))
+        return kind
 
     def _check_unit(self, item: Item, plan: _Plan, unit: str, problems: list[Problem], row: int) -> None:
         label = item.field(item.source_unit_field).label
@@ -268,31 +284,34 @@ class Validator:
 
     def _compile(self, item: Item) -> _Plan:
         convs = []
-        deferred = []
-        for spec in item.fields:
+        actions: list[tuple[tuple[Condition, ...], Action]] = []
+        for f in item.fields:
             check = None
-            if spec.type in ("uscc", "id_number"):
-                check = identifier_check(spec, allowlist=self.allowlist, good=self._good_uscc, today=self._today)
-                if spec.checked_when:  # depends on another field: run after all fields are read
-                    deferred.append((spec.code, _conds(spec.checked_when, item), check))
+            if f.type in ("uscc", "id_number"):
+                check = identifier_check(f, allowlist=self.allowlist, good=self._good_uscc, today=self._today)
+                if f.checked_when:  # depends on another field: run after all fields are read
+                    actions.append((f.checked_when, (CHECKED, f.code, "", check)))
                     check = None
+            if f.required_when:
+                msg = f"{f.label}: required when {_describe(f.required_when, item)}"
+                actions.append((f.required_when, (REQUIRED, f.code, msg, None)))
+            if f.forbidden_when:
+                msg = f"{f.label}: must be empty when {_describe(f.forbidden_when, item)}"
+                actions.append((f.forbidden_when, (FORBIDDEN, f.code, msg, None)))
             plain = -1
-            if spec.type in ("string", "text") and not spec.value_aliases:
-                plain = spec.max_length or 1 << 62
-            convs.append((spec.code, compile_field(spec, check=check, today=self._today), plain,
-                          spec.type == "text"))
+            if f.type in ("string", "text") and not f.value_aliases:
+                plain = f.max_length or 1 << 62
+            dirt = (NEEDS_NORMALIZING_PROSE if f.type == "text" else NEEDS_NORMALIZING).search
+            convs.append((f.code, compile_field(f, check=check, today=self._today), plain, dirt))
         required = [f for f in item.fields if f.required]
+        by_value, general = _conditional(item, actions)
         return _Plan(
             item=item, convs=tuple(convs), codes=frozenset(item.field_codes),
-            flat_codes=tuple(f.code for f in item.fields if f.type != "text"),
-            prose_codes=tuple(f.code for f in item.fields if f.type == "text"),
             required=frozenset(f.code for f in required),
             required_msgs=tuple((f.code, f"{f.label}: required") for f in required),
-            required_when=tuple((f.code, f"{f.label}: required when {_describe(f.required_when, item)}",
-                                 _conds(f.required_when, item)) for f in item.fields if f.required_when),
-            forbidden_when=tuple((f.code, f"{f.label}: must be empty when {_describe(f.forbidden_when, item)}",
-                                  _conds(f.forbidden_when, item)) for f in item.fields if f.forbidden_when),
-            deferred=tuple(deferred),
+            by_value=by_value, general=general,
+            not_before=tuple((r.fields[0], r.fields[1], r.fields[0], f"{r.message} [{r.id}]")
+                             for r in item.cross_rules if r.kind == "not_before" and not r.when),
             cross=tuple((_conds(r.when, item), _cross_test(r), r.fields[0], f"{r.message} [{r.id}]")
-                        for r in item.cross_rules),
-            units=None if item.source_units == ("*",) else frozenset(item.source_units))
+                        for r in item.cross_rules if r.kind != "not_before" or r.when),
+            key=item.key_fields, units=None if item.source_units == ("*",) else frozenset(item.source_units))

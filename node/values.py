@@ -18,7 +18,7 @@ from node.identifiers import normalize_text
 
 __all__ = ["BadValue", "canonical_decimal", "cell_text", "parse_date", "parse_decimal", "split_multi"]
 
-_ISO_SHAPE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_SHAPE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _SEPARATED: Final = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
 _CHINESE: Final = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日")
 _COMPACT: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")

@@ -413,3 +413,13 @@ def test_natural_person_item_with_a_single_subject_kind(validator: Validator, ca
 def test_an_item_from_outside_the_catalogue_is_compiled_on_the_fly(validator: Validator) -> None:
     other = load_catalog(ROOT / "exchange_config" / "catalog")
     assert validator.check(other.item("admin_penalty"), penalty()).ok
+
+
+@pytest.mark.parametrize("cell", ["杭州某某公司", " 杭州某某公司 ", "杭州  某某", "某某\t公司", "ＡＢＣ公司", "A\u00a0B",
+                                  "（集团）", "x\u200by", "line\r\nbreak", "plain ascii", "two  spaces", "a\nb"])
+def test_stored_text_equals_normalize_text_whatever_path_it_takes(validator: Validator, catalog: Catalog,
+                                                                   cell: str) -> None:
+    from node.identifiers import normalize_text
+    c = check(validator, catalog, penalty(CF_XDR_MC=cell, CF_SY=cell))
+    assert value(c, "CF_XDR_MC") == normalize_text(cell)
+    assert value(c, "CF_SY") == normalize_text(cell, prose=True)
