@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from node.errors import ConfigError
+from node.nodeid import parse_node_id
 
 LEVELS = ("department", "district", "city", "province")
 Level = Literal["department", "district", "city", "province"]
@@ -87,6 +88,14 @@ class ForwardingConfig:
     max_backoff_s: float = 60.0
     lease_s: float = 30.0  # a delivery claimed by a forwarder that died is retried after this
     reconcile_every_s: float = 0.0  # compare digests with the parent this often; 0 = on demand only
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """A source system (certificate role ``source``) that may submit unsigned records over gRPC."""
+
+    id: str  # its certificate's node id, e.g. source:330102:scjgj-db
+    units: tuple[str, ...] = ()  # source units (USCC) it may report for; () = any the node accepts
 
 
 @dataclass(frozen=True)
@@ -175,6 +184,7 @@ class NodeConfig:
     forwarding: ForwardingConfig = field(default_factory=ForwardingConfig)
     peers: tuple[PeerConfig, ...] = ()
     adapters: tuple[AdapterConfig, ...] = ()
+    sources: tuple[SourceConfig, ...] = ()  # source systems submitting unsigned records over gRPC
     base_dir: str = "."  # directory relative paths are resolved against (the config file's)
 
     def path(self, value: str) -> pathlib.Path:
@@ -303,6 +313,13 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
     for i, n in enumerate(names):
         if n in names[:i]:
             raise ConfigError(f"adapters[{i}].name: {n!r} is used by another adapter; give each a name")
+    for i, source in enumerate(cfg.sources):
+        try:
+            kind = parse_node_id(source.id).kind
+        except ConfigError as exc:
+            raise ConfigError(f"sources[{i}].id: {exc.message}") from None
+        if kind != "source":
+            raise ConfigError(f"sources[{i}].id: {source.id!r} is not a source id (source:<name>…)")
     if cfg.level != "province" and cfg.parent is None and cfg.level != "city":
         pass  # a node without a parent simply keeps what it gets (a standalone department is valid)
     return cfg
