@@ -32,6 +32,7 @@ from node.values import (
 Conv = Callable[[Any, list[Problem], int, bool], "str | None"]
 IdCheck = Callable[[str, list[Problem], int], None]
 _GOOD_CODES_MAX: Final = 200_000  # bound of the cache of valid USCCs
+_COMBOS_MAX: Final = 4096  # bound of a multi-valued enum field's cache of combinations
 _PLAIN_DECIMAL: Final = re.compile(r"([0-9]{1,30})(?:\.([0-9]{1,30}))?")
 
 
@@ -99,6 +100,7 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
     if t == "enum":
         canon = {**{v: v for v in spec.enum}, **aliases}
         multi = spec.multi
+        combos: dict[str, str] = {}  # multi cells seen → canonical: a few combinations recur
 
         def an_enum(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:
             try:
@@ -110,9 +112,15 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
             if c is not None or not s:
                 return c or ""
             if multi:
+                c = combos.get(s)
+                if c is not None:
+                    return c
                 known, unknown = split_multi(s, canon)
                 if not unknown:
-                    return ";".join(known)
+                    if len(combos) >= _COMBOS_MAX:
+                        combos.clear()
+                    c = combos[s] = ";".join(known)
+                    return c
                 s = "、".join(unknown)
             bad(out, row, "E_FIELD_ENUM", f'"{s}" is not one of {_choices(spec.enum)}')
             return None
