@@ -34,7 +34,8 @@ from node.catalog_model import (
     Severity,
     normalize_header,
 )
-from node.catalog_schema import Obj, parse_item
+from node.catalog_reader import Obj
+from node.catalog_schema import parse_item
 from node.errors import CatalogError
 
 __all__ = [
