@@ -60,6 +60,7 @@ class ParentConfig:
 class PeerConfig:
     id: str
     target: str
+    server_name: str = ""  # name on the peer's TLS certificate when it differs from the target's host
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,314 @@
+"""The ``Query`` service: ``Lookup`` (one subject's records) and ``VerifyList`` (核查 against lists).
+
+Each call: who is calling (certificate, or the caller a federation node speaks for, with a signed
+delegation) → abuse guard (block list, rate) → sharing switch → access policy (``node.access``) →
+one indexed read of the subject's current records → what the caller may see, masked → the query
+log entry, committed before the answer leaves (``node.querylog``). Records were verified on the
+way in, so the read path checks no signatures; the catalogue's per-item facts are computed once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, NoReturn
+
+import grpc
+from sqlalchemy import and_, select
+
+from node import access
+from node.abuse import Guard, RateLimitedError, SharingSwitch, address_of
+from node.authz import Authorizations, code_id
+from node.catalog import Catalog, Item
+from node.config import AccessConfig
+from node.errors import NodeError, NotAuthorizedError, UsageError
+from node.fanout import SIGNING_CERT_METADATA, Fanout, merge_views, verify_delegation
+from node.identifiers import normalize_text
+from node.nodeid import Identity
+from node.querylog import QueryRecorder
+from node.records import decode_body, decode_signed, pb, rpc
+from node.store import QueryLogEntry, RecordRow, Store
+from node.store._sql import chunks, translated
+from node.store.tables import record_heads, record_revisions
+from node.transport.peers import CallerCache, abort_with, caller_identity
+from node.truststore import TrustStore
+
+__all__ = ["MAX_VERIFY", "SERVICE_NAME", "QueryService", "build_query_service"]
+
+SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["Query"].full_name
+
+MAX_VERIFY: Final = 10_000  # subject codes per VerifyList call
+_FANOUT_MARGIN_S: Final = 0.05  # leave time to merge and answer within the caller's own deadline
+
+
+@dataclass(frozen=True)
+class _Asker:
+    """The caller as the policy sees it, plus what the log needs to say about the call."""
+
+    caller: access.Caller
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+class QueryService(rpc.QueryServicer):  # type: ignore[misc]
+    def __init__(self, *, node_id: str, catalog: Catalog, store: Store, trust: TrustStore,
+                 settings: AccessConfig, guard: Guard, sharing: SharingSwitch, authz: Authorizations,
+                 recorder: QueryRecorder, fanout: Fanout | None = None, delegators: Collection[str] = (),
+                 today: Callable[[], dt.date] = access.today_in_china, callers: CallerCache | None = None) -> None:
+        self._node_id = node_id
+        self._catalog = catalog
+        self._store = store
+        self._trust = trust
+        self._settings = settings
+        self._policy = access.Policy(disputed=settings.disputed)
+        self._guard = guard
+        self._sharing = sharing
+        self._authz = authz
+        self._recorder = recorder
+        self._fanout = fanout
+        self._delegators = frozenset(delegators)
+        self._today = today
+        self._callers = callers or CallerCache()
+        # Catalogue facts per item, computed once: the read path only looks them up.
+        self._items: dict[str, Item] = dict(catalog.items)
+        self._id_fields = {code: access.id_fields(item) for code, item in catalog.items.items()}
+        self._list_items = tuple(code for code, item in catalog.items.items() if item.is_list)
+
+    @property
+    def name(self) -> str:
+        return "query-service"
+
+    def register(self, server: grpc.Server) -> None:
+        rpc.add_QueryServicer_to_server(self, server)  # type: ignore[no-untyped-call]
+
+    def start(self) -> None:
+        """Nothing to start: channels to peer regions open on first use."""
+
+    def stop(self) -> None:
+        if self._fanout is not None:
+            self._fanout.close()
+
+    # --- Lookup ------------------------------------------------------------------------------------
+    def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.LookupResponse:
+        try:
+            return self._lookup(request, context)
+        except NodeError as exc:
+            _abort(context, exc)
+
+    def _lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.LookupResponse:
+        who, address = self._gate(context)
+        subject = _subject(request.subject_code)
+        items = self._known_items(request.items)
+        asker = self._asker(request, context, who, address, subject, "lookup")
+        log = _LogLine(self._node_id, asker, subject, items, op="lookup")
+        collect = None
+        if self._fanout is not None and self._fanout.peers and not request.local_only:
+            collect = self._fanout.start(request, Identity(asker.caller.node_id, asker.caller.role),
+                                         asker.caller.purpose, self._fanout_timeout(context))
+        today = self._today()
+        views = [v for v in (self._view(row, asker.caller, today)
+                             for row in self._store.records.current_for_subject(subject, items)) if v is not None]
+        unavailable: list[str] = []
+        if collect is not None:
+            answered = collect()
+            unavailable = sorted(set(answered.unavailable))
+            views = merge_views(views, answered.records)
+            log.detail.update(regions=[p.id for p in self._fanout.peers] if self._fanout else [],
+                              unavailable=unavailable)
+        self._log(log.entry(len(views)))
+        return pb.LookupResponse(subject_code=subject, records=views, partial=bool(unavailable),
+                                 unavailable_regions=unavailable)
+
+    def _fanout_timeout(self, context: grpc.ServicerContext) -> float:
+        timeout = self._settings.fanout_deadline_s
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, max(0.0, remaining - _FANOUT_MARGIN_S))
+        return timeout
+
+    def _view(self, row: RecordRow, caller: access.Caller, today: dt.date) -> pb.RecordView | None:
+        item = self._items.get(row.item)
+        if item is None:  # an item this catalogue release does not know: cannot be classified, not shown
+            return None
+        if item.disclosure_class not in access.classes_for(caller, row.subject_code, row.item):
+            return None  # the common refusal, decided before decoding anything
+        body = decode_body(row.body)
+        fields = {f.name: f.value for f in body.fields}
+        window = access.window_state(item, fields, row.decision_date, today)
+        facts = access.RecordFacts(row.item, item.disclosure_class, row.subject_code, row.subject_kind,
+                                   row.status, window)
+        decision = access.decide(caller, facts, self._policy)
+        if not decision.visible:
+            return None
+        shown, subject_code = access.mask_view(decision, self._id_fields[row.item], fields, row.subject_code,
+                                               row.subject_kind)
+        return pb.RecordView(
+            record_id=row.record_id, revision=row.revision, item=row.item, status=row.status,
+            disclosure_class=item.disclosure_class, fields=[pb.Field(name=k, value=v) for k, v in shown.items()],
+            signers=[s.signer for s in decode_signed(row.signed).chain], region=self._node_id,
+            marks=list(decision.marks), measures=list(item.measures), subject_code=subject_code,
+            subject_name=body.subject_name, decision_date=row.decision_date)
+
+    # --- VerifyList --------------------------------------------------------------------------------
+    def VerifyList(self, request: pb.VerifyListRequest,
+                   context: grpc.ServicerContext) -> pb.VerifyListResponse:
+        try:
+            return self._verify_list(request, context)
+        except NodeError as exc:
+            _abort(context, exc)
+
+    def _verify_list(self, request: pb.VerifyListRequest, context: grpc.ServicerContext) -> pb.VerifyListResponse:
+        who, address = self._gate(context)
+        codes = list(dict.fromkeys(c for c in (normalize_text(x).upper() for x in request.subject_codes) if c))
+        if len(codes) > MAX_VERIFY:
+            raise UsageError(f"at most {MAX_VERIFY} subject codes per call; split the list", field="subject_codes")
+        lists = self._known_items(request.items) or self._list_items
+        not_lists = [i for i in lists if not self._items[i].is_list]
+        if not_lists:
+            raise UsageError(f"not list items: {', '.join(not_lists)}", field="items")
+        lookup = pb.LookupRequest(context=request.context)
+        asker = self._asker(lookup, context, who, address, "", "verify_list")
+        log = _LogLine(self._node_id, asker, codes[0] if len(codes) == 1 else "", lists, op="verify_list")
+        log.detail["subjects"] = codes
+        today = self._today()
+        hits = []
+        for row in self._list_rows(codes, lists):
+            view = self._view(row, asker.caller, today)
+            if view is not None:
+                hits.append(pb.ListHit(subject_code=view.subject_code, item=row.item, record_id=row.record_id,
+                                       listed_on=row.decision_date, measures=list(view.measures),
+                                       subject_name=view.subject_name))
+        self._log(log.entry(len(hits)))
+        return pb.VerifyListResponse(hits=hits, checked=len(codes))
+
+    def _list_rows(self, codes: Sequence[str], items: Sequence[str]) -> list[RecordRow]:
+        """Current revisions of list items for many subjects: one indexed read per 500 codes."""
+        h, r = record_heads.c, record_revisions.c
+        out: list[RecordRow] = []
+        with translated("reading list entries"), self._store.engine.connect() as conn:
+            for chunk in chunks(codes):
+                stmt = (select(record_revisions)
+                        .join(record_heads, and_(h.record_id == r.record_id, h.revision == r.revision))
+                        .where(h.subject_code.in_(list(chunk)), h.item.in_(list(items)))
+                        .order_by(h.subject_code, h.item, h.decision_date))
+                out.extend(RecordRow(*row) for row in conn.execute(stmt))
+        return out
+
+    # --- common ------------------------------------------------------------------------------------
+    def _gate(self, context: grpc.ServicerContext) -> tuple[Identity, str]:
+        """Certificate → block list and rate → sharing switch: refusals that are not logged."""
+        who = caller_identity(context, self._trust, cache=self._callers)
+        address = address_of(context.peer())
+        self._guard.admit(address, who.node_id)
+        self._sharing.check()
+        return who, address
+
+    def _asker(self, request: pb.LookupRequest, context: grpc.ServicerContext, who: Identity, address: str,
+               subject: str, op: str) -> _Asker:
+        """Resolve delegation and the authorisation code, and apply the role rules (logged if refused)."""
+        ctx = request.context
+        detail: dict[str, object] = {"address": address}
+        delegated = bool(ctx.on_behalf_of or ctx.delegation_signature)
+        effective = who
+        if delegated:
+            cert = _metadata(context, SIGNING_CERT_METADATA)
+            effective = verify_delegation(request, who, cert, self._trust, allowed_nodes=self._delegators,
+                                          max_age_s=self._settings.delegation_max_age_s)
+            detail["delegating_node"] = who.node_id
+        caller = access.Caller(effective.node_id, effective.role, ctx.purpose.strip())
+        try:
+            access.admit(caller)
+            if caller.role == "agency" and ctx.authorization_code and subject:
+                detail["authz"] = code_id(ctx.authorization_code)
+                caller = self._with_authorization(caller, ctx.authorization_code, subject, delegated, detail)
+        except NotAuthorizedError as exc:
+            detail["refused"] = exc.code
+            line = _LogLine(self._node_id, _Asker(caller, detail), subject, tuple(request.items), op=op)
+            self._log(line.entry(0))
+            raise
+        return _Asker(caller, detail)
+
+    def _with_authorization(self, caller: access.Caller, code: str, subject: str, delegated: bool,
+                            detail: dict[str, object]) -> access.Caller:
+        try:
+            _id, items = self._authz.resolve(code, subject, caller.node_id)
+        except NotAuthorizedError as exc:
+            if delegated and exc.code == "E_AUTHZ_UNKNOWN":
+                # Codes are issued by one node; a region that does not hold it answers class A only.
+                detail["authz_result"] = exc.code
+                return caller
+            raise
+        detail["authz_result"] = "valid"
+        return access.Caller(caller.node_id, caller.role, caller.purpose, items)
+
+    def _known_items(self, items: Iterable[str]) -> tuple[str, ...]:
+        out = tuple(dict.fromkeys(i.strip() for i in items if i.strip()))
+        for code in out:
+            self._catalog.item(code)  # UnknownItemError names the catalogue's items
+        return out
+
+    def _log(self, entry: QueryLogEntry | None) -> None:
+        if entry is not None:
+            self._recorder.record(entry)
+
+
+@dataclass
+class _LogLine:
+    node_id: str
+    asker: _Asker
+    subject: str
+    items: Sequence[str]
+    op: str
+    detail: dict[str, object] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.detail = {"op": self.op, "region": self.node_id, **self.asker.detail}
+
+    def entry(self, count: int) -> QueryLogEntry | None:
+        """The query log entry, or None for a public caller (class A needs no log, DESIGN §4)."""
+        caller = self.asker.caller
+        if caller.role == "public":
+            return None
+        return QueryLogEntry(caller=caller.node_id, role=caller.role, purpose=caller.purpose,
+                             subject=self.subject, items=list(self.items), result_count=count,
+                             detail=self.detail)
+
+
+def _abort(context: grpc.ServicerContext, exc: NodeError) -> NoReturn:
+    # Rate limits have their own gRPC status, so generic clients back off instead of giving up.
+    abort_with(context, exc, grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, RateLimitedError) else None)
+
+
+def _subject(code: str) -> str:
+    subject = normalize_text(code).upper()
+    if not subject:
+        raise UsageError("give a subject code (USCC or ID number)", field="subject_code")
+    return subject
+
+
+def _metadata(context: grpc.ServicerContext, key: str) -> bytes | None:
+    for k, v in context.invocation_metadata() or ():
+        if k == key:
+            value: Any = v
+            return value if isinstance(value, bytes) else None
+    return None
+
+
+def build_query_service(node: Any, *, callers: CallerCache | None = None,
+                        channel_factory: Callable[[str], grpc.Channel] | None = None) -> QueryService:
+    """The Query service of ``node`` (a ``node.app.Node``), wired from its configuration."""
+    from node.transport.grpc_client import open_channel
+
+    cfg = node.config
+    store: Store = node.store
+    by_target = {p.target: p.server_name or None for p in cfg.peers}
+    factory = channel_factory or (lambda target: open_channel(target, node.identity,
+                                                              server_name=by_target.get(target)))
+    fanout = Fanout(cfg.id, node.identity.signing_key, node.identity.signing_cert_der, cfg.peers,
+                    factory) if cfg.peers else None
+    delegators = {p.id for p in cfg.peers} | ({cfg.parent.id} if cfg.parent else set())
+    return QueryService(
+        node_id=cfg.id, catalog=node.catalog, store=store, trust=node.trust, settings=cfg.access,
+        guard=Guard(store, cfg.abuse), sharing=SharingSwitch(store, cache_s=cfg.abuse.cache_s),
+        authz=Authorizations(store), recorder=QueryRecorder(store.queries), fanout=fanout,
+        delegators=delegators, callers=callers)
