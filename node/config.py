@@ -134,6 +134,24 @@ class AbuseConfig:
 
 
 @dataclass(frozen=True)
+class LifecycleConfig:
+    """Deadlines of the credit lifecycle (docs/lifecycle.md). ``*_days`` are working days.
+
+    Whether a record under objection is suspended or shown marked is ``access.disputed``.
+    """
+
+    calendar: str = ""  # directory of <name>-<year>.yaml working-day calendars; '' = the bundled one
+    check_days: int = 2  # the platform compares with what the source sent (seed 003 篇5 第三十一条)
+    source_days: int = 10  # the source answers a verification request (篇5 第三十一条; 篇1 第三十三条: 5)
+    result_days: int = 5  # the applicant is told the result (篇5 第三十一条, 篇1 第三十四条)
+    statement_days: int = 30  # calendar days a 申请人存疑 statement is kept (seed 001 附件2 六(五))
+    statement_within_days: int = 5  # after the result, to attach a statement (seed 001 附件2 六(三))
+    deletion_days: int = 2  # own commendations removed on request (seed 003 篇5 第二十九条)
+    evidence_max_bytes: int = 10_485_760  # an objection's evidence file
+    sweep_scope: Literal["origin", "all"] = "origin"  # archive sweep: records this node originated, or all
+
+
+@dataclass(frozen=True)
 class FileAdapterConfig:
     """A drop folder of CSV/XLSX files in the catalogue templates (docs/adapters.md)."""
 
@@ -179,6 +197,7 @@ class NodeConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     abuse: AbuseConfig = field(default_factory=AbuseConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     parent: ParentConfig | None = None
     children: tuple[ChildConfig, ...] = ()
     broker: BrokerConfig = field(default_factory=BrokerConfig)
