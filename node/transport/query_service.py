@@ -209,14 +209,14 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         ctx = request.context
         detail: dict[str, object] = {"address": address}
         delegated = bool(ctx.on_behalf_of or ctx.delegation_signature)
-        effective = who
-        if delegated:
-            cert = _metadata(context, SIGNING_CERT_METADATA)
-            effective = verify_delegation(request, who, cert, self._trust, allowed_nodes=self._delegators,
-                                          max_age_s=self._settings.delegation_max_age_s)
-            detail["delegating_node"] = who.node_id
-        caller = access.Caller(effective.node_id, effective.role, ctx.purpose.strip())
+        caller = access.Caller(who.node_id, who.role, ctx.purpose.strip())
         try:
+            if delegated:
+                cert = _metadata(context, SIGNING_CERT_METADATA)
+                effective = verify_delegation(request, who, cert, self._trust, allowed_nodes=self._delegators,
+                                              max_age_s=self._settings.delegation_max_age_s)
+                detail["delegating_node"] = who.node_id
+                caller = access.Caller(effective.node_id, effective.role, caller.purpose)
             access.admit(caller)
             if caller.role == "agency" and ctx.authorization_code and subject:
                 detail["authz"] = code_id(ctx.authorization_code)
