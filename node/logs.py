@@ -1,0 +1,73 @@
+"""Structured logs: one JSON object per line, so operators can grep, ship and query them.
+
+Every line carries ``ts`` (UTC, ISO 8601, milliseconds), ``level``, ``event`` (a short dotted name
+such as ``submit.batch``), ``node`` (this node's id) and whatever the call site passes in
+``extra``: ``peer`` (the caller's node id), ``record_id`` where one record is concerned, counts,
+codes. Values under names that look like key material are replaced, so a careless ``extra`` can
+never put a key or a secret into a log file.
+
+Configured once by the long-running ``start`` command (:func:`configure_logging`); library code
+only calls ``logging.getLogger(__name__)`` and never configures anything itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any
+
+__all__ = ["JsonFormatter", "configure_logging"]
+
+# Attributes every LogRecord has; anything else on a record came from ``extra``.
+_RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_SECRET_WORDS = ("key", "secret", "password", "passwd", "token", "credential", "private")
+_REDACTED = "[redacted]"
+
+
+def _is_secret(name: str) -> bool:
+    lowered = name.lower()
+    # key_id (a certificate digest) and record keys are public identifiers, not key material.
+    if lowered in ("key_id", "record_key"):
+        return False
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object on one line (newlines in values are escaped by JSON)."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__()
+        self._node_id = node_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+            "node": self._node_id,
+        }
+        for name, value in vars(record).items():
+            if name in _RESERVED or name.startswith("_") or name in out:
+                continue
+            out[name] = _REDACTED if _is_secret(name) else value
+        if record.exc_info and record.exc_info[0] is not None:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def configure_logging(node_id: str, *, level: str | int = "INFO", stream: IO[str] | None = None) -> logging.Handler:
+    """Send every log record of the process to ``stream`` (stderr) as JSON lines; returns the handler.
+
+    Replaces a handler installed by an earlier call, so calling it twice never doubles the lines.
+    """
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter(node_id))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if isinstance(old.formatter, JsonFormatter):
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level if isinstance(level, int) else level.upper())
+    return handler

@@ -1,0 +1,145 @@
+"""The client side of the gRPC boundary: mTLS channels and thin calls for the CLI and other nodes.
+
+Every ``grpc.RpcError`` is turned into the node's exception tree here, by status code, keeping
+the server's stable code from the ``credit-error-code`` trailing metadata
+(:func:`error_from_rpc`): ``UNAVAILABLE``/``DEADLINE_EXCEEDED`` → :class:`PeerUnavailableError`
+(retryable), ``UNAUTHENTICATED``/``PERMISSION_DENIED``/``RESOURCE_EXHAUSTED`` →
+:class:`NotAuthorizedError` (refused), and so on (docs/protocol.md, "gRPC"). A failed TLS
+handshake cannot be told apart from a peer that is down: grpc reports both as ``UNAVAILABLE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from concurrent.futures import TimeoutError as FutureTimeoutError
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from node.errors import (
+    BlockedError,
+    ConflictError,
+    IntegrityError,
+    NodeError,
+    NotAuthorizedError,
+    NotFoundError,
+    PeerUnavailableError,
+    TransportError,
+)
+from node.identity import LoadedIdentity
+from node.records import pb, rpc
+from node.tls import grpc_channel_credentials
+from node.transport.grpc_server import MAX_MESSAGE_BYTES
+from node.transport.peers import CODE_KEY, FIELD_KEY
+
+__all__ = ["echo", "error_from_rpc", "health", "open_channel", "status", "submit", "wait_ready"]
+
+KEEPALIVE_MS = 30_000
+
+_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.RESOURCE_EXHAUSTED)
+_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+                grpc.StatusCode.ABORTED)
+_BY_STATUS: dict[grpc.StatusCode, type[NodeError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.FAILED_PRECONDITION: ConflictError,
+    grpc.StatusCode.DATA_LOSS: IntegrityError,
+}
+
+
+def open_channel(target: str, identity: LoadedIdentity, *, server_name: str | None = None) -> grpc.Channel:
+    """A mutual-TLS channel to ``target`` (``host:port``) presenting ``identity``.
+
+    ``server_name`` is the name the server's certificate must carry when ``target`` is an address
+    it does not list (``grpc.ssl_target_name_override``). Keepalive pings every 30 s notice a dead
+    peer on a long-lived stream.
+    """
+    options: list[tuple[str, str | int]] = [
+        ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.secure_channel(target, grpc_channel_credentials(identity), options=options)
+
+
+def wait_ready(channel: grpc.Channel, timeout: float) -> None:
+    """Block until the channel is connected (handshake done) or raise PeerUnavailableError."""
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except FutureTimeoutError:
+        raise PeerUnavailableError(f"no connection within {timeout:g}s (peer down, or TLS handshake "
+                                   "refused)") from None
+
+
+def error_from_rpc(error: grpc.RpcError) -> NodeError:
+    """The node error a failed call stands for (status code + the server's stable code)."""
+    code_fn = getattr(error, "code", None)
+    status = code_fn() if callable(code_fn) else grpc.StatusCode.UNKNOWN
+    details_fn = getattr(error, "details", None)
+    details = (details_fn() if callable(details_fn) else "") or (status.name if status else "failed")
+    trailing_fn = getattr(error, "trailing_metadata", None)
+    trailing = dict(trailing_fn() or ()) if callable(trailing_fn) else {}
+    code = str(trailing.get(CODE_KEY, "")) or None
+    field = str(trailing.get(FIELD_KEY, ""))
+    message = _strip_code(details, code)
+    if status in _REFUSED:
+        cls: type[NodeError] = BlockedError if code == BlockedError.code else NotAuthorizedError
+        return cls(message, field=field, code=code)
+    if status in _UNAVAILABLE:
+        return PeerUnavailableError(message, field=field, code=code)
+    if status in _BY_STATUS:
+        return _BY_STATUS[status](message, field=field, code=code)
+    if status == grpc.StatusCode.UNIMPLEMENTED:
+        return TransportError(f"the peer does not implement this call: {message}", code="E_UNIMPLEMENTED")
+    return NodeError(message, field=field, code=code or "E_REMOTE")
+
+
+def _strip_code(details: str, code: str | None) -> str:
+    """``CODE [field]: message`` → ``message`` (the code and field travel separately)."""
+    if code and details.startswith(code):
+        head, sep, rest = details.partition(": ")
+        if sep and head.split(" ")[0] == code:
+            return rest
+    return details
+
+
+def submit(channel: grpc.Channel, requests: Iterable[pb.SubmitRequest], *,
+           timeout: float | None = None) -> Iterator[pb.SubmitResponse]:
+    """Stream ``requests`` to ``Exchange.Submit``; yields one response per request, as they come."""
+    stub = rpc.ExchangeStub(channel)  # type: ignore[no-untyped-call]
+    try:
+        yield from stub.Submit(iter(requests), timeout=timeout)
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from None
+
+
+def status(channel: grpc.Channel, timeout: float = 10.0) -> pb.StatusResponse:
+    try:
+        stub = rpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+        response: pb.StatusResponse = stub.Status(pb.StatusRequest(), timeout=timeout)
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from None
+    return response
+
+
+def echo(channel: grpc.Channel, payload: bytes = b"", timeout: float = 10.0) -> bytes:
+    try:
+        stub = rpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+        response: pb.EchoResponse = stub.Echo(pb.EchoRequest(payload=payload), timeout=timeout)
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from None
+    return bytes(response.payload)
+
+
+def health(channel: grpc.Channel, service: str = "", timeout: float = 10.0) -> str:
+    """The standard health check: ``SERVING``, ``NOT_SERVING``, ``SERVICE_UNKNOWN`` …"""
+    try:
+        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                             timeout=timeout)
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from None
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))

@@ -1,0 +1,127 @@
+"""The node's gRPC endpoint: grpcio's threaded server, mutual TLS only, health and reflection.
+
+One :class:`GrpcServer` is one runtime extension (``node.runtime``): ``start`` binds
+``server.listen`` (port 0 picks a free port; :attr:`GrpcServer.address` tells which) and serves
+the services it was given; ``stop`` drains in-flight calls for ``grace_s`` seconds, then cancels
+what is left. There is no insecure port (DESIGN §2.4): the only credentials are
+``tls.grpc_server_credentials``, which require a client certificate from the federation CA;
+revocation is then enforced per call (``node.transport.peers.caller_identity``).
+
+Besides the node's services the server runs the standard ``grpc.health.v1.Health`` service
+(``SERVING`` for ``""`` and every registered service while running, ``NOT_SERVING`` while
+draining) and server reflection, so ``grpcurl`` and load balancers work without the .proto files.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from node.errors import ConfigError, TransportError
+from node.identity import LoadedIdentity
+from node.tls import grpc_server_credentials
+
+__all__ = ["MAX_MESSAGE_BYTES", "GrpcServer", "Service", "split_host_port"]
+
+log = logging.getLogger(__name__)
+
+# A SubmitRequest of a few thousand signed records is several MB; grpc's default limit is 4 MB.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Clients send keepalive pings every 30 s (grpc_client); allow them, also on idle streams.
+_SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.so_reuseport", 0),  # a second node on the same port must fail to start, not share it
+)
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service to serve: its full name (``credit.v1.Exchange``) and how to add it to a server."""
+
+    name: str
+    register: Callable[[grpc.Server], None]
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` → (host, port); ConfigError naming the address otherwise."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"server.listen: {address!r} is not HOST:PORT", field="server.listen")
+    return host, int(port)
+
+
+class GrpcServer:
+    def __init__(self, identity: LoadedIdentity, listen: str, services: Sequence[Service], *,
+                 max_workers: int = 16, grace_s: float = 10.0) -> None:
+        self._host, _port = split_host_port(listen)
+        self._listen = listen
+        self._identity = identity
+        self._services = tuple(services)
+        self._max_workers = max_workers
+        self._grace_s = grace_s
+        self._server: grpc.Server | None = None
+        self._health: health.HealthServicer | None = None
+        self._port = 0
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return "grpc-server"
+
+    @property
+    def port(self) -> int:
+        """The bound port (0 before ``start``)."""
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as bound (the configured host with the real port)."""
+        return f"{self._host}:{self._port}"
+
+    def start(self) -> None:
+        with self._lock:
+            if self._server is not None:
+                return
+            server = grpc.server(ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="grpc"),
+                                 options=_SERVER_OPTIONS)
+            for service in self._services:
+                service.register(server)
+            names = [s.name for s in self._services]
+            status = health.HealthServicer(experimental_non_blocking=True)
+            health_pb2_grpc.add_HealthServicer_to_server(status, server)
+            reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+            try:
+                port = server.add_secure_port(self._listen, grpc_server_credentials(self._identity))
+            except RuntimeError as exc:  # grpcio >= 1.50 raises instead of returning 0
+                raise TransportError(f"cannot listen on {self._listen}: {exc}") from None
+            if port == 0:
+                raise TransportError(f"cannot listen on {self._listen} (address in use or not local?)")
+            server.start()
+            for service_name in ("", *names):
+                status.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+            self._server, self._health, self._port = server, status, port
+        log.info("server.started", extra={"address": self.address, "services": names})
+
+    def stop(self) -> None:
+        """Refuse new calls, let in-flight ones finish within ``grace_s``, then cancel the rest."""
+        with self._lock:
+            server, status = self._server, self._health
+            self._server = self._health = None
+        if server is None:
+            return
+        if status is not None:
+            status.enter_graceful_shutdown()  # health says NOT_SERVING while we drain
+        log.info("server.draining", extra={"grace_s": self._grace_s})
+        server.stop(self._grace_s).wait()
+        log.info("server.stopped", extra={"address": self.address})

@@ -1,0 +1,147 @@
+"""Who is calling, and how a refusal is told: the server side of the gRPC boundary.
+
+The TLS handshake (``tls.grpc_server_credentials``) already proved the caller holds a key
+certified by the federation CA. grpc's Python API cannot load a revocation list, so revocation
+and the validity window are enforced here, on every call, by :func:`caller_identity`
+(docs/decisions/revocation-at-the-application-layer.md). A refused caller gets
+``UNAUTHENTICATED``.
+
+Every error the node answers with goes through :func:`abort_with`: a gRPC status chosen by the
+error's class, the details ``CODE [field]: message`` and the stable code in the trailing
+metadata ``credit-error-code`` (and the field in ``credit-error-field``), so a client never has to
+parse prose to learn what went wrong (docs/protocol.md, "gRPC").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import NoReturn
+
+import grpc
+from cryptography import x509
+
+from node.errors import (
+    CatalogError,
+    ConfigError,
+    ConflictError,
+    DeadlineError,
+    InputFileError,
+    IntegrityError,
+    NodeError,
+    NotAuthorizedError,
+    NotFoundError,
+    RecordRejected,
+    SignatureError,
+    StoreError,
+    TransportError,
+    UntrustedSignerError,
+    UsageError,
+)
+from node.nodeid import Identity
+from node.tls import peer_identity
+from node.truststore import TrustStore
+
+__all__ = ["CODE_KEY", "FIELD_KEY", "CallerCache", "abort_with", "caller_identity", "require_role",
+           "status_for"]
+
+log = logging.getLogger(__name__)
+
+CODE_KEY = "credit-error-code"
+FIELD_KEY = "credit-error-field"
+UNAUTHENTICATED_CODE = "E_UNAUTHENTICATED"
+_PEER_CERT_KEY = "x509_pem_cert"
+
+# Most specific class first: the first class in the error's MRO found here decides.
+_STATUS: dict[type[NodeError], grpc.StatusCode] = {
+    NotAuthorizedError: grpc.StatusCode.PERMISSION_DENIED,
+    NotFoundError: grpc.StatusCode.NOT_FOUND,
+    ConflictError: grpc.StatusCode.FAILED_PRECONDITION,
+    DeadlineError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    StoreError: grpc.StatusCode.UNAVAILABLE,
+    TransportError: grpc.StatusCode.UNAVAILABLE,
+    IntegrityError: grpc.StatusCode.DATA_LOSS,
+    UsageError: grpc.StatusCode.INVALID_ARGUMENT,
+    CatalogError: grpc.StatusCode.INVALID_ARGUMENT,
+    InputFileError: grpc.StatusCode.INVALID_ARGUMENT,
+    RecordRejected: grpc.StatusCode.INVALID_ARGUMENT,
+    SignatureError: grpc.StatusCode.INVALID_ARGUMENT,
+    ConfigError: grpc.StatusCode.INTERNAL,  # the node's own configuration, not the caller's fault
+}
+
+
+def status_for(error: NodeError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        status = _STATUS.get(cls)
+        if status is not None:
+            return status
+    return grpc.StatusCode.INTERNAL
+
+
+def abort_with(context: grpc.ServicerContext, error: NodeError,
+               status: grpc.StatusCode | None = None) -> NoReturn:
+    """End the call with ``error``: its status, ``CODE [field]: message``, the code in metadata."""
+    metadata: list[tuple[str, str]] = [(CODE_KEY, error.code)]
+    if error.field:
+        metadata.append((FIELD_KEY, error.field))
+    context.set_trailing_metadata(tuple(metadata))
+    context.abort(status or status_for(error), str(error))
+    raise AssertionError("context.abort returned")  # pragma: no cover - grpc always raises
+
+
+class CallerCache:
+    """Parsed caller certificates by fingerprint, so a call costs a dictionary look-up, not a parse.
+
+    Only the parse and the CA-signature check are remembered: expiry and revocation are checked
+    on every call (``TrustStore.check``), because a new revocation list can arrive at any time.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._certs: dict[bytes, x509.Certificate] = {}
+
+    def get(self, fingerprint: bytes) -> x509.Certificate | None:
+        with self._lock:
+            return self._certs.get(fingerprint)
+
+    def put(self, fingerprint: bytes, cert: x509.Certificate) -> None:
+        with self._lock:
+            if len(self._certs) >= self._max:
+                self._certs.clear()  # rare (thousands of distinct callers); a re-parse is cheap
+            self._certs[fingerprint] = cert
+
+
+def caller_identity(context: grpc.ServicerContext, trust: TrustStore, *,
+                    cache: CallerCache | None = None) -> Identity:
+    """The caller's (node id, role), its certificate checked against CA, validity and CRL now.
+
+    Aborts the call with ``UNAUTHENTICATED`` (code ``E_UNAUTHENTICATED``) and the reason otherwise.
+    """
+    auth = context.auth_context()
+    try:
+        pems = auth.get(_PEER_CERT_KEY) or []
+        if cache is None or not pems:
+            return peer_identity(auth, trust)
+        fingerprint = hashlib.sha256(pems[0]).digest()
+        cert = cache.get(fingerprint)
+        if cert is None:
+            who = peer_identity(auth, trust)  # the full check, once per certificate
+            cache.put(fingerprint, x509.load_pem_x509_certificate(pems[0]))
+            return who
+        return trust.check(cert, datetime.now(UTC))
+    except UntrustedSignerError as exc:
+        log.warning("call.unauthenticated", extra={"address": context.peer(), "code": exc.code,
+                                                     "reason": exc.message})
+        abort_with(context, NotAuthorizedError(f"caller refused: {exc.message}", code=UNAUTHENTICATED_CODE),
+                   grpc.StatusCode.UNAUTHENTICATED)
+
+
+def require_role(context: grpc.ServicerContext, who: Identity, roles: frozenset[str], what: str) -> None:
+    """Abort with ``PERMISSION_DENIED`` unless the caller's role is one of ``roles``."""
+    if who.role not in roles:
+        log.warning("call.refused", extra={"peer": who.node_id, "role": who.role, "what": what})
+        abort_with(context, NotAuthorizedError(
+            f"{who.node_id} (role {who.role}) may not {what}; allowed roles: {', '.join(sorted(roles))}"))
