@@ -1,0 +1,136 @@
+"""``Exchange.Submit``: records come in on a bidirectional stream and leave as per-record acks.
+
+For each ``SubmitRequest`` on the stream, in order:
+
+1. ``certificates``: signer certificates the sender ships with its chains, learned by the inbox
+   (only from callers with role ``node``; anyone else has no business adding signers);
+2. ``records`` (signed): only from a caller with role ``node``; the inbox verifies the chains,
+   checks that the caller is a registered child allowed to report them, re-validates and stores
+   them idempotently (``node.inbox``);
+3. ``unsigned``: only from a caller with role ``source`` registered under ``sources:``; the node
+   validates and signs them as their origin (``node.transport.sources``).
+
+Each request is answered with one ``SubmitResponse`` holding an ``Ack`` per record, signed records
+first, then unsigned ones, ``seq`` counting records over the whole stream (0-based). Acks leave
+only after the batch is committed (DESIGN §2.5). A refusal of a batch (a ``NodeError``) becomes
+``REJECTED`` acks carrying its code and the stream goes on; an infrastructure failure
+(``StoreError``) ends the call with ``UNAVAILABLE`` so the sender retries the batch later; a bug
+ends it with ``INTERNAL`` rather than making the sender dead-letter good records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+
+import grpc
+
+from node.errors import NodeError, StoreError
+from node.inbox import Inbox
+from node.nodeid import Identity
+from node.records import pb, rpc
+from node.transport.contacts import PeerContacts
+from node.transport.peers import CallerCache, abort_with, caller_identity, require_role
+from node.transport.sources import SourceIntake, rejected_ack
+from node.truststore import TrustStore
+
+__all__ = ["SERVICE_NAME", "ExchangeService"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Exchange"].full_name
+NODE, SOURCE = "node", "source"
+_SUBMITTERS = frozenset({NODE, SOURCE})
+_LOGGED_REJECTIONS = 20  # per batch: enough to diagnose, never a flood from a misbehaving sender
+
+
+class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
+    def __init__(self, *, trust: TrustStore, inbox: Inbox, intake: SourceIntake, contacts: PeerContacts,
+                 callers: CallerCache | None = None) -> None:
+        self._trust = trust
+        self._inbox = inbox
+        self._intake = intake
+        self._contacts = contacts
+        self._callers = callers or CallerCache()
+
+    def register(self, server: grpc.Server) -> None:
+        rpc.add_ExchangeServicer_to_server(self, server)  # type: ignore[no-untyped-call]
+
+    def Submit(self, request_iterator: Iterable[pb.SubmitRequest],
+               context: grpc.ServicerContext) -> Iterator[pb.SubmitResponse]:
+        who = caller_identity(context, self._trust, cache=self._callers)
+        require_role(context, who, _SUBMITTERS, "submit records")
+        seq = 0
+        for request in request_iterator:
+            self._contacts.seen(who.node_id)
+            try:
+                acks = self._batch(who, request, seq)
+            except StoreError as exc:
+                log.warning("submit.unavailable", extra={"peer": who.node_id, "code": exc.code,
+                                                         "reason": exc.message})
+                abort_with(context, exc)
+            except Exception:
+                log.exception("submit.failed", extra={"peer": who.node_id})
+                abort_with(context, NodeError("the node failed to process the batch", code="E_INTERNAL"),
+                           grpc.StatusCode.INTERNAL)
+            seq += len(acks)
+            yield pb.SubmitResponse(acks=acks)
+
+    def _batch(self, who: Identity, request: pb.SubmitRequest, seq: int) -> list[pb.Ack]:
+        if request.certificates:
+            self._learn(who, request.certificates)
+        acks: list[pb.Ack] = []
+        if request.records:
+            acks += self._signed(who, request.records, seq)
+        if request.unsigned:
+            acks += self._unsigned(who, request.unsigned, seq + len(acks))
+        self._log_batch(who, acks)
+        return acks
+
+    def _learn(self, who: Identity, ders: Sequence[bytes]) -> None:
+        if who.role != NODE:
+            log.warning("submit.certificates_ignored", extra={"peer": who.node_id, "count": len(ders)})
+            return
+        for problem in self._inbox.learn_certificates(list(ders)):
+            log.warning("submit.certificate_refused", extra={"peer": who.node_id, "code": problem.code,
+                                                             "reason": problem.message})
+
+    def _signed(self, who: Identity, records: Sequence[pb.SignedRecord], seq: int) -> list[pb.Ack]:
+        if who.role != NODE:
+            message = f"{who.node_id} (role {who.role}) may not send signed records; only nodes may"
+            return [rejected_ack(seq + i, "E_NOT_AUTHORIZED", message) for i in range(len(records))]
+        try:
+            receipts = self._inbox.receive(records, sender=who.node_id, start_seq=seq)
+        except StoreError:
+            raise
+        except NodeError as exc:
+            return [rejected_ack(seq + i, exc.code, exc.message, exc.field) for i in range(len(records))]
+        return [r.to_ack() for r in receipts]
+
+    def _unsigned(self, who: Identity, records: Sequence[pb.UnsignedRecord], seq: int) -> list[pb.Ack]:
+        if who.role != SOURCE:
+            message = f"{who.node_id} (role {who.role}) may not send unsigned records; only sources may"
+            return [rejected_ack(seq + i, "E_NOT_AUTHORIZED", message) for i in range(len(records))]
+        try:
+            return self._intake.receive(records, source=who.node_id, start_seq=seq)
+        except StoreError:
+            raise
+        except NodeError as exc:
+            return [rejected_ack(seq + i, exc.code, exc.message, exc.field) for i in range(len(records))]
+
+    @staticmethod
+    def _log_batch(who: Identity, acks: Sequence[pb.Ack]) -> None:
+        counts = {pb.Ack.ACCEPTED: 0, pb.Ack.DUPLICATE: 0, pb.Ack.REJECTED: 0}
+        logged = 0
+        for ack in acks:
+            counts[ack.outcome] = counts.get(ack.outcome, 0) + 1
+            if ack.outcome == pb.Ack.REJECTED and logged < _LOGGED_REJECTIONS:
+                logged += 1
+                first = ack.rejections[0] if ack.rejections else pb.Rejection()
+                log.warning("submit.rejected", extra={"peer": who.node_id, "record_id": ack.record_id,
+                                                      "seq": ack.seq, "code": first.code, "field": first.field,
+                                                      "reason": first.message})
+        log.info("submit.batch", extra={"peer": who.node_id, "records": len(acks),
+                                        "accepted": counts[pb.Ack.ACCEPTED],
+                                        "duplicates": counts[pb.Ack.DUPLICATE],
+                                        "rejected": counts[pb.Ack.REJECTED]})
