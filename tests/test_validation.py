@@ -124,7 +124,7 @@ def test_dates_in_every_common_shape_become_iso(validator: Validator, catalog: C
     assert c.decision_date == "2024-03-01"
 
 
-@pytest.mark.parametrize("cell", ["2024-02-30", "2023/2/29", "2024年13月1日", "20240230"])
+@pytest.mark.parametrize("cell", ["2024-02-30", "2024年2月30日", "2023/2/29", "2024年13月1日", "20240230", 20240230])
 def test_impossible_dates_are_refused(validator: Validator, catalog: Catalog, cell: str) -> None:
     c = check(validator, catalog, penalty(CF_JDRQ=cell))
     assert codes(c) == [("E_FIELD_DATE", "CF_JDRQ")]
