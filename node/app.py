@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from node.catalog import Catalog, load_catalog
 from node.config import NodeConfig
 from node.identity import LoadedIdentity, load_identity
+from node.inbox import Inbox
 from node.ingest import ImportSummary, Ingest
 from node.routing import Router
+from node.runtime import Runtime
 from node.signing import Signer, Verifier
 from node.store import Store, migrate, open_engine
 from node.tabular import HeaderMap, read_table
@@ -33,6 +35,7 @@ class Node:
     signer: Signer
     verifier: Verifier
     ingest: Ingest
+    inbox: Inbox
 
     def close(self) -> None:
         self.store.close()
@@ -76,5 +79,34 @@ def build_node(config: NodeConfig, *, migrate_store: bool = True) -> Node:
     router = Router(config.id, config.parent.id if config.parent else None)
     ingest = Ingest(node_id=config.id, catalog=catalog, validator=validator, signer=signer,
                     store=store, router=router)
+    inbox = Inbox(node_id=config.id, catalog=catalog, validator=validator, verifier=verifier, trust=trust,
+                  store=store, router=router, children=config.children)
     return Node(config=config, catalog=catalog, identity=identity, trust=trust, store=store,
-                signer=signer, verifier=verifier, ingest=ingest)
+                signer=signer, verifier=verifier, ingest=ingest, inbox=inbox)
+
+
+def build_runtime(node: Node) -> Runtime:
+    """The one place that decides which long-running parts (extensions) a node runs.
+
+    Started in this order, stopped in reverse: the contacts are flushed after the server drained.
+    grpc is imported here, not at the top, so the one-shot CLI commands do not pay for it.
+    """
+    from node.transport.admin_service import AdminService
+    from node.transport.contacts import PeerContacts, relations_of
+    from node.transport.exchange_service import ExchangeService
+    from node.transport.grpc_server import GrpcServer, Service
+    from node.transport.peers import CallerCache
+    from node.transport.sources import SourceIntake
+
+    cfg = node.config
+    contacts = PeerContacts(node.store.meta, relations_of(cfg))
+    callers = CallerCache()
+    intake = SourceIntake(catalog=node.catalog, ingest=node.ingest, sources=cfg.sources)
+    exchange = ExchangeService(trust=node.trust, inbox=node.inbox, intake=intake, contacts=contacts,
+                               callers=callers)
+    admin = AdminService(config=cfg, catalog=node.catalog, store=node.store, trust=node.trust,
+                         contacts=contacts, callers=callers)
+    services = [Service("credit.v1.Exchange", exchange.register), Service("credit.v1.Admin", admin.register)]
+    server = GrpcServer(node.identity, cfg.server.listen, services, max_workers=cfg.server.max_workers,
+                        grace_s=cfg.server.grace_s)
+    return Runtime(node, [contacts, server])

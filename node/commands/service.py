@@ -1,0 +1,100 @@
+"""``credit-node start`` (the node as a service) and ``credit-node status`` (ask a running node)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import secrets
+import sys
+from typing import Any
+
+import click
+
+from node.cli import cli, config_path, emit_json, handle_errors
+from node.errors import TransportError
+
+
+def _write_port_file(path: pathlib.Path, address: str) -> None:
+    """Write atomically: a test or a script polling for the file never reads half an address."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp.write_text(address + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@cli.command("start")
+@click.option("--listen", default=None, help="HOST:PORT to serve on (default: server.listen; port 0 = any)")
+@click.option("--port-file", type=click.Path(dir_okay=False), default=None,
+              help="write the bound HOST:PORT to this file once serving (for scripts and tests)")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.pass_context
+@handle_errors
+def start(ctx: click.Context, listen: str | None, port_file: str | None, log_level: str) -> None:
+    """Run the node in the foreground until SIGTERM/SIGINT (which drain calls and exit 0)."""
+    from node.app import build_node, build_runtime
+    from node.config import load_config
+    from node.logs import configure_logging
+    from node.runtime import Runtime
+    from node.transport.grpc_server import GrpcServer
+
+    config = load_config(config_path(ctx))
+    if listen:
+        config = dataclasses.replace(config, server=dataclasses.replace(config.server, listen=listen))
+    configure_logging(config.id, level=log_level)
+
+    def announce(runtime: Runtime) -> None:
+        address = runtime.extension(GrpcServer).address
+        click.echo(f"{config.id} listening on {address}")
+        sys.stdout.flush()
+        if port_file:
+            _write_port_file(pathlib.Path(port_file), address)
+
+    with build_node(config) as node:
+        build_runtime(node).run(on_started=announce)
+
+
+def _status_dict(resp: Any) -> dict[str, object]:
+    return {
+        "node_id": resp.node_id, "level": resp.level, "catalog_version": resp.catalog_version,
+        "counts": {c.item: c.records for c in resp.counts}, "outbox_depth": resp.outbox_depth,
+        "peers": [{"node_id": p.node_id, "relation": p.relation, "last_contact_ms": p.last_contact_ms}
+                  for p in resp.peers],
+        "sharing_suspended": resp.sharing_suspended,
+    }
+
+
+@cli.command("status")
+@click.option("--target", required=True, help="HOST:PORT of the node to ask")
+@click.option("--identity", "identity_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="directory with cert.pem, key.pem, ca.pem and the signing files")
+@click.option("--server-name", default=None, help="name the server's certificate carries, if not TARGET's host")
+@click.option("--timeout", default=10.0, show_default=True, help="seconds")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def status(target: str, identity_dir: str, server_name: str | None, timeout: float, as_json: bool) -> None:
+    """Ask a running node for its status (needs role node, admin, auditor or gov)."""
+    import datetime as dt
+
+    from node.identity import load_identity
+    from node.transport import grpc_client
+
+    me = load_identity(pathlib.Path(identity_dir))
+    try:
+        with grpc_client.open_channel(target, me, server_name=server_name) as channel:
+            resp = grpc_client.status(channel, timeout=timeout)
+    except TransportError as exc:  # the service did not answer: exit 4, as for every command
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(4)
+    data = _status_dict(resp)
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"{resp.node_id} ({resp.level}), catalogue {resp.catalog_version}, "
+               f"outbox {resp.outbox_depth}{', sharing suspended' if resp.sharing_suspended else ''}")
+    for c in resp.counts:
+        click.echo(f"  {c.item}: {c.records}")
+    for p in resp.peers:
+        when = (dt.datetime.fromtimestamp(p.last_contact_ms / 1000, dt.UTC).isoformat(timespec="seconds")
+                if p.last_contact_ms else "never")
+        click.echo(f"  {p.relation} {p.node_id}: last contact {when}")
