@@ -96,6 +96,8 @@ def build_runtime(node: Node) -> Runtime:
     from node.transport.exchange_service import ExchangeService
     from node.transport.grpc_server import GrpcServer, Service
     from node.transport.peers import CallerCache
+    from node.transport.query_service import SERVICE_NAME as QUERY
+    from node.transport.query_service import build_query_service
     from node.transport.sources import SourceIntake
 
     cfg = node.config
@@ -104,9 +106,11 @@ def build_runtime(node: Node) -> Runtime:
     intake = SourceIntake(catalog=node.catalog, ingest=node.ingest, sources=cfg.sources)
     exchange = ExchangeService(trust=node.trust, inbox=node.inbox, intake=intake, contacts=contacts,
                                callers=callers)
+    query = build_query_service(node, callers=callers)
     admin = AdminService(config=cfg, catalog=node.catalog, store=node.store, trust=node.trust,
-                         contacts=contacts, callers=callers)
-    services = [Service("credit.v1.Exchange", exchange.register), Service("credit.v1.Admin", admin.register)]
+                         contacts=contacts, callers=callers, sharing_suspended=query.sharing_suspended)
+    services = [Service("credit.v1.Exchange", exchange.register), Service("credit.v1.Admin", admin.register),
+                Service(QUERY, query.register)]
     server = GrpcServer(node.identity, cfg.server.listen, services, max_workers=cfg.server.max_workers,
                         grace_s=cfg.server.grace_s)
-    return Runtime(node, [contacts, server])
+    return Runtime(node, [contacts, query, server])  # query stops after the server: closes peer channels

@@ -88,6 +88,10 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         if self._fanout is not None:
             self._fanout.close()
 
+    def sharing_suspended(self) -> bool:
+        """For ``Admin.Status``: the switch as this server sees it."""
+        return self._sharing.suspended()
+
     # --- Lookup ------------------------------------------------------------------------------------
     def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.LookupResponse:
         try:

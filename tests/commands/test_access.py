@@ -1,0 +1,212 @@
+"""The operator's commands against a real node (``build_node`` + ``build_runtime``, mTLS, port 0):
+``lookup``, ``verify-list``, ``authz``, ``blocks``, ``sharing``, ``audit verify`` and their exit codes."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, text
+
+from node.app import build_node, build_runtime
+from node.cli import cli
+from node.config import load_config
+from node.provisioning import init_node
+from node.transport.grpc_server import GrpcServer
+from tests.access_world import CALLERS, ORG, ORG2, PERSON, Pki, make_pki, seed
+
+CITY = "city:330100"
+
+
+@dataclass
+class World:
+    pki: Pki
+    config: pathlib.Path
+    target: str
+    tags: dict[str, str]
+
+    def run(self, *args: str) -> Result:
+        return CliRunner().invoke(cli, ["--config", str(self.config), *args])
+
+    def client(self, command: str, role: str, *args: str) -> Result:
+        return CliRunner().invoke(cli, [command, *args, "--target", self.target,
+                                        "--identity", str(self.pki.dir(CALLERS[role]))])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("cli")
+    pki = make_pki(root)
+    config = init_node(root / "city", node_id=CITY, level="city", ca_dir=pki.ca)
+    with config.open("a", encoding="utf-8") as f:
+        f.write("abuse: {cache_s: 0}\n")  # switches take effect at once (default: within 1 s)
+    with build_node(load_config(config)) as node:
+        tags = seed(node.store, node.signer, node.catalog)
+        runtime = build_runtime(node)
+        runtime.start()
+        try:
+            yield World(pki, config, runtime.extension(GrpcServer).address, tags)
+        finally:
+            runtime.stop()
+
+
+def test_lookup_json_as_gov(world: World) -> None:
+    r = world.client("lookup", "gov", ORG.lower(), "--purpose", "行政许可审查", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["subject"] == ORG and out["partial"] is False
+    assert {rec["record_id"] for rec in out["records"]} == {
+        world.tags[t] for t in ("pen", "blacklist", "inspection", "pen-repaired")}
+    rec = next(x for x in out["records"] if x["record_id"] == world.tags["pen"])
+    assert rec["signers"] == [CITY] and rec["class"] == "A" and rec["fields"]["CF_WSH"] == "罚1"
+
+
+def test_lookup_text_and_masking_for_the_public(world: World) -> None:
+    r = world.client("lookup", "public", PERSON, "--json")
+    assert r.exit_code == 0
+    [rec] = json.loads(r.stdout)["records"]
+    assert rec["subject_code"] == rec["fields"]["CF_XDR_ZJHM"] == "1101**********002X"
+    r = world.client("lookup", "public", ORG)
+    assert r.exit_code == 0 and "serious_dishonest_list" in r.stdout
+
+
+@pytest.mark.parametrize(("role", "args", "code"), [
+    ("gov", (), "E_PURPOSE_REQUIRED"),
+    ("admin", ("--purpose", "x"), "E_SEPARATION_OF_DUTIES"),
+    ("auditor", (), "E_ROLE_CANNOT_QUERY"),
+    ("agency", ("--authz", "NOT-A-CODE"), "E_AUTHZ_UNKNOWN"),
+])
+def test_refused_lookups_exit_3_with_the_reason(world: World, role: str, args: tuple[str, ...], code: str) -> None:
+    r = world.client("lookup", role, ORG, *args)
+    assert r.exit_code == 3
+    assert code in r.stderr and r.stderr.startswith("error: ")
+
+
+def test_unreachable_node_exits_4(world: World) -> None:
+    r = CliRunner().invoke(cli, ["lookup", ORG, "--target", "127.0.0.1:1", "--timeout", "2",
+                                 "--identity", str(world.pki.dir(CALLERS["public"]))])
+    assert r.exit_code == 4, r.output
+
+
+def test_verify_list_from_lines_and_from_csv(world: World, tmp_path: pathlib.Path) -> None:
+    lines = tmp_path / "codes.txt"
+    lines.write_text(f"{ORG}\n{ORG2}\n\n91110000600037341L\n", encoding="utf-8")
+    table = tmp_path / "codes.csv"
+    table.write_text(f"名称,统一社会信用代码\n甲,{ORG}\n乙,{ORG2}\n", encoding="utf-8-sig")
+    for path in (lines, table):
+        r = world.client("verify-list", "gov", str(path), "--purpose", "政府采购核查", "--json")
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout)
+        assert sorted((h["subject_code"], h["item"]) for h in out["hits"]) == [
+            (ORG2, "red_list"), (ORG, "serious_dishonest_list")]
+    r = world.client("verify-list", "gov", str(lines), "--purpose", "核查")
+    assert "checked 3 subjects: 2 hit(s)" in r.stdout
+    assert world.client("verify-list", "gov", str(lines)).exit_code == 3
+
+
+def test_authz_grant_use_list_revoke(world: World) -> None:
+    r = world.run("authz", "grant", PERSON, "--to", "agency:bank1", "--items", "professional_qualification",
+                  "--days", "30", "--json")
+    assert r.exit_code == 0, r.output
+    grant = json.loads(r.stdout)
+    r = world.client("lookup", "agency", PERSON, "--authz", grant["code"], "--json")
+    assert r.exit_code == 0
+    assert world.tags["qual"] in {x["record_id"] for x in json.loads(r.stdout)["records"]}
+    listed = json.loads(world.run("authz", "list", "--json").stdout)
+    assert [(a["id"], a["state"]) for a in listed] == [(grant["id"], "valid")]
+    assert grant["code"] not in world.run("authz", "list").stdout
+    assert world.run("authz", "revoke", grant["id"]).exit_code == 0
+    r = world.client("lookup", "agency", PERSON, "--authz", grant["code"])
+    assert r.exit_code == 3 and "E_AUTHZ_REVOKED" in r.stderr
+    r = world.run("authz", "grant", PERSON, "--to", "gov:330100:fgw", "--items", "x", "--days", "1")
+    assert r.exit_code == 2
+
+
+def test_sharing_suspend_and_resume(world: World) -> None:
+    assert world.run("sharing", "suspend", "--reason", "drill").exit_code == 0
+    try:
+        r = world.client("lookup", "public", ORG)
+        assert r.exit_code == 3 and "E_SHARING_SUSPENDED" in r.stderr
+    finally:
+        assert world.run("sharing", "resume").exit_code == 0
+    assert world.client("lookup", "public", ORG).exit_code == 0
+
+
+def test_blocks_list_and_lift(world: World) -> None:
+    from node.abuse import Guard
+    from node.config import AbuseConfig
+    from node.store import Store
+
+    with Store.open(load_config(world.config).store_url) as store:
+        Guard(store, AbuseConfig()).block("ipv4:127.0.0.1", "public:portal", "test burst")
+    try:
+        listed = json.loads(world.run("blocks", "list", "--json").stdout)
+        assert [(b["address"], b["caller"]) for b in listed] == [("ipv4:127.0.0.1", "public:portal")]
+        r = world.client("lookup", "gov", ORG, "--purpose", "x")
+        assert r.exit_code == 3 and "E_BLOCKED" in r.stderr
+    finally:
+        assert world.run("blocks", "lift", "ipv4:127.0.0.1").exit_code == 0
+    assert world.run("blocks", "list").stdout.strip() == "no blocks in force"
+    assert world.run("blocks", "lift", "ipv4:127.0.0.1").exit_code == 1
+    assert world.client("lookup", "gov", ORG, "--purpose", "x").exit_code == 0
+
+
+# --- audit verify: the query log cannot be quietly edited, cut or reordered --------------------------
+def _copy_with(world: World, tmp_path: pathlib.Path, name: str, *statements: str) -> pathlib.Path:
+    """A copy of the node's store with ``statements`` applied, and a config pointing at it."""
+    src = pathlib.Path(load_config(world.config).store_url.removeprefix("sqlite:///"))
+    db = tmp_path / f"{name}.db"
+    src_engine = create_engine(f"sqlite:///{src}")
+    with src_engine.connect() as conn:
+        conn.exec_driver_sql(f"VACUUM INTO '{db}'")  # a consistent copy while the node runs
+    src_engine.dispose()
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        for stmt in statements:
+            conn.execute(text(stmt))
+    engine.dispose()
+    cfg = tmp_path / f"{name}.yaml"
+    shutil.copy(world.config, cfg)
+    text_cfg = cfg.read_text(encoding="utf-8").replace("sqlite:///node.db", f"sqlite:///{db}")
+    cfg.write_text(text_cfg.replace("dir: identity", f"dir: {world.config.parent / 'identity'}"), encoding="utf-8")
+    return cfg
+
+
+def _audit(cfg: pathlib.Path) -> Result:
+    return CliRunner().invoke(cli, ["--config", str(cfg), "audit", "verify", "--json"])
+
+
+def test_audit_verify_detects_edited_deleted_and_reordered_rows(world: World, tmp_path: pathlib.Path) -> None:
+    for purpose in ("审查一", "审查二", "审查三", "审查四"):
+        assert world.client("lookup", "gov", ORG, "--purpose", purpose).exit_code == 0
+    r = world.run("audit", "verify", "--json")
+    assert r.exit_code == 0, r.output
+    clean = json.loads(r.stdout)
+    assert clean["ok"] and clean["rows"]["query_log"] >= 4
+    n = clean["rows"]["query_log"]
+
+    cases = {
+        "edited": ["UPDATE query_log SET purpose = '无' WHERE seq = 2"],
+        "deleted": ["DELETE FROM query_log WHERE seq = 3"],
+        "truncated": [f"DELETE FROM query_log WHERE seq = {n}"],
+        "reordered": ["UPDATE query_log SET seq = -1 WHERE seq = 2", "UPDATE query_log SET seq = 2 WHERE seq = 3",
+                      "UPDATE query_log SET seq = 3 WHERE seq = -1"],
+        "audit-edited": ["UPDATE audit_log SET actor = 'nobody' WHERE seq = 1"],
+    }
+    for name, statements in cases.items():
+        r = _audit(_copy_with(world, tmp_path, name, *statements))
+        assert r.exit_code == 1, (name, r.output)
+        problems = json.loads(r.stdout)["problems"]
+        assert problems, name
+        log = "audit_log" if name.startswith("audit") else "query_log"
+        assert {p["log"] for p in problems} == {log}, (name, problems)
+        expected_seq = {"edited": 2, "deleted": 3, "truncated": n, "reordered": 2, "audit-edited": 1}[name]
+        assert expected_seq in {p["seq"] for p in problems}, (name, problems)
+    text_out = CliRunner().invoke(cli, ["--config", str(_copy_with(world, tmp_path, "t", *cases["edited"])),
+                                        "audit", "verify"])
+    assert "BAD query_log seq 2" in text_out.stdout and text_out.exit_code == 1
