@@ -1,0 +1,132 @@
+"""``credit-node start`` as a real process, and ``credit-node status`` against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from transport.nodes import PARENT_ID, Pki, make_pki, write_parent_config
+
+from node.transport import grpc_client
+
+DEADLINE_S = 30.0
+CLI = [sys.executable, "-m", "node"]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@dataclass
+class Started:
+    process: subprocess.Popen[str]
+    address: str
+    config: pathlib.Path
+
+
+def _wait_for_file(path: pathlib.Path, process: subprocess.Popen[str]) -> str:
+    """The port file's content, as soon as the server wrote it (or fail with its stderr)."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if path.exists():
+            return path.read_text(encoding="utf-8").strip()
+        if process.poll() is not None:
+            pytest.fail(f"start exited with {process.returncode}: {process.communicate()[1]}")
+        time.sleep(0.02)  # polling a file the server writes once; the deadline bounds the wait
+    process.kill()
+    pytest.fail(f"no port file within {DEADLINE_S}s: {process.communicate()[1]}")
+
+
+@pytest.fixture
+def started(pki: Pki, tmp_path: pathlib.Path) -> Iterator[Started]:
+    config = write_parent_config(pki, tmp_path)
+    port_file = tmp_path / "port"
+    process = subprocess.Popen([*CLI, "--config", str(config), "start", "--port-file", str(port_file)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield Started(process, _wait_for_file(port_file, process), config)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=DEADLINE_S, check=False)
+
+
+def test_start_serves_until_sigterm_then_exits_0(started: Started, pki: Pki) -> None:
+    host, _, port = started.address.rpartition(":")
+    assert host == "127.0.0.1" and int(port) > 0
+
+    with grpc_client.open_channel(started.address, pki.identity("gov")) as channel:
+        grpc_client.wait_ready(channel, DEADLINE_S)
+        assert grpc_client.health(channel, timeout=DEADLINE_S) == "SERVING"
+
+    result = _cli("status", "--target", started.address, "--identity", str(pki.dir("gov")), "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["node_id"] == PARENT_ID and status["level"] == "district"
+    assert status["counts"] == {} and status["outbox_depth"] == 0
+
+    text = _cli("status", "--target", started.address, "--identity", str(pki.dir("gov")))
+    assert text.returncode == 0 and text.stdout.startswith(f"{PARENT_ID} (district)")
+
+    started.process.send_signal(signal.SIGTERM)
+    out, err = started.process.communicate(timeout=DEADLINE_S)
+    assert started.process.returncode == 0, err
+    assert f"listening on {started.address}" in out
+    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+    assert "server.started" in events and "server.stopped" in events
+    for line in err.splitlines():
+        if line.startswith("{"):
+            assert json.loads(line)["node"] == PARENT_ID
+
+
+def test_sigint_also_stops_cleanly(started: Started) -> None:
+    started.process.send_signal(signal.SIGINT)
+    started.process.communicate(timeout=DEADLINE_S)
+    assert started.process.returncode == 0
+
+
+def test_status_refused_exits_3(started: Started, pki: Pki) -> None:
+    result = _cli("status", "--target", started.address, "--identity", str(pki.dir("agency")))
+    assert result.returncode == 3
+    assert "E_NOT_AUTHORIZED" in result.stderr
+
+
+def test_status_of_a_node_that_is_not_there_exits_4(pki: Pki) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = _cli("status", "--target", f"127.0.0.1:{port}", "--identity", str(pki.dir("gov")), "--timeout", "2")
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.startswith("error: E_PEER_UNAVAILABLE")
+
+
+def test_start_with_a_taken_port_fails_with_a_clear_error(pki: Pki, tmp_path: pathlib.Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        config = write_parent_config(pki, tmp_path)
+        result = _cli("--config", str(config), "start", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode != 0
+    assert "cannot listen" in result.stderr
+
+
+def test_start_without_config_is_a_usage_error() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CREDIT_NODE_CONFIG"}
+    result = subprocess.run([*CLI, "start"], capture_output=True, text=True, timeout=DEADLINE_S, env=env,
+                            check=False)
+    assert result.returncode == 2 and "--config" in result.stderr

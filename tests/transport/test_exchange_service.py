@@ -1,0 +1,195 @@
+"""``Exchange.Submit`` against a real node: children's signed records, sources' unsigned ones, refusals."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable, Sequence
+
+import pytest
+from sqlalchemy import func, select
+
+from node.errors import ConfigError, NodeError, NotAuthorizedError, PeerUnavailableError, StoreError
+from node.records import decode_body, pb
+from node.store.tables import record_revisions
+from node.transport import grpc_client
+
+from .conftest import Running
+from .nodes import (
+    CHILD_ID,
+    OTHER_UNIT,
+    PARENT_ID,
+    STRANGER_ID,
+    Pki,
+    child_records,
+    parent_config,
+    unsigned_records,
+    write_parent_config,
+)
+
+ACCEPTED, DUPLICATE, REJECTED = pb.Ack.ACCEPTED, pb.Ack.DUPLICATE, pb.Ack.REJECTED
+
+
+def _submit(running: Running, who: str, requests: Sequence[pb.SubmitRequest]) -> list[pb.SubmitResponse]:
+    with running.channel(who) as channel:
+        return list(grpc_client.submit(channel, requests, timeout=60))
+
+
+def _acks(responses: Sequence[pb.SubmitResponse]) -> list[pb.Ack]:
+    return [ack for r in responses for ack in r.acks]
+
+
+def _stored_revisions(running: Running) -> int:
+    with running.node.store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(record_revisions)).scalar_one())
+
+
+@pytest.fixture(scope="module")
+def signed(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[pb.SignedRecord], bytes]:
+    return child_records(pki, tmp_path_factory.mktemp("child"), 12)
+
+
+def test_signed_records_from_a_registered_child_are_accepted_then_duplicates(
+        running: Running, signed: tuple[list[pb.SignedRecord], bytes]) -> None:
+    records, cert = signed
+    first = _submit(running, "child", [pb.SubmitRequest(records=records[:5], certificates=[cert]),
+                                       pb.SubmitRequest(records=records[5:])])
+    assert [len(r.acks) for r in first] == [5, 7]  # one response per request
+    acks = _acks(first)
+    assert [a.seq for a in acks] == list(range(12))  # seq counts over the whole stream
+    assert {a.outcome for a in acks} == {ACCEPTED}
+    assert [a.record_id for a in acks] == [decode_body(r.body).record_id for r in records]
+    assert _stored_revisions(running) == 12
+
+    again = _acks(_submit(running, "child", [pb.SubmitRequest(records=records, certificates=[cert])]))
+    assert {a.outcome for a in again} == {DUPLICATE}
+    assert _stored_revisions(running) == 12  # no second effect
+    stored = running.node.store.records.get(acks[0].record_id)
+    assert stored is not None and stored.received_from == CHILD_ID
+
+
+def test_a_tampered_record_is_rejected_with_its_code(running: Running,
+                                                    signed: tuple[list[pb.SignedRecord], bytes]) -> None:
+    records, cert = signed
+    tampered = pb.SignedRecord()
+    tampered.CopyFrom(records[0])
+    body = bytearray(tampered.body)
+    # Flip one byte inside a field value (the penalty's number): still a valid RecordBody.
+    at = bytes(body).index("号".encode()) - 1
+    body[at] ^= 0x01
+    tampered.body = bytes(body)
+    acks = _acks(_submit(running, "child", [pb.SubmitRequest(records=[tampered, records[1]],
+                                                             certificates=[cert])]))
+    assert acks[0].outcome == REJECTED
+    assert acks[0].rejections[0].code in ("E_SIGNATURE_INVALID", "E_MERKLE_PATH")
+    assert acks[1].outcome == ACCEPTED  # one bad record does not spoil its batch
+    assert _stored_revisions(running) == 1
+
+
+def test_a_node_that_is_not_a_registered_child_is_refused(running: Running, pki: Pki,
+                                                          tmp_path: pathlib.Path) -> None:
+    records, cert = child_records(pki, tmp_path, 3, name="stranger")
+    acks = _acks(_submit(running, "stranger", [pb.SubmitRequest(records=records, certificates=[cert])]))
+    assert {a.outcome for a in acks} == {REJECTED}
+    assert {a.rejections[0].code for a in acks} == {"E_SENDER_NOT_CHILD"}
+    assert _stored_revisions(running) == 0
+
+
+def test_a_child_cannot_pass_off_another_childs_records_as_its_own(
+        serve: Callable[..., Running], signed: tuple[list[pb.SignedRecord], bytes]) -> None:
+    records, cert = signed  # the last signature is the child's, but the stranger sends them
+    running = serve(children=[{"id": CHILD_ID}, {"id": STRANGER_ID}])
+    acks = _acks(_submit(running, "stranger", [pb.SubmitRequest(records=records[:2], certificates=[cert])]))
+    assert {a.rejections[0].code for a in acks} == {"E_SENDER_MISMATCH"}
+    assert _stored_revisions(running) == 0
+
+
+def test_sources_may_not_send_signed_records_nor_nodes_unsigned_ones(
+        running: Running, signed: tuple[list[pb.SignedRecord], bytes]) -> None:
+    records, cert = signed
+    acks = _acks(_submit(running, "source", [pb.SubmitRequest(records=records[:2], certificates=[cert])]))
+    assert [(a.outcome, a.rejections[0].code) for a in acks] == [(REJECTED, "E_NOT_AUTHORIZED")] * 2
+    acks = _acks(_submit(running, "child", [pb.SubmitRequest(unsigned=unsigned_records(2))]))
+    assert [(a.outcome, a.rejections[0].code) for a in acks] == [(REJECTED, "E_NOT_AUTHORIZED")] * 2
+    assert _stored_revisions(running) == 0
+    assert running.node.store.certificates.all() == []  # a source cannot add signers either
+
+
+def test_other_roles_may_not_submit_at_all(running: Running) -> None:
+    with pytest.raises(NotAuthorizedError, match="may not submit"):
+        _submit(running, "gov", [pb.SubmitRequest(unsigned=unsigned_records(1))])
+
+
+def test_unsigned_records_from_a_source_are_signed_by_the_node_and_stored(running: Running) -> None:
+    unsigned = unsigned_records(4, start_no=500)
+    acks = _acks(_submit(running, "source", [pb.SubmitRequest(unsigned=unsigned)]))
+    assert [a.outcome for a in acks] == [ACCEPTED] * 4
+    stored = running.node.store.records.get(acks[0].record_id)
+    assert stored is not None
+    chain = pb.SignedRecord.FromString(stored.signed).chain
+    assert [(s.kind, s.signer) for s in chain] == [(pb.ORIGIN, PARENT_ID)]
+    assert running.node.verifier.verify([pb.SignedRecord.FromString(stored.signed)]) == [None]
+
+    again = _acks(_submit(running, "source", [pb.SubmitRequest(unsigned=unsigned)]))
+    assert [a.outcome for a in again] == [DUPLICATE] * 4
+    assert _stored_revisions(running) == 4
+
+
+def test_unsigned_records_are_checked_like_an_import(running: Running) -> None:
+    bad = unsigned_records(2, start_no=700)
+    for f in bad[1].fields:
+        if f.name == "CF_JDRQ":
+            f.value = "2024-02-30"
+    mixed = pb.SubmitRequest(unsigned=[*bad, pb.UnsignedRecord(item="no_such_item")])
+    acks = _acks(_submit(running, "source", [mixed]))
+    assert acks[0].outcome == ACCEPTED
+    assert acks[1].outcome == REJECTED and acks[1].rejections[0].field == "CF_JDRQ"
+    assert acks[1].rejections[0].row == 2  # 1-based position in the stream
+    assert (acks[2].outcome, acks[2].rejections[0].code, acks[2].rejections[0].field) == \
+        (REJECTED, "E_UNKNOWN_ITEM", "item")
+
+
+def test_a_source_may_only_report_for_its_units(running: Running) -> None:
+    acks = _acks(_submit(running, "source", [pb.SubmitRequest(unsigned=unsigned_records(2, unit=OTHER_UNIT))]))
+    assert {(a.outcome, a.rejections[0].code) for a in acks} == {(REJECTED, "E_NOT_AUTHORIZED")}
+    assert "may not report for source unit" in acks[0].rejections[0].message
+    acks = _acks(_submit(running, "unregistered_source", [pb.SubmitRequest(unsigned=unsigned_records(1))]))
+    assert acks[0].rejections[0].code == "E_NOT_AUTHORIZED"
+    assert _stored_revisions(running) == 0
+
+
+def test_a_refused_batch_becomes_rejected_acks_and_the_stream_goes_on(
+        running: Running, signed: tuple[list[pb.SignedRecord], bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    records, cert = signed
+    real = running.node.inbox.receive
+    calls: list[int] = []
+
+    def flaky(batch: Sequence[pb.SignedRecord], **kwargs: object) -> object:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise NodeError("the inbox refused this batch", code="E_TEST_REFUSED")
+        return real(batch, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(running.node.inbox, "receive", flaky)
+    acks = _acks(_submit(running, "child", [pb.SubmitRequest(records=records[:2], certificates=[cert]),
+                                            pb.SubmitRequest(records=records[2:4])]))
+    assert [(a.seq, a.outcome) for a in acks] == [(0, REJECTED), (1, REJECTED), (2, ACCEPTED), (3, ACCEPTED)]
+    assert acks[0].rejections[0].code == "E_TEST_REFUSED"
+
+
+def test_a_store_failure_ends_the_call_as_unavailable_so_the_sender_retries(
+        running: Running, signed: tuple[list[pb.SignedRecord], bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    records, cert = signed
+
+    def down(*_args: object, **_kwargs: object) -> object:
+        raise StoreError("database is locked")
+
+    monkeypatch.setattr(running.node.inbox, "receive", down)
+    with pytest.raises(PeerUnavailableError) as err:
+        _submit(running, "child", [pb.SubmitRequest(records=records[:1], certificates=[cert])])
+    assert err.value.code == "E_STORE" and err.value.retryable
+
+
+def test_source_ids_in_the_config_must_be_source_ids(pki: Pki, tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.id"):
+        parent_config(pki, tmp_path, sources=[{"id": "gov:330100:fgw"}])
+    assert write_parent_config(pki, tmp_path).exists()

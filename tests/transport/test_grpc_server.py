@@ -1,0 +1,191 @@
+"""The gRPC endpoint against real handshakes: mTLS only, revocation per call, health, reflection, drain."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from node.errors import (
+    BlockedError,
+    ConfigError,
+    ConflictError,
+    IntegrityError,
+    NodeError,
+    NotAuthorizedError,
+    NotFoundError,
+    PeerUnavailableError,
+    RecordRejected,
+    StoreError,
+    TransportError,
+    UsageError,
+)
+from node.identity import issue, load_identity
+from node.records import pb
+from node.transport import grpc_client
+from node.transport.grpc_server import GrpcServer, split_host_port
+from node.transport.peers import CODE_KEY, status_for
+
+from .conftest import DEADLINE_S, Running
+from .nodes import Pki, child_records
+
+SERVICES = ("credit.v1.Exchange", "credit.v1.Admin")
+
+
+def _raw_channel(running: Running, creds: grpc.ChannelCredentials) -> grpc.Channel:
+    return grpc.secure_channel(running.address, creds)
+
+
+def _echo_error(channel: grpc.Channel) -> grpc.RpcError:
+    stub = channel.unary_unary("/credit.v1.Admin/Echo", request_serializer=pb.EchoRequest.SerializeToString,
+                               response_deserializer=pb.EchoResponse.FromString)
+    with pytest.raises(grpc.RpcError) as err:
+        stub(pb.EchoRequest(payload=b"x"), timeout=DEADLINE_S)
+    return err.value
+
+
+def test_mutual_tls_round_trip_on_a_port_chosen_by_the_system(shared: Running) -> None:
+    host, port = split_host_port(shared.address)
+    assert host == "127.0.0.1" and port > 0
+    with shared.channel("gov") as channel:
+        assert grpc_client.echo(channel, b"ping") == b"ping"
+
+
+def test_handshake_without_a_client_certificate_fails(shared: Running, pki: Pki) -> None:
+    creds = grpc.ssl_channel_credentials(root_certificates=pki.identity("gov").ca_pem)
+    with _raw_channel(shared, creds) as channel:
+        assert _echo_error(channel).code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_handshake_with_a_certificate_from_another_ca_fails(shared: Running, pki: Pki) -> None:
+    foreign = pki.foreign
+    # It trusts our CA, so only its own certificate can be the reason it is refused.
+    creds = grpc.ssl_channel_credentials(root_certificates=pki.identity("gov").ca_pem,
+                                         private_key=(foreign / "key.pem").read_bytes(),
+                                         certificate_chain=(foreign / "cert.pem").read_bytes())
+    with _raw_channel(shared, creds) as channel:
+        assert _echo_error(channel).code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_handshake_with_an_expired_certificate_fails(shared: Running, pki: Pki) -> None:
+    # load_identity refuses an expired identity, so build the credentials from the files.
+    expired = pki.expired
+    creds = grpc.ssl_channel_credentials(root_certificates=(expired / "ca.pem").read_bytes(),
+                                         private_key=(expired / "key.pem").read_bytes(),
+                                         certificate_chain=(expired / "cert.pem").read_bytes())
+    with _raw_channel(shared, creds) as channel:
+        assert _echo_error(channel).code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_revoked_certificate_passes_the_handshake_but_every_call_is_refused(shared: Running) -> None:
+    with shared.channel("revoked") as channel:  # the handshake succeeds: grpc cannot read CRLs
+        error = _echo_error(channel)
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "revoked" in (error.details() or "")
+        assert dict(error.trailing_metadata() or ())[CODE_KEY] == "E_UNAUTHENTICATED"
+        with pytest.raises(NotAuthorizedError) as refused:
+            grpc_client.status(channel, timeout=DEADLINE_S)
+        assert refused.value.code == "E_UNAUTHENTICATED"
+        assert refused.value.exit_code == 3
+
+
+def test_a_certificate_revoked_after_its_first_call_is_refused_on_the_next(
+        serve: Callable[..., Running], pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from node.identity import revoke, write_crl
+
+    base = tmp_path_factory.mktemp("late")
+    issue(pki.ca, "gov:330100:late", "gov", base / "late")
+    running = serve()
+    late = load_identity(base / "late")
+    with grpc_client.open_channel(running.address, late) as channel:
+        assert grpc_client.echo(channel, b"1", timeout=DEADLINE_S) == b"1"  # now cached
+        revoke(pki.ca, base / "late", "key_compromise")
+        crl = write_crl(pki.ca, base / "crl.pem")
+        running.node.trust.load_crl(crl.read_bytes())
+        with pytest.raises(NotAuthorizedError, match="revoked"):
+            grpc_client.echo(channel, b"2", timeout=DEADLINE_S)
+
+
+def test_health_is_serving_for_the_server_and_every_service(shared: Running) -> None:
+    with shared.channel("gov") as channel:
+        for service in ("", *SERVICES):
+            assert grpc_client.health(channel, service, timeout=DEADLINE_S) == "SERVING"
+        with pytest.raises(NotFoundError):
+            grpc_client.health(channel, "credit.v1.Nope", timeout=DEADLINE_S)
+
+
+def test_reflection_lists_the_services(shared: Running) -> None:
+    with shared.channel("gov") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        answers = list(stub.ServerReflectionInfo(iter([request]), timeout=DEADLINE_S))
+    names = {s.name for s in answers[0].list_services_response.service}
+    assert set(SERVICES) <= names
+    assert "grpc.health.v1.Health" in names
+
+
+def test_a_second_server_on_the_same_port_fails_to_start(shared: Running, pki: Pki) -> None:
+    other = GrpcServer(pki.identity("parent"), shared.address, [])
+    with pytest.raises(TransportError, match="cannot listen"):
+        other.start()
+
+
+def test_listen_address_must_be_host_and_port(pki: Pki) -> None:
+    for bad in ("localhost", ":50051", "host:http", "host:70000"):
+        with pytest.raises(ConfigError, match="HOST:PORT"):
+            GrpcServer(pki.identity("parent"), bad, [])
+
+
+def test_stop_drains_a_call_in_flight(running: Running, pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> None:
+    records, cert = child_records(pki, tmp_path_factory.mktemp("drain"), 4)
+    outgoing: queue.Queue[pb.SubmitRequest | None] = queue.Queue()
+
+    def requests() -> Iterator[pb.SubmitRequest]:
+        while (request := outgoing.get()) is not None:
+            yield request
+
+    channel = running.channel("child")
+    responses = grpc_client.submit(channel, requests(), timeout=30)
+    outgoing.put(pb.SubmitRequest(records=records[:2], certificates=[cert]))
+    assert len(next(responses).acks) == 2  # the call is in flight
+
+    probe = running.channel("gov")
+    stopper = threading.Thread(target=running.runtime.stop)
+    stopper.start()
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:  # wait until draining began (health says so, or calls fail)
+        try:
+            if grpc_client.health(probe, timeout=1.0) != "SERVING":
+                break
+        except NodeError:
+            break
+    probe.close()
+    outgoing.put(pb.SubmitRequest(records=records[2:]))
+    later = next(responses)
+    assert [a.outcome for a in later.acks] == [pb.Ack.ACCEPTED] * 2
+    outgoing.put(None)
+    assert list(responses) == []
+    stopper.join(DEADLINE_S)
+    assert not stopper.is_alive()
+    channel.close()
+
+
+@pytest.mark.parametrize(("error", "status"), [
+    (NotAuthorizedError("no"), grpc.StatusCode.PERMISSION_DENIED),
+    (BlockedError("blocked"), grpc.StatusCode.PERMISSION_DENIED),
+    (NotFoundError("none"), grpc.StatusCode.NOT_FOUND),
+    (ConflictError("clash"), grpc.StatusCode.FAILED_PRECONDITION),
+    (StoreError("db down"), grpc.StatusCode.UNAVAILABLE),
+    (PeerUnavailableError("peer down"), grpc.StatusCode.UNAVAILABLE),
+    (IntegrityError("chain broken"), grpc.StatusCode.DATA_LOSS),
+    (UsageError("bad"), grpc.StatusCode.INVALID_ARGUMENT),
+    (RecordRejected([]), grpc.StatusCode.INVALID_ARGUMENT),
+    (NodeError("other"), grpc.StatusCode.INTERNAL),
+])
+def test_errors_map_to_status_codes(error: NodeError, status: grpc.StatusCode) -> None:
+    assert status_for(error) == status
