@@ -1,0 +1,78 @@
+"""Which federation parts a node runs, from its configuration alone (called by ``app.build_runtime``).
+
+- a node with a parent forwards to it over ``parent.transport`` (``amqp``: the parent's broker;
+  ``grpc``: the parent's ``Exchange.Submit``) and receives what comes down: over amqp by
+  consuming ``down.<id>`` on the parent's broker, over grpc by pulling from the parent's
+  ``Federation.Pull`` (the child always dials: docs/decisions/downward-channel.md);
+- a node with its own broker (``broker.url``) consumes ``up.<id>`` (its children's batches and
+  reconciliation requests) and pushes downward deliveries to ``down.<child>``;
+- every node with children serves ``Federation`` (pull and reconcile) on its gRPC server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from node.backoff import Backoff
+from node.forwarding import Forwarder
+from node.transport.base import Transport
+
+if TYPE_CHECKING:
+    from node.app import Node
+
+__all__ = ["backoff_of", "extensions", "transports"]
+
+
+def backoff_of(node: Node) -> Backoff:
+    f = node.config.forwarding
+    return Backoff(min_s=f.min_backoff_s, max_s=f.max_backoff_s, max_attempts=f.max_attempts)
+
+
+def transports(node: Node) -> dict[str, Callable[[], Transport]]:
+    """A transport factory per outbox destination this node delivers to itself."""
+    from node.transport.amqp import AmqpPublisher
+    from node.transport.amqp_topology import DOWN_EXCHANGE, down_key, parse_amqp_url
+
+    cfg, me = node.config, node.identity
+    out: dict[str, Callable[[], Transport]] = {}
+    parent = cfg.parent
+    if parent is not None:
+        if parent.transport == "amqp":
+            address = parse_amqp_url(parent.target, parent.server_name)
+            out[parent.id] = lambda: AmqpPublisher(peer=parent.id, address=address, identity=me)
+        else:
+            from node.transport.grpc_forward import GrpcForward
+
+            out[parent.id] = lambda: GrpcForward(peer=parent.id, target=parent.target, identity=me,
+                                                 server_name=parent.server_name)
+    if cfg.broker.url:
+        own = parse_amqp_url(cfg.broker.url, cfg.broker.server_name)
+        def downward(child: str) -> Callable[[], Transport]:
+            return lambda: AmqpPublisher(peer=child, address=own, identity=me, exchange=DOWN_EXCHANGE,
+                                         routing_key=down_key(child))
+
+        for child in cfg.children:
+            out[child.id] = downward(child.id)
+    return out
+
+
+def extensions(node: Node) -> list[Any]:
+    """The long-running federation parts of ``node`` (each with ``start``/``stop``)."""
+    from node.transport.amqp_consumer import AmqpConsumer
+    from node.transport.amqp_inbound import UpwardHandler
+    from node.transport.amqp_topology import parse_amqp_url, up_queue
+
+    cfg = node.config
+    out: list[Any] = []
+    lanes = transports(node)
+    if lanes:
+        out.append(Forwarder(outbox=node.store.outbox, signer=node.signer, trust=node.trust, transports=lanes,
+                             backoff=backoff_of(node), batch=cfg.forwarding.batch,
+                             lease_s=cfg.forwarding.lease_s))
+    if cfg.broker.url:
+        handler = UpwardHandler(inbox=node.inbox, store=node.store)
+        out.append(AmqpConsumer(name="amqp inbound", address=parse_amqp_url(cfg.broker.url, cfg.broker.server_name),
+                                identity=node.identity, queue=up_queue(cfg.id), handler=handler,
+                                prefetch=cfg.broker.prefetch))
+    return out

@@ -1,0 +1,169 @@
+"""AMQP over mutual TLS (pika): the connection, error wrapping, and the upward publisher.
+
+A node logs in to its parent's broker with its certificate (EXTERNAL; the user is the CN, i.e. the
+node id). Everything pika raises is turned into a :class:`~node.errors.TransportError` here, so the
+forwarder and the consumers see only the node's error tree (DESIGN §2.10).
+
+The publisher sends one persistent message per batch (a ``SubmitRequest`` of up to a few thousand
+records) with ``mandatory`` set and publisher confirms on: ``BlockingConnection`` waits for the
+broker's confirm of each message, which for a quorum queue means the message is on disk. One
+confirm round trip per batch instead of per record is what makes the rate (DESIGN §2.6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import pika
+import pika.exceptions as px
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from node.errors import PeerUnavailableError, TransportError
+from node.identity import LoadedIdentity
+from node.tls import amqp_ssl_context
+from node.transport.amqp_topology import UP_EXCHANGE, BrokerAddress, up_key
+from node.transport.base import QUEUED, Delivery
+from node.transport.wire import RECORDS, submit_request
+
+__all__ = ["AmqpPublisher", "amqp_errors", "connect", "publish"]
+
+HEARTBEAT_S = 30
+BLOCKED_TIMEOUT_S = 60  # a broker in a memory/disk alarm blocks publishers; give up after this
+
+
+def _refused(message: str, code: str) -> TransportError:
+    # A refusal is an operator's matter (permissions, topology); retried with backoff until fixed.
+    return TransportError(message, code=code)
+
+
+def wrap(exc: BaseException, where: str) -> TransportError:
+    """The node error for a pika (or socket/TLS) failure while ``where``."""
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, px.UnroutableError):
+        return _refused(f"{where}: the broker has no queue bound for this message (is the parent's "
+                        "topology imported?)", "E_AMQP_UNROUTABLE")
+    if isinstance(exc, px.NackError):
+        return TransportError(f"{where}: the broker refused the message (nack)", code="E_AMQP_NACK")
+    if isinstance(exc, px.ChannelClosedByBroker):
+        if exc.reply_code == 403:
+            return _refused(f"{where}: access refused: {exc.reply_text}", "E_AMQP_ACCESS_REFUSED")
+        if exc.reply_code == 404:
+            return _refused(f"{where}: not found on the broker: {exc.reply_text}", "E_AMQP_TOPOLOGY")
+        return TransportError(f"{where}: channel closed by the broker: {exc.reply_code} {exc.reply_text}",
+                              code="E_AMQP_CHANNEL")
+    if isinstance(exc, px.ProbableAuthenticationError | px.ProbableAccessDeniedError | px.AuthenticationError):
+        return _refused(f"{where}: the broker refused our login (is this node a user there?): {exc}",
+                        "E_AMQP_LOGIN_REFUSED")
+    if isinstance(exc, px.ConnectionBlockedTimeout):
+        return PeerUnavailableError(f"{where}: the broker blocked publishing (resource alarm)")
+    if isinstance(exc, px.AMQPError | OSError | ssl.SSLError):
+        detail = str(exc) or type(exc).__name__
+        return PeerUnavailableError(f"{where}: broker unreachable or connection lost: {detail}")
+    raise exc  # a programming error: do not disguise it as a transport failure
+
+
+@contextmanager
+def amqp_errors(where: str) -> Iterator[None]:
+    """Run a block that talks to the broker, translating pika's errors at this boundary."""
+    try:
+        yield
+    except (px.AMQPError, OSError, ssl.SSLError) as exc:
+        raise wrap(exc, where) from exc
+
+
+def connect(address: BrokerAddress, identity: LoadedIdentity, *, name: str) -> BlockingConnection:
+    """A TLS connection logged in as this node (EXTERNAL); ``name`` shows in the broker's UI."""
+    params = pika.ConnectionParameters(
+        host=address.host, port=address.port, virtual_host=address.vhost,
+        ssl_options=pika.SSLOptions(amqp_ssl_context(identity), address.server_name),
+        credentials=pika.credentials.ExternalCredentials(),
+        heartbeat=HEARTBEAT_S, blocked_connection_timeout=BLOCKED_TIMEOUT_S,
+        connection_attempts=1, socket_timeout=10, stack_timeout=15,
+        client_properties={"connection_name": f"{identity.node_id} {name}"},
+    )
+    with amqp_errors(f"connecting to amqps://{address.host}:{address.port}"):
+        return pika.BlockingConnection(params)
+
+
+def publish(channel: BlockingChannel, *, exchange: str, routing_key: str, body: bytes, user_id: str,
+            kind: str, headers: Mapping[str, Any] | None = None, reply_to: str | None = None,
+            correlation_id: str | None = None, persistent: bool = True, mandatory: bool = True) -> None:
+    """One message; on a confirm channel this returns once the broker confirmed it.
+
+    ``user_id`` is checked by RabbitMQ against the connection's user, which is what lets the
+    receiver trust it as the sender's node id.
+    """
+    props = pika.BasicProperties(
+        content_type="application/x-protobuf", type=kind, user_id=user_id,
+        delivery_mode=pika.DeliveryMode.Persistent if persistent else pika.DeliveryMode.Transient,
+        message_id=uuid.uuid4().hex, timestamp=int(time.time()), headers=dict(headers or {}),
+        reply_to=reply_to, correlation_id=correlation_id,
+    )
+    channel.basic_publish(exchange=exchange, routing_key=routing_key, body=body, properties=props,
+                          mandatory=mandatory)
+
+
+class AmqpPublisher:
+    """The ``amqp`` :class:`~node.transport.base.Transport`: batches to the parent's ``credit.up``.
+
+    Not thread-safe (pika's BlockingConnection is not): one per forwarding thread.
+    """
+
+    def __init__(self, *, peer: str, address: BrokerAddress, identity: LoadedIdentity,
+                 exchange: str = UP_EXCHANGE, routing_key: str | None = None) -> None:
+        self._peer = peer
+        self._address = address
+        self._identity = identity
+        self._exchange = exchange
+        self._routing_key = routing_key or up_key(identity.node_id)
+        self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+
+    @property
+    def peer(self) -> str:
+        return self._peer
+
+    def _open(self) -> BlockingChannel:
+        if self._channel is not None and self._channel.is_open:
+            return self._channel
+        self.close()
+        self._connection = connect(self._address, self._identity, name=f"publisher to {self._peer}")
+        with amqp_errors("opening a channel"):
+            channel = self._connection.channel()
+            channel.confirm_delivery()
+        self._channel = channel
+        return channel
+
+    def connect(self) -> None:
+        self._open()
+
+    def send(self, records: Sequence[bytes], certificates: Sequence[bytes]) -> list[Delivery]:
+        if not records:
+            return []
+        self.send_message(submit_request(records, certificates), kind=RECORDS,
+                          headers={"records": len(records)})
+        return [Delivery(QUEUED)] * len(records)
+
+    def send_message(self, body: bytes, *, kind: str, headers: Mapping[str, Any] | None = None) -> None:
+        """Publish one confirmed, persistent, mandatory message; raises TransportError if not confirmed."""
+        channel = self._open()
+        try:
+            with amqp_errors(f"publishing to {self._peer}"):
+                publish(channel, exchange=self._exchange, routing_key=self._routing_key, body=body,
+                        user_id=self._identity.node_id, kind=kind, headers=headers)
+        except TransportError:
+            self.close()  # the channel may be closed or in doubt: start clean next time
+            raise
+
+    def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            with contextlib.suppress(px.AMQPError, OSError):  # a broken connection: nothing to save
+                connection.close()

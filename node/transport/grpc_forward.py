@@ -1,0 +1,91 @@
+"""The ``grpc`` :class:`~node.transport.base.Transport`: a client stream to the parent's ``Exchange.Submit``.
+
+Each batch goes as one ``SubmitRequest`` on a stream and comes back as one ``SubmitResponse`` with
+an ack per record, sent by the parent after its commit: ``ACCEPTED``/``DUPLICATE`` (done) or
+``REJECTED`` with the parent's stable code. The request is sent as the bytes ``wire`` built (the
+stored records plus the hop, concatenated), so a forwarder never parses and re-serialises the
+records it relays; the method is the same ``/credit.v1.Exchange/Submit`` the generated stub calls.
+
+Channels come from ``grpc_client.open_channel`` (mutual TLS); grpc errors are translated by
+``grpc_client.error_from_rpc`` (UNAVAILABLE → PeerUnavailableError, retryable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from node.errors import PeerUnavailableError, TransportError
+from node.identity import LoadedIdentity
+from node.records import pb
+from node.transport.base import ACCEPTED, DUPLICATE, REJECTED, Delivery, DeliveryState
+from node.transport.grpc_client import error_from_rpc, open_channel, wait_ready
+from node.transport.wire import submit_request
+
+__all__ = ["SUBMIT_METHOD", "GrpcForward"]
+
+SUBMIT_METHOD = "/credit.v1.Exchange/Submit"
+CONNECT_TIMEOUT_S = 10.0
+_STATES: dict[int, DeliveryState] = {pb.Ack.ACCEPTED: ACCEPTED, pb.Ack.DUPLICATE: DUPLICATE}
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+class GrpcForward:
+    def __init__(self, *, peer: str, target: str, identity: LoadedIdentity, server_name: str = "",
+                 timeout_s: float = 120.0) -> None:
+        self._peer = peer
+        self._target = target
+        self._identity = identity
+        self._server_name = server_name or None
+        self._timeout_s = timeout_s
+        self._channel: grpc.Channel | None = None
+
+    @property
+    def peer(self) -> str:
+        return self._peer
+
+    def _open(self) -> grpc.Channel:
+        if self._channel is None:
+            self._channel = open_channel(self._target, self._identity, server_name=self._server_name)
+        return self._channel
+
+    def connect(self) -> None:
+        try:
+            wait_ready(self._open(), CONNECT_TIMEOUT_S)
+        except PeerUnavailableError as exc:
+            self.close()
+            raise PeerUnavailableError(f"{self._peer} at {self._target}: {exc.message}") from None
+
+    def send(self, records: Sequence[bytes], certificates: Sequence[bytes]) -> list[Delivery]:
+        if not records:
+            return []
+        call = self._open().stream_stream(SUBMIT_METHOD, request_serializer=_raw,
+                                          response_deserializer=pb.SubmitResponse.FromString)
+        try:
+            responses = list(call(iter([submit_request(records, certificates)]), timeout=self._timeout_s))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        acks = {ack.seq: ack for response in responses for ack in response.acks}
+        missing = [i for i in range(len(records)) if i not in acks]
+        if missing:
+            raise TransportError(f"{self._peer} acknowledged {len(records) - len(missing)} of {len(records)} "
+                                 "records", code="E_ACKS_MISSING")
+        out = []
+        for i in range(len(records)):
+            ack = acks[i]
+            state = _STATES.get(ack.outcome)
+            if state is not None:
+                out.append(Delivery(state))
+            else:
+                first = ack.rejections[0] if ack.rejections else pb.Rejection(code="E_REJECTED")
+                out.append(Delivery(REJECTED, first.code or "E_REJECTED", first.message))
+        return out
+
+    def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
