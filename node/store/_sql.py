@@ -1,0 +1,100 @@
+"""Small SQL helpers shared by the store modules: transactions, bulk writes, errors.
+
+SQLAlchemy's exceptions never leave ``node.store`` (DESIGN §2.10): they become ``StoreError``
+with a code saying whether trying again can help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Connection, Engine, Table, exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine.default import DefaultDialect
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
+
+from node.errors import NodeError, StoreError
+
+T = TypeVar("T")
+
+# Well under SQLite's 32,766 and PostgreSQL's 65,535 bound parameters per statement.
+IN_CHUNK = 500
+
+
+def insert_for(conn: Connection, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """The dialect's INSERT, which knows ``ON CONFLICT`` (both spell it the same way)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def is_postgres(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that writes. On SQLite it holds the write lock from its first statement.
+
+    pysqlite would otherwise BEGIN a deferred transaction lazily; reading first and writing later
+    then fails at once with SQLITE_BUSY when another writer committed in between (a stale
+    snapshot cannot be upgraded), whereas BEGIN IMMEDIATE waits with the busy timeout and makes
+    everything read inside the transaction exact: no one else can write until we commit.
+    """
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield conn
+
+
+def execute_many(
+    conn: Connection, stmt: ClauseElement, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Run ``stmt`` once per row of values for ``columns``, at the driver level.
+
+    This is the hot path's bulk write. SQLAlchemy's own executemany processes every parameter
+    of every row in Python, which costs more than SQLite spends storing it; here the statement
+    is compiled once with positional parameters (``?`` for sqlite3, ``%s`` for psycopg) and the
+    tuples go to the driver as they are, so values must already be str, int, bytes or None.
+    """
+    if not rows:
+        return
+    dialect_class = cast(type[DefaultDialect], type(conn.dialect))
+    dialect = dialect_class(paramstyle="qmark" if conn.dialect.name == "sqlite" else "format")
+    compiled = cast(SQLCompiler, stmt.compile(dialect=dialect, column_keys=list(columns)))
+    if list(compiled.positiontup or ()) != list(columns):
+        raise ValueError(f"statement parameters {compiled.positiontup} are not the columns {list(columns)}")
+    conn.exec_driver_sql(str(compiled), list(rows))
+
+
+def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _first_line(error: BaseException) -> str:
+    cause = getattr(error, "orig", None) or error
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Run a block, turning database errors into ``StoreError`` named after ``what``.
+
+    Constraint and data errors are not retryable (the same statement fails again); anything
+    else (locks, deadlocks, lost connections, a full disk) may succeed on a later attempt.
+    """
+    try:
+        yield
+    except NodeError:
+        raise
+    except (exc.IntegrityError, exc.DataError, exc.ProgrammingError) as error:
+        wrapped = StoreError(f"{what}: {_first_line(error)}", code="E_STORE_CONSTRAINT")
+        wrapped.retryable = False
+        raise wrapped from error
+    except exc.SQLAlchemyError as error:
+        raise StoreError(f"{what}: {_first_line(error)}") from error

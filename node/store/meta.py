@@ -1,0 +1,35 @@
+"""Key/value facts about the store itself (owner node id, catalogue version, log chain heads)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, Engine, select
+
+from node.store._sql import insert_for, translated, write_transaction
+from node.store.tables import meta
+
+__all__ = ["Meta", "get_value", "put_value"]
+
+
+def get_value(conn: Connection, key: str) -> str | None:
+    return conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar_one_or_none()
+
+
+def put_value(conn: Connection, key: str, value: str) -> None:
+    stmt = insert_for(conn, meta).values(key=key, value=value)
+    conn.execute(stmt.on_conflict_do_update(index_elements=[meta.c.key], set_={"value": value}))
+
+
+class Meta:
+    """``meta`` outside a caller's transaction: each call is its own transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        with translated(f"reading meta {key!r}"), self._engine.connect() as conn:
+            value = get_value(conn, key)
+        return default if value is None else value
+
+    def put(self, key: str, value: str) -> None:
+        with translated(f"writing meta {key!r}"), write_transaction(self._engine) as conn:
+            put_value(conn, key, value)

@@ -1,0 +1,250 @@
+"""The local store's schema: one MetaData, one Table per concept (DESIGN §2.8).
+
+This module is the single description of the schema that code is written against; the Alembic
+migrations in ``migrations/versions`` are frozen snapshots of how it came to be, and a test checks
+that migrating an empty database yields exactly these tables. Timestamps are unix milliseconds in
+BIGINT columns (no time zones, no driver conversions); digests and hashes are raw 32-byte values.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = [
+    "audit_log",
+    "authorizations",
+    "blocks",
+    "certificates",
+    "dead_letters",
+    "meta",
+    "metadata",
+    "outbox",
+    "query_log",
+    "record_heads",
+    "record_revisions",
+    "rejections",
+]
+
+# Deterministic constraint names, so later migrations can address them on both dialects.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-assigns an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+_AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+RECORD_ID_LEN = 64
+NODE_ID_LEN = 128
+CODE_LEN = 64
+
+# Append-only: every revision of every record exactly as received. Never updated, never deleted.
+record_revisions = Table(
+    "record_revisions",
+    metadata,
+    Column("record_id", String(RECORD_ID_LEN), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("item", String(CODE_LEN), nullable=False),
+    Column("subject_code", String(CODE_LEN), nullable=False),
+    Column("subject_kind", String(32), nullable=False),
+    Column("source_unit", String(CODE_LEN), nullable=False),
+    Column("origin_node", String(NODE_ID_LEN), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("decision_date", String(10), nullable=False),  # ISO date or ''
+    Column("body", LargeBinary, nullable=False),  # the exact RecordBody bytes (DESIGN §2.1)
+    Column("body_digest", LargeBinary(32), nullable=False),
+    Column("content_digest", LargeBinary(32), nullable=False),
+    Column("signed", LargeBinary, nullable=False),  # SignedRecord incl. the chain as held here
+    Column("received_at_ms", BigInteger, nullable=False),
+    Column("received_from", String(NODE_ID_LEN), nullable=False),  # node id, '' if ingested here
+    Column("catalog_version", String(CODE_LEN), nullable=False),
+    PrimaryKeyConstraint("record_id", "revision"),
+    Index(None, "subject_code"),
+)
+
+# Derived current view: the highest revision of each record. Written in the same transaction as
+# the revisions and rebuildable from them, so it is a cache with a proof, not a second truth.
+# No foreign key to record_revisions here or in outbox: only RecordStore.append writes either, and
+# on SQLite the per-row foreign-key check cost about as much as writing the row.
+record_heads = Table(
+    "record_heads",
+    metadata,
+    Column("record_id", String(RECORD_ID_LEN), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("item", String(CODE_LEN), nullable=False),
+    Column("subject_code", String(CODE_LEN), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("source_unit", String(CODE_LEN), nullable=False),
+    Column("decision_date", String(10), nullable=False),
+    Column("body_digest", LargeBinary(32), nullable=False),
+    Column("content_digest", LargeBinary(32), nullable=False),
+    Column("received_at_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("record_id"),
+    Index(None, "subject_code"),
+    Index(None, "item", "decision_date"),
+)
+
+OUTBOX_STATES = ("pending", "done", "dead")
+
+# Transactional outbox (DESIGN §2.5): rows are written with the revision they forward.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", _AutoId, primary_key=True, autoincrement=True),
+    Column("record_id", String(RECORD_ID_LEN), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("destination", String(NODE_ID_LEN), nullable=False),
+    Column("rule_id", String(CODE_LEN), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_ms", BigInteger, nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("state", String(8), nullable=False),
+    CheckConstraint("state IN ('pending', 'done', 'dead')", name="state"),
+    Index(None, "destination", "state", "id"),
+)
+
+DEAD_LETTER_KINDS = ("outbox", "inbound")
+
+# Deliveries that exhausted their retries (kind 'outbox') and received records that could not be
+# accepted (kind 'inbound'); an operator inspects and replays them.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", _AutoId, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),
+    Column("record_id", String(RECORD_ID_LEN), nullable=False),  # '' if the payload had none
+    Column("revision", Integer, nullable=False),
+    Column("destination_or_sender", String(NODE_ID_LEN), nullable=False),
+    Column("reason", String(CODE_LEN), nullable=False),  # stable error code
+    Column("message", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),  # may be empty
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("replayed_at_ms", BigInteger, nullable=True),
+    Column("outbox_id", BigInteger, nullable=True),  # kind 'outbox': the delivery to put back
+    CheckConstraint("kind IN ('outbox', 'inbound')", name="kind"),
+    Index(None, "kind", "id"),
+)
+
+# Validation feedback to source units: open until a corrected version of the same fact arrives.
+rejections = Table(
+    "rejections",
+    metadata,
+    Column("id", _AutoId, primary_key=True, autoincrement=True),
+    Column("batch_id", String(CODE_LEN), nullable=False),
+    Column("source", String(255), nullable=False),  # file name or sender node id
+    Column("source_unit", String(CODE_LEN), nullable=False),
+    Column("item", String(CODE_LEN), nullable=False),
+    Column("row", BigInteger, nullable=False),  # row in the source file, 0 if none
+    Column("record_key", String(255), nullable=False),  # the item's natural key, '' if unknown
+    Column("field", String(CODE_LEN), nullable=False),
+    Column("code", String(CODE_LEN), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("closed_at_ms", BigInteger, nullable=True),  # NULL = open
+    Column("closed_by_record_id", String(RECORD_ID_LEN), nullable=True),
+    Index(None, "item", "source_unit", "record_key"),
+    Index(None, "source_unit", "closed_at_ms"),
+)
+
+
+def _chained(name: str, *columns: Column[object]) -> Table:
+    """A hash-chained, append-only log table (see ``audit.HashChainLog``).
+
+    ``seq`` is assigned by the appender, not the database: it is part of the hashed content, so
+    it must be known before the row is written.
+    """
+    return Table(
+        name,
+        metadata,
+        Column("seq", BigInteger, primary_key=True, autoincrement=False),
+        Column("at_ms", BigInteger, nullable=False),
+        *columns,
+        Column("prev_hash", LargeBinary(32), nullable=False),
+        Column("hash", LargeBinary(32), nullable=False),
+    )
+
+
+audit_log = _chained(
+    "audit_log",
+    Column("actor", String(NODE_ID_LEN), nullable=False),
+    Column("action", String(CODE_LEN), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("detail", Text, nullable=False),  # canonical JSON
+)
+
+query_log = _chained(
+    "query_log",
+    Column("caller", String(NODE_ID_LEN), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("subject", String(CODE_LEN), nullable=False),
+    Column("items", Text, nullable=False),  # canonical JSON list of item codes
+    Column("result_count", Integer, nullable=False),
+    Column("detail", Text, nullable=False),  # canonical JSON
+)
+
+# Signer certificates learned from peers (SubmitRequest.certificates), by key id.
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("key_id", LargeBinary(32), primary_key=True),
+    Column("node_id", String(NODE_ID_LEN), nullable=False),
+    Column("der", LargeBinary, nullable=False),
+    Column("added_at_ms", BigInteger, nullable=False),
+    Index(None, "node_id"),
+)
+
+# Authorisation codes (授权查询): a subject lets one grantee see its B items until expiry or
+# revocation. ``code`` is the SHA-256 (hex) of the code; the code itself is shown only at grant.
+authorizations = Table(
+    "authorizations",
+    metadata,
+    Column("code", String(64), primary_key=True),
+    Column("subject", String(CODE_LEN), nullable=False),
+    Column("grantee", String(NODE_ID_LEN), nullable=False),
+    Column("items", Text, nullable=False),  # canonical JSON list of item codes
+    Column("issued_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    Column("revoked_at_ms", BigInteger, nullable=True),
+    Index(None, "subject"),
+    Index(None, "grantee"),
+)
+
+# Addresses blocked after abnormal bursts of access (seed 004 第十九条); lifted, never deleted.
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("id", _AutoId, primary_key=True, autoincrement=True),
+    Column("address", String(255), nullable=False),
+    Column("caller", String(NODE_ID_LEN), nullable=False),  # the certificate seen when it was blocked
+    Column("reason", Text, nullable=False),
+    Column("since_ms", BigInteger, nullable=False),
+    Column("lifted_at_ms", BigInteger, nullable=True),  # NULL = in force
+    Index(None, "address", "lifted_at_ms"),
+)
+
+# Small facts about the store itself: owner node id, catalogue version, hash-chain heads.
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("value", Text, nullable=False),
+)
