@@ -1,0 +1,312 @@
+"""Record revisions and their current view: the store's hot path (DESIGN §2.5, §2.8).
+
+Revisions are append-only. ``append`` writes a batch of revisions, the heads they advance, their
+outbox rows, rejections and audit events in ONE transaction, so a record is never stored without
+its forwarding obligation nor forwarded without being stored. It is idempotent: an existing
+(record_id, revision) is never written twice, whoever else is appending at the same moment,
+because who stored what is decided under the database's own locking: on SQLite inside a
+transaction that holds the write lock from its start, on PostgreSQL by the insert itself
+(``ON CONFLICT DO NOTHING … RETURNING``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, select, tuple_
+from sqlalchemy.dialects import postgresql
+
+from node.store._sql import chunks, execute_many, insert_for, is_postgres, translated, write_transaction
+from node.store.audit import AuditEvent, AuditLog
+from node.store.meta import put_value
+from node.store.rejections import RejectionKey, RejectionRow, close_matching, insert_rejections
+from node.store.tables import outbox as outbox_table
+from node.store.tables import record_heads, record_revisions
+
+__all__ = ["AppendResult", "AuditEvent", "Head", "OutboxEntry", "RecordRow", "RecordStore"]
+
+Key = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    """One stored revision; field names and order are those of ``record_revisions``."""
+
+    record_id: str
+    revision: int
+    item: str
+    subject_code: str
+    subject_kind: str
+    source_unit: str
+    origin_node: str
+    status: str
+    decision_date: str
+    body: bytes  # the exact RecordBody bytes
+    body_digest: bytes
+    content_digest: bytes
+    signed: bytes  # serialised SignedRecord incl. the chain as held here
+    received_at_ms: int
+    received_from: str  # node id, '' if ingested here
+    catalog_version: str
+
+    @property
+    def key(self) -> Key:
+        return (self.record_id, self.revision)
+
+
+@dataclass(frozen=True)
+class Head:
+    record_id: str
+    revision: int
+    status: str
+    content_digest: bytes
+    body_digest: bytes
+    item: str
+    subject_code: str
+    source_unit: str
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """Forward revision (record_id, revision) to ``destination`` under routing rule ``rule_id``."""
+
+    record_id: str
+    revision: int
+    destination: str
+    rule_id: str
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stored: list[Key]
+    duplicates: list[Key]  # already stored with the same body digest: acknowledge, no effect
+    conflicts: list[Key]  # already stored with a DIFFERENT body digest: refuse
+
+
+_ROW_COLUMNS = tuple(c.name for c in record_revisions.columns)
+_HEAD_COLUMNS = tuple(c.name for c in record_heads.columns)
+_OUTBOX_COLUMNS = ("record_id", "revision", "destination", "rule_id", "created_at_ms", "attempts",
+                   "next_attempt_ms", "last_error", "state")
+_row_values = attrgetter(*_ROW_COLUMNS)
+_head_values = attrgetter(*_HEAD_COLUMNS)
+_HEAD_SELECT = (record_heads.c.record_id, record_heads.c.revision, record_heads.c.status,
+                record_heads.c.content_digest, record_heads.c.body_digest, record_heads.c.item,
+                record_heads.c.subject_code, record_heads.c.source_unit)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class RecordStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._audit = AuditLog(engine)
+
+    # --- writing ------------------------------------------------------------------------------
+    def append(
+        self,
+        rows: Sequence[RecordRow],
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+        audit: Sequence[AuditEvent] = (),
+        rejections: Sequence[RejectionRow] = (),
+        close_rejections: Sequence[RejectionKey | tuple[str, str, str, str]] = (),
+        meta: Mapping[str, str] | None = None,
+        also: Sequence[Callable[[Connection], None]] = (),
+        now_ms: int | None = None,
+    ) -> AppendResult:
+        """Store new revisions with their outbox rows, rejections and audit events, atomically.
+
+        Outbox entries are written only for revisions this call actually stored, so a re-sent
+        batch forwards nothing twice. ``close_rejections`` closes the open rejections that the
+        accepted records correct. ``meta`` is written in the same transaction (an adapter's pull
+        position commits with the records it covers), and each ``also`` callback runs in it last
+        (the conflicts index), so none of them can disagree with the records after a crash.
+        """
+        now = _now_ms() if now_ms is None else now_ms
+        unique, repeats, in_batch_conflicts = _dedupe(rows)
+        # Sorted so that concurrent PostgreSQL transactions take row locks in the same order
+        # (no deadlocks between two batches sharing records).
+        keys = sorted(unique)
+        with translated("storing records"), write_transaction(self._engine) as conn:
+            inserted, existing = self._insert_revisions(conn, unique, keys)
+            self._advance_heads(conn, unique, [k for k in keys if k in inserted])
+            execute_many(conn, insert(outbox_table), _OUTBOX_COLUMNS, [
+                (e.record_id, e.revision, e.destination, e.rule_id, now, 0, now, "", "pending")
+                for e in outbox
+                if (e.record_id, e.revision) in inserted
+            ])
+            insert_rejections(conn, rejections, now_ms=now)
+            close_matching(conn, close_rejections, now_ms=now)
+            self._audit.append(conn, audit, at_ms=now)
+            for name, value in (meta or {}).items():
+                put_value(conn, name, value)
+            for callback in also:
+                callback(conn)
+        stored: list[Key] = []
+        duplicates: list[Key] = []
+        conflicts: list[Key] = []
+        for key, row in unique.items():
+            if key in inserted:
+                stored.append(key)
+            elif existing.get(key) == row.body_digest:
+                duplicates.append(key)
+            else:
+                conflicts.append(key)
+        for key, digest in repeats:
+            # A repeat inside the batch compares with the copy that was stored or already there.
+            (duplicates if existing.get(key, digest) == digest else conflicts).append(key)
+        conflicts.extend(in_batch_conflicts)
+        return AppendResult(stored, duplicates, conflicts)
+
+    def _insert_revisions(
+        self, conn: Connection, rows: dict[Key, RecordRow], keys: Sequence[Key]
+    ) -> tuple[set[Key], dict[Key, bytes]]:
+        """Insert the rows not stored yet; returns the keys inserted and the digests of the others."""
+        if not keys:
+            return set(), {}
+        if not is_postgres(conn):
+            # SQLite: this transaction holds the write lock (BEGIN IMMEDIATE), so what is stored
+            # now is what will be stored when we insert: read it, then insert the rest in bulk.
+            existing = self._existing_digests(conn, keys)
+            new = [k for k in keys if k not in existing]
+            execute_many(conn, insert(record_revisions), _ROW_COLUMNS, [_row_values(rows[k]) for k in new])
+            return set(new), existing
+        # PostgreSQL: concurrent writers; the insert itself decides (a conflicting insert waits
+        # for the other transaction and is skipped if that one commits).
+        stmt = (
+            postgresql.insert(record_revisions)
+            .on_conflict_do_nothing(index_elements=["record_id", "revision"])
+            .returning(record_revisions.c.record_id, record_revisions.c.revision)
+        )
+        inserted = {(rid, rev) for rid, rev in conn.execute(stmt, [vars(rows[k]) for k in keys])}
+        return inserted, self._existing_digests(conn, [k for k in keys if k not in inserted])
+
+    def _existing_digests(self, conn: Connection, keys: Sequence[Key]) -> dict[Key, bytes]:
+        """Body digests of those of ``keys`` that are stored."""
+        wanted = set(keys)
+        r = record_revisions.c
+        stmt = select(r.record_id, r.revision, r.body_digest).where(r.record_id.in_(bindparam("ids", expanding=True)))
+        found: dict[Key, bytes] = {}
+        for chunk in chunks(sorted({rid for rid, _ in keys})):
+            for rid, rev, digest in conn.execute(stmt, {"ids": list(chunk)}):
+                if (rid, rev) in wanted:
+                    found[(rid, rev)] = bytes(digest)
+        return found
+
+    def _advance_heads(self, conn: Connection, rows: dict[Key, RecordRow], stored: Sequence[Key]) -> None:
+        """Upsert heads, moving a head only forward (revisions may arrive out of order)."""
+        if not stored:
+            return
+        # ``stored`` is sorted, so the last key seen for a record is its highest new revision.
+        best = {rid: (rid, rev) for rid, rev in stored}
+        stmt = insert_for(conn, record_heads)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["record_id"],
+            set_={c: stmt.excluded[c] for c in _HEAD_COLUMNS if c != "record_id"},
+            where=record_heads.c.revision < stmt.excluded.revision,
+        )
+        execute_many(conn, stmt, _HEAD_COLUMNS, [_head_values(rows[k]) for k in best.values()])
+
+    def rebuild_heads(self) -> int:
+        """Recompute every head from the revisions (after a restore or a suspected drift)."""
+        r = record_revisions.c
+        latest = (
+            select(r.record_id, func.max(r.revision).label("revision")).group_by(r.record_id).subquery()
+        )
+        source = select(*(r[c] for c in _HEAD_COLUMNS)).join(
+            latest, and_(r.record_id == latest.c.record_id, r.revision == latest.c.revision)
+        )
+        with translated("rebuilding heads"), write_transaction(self._engine) as conn:
+            conn.execute(delete(record_heads))
+            conn.execute(insert(record_heads).from_select(list(_HEAD_COLUMNS), source))
+            return int(conn.execute(select(func.count()).select_from(record_heads)).scalar_one())
+
+    # --- reading ------------------------------------------------------------------------------
+    def heads(self, record_ids: Iterable[str]) -> dict[str, Head]:
+        ids = sorted(set(record_ids))
+        out: dict[str, Head] = {}
+        with translated("reading heads"), self._engine.connect() as conn:
+            for chunk in chunks(ids):
+                for row in conn.execute(select(*_HEAD_SELECT).where(record_heads.c.record_id.in_(chunk))):
+                    out[row.record_id] = Head(*row)
+        return out
+
+    def current_for_subject(self, subject_code: str, items: Sequence[str] = ()) -> list[RecordRow]:
+        """The head revision of every record about ``subject_code`` (of ``items``, if given)."""
+        h = record_heads.c
+        stmt = (
+            select(record_revisions)
+            .join(record_heads, and_(h.record_id == record_revisions.c.record_id,
+                                     h.revision == record_revisions.c.revision))
+            .where(h.subject_code == subject_code)
+            .order_by(h.item, h.decision_date, h.record_id)
+        )
+        if items:
+            stmt = stmt.where(h.item.in_(list(items)))
+        return self._rows(stmt)
+
+    def get(self, record_id: str, revision: int | None = None) -> RecordRow | None:
+        """One revision, or the latest one when ``revision`` is None."""
+        r = record_revisions.c
+        stmt = select(record_revisions).where(r.record_id == record_id)
+        if revision is None:
+            stmt = stmt.order_by(r.revision.desc()).limit(1)
+        else:
+            stmt = stmt.where(r.revision == revision)
+        found = self._rows(stmt)
+        return found[0] if found else None
+
+    def history(self, record_id: str) -> list[RecordRow]:
+        r = record_revisions.c
+        return self._rows(select(record_revisions).where(r.record_id == record_id).order_by(r.revision))
+
+    def iter_revisions(self, *, batch: int = 2000) -> Iterator[RecordRow]:
+        """Every revision in key order, in pages of ``batch`` (keyset pagination on the primary key).
+
+        Each page is its own short read, so a long verify never holds a transaction open against
+        writers; revisions appended meanwhile appear if their key sorts after the current page.
+        """
+        r = record_revisions.c
+        after: Key | None = None
+        while True:
+            stmt = select(record_revisions).order_by(r.record_id, r.revision).limit(batch)
+            if after is not None:
+                stmt = stmt.where(tuple_(r.record_id, r.revision) > tuple_(*after))
+            page = self._rows(stmt)
+            yield from page
+            if len(page) < batch:
+                return
+            after = page[-1].key
+
+    def counts(self) -> dict[str, int]:
+        """Number of records (heads) per item."""
+        h = record_heads.c
+        with translated("counting records"), self._engine.connect() as conn:
+            return {item: int(n) for item, n in conn.execute(select(h.item, func.count()).group_by(h.item))}
+
+    def _rows(self, stmt: Any) -> list[RecordRow]:
+        with translated("reading records"), self._engine.connect() as conn:
+            return [RecordRow(*row) for row in conn.execute(stmt)]
+
+
+def _dedupe(rows: Sequence[RecordRow]) -> tuple[dict[Key, RecordRow], list[tuple[Key, bytes]], list[Key]]:
+    """Split a batch into first occurrences (in order), repeats with the same digest, and repeats that differ."""
+    first: dict[Key, RecordRow] = {}
+    repeats: list[tuple[Key, bytes]] = []
+    conflicts: list[Key] = []
+    for row in rows:
+        key = (row.record_id, row.revision)
+        seen = first.get(key)
+        if seen is None:
+            first[key] = row
+        elif seen.body_digest == row.body_digest:
+            repeats.append((key, row.body_digest))
+        else:
+            conflicts.append(key)
+    return first, repeats, conflicts
