@@ -1,0 +1,105 @@
+"""Alembic migrations and engine settings, on real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect, text
+
+from node.errors import ConfigError
+from node.store import RecordStore, migrate, open_engine
+from node.store.engine import MIGRATIONS_DIR, alembic_config, normalise_url
+from node.store.tables import metadata
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _schema(engine: Engine) -> dict[str, list[str]]:
+    insp = inspect(engine)
+    return {t: sorted(c["name"] for c in insp.get_columns(t)) for t in sorted(insp.get_table_names())}
+
+
+def _head() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _version(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
+
+
+def test_migrate_on_empty_database_creates_the_schema_of_tables_module(db_url: str) -> None:
+    engine = open_engine(db_url)
+    try:
+        migrate(engine)
+        assert set(_schema(engine)) == set(metadata.tables) | {"alembic_version"}
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+        assert diff == []
+        assert _version(engine) == _head()
+    finally:
+        engine.dispose()
+
+
+def test_migrate_twice_is_a_no_op(db_url: str, make_row: object) -> None:
+    engine = open_engine(db_url)
+    try:
+        migrate(engine)
+        RecordStore(engine).append([make_row("r1")])  # type: ignore[operator]
+        before = _schema(engine)
+        migrate(engine)
+        assert _schema(engine) == before
+        assert _version(engine) == _head()
+        assert RecordStore(engine).get("r1") is not None
+    finally:
+        engine.dispose()
+
+
+def test_alembic_command_line_upgrades_with_x_url(db_url: str) -> None:
+    ini = MIGRATIONS_DIR / "alembic.ini"
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ini), "-x", f"url={db_url}", "upgrade", "head"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    engine = open_engine(db_url)
+    try:
+        assert _version(engine) == _head()
+        migrate(engine)  # the node's own call agrees that nothing is left to do
+        assert _version(engine) == _head()
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_engine_settings(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "deep" / "er" / "node.db"
+    engine = open_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
+            assert conn.execute(text("PRAGMA synchronous")).scalar_one() == 1  # NORMAL
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar_one() == 1
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar_one() >= 1000
+        assert path.parent.is_dir()
+    finally:
+        engine.dispose()
+
+
+def test_postgres_urls_use_psycopg_3() -> None:
+    assert normalise_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
+    assert normalise_url("postgres://u@h/db").drivername == "postgresql+psycopg"
+    assert normalise_url("postgresql+psycopg://u@h/db").drivername == "postgresql+psycopg"
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "not a url"])
+def test_unsupported_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(ConfigError):
+        open_engine(url)
