@@ -7,12 +7,14 @@ Nothing here is module-level state: every process builds its own ``Node``.
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from node.catalog import Catalog, load_catalog
 from node.config import NodeConfig
+from node.errors import NodeError
 from node.identity import LoadedIdentity, load_identity
 from node.inbox import Inbox
 from node.ingest import ImportSummary, Ingest
@@ -71,6 +73,9 @@ def build_node(config: NodeConfig, *, migrate_store: bool = True) -> Node:
     if migrate_store:
         migrate(engine)
     store = Store(engine)
+    for der in store.certificates.all():  # signers learned from children: stored chains verify after a restart
+        with contextlib.suppress(NodeError):  # one that no longer vets stays unknown (E_SIGNER_UNKNOWN)
+            trust.add_certificate(der)
     signer = Signer(identity.node_id, identity.signing_key, identity.signing_cert_der)
     verifier = Verifier(trust)
     validator = Validator(catalog, uscc_allowlist=config.validation.uscc_allowlist,
@@ -91,6 +96,7 @@ def build_runtime(node: Node) -> Runtime:
     Started in this order, stopped in reverse: the contacts are flushed after the server drained.
     grpc is imported here, not at the top, so the one-shot CLI commands do not pay for it.
     """
+    from node import federation
     from node.transport.admin_service import AdminService
     from node.transport.contacts import PeerContacts, relations_of
     from node.transport.exchange_service import ExchangeService
@@ -111,6 +117,9 @@ def build_runtime(node: Node) -> Runtime:
                          contacts=contacts, callers=callers, sharing_suspended=query.sharing_suspended)
     services = [Service("credit.v1.Exchange", exchange.register), Service("credit.v1.Admin", admin.register),
                 Service(QUERY, query.register)]
+    services += federation.services(node)
     server = GrpcServer(node.identity, cfg.server.listen, services, max_workers=cfg.server.max_workers,
                         grace_s=cfg.server.grace_s)
-    return Runtime(node, [contacts, query, server])  # query stops after the server: closes peer channels
+    # Stopped in reverse: the server stops taking records, then the federation's consumers and
+    # forwarder; query stops after the server (it closes peer channels).
+    return Runtime(node, [contacts, query, *federation.extensions(node), server])

@@ -76,3 +76,8 @@ def extensions(node: Node) -> list[Any]:
                                 identity=node.identity, queue=up_queue(cfg.id), handler=handler,
                                 prefetch=cfg.broker.prefetch))
     return out
+
+
+def services(node: Node) -> list[Any]:
+    """gRPC services this node adds to its server (``grpc_server.Service``)."""
+    return []

@@ -1,0 +1,83 @@
+"""Outbox rows seen per record, and deliveries added for records already stored.
+
+``RecordStore.append`` writes a record's outbox rows in the transaction that stores it. Two
+federation tasks need more: explaining where a stored record went (``credit-node route explain``)
+and sending again what a parent turned out not to hold (reconciliation), which adds a delivery
+for a revision stored long ago.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, and_, insert, select
+
+from node.store._sql import chunks, translated, write_transaction
+from node.store.records import OutboxEntry
+from node.store.tables import outbox, record_revisions
+
+__all__ = ["Deliveries", "DeliveryRow"]
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    id: int
+    record_id: str
+    revision: int
+    destination: str
+    rule_id: str
+    state: str  # pending | done | dead
+    attempts: int
+    created_at_ms: int
+    last_error: str
+
+
+class Deliveries:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def of_record(self, record_id: str) -> list[DeliveryRow]:
+        o = outbox.c
+        stmt = (select(o.id, o.record_id, o.revision, o.destination, o.rule_id, o.state, o.attempts,
+                       o.created_at_ms, o.last_error)
+                .where(o.record_id == record_id).order_by(o.id))
+        with translated("reading a record's deliveries"), self._engine.connect() as conn:
+            return [DeliveryRow(*row) for row in conn.execute(stmt)]
+
+    def pending_keys(self, destination: str) -> set[tuple[str, int]]:
+        """(record_id, revision) with a delivery to ``destination`` still under way."""
+        o = outbox.c
+        stmt = select(o.record_id, o.revision).where(o.destination == destination, o.state == "pending")
+        with translated("reading pending deliveries"), self._engine.connect() as conn:
+            return {(rid, rev) for rid, rev in conn.execute(stmt)}
+
+    def add(self, entries: Sequence[OutboxEntry], *, now_ms: int | None = None) -> int:
+        """New pending deliveries for revisions already stored (unknown revisions are skipped)."""
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        if not entries:
+            return 0
+        r = record_revisions.c
+        added = 0
+        with translated("adding deliveries"), write_transaction(self._engine) as conn:
+            for chunk in chunks(list(entries)):
+                keys = {(e.record_id, e.revision) for e in chunk}
+                held = {(rid, rev) for rid, rev in conn.execute(
+                    select(r.record_id, r.revision).where(r.record_id.in_(sorted({k[0] for k in keys}))))
+                    if (rid, rev) in keys}
+                rows = [{"record_id": e.record_id, "revision": e.revision, "destination": e.destination,
+                         "rule_id": e.rule_id, "created_at_ms": now, "attempts": 0, "next_attempt_ms": now,
+                         "last_error": "", "state": "pending"}
+                        for e in chunk if (e.record_id, e.revision) in held]
+                if rows:
+                    conn.execute(insert(outbox), rows)
+                    added += len(rows)
+        return added
+
+    def revisions(self, record_id: str) -> list[tuple[int, str]]:
+        """(revision, received_from) of each stored revision of a record, oldest first."""
+        r = record_revisions.c
+        stmt = select(r.revision, r.received_from).where(and_(r.record_id == record_id)).order_by(r.revision)
+        with translated("reading revisions"), self._engine.connect() as conn:
+            return [(int(rev), str(frm)) for rev, frm in conn.execute(stmt)]
