@@ -27,7 +27,9 @@ __all__ = [
     "authorizations",
     "blocks",
     "certificates",
+    "conflicts",
     "dead_letters",
+    "facts",
     "meta",
     "metadata",
     "outbox",
@@ -240,6 +242,52 @@ blocks = Table(
     Column("lifted_at_ms", BigInteger, nullable=True),  # NULL = in force
     Index(None, "address", "lifted_at_ms"),
 )
+
+# Each fact by its source-independent key (item + natural key): which source unit reported what
+# (node/conflicts.py), so a second unit saying something else about the same fact is flagged.
+facts = Table(
+    "facts",
+    metadata,
+    Column("fact_hash", LargeBinary(32), nullable=False),  # sha256 of item U+001F natural key
+    Column("source_unit", String(CODE_LEN), nullable=False),
+    Column("item", String(CODE_LEN), nullable=False),
+    Column("fact_key", String(255), nullable=False),  # the natural key, readable
+    Column("record_id", String(RECORD_ID_LEN), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("substance", Text, nullable=False),  # canonical JSON of the compared fields
+    Column("seen_at_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("fact_hash", "source_unit"),
+)
+
+CONFLICT_STATES = ("open", "resolved", "agreed")
+
+# Two source units reporting one fact differently; open until the platform resolves it.
+conflicts = Table(
+    "conflicts",
+    metadata,
+    Column("id", _AutoId, primary_key=True, autoincrement=True),
+    Column("item", String(CODE_LEN), nullable=False),
+    Column("fact_key", String(255), nullable=False),
+    Column("fact_hash", LargeBinary(32), nullable=False),
+    Column("record_a", String(RECORD_ID_LEN), nullable=False),  # the report seen first
+    Column("source_unit_a", String(CODE_LEN), nullable=False),
+    Column("revision_a", Integer, nullable=False),
+    Column("record_b", String(RECORD_ID_LEN), nullable=False),  # the report that disagrees
+    Column("source_unit_b", String(CODE_LEN), nullable=False),
+    Column("revision_b", Integer, nullable=False),
+    Column("differences", Text, nullable=False),  # canonical JSON {field: [a, b]}
+    Column("detected_at_ms", BigInteger, nullable=False),
+    Column("state", String(8), nullable=False),
+    Column("kept_record_id", String(RECORD_ID_LEN), nullable=True),
+    Column("note", Text, nullable=False),
+    Column("resolved_by", String(NODE_ID_LEN), nullable=True),
+    Column("resolved_at_ms", BigInteger, nullable=True),
+    CheckConstraint("state IN ('open', 'resolved', 'agreed')", name="state"),
+    Index(None, "fact_hash"),
+    Index(None, "state", "id"),
+)
+
+CASE_ID_LEN = 96
 
 # Small facts about the store itself: owner node id, catalogue version, hash-chain heads.
 meta = Table(

@@ -1,0 +1,251 @@
+"""Conflicts between sources (数据冲突): two source units saying different things about one fact.
+
+A record's id includes its source unit, so a second unit reporting the same decision never
+overwrites the first: both records are kept. What must not happen is that the difference goes
+unnoticed (seed 003 篇1 第十二条). Every fact stored through ingest is therefore noted by its
+source-independent key — the item and its natural key (e.g. 行政处罚 + 决定书文号 + subject) —
+with the *substance* its source reported; when another unit reports the same key with a different
+substance, a conflict is opened for the platform to resolve (``credit-node conflicts``).
+
+The substance is the item's structured fields — dates, amounts, enumerations, codes — where both
+reports give a value. Free text (违法事实 and the like) is worded differently by every system and
+is not compared; a field only one report fills is an omission, not a contradiction. A later
+revision that agrees again closes the conflict as ``agreed``.
+
+Detection runs inside the transaction that stores the records (``RecordStore.append(also=…)``),
+so the notes and the records can never disagree after a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, or_, select, update
+
+from node.catalog import Item
+from node.errors import NotFoundError, UsageError
+from node.records import decode_body, pb
+from node.store._sql import chunks, insert_for, translated, write_transaction
+from node.store.audit import AuditEvent, AuditLog
+from node.store.tables import conflicts as conflicts_table
+from node.store.tables import facts as facts_table
+
+__all__ = ["COMPARED_TYPES", "Conflict", "Conflicts", "Fact", "fact_of", "natural_key", "observe", "substance"]
+
+# Field types whose values mean the same thing whoever writes them down.
+COMPARED_TYPES = frozenset({"date", "decimal", "integer", "enum", "uscc", "id_number", "code"})
+STATES = ("open", "resolved", "agreed")
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One stored report of a fact: which unit said what, in which record revision."""
+
+    item: str
+    key: str  # the item's natural key (values joined by U+001F), without the source unit
+    source_unit: str
+    record_id: str
+    revision: int
+    substance: Mapping[str, str]
+
+    @property
+    def fact_hash(self) -> bytes:
+        return hashlib.sha256(f"{self.item}\x1f{self.key}".encode()).digest()
+
+    @property
+    def display_key(self) -> str:
+        return self.key.replace("\x1f", " / ")[:255]
+
+
+@dataclass(frozen=True)
+class Conflict:
+    id: int
+    item: str
+    fact_key: str
+    record_a: str
+    source_unit_a: str
+    revision_a: int
+    record_b: str
+    source_unit_b: str
+    revision_b: int
+    differences: dict[str, list[str]]  # field -> [value of a, value of b]
+    detected_at_ms: int
+    state: str
+    kept_record_id: str | None
+    note: str
+    resolved_by: str | None
+    resolved_at_ms: int | None
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(vars(self))
+
+
+def substance(item: Item, fields: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """The compared part of a record's fields (its source unit and natural key excluded)."""
+    skip = {item.source_unit_field, *item.key_fields}
+    return {name: value for name, value in fields
+            if value and name not in skip and item.has_field(name) and item.field(name).type in COMPARED_TYPES}
+
+
+def natural_key(item: Item, body: pb.RecordBody) -> str:
+    """The item's natural key of a record body, as validation builds it (without the source unit)."""
+    values = {f.name: f.value for f in body.fields}
+    return "\x1f".join(body.subject_code if k == "@subject_code" else body.subject_kind if k == "@subject_kind"
+                       else values.get(k, "") for k in item.key_fields)
+
+
+def fact_of(item: Item, body: bytes) -> Fact:
+    """The fact a stored record body reports (ingest and records received from children alike)."""
+    b = decode_body(body)
+    return Fact(item.code, natural_key(item, b), b.source_unit, b.record_id, b.revision,
+                substance(item, [(f.name, f.value) for f in b.fields]))
+
+
+def differences(a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, list[str]]:
+    return {k: [a[k], b[k]] for k in sorted(a.keys() & b.keys()) if a[k] != b[k]}
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def observe(conn: Connection, facts: Sequence[Fact], *, now_ms: int | None = None) -> int:
+    """Note ``facts`` and open (or update, or close as agreed) their conflicts; returns conflicts opened.
+
+    Runs in the caller's transaction. Facts of one batch are taken in order, so two units
+    disagreeing inside one batch are caught too.
+    """
+    if not facts:
+        return 0
+    now = _now_ms() if now_ms is None else now_ms
+    f, c = facts_table.c, conflicts_table.c
+    hashes = sorted({x.fact_hash for x in facts})
+    known: dict[bytes, dict[str, tuple[str, int, dict[str, str]]]] = {}
+    open_pairs: dict[tuple[str, str], int] = {}
+    for chunk in chunks(hashes):
+        for h, unit, rid, rev, subst in conn.execute(
+                select(f.fact_hash, f.source_unit, f.record_id, f.revision, f.substance).where(f.fact_hash.in_(chunk))):
+            known.setdefault(bytes(h), {})[unit] = (rid, rev, json.loads(subst))
+        for cid, ra, rb in conn.execute(select(c.id, c.record_a, c.record_b)
+                                        .where(c.fact_hash.in_(chunk), c.state == "open")):
+            open_pairs[(ra, rb)] = open_pairs[(rb, ra)] = cid
+    opened = 0
+    upserts: list[dict[str, object]] = []
+    for fact in facts:
+        h = fact.fact_hash
+        others = known.setdefault(h, {})
+        for unit, (rid, rev, other) in sorted(others.items()):
+            if unit == fact.source_unit:
+                continue
+            diff = differences(other, fact.substance)
+            existing = open_pairs.get((rid, fact.record_id))
+            if diff and existing is None:
+                result = conn.execute(conflicts_table.insert().values(
+                    item=fact.item, fact_key=fact.display_key, fact_hash=h, record_a=rid, source_unit_a=unit,
+                    revision_a=rev, record_b=fact.record_id, source_unit_b=fact.source_unit,
+                    revision_b=fact.revision, differences=_json(diff), detected_at_ms=now, state="open", note=""))
+                key = result.inserted_primary_key
+                assert key is not None
+                cid = int(key[0])
+                open_pairs[(rid, fact.record_id)] = open_pairs[(fact.record_id, rid)] = cid
+                opened += 1
+            elif diff and existing is not None:
+                conn.execute(update(conflicts_table).where(c.id == existing).values(
+                    differences=_json(_oriented(conn, existing, fact, diff)), detected_at_ms=now))
+            elif existing is not None:
+                conn.execute(update(conflicts_table).where(c.id == existing).values(
+                    state="agreed", resolved_at_ms=now, note="the sources agree again"))
+                del open_pairs[(rid, fact.record_id)], open_pairs[(fact.record_id, rid)]
+        others[fact.source_unit] = (fact.record_id, fact.revision, dict(fact.substance))
+        upserts.append({"fact_hash": h, "source_unit": fact.source_unit, "item": fact.item,
+                        "fact_key": fact.display_key, "record_id": fact.record_id, "revision": fact.revision,
+                        "substance": _json(fact.substance), "seen_at_ms": now})
+    last = {(u["fact_hash"], u["source_unit"]): u for u in upserts}  # one row per key per statement
+    stmt = insert_for(conn, facts_table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["fact_hash", "source_unit"],
+        set_={k: stmt.excluded[k] for k in ("record_id", "revision", "substance", "seen_at_ms", "fact_key")})
+    conn.execute(stmt, list(last.values()))
+    return opened
+
+
+def _oriented(conn: Connection, cid: int, fact: Fact, diff: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``diff`` is (other, this); flip it when this fact is side a of the stored conflict."""
+    ra = conn.execute(select(conflicts_table.c.record_a).where(conflicts_table.c.id == cid)).scalar_one()
+    return {k: [v[1], v[0]] for k, v in diff.items()} if ra == fact.record_id else diff
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+class Conflicts:
+    """Listing and resolving conflicts (the platform operator's side)."""
+
+    def __init__(self, engine: Engine, *, actor: str) -> None:
+        self._engine = engine
+        self._actor = actor
+        self._audit = AuditLog(engine)
+
+    def observer(self, facts: Sequence[Fact]) -> Callable[[Connection], None]:
+        """A callback for ``RecordStore.append(also=…)``: detection in the records' transaction."""
+        def run(conn: Connection) -> None:
+            observe(conn, facts)
+        return run
+
+    def list_conflicts(self, *, state: str | None = "open", item: str | None = None) -> list[Conflict]:
+        stmt = select(conflicts_table).order_by(conflicts_table.c.id)
+        if state is not None:
+            stmt = stmt.where(conflicts_table.c.state == state)
+        if item is not None:
+            stmt = stmt.where(conflicts_table.c.item == item)
+        with translated("reading conflicts"), self._engine.connect() as conn:
+            return [_conflict(row._asdict()) for row in conn.execute(stmt)]
+
+    def get(self, conflict_id: int) -> Conflict:
+        with translated("reading a conflict"), self._engine.connect() as conn:
+            row = conn.execute(select(conflicts_table).where(conflicts_table.c.id == conflict_id)).first()
+        if row is None:
+            raise NotFoundError(f"no conflict {conflict_id}")
+        return _conflict(row._asdict())
+
+    def resolve(self, conflict_id: int, *, keep: str, note: str, now_ms: int | None = None) -> Conflict:
+        """Record which report is right (and why); the decision goes to the audit log."""
+        if not note.strip():
+            raise UsageError("say why (--note): the resolution is kept as evidence", field="note")
+        now = _now_ms() if now_ms is None else now_ms
+        c = conflicts_table.c
+        with translated("resolving a conflict"), write_transaction(self._engine) as conn:
+            row = conn.execute(select(conflicts_table).where(c.id == conflict_id)).first()
+            if row is None:
+                raise NotFoundError(f"no conflict {conflict_id}")
+            if row.state != "open":
+                raise UsageError(f"conflict {conflict_id} is {row.state} already", code="E_CONFLICT_CLOSED")
+            if keep not in (row.record_a, row.record_b):
+                raise UsageError(f"--keep must be one of the two records: {row.record_a} or {row.record_b}",
+                                 field="keep")
+            conn.execute(update(conflicts_table).where(c.id == conflict_id, c.state == "open").values(
+                state="resolved", kept_record_id=keep, note=note, resolved_by=self._actor, resolved_at_ms=now))
+            other = row.record_b if keep == row.record_a else row.record_a
+            self._audit.append(conn, [AuditEvent(actor=self._actor, action="conflict.resolve",
+                                                 subject=str(conflict_id),
+                                                 detail={"item": row.item, "kept": keep, "other": other,
+                                                         "note": note})], at_ms=now)
+        return self.get(conflict_id)
+
+    def for_record(self, record_id: str) -> list[Conflict]:
+        c = conflicts_table.c
+        stmt = select(conflicts_table).where(or_(c.record_a == record_id, c.record_b == record_id)).order_by(c.id)
+        with translated("reading conflicts"), self._engine.connect() as conn:
+            return [_conflict(row._asdict()) for row in conn.execute(stmt)]
+
+
+def _conflict(row: dict[str, object]) -> Conflict:
+    row = dict(row)
+    row.pop("fact_hash", None)
+    row["differences"] = json.loads(str(row["differences"]))
+    return Conflict(**row)  # type: ignore[arg-type]
