@@ -1,0 +1,319 @@
+"""Pulling from a table or view a department publishes: incremental, resumable, bounded in memory.
+
+Rows are read in the order of (watermark, key…) — the watermark is a column that grows whenever a
+row is added or changed (an update time or an increasing id), the key (the primary key by
+default) breaks ties, so rows sharing a watermark value are neither skipped nor read twice. Each
+batch is committed by the node together with the position of its last row (``meta``), in ONE
+transaction: after a crash the pull resumes exactly after the last committed row — no gap, no
+repeat. Pages are keyset queries (``WHERE (wm, key) > last ORDER BY wm, key LIMIT n``) streamed
+through a server-side cursor, so memory stays flat however big the table is.
+
+The source is only read, unless ``feedback_table`` is configured: then the refusals of every
+pulled row are written there (created if missing), replacing the earlier feedback of that row, so
+the department sees in its own database what to fix until a corrected version is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    delete,
+    insert,
+    or_,
+    select,
+)
+from sqlalchemy.exc import ArgumentError, NoSuchTableError, SQLAlchemyError
+
+from adapters.base import Sink
+from node.catalog import Catalog, Item
+from node.config import DatabaseAdapterConfig
+from node.errors import ConfigError, NodeError, Problem, TransportError
+from node.ingest import RowOutcome
+from node.tabular import SourceRow
+
+__all__ = ["DatabasePull", "State", "decode_position", "encode_position"]
+
+Position = tuple[Any, ...]  # (watermark, key columns…) of the last row taken in
+
+
+class State(Protocol):
+    """Where the pull keeps its position between runs: the node's own store (``meta``)."""
+
+    def get(self, key: str, default: str | None = None) -> str | None: ...
+
+    def put(self, key: str, value: str) -> None: ...
+
+
+def encode_position(values: Position) -> str:
+    """JSON with each value's type, so a datetime comes back a datetime (and binds as one)."""
+    out: list[list[Any]] = []
+    for v in values:
+        if isinstance(v, bool) or v is None:
+            raise ConfigError(f"a watermark or key value cannot be {v!r}")
+        if isinstance(v, datetime):
+            out.append(["datetime", v.isoformat()])
+        elif isinstance(v, date):
+            out.append(["date", v.isoformat()])
+        elif isinstance(v, Decimal):
+            out.append(["decimal", str(v)])
+        elif isinstance(v, int | float | str):
+            out.append([type(v).__name__, v])
+        else:
+            out.append(["str", str(v)])
+    return json.dumps(out, ensure_ascii=False)
+
+
+def decode_position(text: str) -> Position:
+    parse: dict[str, Callable[[Any], Any]] = {
+        "datetime": datetime.fromisoformat, "date": date.fromisoformat, "decimal": Decimal, "int": int,
+        "float": float, "str": str}
+    return tuple(parse[kind](value) for kind, value in json.loads(text))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The reflected source: which column feeds which field, and the order columns."""
+
+    table: Table
+    order: tuple[Column[Any], ...]  # watermark, then the key columns
+    fields: tuple[tuple[str, int], ...]  # (field code, index in the selected row)
+    key_at: tuple[int, ...]  # indexes of the order columns in the selected row
+
+
+class DatabasePull:
+    """One published table or view (a ``Source``)."""
+
+    def __init__(self, cfg: DatabaseAdapterConfig, *, catalog: Catalog, sink: Sink, state: State, name: str,
+                 logger: logging.Logger | None = None) -> None:
+        self.name = name
+        self.interval_s = cfg.interval_s
+        self._cfg = cfg
+        self._item: Item = catalog.item(cfg.item)
+        self._sink = sink
+        self._state = state
+        self._log = logger or logging.getLogger(__name__)
+        self._engine: Engine | None = None
+        self._plan: _Plan | None = None
+        self._feedback: Table | None = None
+        self.position_key = f"adapter.{name}.position"
+        self.feedback_key = f"adapter.{name}.feedback_position"
+
+    # --- Source ------------------------------------------------------------------------------
+    def poll(self) -> int:
+        """Take in one page of new or changed rows; returns how many (0 = nothing new)."""
+        plan = self._prepare()
+        if self._feedback is not None:
+            self._catch_up_feedback(plan)
+        after = self._position(self.position_key)
+        return self._pull(plan, after, upto=None, page_rows=self._cfg.page_rows, commit_position=True)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @property
+    def position(self) -> Position | None:
+        return self._position(self.position_key)
+
+    # --- pulling ------------------------------------------------------------------------------
+    def _pull(self, plan: _Plan, after: Position | None, *, upto: Position | None, page_rows: int,
+              commit_position: bool) -> int:
+        stmt = select(*plan.table.columns).order_by(*plan.order).limit(page_rows)
+        if after is not None:
+            stmt = stmt.where(_after(plan.order, after))
+        if upto is not None:
+            stmt = stmt.where(~_after(plan.order, upto))
+        taken = 0
+        batch_id = uuid.uuid4().hex
+        with _source_errors(self.name, "reading"), self._source().connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=self._cfg.batch_rows).execute(stmt)
+            for part in result.partitions(self._cfg.batch_rows):
+                rows, keys = self._source_rows(plan, part)
+                last = tuple(part[-1][i] for i in plan.key_at)
+                meta = {self.position_key: encode_position(last)} if commit_position else None
+                outcomes = self._sink.ingest_batch(self._item, rows, source=self._cfg.table, batch_id=batch_id,
+                                                   meta=meta)
+                if self._feedback is not None:
+                    self._write_feedback(keys, outcomes, last)
+                    self._state.put(self.feedback_key, encode_position(last))
+                taken += len(rows)
+                self._log.info("adapter.batch", extra={
+                    "adapter": self.name, "rows": len(rows), "batch": batch_id,
+                    "rejected": sum(1 for o in outcomes if o.outcome == "rejected")})
+        return taken
+
+    def _source_rows(self, plan: _Plan, part: Sequence[Any]) -> tuple[list[SourceRow], list[str]]:
+        rows: list[SourceRow] = []
+        keys: list[str] = []
+        single_int = len(plan.key_at) == 2
+        for n, r in enumerate(part, start=1):
+            values = {code: r[i] for code, i in plan.fields if r[i] is not None}
+            key_values = [r[i] for i in plan.key_at[1:]]
+            # An integer primary key is the row's number, so feedback and later corrections of
+            # a row whose natural key could not be read still find it (rejections.row_key).
+            number = key_values[0] if single_int and isinstance(key_values[0], int) else n
+            rows.append(SourceRow(number, values))
+            keys.append("|".join(str(v) for v in key_values))
+        return rows, keys
+
+    def _position(self, key: str) -> Position | None:
+        text = self._state.get(key)
+        return decode_position(text) if text else None
+
+    # --- the source and its shape ----------------------------------------------------------------
+    def _source(self) -> Engine:
+        if self._engine is None:
+            url = self._cfg.url
+            if url.startswith(("postgresql://", "postgres://")):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            try:
+                self._engine = create_engine(url, pool_pre_ping=True)
+            except (ArgumentError, ImportError) as exc:
+                raise ConfigError(f"adapter {self.name}: url is not usable: {exc}", field="url") from None
+        return self._engine
+
+    def _prepare(self) -> _Plan:
+        if self._plan is not None:
+            return self._plan
+        cfg = self._cfg
+        schema, _dot, name = cfg.table.rpartition(".")
+        with _source_errors(self.name, "reading the shape of"), self._source().connect() as conn:
+            try:
+                table = Table(name, MetaData(), autoload_with=conn, schema=schema or None)
+            except NoSuchTableError:
+                raise ConfigError(f"adapter {self.name}: no table or view {cfg.table!r} in the source",
+                                  field="table") from None
+        by_lower = {c.name.lower(): c for c in table.columns}
+
+        def column(col_name: str, what: str) -> Column[Any]:
+            found = by_lower.get(col_name.lower())
+            if found is None:
+                raise ConfigError(f"adapter {self.name}: {cfg.table} has no column {col_name!r} ({what})",
+                                  field=what)
+            return found
+
+        key_names = cfg.key or tuple(c.name for c in table.primary_key.columns)
+        if not key_names:
+            raise ConfigError(f"adapter {self.name}: {cfg.table} has no primary key; name the tie-breaker "
+                              "columns under key:", field="key")
+        order = (column(cfg.watermark, "watermark"), *(column(k, "key") for k in key_names))
+        index = {c.name: i for i, c in enumerate(table.columns)}
+        for code in cfg.columns:
+            if not self._item.has_field(code):
+                raise ConfigError(f"adapter {self.name}: {code} is not a field of {self._item.code}",
+                                  field=f"columns.{code}")
+        fields: list[tuple[str, int]] = []
+        for f in self._item.fields:
+            mapped = cfg.columns.get(f.code)
+            col = column(mapped, f"columns.{f.code}") if mapped else by_lower.get(f.code.lower())
+            if col is not None:
+                fields.append((f.code, index[col.name]))
+            elif f.required:
+                raise ConfigError(f"adapter {self.name}: {cfg.table} has no column for the required field "
+                                  f"{f.code} ({f.name}); map it under columns:", field=f"columns.{f.code}")
+        self._plan = _Plan(table, order, tuple(fields), tuple(index[c.name] for c in order))
+        if cfg.feedback_table:
+            self._feedback = _feedback_table(cfg.feedback_table)
+            with _source_errors(self.name, "creating the feedback table in"), self._source().begin() as conn:
+                self._feedback.create(conn, checkfirst=True)
+        return self._plan
+
+    # --- feedback to the source ------------------------------------------------------------------
+    def _catch_up_feedback(self, plan: _Plan) -> None:
+        """Re-send feedback for rows committed before a crash let us write it (idempotent)."""
+        done = self._state.get(self.feedback_key)
+        position = self._state.get(self.position_key)
+        if done == position or not position:
+            return
+        if done is None:  # feedback newly configured: answer from here on
+            self._state.put(self.feedback_key, position or "")
+            return
+        upto = decode_position(position)
+        while self._state.get(self.feedback_key) != position:
+            done = self._state.get(self.feedback_key)
+            if not self._pull(plan, decode_position(done) if done else None, upto=upto,
+                              page_rows=self._cfg.page_rows, commit_position=False):
+                self._state.put(self.feedback_key, position)
+
+    def _write_feedback(self, keys: list[str], outcomes: list[RowOutcome], last: Position) -> None:
+        assert self._feedback is not None
+        fb = self._feedback.c
+        refused = [{"source_table": self._cfg.table, "source_key": key[:255], "row_watermark": str(last[0])[:64],
+                    "field": p.field, "code": p.code, "reason": p.message, "reported_at": datetime.now()}
+                   for key, o in zip(keys, outcomes, strict=True) for p in _refusals(o)]
+        with _source_errors(self.name, "writing feedback to"), self._source().begin() as conn:
+            for start in range(0, len(keys), 500):
+                conn.execute(delete(self._feedback).where(fb.source_table == self._cfg.table,
+                                                          fb.source_key.in_(keys[start:start + 500])))
+            if refused:
+                conn.execute(insert(self._feedback), refused)
+
+
+def _refusals(outcome: RowOutcome) -> list[Problem]:
+    return [p for p in outcome.problems if not p.warning] if outcome.outcome == "rejected" else []
+
+
+def _after(order: Sequence[Column[Any]], position: Position) -> ColumnElement[bool]:
+    """Rows after ``position`` in (watermark, key…) order, written so an index on the columns is used.
+
+    ``wm >= :wm AND (wm > :wm OR (k1 > :k1) OR (k1 = :k1 AND k2 > :k2) …)``: the leading range
+    is sargable on every database, which a row-value comparison is not everywhere (MariaDB).
+    """
+    if len(position) != len(order):
+        raise ConfigError("the stored pull position does not match the configured watermark and key columns; "
+                          "give the adapter a new name to start over", field="key")
+    later = [and_(*(order[j] == position[j] for j in range(i)), order[i] > position[i]) for i in range(len(order))]
+    return and_(order[0] >= position[0], or_(*later))
+
+
+def _feedback_table(spec: str) -> Table:
+    schema, _dot, name = spec.rpartition(".")
+    return Table(
+        name, MetaData(),
+        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        Column("source_table", String(128), nullable=False),
+        Column("source_key", String(255), nullable=False),  # the pulled row's key columns, '|'-joined
+        Column("row_watermark", String(64), nullable=False),  # the watermark of the version refused
+        Column("field", String(64), nullable=False),
+        Column("code", String(64), nullable=False),
+        Column("reason", Text, nullable=False),
+        Column("reported_at", DateTime, nullable=False),
+        Index(None, "source_table", "source_key"),
+        schema=schema or None,
+    )
+
+
+@contextmanager
+def _source_errors(name: str, what: str) -> Iterator[None]:
+    """Database errors of the department's system become a retryable, named TransportError."""
+    try:
+        yield
+    except NodeError:
+        raise
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise TransportError(f"adapter {name}: {what} the source failed: {first}", code="E_ADAPTER_SOURCE") from exc

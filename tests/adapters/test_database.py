@@ -1,0 +1,321 @@
+"""Pulling from a department's table end to end, against the real PostgreSQL and MariaDB.
+
+Each test creates its own database on the loopback server and drops it afterwards; the node is a
+real department node with its SQLite store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import pathlib
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+from conftest_values import UNIT
+from source_tables import (
+    BASE_TIME,
+    create_and_fill,
+    fill_postgres_fast,
+    insert_rows,
+    penalty_db_rows,
+    penalty_table,
+)
+from sqlalchemy import create_engine, text, update
+from sqlalchemy.engine import make_url
+
+from adapters.database import DatabasePull, decode_position, encode_position
+from node.app import Node
+from node.config import DatabaseAdapterConfig
+from node.errors import ConfigError
+from node.ingest import RowOutcome
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+class Recorder:
+    """The node's ingest, with every outcome remembered (what the department would be told)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.outcomes: list[RowOutcome] = []
+
+    def ingest_batch(self, item: Any, rows: Sequence[Any], *, source: str, batch_id: str,
+                     meta: Mapping[str, str] | None = None) -> list[RowOutcome]:
+        out = self.node.ingest.ingest_batch(item, rows, source=source, batch_id=batch_id, meta=meta)
+        self.outcomes.extend(out)
+        return out
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for o in self.outcomes if o.outcome == outcome)
+
+
+def pull_for(node: Node, url: str, sink: Any = None, **kw: Any) -> DatabasePull:
+    cfg = DatabaseAdapterConfig(**{"kind": "database", "item": "admin_penalty", "url": url,
+                                   "table": "cf_penalties", "watermark": "updated_at", "batch_rows": 40,
+                                   "page_rows": 100, **kw})
+    return DatabasePull(cfg, catalog=node.catalog, sink=sink or node.ingest, state=node.store.meta,
+                        name=kw.get("name", "database:cf_penalties"))
+
+
+def drain(pull: DatabasePull) -> int:
+    total = 0
+    while n := pull.poll():
+        total += n
+    return total
+
+
+def records(node: Node) -> int:
+    return sum(node.store.records.counts().values())
+
+
+def test_pull_takes_everything_once_then_only_changes(dept: Node, source_url: str):
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(source_url)
+    table = penalty_table(item)
+    # 7 rows share each updated_at value, so batch and page boundaries fall inside ties.
+    create_and_fill(src, table, penalty_db_rows(item, 250, unit=UNIT, bad_every=25))
+    rec = Recorder(dept)
+    pull = pull_for(dept, source_url, rec)
+    assert drain(pull) == 250
+    assert rec.count("accepted") == 240 and rec.count("rejected") == 10 and rec.count("duplicate") == 0
+    assert records(dept) == 240
+    assert pull.poll() == 0
+    # The department corrects 3 rows and adds 4: exactly those 7 come again.
+    later = BASE_TIME + dt.timedelta(days=1)
+    with src.begin() as conn:
+        conn.execute(update(table).where(table.c.id.in_([5, 6, 7])).values(cf_nr="罚款五千元，责令改正。",
+                                                                            updated_at=later))
+    insert_rows(src, table, penalty_db_rows(item, 4, unit=UNIT, start=1000, seed=9))
+    rec.outcomes.clear()
+    assert drain(pull) == 7
+    assert rec.count("accepted") == 7 and rec.count("duplicate") == 0
+    assert records(dept) == 244
+    assert {o.row: o.revision for o in rec.outcomes} == {5: 2, 6: 2, 7: 2, 1000: 1, 1001: 1, 1002: 1, 1003: 1}
+    pull.close()
+    src.dispose()
+
+
+def test_rows_sharing_one_watermark_are_neither_skipped_nor_repeated(dept: Node, source_url: str):
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(source_url)
+    table = penalty_table(item)
+    create_and_fill(src, table, penalty_db_rows(item, 95, unit=UNIT, same_time_every=1000))  # one value
+    rec = Recorder(dept)
+    pull = pull_for(dept, source_url, rec, batch_rows=10, page_rows=30)
+    assert drain(pull) == 95
+    assert sorted(o.row for o in rec.outcomes) == list(range(1, 96))  # the id is the row number
+    assert rec.count("accepted") == 95
+    pull.close()
+    src.dispose()
+
+
+def test_column_mapping_and_a_view_without_primary_key(dept: Node, pg_source_url: str):
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(pg_source_url)
+    create_and_fill(src, penalty_table(item), penalty_db_rows(item, 30, unit=UNIT))
+    with src.begin() as conn:
+        conn.execute(text("CREATE VIEW v_publish AS SELECT id AS xh, updated_at AS gxsj, cf_wsh AS wsh, "
+                          + ", ".join(f"{f.code.lower()}" for f in item.fields if f.code != "CF_WSH")
+                          + " FROM cf_penalties"))
+    with pytest.raises(ConfigError, match="no primary key"):
+        pull_for(dept, pg_source_url, table="v_publish", watermark="gxsj", columns={"CF_WSH": "wsh"}).poll()
+    pull = pull_for(dept, pg_source_url, table="v_publish", watermark="gxsj", key=("xh",),
+                    columns={"CF_WSH": "wsh"}, name="database:view")
+    assert drain(pull) == 30
+    assert records(dept) == 30
+    with pytest.raises(ConfigError, match="required field CF_WSH"):
+        pull_for(dept, pg_source_url, table="v_publish", watermark="gxsj", key=("xh",), name="x").poll()
+    pull.close()
+    src.dispose()
+
+
+def test_feedback_table_shows_refusals_until_they_are_corrected(dept: Node, source_url: str):
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(source_url)
+    table = penalty_table(item)
+    good = {r["id"]: r for r in penalty_db_rows(item, 60, unit=UNIT)}
+    spoiled = {10: {"cf_jdrq": None}, 20: {"cf_wsh": None}, 30: {"cf_cflb": "批评教育"},
+               40: {"cf_cfjgdm": UNIT[:-1] + ("1" if UNIT[-1] == "0" else "0")}}
+    create_and_fill(src, table, ({**r, **spoiled.get(i, {})} for i, r in good.items()))
+    pull = pull_for(dept, source_url, feedback_table="credit_feedback")
+    drain(pull)
+    with src.connect() as conn:
+        fb = conn.execute(text("SELECT source_key, field, code, reason FROM credit_feedback ORDER BY id")).all()
+    assert sorted({int(k) for k, *_ in fb}) == [10, 20, 30, 40]
+    assert {(k, f, c) for k, f, c, _r in fb} >= {("10", "CF_JDRQ", "E_FIELD_REQUIRED"),
+                                                  ("20", "CF_WSH", "E_FIELD_REQUIRED")}
+    assert all(r for *_, r in fb)
+    assert len(dept.store.rejections.list_rejections(UNIT)) == len(fb)
+    # The department fixes the rows, which gives them a new update time.
+    later = BASE_TIME + dt.timedelta(days=2)
+    with src.begin() as conn:
+        for i in spoiled:
+            values = {k: v for k, v in good[i].items() if k != "id"}
+            conn.execute(update(table).where(table.c.id == i).values(**{**values, "updated_at": later}))
+    drain(pull)
+    with src.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM credit_feedback")).scalar_one() == 0
+    assert dept.store.rejections.list_rejections(UNIT) == []
+    assert records(dept) == 60
+    pull.close()
+    src.dispose()
+
+
+def _readonly_url(url: str) -> tuple[str, str]:
+    """A login that may only SELECT from the source database (and the SQL to drop it)."""
+    user, password = f"ro_{secrets.token_hex(4)}", secrets.token_hex(8)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    db = make_url(url).database
+    with admin.connect() as conn:
+        if admin.dialect.name == "postgresql":
+            conn.execute(text(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'"))
+            conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {user}"))
+            drop = f"DROP OWNED BY {user}; DROP ROLE {user}"
+        else:
+            conn.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'"))
+            conn.execute(text(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'"))
+            for host in ("%", "localhost"):
+                conn.execute(text(f"GRANT SELECT ON `{db}`.* TO '{user}'@'{host}'"))
+            drop = f"DROP USER '{user}'@'%'; DROP USER '{user}'@'localhost'"
+    admin.dispose()
+    return make_url(url).set(username=user, password=password).render_as_string(hide_password=False), drop
+
+
+def test_pull_never_writes_to_the_source_without_a_feedback_table(dept: Node, source_url: str):
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(source_url)
+    create_and_fill(src, penalty_table(item), penalty_db_rows(item, 50, unit=UNIT, bad_every=10))
+    ro_url, drop = _readonly_url(source_url)
+    try:
+        pull = pull_for(dept, ro_url)
+        assert drain(pull) == 50
+        assert records(dept) == 45
+        pull.close()
+    finally:
+        with src.connect() as conn:
+            for stmt in drop.split("; "):
+                conn.execute(text(stmt))
+            conn.commit()
+        src.dispose()
+
+
+def test_position_round_trips_every_type():
+    values = (dt.datetime(2026, 1, 2, 3, 4, 5, 678901), 7, "k")
+    assert decode_position(encode_position(values)) == values
+    aware = (dt.datetime(2026, 1, 2, tzinfo=dt.UTC), dt.date(2026, 1, 3))
+    assert decode_position(encode_position(aware)) == aware
+
+
+def _node_with_adapter(make_node: Any, url: str, *, batch_rows: int, page_rows: int) -> tuple[pathlib.Path, Node]:
+    yaml = (f"adapters:\n- kind: database\n  item: admin_penalty\n  url: '{url}'\n  table: cf_penalties\n"
+            f"  watermark: updated_at\n  batch_rows: {batch_rows}\n  page_rows: {page_rows}\n")
+    return make_node(extra_yaml=yaml)  # type: ignore[no-any-return]
+
+
+def _run(cfg: pathlib.Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "node", "--config", str(cfg), "adapters", "run",
+                             "--until-idle", "--json", "--log-level", "WARNING", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+
+def _position(store_url: str) -> tuple[Any, ...] | None:
+    eng = create_engine(store_url)
+    try:
+        with eng.connect() as conn:
+            value = conn.execute(text("SELECT value FROM meta WHERE key = 'adapter.database:cf_penalties.position'")
+                                 ).scalar_one_or_none()
+    finally:
+        eng.dispose()
+    return decode_position(value) if value else None
+
+
+@pytest.mark.parametrize("kill_after_rows", [300, 1700])
+def test_kill_9_mid_pull_then_restart_has_no_gap_and_no_repeat(make_node: Any, source_url: str,
+                                                               kill_after_rows: int):
+    cfg, node = _node_with_adapter(make_node, source_url, batch_rows=100, page_rows=500)
+    item = node.catalog.item("admin_penalty")
+    src = create_engine(source_url)
+    create_and_fill(src, penalty_table(item), penalty_db_rows(item, 2000, unit=UNIT, bad_every=50))
+    store_url = node.config.store_url
+    node.close()
+    proc = _run(cfg)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pos = _position(store_url)
+        if pos is not None and pos[1] >= kill_after_rows:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"the pull ended before it could be killed: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.05)  # polling another process's progress: bounded by the deadline
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    killed_at = _position(store_url)
+    assert killed_at is not None and 0 < killed_at[1] < 2000
+    second = _run(cfg)
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    summary = json.loads(out)
+    # Exactly the rows after the committed position come again: none skipped, none repeated.
+    remaining = 2000 - killed_at[1]
+    assert summary["accepted"] + summary["rejected"] == remaining
+    assert summary["duplicates"] == 0
+    eng = create_engine(store_url)
+    with eng.connect() as conn:
+        stored = conn.execute(text("SELECT count(*), max(revision) FROM record_revisions")).one()
+    eng.dispose()
+    assert stored == (1960, 1)
+    src.dispose()
+
+
+def test_unknown_table_and_column_are_config_errors(dept: Node, pg_source_url: str):
+    src = create_engine(pg_source_url)
+    with src.begin() as conn:
+        conn.execute(text("CREATE TABLE other (id int primary key)"))
+    with pytest.raises(ConfigError, match="no table or view"):
+        pull_for(dept, pg_source_url, table="nope").poll()
+    with pytest.raises(ConfigError, match="no column 'updated_at'"):
+        pull_for(dept, pg_source_url, table="other").poll()
+    src.dispose()
+
+
+def _peak_rss_mb(pid_status: str) -> float:
+    for line in pid_status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+def test_a_million_rows_are_pulled_in_bounded_memory(make_node: Any, pg_source_url: str):
+    cfg, node = _node_with_adapter(make_node, pg_source_url, batch_rows=2000, page_rows=20000)
+    item = node.catalog.item("admin_penalty")
+    src = create_engine(pg_source_url)
+    fill_postgres_fast(src, penalty_table(item), item, 1_000_000, unit=UNIT)
+    store_url = node.config.store_url
+    node.close()
+    proc = _run(cfg)
+    peak = 0.0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, _peak_rss_mb(pathlib.Path(f"/proc/{proc.pid}/status").read_text()))
+        except (FileNotFoundError, AssertionError):
+            break
+        time.sleep(0.5)  # sampling the child's memory while it works
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["accepted"] == 1_000_000
+    assert peak < 400, f"peak RSS {peak:.0f} MB"
+    eng = create_engine(store_url)
+    with eng.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM record_heads")).scalar_one() == 1_000_000
+    eng.dispose()
+    src.dispose()

@@ -1,0 +1,233 @@
+"""The drop folder end to end: real files (UTF-8, GBK, XLSX), a real department node and its store."""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+from collections.abc import Sequence
+
+import openpyxl
+import pytest
+from conftest_values import UNIT
+
+from adapters.file_drop import FileDrop, item_from_filename
+from node.app import Node
+from node.config import FileAdapterConfig
+from node.errors import StoreError
+from node.sampledata import penalty_rows, write_csv
+
+
+def drop_for(node: Node, folder: pathlib.Path, **kw: object) -> FileDrop:
+    folder.mkdir(exist_ok=True)
+    cfg = FileAdapterConfig(kind="file", dir=str(folder), **kw)  # type: ignore[arg-type]
+    return FileDrop(cfg, directory=folder, catalog=node.catalog, sink=node.ingest, name="file:test",
+                    batch_rows=50)
+
+
+def write_penalties(path: pathlib.Path, node: Node, n: int, *, encoding: str = "utf-8-sig",
+                    bad_every: int = 0, start_no: int = 1, seed: int = 1) -> None:
+    item = node.catalog.item("admin_penalty")
+    write_csv(path, item, penalty_rows(n, source_unit=UNIT, bad_every=bad_every, start_no=start_no, seed=seed),
+              encoding=encoding)
+
+
+def read_result(path: pathlib.Path) -> list[dict[str, str]]:
+    if path.suffix == ".xlsx":
+        wb = openpyxl.load_workbook(path, read_only=True)
+        rows = [[("" if c is None else str(c)) for c in r] for r in wb.worksheets[0].iter_rows(values_only=True)]
+        wb.close()
+        return [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
+    raw = path.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf"), "CSV results carry a BOM so Excel shows Chinese text"
+    return list(csv.DictReader(raw.decode("utf-8-sig").splitlines()))
+
+
+def two_polls(drop: FileDrop) -> None:
+    drop.poll()
+    drop.poll()
+
+
+def counts(node: Node) -> int:
+    return sum(node.store.records.counts().values())
+
+
+def test_utf8_csv_with_bad_rows_is_imported_answered_and_moved(dept: Node, tmp_path: pathlib.Path):
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder)
+    write_penalties(folder / "admin_penalty_2026-11.csv", dept, 120, bad_every=10)
+    assert drop.poll() == 0, "a file seen once may still be growing"
+    two_polls(drop)
+    assert not (folder / "admin_penalty_2026-11.csv").exists()
+    assert (folder / "done" / "admin_penalty_2026-11.csv").exists()
+    result = read_result(folder / "admin_penalty_2026-11.csv.result.csv")
+    refused_rows = {r["row"] for r in result}
+    assert len(refused_rows) == 12
+    assert all(r["code"].startswith("E_") and r["reason"] for r in result)
+    assert counts(dept) == 108
+    open_rejections = dept.store.rejections.list_rejections(UNIT)
+    assert {str(r.row) for r in open_rejections} == refused_rows
+
+
+def test_gbk_csv_is_read(dept: Node, tmp_path: pathlib.Path):
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder)
+    write_penalties(folder / "行政处罚-11月.csv", dept, 30, encoding="gbk")
+    two_polls(drop)
+    assert (folder / "done" / "行政处罚-11月.csv").exists()
+    assert read_result(folder / "行政处罚-11月.csv.result.csv") == []
+    assert counts(dept) == 30
+
+
+def test_xlsx_gets_an_xlsx_result(dept: Node, tmp_path: pathlib.Path):
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder, item="admin_penalty")
+    item = dept.catalog.item("admin_penalty")
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append([f.name for f in item.fields])
+    for row in penalty_rows(20, source_unit=UNIT, bad_every=5):
+        ws.append([row.get(f.code, "") for f in item.fields])
+    wb.save(folder / "penalties.xlsx")
+    two_polls(drop)
+    result = read_result(folder / "penalties.xlsx.result.xlsx")
+    assert len({r["row"] for r in result}) == 4
+    assert counts(dept) == 16
+    assert (folder / "done" / "penalties.xlsx").exists()
+
+
+def test_half_written_file_is_never_read(dept: Node, tmp_path: pathlib.Path):
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder)
+    full = tmp_path / "full.csv"
+    write_penalties(full, dept, 200)
+    data = full.read_bytes()
+    target = folder / "admin_penalty_growing.csv"
+    with target.open("wb") as fh:
+        for part in range(1, 5):
+            fh.write(data[(part - 1) * len(data) // 4: part * len(data) // 4])
+            fh.flush()
+            drop.poll()  # the file changed since the previous poll: not read
+            assert target.exists() and counts(dept) == 0
+    # Files with in-progress names are never read at all, however long they sit still.
+    (folder / "admin_penalty_x.csv.part").write_bytes(data[:100])
+    (folder / ".admin_penalty_y.csv").write_bytes(data[:100])
+    (folder / "admin_penalty_z.csv.tmp").write_bytes(data[:100])
+    two_polls(drop)
+    assert counts(dept) == 200
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [
+        ".admin_penalty_y.csv", "admin_penalty_growing.csv.result.csv", "admin_penalty_x.csv.part",
+        "admin_penalty_z.csv.tmp"]
+
+
+def test_ready_marker_mode_waits_for_the_marker(dept: Node, tmp_path: pathlib.Path):
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder, ready_marker=True)
+    write_penalties(folder / "admin_penalty_a.csv", dept, 10)
+    for _ in range(3):
+        drop.poll()
+    assert counts(dept) == 0
+    (folder / "admin_penalty_a.csv.ready").touch()
+    drop.poll()
+    assert counts(dept) == 10
+    assert not (folder / "admin_penalty_a.csv.ready").exists()
+
+
+@pytest.mark.parametrize(("name", "content", "code"), [
+    ("admin_penalty_bad_header.csv", "行政相对人名称,颜色\n某公司,红\n", "E_INPUT_HEADER_UNKNOWN"),
+    ("admin_penalty_missing.csv", "行政相对人名称\n某公司\n", "E_INPUT_HEADER_MISSING"),
+    ("admin_penalty_not_a_table.xlsx", "this is not a zip file", "E_INPUT_FORMAT"),
+    ("admin_penalty_old.xls", "old binary excel", "E_INPUT_FORMAT"),
+    ("unknown_item.csv", "a,b\n1,2\n", "E_INPUT_ITEM"),
+])
+def test_unreadable_files_go_to_failed_with_the_reason(dept: Node, tmp_path: pathlib.Path, name: str,
+                                                       content: str, code: str):
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder)
+    (folder / name).write_text(content, encoding="utf-8")
+    two_polls(drop)
+    assert (folder / "failed" / name).exists()
+    suffix = ".result.xlsx" if name.endswith(".xlsx") else ".result.csv"
+    result = read_result(folder / (name + suffix))
+    assert [r["code"] for r in result] == [code]
+    assert result[0]["row"] == "0" and result[0]["reason"]
+
+
+def test_reprocessing_a_file_stores_nothing_twice_and_keeps_one_open_rejection(dept: Node, tmp_path: pathlib.Path):
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder)
+    src = tmp_path / "admin_penalty_same.csv"
+    write_penalties(src, dept, 60, bad_every=6)
+    for _ in range(2):  # the same file dropped twice (or processed again after a crash)
+        (folder / src.name).write_bytes(src.read_bytes())
+        two_polls(drop)
+    assert counts(dept) == 50
+    assert len({r.row for r in dept.store.rejections.list_rejections(UNIT)}) == 10
+    assert len(dept.store.rejections.list_rejections(UNIT)) == len(read_result(folder / (src.name + ".result.csv")))
+    assert len(list((folder / "done").iterdir())) == 2
+
+
+def test_corrected_file_closes_the_rejections(dept: Node, tmp_path: pathlib.Path):
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder)
+    item = dept.catalog.item("admin_penalty")
+    good = list(penalty_rows(40, source_unit=UNIT))
+    bad = [dict(r) for r in good]
+    bad[3]["CF_JDRQ"] = "2024-02-30"  # keyed: the fact is known, its date is not
+    bad[9]["CF_WSH"] = ""  # keyless: only its place in the file identifies it
+    shxym = next(i for i, r in enumerate(bad) if r.get("CF_XDR_SHXYM") and i > 10)
+    code = bad[shxym]["CF_XDR_SHXYM"]
+    bad[shxym]["CF_XDR_SHXYM"] = code[:-1] + ("1" if code[-1] == "0" else "0")  # a key field itself is wrong
+    write_csv(folder / "admin_penalty_v1.csv", item, iter(bad))
+    two_polls(drop)
+    assert len({r.row for r in dept.store.rejections.list_rejections(UNIT)}) == 3
+    assert counts(dept) == 37
+    write_csv(folder / "admin_penalty_v1.csv", item, iter(good))  # the department fixed every row
+    two_polls(drop)
+    assert dept.store.rejections.list_rejections(UNIT) == []
+    closed = dept.store.rejections.list_rejections(UNIT, open_only=False)
+    assert closed and all(r.closed_by_record_id for r in closed)
+    assert counts(dept) == 40
+    assert read_result(folder / "admin_penalty_v1.csv.result.csv") == []
+
+
+class _FailingSink:
+    """Stores the first ``ok`` batches through the real node, then fails like a full disk would."""
+
+    def __init__(self, node: Node, ok: int) -> None:
+        self.node, self.ok = node, ok
+
+    def ingest_batch(self, item, rows: Sequence[object], **kw):  # type: ignore[no-untyped-def]
+        if self.ok == 0:
+            raise StoreError("disk full (simulated)")
+        self.ok -= 1
+        return self.node.ingest.ingest_batch(item, rows, **kw)  # type: ignore[arg-type]
+
+
+def test_a_crash_mid_file_leaves_it_in_place_and_the_retry_imports_the_rest(dept: Node, tmp_path: pathlib.Path):
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    cfg = FileAdapterConfig(kind="file", dir=str(folder))
+    failing = FileDrop(cfg, directory=folder, catalog=dept.catalog, sink=_FailingSink(dept, 2), name="f",
+                       batch_rows=50)
+    write_penalties(folder / "admin_penalty_big.csv", dept, 230, bad_every=23)
+    failing.poll()
+    with pytest.raises(StoreError):
+        failing.poll()
+    assert (folder / "admin_penalty_big.csv").exists()
+    assert not any(p.name.endswith(".result.csv") or p.name.endswith(".tmp") for p in folder.iterdir())
+    stored_before = counts(dept)
+    assert 0 < stored_before < 220
+    drop = drop_for(dept, folder)
+    two_polls(drop)
+    assert counts(dept) == 220
+    assert len({r.row for r in dept.store.rejections.list_rejections(UNIT)}) == 10
+    assert len(read_result(folder / "admin_penalty_big.csv.result.csv")) == 10
+
+
+def test_item_is_taken_from_the_longest_matching_prefix(dept: Node):
+    cat = dept.catalog
+    assert item_from_filename("admin_penalty_2026.csv", cat) == "admin_penalty"
+    assert item_from_filename("ADMIN_LICENSE.xlsx", cat) == "admin_license"
+    assert item_from_filename("行政许可（11月）.xlsx", cat) == "admin_license"
+    assert item_from_filename("admin_penaltyX.csv", cat) is None
+    assert item_from_filename("report.csv", cat) is None
