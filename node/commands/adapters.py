@@ -1,0 +1,195 @@
+"""``credit-node adapters list|run`` and ``credit-node submit``: how departments' systems report.
+
+``adapters run`` runs the configured adapters in the foreground (``start`` runs them next to the
+gRPC server); ``--until-idle`` takes in what is there and exits, for cron jobs and scripts.
+``submit`` is the push client for a department system or an operator: a CSV/XLSX file or JSON
+lines ({code: value} per line) sent over mutual TLS, with every refusal printed by its row.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import click
+
+from node.cli import cli, emit_json, handle_errors, open_node
+from node.errors import InputFileError, Problem
+
+
+class _Counting:
+    """A sink that passes batches to the node's ingest and counts their outcomes (thread-safe)."""
+
+    def __init__(self, ingest: Any) -> None:
+        self._ingest = ingest
+        self._lock = threading.Lock()
+        self.counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+
+    def ingest_batch(self, item: Any, rows: Sequence[Any], *, source: str, batch_id: str,
+                     meta: Mapping[str, str] | None = None) -> Any:
+        outcomes = self._ingest.ingest_batch(item, rows, source=source, batch_id=batch_id, meta=meta)
+        with self._lock:
+            for o in outcomes:
+                self.counts[o.outcome] += 1
+        return outcomes
+
+
+@cli.group("adapters")
+def adapters_group() -> None:
+    """The department front-end adapters configured under ``adapters:``."""
+
+
+@adapters_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def list_adapters(ctx: click.Context, as_json: bool) -> None:
+    """Each adapter with its kind, item and where it stands (a pull's position)."""
+    from node.config import adapter_name
+
+    with open_node(ctx) as node:
+        out = []
+        for cfg in node.config.adapters:
+            name = adapter_name(cfg)
+            where = str(node.config.path(cfg.dir)) if cfg.kind == "file" else cfg.table
+            position = node.store.meta.get(f"adapter.{name}.position") if cfg.kind == "database" else None
+            out.append({"name": name, "kind": cfg.kind, "item": cfg.item, "source": where,
+                        "position": json.loads(position) if position else None})
+    if as_json:
+        emit_json(out)
+        return
+    for a in out:
+        click.echo(f"{a['name']}: {a['kind']} {a['item'] or '(item from file names)'} from {a['source']}"
+                   + (f", position {a['position']}" if a["position"] else ""))
+    if not out:
+        click.echo("no adapters configured")
+
+
+@adapters_group.command("run")
+@click.option("--name", "names", multiple=True, help="run only this adapter (repeatable)")
+@click.option("--until-idle", is_flag=True, help="take in what is ready, then exit")
+@click.option("--json", "as_json", is_flag=True, help="with --until-idle: print one JSON object")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.pass_context
+@handle_errors
+def run_adapters(ctx: click.Context, names: tuple[str, ...], until_idle: bool, as_json: bool,
+                 log_level: str) -> None:
+    """Run the adapters in the foreground (until SIGTERM/SIGINT, or until idle)."""
+    from adapters import SourceRunner, build_sources
+    from node.logs import configure_logging
+
+    with open_node(ctx) as node:
+        configure_logging(node.config.id, level=log_level)
+        counting = _Counting(node.ingest)
+        sources = build_sources(node, sink=counting, names=names)
+        if until_idle:
+            try:
+                for source in sources:
+                    while source.poll():
+                        pass
+                    # A file seen for the first time is read on the next poll (it must be seen
+                    # unchanged twice), so an idle file drop gets one more look.
+                    if source.poll():
+                        while source.poll():
+                            pass
+            finally:
+                for source in sources:
+                    source.close()
+            c = counting.counts
+            if as_json:
+                emit_json({"adapters": [s.name for s in sources], "accepted": c["accepted"],
+                           "duplicates": c["duplicate"], "rejected": c["rejected"]})
+            else:
+                click.echo(f"{', '.join(s.name for s in sources) or 'no adapters'}: {c['accepted']} accepted, "
+                           f"{c['duplicate']} duplicates, {c['rejected']} rejected")
+            return
+        from node.runtime import Runtime
+
+        Runtime(node, [SourceRunner(s) for s in sources]).run()
+
+
+def _json_lines(stream: Any) -> Iterator[tuple[int, Mapping[str, Any]] | Problem]:
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield Problem("E_ROW_MALFORMED", "", f"not a JSON object: {exc.msg}", row=number)
+            continue
+        if not isinstance(value, dict):
+            yield Problem("E_ROW_MALFORMED", "", "each line must be one JSON object {code: value}", row=number)
+            continue
+        yield number, value
+
+
+def _table_rows(path: pathlib.Path, item_code: str, catalog_dir: str | None) -> Iterator[Any]:
+    from node.catalog import load_catalog
+    from node.provisioning import bundled_catalog
+    from node.tabular import HeaderMap, read_table
+
+    item = load_catalog(pathlib.Path(catalog_dir) if catalog_dir else bundled_catalog()).item(item_code)
+    headers = HeaderMap(item.header_map(), frozenset(f.code for f in item.fields if f.required))
+    for row in read_table(path, headers):
+        yield row.problem if row.problem is not None else (row.row, row.values)
+
+
+@cli.command("submit")
+@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--item", required=True, help="catalogue item of every row, e.g. admin_penalty")
+@click.option("--target", required=True, help="HOST:PORT of the node to push to")
+@click.option("--identity", "identity_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="directory with the source system's cert.pem, key.pem, ca.pem")
+@click.option("--server-name", default=None, help="name the node's certificate carries, if not TARGET's host")
+@click.option("--catalog", "catalog_dir", default=None, help="catalogue for CSV/XLSX headers (default: bundled)")
+@click.option("--batch", default=500, show_default=True, help="records per request")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@handle_errors
+def submit(source: str, item: str, target: str, identity_dir: str, server_name: str | None,
+           catalog_dir: str | None, batch: int, as_json: bool) -> None:
+    """Push a CSV/XLSX file, or JSON lines (FILE or - for stdin), to a node; refusals come back by row."""
+    from adapters.api_client import Pusher
+
+    if source == "-":
+        rows: Iterator[Any] = _json_lines(sys.stdin)
+    elif source.lower().endswith((".jsonl", ".json", ".ndjson")):
+        rows = _json_lines(pathlib.Path(source).open(encoding="utf-8-sig"))  # noqa: SIM115 - read to the end
+    else:
+        path = pathlib.Path(source)
+        if not path.exists():
+            raise InputFileError(f"{source}: no such file")
+        rows = _table_rows(path, item, catalog_dir)
+    local: list[Problem] = []
+
+    def sendable() -> Iterator[tuple[int, Mapping[str, Any]]]:
+        for r in rows:
+            if isinstance(r, Problem):
+                local.append(r)  # a row that cannot be read is refused here, never sent
+            else:
+                yield r
+
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    refusals: list[dict[str, object]] = []
+    with Pusher(target, identity_dir, server_name=server_name, batch=batch) as pusher:
+        for ack in pusher.push(item, sendable()):
+            counts[ack.outcome] += 1
+            refusals.extend({"row": ack.row, "field": p.field, "code": p.code, "message": p.message}
+                            for p in ack.problems)
+    counts["rejected"] += len({p.row for p in local})
+    refusals.extend({"row": p.row, "field": p.field, "code": p.code, "message": p.message} for p in local)
+    refusals.sort(key=lambda r: int(str(r["row"])))
+    if as_json:
+        emit_json({"accepted": counts["accepted"], "duplicates": counts["duplicate"],
+                   "rejected": counts["rejected"], "rejections": refusals})
+    else:
+        click.echo(f"{source}: {counts['accepted']} accepted, {counts['duplicate']} duplicates, "
+                   f"{counts['rejected']} rejected")
+        for r in refusals:
+            where = f" {r['field']}" if r["field"] else ""
+            click.echo(f"  row {r['row']}{where}: {r['code']}: {r['message']}")
+    sys.exit(1 if counts["rejected"] else 0)

@@ -1,0 +1,154 @@
+"""Feedback to sources and about them: ``rejections list``, ``conflicts list|resolve``, ``report sources``."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import sys
+
+import click
+
+from node.cli import cli, emit_json, handle_errors, open_node
+from node.errors import UsageError
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@cli.group("rejections")
+def rejections_group() -> None:
+    """Rows refused by validation, kept for their source unit until a corrected version arrives."""
+
+
+@rejections_group.command("list")
+@click.option("--source", "source_unit", default=None, help="USCC of the source unit (default: every unit)")
+@click.option("--open", "open_only", is_flag=True, help="only those not yet corrected")
+@click.option("--batch", "batch_id", default=None, help="only those of one import or pull batch")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def list_rejections(ctx: click.Context, source_unit: str | None, open_only: bool, batch_id: str | None,
+                    as_json: bool) -> None:
+    """Refused rows with their field, code and reason; closed ones say what closed them."""
+    with open_node(ctx) as node:
+        found = node.store.rejections.list_rejections(source_unit, open_only, batch_id=batch_id)
+    rows = [{"id": r.id, "source_unit": r.source_unit, "item": r.item, "source": r.source, "row": r.row,
+             "record_key": r.record_key.replace("\x1f", " / "), "field": r.field, "code": r.code,
+             "message": r.message, "created_at": _when(r.created_at_ms), "closed_at": _when(r.closed_at_ms),
+             "closed_by": "" if r.closed_at_ms is None else (r.closed_by_record_id or "a later report")}
+            for r in found]
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        state = f"closed {r['closed_at']} by {r['closed_by']}" if r["closed_at"] else "open"
+        where = f" {r['field']}" if r["field"] else ""
+        click.echo(f"#{r['id']} {r['item']} {r['source']} row {r['row']}{where}: {r['code']}: {r['message']} "
+                   f"[{state}]")
+    click.echo(f"{len(rows)} rejection(s)")
+
+
+@cli.group("conflicts")
+def conflicts_group() -> None:
+    """Two source units reporting the same fact differently (flagged, never silently overwritten)."""
+
+
+@conflicts_group.command("list")
+@click.option("--all", "all_states", is_flag=True, help="resolved and agreed ones too")
+@click.option("--item", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def list_conflicts(ctx: click.Context, all_states: bool, item: str | None, as_json: bool) -> None:
+    """Open conflicts: the fact, both reports and what differs."""
+    from node.conflicts import Conflicts
+
+    with open_node(ctx) as node:
+        found = Conflicts(node.store.engine, actor=node.config.id).list_conflicts(
+            state=None if all_states else "open", item=item)
+    if as_json:
+        emit_json([c.as_dict() for c in found])
+        return
+    for c in found:
+        click.echo(f"#{c.id} [{c.state}] {c.item} {c.fact_key}")
+        click.echo(f"    a: {c.record_a} rev {c.revision_a} from {c.source_unit_a}")
+        click.echo(f"    b: {c.record_b} rev {c.revision_b} from {c.source_unit_b}")
+        for name, (a, b) in c.differences.items():
+            click.echo(f"    {name}: a={a!r} b={b!r}")
+        if c.state != "open":
+            click.echo(f"    {c.state}: kept {c.kept_record_id or '-'}; {c.note}")
+    click.echo(f"{len(found)} conflict(s)")
+
+
+@conflicts_group.command("resolve")
+@click.argument("conflict_id", type=int)
+@click.option("--keep", required=True, help="record id of the report that is right")
+@click.option("--note", required=True, help="why (kept with the decision and in the audit log)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def resolve_conflict(ctx: click.Context, conflict_id: int, keep: str, note: str, as_json: bool) -> None:
+    """Record which report of a conflict is right."""
+    from node.conflicts import Conflicts
+
+    with open_node(ctx) as node:
+        c = Conflicts(node.store.engine, actor=node.config.id).resolve(conflict_id, keep=keep, note=note)
+    if as_json:
+        emit_json(c.as_dict())
+    else:
+        click.echo(f"conflict #{c.id} resolved: kept {c.kept_record_id}")
+
+
+@cli.group("report")
+def report_group() -> None:
+    """Reports about the node's data."""
+
+
+@report_group.command("sources")
+@click.option("--since", required=True, help="first day of the period (YYYY-MM-DD)")
+@click.option("--until", default=None, help="last day of the period (default: today)")
+@click.option("--within-days", default=7, show_default=True,
+              help="working days after the decision within which a report is on time")
+@click.option("--source", "source_unit", default=None, help="only this source unit")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True)
+@click.pass_context
+@handle_errors
+def report_sources(ctx: click.Context, since: str, until: str | None, within_days: int, source_unit: str | None,
+                   as_json: bool, as_csv: bool) -> None:
+    """Reporting assessment (绩效考核) per source unit and item: volume, refusals, timeliness, completeness."""
+    from node.assessment import COLUMNS, assess, working_days_for
+
+    try:
+        first = dt.date.fromisoformat(since)
+        last = dt.date.fromisoformat(until) if until else None
+    except ValueError:
+        raise UsageError("--since and --until are dates, YYYY-MM-DD", field="since") from None
+    if as_json and as_csv:
+        raise UsageError("--json or --csv, not both")
+    with open_node(ctx) as node:
+        calendar = working_days_for(str(node.config.path(node.config.lifecycle.calendar))
+                                    if node.config.lifecycle.calendar else "")
+        reports = assess(node.store.engine, node.catalog, since=first, until=last, within_days=within_days,
+                         calendar=calendar, source_unit=source_unit)
+    rows = [r.as_dict() for r in reports]
+    if as_json:
+        emit_json({"since": first.isoformat(), "until": last.isoformat() if last else None,
+                   "within_days": within_days, "sources": rows})
+    elif as_csv:
+        sys.stdout.write("\ufeff")  # Excel reads a BOM-less CSV as the local code page
+        w = csv.DictWriter(sys.stdout, fieldnames=list(COLUMNS), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        for r in rows:
+            t = "-" if r["timeliness"] is None else f"{float(r['timeliness']):.0%}"  # type: ignore[arg-type]
+            c = "-" if r["completeness"] is None else f"{float(r['completeness']):.0%}"  # type: ignore[arg-type]
+            click.echo(f"{r['source_unit']} {r['item']}: {r['reported']} reported ({r['new_records']} new), "
+                       f"{r['refused']} refused ({float(r['refused_rate']):.1%}), "  # type: ignore[arg-type]
+                       f"on time {t} ({r['late']} late), optional fields {c}")
+        if not rows:
+            click.echo("no reports in the period")
