@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from node.catalog import Catalog, load_catalog
 from node.config import NodeConfig
+from node.conflicts import Conflicts
 from node.errors import NodeError
 from node.identity import LoadedIdentity, load_identity
 from node.inbox import Inbox
@@ -65,6 +66,17 @@ def load_trust(config: NodeConfig, identity: LoadedIdentity) -> TrustStore:
     return trust
 
 
+def conflict_detection(config: NodeConfig, store: Store) -> Conflicts | None:
+    """Where facts arrive from several source units, note them and flag disagreements.
+
+    A department node reports for its own unit only, so two units can never meet there (unless
+    ``validation.allow_other_units``): it is spared the index write per record.
+    """
+    if config.level == "department" and not config.validation.allow_other_units:
+        return None
+    return Conflicts(store.engine, actor=config.id)
+
+
 def build_node(config: NodeConfig, *, migrate_store: bool = True) -> Node:
     catalog = load_catalog(config.path(config.catalog.path))
     identity = load_identity(config.path(config.identity.dir))
@@ -96,6 +108,7 @@ def build_runtime(node: Node) -> Runtime:
     Started in this order, stopped in reverse: the contacts are flushed after the server drained.
     grpc is imported here, not at the top, so the one-shot CLI commands do not pay for it.
     """
+    from adapters import build_runners
     from node import federation
     from node.transport.admin_service import AdminService
     from node.transport.contacts import PeerContacts, relations_of
@@ -122,4 +135,5 @@ def build_runtime(node: Node) -> Runtime:
                         grace_s=cfg.server.grace_s)
     # Stopped in reverse: the server stops taking records, then the federation's consumers and
     # forwarder; query stops after the server (it closes peer channels).
-    return Runtime(node, [contacts, query, *federation.extensions(node), server])
+    # The adapters come last, so they are the first to stop: no new input while the rest drains.
+    return Runtime(node, [contacts, query, *federation.extensions(node), server, *build_runners(node)])
