@@ -154,8 +154,14 @@ def observe(conn: Connection, facts: Sequence[Fact], *, now_ms: int | None = Non
                 open_pairs[(rid, fact.record_id)] = open_pairs[(fact.record_id, rid)] = cid
                 opened += 1
             elif diff and existing is not None:
-                conn.execute(update(conflicts_table).where(c.id == existing).values(
-                    differences=_json(_oriented(conn, existing, fact, diff)), detected_at_ms=now))
+                # Still disagreeing after a new revision: keep one conflict, show what differs now.
+                if _side_a(conn, existing, fact):
+                    conn.execute(update(conflicts_table).where(c.id == existing).values(
+                        differences=_json({k: [v[1], v[0]] for k, v in diff.items()}), revision_a=fact.revision,
+                        detected_at_ms=now))
+                else:
+                    conn.execute(update(conflicts_table).where(c.id == existing).values(
+                        differences=_json(diff), revision_b=fact.revision, detected_at_ms=now))
             elif existing is not None:
                 conn.execute(update(conflicts_table).where(c.id == existing).values(
                     state="agreed", resolved_at_ms=now, note="the sources agree again"))
@@ -173,10 +179,10 @@ def observe(conn: Connection, facts: Sequence[Fact], *, now_ms: int | None = Non
     return opened
 
 
-def _oriented(conn: Connection, cid: int, fact: Fact, diff: dict[str, list[str]]) -> dict[str, list[str]]:
-    """``diff`` is (other, this); flip it when this fact is side a of the stored conflict."""
+def _side_a(conn: Connection, cid: int, fact: Fact) -> bool:
+    """Whether ``fact`` is the first report (side a) of the stored conflict ``cid``."""
     ra = conn.execute(select(conflicts_table.c.record_a).where(conflicts_table.c.id == cid)).scalar_one()
-    return {k: [v[1], v[0]] for k, v in diff.items()} if ra == fact.record_id else diff
+    return bool(ra == fact.record_id)
 
 
 def _json(value: object) -> str:
