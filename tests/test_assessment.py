@@ -1,0 +1,128 @@
+"""Reporting assessment (绩效考核) over a real store: counts, refusals, timeliness, completeness."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from node import identity
+from node.app import Node, build_node
+from node.assessment import CHINA, Weekdays, assess, optional_fields, working_days_for
+from node.config import load_config
+from node.ingest import Ingest, Preparer
+from node.provisioning import init_node
+from node.routing import Router
+from node.sampledata import penalty_rows, unit_uscc
+from node.tabular import SourceRow
+from node.validation import Validator
+
+UNIT = unit_uscc("330102", "MB000001")
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def at(day: str, hour: int = 10) -> int:
+    return int(dt.datetime.combine(dt.date.fromisoformat(day), dt.time(hour), CHINA).timestamp() * 1000)
+
+
+@pytest.fixture
+def dept(tmp_path: pathlib.Path) -> tuple[pathlib.Path, Node]:
+    ca = identity.init_ca(tmp_path / "ca")
+    cfg = init_node(tmp_path / "n", node_id="dept:330102:scjgj", level="department", unit=UNIT, ca_dir=ca)
+    node = build_node(load_config(cfg))
+    yield cfg, node
+    node.close()
+
+
+def report(node: Node, rows: list[dict[str, str]], *, on: str, batch: str) -> None:
+    """Ingest ``rows`` as if reported on day ``on`` (the node's clock set to that day)."""
+    clock = lambda: at(on)  # noqa: E731
+    validator = Validator(node.catalog, source_unit=UNIT)
+    preparer = Preparer(node_id=node.config.id, catalog=node.catalog, validator=validator, clock=clock)
+    ingest = Ingest(preparer=preparer, signer=node.signer, store=node.store,
+                    router=Router(node.config.id, None), clock=clock)
+    item = node.catalog.item("admin_penalty")
+    ingest.ingest_batch(item, [SourceRow(i + 1, r) for i, r in enumerate(rows)], source="penalties.csv", batch_id=batch)
+
+
+def decided(rows: list[dict[str, str]], day: str) -> list[dict[str, str]]:
+    return [{**r, "CF_JDRQ": day, "CF_YXQ": "2027-12-31"} for r in rows]
+
+
+def test_counts_refusals_timeliness_and_completeness(dept):
+    _cfg, node = dept
+    rows = list(penalty_rows(10, source_unit=UNIT))
+    report(node, decided(rows[:4], "2026-01-05"), on="2026-01-09", batch="b1")  # 4 working days: on time
+    report(node, decided(rows[4:6], "2026-01-05"), on="2026-01-20", batch="b2")  # 11 working days: late
+    bad = decided(rows[6:8], "2026-01-05")
+    bad[0]["CF_CFLB"] = "批评教育"
+    bad[1]["CF_WSH"] = ""
+    report(node, bad, on="2026-01-20", batch="b3")
+    report(node, bad, on="2026-01-21", batch="b4")  # the same bad rows again: still two refused rows
+    changed = decided(rows[:1], "2026-01-05")
+    changed[0]["BZ"] = "补充备注"
+    report(node, changed, on="2026-02-02", batch="b5")  # a change: reported, not a new record
+    (r,) = assess(node.store.engine, node.catalog, since=dt.date(2026, 1, 1), calendar=Weekdays())
+    assert (r.source_unit, r.item) == (UNIT, "admin_penalty")
+    assert (r.reported, r.new_records, r.refused) == (7, 6, 2)
+    assert r.refused_rate == round(2 / 9, 4)
+    assert (r.timely, r.late, r.undated) == (4, 2, 0)
+    assert r.mean_delay_days == round((4 * 4 + 2 * 11) / 6, 2)
+    optional = optional_fields(node.catalog.item("admin_penalty"))
+    assert "BZ" in optional and "CF_WSH" not in optional and "CF_XDR_SHXYM" not in optional
+    assert 0 < r.completeness < 1  # type: ignore[operator]
+    assert (r.first_reported, r.last_reported) == ("2026-01-09", "2026-02-02")
+    # The period bounds what counts.
+    (later,) = assess(node.store.engine, node.catalog, since=dt.date(2026, 1, 21), calendar=Weekdays())
+    assert (later.reported, later.new_records, later.refused) == (1, 0, 2)
+    assert assess(node.store.engine, node.catalog, since=dt.date(2026, 3, 1)) == []
+
+
+def test_the_holiday_calendar_decides_timeliness(dept):
+    _cfg, node = dept
+    rows = decided(list(penalty_rows(1, source_unit=UNIT)), "2026-02-13")  # the Friday before 春节
+    report(node, rows, on="2026-02-26", batch="spring")
+    (weekdays,) = assess(node.store.engine, node.catalog, since=dt.date(2026, 2, 1), calendar=Weekdays())
+    assert (weekdays.timely, weekdays.late, weekdays.mean_delay_days) == (0, 1, 9.0)
+    # 2026-02-14 is a make-up working day, 02-15…02-23 are holidays: 4 working days.
+    (calendar,) = assess(node.store.engine, node.catalog, since=dt.date(2026, 2, 1), calendar=working_days_for())
+    assert (calendar.timely, calendar.late, calendar.mean_delay_days) == (1, 0, 4.0)
+
+
+def test_weekdays_counts_after_a_up_to_b():
+    w = Weekdays()
+    monday = dt.date(2026, 1, 5)
+    assert w.working_days_between(monday, monday) == 0
+    assert w.working_days_between(monday, dt.date(2026, 1, 9)) == 4
+    assert w.working_days_between(dt.date(2026, 1, 9), dt.date(2026, 1, 12)) == 1  # Friday → Monday
+    assert w.working_days_between(monday, dt.date(2026, 1, 26)) == 15
+    assert w.working_days_between(dt.date(2026, 1, 26), monday) == -15
+
+
+def test_report_sources_cli_json_and_csv(dept):
+    cfg, node = dept
+    report(node, decided(list(penalty_rows(3, source_unit=UNIT)), "2026-01-05"), on="2026-01-06", batch="x")
+    node.close()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "node", "--config", str(cfg), "report", "sources", *args],
+                              capture_output=True, text=True, cwd=REPO, check=False)
+
+    as_json = cli("--since", "2026-01-01", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    assert data["within_days"] == 7 and data["sources"][0]["reported"] == 3 and data["sources"][0]["timely"] == 3
+    as_csv = cli("--since", "2026-01-01", "--csv")
+    assert as_csv.stdout.startswith("\ufeff")
+    (row,) = list(csv.DictReader(io.StringIO(as_csv.stdout.lstrip("\ufeff"))))
+    assert row["source_unit"] == UNIT and row["reported"] == "3"
+    text = cli("--since", "2026-01-01")
+    assert "3 reported (3 new)" in text.stdout
+    bad = cli("--since", "January")
+    assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
