@@ -1,0 +1,132 @@
+"""Department systems pushing over gRPC with mutual TLS: the client, ``credit-node submit``, the acks."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest_values import UNIT
+
+from adapters.api_client import Pusher
+from node import identity
+from node.app import Node, build_node, build_runtime
+from node.config import load_config
+from node.provisioning import init_node
+from node.runtime import Runtime
+from node.sampledata import penalty_rows, write_csv
+from node.transport.grpc_server import GrpcServer
+
+SOURCE_ID = "source:330102:scjgj-xzcf"
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def served(tmp_path: pathlib.Path) -> Iterator[tuple[Node, str, pathlib.Path, pathlib.Path]]:
+    """A department node serving on a free port, and the identity of a source system registered with it."""
+    ca = identity.init_ca(tmp_path / "ca")
+    cfg = init_node(tmp_path / "node", node_id="dept:330102:scjgj", level="department", unit=UNIT, ca_dir=ca)
+    with cfg.open("a", encoding="utf-8") as fh:
+        fh.write(f"sources:\n- id: {SOURCE_ID}\n  units: [{UNIT}]\n")
+    source_dir = identity.issue(ca, SOURCE_ID, "source", tmp_path / "source-identity")
+    node = build_node(load_config(cfg))
+    runtime: Runtime = build_runtime(node)
+    runtime.start()
+    try:
+        yield node, runtime.extension(GrpcServer).address, source_dir, cfg
+    finally:
+        runtime.stop()
+        node.close()
+
+
+def rows_with_mistakes(n: int) -> list[tuple[int, dict[str, str]]]:
+    rows = [(i + 10, r) for i, r in enumerate(penalty_rows(n, source_unit=UNIT))]
+    rows[2][1]["CF_CFLB"] = "批评教育"
+    rows[5][1]["CF_JDRQ"] = "2024-02-30"
+    return rows
+
+
+def test_push_answers_every_row_by_the_callers_row_number(served: Any):
+    node, address, source_dir, _cfg = served
+    rows = rows_with_mistakes(30)
+    with Pusher(address, source_dir, batch=7, window=2) as pusher:
+        acks = list(pusher.push("admin_penalty", rows))
+        assert [a.row for a in acks] == [n for n, _r in rows]
+        assert [a.row for a in acks if a.outcome == "rejected"] == [12, 15]
+        by_row = {a.row: a for a in acks}
+        assert by_row[12].problems[0].field == "CF_CFLB" and by_row[12].problems[0].code.startswith("E_")
+        assert by_row[15].problems[0].field == "CF_JDRQ"
+        assert all(a.record_id for a in acks if a.outcome == "accepted")
+        again = list(pusher.push("admin_penalty", rows))  # the same batch again: nothing new
+    assert {a.outcome for a in again} == {"duplicate", "rejected"}
+    assert sum(node.store.records.counts().values()) == 28
+    # The refusals stay visible to the department until corrected, once each.
+    assert {r.field for r in node.store.rejections.list_rejections(UNIT)} == {"CF_CFLB", "CF_JDRQ"}
+
+
+def test_push_streams_many_rows_in_a_bounded_window(served: Any):
+    node, address, source_dir, _cfg = served
+    rows = ((i + 1, r) for i, r in enumerate(penalty_rows(3000, source_unit=UNIT, seed=11)))
+    with Pusher(address, source_dir, batch=250, window=2) as pusher:
+        outcomes = [a.outcome for a in pusher.push("admin_penalty", rows)]
+    assert outcomes.count("accepted") == 3000
+    assert sum(node.store.records.counts().values()) == 3000
+
+
+def test_an_unknown_item_is_refused_per_row(served: Any):
+    _node, address, source_dir, _cfg = served
+    with Pusher(address, source_dir) as pusher:
+        (ack,) = pusher.push("no_such_item", [(1, {"X": "1"})])
+    assert ack.outcome == "rejected" and ack.problems[0].code == "E_UNKNOWN_ITEM"
+
+
+def _submit(address: str, source_dir: pathlib.Path, *args: str, stdin: str | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "node", "submit", *args, "--item", "admin_penalty",
+                           "--target", address, "--identity", str(source_dir), "--json"],
+                          input=stdin, capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
+
+
+def test_submit_a_csv_file_reports_refusals_by_file_row(served: Any, tmp_path: pathlib.Path):
+    node, address, source_dir, cfg = served
+    item = node.catalog.item("admin_penalty")
+    rows = [r for _n, r in rows_with_mistakes(12)]
+    path = tmp_path / "penalties.csv"
+    write_csv(path, item, iter(rows), encoding="gbk")
+    with path.open("a", encoding="gbk", newline="") as fh:
+        fh.write('"unterminated,row\n')  # the client refuses what it cannot read, without sending it
+    done = _submit(address, source_dir, str(path))
+    assert done.returncode == 1, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["accepted"], out["rejected"]) == (10, 3)
+    refused_rows = sorted({r["row"] for r in out["rejections"]})
+    assert refused_rows[:2] == [4, 7]  # file rows: the header is row 1
+    assert sum(node.store.records.counts().values()) == 10
+    listed = subprocess.run([sys.executable, "-m", "node", "--config", str(cfg), "rejections", "list",
+                             "--source", UNIT, "--open", "--json"], capture_output=True, text=True, cwd=REPO,
+                            check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert {r["field"] for r in json.loads(listed.stdout)} == {"CF_CFLB", "CF_JDRQ"}
+
+
+def test_submit_json_lines_from_stdin(served: Any):
+    _node, address, source_dir, _cfg = served
+    lines = [json.dumps(r, ensure_ascii=False) for r in penalty_rows(5, source_unit=UNIT, seed=5)]
+    lines.insert(2, "this is not json")
+    done = _submit(address, source_dir, "-", stdin="\n".join(lines) + "\n")
+    out = json.loads(done.stdout)
+    assert (out["accepted"], out["rejected"]) == (5, 1)
+    assert out["rejections"][0]["row"] == 3 and out["rejections"][0]["code"] == "E_ROW_MALFORMED"
+    again = json.loads(_submit(address, source_dir, "-", stdin="\n".join(lines) + "\n").stdout)
+    assert again["duplicates"] == 5
+
+
+def test_a_node_certificate_cannot_push_unsigned_records(served: Any, tmp_path: pathlib.Path):
+    _node, address, _source_dir, _cfg = served
+    with Pusher(address, tmp_path / "node" / "identity") as pusher:
+        (ack,) = pusher.push("admin_penalty", [(1, next(iter(penalty_rows(1, source_unit=UNIT))))])
+    assert ack.outcome == "rejected" and ack.problems[0].code == "E_NOT_AUTHORIZED"
