@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import csv
+import os
 import pathlib
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 
 import openpyxl
@@ -231,3 +236,28 @@ def test_item_is_taken_from_the_longest_matching_prefix(dept: Node):
     assert item_from_filename("行政许可（11月）.xlsx", cat) == "admin_license"
     assert item_from_filename("admin_penaltyX.csv", cat) is None
     assert item_from_filename("report.csv", cat) is None
+
+
+def test_credit_node_start_runs_the_configured_drop_folder(make_node, tmp_path: pathlib.Path):
+    cfg, node = make_node(extra_yaml="adapters:\n- kind: file\n  dir: drop\n  interval_s: 0.2\n")
+    folder = cfg.parent / "drop"
+    node.close()
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen([sys.executable, "-m", "node", "--config", str(cfg), "start", "--port-file",
+                             str(port_file), "--log-level", "WARNING"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while not port_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)  # waiting for another process to start: bounded by the deadline
+        assert port_file.exists(), proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
+        write_penalties(tmp_path / "x.csv", node, 25, bad_every=5)
+        os.replace(tmp_path / "x.csv", folder / "admin_penalty_x.csv")
+        while not (folder / "done" / "admin_penalty_x.csv").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (folder / "done" / "admin_penalty_x.csv").exists()
+        assert len({r["row"] for r in read_result(folder / "admin_penalty_x.csv.result.csv")}) == 5
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
