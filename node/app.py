@@ -18,12 +18,12 @@ from node.conflicts import Conflicts
 from node.errors import NodeError
 from node.identity import LoadedIdentity, load_identity
 from node.inbox import Inbox
-from node.ingest import ImportSummary, Ingest
+from node.ingest import ImportSummary, Ingest, Preparer
+from node.pipeline import PrepareSpec, import_file, new_batch_id
 from node.routing import Router
 from node.runtime import Runtime
 from node.signing import Signer, Verifier
 from node.store import Store, migrate, open_engine
-from node.tabular import HeaderMap, read_table
 from node.truststore import TrustStore
 from node.validation import Validator
 
@@ -53,10 +53,18 @@ class Node:
                     on_bytes: Callable[[int], None] | None = None,
                     progress: Callable[[int], None] | None = None) -> ImportSummary:
         """Import one CSV/XLSX file of catalogue item ``item_code`` (streamed, batch by batch)."""
-        item = self.catalog.item(item_code)
-        headers = HeaderMap(item.header_map(), frozenset(f.code for f in item.fields if f.required))
-        rows = read_table(path, headers, encoding=encoding, on_bytes=on_bytes)
-        return self.ingest.import_rows(item, rows, source=path.name, progress=progress)
+        cfg = self.config
+        self.catalog.item(item_code)  # an unknown item is a usage error before any work starts
+        spec = PrepareSpec(node_id=cfg.id, catalog_path=str(cfg.path(cfg.catalog.path)),
+                           uscc_allowlist=cfg.validation.uscc_allowlist, source_unit=self.own_unit,
+                           allow_other_units=cfg.validation.allow_other_units, item=item_code,
+                           path=str(path), encoding=encoding, batch_id=new_batch_id())
+        return import_file(self.ingest, spec, size=path.stat().st_size, on_bytes=on_bytes, progress=progress)
+
+    @property
+    def own_unit(self) -> str:
+        """The source unit rows must name: a department reports only for itself."""
+        return self.config.unit if self.config.level == "department" else ""
 
 
 def load_trust(config: NodeConfig, identity: LoadedIdentity) -> TrustStore:
@@ -94,8 +102,9 @@ def build_node(config: NodeConfig, *, migrate_store: bool = True) -> Node:
                           source_unit=config.unit if config.level == "department" else "",
                           allow_other_units=config.validation.allow_other_units)
     router = Router(config.id, config.parent.id if config.parent else None)
-    ingest = Ingest(node_id=config.id, catalog=catalog, validator=validator, signer=signer,
-                    store=store, router=router)
+    preparer = Preparer(node_id=config.id, catalog=catalog, validator=validator)
+    ingest = Ingest(preparer=preparer, signer=signer, store=store, router=router,
+                    conflicts=conflict_detection(config, store))
     inbox = Inbox(node_id=config.id, catalog=catalog, validator=validator, verifier=verifier, trust=trust,
                   store=store, router=router, children=config.children)
     return Node(config=config, catalog=catalog, identity=identity, trust=trust, store=store,

@@ -1,10 +1,12 @@
 """The main path for records a source reports here: validate → sign → store + outbox.
 
-Rows arrive from a file (``credit-node import``), an adapter or an unsigned gRPC submission. Each
-batch is validated (清洗比对), turned into record bodies serialised once, signed with one Merkle
-batch signature as this node's source unit (谁产生谁负责), and written with its outbox rows and
-its audit event in one transaction. Re-reporting the same fact stores nothing new; a changed fact
-becomes the next revision of the same record.
+Rows arrive from a file (``credit-node import``), an adapter or an unsigned gRPC submission. A
+batch is first *prepared* (pure CPU: validation 清洗比对, record ids, body bytes serialised once)
+and then *committed* (heads looked up, one Merkle batch signature as this node's source unit —
+谁产生谁负责 —, records, outbox rows, rejections and the audit event in one transaction).
+The two halves are separate so a big file can be prepared in a worker process while the previous
+batch commits (``node/pipeline.py``). Re-reporting the same fact stores nothing new; a changed
+fact becomes the next revision of the same record.
 """
 
 from __future__ import annotations
@@ -12,19 +14,20 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from node.catalog import Catalog, Item
+from node.conflicts import Conflicts, fact_of
 from node.errors import Problem
 from node.records import body_digest, content_digest, make_record_id, pb
 from node.routing import Router
 from node.signing import Signer
 from node.store import Store
 from node.store.records import AuditEvent, OutboxEntry, RecordRow
-from node.store.rejections import RejectionRow
+from node.store.rejections import RejectionRow, row_key
 from node.tabular import SourceRow
-from node.validation import Checked, Validator
+from node.validation import Validator
 
 BATCH_ROWS = 2000
 
@@ -40,14 +43,16 @@ class ImportSummary:
     duplicates: int = 0
     rejected: int = 0
     warnings: int = 0
-    problems: list[Problem] = field(default_factory=list)  # first problems only, for terminals
-    record_ids: list[tuple[str, int]] = field(default_factory=list)  # kept only when asked
 
-    def add(self, other: ImportSummary) -> None:
-        self.accepted += other.accepted
-        self.duplicates += other.duplicates
-        self.rejected += other.rejected
-        self.warnings += other.warnings
+    def count(self, outcomes: Iterable[RowOutcome]) -> None:
+        for o in outcomes:
+            if o.outcome == "accepted":
+                self.accepted += 1
+            elif o.outcome == "duplicate":
+                self.duplicates += 1
+            else:
+                self.rejected += 1
+            self.warnings += sum(1 for p in o.problems if p.warning)
 
 
 @dataclass(frozen=True)
@@ -61,150 +66,199 @@ class RowOutcome:
     problems: tuple[Problem, ...] = ()
 
 
-class Ingest:
-    def __init__(self, *, node_id: str, catalog: Catalog, validator: Validator, signer: Signer,
-                 store: Store, router: Router, clock: Callable[[], int] = now_ms,
-                 keep_problems: int = 1000) -> None:
-        self._node_id = node_id
-        self._catalog = catalog
+@dataclass(frozen=True)
+class Prepared:
+    """A valid row, ready to sign: its body assumes revision 1 until the heads say otherwise."""
+
+    index: int
+    row: int
+    record_id: str
+    content_digest: bytes
+    body: bytes
+    key: str
+    subject_code: str
+    subject_kind: str
+    source_unit: str
+    decision_date: str
+    warnings: tuple[Problem, ...]
+
+
+@dataclass
+class PreparedBatch:
+    """The CPU half of a batch; picklable, so a worker process can make it."""
+
+    item: str
+    size: int
+    prepared: list[Prepared] = field(default_factory=list)
+    outcomes: dict[int, RowOutcome] = field(default_factory=dict)
+    rejections: list[RejectionRow] = field(default_factory=list)
+
+
+class Preparer:
+    """Validation and body building for one node: pure CPU, no store."""
+
+    def __init__(self, *, node_id: str, catalog: Catalog, validator: Validator,
+                 clock: Callable[[], int] = now_ms) -> None:
+        self.node_id = node_id
+        self.catalog = catalog
         self._validator = validator
+        self._clock = clock
+
+    def prepare(self, item: Item, rows: Sequence[SourceRow], *, source: str, batch_id: str) -> PreparedBatch:
+        now = self._clock()
+        out = PreparedBatch(item=item.code, size=len(rows))
+        first_seen: dict[str, tuple[int, bytes]] = {}
+        check = self._validator.check
+        for idx, row in enumerate(rows):
+            if row.problem is not None:
+                out.outcomes[idx] = RowOutcome(row.row, "rejected", problems=(row.problem,))
+                out.rejections.append(_rejection(batch_id, source, item, row.row, row_key(source, row.row),
+                                                 self._validator.source_unit, row.problem, now))
+                continue
+            c = check(item, row.values, row.row)
+            if not c.ok:
+                out.outcomes[idx] = RowOutcome(row.row, "rejected", problems=c.problems)
+                key = _refusal_key(item, c.key, c.problems, source, row.row)
+                out.rejections.extend(_rejection(batch_id, source, item, row.row, key, c.source_unit, p, now)
+                                      for p in c.problems if not p.warning)
+                continue
+            rid = make_record_id(item.code, c.source_unit, c.key)
+            digest = content_digest(item.code, c.source_unit, c.fields)
+            # One fact twice in a batch: an identical repeat is a duplicate, a different one is
+            # refused (the source must say which is right).
+            seen = first_seen.get(rid)
+            if seen is not None:
+                if seen[1] == digest:
+                    out.outcomes[idx] = RowOutcome(row.row, "duplicate", rid, 0, c.problems)
+                else:
+                    p = Problem("E_DUPLICATE_KEY", item.key_fields[0] if item.key_fields else "",
+                                f"the same fact ({c.key.replace(chr(31), ' ')}) appears at row {seen[0]} "
+                                "with other values", row=row.row)
+                    out.outcomes[idx] = RowOutcome(row.row, "rejected", rid, 0, (p,))
+                    out.rejections.append(_rejection(batch_id, source, item, row.row, c.key, c.source_unit,
+                                                     p, now))
+                continue
+            first_seen[rid] = (row.row, digest)
+            body = pb.RecordBody(
+                record_id=rid, revision=1, item=item.code, catalog_version=self.catalog.version,
+                subject_code=c.subject_code, subject_kind=c.subject_kind, subject_name=c.subject_name,
+                source_unit=c.source_unit, origin_node=self.node_id, reported_at_ms=now, status="active",
+                decision_date=c.decision_date)
+            add = body.fields.add
+            for name, value in c.fields:
+                add(name=name, value=value)
+            out.prepared.append(Prepared(idx, row.row, rid, digest, body.SerializeToString(), c.key,
+                                         c.subject_code, c.subject_kind, c.source_unit, c.decision_date,
+                                         c.problems))
+        return out
+
+
+class Ingest:
+    def __init__(self, *, preparer: Preparer, signer: Signer, store: Store, router: Router,
+                 clock: Callable[[], int] = now_ms, conflicts: Conflicts | None = None) -> None:
+        self.preparer = preparer
+        self._conflicts = conflicts  # None where one source unit reports everything (a department)
         self._signer = signer
         self._store = store
         self._router = router
         self._clock = clock
-        self._keep_problems = keep_problems
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.preparer.catalog
 
     def import_rows(self, item: Item, rows: Iterable[SourceRow], *, source: str,
                     progress: Callable[[int], None] | None = None,
                     batch_rows: int = BATCH_ROWS) -> ImportSummary:
         """Import a stream of rows in bounded batches; each batch commits on its own."""
         total = ImportSummary(batch_id=uuid.uuid4().hex)
-        for chunk in _chunks(rows, batch_rows):
-            outcomes = self.ingest_batch(item, chunk, source=source, batch_id=total.batch_id)
-            for o in outcomes:
-                if o.outcome == "accepted":
-                    total.accepted += 1
-                elif o.outcome == "duplicate":
-                    total.duplicates += 1
-                else:
-                    total.rejected += 1
-                for p in o.problems:
-                    if p.warning:
-                        total.warnings += 1
-                    if len(total.problems) < self._keep_problems:
-                        total.problems.append(p)
+        for chunk in chunks(rows, batch_rows):
+            total.count(self.ingest_batch(item, chunk, source=source, batch_id=total.batch_id))
             if progress is not None:
                 progress(len(chunk))
         return total
 
     def ingest_batch(self, item: Item, rows: Sequence[SourceRow], *, source: str,
-                     batch_id: str) -> list[RowOutcome]:
+                     batch_id: str, meta: Mapping[str, str] | None = None) -> list[RowOutcome]:
+        """One batch; ``meta`` (an adapter's position in its source) commits with it, atomically."""
+        return self.commit(item, self.preparer.prepare(item, rows, source=source, batch_id=batch_id),
+                           source=source, batch_id=batch_id, meta=meta)
+
+    def commit(self, item: Item, batch: PreparedBatch, *, source: str, batch_id: str,
+               meta: Mapping[str, str] | None = None) -> list[RowOutcome]:
         now = self._clock()
-        outcomes: dict[int, RowOutcome] = {}
-        checked: list[tuple[int, SourceRow, Checked]] = []
-        rejections: list[RejectionRow] = []
-        for idx, row in enumerate(rows):
-            if row.problem is not None:
-                outcomes[idx] = RowOutcome(row.row, "rejected", problems=(row.problem,))
-                rejections.append(self._rejection(batch_id, source, item, row.row, f"row:{row.row}",
-                                                  "", row.problem, now))
-                continue
-            c = self._validator.check(item, row.values, row.row)
-            if not c.ok:
-                outcomes[idx] = RowOutcome(row.row, "rejected", problems=c.problems)
-                key = c.key or f"row:{row.row}"
-                rejections.extend(self._rejection(batch_id, source, item, row.row, key, c.source_unit, p, now)
-                                  for p in c.problems if not p.warning)
-                continue
-            checked.append((idx, row, c))
-
-        # One fact reported twice in the same batch: the first row wins, an identical repeat is a
-        # duplicate, a different one is refused (the source must say which is right).
-        by_id: dict[str, tuple[int, bytes]] = {}
-        fresh: list[tuple[int, SourceRow, Checked, str, bytes]] = []
-        for idx, row, c in checked:
-            rid = make_record_id(item.code, c.source_unit, c.key)
-            digest = content_digest(item.code, c.source_unit, c.fields)
-            seen = by_id.get(rid)
-            if seen is None:
-                by_id[rid] = (row.row, digest)
-                fresh.append((idx, row, c, rid, digest))
-            elif seen[1] == digest:
-                outcomes[idx] = RowOutcome(row.row, "duplicate", rid, 0, c.problems)
+        outcomes = batch.outcomes
+        heads = self._store.records.heads([p.record_id for p in batch.prepared]) if batch.prepared else {}
+        pending: list[tuple[Prepared, bytes, int]] = []
+        for p in batch.prepared:
+            head = heads.get(p.record_id)
+            if head is None:
+                pending.append((p, p.body, 1))
+            elif head.content_digest == p.content_digest:
+                outcomes[p.index] = RowOutcome(p.row, "duplicate", p.record_id, head.revision, p.warnings)
             else:
-                p = Problem("E_DUPLICATE_KEY", item.key_fields[0] if item.key_fields else "",
-                            f"the same fact ({c.key}) appears again at row {seen[0]} with other values",
-                            row=row.row)
-                outcomes[idx] = RowOutcome(row.row, "rejected", rid, 0, (p,))
-                rejections.append(self._rejection(batch_id, source, item, row.row, c.key, c.source_unit, p, now))
+                changed = pb.RecordBody()
+                changed.ParseFromString(p.body)
+                changed.revision = head.revision + 1
+                changed.reason = "source report changed"
+                changed.supersedes_digest = head.body_digest.hex()
+                pending.append((p, changed.SerializeToString(), head.revision + 1))
+        if not pending:
+            if batch.rejections or meta:
+                self._store.records.append([], rejections=batch.rejections, meta=meta)
+            return [outcomes[i] for i in range(batch.size)]
 
-        heads = self._store.records.heads([f[3] for f in fresh]) if fresh else {}
-        bodies: list[bytes] = []
-        pending: list[tuple[int, SourceRow, Checked, str, bytes, int]] = []
-        for idx, row, c, rid, digest in fresh:
-            head = heads.get(rid)
-            if head is not None and head.content_digest == digest:
-                outcomes[idx] = RowOutcome(row.row, "duplicate", rid, head.revision, c.problems)
-                continue
-            revision = 1 if head is None else head.revision + 1
-            body = pb.RecordBody(
-                record_id=rid, revision=revision, item=item.code, catalog_version=self._catalog.version,
-                subject_code=c.subject_code, subject_kind=c.subject_kind, subject_name=c.subject_name,
-                source_unit=c.source_unit, origin_node=self._node_id,
-                fields=[pb.Field(name=n, value=v) for n, v in c.fields], reported_at_ms=now,
-                status="active", decision_date=c.decision_date,
-                reason="" if head is None else "source report changed",
-                supersedes_digest="" if head is None else head.body_digest.hex(),
-            ).SerializeToString()
-            bodies.append(body)
-            pending.append((idx, row, c, rid, digest, revision))
-
-        if pending:
-            self._store_signed(item, bodies, pending, outcomes, rejections, source, batch_id, now)
-        elif rejections:
-            self._store.records.append([], rejections=rejections)
-        return [outcomes[i] for i in range(len(rows))]
-
-    def _store_signed(self, item: Item, bodies: list[bytes],
-                      pending: list[tuple[int, SourceRow, Checked, str, bytes, int]],
-                      outcomes: dict[int, RowOutcome], rejections: list[RejectionRow],
-                      source: str, batch_id: str, now: int) -> None:
-        sigs = self._signer.sign_origin(bodies, now_ms=now)
+        sigs = self._signer.sign_origin([b for _p, b, _r in pending], now_ms=now)
         dests = self._router.upward(item.routing.up_to, item.routing.rule_id)
+        node_id, version = self.preparer.node_id, self.preparer.catalog.version
         rows: list[RecordRow] = []
         outbox: list[OutboxEntry] = []
-        for body, sig, (_idx, _row, c, rid, digest, revision) in zip(bodies, sigs, pending, strict=True):
+        for (p, body, revision), sig in zip(pending, sigs, strict=True):
             signed = pb.SignedRecord(body=body, chain=[sig]).SerializeToString()
             rows.append(RecordRow(
-                record_id=rid, revision=revision, item=item.code, subject_code=c.subject_code,
-                subject_kind=c.subject_kind, source_unit=c.source_unit, origin_node=self._node_id,
-                status="active", decision_date=c.decision_date, body=body, body_digest=body_digest(body),
-                content_digest=digest, signed=signed, received_at_ms=now, received_from="",
-                catalog_version=self._catalog.version))
-            outbox.extend(OutboxEntry(rid, revision, d.node_id, d.rule_id) for d in dests)
-        root = hashlib.sha256(b"".join(r.body_digest for r in rows)).hexdigest()
-        audit = AuditEvent(actor=self._node_id, action="import", subject=batch_id,
-                           detail={"item": item.code, "source": source, "stored": len(rows), "digest": root})
-        closing = [(item.code, c.source_unit, c.key, rid) for (_i, _r, c, rid, _d, _v) in pending]
-        result = self._store.records.append(rows, outbox=outbox, audit=[audit], rejections=rejections,
-                                            close_rejections=closing)
+                record_id=p.record_id, revision=revision, item=item.code, subject_code=p.subject_code,
+                subject_kind=p.subject_kind, source_unit=p.source_unit, origin_node=node_id, status="active",
+                decision_date=p.decision_date, body=body, body_digest=body_digest(body),
+                content_digest=p.content_digest, signed=signed, received_at_ms=now, received_from="",
+                catalog_version=version))
+            outbox.extend(OutboxEntry(p.record_id, revision, d.node_id, d.rule_id) for d in dests)
+        digest = hashlib.sha256(b"".join(r.body_digest for r in rows)).hexdigest()
+        audit = AuditEvent(actor=node_id, action="import", subject=batch_id,
+                           detail={"item": item.code, "source": source, "stored": len(rows), "digest": digest})
+        closing = [(item.code, p.source_unit, k, p.record_id) for p, _b, _r in pending
+                   for k in (p.key, row_key(source, p.row))]
+        also = [self._conflicts.observer([fact_of(item, r.body) for r in rows])] if self._conflicts else []
+        result = self._store.records.append(rows, outbox=outbox, audit=[audit], rejections=batch.rejections,
+                                            close_rejections=closing, meta=meta, also=also)
         stored = set(result.stored)
-        for idx, row, c, rid, _digest, revision in pending:
-            if (rid, revision) in stored:
-                outcomes[idx] = RowOutcome(row.row, "accepted", rid, revision, c.problems)
-            else:
-                # Another writer stored this revision between our read of the heads and our commit.
-                outcomes[idx] = RowOutcome(row.row, "duplicate", rid, revision, c.problems)
-
-    @staticmethod
-    def _rejection(batch_id: str, source: str, item: Item, row: int, key: str, unit: str,
-                   p: Problem, now: int) -> RejectionRow:
-        return RejectionRow(batch_id=batch_id, source=source, source_unit=unit, item=item.code, row=row,
-                            record_key=key, field=p.field, code=p.code, message=p.message,
-                            created_at_ms=now)
+        for p, _body, revision in pending:
+            # Not stored: another writer stored this revision between our read of heads and commit.
+            outcome = "accepted" if (p.record_id, revision) in stored else "duplicate"
+            outcomes[p.index] = RowOutcome(p.row, outcome, p.record_id, revision, p.warnings)
+        return [outcomes[i] for i in range(batch.size)]
 
 
-def _chunks(rows: Iterable[SourceRow], size: int) -> Iterator[list[SourceRow]]:
+def _refusal_key(item: Item, key: str, problems: Sequence[Problem], source: str, row: int) -> str:
+    """The natural key of a refused row if it can be trusted, else the row's place in its source.
+
+    A key with an empty part, or built from a field that is itself wrong (a mistyped USCC), would
+    never match the corrected report; the row's place (``row:N@SOURCE``) will.
+    """
+    fields = {f for k in item.key_fields for f in (item.subject_code_fields.values() if k == "@subject_code"
+                                                    else (item.subject_kind_field,) if k == "@subject_kind"
+                                                    else (k,))}
+    if key and all(key.split("\x1f")) and not any(p.field in fields for p in problems if not p.warning):
+        return key
+    return row_key(source, row)
+
+
+def _rejection(batch_id: str, source: str, item: Item, row: int, key: str, unit: str,
+               p: Problem, now: int) -> RejectionRow:
+    return RejectionRow(batch_id=batch_id, source=source, source_unit=unit, item=item.code, row=row,
+                        record_key=key, field=p.field, code=p.code, message=p.message, created_at_ms=now)
+
+
+def chunks(rows: Iterable[SourceRow], size: int) -> Iterator[list[SourceRow]]:
     chunk: list[SourceRow] = []
     for r in rows:
         chunk.append(r)

@@ -1,0 +1,164 @@
+"""Receiving signed records from a child node: verify → authorise → re-check → store (idempotent).
+
+Shared by every transport (gRPC ``Exchange.Submit``, the AMQP consumer). The effect is
+exactly-once although delivery is at-least-once: a record already held (same id and revision,
+same body) is acknowledged as a duplicate without a second effect. The receiver stores first and
+acknowledges after commit, so a crash in between only causes a redelivery (DESIGN §2.5).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from node.catalog import Catalog
+from node.config import ChildConfig
+from node.errors import NodeError, Problem
+from node.records import body_digest, content_digest, decode_body, make_record_id, pb
+from node.routing import Router
+from node.signing import Verifier
+from node.store import Store
+from node.store.records import AuditEvent, OutboxEntry, RecordRow
+from node.truststore import TrustStore
+from node.validation import Validator
+
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The answer for one received record (becomes a ``pb.Ack``)."""
+
+    seq: int
+    record_id: str
+    revision: int
+    outcome: str
+    problem: Problem | None = None
+
+    def to_ack(self) -> pb.Ack:
+        outcome = {ACCEPTED: pb.Ack.ACCEPTED, DUPLICATE: pb.Ack.DUPLICATE}.get(self.outcome, pb.Ack.REJECTED)
+        ack = pb.Ack(record_id=self.record_id, revision=self.revision, outcome=outcome, seq=self.seq)
+        if self.problem is not None:
+            ack.rejections.append(pb.Rejection(code=self.problem.code, field=self.problem.field,
+                                               message=self.problem.message, row=self.problem.row))
+        return ack
+
+
+class Inbox:
+    def __init__(self, *, node_id: str, catalog: Catalog, validator: Validator, verifier: Verifier,
+                 trust: TrustStore, store: Store, router: Router, children: Sequence[ChildConfig],
+                 clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+        self._node_id = node_id
+        self._catalog = catalog
+        self._validator = validator
+        self._verifier = verifier
+        self._trust = trust
+        self._store = store
+        self._router = router
+        self._children: Mapping[str, ChildConfig] = {c.id: c for c in children}
+        self._clock = clock
+
+    def learn_certificates(self, ders: Sequence[bytes]) -> list[Problem]:
+        """Signer certificates shipped with a batch; kept so stored chains verify later too."""
+        problems: list[Problem] = []
+        for der in ders:
+            try:
+                key_id = self._trust.add_certificate(der)
+            except NodeError as exc:
+                problems.append(Problem(exc.code, "", exc.message))
+                continue
+            self._store.certificates.add(key_id, der)
+        return problems
+
+    def receive(self, records: Sequence[pb.SignedRecord], *, sender: str, start_seq: int = 0) -> list[Receipt]:
+        """Check and store a batch from ``sender`` (the authenticated peer's node id)."""
+        now = self._clock()
+        receipts: dict[int, Receipt] = {}
+        child = self._children.get(sender)
+        bodies: dict[int, pb.RecordBody] = {}
+        for i, rec in enumerate(records):
+            try:
+                bodies[i] = decode_body(rec.body)
+            except NodeError as exc:
+                receipts[i] = Receipt(start_seq + i, "", 0, REJECTED, Problem(exc.code, "", exc.message))
+        if child is None:
+            p = Problem("E_SENDER_NOT_CHILD", "", f"{sender} is not a registered child of {self._node_id}")
+            return [Receipt(start_seq + i, bodies[i].record_id if i in bodies else "",
+                            bodies[i].revision if i in bodies else 0, REJECTED, p) for i in range(len(records))]
+        candidates = [i for i in range(len(records)) if i in bodies]
+        errors = self._verifier.verify([records[i] for i in candidates])
+        rows: list[RecordRow] = []
+        outbox: list[OutboxEntry] = []
+        row_seq: list[int] = []
+        for i, err in zip(candidates, errors, strict=True):
+            body = bodies[i]
+            if err is not None:
+                receipts[i] = self._reject(start_seq + i, body, err.code, err.message)
+                continue
+            problem = self._authorise(child, sender, records[i], body)
+            if problem is not None:
+                receipts[i] = Receipt(start_seq + i, body.record_id, body.revision, REJECTED, problem)
+                continue
+            try:
+                item = self._catalog.item(body.item)
+            except NodeError as exc:
+                receipts[i] = self._reject(start_seq + i, body, exc.code, exc.message, "item")
+                continue
+            checked = self._validator.check(item, {f.name: f.value for f in body.fields})
+            if not checked.ok:
+                first = next(p for p in checked.problems if not p.warning)
+                receipts[i] = Receipt(start_seq + i, body.record_id, body.revision, REJECTED, first)
+                continue
+            if make_record_id(item.code, checked.source_unit, checked.key) != body.record_id:
+                receipts[i] = self._reject(start_seq + i, body, "E_RECORD_ID",
+                                           "record id does not match the item's natural key", "record_id")
+                continue
+            rows.append(RecordRow(
+                record_id=body.record_id, revision=body.revision, item=body.item,
+                subject_code=body.subject_code, subject_kind=body.subject_kind, source_unit=body.source_unit,
+                origin_node=body.origin_node, status=body.status or "active", decision_date=body.decision_date,
+                body=rec_body(records[i]), body_digest=body_digest(records[i].body),
+                content_digest=content_digest(item.code, checked.source_unit, checked.fields),
+                signed=records[i].SerializeToString(), received_at_ms=now, received_from=sender,
+                catalog_version=body.catalog_version))
+            row_seq.append(i)
+            outbox.extend(OutboxEntry(body.record_id, body.revision, d.node_id, d.rule_id)
+                          for d in self._router.upward(item.routing.up_to, item.routing.rule_id))
+        if rows:
+            audit = AuditEvent(actor=sender, action="receive", subject=f"{sender}@{now}",
+                               detail={"records": len(rows), "from": sender})
+            result = self._store.records.append(rows, outbox=outbox, audit=[audit])
+            conflicts, duplicates = set(result.conflicts), set(result.duplicates)
+            for i, row in zip(row_seq, rows, strict=True):
+                key = (row.record_id, row.revision)
+                if key in conflicts:
+                    receipts[i] = self._reject(start_seq + i, bodies[i], "E_REVISION_CONFLICT",
+                                               "another body is already stored for this record revision")
+                elif key in duplicates:  # a set built once: a re-sent batch is all duplicates
+                    receipts[i] = Receipt(start_seq + i, row.record_id, row.revision, DUPLICATE)
+                else:
+                    receipts[i] = Receipt(start_seq + i, row.record_id, row.revision, ACCEPTED)
+        return [receipts[i] for i in range(len(records))]
+
+    def _authorise(self, child: ChildConfig, sender: str, rec: pb.SignedRecord,
+                   body: pb.RecordBody) -> Problem | None:
+        if rec.chain[-1].signer != sender:
+            return Problem("E_SENDER_MISMATCH", "", f"last signature is by {rec.chain[-1].signer}, "
+                           f"but the record came from {sender}")
+        if child.items and body.item not in child.items:
+            return Problem("E_NOT_AUTHORIZED", "item", f"{sender} may not report {body.item}")
+        if child.units and body.source_unit not in child.units:
+            return Problem("E_NOT_AUTHORIZED", "source_unit",
+                           f"{sender} may not report for source unit {body.source_unit}")
+        return None
+
+    @staticmethod
+    def _reject(seq: int, body: pb.RecordBody, code: str, message: str, field: str = "") -> Receipt:
+        return Receipt(seq, body.record_id, body.revision, REJECTED, Problem(code, field, message))
+
+
+def rec_body(rec: pb.SignedRecord) -> bytes:
+    return bytes(rec.body)
