@@ -20,6 +20,7 @@ from node.identity import LoadedIdentity, load_identity
 from node.inbox import Inbox
 from node.ingest import ImportSummary, Ingest, Preparer
 from node.pipeline import PrepareSpec, import_file, new_batch_id
+from node.releases import Releases
 from node.routing import Router
 from node.runtime import Runtime
 from node.signing import Signer, Verifier
@@ -86,7 +87,8 @@ def conflict_detection(config: NodeConfig, store: Store) -> Conflicts | None:
 
 
 def build_node(config: NodeConfig, *, migrate_store: bool = True) -> Node:
-    catalog = load_catalog(config.path(config.catalog.path))
+    # The newest catalogue release this node applied (signed by its authority), else the configured one.
+    catalog = load_catalog(Releases(config).current_path())
     identity = load_identity(config.path(config.identity.dir))
     trust = load_trust(config, identity)
     engine = open_engine(config.store_url)
