@@ -59,25 +59,57 @@ def transports(node: Node) -> dict[str, Callable[[], Transport]]:
 
 def extensions(node: Node) -> list[Any]:
     """The long-running federation parts of ``node`` (each with ``start``/``stop``)."""
+    from node.downward import Downward
     from node.transport.amqp_consumer import AmqpConsumer
-    from node.transport.amqp_inbound import UpwardHandler
-    from node.transport.amqp_topology import parse_amqp_url, up_queue
+    from node.transport.amqp_topology import down_queue, parse_amqp_url, up_queue
 
     cfg = node.config
+    backoff = backoff_of(node)
+    downward = Downward(node)
     out: list[Any] = []
     lanes = transports(node)
     if lanes:
         out.append(Forwarder(outbox=node.store.outbox, signer=node.signer, trust=node.trust, transports=lanes,
-                             backoff=backoff_of(node), batch=cfg.forwarding.batch,
-                             lease_s=cfg.forwarding.lease_s))
-    if cfg.broker.url:
-        handler = UpwardHandler(inbox=node.inbox, store=node.store)
-        out.append(AmqpConsumer(name="amqp inbound", address=parse_amqp_url(cfg.broker.url, cfg.broker.server_name),
-                                identity=node.identity, queue=up_queue(cfg.id), handler=handler,
-                                prefetch=cfg.broker.prefetch))
+                             backoff=backoff, batch=cfg.forwarding.batch, lease_s=cfg.forwarding.lease_s))
+    if cfg.broker.url and cfg.children:
+        from node.reconciliation import answer
+        from node.transport.amqp_downward import DownwardPublisher, refused_notices
+        from node.transport.amqp_inbound import UpwardHandler
+
+        own = parse_amqp_url(cfg.broker.url, cfg.broker.server_name)
+        handler = UpwardHandler(inbox=node.inbox, store=node.store,
+                                answer=lambda child, request: answer(node, child, request),
+                                on_refused=refused_notices(downward))
+        out.append(AmqpConsumer(name="amqp inbound", address=own, identity=node.identity, queue=up_queue(cfg.id),
+                                handler=handler, prefetch=cfg.broker.prefetch))
+        out.append(DownwardPublisher(node, downward, own, backoff))
+    parent = cfg.parent
+    if parent is not None:
+        if parent.transport == "amqp":
+            from node.transport.amqp_downward import DownwardHandler
+
+            out.append(AmqpConsumer(name="amqp downward", address=parse_amqp_url(parent.target, parent.server_name),
+                                    identity=node.identity, queue=down_queue(cfg.id),
+                                    handler=DownwardHandler(node, downward), prefetch=1))
+        else:
+            from node.transport.grpc_downward import DownwardPuller
+
+            out.append(DownwardPuller(node, downward, backoff))
+        if cfg.forwarding.reconcile_every_s > 0:
+            from node.reconciliation import ReconcileSchedule
+            from node.transport.reconciliation_client import peer_for
+
+            out.append(ReconcileSchedule(node, lambda: peer_for(node), cfg.forwarding.reconcile_every_s))
     return out
 
 
 def services(node: Node) -> list[Any]:
-    """gRPC services this node adds to its server (``grpc_server.Service``)."""
-    return []
+    """gRPC services this node adds to its server (``grpc_server.Service``): ``Federation`` for children."""
+    if not node.config.children:
+        return []
+    from node.downward import Downward
+    from node.transport.federation_service import SERVICE_NAME, FederationService
+    from node.transport.grpc_server import Service
+
+    service = FederationService(node, Downward(node))
+    return [Service(SERVICE_NAME, service.register)]

@@ -38,7 +38,7 @@ from node.transport.base import Transport
 from node.transport.wire import append_hop
 from node.truststore import TrustStore
 
-__all__ = ["DestinationStats", "Forwarder"]
+__all__ = ["DestinationStats", "Forwarder", "HopSigner"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,42 @@ def _reach(transport: Transport) -> bool:
     return True
 
 
+class HopSigner:
+    """Signs outbox items on: this node's HOP on each record, and the certificates the chains need.
+
+    Shared by the forwarder and by a parent serving its children's pulls (``Federation.Pull``).
+    """
+
+    def __init__(self, signer: Signer, trust: TrustStore, clock: Callable[[], int] = _now_ms) -> None:
+        self._signer = signer
+        self._trust = trust
+        self._clock = clock
+        self._certificates: dict[bytes, bytes] = {}
+        self._lock = threading.Lock()
+
+    def prepare(self, items: Sequence[OutboxItem]) -> tuple[list[bytes], list[bytes]]:
+        """Each record with this node's hop appended (rule = the item's rule), and the DER certificates."""
+        records = [decode_signed(i.signed) for i in items]
+        hops = self._signer.sign_hops(records, [i.rule_id for i in items], now_ms=self._clock())
+        key_ids = {sig.key_id for rec in records for sig in rec.chain}
+        key_ids.add(self._signer.key_id)
+        payload = [append_hop(i.signed, hop) for i, hop in zip(items, hops, strict=True)]
+        return payload, self._certificates_for(key_ids)
+
+    def _certificates_for(self, key_ids: set[bytes]) -> list[bytes]:
+        out = []
+        with self._lock:
+            for key_id in sorted(key_ids):
+                der = self._certificates.get(key_id)
+                if der is None:
+                    cert = self._trust.get(key_id)
+                    if cert is None:
+                        continue  # the receiver reports E_SIGNER_UNKNOWN for that record
+                    der = self._certificates[key_id] = cert.public_bytes(serialization.Encoding.DER)
+                out.append(der)
+        return out
+
+
 class Forwarder:
     def __init__(self, *, outbox: Outbox, signer: Signer, trust: TrustStore,
                  transports: Mapping[str, Callable[[], Transport]], backoff: Backoff, batch: int = 1000,
@@ -89,8 +125,7 @@ class Forwarder:
         self._clock = clock
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._certificates: dict[bytes, bytes] = {}
-        self._lock = threading.Lock()
+        self._hops = HopSigner(signer, trust, clock)
 
     name = "forwarder"
 
@@ -167,7 +202,7 @@ class Forwarder:
         if not items:
             return 0
         try:
-            payload, certificates = self._prepare(items)
+            payload, certificates = self._hops.prepare(items)
         except NodeError as exc:  # a stored record that cannot be signed on: never deliverable as is
             stats.dead += self._outbox.dead([i.id for i in items], exc.code, exc.message)
             return len(items)
@@ -210,26 +245,3 @@ class Forwarder:
             delay_ms = int(self._backoff.delay(attempts) * 1000)
             stats.retried += self._outbox.retry(ids, f"{exc.code}: {exc.message}", now + delay_ms)
         log.warning("forwarder: %d record(s) not delivered (%s), retrying", len(items), exc)
-
-    # --- signing on ---------------------------------------------------------------------------
-    def _prepare(self, items: Sequence[OutboxItem]) -> tuple[list[bytes], list[bytes]]:
-        """Each record with this node's hop appended, and the certificates its chain needs."""
-        records = [decode_signed(i.signed) for i in items]
-        hops = self._signer.sign_hops(records, [i.rule_id for i in items], now_ms=self._clock())
-        key_ids = {sig.key_id for rec in records for sig in rec.chain}
-        key_ids.add(self._signer.key_id)
-        payload = [append_hop(i.signed, hop) for i, hop in zip(items, hops, strict=True)]
-        return payload, self._certificates_for(key_ids)
-
-    def _certificates_for(self, key_ids: set[bytes]) -> list[bytes]:
-        out = []
-        with self._lock:
-            for key_id in sorted(key_ids):
-                der = self._certificates.get(key_id)
-                if der is None:
-                    cert = self._trust.get(key_id)
-                    if cert is None:
-                        continue  # the receiver reports E_SIGNER_UNKNOWN for that record
-                    der = self._certificates[key_id] = cert.public_bytes(serialization.Encoding.DER)
-                out.append(der)
-        return out

@@ -92,3 +92,113 @@ def definitions(ctx: click.Context, edges: tuple[str, ...], out: str | None) -> 
         click.echo(f"wrote {out}")
     else:
         click.echo(text)
+
+
+@cli.command("reconcile")
+@click.option("--with", "with_", type=click.Choice(["parent"]), default="parent", show_default=True,
+              help="whom to compare with")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def reconcile(ctx: click.Context, with_: str, as_json: bool) -> None:
+    """Compare per-item, per-day digests with the parent; re-enqueue what it lacks.
+
+    Exit 0 in sync (or repaired by replay), 1 when something no replay can fix remains (revisions only
+    the parent holds, or held with different bodies), 4 when the parent does not answer.
+    """
+    from node.errors import PeerUnavailableError
+    from node.reconciliation import reconcile_with_parent
+    from node.transport.reconciliation_client import peer_for
+
+    with open_node(ctx) as node:
+        try:
+            peer = peer_for(node)
+        except PeerUnavailableError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(4)
+        try:
+            report = reconcile_with_parent(node, peer)
+        except PeerUnavailableError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(4)
+        finally:
+            peer.close()
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        click.echo(f"compared {report.buckets} (item, day) bucket(s) with {report.parent}: "
+                   + ("in sync" if report.in_sync else f"{len(report.differing)} differ"))
+        for item, day in report.differing[:20]:
+            click.echo(f"  differs: {item} {day or '(no date)'}")
+        if report.missing:
+            click.echo(f"  {report.missing} revision(s) missing at the parent: {report.replayed} replayed, "
+                       f"{report.in_flight} already on their way")
+        for rid, rev in report.parent_only[:20]:
+            click.echo(f"  only at the parent: {rid}@{rev}")
+        for rid, rev in report.conflicting[:20]:
+            click.echo(f"  different bodies: {rid}@{rev}")
+    sys.exit(1 if report.parent_only or report.conflicting else 0)
+
+
+@cli.group()
+def downward() -> None:
+    """What travels down the tree: revisions for a source, catalogue releases, notices."""
+
+
+@downward.command("revise")
+@click.argument("record_id")
+@click.option("--status", required=True, help="the record's new status, e.g. revoked or corrected")
+@click.option("--reason", required=True, help="why (kept in the revision and the audit log)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def revise(ctx: click.Context, record_id: str, status: str, reason: str, as_json: bool) -> None:
+    """Make a new signed revision of RECORD_ID here and send it up (routing) and down to its source."""
+    from node.downward import Downward
+
+    with open_node(ctx) as node:
+        done = Downward(node).revise(record_id, status=status, reason=reason)
+    if as_json:
+        emit_json({"record_id": done.record_id, "revision": done.revision, "to": done.destinations})
+    else:
+        click.echo(f"{done.record_id} revision {done.revision} stored; on its way to {', '.join(done.destinations) or 'nobody'}")
+
+
+@downward.command("release")
+@click.argument("catalog_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def release(ctx: click.Context, catalog_dir: str, as_json: bool) -> None:
+    """Sign CATALOG_DIR as the catalogue authority and release it to every node below."""
+    from node.downward import Downward
+
+    with open_node(ctx) as node:
+        applied = Downward(node).publish_release(pathlib.Path(catalog_dir))
+    if as_json:
+        emit_json({"version": applied.version, "applied": applied.applied, "reason": applied.reason})
+    else:
+        click.echo(f"release {applied.version}: " + ("signed and released" if applied.applied else applied.reason))
+    sys.exit(0 if applied.applied else 1)
+
+
+@downward.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def downward_status(ctx: click.Context, as_json: bool) -> None:
+    """The catalogue in use and released here, and the notices received from upstream."""
+    from node.downward import Downward
+
+    with open_node(ctx) as node:
+        releases = Downward(node).releases
+        notices = [r for r in node.store.rejections.list_rejections() if r.row == 0 and "/" in r.batch_id]
+        data = {"running": node.catalog.version, "release": releases.current_version(),
+                "notices": [{"id": r.batch_id, "record_id": r.record_key, "code": r.code, "message": r.message,
+                             "from": r.source} for r in notices]}
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(f"catalogue running {data['running']}, newest release held {data['release'] or '-'}")
+        for n in data["notices"]:  # type: ignore[attr-defined]
+            click.echo(f"  notice {n['id']} from {n['from']}: {n['record_id']}: {n['code']}: {n['message']}")

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, insert, select
+from sqlalchemy import Engine, and_, insert, select, update
 
 from node.store._sql import chunks, translated, write_transaction
 from node.store.records import OutboxEntry
@@ -81,3 +81,14 @@ class Deliveries:
         stmt = select(r.revision, r.received_from).where(and_(r.record_id == record_id)).order_by(r.revision)
         with translated("reading revisions"), self._engine.connect() as conn:
             return [(int(rev), str(frm)) for rev, frm in conn.execute(stmt)]
+
+    def done_for(self, destination: str, ids: Sequence[int]) -> int:
+        """Mark done the pending deliveries ``ids`` — only those addressed to ``destination``."""
+        o = outbox.c
+        count = 0
+        with translated("acknowledging deliveries"), write_transaction(self._engine) as conn:
+            for chunk in chunks(list(ids)):
+                count += conn.execute(update(outbox).where(o.id.in_(list(chunk)), o.destination == destination,
+                                                           o.state == "pending")
+                                      .values(state="done", last_error="")).rowcount
+        return count

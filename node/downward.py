@@ -1,0 +1,228 @@
+"""The downward channel (issue §5): what a parent sends its children, and what a child does with it.
+
+Three kinds of message travel down, each addressed to the node that must act (see
+docs/federation.md and docs/decisions/downward-channel.md):
+
+- **revisions** (a correction, a revocation …) of a record, for its source. A parent that makes a
+  revision (``revise``) stores it with a delivery to the child the record came from; that child
+  stores it and, unless it is the record's origin, passes it on the same way. Records travel in
+  ``SubmitRequest`` batches with the hop signature of each forwarding node (rule ``down-to-source``),
+  like records going up; a child accepts them only from its parent, with a verified chain, and only
+  for records it holds or made.
+- **notices** for a source unit (e.g. a record refused upstream): kept in the raising node's
+  hash-chained audit log (action ``notice``) with the child they go to, so they are durable and
+  served from a cursor; the origin keeps one as a rejection (feedback to the source unit).
+- **catalogue releases**, signed by the catalogue authority (``node.releases``): applied only if
+  the configured authority signed them, then passed on to the children.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from node.errors import NodeError, NotAuthorizedError, NotFoundError, UsageError
+from node.records import STATUSES, body_digest, content_digest, decode_body, pb
+from node.releases import Applied, Releases, sign_release
+from node.routing import Router
+from node.store.audit import AuditEntry
+from node.store.deliveries import Deliveries
+from node.store.records import AuditEvent, OutboxEntry, RecordRow
+from node.store.rejections import RejectionRow
+from node.transport.wire import decode, fpb
+
+if TYPE_CHECKING:
+    import pathlib
+
+    from node.app import Node
+
+__all__ = ["DOWN_RULE", "NOTICE", "Downward", "Revision"]
+
+DOWN_RULE = "down-to-source"
+NOTICE = "notice"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def refused(message: str, code: str) -> NodeError:
+    """A downward message this node will never accept: dead-lettered, not retried."""
+    err = NotAuthorizedError(message, code=code)
+    err.retryable = False
+    return err
+
+
+@dataclass(frozen=True)
+class Revision:
+    record_id: str
+    revision: int
+    destinations: list[str]
+
+
+class Downward:
+    def __init__(self, node: Node, *, clock: Callable[[], int] = _now_ms) -> None:
+        self._node = node
+        self._me = node.config.id
+        self._parent = node.config.parent.id if node.config.parent else None
+        self._children = {c.id for c in node.config.children}
+        self._deliveries = Deliveries(node.store.engine)
+        self.releases = Releases(node.config)
+        self._clock = clock
+
+    # --- routing down -----------------------------------------------------------------------------
+    def child_toward(self, record_id: str) -> str | None:
+        """The child a record came up through: where anything about it goes down."""
+        for _rev, sender in self._deliveries.revisions(record_id):
+            if sender in self._children:
+                return sender
+        return None
+
+    # --- a parent's side ----------------------------------------------------------------------
+    def revise(self, record_id: str, *, status: str, reason: str) -> Revision:
+        """A new revision of a held record made here, sent up (per routing) and down to its source."""
+        if status not in STATUSES:
+            raise UsageError(f"status must be one of {', '.join(STATUSES)}", field="status")
+        node, now = self._node, self._clock()
+        head = node.store.records.get(record_id)
+        if head is None:
+            raise NotFoundError(f"no record {record_id} is held here", field="record_id")
+        body = decode_body(head.body)
+        body.revision, body.status, body.reason = head.revision + 1, status, reason
+        body.origin_node, body.reported_at_ms, body.supersedes_digest = self._me, now, head.body_digest.hex()
+        data = body.SerializeToString()
+        origin = node.signer.sign_origin([data], now_ms=now)[0]
+        item = node.catalog.item(body.item)
+        row = RecordRow(record_id=record_id, revision=body.revision, item=body.item, subject_code=body.subject_code,
+                        subject_kind=body.subject_kind, source_unit=body.source_unit, origin_node=self._me,
+                        status=status, decision_date=body.decision_date, body=data, body_digest=body_digest(data),
+                        content_digest=content_digest(body.item, body.source_unit, [(f.name, f.value) for f in body.fields]),
+                        signed=pb.SignedRecord(body=data, chain=[origin]).SerializeToString(), received_at_ms=now,
+                        received_from="", catalog_version=node.catalog.version)
+        router = Router(self._me, self._parent)
+        entries = [OutboxEntry(record_id, body.revision, d.node_id, d.rule_id)
+                   for d in router.upward(item.routing.up_to, item.routing.rule_id)]
+        child = self.child_toward(record_id)
+        if child is not None:
+            entries.append(OutboxEntry(record_id, body.revision, child, DOWN_RULE))
+        audit = AuditEvent(actor=self._me, action="revise", subject=f"{record_id}@{body.revision}",
+                           detail={"status": status, "reason": reason, "to": [e.destination for e in entries]})
+        node.store.records.append([row], outbox=entries, audit=[audit], now_ms=now)
+        return Revision(record_id, body.revision, [e.destination for e in entries])
+
+    def raise_notice(self, via: str, *, to_node: str, source_unit: str, record_id: str, revision: int, code: str,
+                     message: str, from_node: str | None = None, notice_id: str | None = None) -> str:
+        """Keep a notice for the source of a record, to go down to child ``via``; returns its id."""
+        nid = notice_id or f"{self._me}/{uuid.uuid4().hex[:16]}"
+        detail = {"via": via, "to_node": to_node, "source_unit": source_unit, "record_id": record_id,
+                  "revision": revision, "code": code, "message": message, "from_node": from_node or self._me,
+                  "at_ms": self._clock()}
+        self._node.store.audit.record(AuditEvent(actor=self._me, action=NOTICE, subject=nid, detail=detail))
+        return nid
+
+    def notices_for(self, child: str, after_seq: int, limit: int = 500) -> tuple[list[fpb.Notice], int]:
+        """Notices going down to ``child`` kept after audit position ``after_seq``, and the new cursor."""
+        out: list[fpb.Notice] = []
+        cursor = after_seq
+        for entry in self._audit_after(after_seq):
+            cursor = entry.seq
+            d = entry.detail
+            if entry.action == NOTICE and d.get("via") == child:
+                out.append(fpb.Notice(notice_id=entry.subject, to_node=str(d["to_node"]),
+                                      source_unit=str(d["source_unit"]), record_id=str(d["record_id"]),
+                                      revision=int(str(d["revision"])), code=str(d["code"]),
+                                      message=str(d["message"]), from_node=str(d["from_node"]),
+                                      at_ms=int(str(d["at_ms"]))))
+                if len(out) >= limit:
+                    break
+        return out, cursor
+
+    def _audit_after(self, seq: int) -> Iterator[AuditEntry]:
+        return self._node.store.audit.iter(after_seq=seq)
+
+    def publish_release(self, path: pathlib.Path) -> Applied:
+        """Sign the catalogue at ``path`` as the authority and make it this node's release."""
+        release = sign_release(self._node.identity, path, now_ms=self._clock())
+        return self.releases.apply(release, self._node.trust, "")
+
+    # --- a child's side: applying what came down ------------------------------------------------
+    def apply(self, sender: str, message: fpb.DownMessage) -> str:
+        """Act on one downward message from ``sender`` (the authenticated peer). Returns what was done."""
+        if sender != self._parent:
+            raise refused(f"{sender} is not this node's parent ({self._parent}); downward messages come only "
+                          "from the parent", "E_SENDER_NOT_PARENT")
+        kind = message.WhichOneof("payload")
+        if kind == "records":
+            return self._records(sender, decode(pb.SubmitRequest, message.records))
+        if kind == "notice":
+            return self._notice(sender, message.notice)
+        if kind == "catalog":
+            applied = self.releases.apply(message.catalog, self._node.trust, self._node.catalog.version)
+            return f"release {applied.version} " + ("applied (in use from the next start)" if applied.applied
+                                                     else f"not applied: {applied.reason}")
+        raise refused("empty downward message", "E_MESSAGE_MALFORMED")
+
+    def _records(self, sender: str, request: pb.SubmitRequest) -> str:
+        node, now = self._node, self._clock()
+        if request.certificates:
+            node.inbox.learn_certificates(list(request.certificates))
+        records = list(request.records)
+        for err in node.verifier.verify(records):
+            if err is not None:
+                raise refused(f"a record from {sender} does not verify: {err.message}", err.code)
+        rows: list[RecordRow] = []
+        entries: list[OutboxEntry] = []
+        for rec in records:
+            body = decode_body(rec.body)
+            if rec.chain[-1].signer != sender:
+                raise refused(f"last signature is by {rec.chain[-1].signer}, not {sender}", "E_SENDER_MISMATCH")
+            # Addressed down the tree: a revision concerns a record that came up through this node.
+            if node.store.records.get(body.record_id) is None:
+                raise refused(f"{body.record_id} is not held here: not addressed to {self._me}", "E_NOT_ADDRESSED")
+            toward = self.child_toward(body.record_id)
+            node.catalog.item(body.item)  # an item this node does not know: refused (UnknownItemError)
+            rows.append(RecordRow(
+                record_id=body.record_id, revision=body.revision, item=body.item, subject_code=body.subject_code,
+                subject_kind=body.subject_kind, source_unit=body.source_unit, origin_node=body.origin_node,
+                status=body.status or "active", decision_date=body.decision_date, body=bytes(rec.body),
+                body_digest=body_digest(rec.body),
+                content_digest=content_digest(body.item, body.source_unit, [(f.name, f.value) for f in body.fields]),
+                signed=rec.SerializeToString(), received_at_ms=now, received_from=sender,
+                catalog_version=body.catalog_version))
+            if toward is not None:
+                entries.append(OutboxEntry(body.record_id, body.revision, toward, DOWN_RULE))
+        audit = AuditEvent(actor=sender, action="receive-down", subject=f"{sender}@{now}",
+                           detail={"records": len(rows), "from": sender})
+        result = node.store.records.append(rows, outbox=entries, audit=[audit], now_ms=now)
+        if result.conflicts:
+            raise refused(f"another body is already held for {result.conflicts[0]}", "E_REVISION_CONFLICT")
+        return f"{len(result.stored)} revision(s) stored, {len(result.duplicates)} already held"
+
+    def _notice(self, sender: str, notice: fpb.Notice) -> str:
+        if notice.to_node == self._me:
+            row = RejectionRow(batch_id=notice.notice_id, source=notice.from_node or sender,
+                               source_unit=notice.source_unit, item=notice.record_id.split("-", 1)[0], row=0,
+                               record_key=notice.record_id, field="", code=notice.code, message=notice.message)
+            if self._already(notice.notice_id):
+                return f"notice {notice.notice_id} already kept"
+            self._node.store.records.append([], rejections=[row], audit=[AuditEvent(
+                actor=sender, action="notice-received", subject=notice.notice_id,
+                detail={"record_id": notice.record_id, "code": notice.code, "from_node": notice.from_node})])
+            return f"notice {notice.notice_id} kept for the source unit"
+        via = self.child_toward(notice.record_id)
+        if via is None:
+            raise refused(f"notice for {notice.to_node} about {notice.record_id}: no child here leads there",
+                          "E_NOT_ADDRESSED")
+        if self._already(notice.notice_id):
+            return f"notice {notice.notice_id} already passed on"
+        self.raise_notice(via, to_node=notice.to_node, source_unit=notice.source_unit, record_id=notice.record_id,
+                          revision=notice.revision, code=notice.code, message=notice.message,
+                          from_node=notice.from_node, notice_id=notice.notice_id)
+        return f"notice {notice.notice_id} passed on to {via}"
+
+    def _already(self, notice_id: str) -> bool:
+        # Redelivery after a crash: recognise the notice (both actions are in the audit log).
+        return any(e.subject == notice_id and e.action in (NOTICE, "notice-received") for e in self._audit_after(0))

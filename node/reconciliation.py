@@ -1,0 +1,170 @@
+"""Reconciliation: a child and its parent compare what they hold and the child replays what is missing.
+
+Delivery is at-least-once and the outbox is durable, so nothing should ever be missing; this is
+the check that proves it, and the repair if something went wrong outside the protocol (a parent
+restored from an old backup, a store edited by hand, a bug). Two rounds, over the same transport
+as the records (``Federation.Reconcile`` over grpc, a request/reply on the broker over amqp):
+
+1. the child sends a digest per (item, day) bucket of the revisions it holds for the parent
+   (``node.store.digests``); the parent answers with its own side of each bucket that differs;
+2. for the differing buckets (in chunks) the parent lists the (record id, revision, body digest)
+   it holds; the child re-enqueues to its outbox every revision the parent lacks — unless a
+   delivery of it is still under way — and reports revisions only the parent holds, and revisions
+   both hold with different bodies (which no replay can fix: an operator's matter).
+
+``ReconcileSchedule`` runs it every ``forwarding.reconcile_every_s`` seconds; the CLI on demand.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from node.errors import NodeError, UsageError
+from node.routing import Router
+from node.store.deliveries import Deliveries
+from node.store.digests import Bucket, HeldDigests, Scope
+from node.store.records import OutboxEntry
+from node.transport.wire import fpb
+
+if TYPE_CHECKING:
+    from node.app import Node
+
+__all__ = ["ReconcilePeer", "ReconcileReport", "ReconcileSchedule", "answer", "reconcile_with_parent"]
+
+log = logging.getLogger(__name__)
+
+DETAIL_CHUNK = 50  # buckets whose keys are asked for in one request (a bucket holds a day of an item)
+
+
+class ReconcilePeer(Protocol):
+    def ask(self, request: fpb.ReconcileRequest) -> fpb.ReconcileResponse: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class ReconcileReport:
+    parent: str
+    buckets: int = 0
+    differing: list[Bucket] = field(default_factory=list)
+    missing: int = 0  # revisions the parent lacks
+    replayed: int = 0  # of those, re-enqueued now
+    in_flight: int = 0  # of those, already on their way
+    parent_only: list[tuple[str, int]] = field(default_factory=list)
+    conflicting: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.differing
+
+    def as_dict(self) -> dict[str, object]:
+        return {"parent": self.parent, "buckets": self.buckets, "in_sync": self.in_sync,
+                "differing": [{"item": i, "day": d} for i, d in self.differing], "missing": self.missing,
+                "replayed": self.replayed, "in_flight": self.in_flight,
+                "parent_only": [{"record_id": r, "revision": v} for r, v in self.parent_only],
+                "conflicting": [{"record_id": r, "revision": v} for r, v in self.conflicting]}
+
+
+def child_scope(node: Node) -> tuple[Scope, dict[str, str]]:
+    """What this node holds for its parent, and the rule that sends each such item there."""
+    cfg = node.config
+    if cfg.parent is None:
+        raise UsageError("this node has no parent to reconcile with")
+    router = Router(cfg.id, cfg.parent.id)
+    rules = {code: item.routing.rule_id for code, item in node.catalog.items.items()
+             if router.upward(item.routing.up_to, item.routing.rule_id)}
+    return Scope(items=tuple(sorted(rules)), not_from=cfg.parent.id), rules
+
+
+def answer(node: Node, child: str, request: fpb.ReconcileRequest) -> fpb.ReconcileResponse:
+    """The parent's side, for ``child`` (an authenticated, registered child)."""
+    scope = Scope(received_from=child)
+    digests = HeldDigests(node.store.engine)
+    response = fpb.ReconcileResponse()
+    if request.buckets:
+        theirs = {(b.item, b.day): (b.count, bytes(b.digest)) for b in request.buckets}
+        mine = digests.buckets(scope)
+        for key in sorted(set(theirs) | set(mine)):
+            if theirs.get(key) != mine.get(key):
+                count, digest = mine.get(key, (0, b""))
+                response.differing.append(fpb.DayDigest(item=key[0], day=key[1], count=count, digest=digest))
+    if request.detail:
+        held = digests.held(scope, [(b.item, b.day) for b in request.detail])
+        response.held.extend(fpb.HeldRevision(record_id=rid, revision=rev, body_digest=digest)
+                             for (rid, rev), (_bucket, digest) in sorted(held.items()))
+    return response
+
+
+def reconcile_with_parent(node: Node, peer: ReconcilePeer) -> ReconcileReport:
+    cfg = node.config
+    scope, rules = child_scope(node)
+    parent = cfg.parent.id if cfg.parent else ""
+    digests = HeldDigests(node.store.engine)
+    mine = digests.buckets(scope)
+    report = ReconcileReport(parent, buckets=len(mine))
+    first = peer.ask(fpb.ReconcileRequest(buckets=[fpb.DayDigest(item=i, day=d, count=n, digest=h)
+                                                   for (i, d), (n, h) in sorted(mine.items())]))
+    report.differing = sorted((b.item, b.day) for b in first.differing)
+    deliveries = Deliveries(node.store.engine)
+    pending = deliveries.pending_keys(parent) if report.differing else set()
+    for start in range(0, len(report.differing), DETAIL_CHUNK):
+        chunk = report.differing[start:start + DETAIL_CHUNK]
+        reply = peer.ask(fpb.ReconcileRequest(detail=[fpb.DayDigest(item=i, day=d) for i, d in chunk]))
+        theirs = {(h.record_id, h.revision): bytes(h.body_digest) for h in reply.held}
+        held = digests.held(scope, chunk)
+        missing = [(key, bucket) for key, (bucket, _digest) in held.items() if key not in theirs]
+        report.missing += len(missing)
+        replay = [(key, bucket) for key, bucket in missing if key not in pending]
+        report.in_flight += len(missing) - len(replay)
+        report.replayed += deliveries.add([OutboxEntry(rid, rev, parent, rules[bucket[0]])
+                                           for (rid, rev), bucket in replay])
+        report.parent_only += sorted(key for key in theirs if key not in held)
+        report.conflicting += sorted(key for key, (_b, digest) in held.items()
+                                     if key in theirs and theirs[key] != digest)
+    return report
+
+
+class ReconcileSchedule:
+    """Reconcile with the parent every ``every_s`` seconds (a node extension)."""
+
+    name = "reconcile schedule"
+
+    def __init__(self, node: Node, peer_factory: Callable[[], ReconcilePeer], every_s: float,
+                 on_report: Callable[[ReconcileReport], None] | None = None) -> None:
+        self._node = node
+        self._peer_factory = peer_factory
+        self._every_s = every_s
+        self._on_report = on_report
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            peer = self._peer_factory()
+            try:
+                report = reconcile_with_parent(self._node, peer)
+            except NodeError as exc:
+                log.warning("reconcile: %s", exc)
+                continue
+            finally:
+                peer.close()
+            log.info("reconcile: %d buckets, %d differing, %d missing, %d replayed", report.buckets,
+                     len(report.differing), report.missing, report.replayed)
+            if self._on_report is not None:
+                self._on_report(report)
+
