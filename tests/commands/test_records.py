@@ -1,0 +1,188 @@
+"""credit-node init / import / query / verify / show-config, through CliRunner and as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import openpyxl
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from node.catalog import load_catalog
+from node.cli import cli
+from node.provisioning import bundled_catalog
+from node.sampledata import penalty_rows, unit_uscc, write_csv
+
+UNIT = unit_uscc("330102", "MB000001")
+
+
+@pytest.fixture(scope="module")
+def item():
+    return load_catalog(bundled_catalog()).item("admin_penalty")
+
+
+@pytest.fixture
+def node_dir(tmp_path: pathlib.Path) -> pathlib.Path:
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "dept"), "--id", "dept:330102:scjgj",
+                                      "--level", "department", "--unit", UNIT])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "dept"
+
+
+def run(node_dir: pathlib.Path, *args: str):
+    return CliRunner().invoke(cli, ["--config", str(node_dir / "node.yaml"), *args])
+
+
+def db(node_dir: pathlib.Path) -> sa.Engine:
+    return sa.create_engine(f"sqlite:///{node_dir / 'node.db'}")
+
+
+def test_init_writes_config_and_private_keys_0600(node_dir: pathlib.Path):
+    assert (node_dir / "node.yaml").exists()
+    for key in ("key.pem", "signing-key.pem"):
+        assert (node_dir / "identity" / key).stat().st_mode & 0o077 == 0
+    assert (node_dir / "ca" / "ca-key.pem").stat().st_mode & 0o077 == 0
+
+
+def test_init_refuses_id_of_another_level(tmp_path: pathlib.Path):
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "x"), "--id", "city:330100", "--level", "district"])
+    assert result.exit_code == 2 and "city" in result.output
+
+
+def test_import_json_summary_names_refused_rows(node_dir, item, tmp_path):
+    csv_path = tmp_path / "p.csv"
+    write_csv(csv_path, item, penalty_rows(60, source_unit=UNIT, bad_every=20))
+    result = run(node_dir, "import", str(csv_path), "--item", "admin_penalty", "--json")
+    assert result.exit_code == 1
+    out = json.loads(result.output)
+    assert set(out) == {"accepted", "duplicates", "rejected", "warnings", "rejections"}
+    assert out["accepted"] == 57 and out["rejected"] == 3 and out["duplicates"] == 0
+    assert sorted({r["row"] for r in out["rejections"]}) == [21, 41, 61]  # header is line 1
+    assert all(r["code"].startswith("E_") and r["message"] for r in out["rejections"])
+
+
+def test_reimport_stores_nothing_new(node_dir, item, tmp_path):
+    csv_path = tmp_path / "p.csv"
+    write_csv(csv_path, item, penalty_rows(30, source_unit=UNIT))
+    assert run(node_dir, "import", str(csv_path), "--item", "admin_penalty").exit_code == 0
+    again = json.loads(run(node_dir, "import", str(csv_path), "--item", "admin_penalty", "--json").output)
+    assert (again["accepted"], again["duplicates"]) == (0, 30)
+    with db(node_dir).connect() as conn:
+        assert conn.execute(sa.text("select count(*) from record_revisions")).scalar() == 30
+
+
+def test_changed_row_becomes_next_revision(node_dir, item, tmp_path):
+    rows = list(penalty_rows(3, source_unit=UNIT))
+    write_csv(tmp_path / "a.csv", item, iter(rows))
+    run(node_dir, "import", str(tmp_path / "a.csv"), "--item", "admin_penalty")
+    rows[0]["CF_NR"] = "更正后的处罚内容"
+    write_csv(tmp_path / "b.csv", item, iter(rows))
+    out = json.loads(run(node_dir, "import", str(tmp_path / "b.csv"), "--item", "admin_penalty", "--json").output)
+    assert (out["accepted"], out["duplicates"]) == (1, 2)
+    subject = rows[0].get("CF_XDR_SHXYM") or rows[0]["CF_XDR_ZJHM"]
+    q = json.loads(run(node_dir, "query", subject, "--json").output)
+    [rec] = [r for r in q["records"] if r["fields"]["CF_WSH"] == rows[0]["CF_WSH"]]
+    assert rec["revision"] == 2 and rec["fields"]["CF_NR"] == "更正后的处罚内容"
+    assert rec["signers"] == ["dept:330102:scjgj"]
+
+
+def test_gbk_file_with_chinese_headers(node_dir, item, tmp_path):
+    write_csv(tmp_path / "gbk.csv", item, penalty_rows(5, source_unit=UNIT), encoding="gbk")
+    out = json.loads(run(node_dir, "import", str(tmp_path / "gbk.csv"), "--item", "admin_penalty", "--json").output)
+    assert out["accepted"] == 5
+
+
+def test_xlsx_import_with_code_headers_and_date_cells(node_dir, item, tmp_path):
+    import datetime as dt
+
+    rows = list(penalty_rows(4, source_unit=UNIT))
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    codes = [f.code for f in item.fields]
+    ws.append(codes)
+    for r in rows:
+        values = [r.get(c, None) for c in codes]
+        values[codes.index("CF_JDRQ")] = dt.datetime.fromisoformat(r["CF_JDRQ"])
+        ws.append(values)
+    wb.save(tmp_path / "p.xlsx")
+    out = json.loads(run(node_dir, "import", str(tmp_path / "p.xlsx"), "--item", "admin_penalty", "--json").output)
+    assert out["accepted"] == 4, out
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"", "empty"),
+    ("行政相对人名称,颜色\nA,B\n".encode(), "颜色"),
+    ("行政相对人名称\nA\n".encode(), "missing required column"),
+])
+def test_bad_file_is_a_usage_error_with_a_clear_message(node_dir, tmp_path, content, needle):
+    p = tmp_path / "bad.csv"
+    p.write_bytes(content)
+    result = run(node_dir, "import", str(p), "--item", "admin_penalty")
+    assert result.exit_code == 2
+    assert needle in result.output and "Traceback" not in result.output
+
+
+def test_unknown_item_is_named(node_dir, tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("a\n1\n")
+    result = run(node_dir, "import", str(p), "--item", "no_such_item")
+    assert result.exit_code == 2 and "no_such_item" in result.output
+
+
+def test_verify_catches_one_byte_change_to_body_and_signature(node_dir, item, tmp_path):
+    write_csv(tmp_path / "p.csv", item, penalty_rows(10, source_unit=UNIT))
+    run(node_dir, "import", str(tmp_path / "p.csv"), "--item", "admin_penalty")
+    assert run(node_dir, "verify").exit_code == 0
+    with db(node_dir).begin() as conn:
+        rid, body, signed = conn.execute(sa.text(
+            "select record_id, body, signed from record_revisions order by record_id limit 1")).one()
+        pos = signed.index(body) + 20
+        tampered = signed[:pos] + bytes([signed[pos] ^ 1]) + signed[pos + 1:]
+        conn.execute(sa.text("update record_revisions set signed = :s where record_id = :r"),
+                     {"s": tampered, "r": rid})
+    result = run(node_dir, "verify", "--json")
+    assert result.exit_code == 1
+    failures = json.loads(result.output)["failures"]
+    assert [f["ref"] for f in failures] == [f"{rid}@1"]
+
+
+def test_verify_catches_edited_audit_log(node_dir, item, tmp_path):
+    write_csv(tmp_path / "p.csv", item, penalty_rows(3, source_unit=UNIT))
+    run(node_dir, "import", str(tmp_path / "p.csv"), "--item", "admin_penalty")
+    with db(node_dir).begin() as conn:
+        conn.execute(sa.text("update audit_log set actor = 'someone-else'"))
+    result = run(node_dir, "verify", "--json")
+    assert result.exit_code == 1
+    assert any(f["kind"] == "audit_log" for f in json.loads(result.output)["failures"])
+
+
+def test_show_config_json(node_dir):
+    out = json.loads(run(node_dir, "show-config", "--json").output)
+    assert out["id"] == "dept:330102:scjgj" and out["unit"] == UNIT
+
+
+def test_catalog_validate_refuses_prohibited_field():
+    example = pathlib.Path(__file__).resolve().parents[2] / "exchange_config" / "catalog-examples" / "prohibited.yaml"
+    result = CliRunner().invoke(cli, ["catalog", "validate", str(example)])
+    assert result.exit_code == 2 and "E_CATALOG_PROHIBITED_FIELD" in result.output
+
+
+def test_catalog_template_xlsx_has_chinese_headers(tmp_path, item):
+    out = tmp_path / "t.xlsx"
+    result = CliRunner().invoke(cli, ["catalog", "template", "admin_penalty", "--format", "xlsx", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    headers = [c.value for c in next(openpyxl.load_workbook(out).active.iter_rows(max_row=1))]
+    assert headers[: len(item.fields)] == [f.name for f in item.fields]
+
+
+def test_import_as_subprocess_exit_codes(node_dir, item, tmp_path):
+    write_csv(tmp_path / "p.csv", item, penalty_rows(5, source_unit=UNIT))
+    cmd = [sys.executable, "-m", "node", "--config", str(node_dir / "node.yaml"), "import", str(tmp_path / "p.csv"),
+           "--item", "admin_penalty", "--json"]
+    first = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["accepted"] == 5
