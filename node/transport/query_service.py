@@ -2,7 +2,7 @@
 
 Each call: who is calling (certificate, or the caller a federation node speaks for, with a signed
 delegation) → abuse guard (block list, rate) → sharing switch → access policy (``node.access``) →
-one indexed read of the subject's current records → what the caller may see, masked → the query
+one indexed read of the subject's current records → what the caller may see, masked (``node.disclosure``) → the query
 log entry, committed before the answer leaves (``node.querylog``). Records were verified on the
 way in, so the read path checks no signatures; the catalogue's per-item facts are computed once.
 """
@@ -15,22 +15,20 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
 import grpc
-from sqlalchemy import and_, select
 
 from node import access
 from node.abuse import Guard, RateLimitedError, SharingSwitch, address_of
 from node.authz import Authorizations, code_id
-from node.catalog import Catalog, Item
+from node.catalog import Catalog
 from node.config import AccessConfig
+from node.disclosure import Disclosure
 from node.errors import NodeError, NotAuthorizedError, UsageError
 from node.fanout import SIGNING_CERT_METADATA, Fanout, merge_views, verify_delegation
 from node.identifiers import normalize_text
 from node.nodeid import Identity
 from node.querylog import QueryRecorder
-from node.records import decode_body, decode_signed, pb, rpc
-from node.store import QueryLogEntry, RecordRow, Store
-from node.store._sql import chunks, translated
-from node.store.tables import record_heads, record_revisions
+from node.records import pb, rpc
+from node.store import QueryLogEntry, Store
 from node.transport.peers import CallerCache, abort_with, caller_identity
 from node.truststore import TrustStore
 
@@ -60,7 +58,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         self._store = store
         self._trust = trust
         self._settings = settings
-        self._policy = access.Policy(disputed=settings.disputed)
+        self._disclosure = Disclosure(store.engine, catalog, node_id, access.Policy(disputed=settings.disputed))
         self._guard = guard
         self._sharing = sharing
         self._authz = authz
@@ -69,9 +67,6 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         self._delegators = frozenset(delegators)
         self._today = today
         self._callers = callers or CallerCache()
-        # Catalogue facts per item, computed once: the read path only looks them up.
-        self._items: dict[str, Item] = dict(catalog.items)
-        self._id_fields = {code: access.id_fields(item) for code, item in catalog.items.items()}
         self._list_items = tuple(code for code, item in catalog.items.items() if item.is_list)
 
     @property
@@ -110,8 +105,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
             collect = self._fanout.start(request, Identity(asker.caller.node_id, asker.caller.role),
                                          asker.caller.purpose, self._fanout_timeout(context))
         today = self._today()
-        views = [v for v in (self._view(row, asker.caller, today)
-                             for row in self._store.records.current_for_subject(subject, items)) if v is not None]
+        views = self._disclosure.views(self._disclosure.current(subject, items), asker.caller, today)
         unavailable: list[str] = []
         if collect is not None:
             answered = collect()
@@ -130,29 +124,6 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
             timeout = min(timeout, max(0.0, remaining - _FANOUT_MARGIN_S))
         return timeout
 
-    def _view(self, row: RecordRow, caller: access.Caller, today: dt.date) -> pb.RecordView | None:
-        item = self._items.get(row.item)
-        if item is None:  # an item this catalogue release does not know: cannot be classified, not shown
-            return None
-        if item.disclosure_class not in access.classes_for(caller, row.subject_code, row.item):
-            return None  # the common refusal, decided before decoding anything
-        body = decode_body(row.body)
-        fields = {f.name: f.value for f in body.fields}
-        window = access.window_state(item, fields, row.decision_date, today)
-        facts = access.RecordFacts(row.item, item.disclosure_class, row.subject_code, row.subject_kind,
-                                   row.status, window)
-        decision = access.decide(caller, facts, self._policy)
-        if not decision.visible:
-            return None
-        shown, subject_code = access.mask_view(decision, self._id_fields[row.item], fields, row.subject_code,
-                                               row.subject_kind)
-        return pb.RecordView(
-            record_id=row.record_id, revision=row.revision, item=row.item, status=row.status,
-            disclosure_class=item.disclosure_class, fields=[pb.Field(name=k, value=v) for k, v in shown.items()],
-            signers=[s.signer for s in decode_signed(row.signed).chain], region=self._node_id,
-            marks=list(decision.marks), measures=list(item.measures), subject_code=subject_code,
-            subject_name=body.subject_name, decision_date=row.decision_date)
-
     # --- VerifyList --------------------------------------------------------------------------------
     def VerifyList(self, request: pb.VerifyListRequest,
                    context: grpc.ServicerContext) -> pb.VerifyListResponse:
@@ -167,7 +138,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         if len(codes) > MAX_VERIFY:
             raise UsageError(f"at most {MAX_VERIFY} subject codes per call; split the list", field="subject_codes")
         lists = self._known_items(request.items) or self._list_items
-        not_lists = [i for i in lists if not self._items[i].is_list]
+        not_lists = [i for i in lists if not self._catalog.item(i).is_list]
         if not_lists:
             raise UsageError(f"not list items: {', '.join(not_lists)}", field="items")
         lookup = pb.LookupRequest(context=request.context)
@@ -176,27 +147,14 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         log.detail["subjects"] = codes
         today = self._today()
         hits = []
-        for row in self._list_rows(codes, lists):
-            view = self._view(row, asker.caller, today)
+        for row in self._disclosure.current_lists(codes, lists):
+            view = self._disclosure.view(row, asker.caller, today)
             if view is not None:
                 hits.append(pb.ListHit(subject_code=view.subject_code, item=row.item, record_id=row.record_id,
                                        listed_on=row.decision_date, measures=list(view.measures),
                                        subject_name=view.subject_name))
         self._log(log.entry(len(hits)))
         return pb.VerifyListResponse(hits=hits, checked=len(codes))
-
-    def _list_rows(self, codes: Sequence[str], items: Sequence[str]) -> list[RecordRow]:
-        """Current revisions of list items for many subjects: one indexed read per 500 codes."""
-        h, r = record_heads.c, record_revisions.c
-        out: list[RecordRow] = []
-        with translated("reading list entries"), self._store.engine.connect() as conn:
-            for chunk in chunks(codes):
-                stmt = (select(record_revisions)
-                        .join(record_heads, and_(h.record_id == r.record_id, h.revision == r.revision))
-                        .where(h.subject_code.in_(list(chunk)), h.item.in_(list(items)))
-                        .order_by(h.subject_code, h.item, h.decision_date))
-                out.extend(RecordRow(*row) for row in conn.execute(stmt))
-        return out
 
     # --- common ------------------------------------------------------------------------------------
     def _gate(self, context: grpc.ServicerContext) -> tuple[Identity, str]:

@@ -287,3 +287,22 @@ def test_sharing_suspend_and_resume_without_restart(pki: Pki, store: Store, tags
         assert lookup(s, "public", ORG).records
     assert json.loads(json.dumps([e.action for e in store.audit.iter()]))[-2:] == ["sharing.suspend",
                                                                                    "sharing.resume"]
+
+
+# --- the read path on both databases ------------------------------------------------------------------
+def test_disclosure_reads_the_same_on_sqlite_and_postgresql(pki: Pki, engine: object) -> None:
+    from node.access import Caller, Policy, today_in_china
+    from node.disclosure import Disclosure
+
+    store = Store(engine)  # type: ignore[arg-type]
+    ident = pki.identity(CITY)
+    tags = seed(store, Signer(CITY, ident.signing_key, ident.signing_cert_der), catalog())
+    reader = Disclosure(store.engine, catalog(), CITY, Policy())
+    rows = reader.current(ORG)
+    assert {r.record_id for r in rows} == {tags[t] for t in ORG_VIEW["judicial"]}
+    assert [r.item for r in reader.current(ORG, ["admin_inspection"])] == ["admin_inspection"]
+    assert reader.current("NOBODY") == []
+    views = reader.views(rows, Caller("gov:x", "gov", "p"), today_in_china())
+    assert {v.record_id for v in views} >= {tags["pen"], tags["inspection"]}
+    hits = reader.current_lists([ORG, ORG2], ["serious_dishonest_list", "red_list"])
+    assert sorted(h.item for h in hits) == ["red_list", "serious_dishonest_list"]
