@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 # Well under SQLite's 32,766 and PostgreSQL's 65,535 bound parameters per statement.
 IN_CHUNK = 500
+PG_MAX_PARAMETERS = 30_000
 
 
 def insert_for(conn: Connection, table: Table) -> sqlite.Insert | postgresql.Insert:
@@ -68,6 +69,32 @@ def execute_many(
     if list(compiled.positiontup or ()) != list(columns):
         raise ValueError(f"statement parameters {compiled.positiontup} are not the columns {list(columns)}")
     conn.exec_driver_sql(str(compiled), list(rows))
+
+
+def insert_new_returning(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    unique: Sequence[str],
+    returning: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """PostgreSQL: insert ``rows`` skipping those that clash on ``unique``; returns what was inserted.
+
+    One multi-row ``INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING RETURNING`` per ~30,000
+    parameters, values handed to psycopg as they are (see ``execute_many``).
+    """
+    prep = conn.dialect.identifier_preparer
+    names = ", ".join(prep.quote(c) for c in columns)
+    one = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    head = f"INSERT INTO {prep.format_table(table)} ({names}) VALUES "
+    tail = (f" ON CONFLICT ({', '.join(prep.quote(c) for c in unique)}) DO NOTHING"
+            f" RETURNING {', '.join(prep.quote(c) for c in returning)}")
+    out: list[tuple[Any, ...]] = []
+    for chunk in chunks(rows, max(1, PG_MAX_PARAMETERS // len(columns))):
+        flat = tuple(value for row in chunk for value in row)
+        out.extend(tuple(r) for r in conn.exec_driver_sql(head + ", ".join([one] * len(chunk)) + tail, flat))
+    return out
 
 
 def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:

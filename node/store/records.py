@@ -17,10 +17,31 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, select, tuple_
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Integer,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 
-from node.store._sql import chunks, execute_many, insert_for, is_postgres, translated, write_transaction
+from node.store._sql import (
+    chunks,
+    execute_many,
+    insert_for,
+    insert_new_returning,
+    is_postgres,
+    translated,
+    write_transaction,
+)
 from node.store.audit import AuditEvent, AuditLog
 from node.store.meta import put_value
 from node.store.rejections import RejectionKey, RejectionRow, close_matching, insert_rejections
@@ -30,6 +51,7 @@ from node.store.tables import record_heads, record_revisions
 __all__ = ["AppendResult", "AuditEvent", "Head", "OutboxEntry", "RecordRow", "RecordStore"]
 
 Key = tuple[str, int]
+DialectInsert = sqlite.Insert | postgresql.Insert
 
 
 @dataclass(frozen=True)
@@ -89,8 +111,7 @@ class AppendResult:
 
 _ROW_COLUMNS = tuple(c.name for c in record_revisions.columns)
 _HEAD_COLUMNS = tuple(c.name for c in record_heads.columns)
-_OUTBOX_COLUMNS = ("record_id", "revision", "destination", "rule_id", "created_at_ms", "attempts",
-                   "next_attempt_ms", "last_error", "state")
+_OUTBOX_BOUND = ("record_id", "revision", "destination", "rule_id")
 _row_values = attrgetter(*_ROW_COLUMNS)
 _head_values = attrgetter(*_HEAD_COLUMNS)
 _HEAD_SELECT = (record_heads.c.record_id, record_heads.c.revision, record_heads.c.status,
@@ -134,13 +155,8 @@ class RecordStore:
         # (no deadlocks between two batches sharing records).
         keys = sorted(unique)
         with translated("storing records"), write_transaction(self._engine) as conn:
-            inserted, existing = self._insert_revisions(conn, unique, keys)
-            self._advance_heads(conn, unique, [k for k in keys if k in inserted])
-            execute_many(conn, insert(outbox_table), _OUTBOX_COLUMNS, [
-                (e.record_id, e.revision, e.destination, e.rule_id, now, 0, now, "", "pending")
-                for e in outbox
-                if (e.record_id, e.revision) in inserted
-            ])
+            inserted, existing = self._store_revisions(conn, unique, keys)
+            _insert_outbox(conn, [e for e in outbox if (e.record_id, e.revision) in inserted], now)
             insert_rejections(conn, rejections, now_ms=now)
             close_matching(conn, close_rejections, now_ms=now)
             self._audit.append(conn, audit, at_ms=now)
@@ -164,10 +180,13 @@ class RecordStore:
         conflicts.extend(in_batch_conflicts)
         return AppendResult(stored, duplicates, conflicts)
 
-    def _insert_revisions(
+    def _store_revisions(
         self, conn: Connection, rows: dict[Key, RecordRow], keys: Sequence[Key]
     ) -> tuple[set[Key], dict[Key, bytes]]:
-        """Insert the rows not stored yet; returns the keys inserted and the digests of the others."""
+        """Insert the revisions not stored yet and advance their heads.
+
+        Returns the keys inserted and the body digests of the others that are stored.
+        """
         if not keys:
             return set(), {}
         if not is_postgres(conn):
@@ -175,16 +194,24 @@ class RecordStore:
             # now is what will be stored when we insert: read it, then insert the rest in bulk.
             existing = self._existing_digests(conn, keys)
             new = [k for k in keys if k not in existing]
+            rowid = literal_column("rowid", Integer)  # SQLite's implicit row number
+            last = conn.execute(select(func.coalesce(func.max(rowid), 0)).select_from(record_revisions)).scalar_one()
             execute_many(conn, insert(record_revisions), _ROW_COLUMNS, [_row_values(rows[k]) for k in new])
+            # The heads are copied from the rows just written (SQLite gives new rows rowids above
+            # the old maximum), which spares binding every value a second time.
+            source = select(*(record_revisions.c[c] for c in _HEAD_COLUMNS)).where(rowid > last)
+            conn.execute(_heads_upsert(insert_for(conn, record_heads).from_select(_HEAD_COLUMNS, source)))
             return set(new), existing
         # PostgreSQL: concurrent writers; the insert itself decides (a conflicting insert waits
         # for the other transaction and is skipped if that one commits).
-        stmt = (
-            postgresql.insert(record_revisions)
-            .on_conflict_do_nothing(index_elements=["record_id", "revision"])
-            .returning(record_revisions.c.record_id, record_revisions.c.revision)
-        )
-        inserted = {(rid, rev) for rid, rev in conn.execute(stmt, [vars(rows[k]) for k in keys])}
+        inserted = {(rid, rev) for rid, rev in insert_new_returning(
+            conn, record_revisions, _ROW_COLUMNS, [_row_values(rows[k]) for k in keys],
+            unique=("record_id", "revision"), returning=("record_id", "revision"))}
+        # ``keys`` is sorted, so the last key seen for a record is its highest new revision (one
+        # upsert per head: PostgreSQL refuses to touch a row twice in one statement).
+        best = {rid: (rid, rev) for rid, rev in keys if (rid, rev) in inserted}
+        execute_many(conn, _heads_upsert(insert_for(conn, record_heads)), _HEAD_COLUMNS,
+                     [_head_values(rows[k]) for k in best.values()])
         return inserted, self._existing_digests(conn, [k for k in keys if k not in inserted])
 
     def _existing_digests(self, conn: Connection, keys: Sequence[Key]) -> dict[Key, bytes]:
@@ -198,20 +225,6 @@ class RecordStore:
                 if (rid, rev) in wanted:
                     found[(rid, rev)] = bytes(digest)
         return found
-
-    def _advance_heads(self, conn: Connection, rows: dict[Key, RecordRow], stored: Sequence[Key]) -> None:
-        """Upsert heads, moving a head only forward (revisions may arrive out of order)."""
-        if not stored:
-            return
-        # ``stored`` is sorted, so the last key seen for a record is its highest new revision.
-        best = {rid: (rid, rev) for rid, rev in stored}
-        stmt = insert_for(conn, record_heads)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["record_id"],
-            set_={c: stmt.excluded[c] for c in _HEAD_COLUMNS if c != "record_id"},
-            where=record_heads.c.revision < stmt.excluded.revision,
-        )
-        execute_many(conn, stmt, _HEAD_COLUMNS, [_head_values(rows[k]) for k in best.values()])
 
     def rebuild_heads(self) -> int:
         """Recompute every head from the revisions (after a restore or a suspected drift)."""
@@ -293,6 +306,26 @@ class RecordStore:
     def _rows(self, stmt: Any) -> list[RecordRow]:
         with translated("reading records"), self._engine.connect() as conn:
             return [RecordRow(*row) for row in conn.execute(stmt)]
+
+
+def _heads_upsert(stmt: DialectInsert) -> DialectInsert:
+    """Make ``stmt`` (an INSERT into record_heads) move a head only forward: revisions may arrive
+    out of order, and a lower one must not replace a higher one."""
+    return stmt.on_conflict_do_update(
+        index_elements=["record_id"],
+        set_={c: stmt.excluded[c] for c in _HEAD_COLUMNS if c != "record_id"},
+        where=record_heads.c.revision < stmt.excluded.revision,
+    )
+
+
+def _insert_outbox(conn: Connection, entries: Sequence[OutboxEntry], now: int) -> None:
+    """New pending deliveries; only the four varying values are bound per row."""
+    if not entries:
+        return
+    at = literal_column(str(int(now)), BigInteger)
+    stmt = insert(outbox_table).values(created_at_ms=at, attempts=literal_column("0", Integer), next_attempt_ms=at,
+                                       last_error=literal_column("''"), state=literal_column("'pending'"))
+    execute_many(conn, stmt, _OUTBOX_BOUND, [(e.record_id, e.revision, e.destination, e.rule_id) for e in entries])
 
 
 def _dedupe(rows: Sequence[RecordRow]) -> tuple[dict[Key, RecordRow], list[tuple[Key, bytes]], list[Key]]:
