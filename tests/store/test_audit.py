@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -33,7 +34,7 @@ def test_intact_log_verifies_and_reads_back(engine: Engine) -> None:
     assert [e.seq for e in log.iter(after_seq=4)] == [5, 6]
     raw = list(log.chain.iter(engine))
     assert raw[0].prev_hash == GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(raw, raw[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(raw))
 
 
 def test_empty_log_verifies(engine: Engine) -> None:
