@@ -32,11 +32,14 @@ __all__ = [
     "facts",
     "meta",
     "metadata",
+    "objection_events",
+    "objections",
     "outbox",
     "query_log",
     "record_heads",
     "record_revisions",
     "rejections",
+    "repair_requests",
 ]
 
 # Deterministic constraint names, so later migrations can address them on both dialects.
@@ -288,6 +291,78 @@ conflicts = Table(
 )
 
 CASE_ID_LEN = 96
+
+# Objection cases (异议, node/lifecycle/objections.py): the current state of each case, one row per
+# case, never deleted. Every step is also an ``objection_events`` row (append-only) and an audit
+# event, so the objection log is kept permanently (seed 001 附件2 八(一)).
+objections = Table(
+    "objections",
+    metadata,
+    Column("case_id", String(CASE_ID_LEN), primary_key=True),  # "<record_id>@<revision the case made>"
+    Column("record_id", String(RECORD_ID_LEN), nullable=False),
+    Column("revision", Integer, nullable=False),  # the revision the case stored (disputed or corrected)
+    Column("item", String(CODE_LEN), nullable=False),
+    Column("subject_code", String(CODE_LEN), nullable=False),
+    Column("applicant", String(CODE_LEN), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("evidence_name", String(255), nullable=False),  # '' when none
+    Column("evidence_digest", LargeBinary(32), nullable=True),
+    Column("evidence", LargeBinary, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("outcome", String(16), nullable=False),  # '' until closed
+    Column("filed_on", String(10), nullable=False),  # ISO dates from here on ('' when not set)
+    Column("source_due", String(10), nullable=False),
+    Column("result_due", String(10), nullable=False),
+    Column("closed_on", String(10), nullable=False),
+    Column("withdrawn_revision", Integer, nullable=False),  # revision that withdrew it when overdue; 0
+    Column("answer_revision", Integer, nullable=False),  # revision that answered it; 0
+    Column("statement", Text, nullable=False),  # 申请人存疑 statement, '' when none
+    Column("statement_until", String(10), nullable=False),
+    Column("filed_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    CheckConstraint("state IN ('awaiting_source', 'overdue', 'closed')", name="state"),
+    Index(None, "record_id"),
+    Index(None, "state", "source_due"),
+)
+
+# Append-only log of every objection step, also for cases filed elsewhere (a source department
+# logs its answer under the case id it was sent). Never updated, never deleted.
+objection_events = Table(
+    "objection_events",
+    metadata,
+    Column("id", _AutoId, primary_key=True, autoincrement=True),
+    Column("case_id", String(CASE_ID_LEN), nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("actor", String(NODE_ID_LEN), nullable=False),
+    Column("kind", String(32), nullable=False),  # filed | request_sent | corrected_at_once | answered …
+    Column("state", String(16), nullable=False),  # the case's state after the step ('' if not held here)
+    Column("revision", Integer, nullable=False),  # the revision the step stored, 0 if none
+    Column("detail", Text, nullable=False),  # canonical JSON
+    Index(None, "case_id", "id"),
+)
+
+# Credit repair requests (信用修复, node/lifecycle/repair.py): decided once, never deleted.
+repair_requests = Table(
+    "repair_requests",
+    metadata,
+    Column("case_id", String(CASE_ID_LEN), primary_key=True),
+    Column("record_id", String(RECORD_ID_LEN), nullable=False),
+    Column("revision", Integer, nullable=False),  # the head revision the request was about
+    Column("item", String(CODE_LEN), nullable=False),
+    Column("subject_code", String(CODE_LEN), nullable=False),
+    Column("applicant", String(CODE_LEN), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("decision_reason", Text, nullable=False),
+    Column("decided_by", String(NODE_ID_LEN), nullable=False),
+    Column("repaired_revision", Integer, nullable=False),  # 0 unless approved
+    Column("requested_at_ms", BigInteger, nullable=False),
+    Column("decided_at_ms", BigInteger, nullable=True),
+    CheckConstraint("state IN ('requested', 'approved', 'rejected')", name="state"),
+    Index(None, "record_id"),
+    Index(None, "state"),
+)
+
 
 # Small facts about the store itself: owner node id, catalogue version, hash-chain heads.
 meta = Table(

@@ -1,0 +1,200 @@
+"""Disclosure windows (pure) and the archive sweep on real stores, small and large (≥ 100k records)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from node import access
+from node.catalog import Catalog
+from node.identity import LoadedIdentity
+from node.integrity import verify_store
+from node.lifecycle.disclosure import Sweep, add_months, latest_closable_decision, window
+from node.records import body_digest, content_digest, decode_body, make_record_id, pb
+from node.signing import Signer
+from node.store import RecordRow
+from node.store.tables import outbox, record_heads
+from tests.lifecycle.kit import CITY, DEPT, DISTRICT, UNIT, Clock, audit_rows, carry_up, make_kit
+
+D = dt.date
+
+
+def test_penalty_window_by_severity(catalog: Catalog) -> None:
+    item = catalog.item("admin_penalty")
+    decided = "2024-01-31"
+    assert window(item, {"CF_SXCD": "严重"}, decided) == (D(2024, 1, 31), D(2027, 1, 31), D(2025, 1, 31))
+    assert window(item, {}, decided) == (D(2024, 1, 31), D(2025, 1, 31), D(2024, 4, 30))  # ordinary
+    assert window(item, {"CF_SXCD": "轻微"}, decided) == (D(2024, 1, 31), D(2024, 4, 30), D(2024, 1, 31))
+    # 公示截止期 set by the source ends it earlier (inclusive): the next day is the first one withheld.
+    assert window(item, {"CF_SXCD": "严重", "CF_GSJZQ": "2024-06-30"}, decided).end == D(2024, 7, 1)
+
+
+def test_other_rule_kinds(catalog: Catalog) -> None:
+    reg = catalog.item("registration")  # while valid + 3 years
+    assert window(reg, {"DJ_ZXRQ": "2023-05-10"}, "2001-01-01").end == D(2026, 5, 11)
+    assert window(reg, {}, "2001-01-01").end is None
+    listed = catalog.item("serious_dishonest_list")  # while listed
+    assert window(listed, {"SX_YXQZ": "2026-12-31"}, "2025-01-01").end == D(2027, 1, 1)
+    assert window(listed, {}, "2025-01-01") == (D(2025, 1, 1), None, None)
+    inspection = catalog.item("admin_inspection")  # 3 years from the decision
+    assert window(inspection, {}, "2024-02-29").end == D(2027, 2, 28)
+    assert add_months(D(2024, 1, 31), 1) == D(2024, 2, 29)
+
+
+def _random_fields(item_code: str, rng: random.Random, decided: dt.date) -> dict[str, str]:
+    later = (decided + dt.timedelta(days=rng.randrange(0, 2000))).isoformat()
+    if item_code == "admin_penalty":
+        out = {"CF_SXCD": rng.choice(["轻微", "一般", "严重", ""])}
+        if rng.random() < 0.3:
+            out["CF_GSJZQ"] = later
+        return out
+    field = {"registration": "DJ_ZXRQ", "serious_dishonest_list": "SX_YXQZ", "red_list": "HM_YXQZ",
+             "admin_license": "XK_YXQZI", "abnormal_operation": "YC_YCRQ",
+             "professional_qualification": "ZG_YXQZ"}.get(item_code)
+    return {field: later} if field and rng.random() < 0.7 else {}
+
+
+def test_window_agrees_with_the_access_policy_and_the_sweep_bound(catalog: Catalog) -> None:
+    """The read path (access.window_state) and the archive agree day by day; the SQL bound misses nothing."""
+    rng = random.Random(7)
+    for item in catalog.items.values():
+        for _ in range(400):
+            decided = D(2019, 1, 1) + dt.timedelta(days=rng.randrange(0, 2500))
+            fields = _random_fields(item.code, rng, decided)
+            today = decided + dt.timedelta(days=rng.randrange(0, 2500))
+            w = window(item, fields, decided.isoformat())
+            state = access.window_state(item, fields, decided.isoformat(), today)
+            closed = w.end is not None and today >= w.end
+            assert (state == "closed") == closed, (item.code, fields, decided, today, w)
+            bound = latest_closable_decision(item, today)
+            if closed:
+                assert bound is not None and decided <= bound, (item.code, fields, decided, today, bound)
+
+
+def _outbox_to(kit_store: object, destination: str, engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(outbox)
+                                .where(outbox.c.destination == destination)).scalar_one())
+
+
+def test_sweep_archives_what_is_past_its_window_once(engine: Engine, ids: dict[str, LoadedIdentity],
+                                                     catalog: Catalog, clock: Clock) -> None:
+    kit = make_kit(engine, DEPT, parent=DISTRICT, ids=ids, catalog=catalog, clock=clock)
+    record_ids = kit.import_penalties(60)  # decided 2024-01 … 2025-08, ordinary: 12 months
+    today = clock.today()
+    due = {rid for rid in record_ids if add_months(D.fromisoformat(kit.head(rid).decision_date), 12) <= today}
+    assert 0 < len(due) < len(record_ids)
+    sweep = Sweep(store=kit.store, catalog=catalog, reviser=kit.reviser, node_id=DEPT, today=clock.today)
+    audit_before, outbox_before = audit_rows(kit.store), _outbox_to(kit.store, DISTRICT, engine)
+
+    dry = sweep.run(dry_run=True)
+    assert {r for r, _v, _i in dry.moved} == due
+    assert audit_rows(kit.store) == audit_before  # a dry run stores nothing
+
+    report = sweep.run()
+    assert {r for r, _v, _i in report.moved} == due and report.by_item == {"admin_penalty": len(due)}
+    for rid in record_ids:
+        head = kit.head(rid)
+        assert head.status == ("expired" if rid in due else "active")
+        assert head.revision == (2 if rid in due else 1)
+        assert len(kit.store.records.history(rid)) == head.revision  # the old revision is kept
+    assert _outbox_to(kit.store, DISTRICT, engine) == outbox_before + len(due)  # the revisions travel up
+    assert audit_rows(kit.store) == audit_before + 1
+
+    again = sweep.run()
+    assert again.moved == [] and audit_rows(kit.store) == audit_before + 1  # idempotent
+    assert verify_store(kit.store, kit.verifier).ok
+
+    expired = kit.head(sorted(due)[0])
+    facts = access.RecordFacts(expired.item, "A", expired.subject_code, expired.subject_kind, expired.status)
+    assert not access.decide(access.Caller("public:x", "public"), facts, access.Policy()).visible
+    judicial = access.decide(access.Caller("judicial:c", "judicial", "函"), facts, access.Policy())
+    assert judicial.visible and access.MARK_ARCHIVED in judicial.marks
+
+
+def test_sweep_scope_origin_leaves_records_of_other_nodes(engine: Engine, more_engines: Callable[[], Engine],
+                                                          ids: dict[str, LoadedIdentity], catalog: Catalog,
+                                                          clock: Clock) -> None:
+    dept = make_kit(engine, DEPT, parent=DISTRICT, ids=ids, catalog=catalog, clock=clock)
+    district = make_kit(more_engines(), DISTRICT, parent=CITY, children=[DEPT], ids=ids, catalog=catalog,
+                        clock=clock)
+    dept.import_penalties(20)
+    assert carry_up(dept, district) == 20
+    own = Sweep(store=district.store, catalog=catalog, reviser=district.reviser, node_id=DISTRICT,
+                today=clock.today)
+    assert own.run().moved == []
+    every = Sweep(store=district.store, catalog=catalog, reviser=district.reviser, node_id=DISTRICT,
+                  scope="all", today=clock.today)
+    assert every.run().moved
+    moved_at_dept = Sweep(store=dept.store, catalog=catalog, reviser=dept.reviser, node_id=DEPT,
+                          today=clock.today).run()
+    assert moved_at_dept.moved
+
+
+def _bulk_rows(signer: Signer, n: int, start: int, rng: random.Random, today: dt.date) -> list[RecordRow]:
+    """``n`` signed 行政处罚 revisions decided over the last five years, made straight for the store."""
+    template = pb.RecordBody(revision=1, item="admin_penalty", catalog_version="2026.11",
+                             subject_code="91330102MA0000000X", subject_kind="legal_person",
+                             source_unit=UNIT, origin_node=DEPT, reported_at_ms=1, status="active")
+    made: list[tuple[str, str, bytes, bytes]] = []
+    for i in range(start, start + n):
+        decided = (today - dt.timedelta(days=rng.randrange(0, 5 * 365))).isoformat()
+        fields = (("CF_WSH", f"W{i}"), ("CF_JDRQ", decided), ("CF_SXCD", rng.choice(("轻微", "一般", "严重"))))
+        rid = make_record_id("admin_penalty", UNIT, f"W{i}\x1f91330102MA0000000X")
+        body = pb.RecordBody()
+        body.CopyFrom(template)
+        body.record_id, body.subject_name, body.decision_date = rid, f"公司{i}", decided
+        for k, v in fields:
+            body.fields.add(name=k, value=v)
+        made.append((rid, decided, body.SerializeToString(), content_digest("admin_penalty", UNIT, fields)))
+    sigs = signer.sign_origin([b for _r, _d, b, _c in made], now_ms=1_770_000_000_000)
+    return [RecordRow(rid, 1, "admin_penalty", "91330102MA0000000X", "legal_person", UNIT, DEPT, "active",
+                      decided, body, body_digest(body), digest,
+                      pb.SignedRecord(body=body, chain=[sig]).SerializeToString(), 1, "", "2026.11")
+            for (rid, decided, body, digest), sig in zip(made, sigs, strict=True)]
+
+
+LARGE = 100_000
+
+
+def test_sweep_on_a_large_store(engine: Engine, ids: dict[str, LoadedIdentity], catalog: Catalog,
+                                clock: Clock, capsys: pytest.CaptureFixture[str]) -> None:
+    """≥ 100k records over five years of decisions: one sweep archives exactly those past their window."""
+    kit = make_kit(engine, DEPT, parent=DISTRICT, ids=ids, catalog=catalog, clock=clock)
+    rng = random.Random(3)
+    today = clock.today()
+    t0 = time.perf_counter()
+    expected = 0
+    item = catalog.item("admin_penalty")
+    for start in range(0, LARGE, 10_000):
+        rows = _bulk_rows(kit.signer, 10_000, start, rng, today)
+        kit.store.records.append(rows)
+        expected += sum(1 for r in rows if (w := window(item, {"CF_SXCD": _sev(r)}, r.decision_date)).end
+                        and w.end <= today)
+    built = time.perf_counter() - t0
+    sweep = Sweep(store=kit.store, catalog=catalog, reviser=kit.reviser, node_id=DEPT, today=clock.today)
+    t1 = time.perf_counter()
+    report = sweep.run()
+    took = time.perf_counter() - t1
+    assert len(report.moved) == expected
+    t2 = time.perf_counter()
+    again = sweep.run()
+    took_again = time.perf_counter() - t2
+    assert again.moved == []
+    with engine.connect() as conn:
+        expired = conn.execute(select(func.count()).select_from(record_heads)
+                               .where(record_heads.c.status == "expired")).scalar_one()
+    assert expired == expected
+    with capsys.disabled():
+        print(f"\n[{engine.dialect.name}] built {LARGE} records in {built:.1f}s; sweep examined "
+              f"{report.examined}, archived {len(report.moved)} in {took:.1f}s; second sweep examined "
+              f"{again.examined} in {took_again:.1f}s")
+
+
+def _sev(row: RecordRow) -> str:
+    return next(f.value for f in decode_body(row.body).fields if f.name == "CF_SXCD")
