@@ -33,7 +33,7 @@ import yaml
 
 from node.errors import ConfigError
 
-__all__ = ["WorkingCalendar", "bundled_calendar"]
+__all__ = ["WorkingCalendar", "bundled_calendar", "china_date"]
 
 _DAY = dt.timedelta(days=1)
 # Far more than any deadline in the regulations (the longest is 30 days): a bound that turns a
@@ -189,3 +189,11 @@ def _date(value: object, where: str) -> dt.date:
 def bundled_calendar() -> pathlib.Path:
     """The calendars shipped in the source tree (exchange_config/calendar)."""
     return pathlib.Path(__file__).resolve().parents[2] / "exchange_config" / "calendar"
+
+
+_CHINA = dt.timezone(dt.timedelta(hours=8))  # no DST: the regulations' dates are Beijing dates
+
+
+def china_date(unix_ms: int) -> dt.date:
+    """The date in China at ``unix_ms``: the day a deadline counts from."""
+    return dt.datetime.fromtimestamp(unix_ms / 1000, _CHINA).date()

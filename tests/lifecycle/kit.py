@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, func, select
 
+from node import access
 from node.catalog import Catalog, Item
 from node.config import ChildConfig, LifecycleConfig
 from node.identity import LoadedIdentity, init_ca, issue, load_identity
 from node.inbox import Inbox
 from node.ingest import Ingest, Preparer
 from node.lifecycle.calendar import WorkingCalendar, bundled_calendar
+from node.lifecycle.objection_service import ObjectionService
+from node.lifecycle.objections import Deadlines
 from node.lifecycle.revisions import Reviser
 from node.records import body_digest, decode_body, decode_signed, pb
 from node.routing import Router
@@ -165,7 +168,9 @@ def carry_down(parent: Kit, child: Kit) -> int:
             body_digest=body_digest(rec.body), content_digest=_content_of(child, body),
             signed=rec.SerializeToString(), received_at_ms=child.clock(), received_from=parent.node_id,
             catalog_version=body.catalog_version))
-    child.store.records.append(rows)
+    # What the downward receive path does: store, and pass it on towards the source department.
+    onward = child.reviser.routes(rows, down=True)
+    child.store.records.append(rows, outbox=[e for e in onward if e.destination != child.parent])
     parent.store.outbox.done([i for i, _r, _u in pending])
     return len(rows)
 
@@ -189,3 +194,23 @@ def _hop(kit: Kit, rec: pb.SignedRecord, rule: str) -> pb.SignedRecord:
 def audit_rows(store: Store) -> int:
     with store.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(audit_log)).scalar_one())
+
+
+def objection_service(kit: Kit, disputed: str = "suspend") -> ObjectionService:
+    s = kit.settings
+    return ObjectionService(
+        node_id=kit.node_id, store=kit.store, catalog=kit.catalog, reviser=kit.reviser, verifier=kit.verifier,
+        validator=kit.validator, calendar=kit.calendar, policy=access.Policy(disputed=disputed),  # type: ignore[arg-type]
+        deadlines=Deadlines(s.check_days, s.source_days, s.result_days, s.statement_days, s.statement_within_days),
+        clock=kit.clock)
+
+
+def visible(kit: Kit, record_id: str, role: str = "public", disputed: str = "suspend") -> access.Decision:
+    """What the Query service would decide for ``role`` on the record's head at ``kit``, today."""
+    head = kit.head(record_id)
+    item = kit.catalog.item(head.item)
+    fields = {f.name: f.value for f in decode_body(head.body).fields}
+    facts = access.RecordFacts(head.item, item.disclosure_class, head.subject_code, head.subject_kind, head.status,
+                               access.window_state(item, fields, head.decision_date, kit.clock.today()))
+    node_id = f"self:{head.subject_code.lower()}" if role == "self" else f"{role}:x"
+    return access.decide(access.Caller(node_id, role, "duty"), facts, access.Policy(disputed=disputed))  # type: ignore[arg-type]

@@ -39,7 +39,7 @@ def upgrade() -> None:
         sa.Column("evidence_digest", sa.LargeBinary(32), nullable=True),
         sa.Column("evidence", sa.LargeBinary(), nullable=True),
         sa.Column("state", sa.String(16), nullable=False),
-        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("outcome", sa.String(24), nullable=False),
         sa.Column("filed_on", sa.String(10), nullable=False),
         sa.Column("source_due", sa.String(10), nullable=False),
         sa.Column("result_due", sa.String(10), nullable=False),

@@ -1,0 +1,278 @@
+"""Objections at one node: file, answer, tick (deadlines), statements; the I/O around ``objections``.
+
+The node where a subject files an objection acts as the platform for it: it marks the record
+(a ``disputed`` revision that travels up to every node above and down towards the source
+department: the verification request), checks its copy against what the source signed, and keeps
+the case. The source department's node answers under the same case id (``RECORD_ID@REVISION``
+names the revision it received): its ``confirmed`` / ``corrected`` / ``revoked`` revision travels
+up, and the platform's ``tick`` sees it arrive as the record's new head and closes the case. When
+the node holding the case is itself the source unit's node, the operator answers there directly.
+``tick`` also withdraws records whose source missed its deadline (a ``deleted`` revision naming the
+case). Every step is logged (``objection_events`` + audit) in the transaction that makes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import pathlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+from sqlalchemy import Connection, select
+
+from node import access
+from node.catalog import Catalog
+from node.errors import ConflictError, NotAuthorizedError, NotFoundError, RecordRejected, UsageError
+from node.identifiers import normalize_text
+from node.lifecycle import objections as sm
+from node.lifecycle.calendar import WorkingCalendar, china_date
+from node.lifecycle.objection_store import ObjectionStore
+from node.lifecycle.revisions import Change, Reviser
+from node.records import decode_body, decode_signed, fields_dict, make_record_id
+from node.signing import Verifier
+from node.store import RecordRow, Store
+from node.store._sql import translated
+from node.store.tables import record_heads
+from node.validation import Checked, Validator
+
+__all__ = ["Answer", "ObjectionService", "TickReport"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    case_id: str
+    record_id: str
+    revision: int  # the revision the answer stored
+    status: str
+    case: sm.Case | None  # the case, when it is kept at this node
+
+
+@dataclass
+class TickReport:
+    answered: list[str] = field(default_factory=list)
+    overdue: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"answered": self.answered, "overdue": self.overdue}
+
+
+class ObjectionService:
+    def __init__(self, *, node_id: str, store: Store, catalog: Catalog, reviser: Reviser, verifier: Verifier,
+                 validator: Validator, calendar: WorkingCalendar, deadlines: sm.Deadlines,
+                 policy: access.Policy, clock: Callable[[], int], evidence_max_bytes: int = 10_485_760) -> None:
+        self._node_id = node_id
+        self._store = store
+        self._catalog = catalog
+        self._reviser = reviser
+        self._verifier = verifier
+        self._validator = validator
+        self._calendar = calendar
+        self._deadlines = deadlines
+        self._policy = policy
+        self._clock = clock
+        self._evidence_max = evidence_max_bytes
+        self.cases = ObjectionStore(store.engine)
+
+    # --- filing -------------------------------------------------------------------------------
+    def file(self, record_id: str, *, by: str, reason: str, evidence: pathlib.Path | None = None) -> sm.Case:
+        now = self._clock()
+        today = china_date(now)
+        head = self._head(record_id)
+        applicant = normalize_text(by).upper()
+        if self.cases.open_for(record_id) is not None or head.status == "disputed":
+            raise ConflictError(f"record {record_id} is already under objection", code="E_OBJECTION_OPEN")
+        self._visible_to_subject(head, applicant, today)
+        name, blob, digest = self._read_evidence(evidence)
+        signed = decode_signed(head.signed)
+        erred = sm.platform_erred(head.body, bytes(signed.body), self._verifier.verify([signed])[0] is None)
+        revision = head.revision + 1
+        case_id = sm.case_id_for(record_id, revision)
+        if erred:
+            restored = replace(head, body=bytes(signed.body))
+            change = Change(restored, "corrected", f"objection {case_id}: the copy disclosed here differed from "
+                            "what the source unit signed; corrected at once (seed 003 篇5 第三十一条)",
+                            self._checked(restored, {}))
+            sent_to = ""
+        else:
+            change = Change(head, "disputed", f"异议正在处理: objection {case_id}: {reason.strip()}")
+            sent_to = self._reviser.children_of([record_id]).get(record_id, "")
+        case, steps = sm.filed(case_id=case_id, record_id=record_id, revision=revision, item=head.item,
+                               subject_code=head.subject_code, applicant=applicant, reason=reason, erred=erred,
+                               today=today, now_ms=now, calendar=self._calendar, deadlines=self._deadlines,
+                               evidence_name=name, evidence_digest=digest, sent_to=sent_to)
+
+        def record(conn: Connection, _rows: list[RecordRow]) -> None:
+            self.cases.insert(conn, case, blob)
+            self.cases.log(conn, case_id, steps, actor=self._node_id, state=case.state, revision=revision,
+                           at_ms=now)
+
+        self._reviser.commit([change], action="objection.revision", subject=case_id, also=[record], now_ms=now)
+        return case
+
+    def _visible_to_subject(self, head: RecordRow, subject: str, today: dt.date) -> None:
+        """A subject objects to a record about itself that it can see (seed 001 附件2 一)."""
+        if subject != head.subject_code:
+            raise NotAuthorizedError("only the subject of a record may object to it",
+                                        code="E_OBJECTION_NOT_SUBJECT", field="by")
+        item = self._catalog.item(head.item)
+        fields = fields_dict(decode_body(head.body))
+        facts = access.RecordFacts(head.item, item.disclosure_class, head.subject_code, head.subject_kind,
+                                   head.status, access.window_state(item, fields, head.decision_date, today))
+        caller = access.Caller(f"self:{subject.lower()}", "self")
+        if not access.decide(caller, facts, self._policy).visible:
+            raise ConflictError(f"record {head.record_id} is not disclosed to its subject ({head.status}); "
+                                "an objection concerns information that is disclosed", code="E_OBJECTION_NOT_DISCLOSED")
+
+    def _read_evidence(self, path: pathlib.Path | None) -> tuple[str, bytes | None, bytes | None]:
+        if path is None:
+            return "", None, None
+        try:
+            size = path.stat().st_size
+            if size > self._evidence_max:
+                raise UsageError(f"evidence {path.name} is {size} bytes; at most {self._evidence_max}",
+                                 field="evidence", code="E_EVIDENCE_TOO_LARGE")
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read evidence {path}: {exc.strerror}", field="evidence") from None
+        return path.name, data, hashlib.sha256(data).digest()
+
+    # --- answering (at the source unit's node, or where the case is kept) ------------------------
+    def answer(self, case_id: str, action: str, *, fields: Mapping[str, str] | None = None, note: str = "",
+               by: str = "") -> Answer:
+        status = sm.ACTIONS.get(action)
+        if status is None:
+            raise UsageError(f"answer with one of {', '.join(sm.ACTIONS)}", field="action")
+        if fields and action != "correct":
+            raise UsageError("--field goes with 'correct' only", field="field")
+        now = self._clock()
+        today = china_date(now)
+        record_id, revision = sm.parse_case_id(case_id)
+        case = self.cases.find(case_id)
+        head = self._head(record_id)
+        if not self._awaits_answer(head, case_id, revision, case):
+            raise ConflictError(f"case {case_id}: the record is at revision {head.revision} ({head.status}); "
+                                "it was answered already or is not under objection here", code="E_OBJECTION_STATE")
+        if case is not None and case.state == sm.CLOSED:
+            raise ConflictError(f"case {case_id} is closed ({case.outcome})", code="E_OBJECTION_STATE")
+        checked = self._checked(head, fields or {}) if action == "correct" else None
+        if checked is not None and self._unchanged(head, checked):
+            raise UsageError("the correction changes nothing; answer 'confirm' instead", field="field",
+                             code="E_CORRECTION_UNCHANGED")
+        reason = f"objection {case_id}: {action}" + (f": {note.strip()}" if note.strip() else "")
+        who = by or self._node_id
+        new_case, steps = (sm.answered(case, status=status, revision=head.revision + 1, today=today, now_ms=now,
+                                       calendar=self._calendar, deadlines=self._deadlines, by=who, note=note)
+                           if case is not None else
+                           (None, [sm.Step("answered", {"status": status, "revision": head.revision + 1,
+                                                        "by": who, "note": note})]))
+
+        def record(conn: Connection, rows: list[RecordRow]) -> None:
+            if new_case is not None:
+                self.cases.update(conn, new_case)
+            self.cases.log(conn, case_id, steps, actor=self._node_id, state=new_case.state if new_case else "",
+                           revision=rows[0].revision, at_ms=now)
+
+        rows, _ = self._reviser.commit([Change(head, status, reason, checked)], action="objection.revision",
+                                       subject=case_id, also=[record], now_ms=now)
+        return Answer(case_id, record_id, rows[0].revision, status, new_case)
+
+    @staticmethod
+    def _awaits_answer(head: RecordRow, case_id: str, revision: int, case: sm.Case | None) -> bool:
+        """The head is the case's mark, or the withdrawal of a late case (the source may still answer)."""
+        if case is not None:
+            return head.revision in (revision, case.withdrawn_revision)
+        if head.revision == revision:
+            return head.status == "disputed"
+        return head.status == "deleted" and decode_body(head.body).reason.startswith(f"objection {case_id}:")
+
+    def _checked(self, head: RecordRow, changes: Mapping[str, str]) -> Checked:
+        """The head's fields with ``changes`` (''= remove), validated by the catalogue; same key."""
+        item = self._catalog.item(head.item)
+        unknown = sorted(c for c in changes if not item.has_field(c))
+        if unknown:
+            raise UsageError(f"{item.code} has no field {unknown[0]}", field=unknown[0])
+        raw: dict[str, object] = {**fields_dict(decode_body(head.body)), **changes}
+        checked = self._validator.check(item, {k: v for k, v in raw.items() if v != ""})
+        if not checked.ok:
+            raise RecordRejected([p for p in checked.problems if not p.warning])
+        if make_record_id(item.code, checked.source_unit, checked.key) != head.record_id:
+            raise UsageError(f"a correction cannot change the fact's key ({', '.join(item.key_fields)}) or its "
+                             "source unit: revoke the record and report the right one", field="field",
+                             code="E_CORRECTION_KEY_CHANGED")
+        return checked
+
+    @staticmethod
+    def _unchanged(head: RecordRow, checked: Checked) -> bool:
+        return tuple(fields_dict(decode_body(head.body)).items()) == checked.fields
+
+    # --- deadlines and answers arriving from the source ---------------------------------------
+    def tick(self) -> TickReport:
+        """Close cases whose answer arrived, withdraw records whose source is late (idempotent)."""
+        now = self._clock()
+        today = china_date(now)
+        report = TickReport()
+        for case in self.cases.open_cases():
+            head = self._head(case.record_id)
+            if head.revision > max(case.revision, case.withdrawn_revision) and head.status != "disputed":
+                closed, steps = sm.answered(case, status=head.status, revision=head.revision, today=today,
+                                            now_ms=now, calendar=self._calendar, deadlines=self._deadlines,
+                                            by=head.origin_node)
+                self.cases.apply(closed, steps, actor=self._node_id, at_ms=now)
+                report.answered.append(case.case_id)
+            elif case.state == sm.AWAITING_SOURCE and case.overdue_on(today):
+                self._withdraw(case, head, today, now)
+                report.overdue.append(case.case_id)
+        return report
+
+    def _withdraw(self, case: sm.Case, head: RecordRow, today: dt.date, now: int) -> None:
+        reason = (f"objection {case.case_id}: the source unit did not answer by {case.source_due}; "
+                  "no longer disclosed (seed 003 篇5 第三十一条)")
+        new_case, steps = sm.overdue(case, withdrawn_revision=head.revision + 1, today=today, now_ms=now)
+
+        def record(conn: Connection, rows: list[RecordRow]) -> None:
+            self.cases.update(conn, new_case)
+            self.cases.log(conn, case.case_id, steps, actor=self._node_id, state=new_case.state,
+                           revision=rows[0].revision, at_ms=now)
+
+        self._reviser.commit([Change(head, "deleted", reason)], action="objection.revision", subject=case.case_id,
+                             also=[record], now_ms=now)
+
+    # --- statements and listing --------------------------------------------------------------
+    def statement(self, case_id: str, *, by: str, text: str) -> sm.Case:
+        now = self._clock()
+        case, steps = sm.with_statement(self.cases.get(case_id), by=normalize_text(by).upper(), text=text,
+                                        today=china_date(now), now_ms=now, calendar=self._calendar,
+                                        deadlines=self._deadlines)
+        self.cases.apply(case, steps, actor=self._node_id, at_ms=now)
+        return case
+
+    def listing(self, *, overdue_only: bool = False) -> list[sm.Case]:
+        today = china_date(self._clock())
+        cases = self.cases.open_cases() if overdue_only else self.cases.cases()
+        return [c for c in cases if c.overdue_on(today)] if overdue_only else cases
+
+    def requests(self) -> list[RecordRow]:
+        """Records marked 异议正在处理 by another node and awaiting an answer here (at a department:
+        the verification requests its source unit must answer)."""
+        h = record_heads.c
+        with translated("reading records under objection"), self._store.engine.connect() as conn:
+            ids = [r for (r,) in conn.execute(select(h.record_id).where(h.status == "disputed").order_by(h.record_id))]
+        rows = [self._head(rid) for rid in ids]
+        return [r for r in rows if r.origin_node != self._node_id]
+
+    def statements_for(self, record_ids: list[str]) -> dict[str, str]:
+        """申请人存疑 statements still shown today, by record id (for the Query service's marks)."""
+        today = china_date(self._clock())
+        out: dict[str, str] = {}
+        for rid in record_ids:
+            for case in self.cases.cases_for(rid):
+                if case.statement_shown_on(today):
+                    out[rid] = f"申请人存疑: {case.statement}"
+        return out
+
+    def _head(self, record_id: str) -> RecordRow:
+        head = self._store.records.get(record_id)
+        if head is None:
+            raise NotFoundError(f"no record {record_id} at this node", field="record_id")
+        return head

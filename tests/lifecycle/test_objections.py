@@ -1,0 +1,272 @@
+"""Every path of the objection state machine across department → district → city, frozen clock, real stores."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import pathlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import Engine, func, select, update
+
+from node import access
+from node.catalog import Catalog
+from node.errors import ConflictError, NotAuthorizedError, RecordRejected, UsageError
+from node.identity import LoadedIdentity
+from node.integrity import verify_store
+from node.lifecycle import objections as sm
+from node.lifecycle.objection_service import ObjectionService
+from node.records import decode_body
+from node.store.tables import objection_events, record_revisions
+from tests.lifecycle.kit import (
+    CITY,
+    DEPT,
+    DISTRICT,
+    Clock,
+    Kit,
+    audit_rows,
+    carry_down,
+    carry_up,
+    make_kit,
+    objection_service,
+    visible,
+)
+
+
+@dataclass
+class Federation:
+    dept: Kit
+    district: Kit
+    city: Kit
+    desk: ObjectionService  # at the city, where subjects file
+    source: ObjectionService  # at the department, where the source unit answers
+    records: list[str]
+
+    def up(self) -> None:
+        carry_up(self.dept, self.district)
+        carry_up(self.district, self.city)
+
+    def down(self) -> None:
+        carry_down(self.city, self.district)
+        carry_down(self.district, self.dept)
+
+    def kits(self) -> tuple[Kit, Kit, Kit]:
+        return self.dept, self.district, self.city
+
+
+@pytest.fixture
+def fed(engine: Engine, more_engines: Callable[[], Engine], ids: dict[str, LoadedIdentity], catalog: Catalog,
+        clock: Clock) -> Federation:
+    dept = make_kit(engine, DEPT, parent=DISTRICT, ids=ids, catalog=catalog, clock=clock)
+    district = make_kit(more_engines(), DISTRICT, parent=CITY, children=[DEPT], ids=ids, catalog=catalog,
+                        clock=clock)
+    city = make_kit(more_engines(), CITY, parent=None, children=[DISTRICT], ids=ids, catalog=catalog, clock=clock)
+    # Decided in 2025 with no severity: ordinary, disclosed for 12 months, so still open in March 2026.
+    records = dept.import_penalties(4, CF_JDRQ="2025-09-01", CF_YXQ="2026-09-01")
+    fed = Federation(dept, district, city, objection_service(city), objection_service(dept), records)
+    fed.up()
+    return fed
+
+
+def _subject(kit: Kit, record_id: str) -> str:
+    return kit.head(record_id).subject_code
+
+
+def _field(kit: Kit, record_id: str, name: str) -> str:
+    return {f.name: f.value for f in decode_body(kit.head(record_id).body).fields}.get(name, "")
+
+
+def test_correction_round_trip_reaches_every_node(fed: Federation) -> None:
+    rid = fed.records[0]
+    audits = [audit_rows(k.store) for k in fed.kits()]
+    case = fed.desk.file(rid, by=_subject(fed.city, rid), reason="处罚内容有误")
+    assert case.case_id == f"{rid}@2" and case.state == sm.AWAITING_SOURCE
+    assert case.source_due == "2026-03-16"  # 10 working days after Monday 2 March
+    assert fed.city.head(rid).status == "disputed"
+    assert not visible(fed.city, rid).visible  # suspended (Hangzhou)
+    assert visible(fed.city, rid, "self").marks == (access.MARK_DISPUTED,)  # the subject still sees it
+
+    fed.down()  # the mark and verification request reach the source department
+    assert fed.district.head(rid).status == fed.dept.head(rid).status == "disputed"
+    assert [r.record_id for r in fed.source.requests()] == [rid]
+    answer = fed.source.answer(case.case_id, "correct", fields={"CF_NR": "警告，责令改正。"}, note="已核实更正")
+    assert answer.revision == 3 and answer.case is None
+    fed.up()
+    assert fed.desk.tick().answered == [case.case_id]
+
+    closed = fed.desk.cases.get(case.case_id)
+    assert (closed.state, closed.outcome, closed.answer_revision) == (sm.CLOSED, "corrected", 3)
+    assert closed.result_due == "2026-03-09"
+    for kit in fed.kits():
+        head = kit.head(rid)
+        assert (head.revision, head.status) == (3, "corrected")
+        assert _field(kit, rid, "CF_NR") == "警告，责令改正。"
+        assert visible(kit, rid).visible and not visible(kit, rid).marks
+        assert [r.revision for r in kit.store.records.history(rid)] == [1, 2, 3]  # history kept
+        assert verify_store(kit.store, kit.verifier).ok
+    # The correction is signed by the source department, and names what it supersedes.
+    body = decode_body(fed.city.head(rid).body)
+    assert body.origin_node == DEPT and body.supersedes_digest == fed.city.store.records.get(rid, 2).body_digest.hex()
+    kinds = [e["kind"] for e in fed.desk.cases.events(case.case_id)]
+    assert kinds == ["filed", "checked", "request_sent", "answered", "result"]
+    assert [e["kind"] for e in fed.source.cases.events(case.case_id)] == ["answered"]
+    assert [audit_rows(k.store) for k in fed.kits()] > audits
+    assert all(a >= b for a, b in zip([audit_rows(k.store) for k in fed.kits()], audits, strict=True))
+
+
+@pytest.mark.parametrize(("action", "status", "shown"), [("confirm", "confirmed", True), ("revoke", "revoked", False)])
+def test_confirm_and_revoke(fed: Federation, action: str, status: str, shown: bool) -> None:
+    rid = fed.records[1]
+    case = fed.desk.file(rid, by=_subject(fed.city, rid), reason="不是我公司")
+    fed.down()
+    fed.source.answer(case.case_id, action)
+    fed.up()
+    fed.desk.tick()
+    assert fed.desk.cases.get(case.case_id).outcome == status
+    for kit in fed.kits():
+        assert kit.head(rid).status == status
+        assert visible(kit, rid).visible is shown
+
+
+def test_platform_answers_unverifiable_when_it_holds_the_case(fed: Federation) -> None:
+    rid = fed.records[2]
+    case = fed.desk.file(rid, by=_subject(fed.city, rid), reason="无法核实")
+    answer = fed.desk.answer(case.case_id, "unverifiable", note="信源单位无法确定其真实性")
+    assert answer.case is not None and answer.case.outcome == "unverifiable"
+    assert fed.city.head(rid).status == "deleted" and not visible(fed.city, rid).visible
+    fed.down()
+    assert fed.dept.head(rid).status == "deleted"  # the source unit is told
+
+
+def test_missed_deadline_withdraws_the_record_until_the_late_answer(fed: Federation, clock: Clock) -> None:
+    rid = fed.records[3]
+    case = fed.desk.file(rid, by=_subject(fed.city, rid), reason="信息有误")
+    desk = objection_service(fed.city, disputed="mark")  # Shenzhen: shown with the mark meanwhile
+    assert visible(fed.city, rid, disputed="mark").marks == (access.MARK_DISPUTED,)
+    clock.set_day(dt.date(2026, 3, 16))  # the last day the source may answer
+    assert desk.tick().overdue == [] and desk.listing(overdue_only=True) == []
+    clock.set_day(dt.date(2026, 3, 17))
+    assert [c.case_id for c in desk.listing(overdue_only=True)] == [case.case_id]  # before any tick
+    assert desk.tick().overdue == [case.case_id]
+    assert desk.tick().overdue == []  # idempotent
+    late = desk.cases.get(case.case_id)
+    assert (late.state, late.withdrawn_revision) == (sm.OVERDUE, 3)
+    assert not visible(fed.city, rid, disputed="mark").visible  # no longer disclosed (篇5 第三十一条)
+    assert [c.case_id for c in desk.listing(overdue_only=True)] == [case.case_id]
+
+    fed.down()  # the withdrawal reaches the department, which answers late
+    assert fed.dept.head(rid).status == "deleted"
+    fed.source.answer(case.case_id, "confirm")
+    fed.up()
+    assert desk.tick().answered == [case.case_id]
+    closed = desk.cases.get(case.case_id)
+    assert (closed.state, closed.outcome, closed.answer_revision) == (sm.CLOSED, "confirmed", 4)
+    assert desk.cases.events(case.case_id)[-2]["detail"]["late"] is True
+    assert visible(fed.city, rid, disputed="mark").visible and desk.listing(overdue_only=True) == []
+
+
+def test_platform_error_is_corrected_at_once(fed: Federation) -> None:
+    rid = fed.records[0]
+    signed_value = _field(fed.city, rid, "CF_NR")
+    # The city's stored copy differs from what the department signed (a platform error).
+    wrong = decode_body(fed.city.head(rid).body)
+    for f in wrong.fields:
+        if f.name == "CF_NR":
+            f.value = "被平台改错的内容"
+    with fed.city.store.engine.begin() as conn:
+        conn.execute(update(record_revisions).where(record_revisions.c.record_id == rid)
+                     .values(body=wrong.SerializeToString()))
+    case = fed.desk.file(rid, by=_subject(fed.city, rid), reason="公示内容与处罚决定书不一致")
+    assert (case.state, case.outcome) == (sm.CLOSED, "platform_corrected")
+    head = fed.city.head(rid)
+    assert (head.revision, head.status, _field(fed.city, rid, "CF_NR")) == (2, "corrected", signed_value)
+    report = verify_store(fed.city.store, fed.city.verifier)
+    assert {f.ref for f in report.findings} == {f"{rid}@1"}  # only the altered copy; the correction verifies
+    fed.down()
+    assert fed.dept.head(rid).status == "corrected"
+
+
+def test_statement_of_an_applicant_who_still_disagrees(fed: Federation, clock: Clock) -> None:
+    rid = fed.records[1]
+    subject = _subject(fed.city, rid)
+    case = fed.desk.file(rid, by=subject, reason="不服")
+    with pytest.raises(ConflictError) as early:
+        fed.desk.statement(case.case_id, by=subject, text="仍有异议")
+    assert early.value.code == "E_OBJECTION_STATE"
+    fed.desk.answer(case.case_id, "confirm")
+    with pytest.raises(NotAuthorizedError) as other:
+        fed.desk.statement(case.case_id, by="91330100MA27XL0E2K", text="x")
+    assert other.value.code == "E_STATEMENT_NOT_APPLICANT"
+    clock.set_day(dt.date(2026, 3, 9))  # 5 working days after the result
+    noted = fed.desk.statement(case.case_id, by=subject, text="仍有异议，已申请行政复议")
+    assert noted.statement_until == "2026-04-08"
+    assert fed.desk.statements_for([rid]) == {rid: "申请人存疑: 仍有异议，已申请行政复议"}
+    clock.set_day(dt.date(2026, 4, 9))
+    assert fed.desk.statements_for([rid]) == {}  # kept 30 days; the log keeps it for good
+    clock.set_day(dt.date(2026, 3, 10))
+    with pytest.raises(ConflictError) as late:
+        fed.desk.statement(case.case_id, by=subject, text="again")
+    assert late.value.code == "E_STATEMENT_TOO_LATE" and "2026-03-09" in late.value.message
+
+
+def test_refusals(fed: Federation, tmp_path: pathlib.Path) -> None:
+    rid = fed.records[2]
+    subject = _subject(fed.city, rid)
+    with pytest.raises(NotAuthorizedError) as not_subject:
+        fed.desk.file(rid, by="91330100MA27XL0E2K", reason="x")
+    assert not_subject.value.code == "E_OBJECTION_NOT_SUBJECT"
+    big = tmp_path / "evidence.pdf"
+    big.write_bytes(b"x" * 11_000_000)
+    with pytest.raises(UsageError) as too_big:
+        fed.desk.file(rid, by=subject, reason="x", evidence=big)
+    assert too_big.value.code == "E_EVIDENCE_TOO_LARGE"
+    small = tmp_path / "决定书.pdf"
+    small.write_bytes(b"%PDF-1.4 evidence")
+    case = fed.desk.file(rid, by=subject, reason="x", evidence=small)
+    assert case.evidence_name == "决定书.pdf" and fed.desk.cases.evidence(case.case_id) == b"%PDF-1.4 evidence"
+    with pytest.raises(ConflictError) as twice:
+        fed.desk.file(rid, by=subject, reason="again")
+    assert twice.value.code == "E_OBJECTION_OPEN"
+    fed.down()
+    with pytest.raises(RecordRejected) as bad:
+        fed.source.answer(case.case_id, "correct", fields={"CF_JDRQ": "2025-02-30"})
+    assert bad.value.code.startswith("E_")
+    with pytest.raises(UsageError) as key:
+        fed.source.answer(case.case_id, "correct", fields={"CF_WSH": "另一个文号"})
+    assert key.value.code == "E_CORRECTION_KEY_CHANGED"
+    with pytest.raises(UsageError) as same:
+        fed.source.answer(case.case_id, "correct", fields={"CF_NR": _field(fed.dept, rid, "CF_NR")})
+    assert same.value.code == "E_CORRECTION_UNCHANGED"
+    fed.source.answer(case.case_id, "revoke")
+    with pytest.raises(ConflictError) as again:
+        fed.source.answer(case.case_id, "confirm")
+    assert again.value.code == "E_OBJECTION_STATE"
+    fed.up()
+    fed.desk.tick()
+    with pytest.raises(ConflictError) as withdrawn:
+        fed.desk.file(rid, by=subject, reason="revoked record")
+    assert withdrawn.value.code == "E_OBJECTION_NOT_DISCLOSED"
+
+
+def test_the_log_is_append_only_and_nothing_is_deleted(fed: Federation) -> None:
+    rid = fed.records[0]
+    kit = fed.city
+
+    def counts() -> tuple[int, int, int]:
+        with kit.store.engine.connect() as conn:
+            revs = conn.execute(select(func.count()).select_from(record_revisions)).scalar_one()
+            events = conn.execute(select(func.count()).select_from(objection_events)).scalar_one()
+        return int(revs), int(events), audit_rows(kit.store)
+
+    seen = [counts()]
+    case = fed.desk.file(rid, by=_subject(kit, rid), reason="x")
+    seen.append(counts())
+    fed.desk.answer(case.case_id, "confirm")
+    seen.append(counts())
+    fed.desk.statement(case.case_id, by=_subject(kit, rid), text="仍有异议")
+    seen.append(counts())
+    for before, after in itertools.pairwise(seen):
+        assert all(b <= a for b, a in zip(before, after, strict=True)) and after != before
+    assert kit.store.audit.verify() == []
