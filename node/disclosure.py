@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -21,8 +23,10 @@ from sqlalchemy import Engine, and_, bindparam, select
 
 from node import access
 from node.catalog import Catalog, Item
+from node.errors import StoreError
 from node.records import decode_body, decode_signed, pb
 from node.store._sql import chunks, translated
+from node.store.engine import BUSY_TIMEOUT_MS
 from node.store.tables import record_heads, record_revisions
 
 __all__ = ["Disclosure", "StoredRecord"]
@@ -65,6 +69,9 @@ class Disclosure:
         compiled = self._by_subject.compile(dialect=engine.dialect)
         self._sql = str(compiled)
         self._positional = bool(compiled.positional)
+        database = engine.url.database or ""
+        on_disk = engine.dialect.name == "sqlite" and database not in ("", ":memory:") and "memory" not in database
+        self._readers = _SqliteReaders(database) if on_disk else None
 
     # --- reading -------------------------------------------------------------------------------------
     def current(self, subject: str, items: Sequence[str] = ()) -> list[StoredRecord]:
@@ -75,18 +82,29 @@ class Disclosure:
             with translated("reading records"), self._engine.connect() as conn:
                 return [StoredRecord._make(row) for row in conn.execute(stmt)]
         params: Any = (subject,) if self._positional else {"subject": subject}
+        rows: Sequence[Any]
         with translated("reading records"):
-            raw = self._engine.raw_connection()
-            try:
-                cursor = raw.cursor()
+            if self._readers is not None:
                 try:
-                    cursor.execute(self._sql, params)
-                    rows = cursor.fetchall()
+                    rows = self._readers.get().execute(self._sql, params).fetchall()
+                except sqlite3.Error as exc:
+                    raise StoreError(f"reading records: {exc}") from None
+            else:
+                raw = self._engine.raw_connection()
+                try:
+                    cursor = raw.cursor()
+                    try:
+                        cursor.execute(self._sql, params)
+                        rows = cursor.fetchall()
+                    finally:
+                        cursor.close()
                 finally:
-                    cursor.close()
-            finally:
-                raw.close()  # back to the pool (pysqlite: rolls back the implicit read transaction)
+                    raw.close()  # back to the pool
         return [StoredRecord._make(row) for row in rows]
+
+    def close(self) -> None:
+        if self._readers is not None:
+            self._readers.close()
 
     def current_lists(self, codes: Sequence[str], items: Sequence[str]) -> list[StoredRecord]:
         """Current revisions of ``items`` for many subjects: one indexed read per 500 codes."""
@@ -99,16 +117,30 @@ class Disclosure:
         return out
 
     # --- shaping -------------------------------------------------------------------------------------
-    def views(self, rows: Iterable[StoredRecord], caller: access.Caller, today: dt.date) -> list[pb.RecordView]:
-        out = []
+    def add_views(self, out: Any, rows: Iterable[StoredRecord], caller: access.Caller, today: dt.date) -> int:
+        """Append to ``out`` (a repeated RecordView field) what ``caller`` may see of ``rows``.
+
+        Built in place in the response: copying finished views into it cost as much as making them.
+        """
+        n = 0
         for row in rows:
-            view = self.view(row, caller, today)
-            if view is not None:
-                out.append(view)
-        return out
+            seen = self._decide(row, caller, today)
+            if seen is not None:
+                self._fill(out.add(), row, *seen)
+                n += 1
+        return n
 
     def view(self, row: StoredRecord, caller: access.Caller, today: dt.date) -> pb.RecordView | None:
         """``row`` as ``caller`` may see it, or None when it may not."""
+        seen = self._decide(row, caller, today)
+        if seen is None:
+            return None
+        view = pb.RecordView()
+        self._fill(view, row, *seen)
+        return view
+
+    def _decide(self, row: StoredRecord, caller: access.Caller,
+                today: dt.date) -> tuple[Item, pb.RecordBody, access.Decision] | None:
         item = self._items.get(row.item)
         if item is None:  # an item this catalogue release does not know: cannot be classified, not shown
             return None
@@ -121,14 +153,19 @@ class Disclosure:
         facts = access.RecordFacts(row.item, item.disclosure_class, row.subject_code, row.subject_kind,
                                    row.status, window)
         decision = access.decide(caller, facts, self._policy)
-        if not decision.visible:
-            return None
-        view = pb.RecordView(record_id=row.record_id, revision=row.revision, item=row.item, status=row.status,
-                             disclosure_class=item.disclosure_class, region=self._region,
-                             marks=decision.marks, measures=self._measures[row.item],
-                             subject_code=row.subject_code, subject_name=body.subject_name,
-                             decision_date=row.decision_date,
-                             signers=[s.signer for s in decode_signed(row.signed).chain])
+        return (item, body, decision) if decision.visible else None
+
+    def _fill(self, view: pb.RecordView, row: StoredRecord, item: Item, body: pb.RecordBody,
+              decision: access.Decision) -> None:
+        view.record_id, view.revision, view.item, view.status = row.record_id, row.revision, row.item, row.status
+        view.disclosure_class, view.region = item.disclosure_class, self._region
+        view.subject_code, view.subject_name, view.decision_date = (row.subject_code, body.subject_name,
+                                                                    row.decision_date)
+        view.signers.extend([s.signer for s in decode_signed(row.signed).chain])
+        if decision.marks:
+            view.marks.extend(decision.marks)
+        if item.measures:
+            view.measures.extend(self._measures[row.item])
         view.fields.extend(body.fields)  # copied in C; masked below only when the decision says so
         if decision.mask_ids:
             masked = self._id_fields[row.item]
@@ -138,10 +175,45 @@ class Disclosure:
             for f in view.fields:
                 if f.name in shown:
                     f.value = shown[f.name]
-        return view
 
 
 def _rule_fields(item: Item) -> frozenset[str]:
     """The fields an item's disclosure rule reads (dates, severity)."""
     rule = item.disclosure
     return frozenset(n for n in (rule.start_field, rule.end_field, rule.severity_field) if n)
+
+
+class _SqliteReaders:
+    """One read-only SQLite connection per server thread, kept for the thread's life.
+
+    The engine's pool keeps five connections; sixteen server threads reading at once made it
+    open and close a connection (with its pragmas) for one lookup in ten. SQLite in WAL mode lets
+    each connection read the last committed state without blocking the writer; autocommit mode
+    means no read transaction outlives its statement.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open {self._path} for reading: {exc}") from None
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()

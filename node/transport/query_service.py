@@ -82,6 +82,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
     def stop(self) -> None:
         if self._fanout is not None:
             self._fanout.close()
+        self._disclosure.close()
 
     def sharing_suspended(self) -> bool:
         """For ``Admin.Status``: the switch as this server sees it."""
@@ -90,7 +91,8 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
     # --- Lookup ------------------------------------------------------------------------------------
     def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.LookupResponse:
         try:
-            return self._lookup(request, context)
+            with self._recorder.expecting():
+                return self._lookup(request, context)
         except NodeError as exc:
             _abort(context, exc)
 
@@ -104,18 +106,23 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         if self._fanout is not None and self._fanout.peers and not request.local_only:
             collect = self._fanout.start(request, Identity(asker.caller.node_id, asker.caller.role),
                                          asker.caller.purpose, self._fanout_timeout(context))
-        today = self._today()
-        views = self._disclosure.views(self._disclosure.current(subject, items), asker.caller, today)
-        unavailable: list[str] = []
-        if collect is not None:
+        answer = pb.LookupResponse(subject_code=subject)
+        rows = self._disclosure.current(subject, items)
+        if collect is None:
+            count = self._disclosure.add_views(answer.records, rows, asker.caller, self._today())
+        else:
+            today = self._today()
+            local = [v for v in (self._disclosure.view(r, asker.caller, today) for r in rows) if v is not None]
             answered = collect()
             unavailable = sorted(set(answered.unavailable))
-            views = merge_views(views, answered.records)
+            merged = merge_views(local, answered.records)
+            answer.records.extend(merged)
+            answer.partial, count = bool(unavailable), len(merged)
+            answer.unavailable_regions.extend(unavailable)
             log.detail.update(regions=[p.id for p in self._fanout.peers] if self._fanout else [],
                               unavailable=unavailable)
-        self._log(log.entry(len(views)))
-        return pb.LookupResponse(subject_code=subject, records=views, partial=bool(unavailable),
-                                 unavailable_regions=unavailable)
+        self._log(log.entry(count))
+        return answer
 
     def _fanout_timeout(self, context: grpc.ServicerContext) -> float:
         timeout = self._settings.fanout_deadline_s

@@ -1,0 +1,74 @@
+"""Group commit of the query log: every entry committed exactly once, in one chain, errors shared."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import Engine
+
+from node.errors import StoreError
+from node.querylog import QueryRecorder
+from node.store import QueryLog, QueryLogEntry, Store
+
+
+def entry(i: int) -> QueryLogEntry:
+    return QueryLogEntry(caller=f"gov:330100:u{i}", role="gov", purpose="审查", subject="91350100M000100Y43",
+                         items=[], result_count=i, detail={"n": i})
+
+
+def test_concurrent_lookups_share_commits_and_each_entry_is_written_once(engine: Engine) -> None:
+    store = Store(engine)
+    commits: list[int] = []
+
+    class Counting(QueryLog):
+        def record(self, *entries: QueryLogEntry) -> list[int]:
+            commits.append(len(entries))
+            return super().record(*entries)
+
+    recorder = QueryRecorder(Counting(engine), linger_s=0.01)
+    start = threading.Barrier(24)
+
+    def lookup(i: int) -> None:
+        with recorder.expecting():
+            start.wait()
+            recorder.record(entry(i))
+
+    threads = [threading.Thread(target=lookup, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    written = list(store.queries.iter())
+    assert sorted(e.result_count for e in written) == list(range(24))
+    assert [e.seq for e in written] == list(range(1, 25))
+    assert sum(commits) == 24 and len(commits) < 24  # shared commits
+    assert store.queries.verify() == []
+
+
+def test_a_failed_commit_fails_every_lookup_in_it_and_the_next_one_leads(engine: Engine) -> None:
+    fail = threading.Event()
+    fail.set()
+
+    class Flaky(QueryLog):
+        def record(self, *entries: QueryLogEntry) -> list[int]:
+            if fail.is_set():
+                raise StoreError("disk full")
+            return super().record(*entries)
+
+    recorder = QueryRecorder(Flaky(engine), linger_s=0)
+    with pytest.raises(StoreError):
+        recorder.record(entry(1))
+    fail.clear()
+    recorder.record(entry(2))  # leadership was released: the next entry commits
+    assert [e.result_count for e in Store(engine).queries.iter()] == [2]
+
+
+def test_a_lone_lookup_does_not_wait_for_the_linger(engine: Engine) -> None:
+    import time
+
+    recorder = QueryRecorder(QueryLog(engine), linger_s=5.0)
+    started = time.monotonic()
+    with recorder.expecting():
+        recorder.record(entry(1))  # it is the only lookup under way: nothing to wait for
+    assert time.monotonic() - started < 4.0
