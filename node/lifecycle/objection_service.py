@@ -247,6 +247,9 @@ class ObjectionService:
         self.cases.apply(case, steps, actor=self._node_id, at_ms=now)
         return case
 
+    def today(self) -> dt.date:
+        return china_date(self._clock())
+
     def listing(self, *, overdue_only: bool = False) -> list[sm.Case]:
         today = china_date(self._clock())
         cases = self.cases.open_cases() if overdue_only else self.cases.cases()

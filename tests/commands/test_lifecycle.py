@@ -1,0 +1,110 @@
+"""``credit-node calendar | objection | disclosure | repair | deletion`` end to end on a real node directory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import pathlib
+
+import pytest
+from click.testing import CliRunner, Result
+
+from node.catalog import load_catalog
+from node.cli import cli
+from node.lifecycle.calendar import china_date
+from node.provisioning import bundled_catalog, init_node
+from node.sampledata import penalty_rows, unit_uscc, write_csv
+
+UNIT = unit_uscc("330102", "00248297")
+
+
+def run(*args: str, config: pathlib.Path | None = None) -> Result:
+    prefix = ["--config", str(config)] if config else []
+    return CliRunner().invoke(cli, [*prefix, *args], catch_exceptions=False)
+
+
+def ok(*args: str, config: pathlib.Path | None = None) -> dict[str, object]:
+    result = run(*args, "--json", config=config)
+    assert result.exit_code == 0, result.output + (result.stderr if result.stderr_bytes else "")
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_calendar_add_days() -> None:
+    assert run("calendar", "add-days", "2026-02-13", "2").stdout.strip() == "2026-02-24"
+    out = ok("calendar", "add-days", "2026-09-30", "10")
+    assert out["due"] == "2026-10-20" and out["uncovered_years"] == []
+    bad = run("calendar", "add-days", "2026-02-30", "1")
+    assert bad.exit_code == 2 and "E_USAGE" in bad.stderr
+
+
+@pytest.fixture
+def node_config(tmp_path: pathlib.Path, db_url: str) -> tuple[pathlib.Path, list[dict[str, str]]]:
+    config = init_node(tmp_path / "dept", node_id="dept:330102:scjgj", level="department", unit=UNIT,
+                       store_url=db_url)
+    # Decided three weeks ago: disclosed (ordinary: 3-12 months), too early to repair.
+    decided = china_date(int(dt.datetime.now(dt.UTC).timestamp() * 1000)) - dt.timedelta(days=21)
+    rows = [{**r, "CF_JDRQ": decided.isoformat(), "CF_YXQ": (decided + dt.timedelta(days=365)).isoformat()}
+            for r in penalty_rows(3, source_unit=UNIT, seed=5)]
+    csv = tmp_path / "penalties.csv"
+    write_csv(csv, load_catalog(bundled_catalog()).item("admin_penalty"), iter(rows))
+    assert ok("import", str(csv), "--item", "admin_penalty", config=config)["accepted"] == 3
+    return config, rows
+
+
+def _subject(row: dict[str, str]) -> str:
+    return row.get("CF_XDR_SHXYM") or row["CF_XDR_ZJHM"]
+
+
+def _record_id(config: pathlib.Path, subject: str) -> str:
+    records = ok("query", subject, config=config)["records"]
+    assert isinstance(records, list) and records
+    return str(records[0]["record_id"])
+
+
+def test_objection_commands(node_config: tuple[pathlib.Path, list[dict[str, str]]], tmp_path: pathlib.Path) -> None:
+    config, rows = node_config
+    subject = _subject(rows[0])
+    rid = _record_id(config, subject)
+    evidence = tmp_path / "证据.pdf"
+    evidence.write_bytes(b"%PDF evidence")
+
+    wrong = run("objection", "file", rid, "--by", "91350100M000100Y43", "--reason", "x", config=config)
+    assert wrong.exit_code == 3 and "E_OBJECTION_NOT_SUBJECT" in wrong.stderr
+    case = ok("objection", "file", rid, "--by", subject, "--reason", "处罚内容有误", "--evidence", str(evidence),
+              config=config)
+    assert case["state"] == "awaiting_source" and case["case_id"] == f"{rid}@2"
+    assert case["evidence_name"] == "证据.pdf" and len(str(case["evidence_digest"])) == 64
+    listed = ok("objection", "list", config=config)["cases"]
+    assert [c["case_id"] for c in listed] == [case["case_id"]]  # type: ignore[index, union-attr]
+    assert ok("objection", "list", "--overdue", config=config)["cases"] == []
+
+    answer = ok("objection", "answer", str(case["case_id"]), "correct", "--field", "CF_NR=警告。", "--note", "已更正",
+                config=config)
+    assert answer["status"] == "corrected" and answer["revision"] == 3
+    assert answer["case"]["outcome"] == "corrected"  # type: ignore[index]
+    shown = ok("query", subject, config=config)["records"][0]  # type: ignore[index]
+    assert shown["revision"] == 3 and shown["fields"]["CF_NR"] == "警告。"  # type: ignore[index]
+    noted = ok("objection", "statement", str(case["case_id"]), "--by", subject, "--text", "仍有异议", config=config)
+    assert noted["statement"] == "仍有异议"
+    log = ok("objection", "show", str(case["case_id"]), config=config)
+    assert [e["kind"] for e in log["events"]] == [  # type: ignore[union-attr, index]
+        "filed", "checked", "request_sent", "answered", "result", "statement"]
+    assert ok("objection", "tick", config=config) == {"answered": [], "overdue": []}
+    bad = run("objection", "answer", "nope", "confirm", config=config)
+    assert bad.exit_code == 2 and "E_OBJECTION_UNKNOWN" in bad.stderr
+    assert ok("verify", config=config)["ok"] is True
+
+
+def test_sweep_repair_and_deletion_commands(node_config: tuple[pathlib.Path, list[dict[str, str]]]) -> None:
+    config, rows = node_config
+    dry = ok("disclosure", "sweep", "--dry-run", config=config)
+    assert dry["dry_run"] is True and dry["moved"] == 0 and dry["examined"] == 3
+    assert ok("disclosure", "sweep", config=config)["moved"] == 0
+    subject = _subject(rows[1])
+    rid = _record_id(config, subject)
+    early = run("repair", "request", rid, "--by", subject, "--reason", "已整改", config=config)
+    assert early.exit_code == 1 and "E_REPAIR_TOO_EARLY" in early.stderr and "apply on or after" in early.stderr
+    refused = run("deletion", "request", rid, "--by", subject, config=config)
+    assert refused.exit_code == 2 and "E_DELETION_NOT_ALLOWED" in refused.stderr
+    unknown = run("repair", "approve", "nope", config=config)
+    assert unknown.exit_code == 1 and "E_REPAIR_UNKNOWN" in unknown.stderr
