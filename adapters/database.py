@@ -94,12 +94,12 @@ def decode_position(text: str) -> Position:
 
 @dataclass(frozen=True)
 class _Plan:
-    """The reflected source: which column feeds which field, and the order columns."""
+    """The reflected source: the columns read (fields first, then the order columns) and their codes."""
 
     table: Table
     order: tuple[Column[Any], ...]  # watermark, then the key columns
-    fields: tuple[tuple[str, int], ...]  # (field code, index in the selected row)
-    key_at: tuple[int, ...]  # indexes of the order columns in the selected row
+    columns: tuple[Column[Any], ...]  # one per field code, then the order columns
+    codes: tuple[str, ...]  # field codes of the leading columns
 
 
 class DatabasePull:
@@ -141,7 +141,7 @@ class DatabasePull:
     # --- pulling ------------------------------------------------------------------------------
     def _pull(self, plan: _Plan, after: Position | None, *, upto: Position | None, page_rows: int,
               commit_position: bool) -> int:
-        stmt = select(*plan.table.columns).order_by(*plan.order).limit(page_rows)
+        stmt = select(*plan.columns).order_by(*plan.order).limit(page_rows)
         if after is not None:
             stmt = stmt.where(_after(plan.order, after))
         if upto is not None:
@@ -152,7 +152,7 @@ class DatabasePull:
             result = conn.execution_options(stream_results=True, yield_per=self._cfg.batch_rows).execute(stmt)
             for part in result.partitions(self._cfg.batch_rows):
                 rows, keys = self._source_rows(plan, part)
-                last = tuple(part[-1][i] for i in plan.key_at)
+                last = tuple(part[-1][-len(plan.order):])
                 meta = {self.position_key: encode_position(last)} if commit_position else None
                 outcomes = self._sink.ingest_batch(self._item, rows, source=self._cfg.table, batch_id=batch_id,
                                                    meta=meta)
@@ -166,17 +166,18 @@ class DatabasePull:
         return taken
 
     def _source_rows(self, plan: _Plan, part: Sequence[Any]) -> tuple[list[SourceRow], list[str]]:
+        # The hot loop of a pull: dict(zip(…)) builds each row in C (validation skips the NULLs).
+        codes, width = plan.codes, len(plan.order) - 1
         rows: list[SourceRow] = []
-        keys: list[str] = []
-        single_int = len(plan.key_at) == 2
-        for n, r in enumerate(part, start=1):
-            values = {code: r[i] for code, i in plan.fields if r[i] is not None}
-            key_values = [r[i] for i in plan.key_at[1:]]
+        if width == 1:
             # An integer primary key is the row's number, so feedback and later corrections of
             # a row whose natural key could not be read still find it (rejections.row_key).
-            number = key_values[0] if single_int and isinstance(key_values[0], int) else n
-            rows.append(SourceRow(number, values))
-            keys.append("|".join(str(v) for v in key_values))
+            for n, r in enumerate(part, start=1):
+                key = r[-1]
+                rows.append(SourceRow(key if type(key) is int else n, dict(zip(codes, r, strict=False))))
+        else:
+            rows = [SourceRow(n, dict(zip(codes, r, strict=False))) for n, r in enumerate(part, start=1)]
+        keys = ["|".join(str(v) for v in r[-width:]) for r in part] if self._feedback is not None else []
         return rows, keys
 
     def _position(self, key: str) -> Position | None:
@@ -220,21 +221,20 @@ class DatabasePull:
             raise ConfigError(f"adapter {self.name}: {cfg.table} has no primary key; name the tie-breaker "
                               "columns under key:", field="key")
         order = (column(cfg.watermark, "watermark"), *(column(k, "key") for k in key_names))
-        index = {c.name: i for i, c in enumerate(table.columns)}
         for code in cfg.columns:
             if not self._item.has_field(code):
                 raise ConfigError(f"adapter {self.name}: {code} is not a field of {self._item.code}",
                                   field=f"columns.{code}")
-        fields: list[tuple[str, int]] = []
+        fields: list[tuple[str, Column[Any]]] = []
         for f in self._item.fields:
             mapped = cfg.columns.get(f.code)
             col = column(mapped, f"columns.{f.code}") if mapped else by_lower.get(f.code.lower())
             if col is not None:
-                fields.append((f.code, index[col.name]))
+                fields.append((f.code, col))
             elif f.required:
                 raise ConfigError(f"adapter {self.name}: {cfg.table} has no column for the required field "
                                   f"{f.code} ({f.name}); map it under columns:", field=f"columns.{f.code}")
-        self._plan = _Plan(table, order, tuple(fields), tuple(index[c.name] for c in order))
+        self._plan = _Plan(table, order, (*(c for _f, c in fields), *order), tuple(f for f, _c in fields))
         if cfg.feedback_table:
             self._feedback = _feedback_table(cfg.feedback_table)
             with _source_errors(self.name, "creating the feedback table in"), self._source().begin() as conn:
