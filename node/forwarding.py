@@ -159,18 +159,23 @@ class Forwarder:
         failures = 0
         try:
             while not self._stop.is_set():
-                if not lane.stats.connected:
-                    reached = self._backoff.reconnecting(lambda: _reach(transport), self._stop,
-                                                         self._unreachable(lane))
-                    if reached is None:  # stopped while the peer was unreachable
-                        return
-                    lane.stats.connected = True
-                    log.info("forwarder: connected to %s", lane.destination)
                 try:
+                    if not lane.stats.connected:
+                        reached = self._backoff.reconnecting(lambda: _reach(transport), self._stop,
+                                                             self._unreachable(lane))
+                        if reached is None:  # stopped while the peer was unreachable
+                            return
+                        lane.stats.connected = True
+                        log.info("forwarder: connected to %s", lane.destination)
                     moved = self.drain_once(lane.destination, transport)
-                except NodeError as exc:  # the store itself failed: wait and try again
+                except NodeError as exc:  # the store failed, or the peer refuses us: wait, try again
                     log.error("forwarder %s: %s", lane.destination, exc)
                     self._stop.wait(self._backoff.delay(2))
+                    continue
+                except Exception:  # a bug must not silently end forwarding for good: log, pause, go on
+                    log.exception("forwarder %s: unexpected error", lane.destination)
+                    lane.stats.connected = False
+                    self._stop.wait(self._backoff.max_s)
                     continue
                 if not lane.stats.connected:
                     # The batch failed: pause before the next claim, so a peer that refuses every
@@ -182,9 +187,6 @@ class Forwarder:
                 if moved == 0:
                     self._wake.wait(self._idle_s)
                     self._wake.clear()
-        except Exception:
-            log.exception("forwarder %s stopped by an unexpected error", lane.destination)
-            raise
         finally:
             transport.close()
 

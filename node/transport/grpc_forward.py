@@ -20,7 +20,7 @@ from node.errors import PeerUnavailableError, TransportError
 from node.identity import LoadedIdentity
 from node.records import pb
 from node.transport.base import ACCEPTED, DUPLICATE, REJECTED, Delivery, DeliveryState
-from node.transport.grpc_client import error_from_rpc, open_channel, wait_ready
+from node.transport.grpc_client import error_from_rpc, open_channel
 from node.transport.wire import submit_request
 
 __all__ = ["SUBMIT_METHOD", "GrpcForward"]
@@ -55,10 +55,11 @@ class GrpcForward:
 
     def connect(self) -> None:
         try:
-            wait_ready(self._open(), CONNECT_TIMEOUT_S)
-        except PeerUnavailableError as exc:
+            grpc.channel_ready_future(self._open()).result(timeout=CONNECT_TIMEOUT_S)
+        except grpc.FutureTimeoutError:
             self.close()
-            raise PeerUnavailableError(f"{self._peer} at {self._target}: {exc.message}") from None
+            raise PeerUnavailableError(f"{self._peer} at {self._target}: no connection within "
+                                       f"{CONNECT_TIMEOUT_S:g}s (peer down, or TLS handshake refused)") from None
 
     def send(self, records: Sequence[bytes], certificates: Sequence[bytes]) -> list[Delivery]:
         if not records:
