@@ -39,7 +39,7 @@ class Backoff:
     max_attempts: int = 12
 
     def _wait(self) -> tenacity.wait.wait_base:
-        return tenacity.wait_exponential_jitter(initial=self.min_s, max=self.max_s, jitter=self.min_s)
+        return tenacity.wait_exponential_jitter(multiplier=self.min_s, max=self.max_s, jitter=self.min_s)
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
