@@ -21,6 +21,7 @@ from node.transport.grpc_server import GrpcServer
 from tests.access_world import CALLERS, ORG, ORG2, PERSON, Pki, make_pki, seed
 
 CITY = "city:330100"
+DEPT = "dept:330100:scjgj"
 
 
 @dataclass
@@ -45,6 +46,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     config = init_node(root / "city", node_id=CITY, level="city", ca_dir=pki.ca)
     with config.open("a", encoding="utf-8") as f:
         f.write("abuse: {cache_s: 0}\n")  # switches take effect at once (default: within 1 s)
+        f.write(f"children: [{{id: '{DEPT}'}}]\n")  # a department that reports while sharing is off
     with build_node(load_config(config)) as node:
         tags = seed(node.store, node.signer, node.catalog)
         runtime = build_runtime(node)
@@ -127,11 +129,52 @@ def test_authz_grant_use_list_revoke(world: World) -> None:
     assert r.exit_code == 2
 
 
-def test_sharing_suspend_and_resume(world: World) -> None:
+def _report(world: World) -> list[int]:
+    """A department submits two signed 行政处罚 records over Exchange.Submit; returns the ack outcomes."""
+    import time
+
+    from node.catalog import load_catalog
+    from node.ingest import Preparer
+    from node.provisioning import bundled_catalog
+    from node.records import pb
+    from node.sampledata import penalty_rows, unit_uscc
+    from node.signing import Signer
+    from node.tabular import SourceRow
+    from node.transport import grpc_client
+    from node.validation import Validator
+
+    cat = load_catalog(bundled_catalog())
+    unit = unit_uscc("330100", "MB000001")
+    ident = world.pki.identity(DEPT)
+    rows = [SourceRow(row=i + 1, values=v) for i, v in enumerate(penalty_rows(2, source_unit=unit, seed=11))]
+    batch = Preparer(node_id=DEPT, catalog=cat, validator=Validator(cat, source_unit=unit)).prepare(
+        cat.item("admin_penalty"), rows, source="test", batch_id="b1")
+    bodies = [p.body for p in batch.prepared]
+    sigs = Signer(DEPT, ident.signing_key, ident.signing_cert_der).sign_origin(bodies, now_ms=time.time_ns() // 10**6)
+    request = pb.SubmitRequest(records=[pb.SignedRecord(body=b, chain=[s]) for b, s in zip(bodies, sigs, strict=True)],
+                               certificates=[ident.signing_cert_der])
+    channel = grpc_client.open_channel(world.target, ident)
+    try:
+        return [a.outcome for r in grpc_client.submit(channel, [request], timeout=30) for a in r.acks]
+    finally:
+        channel.close()
+
+
+def test_sharing_suspend_stops_disclosure_but_not_reporting(world: World, tmp_path: pathlib.Path) -> None:
+    from node.records import pb
+
+    codes = tmp_path / "codes.txt"
+    codes.write_text(f"{ORG}\n", encoding="utf-8")
     assert world.run("sharing", "suspend", "--reason", "drill").exit_code == 0
     try:
         r = world.client("lookup", "public", ORG)
         assert r.exit_code == 3 and "E_SHARING_SUSPENDED" in r.stderr
+        r = world.client("verify-list", "gov", str(codes), "--purpose", "x")
+        assert r.exit_code == 3 and "E_SHARING_SUSPENDED" in r.stderr
+        assert _report(world) == [pb.Ack.ACCEPTED, pb.Ack.ACCEPTED]  # reporting keeps working
+        status = CliRunner().invoke(cli, ["status", "--target", world.target, "--json",
+                                          "--identity", str(world.pki.dir(CALLERS["gov"]))])
+        assert json.loads(status.stdout)["sharing_suspended"] is True
     finally:
         assert world.run("sharing", "resume").exit_code == 0
     assert world.client("lookup", "public", ORG).exit_code == 0
