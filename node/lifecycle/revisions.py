@@ -11,8 +11,9 @@ the source unit's; the chain says who decided the change.
 Routes: up to the parent as the item's routing rule says (``Router.upward``), and down to the
 child the record came from (the first revision received from a node other than the parent):
 that child forwards it on towards the source department, so the source learns of every change
-made above it. A downward delivery is an outbox row whose destination is the child
-(``node/forwarding.py`` delivers it over the downward channel).
+made above it. A downward delivery is an outbox row whose destination is the child, rule
+``down-to-source`` (``node/downward.py``: the forwarder delivers it over the downward channel and
+the child passes it on the same way).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, select
 
 from node.catalog import Catalog
+from node.downward import DOWN_RULE
 from node.errors import ConflictError
 from node.records import body_digest, content_digest, decode_body, pb
 from node.routing import Router
@@ -33,9 +35,7 @@ from node.store._sql import chunks, translated
 from node.store.tables import record_heads, record_revisions
 from node.validation import Checked
 
-__all__ = ["DOWN_SUFFIX", "Change", "Reviser"]
-
-DOWN_SUFFIX = ":down"  # rule id of a downward delivery: "<item rule>:down"
+__all__ = ["Change", "Reviser"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class Reviser:
                        for d in self._router.upward(routing.up_to, routing.rule_id))
             child = children.get(row.record_id)
             if child:
-                out.append(OutboxEntry(row.record_id, row.revision, child, routing.rule_id + DOWN_SUFFIX))
+                out.append(OutboxEntry(row.record_id, row.revision, child, DOWN_RULE))
         return out
 
     def children_of(self, record_ids: Sequence[str]) -> dict[str, str]:
