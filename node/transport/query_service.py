@@ -2,9 +2,11 @@
 
 Each call: who is calling (certificate, or the caller a federation node speaks for, with a signed
 delegation) → abuse guard (block list, rate) → sharing switch → access policy (``node.access``) →
-one indexed read of the subject's current records → what the caller may see, masked (``node.disclosure``) → the query
-log entry, committed before the answer leaves (``node.querylog``). Records were verified on the
-way in, so the read path checks no signatures; the catalogue's per-item facts are computed once.
+one indexed read of the subject's current records → what the caller may see, masked
+(``node.disclosure``) → the query log entry, committed before the answer leaves
+(``node.querylog``). Records were verified on the way in, so the read path checks no signatures.
+Refusals by role, purpose, delegation or authorisation code are logged too; refusals by the block
+list, the rate limit and the sharing switch are not (they would let a flood fill the log).
 """
 
 from __future__ import annotations
