@@ -273,6 +273,10 @@ def test_kill_9_mid_pull_then_restart_has_no_gap_and_no_repeat(make_node: Any, s
         stored = conn.execute(text("SELECT count(*), max(revision) FROM record_revisions")).one()
     eng.dispose()
     assert stored == (1960, 1)
+    listed = subprocess.run([sys.executable, "-m", "node", "--config", str(cfg), "adapters", "list", "--json"],
+                            capture_output=True, text=True, cwd=REPO, check=False)
+    (adapter,) = json.loads(listed.stdout)
+    assert adapter["name"] == "database:cf_penalties" and adapter["position"][1] == ["int", 2000]
     src.dispose()
 
 
