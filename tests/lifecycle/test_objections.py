@@ -270,3 +270,19 @@ def test_the_log_is_append_only_and_nothing_is_deleted(fed: Federation) -> None:
     for before, after in itertools.pairwise(seen):
         assert all(b <= a for b, a in zip(before, after, strict=True)) and after != before
     assert kit.store.audit.verify() == []
+
+
+def test_a_change_on_a_stale_head_stores_nothing(fed: Federation) -> None:
+    from node.lifecycle.revisions import Change
+
+    rid = fed.records[1]
+    stale = fed.city.head(rid)
+    fed.desk.file(rid, by=_subject(fed.city, rid), reason="x")  # revision 2 by the platform
+    before = audit_rows(fed.city.store)
+    called: list[int] = []
+    with pytest.raises(ConflictError) as race:
+        fed.city.reviser.commit([Change(stale, "confirmed", "decided on an old copy")], action="test", subject=rid,
+                                also=[lambda _conn, rows: called.append(rows[0].revision)])
+    assert race.value.code == "E_REVISION_RACE"
+    assert audit_rows(fed.city.store) == before and fed.city.head(rid).status == "disputed"
+    assert len(fed.city.store.records.history(rid)) == 2 and called == []
