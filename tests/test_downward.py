@@ -1,0 +1,157 @@
+"""The downward channel's rules, in process (the wire paths are in tests/test_federation.py).
+
+A real city, district and department (dev CA, SQLite stores), messages handed over directly:
+only the parent may send down; a revision is accepted only for a record that came up through the
+node; notices reach the origin as feedback to the source unit, are passed on by intermediate
+nodes and recognised when delivered twice; a catalogue release is applied only when the
+configured authority signed exactly these files, and only if it is newer.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from node.app import Node, build_node
+from node.config import load_config
+from node.demo.layout import chain_plan, provision
+from node.downward import Downward
+from node.errors import NodeError
+from node.forwarding import HopSigner
+from node.inbox import REJECTED
+from node.provisioning import bundled_catalog
+from node.records import pb
+from node.releases import sign_release, verify_release
+from node.sampledata import penalty_rows, write_csv
+from node.transport.amqp_downward import refused_notices
+from node.transport.wire import fpb, submit_request
+
+CITY, DISTRICT, DEPT = "city:330100", "district:330102", "dept:330102:scjgj"
+
+
+@pytest.fixture
+def tree(tmp_path: pathlib.Path) -> Iterator[dict[str, Node]]:
+    fed = provision(tmp_path, chain_plan())
+    nodes = {nid: build_node(load_config(cfg)) for nid, cfg in fed.configs.items()}
+    csv = tmp_path / "p.csv"
+    write_csv(csv, nodes[DEPT].catalog.item("admin_penalty"),
+              penalty_rows(20, source_unit=fed.layout.node(DEPT).unit, seed=41))
+    nodes[DEPT].import_file(csv, "admin_penalty")
+    for child, parent in ((DEPT, DISTRICT), (DISTRICT, CITY)):  # up the tree, by hand
+        items = nodes[child].store.outbox.claim(parent, 100, 10**13)
+        payload, certs = HopSigner(nodes[child].signer, nodes[child].trust).prepare(items)
+        nodes[parent].inbox.learn_certificates(certs)
+        request = pb.SubmitRequest.FromString(submit_request(payload))
+        assert {r.outcome for r in nodes[parent].inbox.receive(request.records, sender=child)} == {"accepted"}
+        nodes[child].store.outbox.done([i.id for i in items])
+    try:
+        yield nodes
+    finally:
+        for node in nodes.values():
+            node.close()
+
+
+def down(nodes: dict[str, Node], parent: str, child: str) -> list[fpb.DownMessage]:
+    """What ``parent`` has for ``child`` right now, as the grpc pull would carry it."""
+    items = nodes[parent].store.outbox.claim(child, 100, 10**13)
+    payload, certs = HopSigner(nodes[parent].signer, nodes[parent].trust).prepare(items)
+    nodes[parent].store.outbox.done([i.id for i in items])
+    return [fpb.DownMessage(records=submit_request([p], certs)) for p in payload]
+
+
+def test_a_revision_goes_down_only_from_the_parent_and_only_to_where_the_record_came_from(
+        tree: dict[str, Node]) -> None:
+    record_id = next(tree[CITY].store.records.iter_revisions()).record_id
+    revision = Downward(tree[CITY]).revise(record_id, status="revoked", reason="撤销")
+    assert revision.destinations == [DISTRICT]  # the city is the top here: nothing goes up
+    to_district = down(tree, CITY, DISTRICT)
+    with pytest.raises(NodeError) as err:
+        Downward(tree[DISTRICT]).apply(DEPT, to_district[0])  # not the parent
+    assert err.value.code == "E_SENDER_NOT_PARENT" and not err.value.retryable
+    assert "1 revision(s) stored" in Downward(tree[DISTRICT]).apply(CITY, to_district[0])
+    assert "already held" in Downward(tree[DISTRICT]).apply(CITY, to_district[0])  # a redelivery: no effect
+    to_dept = down(tree, DISTRICT, DEPT)
+    assert "1 revision(s) stored" in Downward(tree[DEPT]).apply(DISTRICT, to_dept[0])
+    head = tree[DEPT].store.records.get(record_id)
+    assert head is not None and (head.revision, head.status) == (2, "revoked")
+    assert tree[DEPT].store.outbox.status() == {}  # the origin keeps it: nothing goes back up
+
+
+def test_a_revision_of_a_record_that_never_came_through_is_refused(tree: dict[str, Node]) -> None:
+    record_id = next(tree[CITY].store.records.iter_revisions()).record_id
+    Downward(tree[CITY]).revise(record_id, status="corrected", reason="更正")
+    message = down(tree, CITY, DISTRICT)[0]
+    tree[DISTRICT].store.engine.dispose()
+    with tree[DISTRICT].store.engine.begin() as conn:  # the district never held it
+        conn.exec_driver_sql("DELETE FROM record_revisions WHERE record_id = ?", (record_id,))
+    with pytest.raises(NodeError) as err:
+        Downward(tree[DISTRICT]).apply(CITY, message)
+    assert err.value.code == "E_NOT_ADDRESSED"
+
+
+def test_a_notice_reaches_the_origin_as_feedback_once(tree: dict[str, Node]) -> None:
+    record = next(tree[CITY].store.records.iter_revisions())
+    notice_id = Downward(tree[CITY]).raise_notice(DISTRICT, to_node=DEPT, source_unit=record.source_unit,
+                                                  record_id=record.record_id, revision=1, code="E_FIELD_FORMAT",
+                                                  message="处罚决定日期格式错误")
+    notices, cursor = Downward(tree[CITY]).notices_for(DISTRICT, 0)
+    assert [n.notice_id for n in notices] == [notice_id] and cursor > 0
+    assert Downward(tree[CITY]).notices_for(DISTRICT, cursor)[0] == []
+    assert Downward(tree[CITY]).notices_for("district:330106", 0)[0] == []  # addressed down one branch
+    passed = Downward(tree[DISTRICT]).apply(CITY, fpb.DownMessage(notice=notices[0]))
+    assert passed == f"notice {notice_id} passed on to {DEPT}"
+    relayed, _ = Downward(tree[DISTRICT]).notices_for(DEPT, 0)
+    assert [n.notice_id for n in relayed] == [notice_id]
+    assert "kept for the source unit" in Downward(tree[DEPT]).apply(DISTRICT, fpb.DownMessage(notice=relayed[0]))
+    assert "already kept" in Downward(tree[DEPT]).apply(DISTRICT, fpb.DownMessage(notice=relayed[0]))
+    feedback = [r for r in tree[DEPT].store.rejections.list_rejections() if r.batch_id == notice_id]
+    assert len(feedback) == 1 and feedback[0].code == "E_FIELD_FORMAT" and feedback[0].source == CITY
+
+
+def test_a_record_refused_upstream_becomes_a_notice_for_its_source(tree: dict[str, Node]) -> None:
+    record = next(tree[DISTRICT].store.records.iter_revisions())
+    signed = pb.SignedRecord.FromString(record.signed)
+    receipts = tree[CITY].inbox.receive([signed], sender="district:330106")  # not the city's child
+    assert receipts[0].outcome == REJECTED
+    refused_notices(Downward(tree[CITY]))("district:330106", [(receipts[0], signed)])
+    notices, _ = Downward(tree[CITY]).notices_for("district:330106", 0)
+    assert [(n.to_node, n.record_id, n.code) for n in notices] == [(DEPT, record.record_id, "E_SENDER_NOT_CHILD")]
+
+
+def _release_dir(tmp_path: pathlib.Path, version: str, authority: str = CITY) -> pathlib.Path:
+    catalog = tmp_path / f"catalog-{version}"
+    shutil.copytree(bundled_catalog(), catalog)
+    meta = yaml.safe_load((catalog / "catalog.yaml").read_text(encoding="utf-8"))
+    meta["version"], meta["authority"] = version, authority
+    (catalog / "catalog.yaml").write_text(yaml.safe_dump(meta, allow_unicode=True), encoding="utf-8")
+    return catalog
+
+
+def test_a_release_counts_only_when_the_authority_signed_exactly_these_files(
+        tree: dict[str, Node], tmp_path: pathlib.Path) -> None:
+    release = sign_release(tree[CITY].identity, _release_dir(tmp_path, "2027.1"), now_ms=1_800_000_000_000)
+    assert verify_release(release, tree[DEPT].trust, CITY).version == "2027.1"
+    with pytest.raises(NodeError) as err:
+        verify_release(release, tree[DEPT].trust, DISTRICT)  # not the authority this node trusts
+    assert err.value.code == "E_RELEASE_AUTHORITY"
+    tampered = fpb.CatalogRelease()
+    tampered.CopyFrom(release)
+    tampered.files[1].content += b"\n# one more line\n"
+    with pytest.raises(NodeError) as err:
+        verify_release(tampered, tree[DEPT].trust, CITY)
+    assert err.value.code == "E_SIGNATURE_INVALID"
+    # A district that makes itself the authority of its own catalogue is still not the department's.
+    by_district = sign_release(tree[DISTRICT].identity, _release_dir(tmp_path, "2027.2", DISTRICT),
+                               now_ms=1_800_000_000_000)
+    with pytest.raises(NodeError) as err:
+        Downward(tree[DEPT]).releases.apply(by_district, tree[DEPT].trust, "2026.11")
+    assert err.value.code == "E_RELEASE_AUTHORITY"
+    applied = Downward(tree[DEPT]).releases.apply(release, tree[DEPT].trust, "2026.11")
+    assert applied.applied
+    older = sign_release(tree[CITY].identity, _release_dir(tmp_path, "2026.12"), now_ms=1_800_000_000_000)
+    assert not Downward(tree[DEPT]).releases.apply(older, tree[DEPT].trust, "2026.11").applied
+    assert Downward(tree[DEPT]).releases.current_version() == "2027.1"
