@@ -3,7 +3,8 @@
 A ``Kit`` is what ``node.app.build_node`` would make for one node, minus files: the catalogue
 shipped in the tree, real Ed25519 signing certificates, a frozen clock, and the store on the
 ``engine`` fixture (SQLite and PostgreSQL). ``carry_up`` and ``carry_down`` move outbox rows
-between two kits the way the forwarder and the receiving node would (hop signature, verify, store).
+between two kits the way the forwarder would, into the receiving node's real receive path
+(``node.inbox.Inbox`` going up, ``node.downward.Downward`` coming down).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import datetime as dt
 import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from sqlalchemy import Engine, func, select
 
 from node import access
 from node.catalog import Catalog, Item
-from node.config import ChildConfig, LifecycleConfig
+from node.config import ChildConfig, LifecycleConfig, parse_config
+from node.downward import Downward
 from node.identity import LoadedIdentity, init_ca, issue, load_identity
 from node.inbox import Inbox
 from node.ingest import Ingest, Preparer
@@ -25,13 +28,14 @@ from node.lifecycle.calendar import WorkingCalendar, bundled_calendar
 from node.lifecycle.objection_service import ObjectionService
 from node.lifecycle.objections import Deadlines
 from node.lifecycle.revisions import Reviser
-from node.records import body_digest, decode_body, decode_signed, pb
-from node.routing import Router
+from node.records import decode_body, decode_signed, pb
+from node.routing import Router, level_of
 from node.sampledata import penalty_rows, unit_uscc
 from node.signing import Signer, Verifier
 from node.store import RecordRow, Store
 from node.store.tables import audit_log
 from node.tabular import SourceRow
+from node.transport.wire import fpb
 from node.truststore import TrustStore
 from node.validation import Validator
 
@@ -94,6 +98,8 @@ class Kit:
     clock: Clock
     calendar: WorkingCalendar
     settings: LifecycleConfig = field(default_factory=LifecycleConfig)
+    children: tuple[str, ...] = ()
+    verifier_trust: TrustStore | None = None
 
     @property
     def item(self) -> Item:
@@ -131,7 +137,7 @@ def make_kit(engine: Engine, node_id: str, *, parent: str | None, children: Sequ
                   store=store, router=router, children=[ChildConfig(c) for c in children], clock=clock)
     reviser = Reviser(node_id=node_id, catalog=catalog, signer=signer, store=store, router=router, clock=clock)
     return Kit(node_id, parent, store, catalog, signer, verifier, router, validator, ingest, inbox, reviser,
-               clock, WorkingCalendar.load(bundled_calendar()), settings or LifecycleConfig())
+               clock, WorkingCalendar.load(bundled_calendar()), settings or LifecycleConfig(), tuple(children), trust)
 
 
 def _pending(kit: Kit, destination: str) -> list[tuple[int, pb.SignedRecord, str]]:
@@ -152,35 +158,27 @@ def carry_up(child: Kit, parent: Kit) -> int:
 
 
 def carry_down(parent: Kit, child: Kit) -> int:
-    """Deliver the parent's outbox rows addressed to ``child``: verify the chain and store it there."""
+    """Deliver the parent's outbox rows addressed to ``child`` through the child's real downward
+    receive path (``node.downward.Downward.apply``: verify, store, pass on towards the source)."""
     pending = _pending(parent, child.node_id)
     if not pending:
         return 0
     records = [_hop(parent, rec, rule) for _id, rec, rule in pending]
-    assert child.verifier.verify(records) == [None] * len(records)
-    rows = []
-    for rec in records:
-        body = decode_body(rec.body)
-        rows.append(RecordRow(
-            record_id=body.record_id, revision=body.revision, item=body.item, subject_code=body.subject_code,
-            subject_kind=body.subject_kind, source_unit=body.source_unit, origin_node=body.origin_node,
-            status=body.status, decision_date=body.decision_date, body=bytes(rec.body),
-            body_digest=body_digest(rec.body), content_digest=_content_of(child, body),
-            signed=rec.SerializeToString(), received_at_ms=child.clock(), received_from=parent.node_id,
-            catalog_version=body.catalog_version))
-    # What the downward receive path does: store, and pass it on towards the source department.
-    onward = child.reviser.routes(rows, down=True)
-    child.store.records.append(rows, outbox=[e for e in onward if e.destination != child.parent])
+    request = pb.SubmitRequest(records=records)
+    message = fpb.DownMessage(records=request.SerializeToString())
+    done = Downward(_node_view(child), clock=child.clock).apply(parent.node_id, message)  # type: ignore[arg-type]
+    assert "stored" in done, done
     parent.store.outbox.done([i for i, _r, _u in pending])
-    return len(rows)
+    return len(records)
 
 
-def _content_of(kit: Kit, body: pb.RecordBody) -> bytes:
-    item = kit.catalog.item(body.item)
-    checked = kit.validator.check(item, {f.name: f.value for f in body.fields})
-    from node.records import content_digest
-
-    return content_digest(item.code, checked.source_unit, checked.fields)
+def _node_view(kit: Kit) -> SimpleNamespace:
+    """The parts of a ``node.app.Node`` the downward channel uses."""
+    config = parse_config({"id": kit.node_id, "level": level_of(kit.node_id), "identity": {"dir": "unused"},
+                           "unit": UNIT, **({"parent": {"id": kit.parent, "target": "unused:1"}} if kit.parent else {}),
+                           "children": [{"id": c} for c in kit.children]})
+    return SimpleNamespace(config=config, store=kit.store, inbox=kit.inbox, verifier=kit.verifier,
+                           catalog=kit.catalog, trust=kit.verifier_trust, signer=kit.signer)
 
 
 def _hop(kit: Kit, rec: pb.SignedRecord, rule: str) -> pb.SignedRecord:
