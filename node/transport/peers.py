@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NoReturn
 
@@ -91,27 +93,38 @@ def abort_with(context: grpc.ServicerContext, error: NodeError,
     raise AssertionError("context.abort returned")  # pragma: no cover - grpc always raises
 
 
-class CallerCache:
-    """Parsed caller certificates by fingerprint, so a call costs a dictionary look-up, not a parse.
+@dataclass(frozen=True)
+class _Vetted:
+    """A caller certificate that passed the full check once, and what a re-check needs."""
 
-    Only the parse and the CA-signature check are remembered: expiry and revocation are checked
-    on every call (``TrustStore.check``), because a new revocation list can arrive at any time.
+    cert: x509.Certificate
+    identity: Identity
+    not_before: float  # unix seconds
+    not_after: float
+
+
+class CallerCache:
+    """Checked caller certificates by fingerprint: a call costs a look-up, not a parse and a CA check.
+
+    Only what cannot change is remembered (the parse, the CA's signature, the identity, the
+    validity window). The window and the revocation list are checked on every call, because a new
+    CRL can arrive at any time (``TrustStore.load_crl``) and applies to open connections too.
     """
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._max = max_entries
         self._lock = threading.Lock()
-        self._certs: dict[bytes, x509.Certificate] = {}
+        self._known: dict[bytes, _Vetted] = {}
 
-    def get(self, fingerprint: bytes) -> x509.Certificate | None:
+    def get(self, fingerprint: bytes) -> _Vetted | None:
         with self._lock:
-            return self._certs.get(fingerprint)
+            return self._known.get(fingerprint)
 
-    def put(self, fingerprint: bytes, cert: x509.Certificate) -> None:
+    def put(self, fingerprint: bytes, vetted: _Vetted) -> None:
         with self._lock:
-            if len(self._certs) >= self._max:
-                self._certs.clear()  # rare (thousands of distinct callers); a re-parse is cheap
-            self._certs[fingerprint] = cert
+            if len(self._known) >= self._max:
+                self._known.clear()  # rare (thousands of distinct callers); a re-check is cheap
+            self._known[fingerprint] = vetted
 
 
 def caller_identity(context: grpc.ServicerContext, trust: TrustStore, *,
@@ -126,12 +139,18 @@ def caller_identity(context: grpc.ServicerContext, trust: TrustStore, *,
         if cache is None or not pems:
             return peer_identity(auth, trust)
         fingerprint = hashlib.sha256(pems[0]).digest()
-        cert = cache.get(fingerprint)
-        if cert is None:
+        known = cache.get(fingerprint)
+        if known is None:
             who = peer_identity(auth, trust)  # the full check, once per certificate
-            cache.put(fingerprint, x509.load_pem_x509_certificate(pems[0]))
+            cert = x509.load_pem_x509_certificate(pems[0])
+            cache.put(fingerprint, _Vetted(cert, who, cert.not_valid_before_utc.timestamp(),
+                                           cert.not_valid_after_utc.timestamp()))
             return who
-        return trust.check(cert, datetime.now(UTC))
+        # TrustStore.check would re-derive the fingerprint and re-encode names (~100 µs a call);
+        # the window and the CRL are all that can have changed since the full check.
+        if known.not_before <= time.time() <= known.not_after and not trust.is_revoked(known.cert):
+            return known.identity
+        return trust.check(known.cert, datetime.now(UTC))  # raises, naming the reason
     except UntrustedSignerError as exc:
         log.warning("call.unauthenticated", extra={"address": context.peer(), "code": exc.code,
                                                      "reason": exc.message})
