@@ -92,6 +92,8 @@ def test_a_revoked_certificate_passes_the_handshake_but_every_call_is_refused(sh
             grpc_client.status(channel, timeout=DEADLINE_S)
         assert refused.value.code == "E_UNAUTHENTICATED"
         assert refused.value.exit_code == 3
+        with pytest.raises(NotAuthorizedError, match="revoked"):
+            list(grpc_client.submit(channel, [pb.SubmitRequest()], timeout=DEADLINE_S))
 
 
 def test_a_certificate_revoked_after_its_first_call_is_refused_on_the_next(
