@@ -24,6 +24,7 @@ from sqlalchemy import Engine, and_, bindparam, select
 from node import access
 from node.catalog import Catalog, Item
 from node.errors import StoreError
+from node.lifecycle.measures import measures_for
 from node.records import decode_body, decode_signed, pb
 from node.store._sql import chunks, translated
 from node.store.engine import BUSY_TIMEOUT_MS
@@ -59,7 +60,6 @@ class Disclosure:
         self._items: dict[str, Item] = dict(catalog.items)
         self._id_fields = {code: access.id_fields(item) for code, item in catalog.items.items()}
         self._rule_fields = {code: _rule_fields(item) for code, item in catalog.items.items()}
-        self._measures = {code: list(item.measures) for code, item in catalog.items.items()}
         h, r = record_heads.c, record_revisions.c
         heads = (select(*_COLUMNS)
                  .join(record_heads, and_(h.record_id == r.record_id, h.revision == r.revision))
@@ -140,7 +140,7 @@ class Disclosure:
         return view
 
     def _decide(self, row: StoredRecord, caller: access.Caller,
-                today: dt.date) -> tuple[Item, pb.RecordBody, access.Decision] | None:
+                today: dt.date) -> tuple[Item, pb.RecordBody, access.Decision, str] | None:
         item = self._items.get(row.item)
         if item is None:  # an item this catalogue release does not know: cannot be classified, not shown
             return None
@@ -153,10 +153,10 @@ class Disclosure:
         facts = access.RecordFacts(row.item, item.disclosure_class, row.subject_code, row.subject_kind,
                                    row.status, window)
         decision = access.decide(caller, facts, self._policy)
-        return (item, body, decision) if decision.visible else None
+        return (item, body, decision, window) if decision.visible else None
 
     def _fill(self, view: pb.RecordView, row: StoredRecord, item: Item, body: pb.RecordBody,
-              decision: access.Decision) -> None:
+              decision: access.Decision, window: str) -> None:
         view.record_id, view.revision, view.item, view.status = row.record_id, row.revision, row.item, row.status
         view.disclosure_class, view.region = item.disclosure_class, self._region
         view.subject_code, view.subject_name, view.decision_date = (row.subject_code, body.subject_name,
@@ -164,8 +164,8 @@ class Disclosure:
         view.signers.extend([s.signer for s in decode_signed(row.signed).chain])
         if decision.marks:
             view.marks.extend(decision.marks)
-        if item.measures:
-            view.measures.extend(self._measures[row.item])
+        if item.measures:  # only while the list entry is in force (not disputed, repaired, expired …)
+            view.measures.extend(measures_for(item, row.status, window))
         view.fields.extend(body.fields)  # copied in C; masked below only when the decision says so
         if decision.mask_ids:
             masked = self._id_fields[row.item]
