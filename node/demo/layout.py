@@ -49,6 +49,10 @@ class NodePlan:
 @dataclass(frozen=True)
 class FederationLayout:
     nodes: tuple[NodePlan, ...]
+    peers: tuple[tuple[str, str], ...] = ()  # regions that answer each other's lookups (both ways)
+
+    def peers_of(self, node_id: str) -> list[str]:
+        return sorted({b for a, b in self.peers if a == node_id} | {a for a, b in self.peers if b == node_id})
 
     def node(self, node_id: str) -> NodePlan:
         for n in self.nodes:
@@ -84,14 +88,14 @@ class FederationLayout:
 
 
 def demo_plan() -> FederationLayout:
-    """A city, two districts, one market-regulation department under each (上城区, 西湖区)."""
+    """A city, two districts (peer regions), one market-regulation department under each (上城区, 西湖区)."""
     return FederationLayout((
         NodePlan("city:330100"),
         NodePlan("district:330102", "city:330100"),
         NodePlan("district:330106", "city:330100"),
         NodePlan("dept:330102:scjgj", "district:330102", unit_uscc("330102", "MB000001")),
         NodePlan("dept:330106:scjgj", "district:330106", unit_uscc("330106", "MB000002")),
-    ))
+    ), peers=(("district:330102", "district:330106"),))
 
 
 def chain_plan() -> FederationLayout:
@@ -156,6 +160,9 @@ def provision(base: pathlib.Path, layout: FederationLayout, *, transport: Transp
             target = broker_url if transport == "amqp" else out.target(plan.parent)
             data["parent"] = {"id": plan.parent, "target": target, "transport": transport,
                               "server_name": "localhost"}
+        peers = layout.peers_of(plan.id)
+        if peers:
+            data["peers"] = [{"id": p, "target": out.target(p), "server_name": "localhost"} for p in peers]
         children = layout.children(plan.id)
         if children:
             data["children"] = [{"id": c.id, **({"units": [c.unit]} if c.unit else {})} for c in children]
