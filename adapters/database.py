@@ -15,6 +15,7 @@ the department sees in its own database what to fix until a corrected version is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
@@ -169,14 +170,13 @@ class DatabasePull:
         # The hot loop of a pull: dict(zip(…)) builds each row in C (validation skips the NULLs).
         codes, width = plan.codes, len(plan.order) - 1
         rows: list[SourceRow] = []
-        if width == 1:
-            # An integer primary key is the row's number, so feedback and later corrections of
-            # a row whose natural key could not be read still find it (rejections.row_key).
-            for n, r in enumerate(part, start=1):
-                key = r[-1]
-                rows.append(SourceRow(key if type(key) is int else n, dict(zip(codes, r, strict=False))))
-        else:
-            rows = [SourceRow(n, dict(zip(codes, r, strict=False))) for n, r in enumerate(part, start=1)]
+        # A row's number is its integer primary key, or a stable number made from its key columns,
+        # so feedback about a row whose natural key could not be read finds the same row when it
+        # comes again corrected (node.store.rejections.row_key).
+        for r in part:
+            key = r[-1] if width == 1 else None
+            number = key if type(key) is int else _row_number(r[-width:])
+            rows.append(SourceRow(number, dict(zip(codes, r, strict=False))))
         keys = ["|".join(str(v) for v in r[-width:]) for r in part] if self._feedback is not None else []
         return rows, keys
 
@@ -270,6 +270,11 @@ class DatabasePull:
                                                           fb.source_key.in_(keys[start:start + 500])))
             if refused:
                 conn.execute(insert(self._feedback), refused)
+
+
+def _row_number(key: Sequence[Any]) -> int:
+    """A positive 56-bit number standing for a row whose key is not one integer."""
+    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, key)).encode()).digest()[:7], "big")
 
 
 def _refusals(outcome: RowOutcome) -> list[Problem]:

@@ -323,3 +323,24 @@ def test_a_million_rows_are_pulled_in_bounded_memory(make_node: Any, pg_source_u
         assert conn.execute(text("SELECT count(*) FROM record_heads")).scalar_one() == 1_000_000
     eng.dispose()
     src.dispose()
+
+
+def test_a_text_key_identifies_a_refused_row_across_pulls(dept: Node, pg_source_url: str):
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(pg_source_url)
+    table = penalty_table(item)
+    good = {r["id"]: r for r in penalty_db_rows(item, 30, unit=UNIT)}
+    create_and_fill(src, table, ({**r, "cf_wsh": None} if i in (7, 23) else r for i, r in good.items()))
+    with src.begin() as conn:
+        conn.execute(text("CREATE VIEW v_cases AS SELECT 'AJ-' || id AS case_no, * FROM cf_penalties"))
+    pull = pull_for(dept, pg_source_url, table="v_cases", key=("case_no",), batch_rows=5, name="database:v")
+    drain(pull)
+    refused = dept.store.rejections.list_rejections(UNIT)
+    assert len(refused) == 2 and len({r.row for r in refused}) == 2  # rows in different batches stay apart
+    with src.begin() as conn:
+        conn.execute(update(table).where(table.c.id.in_([7, 23])).values(
+            cf_wsh=text("'杭上市监罚〔2026〕补' || id || '号'"), updated_at=BASE_TIME + dt.timedelta(days=3)))
+    drain(pull)
+    assert dept.store.rejections.list_rejections(UNIT) == []
+    pull.close()
+    src.dispose()
