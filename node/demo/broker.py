@@ -41,8 +41,10 @@ class LocalBroker:
         return f"amqps://127.0.0.1:{self.port}"
 
     def _run(self, *args: str, timeout: float = START_TIMEOUT_S + 30) -> subprocess.CompletedProcess[str]:
+        # Run beside the state dir: an Erlang crash dump lands there, not in the caller's directory.
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
         return subprocess.run([str(rabbitmq_script()), *args], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, check=False)
+                              stdin=subprocess.DEVNULL, check=False, cwd=self.dir.parent)
 
     def start(self) -> int:
         """Start (or find running) and return the AMQPS port. PeerUnavailableError if it cannot."""
