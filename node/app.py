@@ -105,10 +105,10 @@ def build_node(config: NodeConfig, *, migrate_store: bool = True) -> Node:
                           allow_other_units=config.validation.allow_other_units)
     router = Router(config.id, config.parent.id if config.parent else None)
     preparer = Preparer(node_id=config.id, catalog=catalog, validator=validator)
-    ingest = Ingest(preparer=preparer, signer=signer, store=store, router=router,
-                    conflicts=conflict_detection(config, store))
+    conflicts = conflict_detection(config, store)
+    ingest = Ingest(preparer=preparer, signer=signer, store=store, router=router, conflicts=conflicts)
     inbox = Inbox(node_id=config.id, catalog=catalog, validator=validator, verifier=verifier, trust=trust,
-                  store=store, router=router, children=config.children)
+                  store=store, router=router, children=config.children, conflicts=conflicts)
     return Node(config=config, catalog=catalog, identity=identity, trust=trust, store=store,
                 signer=signer, verifier=verifier, ingest=ingest, inbox=inbox)
 

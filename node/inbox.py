@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from node.catalog import Catalog
 from node.config import ChildConfig
+from node.conflicts import Conflicts, fact_of
 from node.errors import NodeError, Problem
 from node.records import body_digest, content_digest, decode_body, make_record_id, pb
 from node.routing import Router
@@ -50,6 +51,7 @@ class Receipt:
 class Inbox:
     def __init__(self, *, node_id: str, catalog: Catalog, validator: Validator, verifier: Verifier,
                  trust: TrustStore, store: Store, router: Router, children: Sequence[ChildConfig],
+                 conflicts: Conflicts | None = None,
                  clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
         self._node_id = node_id
         self._catalog = catalog
@@ -59,6 +61,7 @@ class Inbox:
         self._store = store
         self._router = router
         self._children: Mapping[str, ChildConfig] = {c.id: c for c in children}
+        self._conflicts = conflicts  # two source units disagreeing on one fact meet here, above them
         self._clock = clock
 
     def learn_certificates(self, ders: Sequence[bytes]) -> list[Problem]:
@@ -130,7 +133,9 @@ class Inbox:
         if rows:
             audit = AuditEvent(actor=sender, action="receive", subject=f"{sender}@{now}",
                                detail={"records": len(rows), "from": sender})
-            result = self._store.records.append(rows, outbox=outbox, audit=[audit])
+            also = ([self._conflicts.observer([fact_of(self._catalog.item(r.item), r.body) for r in rows])]
+                    if self._conflicts else [])
+            result = self._store.records.append(rows, outbox=outbox, audit=[audit], also=also)
             conflicts, duplicates = set(result.conflicts), set(result.duplicates)
             for i, row in zip(row_seq, rows, strict=True):
                 key = (row.record_id, row.revision)
