@@ -15,6 +15,10 @@ One JSON line:
   department published, with a confirm per message, to a quorum queue on the same broker, from one
   ``BlockingConnection`` — the ceiling for a single confirming publisher. ``raw_publish_records_per_s``
   is that rate times the records per message.
+- ``idle_p50_ms``: the same for one batch imported into an idle federation (no queue in front).
+- ``cpu_ms_per_record``: CPU (user + system) each process spent per record during the drain,
+  including its start; with ``cpus`` and ``load_average`` (other work on the machine) this tells
+  what the rate would be on an idle machine: about ``cpus * 1000 / sum(cpu_ms_per_record)``.
 - ``verified``: ``credit-node verify`` at the city afterwards (every chain, from the stored bytes).
 """
 
@@ -56,6 +60,17 @@ def _message_sizes(db: pathlib.Path, batch: int) -> tuple[int, int]:
     messages = -(-int(count) // batch)
     hop_and_framing = 330  # a hop signature (~320 bytes with a 2000-leaf path) and field framing
     return messages, int((int(total) + hop_and_framing * int(count)) / messages)
+
+
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def raw_publish(fed: Any, messages: int, size: int) -> float:
@@ -115,6 +130,12 @@ def bench_federation(transport: str, records: int, live: int, batch: int, keep: 
         fed.nodes[DISTRICT].start()
         fed.nodes[DEPT].start()
         fed.wait_for(CITY, accepted, deadline_s=3600)
+        # CPU per record and node: what the pipeline costs, whatever else the machine is doing.
+        result["cpu_ms_per_record"] = {n: round(_cpu_s(p.pid) * 1000 / accepted, 3) for n, p in fed.nodes.items()}
+        if fed.broker is not None:
+            broker_pid = int((fed.broker.dir / "rabbit.pid").read_text().strip())
+            result["cpu_ms_per_record"]["broker"] = round(_cpu_s(broker_pid) * 1000 / accepted, 3)
+        result["load_average"] = round(os.getloadavg()[0], 2)
         dept_db, district_db = (fed.config(n).parent / "node.db" for n in (DEPT, DISTRICT))
         city_times = fed.times(CITY)
         started, finished = _first_hop_ms(district_db), max(city_times.values())
@@ -132,6 +153,14 @@ def bench_federation(transport: str, records: int, live: int, batch: int, keep: 
         result["live_records"] = len(latencies)
         result["p50_ms"] = latencies[len(latencies) // 2]
         result["p99_ms"] = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        # And one batch into an idle federation: the latency without a queue in front of it.
+        before = dict(city_times)
+        fed.import_file(DEPT, fed.sample_csv(DEPT, min(batch, 1000), seed=9, start_no=records + live + 1))
+        fed.wait_for(CITY, accepted + live + min(batch, 1000), deadline_s=600)
+        dept_times, city_times = fed.times(DEPT), fed.times(CITY)
+        idle = sorted(city_times[k] - dept_times[k] for k in city_times if k not in before and k in dept_times)
+        result["idle_p50_ms"] = idle[len(idle) // 2]
+        live += len(idle)
         codes = {n: proc.stop() for n, proc in fed.nodes.items()}  # the broker stays up for the raw rate
         result["clean_exit"] = all(c == 0 for c in codes.values())
         if fed.broker is not None:
