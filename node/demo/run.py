@@ -76,6 +76,8 @@ class Demo:
             ("route of a record, hop by hop, from its chain", self._route),
             ("cross-region lookup (district:330102 asks its peer region)", self._lookup),
             ("a revision made at the city travels down to its source", self._downward),
+            ("objection round trip: filed at the city, corrected by the source, shown at the city",
+             self._objection),
             ("no dead letters, nothing pending", self._clean),
         ]
         try:
@@ -184,6 +186,32 @@ class Demo:
         wait_until(lambda: (record_id, done["revision"]) in self.fed.keys(dept.id), DEADLINE_S,
                    what=f"revision {done['revision']} of {record_id} at {dept.id}", poll_s=0.25)
         return f"{record_id} revision {done['revision']} (revoked) city → {dept.parent} → {dept.id}"
+
+    def _objection(self) -> str:
+        dept = self.fed.layout.departments[1]
+        record_id, subject = next(iter(self.fed._query(
+            dept.id, "SELECT record_id, subject_code FROM record_heads WHERE revision = 1 AND item = "
+                     "'admin_penalty' ORDER BY record_id LIMIT 1")))
+        case = self.fed.cli_json(CITY, "objection", "file", record_id, "--by", subject,
+                                 "--reason", "处罚内容与决定书不符（演示）")
+        case_id, marked = str(case["case_id"]), int(case["revision"])
+        check(case["state"] != "closed", f"the platform closed the case itself: {case}")
+        wait_until(lambda: (record_id, marked) in self.fed.keys(dept.id), DEADLINE_S,
+                   what=f"the 异议 mark (revision {marked}) at {dept.id}", poll_s=0.25)
+        corrected = "警告，责令改正（经核实更正）"
+        answer = self.fed.cli_json(dept.id, "objection", "answer", case_id, "correct",
+                                   "--field", f"CF_NR={corrected}", "--note", "核实后更正处罚内容")
+        revision = int(answer["revision"])
+        wait_until(lambda: (record_id, revision) in self.fed.keys(CITY), DEADLINE_S,
+                   what=f"corrected revision {revision} at the city", poll_s=0.25)
+        self.fed.cli_json(CITY, "objection", "tick")
+        shown = self.fed.cli_json(CITY, "query", subject)
+        [record] = [r for r in shown["records"] if r["record_id"] == record_id]
+        check(record["revision"] == revision and record["fields"].get("CF_NR") == corrected,
+              f"the city shows {record['revision']}: {record['fields'].get('CF_NR')}")
+        closed = self.fed.cli_json(CITY, "objection", "show", case_id)
+        return (f"{case_id}: marked at {dept.id} as revision {marked}, corrected there as revision {revision}, "
+                f"shown at the city; case {closed['case']['state']}")
 
     def _clean(self) -> str:
         self.fed.wait_drained(DEADLINE_S)
