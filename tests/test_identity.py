@@ -27,7 +27,10 @@ from node.identity import (
     write_crl,
 )
 
-NOW = datetime.now(UTC)
+
+def _now() -> datetime:
+    # Read the clock at each use: a module-level instant goes stale in a long test session.
+    return datetime.now(UTC)
 
 
 def _cert(path: Path) -> x509.Certificate:
@@ -183,7 +186,7 @@ def test_trust_store_accepts_our_certificate(ca: Path, district: Path) -> None:
     assert key_id == hashlib.sha256(der).digest()
     cert = trust.get(key_id)
     assert cert is not None
-    who = trust.check(cert, NOW)
+    who = trust.check(cert, _now())
     assert (who.node_id, who.role) == ("district:330106", "node")
     assert trust.get(b"\x00" * 32) is None
 
@@ -195,7 +198,7 @@ def test_certificate_from_another_ca_is_refused(ca: Path, other_ca: Path, tmp_pa
         trust.add_certificate(_der(foreign / "signing-cert.pem"))
     assert err.value.code == "E_SIGNER_UNTRUSTED"
     with pytest.raises(UntrustedSignerError):
-        trust.check(_cert(foreign / "cert.pem"), NOW)
+        trust.check(_cert(foreign / "cert.pem"), _now())
 
 
 def test_same_issuer_name_but_other_key_is_refused(ca: Path, tmp_path: Path) -> None:
@@ -203,17 +206,17 @@ def test_same_issuer_name_but_other_key_is_refused(ca: Path, tmp_path: Path) -> 
     impostor = init_ca(tmp_path / "impostor", name="credit federation dev CA")
     forged = issue(impostor, "city:330100", "node", tmp_path / "forged")
     with pytest.raises(UntrustedSignerError, match="not signed by the federation CA"):
-        _trust(ca).check(_cert(forged / "cert.pem"), NOW)
+        _trust(ca).check(_cert(forged / "cert.pem"), _now())
 
 
 def test_expired_and_not_yet_valid(ca: Path, tmp_path: Path) -> None:
-    start = NOW - timedelta(days=10)
+    start = _now() - timedelta(days=10)
     d = issue(ca, "district:330108", "node", tmp_path / "old", days=1, not_before=start)
     trust = _trust(ca)
     cert = _cert(d / "signing-cert.pem")
     trust.add_certificate(_der(d / "signing-cert.pem"))  # still admitted: old records verify
     with pytest.raises(UntrustedSignerError, match="expired"):
-        trust.check(cert, NOW)
+        trust.check(cert, _now())
     assert trust.check(cert, start + timedelta(hours=1)).node_id == "district:330108"
     with pytest.raises(UntrustedSignerError, match="not yet valid"):
         trust.check(cert, start - timedelta(seconds=1))
@@ -237,13 +240,13 @@ def test_revoked_certificate_is_refused(ca: Path, tmp_path: Path) -> None:
     cert = trust.get(key_id)
     assert cert is not None
     with pytest.raises(UntrustedSignerError, match="revoked"):
-        trust.check(cert, NOW)
+        trust.check(cert, _now())
     with pytest.raises(UntrustedSignerError, match="revoked"):
         trust.add_certificate(_der(d / "cert.pem"))
-    assert trust.check(_cert(keep / "cert.pem"), NOW).node_id == "district:330110"
+    assert trust.check(_cert(keep / "cert.pem"), _now()).node_id == "district:330110"
     # A store built with the CRL from the start refuses too.
     with pytest.raises(UntrustedSignerError, match="revoked"):
-        _trust(ca, crl_path).check(_cert(d / "cert.pem"), NOW)
+        _trust(ca, crl_path).check(_cert(d / "cert.pem"), _now())
 
 
 def test_revoke_by_serial_and_bad_reason(ca: Path, tmp_path: Path) -> None:
@@ -277,7 +280,7 @@ def _build(ca: Path, *, ca_flag: bool = False, digital_signature: bool = True) -
                           key_cert_sign=ca_flag, crl_sign=False, encipher_only=False, decipher_only=False)
     return (x509.CertificateBuilder().subject_name(name).issuer_name(ca_cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - timedelta(hours=1)).not_valid_after(NOW + timedelta(days=1))
+            .not_valid_before(_now() - timedelta(hours=1)).not_valid_after(_now() + timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=ca_flag, path_length=None), critical=True)
             .add_extension(usage, critical=True)
             .sign(ca_key, hashes.SHA256()))
@@ -285,11 +288,11 @@ def _build(ca: Path, *, ca_flag: bool = False, digital_signature: bool = True) -
 
 def test_wrong_key_usage_and_ca_certificates_are_refused(ca: Path) -> None:
     trust = _trust(ca)
-    assert trust.check(_build(ca), NOW).node_id == "city:330100"
+    assert trust.check(_build(ca), _now()).node_id == "city:330100"
     with pytest.raises(UntrustedSignerError, match="key usage"):
-        trust.check(_build(ca, digital_signature=False), NOW)
+        trust.check(_build(ca, digital_signature=False), _now())
     with pytest.raises(UntrustedSignerError, match="CA certificate"):
-        trust.check(_build(ca, ca_flag=True), NOW)
+        trust.check(_build(ca, ca_flag=True), _now())
 
 
 def test_trust_store_is_safe_across_threads(ca: Path, district: Path) -> None:
@@ -300,7 +303,7 @@ def test_trust_store_is_safe_across_threads(ca: Path, district: Path) -> None:
     def work() -> None:
         try:
             for _ in range(50):
-                assert trust.check(cert, NOW).node_id == "district:330106"
+                assert trust.check(cert, _now()).node_id == "district:330106"
                 trust.add_certificate(_der(district / "signing-cert.pem"))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
