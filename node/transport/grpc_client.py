@@ -11,7 +11,6 @@ handshake cannot be told apart from a peer that is down: grpc reports both as ``
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from concurrent.futures import TimeoutError as FutureTimeoutError
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -70,7 +69,7 @@ def wait_ready(channel: grpc.Channel, timeout: float) -> None:
     """Block until the channel is connected (handshake done) or raise PeerUnavailableError."""
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout)
-    except FutureTimeoutError:
+    except grpc.FutureTimeoutError:  # not concurrent.futures.TimeoutError: grpc has its own
         raise PeerUnavailableError(f"no connection within {timeout:g}s (peer down, or TLS handshake "
                                    "refused)") from None
 
