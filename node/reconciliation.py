@@ -18,13 +18,13 @@ as the records (``Federation.Reconcile`` over grpc, a request/reply on the broke
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from node.errors import NodeError, UsageError
 from node.routing import Router
+from node.runtime import ThreadExtension
 from node.store.deliveries import Deliveries
 from node.store.digests import Bucket, HeldDigests, Scope
 from node.store.records import OutboxEntry
@@ -128,7 +128,7 @@ def reconcile_with_parent(node: Node, peer: ReconcilePeer) -> ReconcileReport:
     return report
 
 
-class ReconcileSchedule:
+class ReconcileSchedule(ThreadExtension):
     """Reconcile with the parent every ``every_s`` seconds (a node extension)."""
 
     name = "reconcile schedule"
@@ -139,19 +139,7 @@ class ReconcileSchedule:
         self._peer_factory = peer_factory
         self._every_s = every_s
         self._on_report = on_report
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        super().__init__()
 
     def _run(self) -> None:
         while not self._stop.wait(self._every_s):

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Extension", "Runtime"]
+__all__ = ["Extension", "Runtime", "ThreadExtension"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,34 @@ class Extension(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+class ThreadExtension:
+    """An extension whose work is one loop in its own daemon thread, ended by ``_stop``.
+
+    Subclasses set ``name``, call ``super().__init__()`` and implement ``_run``; the loop waits on
+    ``self._stop`` (never a bare sleep), so ``stop`` ends it promptly.
+    """
+
+    name = "thread extension"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
 
 def _name(ext: Extension) -> str:

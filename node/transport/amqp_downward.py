@@ -14,7 +14,6 @@ its parent (the broker-checked ``user_id``), applied through ``node.downward``.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ from node.errors import NodeError
 from node.inbox import Receipt
 from node.records import decode_body, pb
 from node.releases import version_key
+from node.runtime import ThreadExtension
 from node.transport.amqp import AmqpPublisher
 from node.transport.amqp_consumer import AmqpMessage
 from node.transport.amqp_inbound import unexpected
@@ -61,7 +61,7 @@ class DownwardHandler:
         self._node.store.inbound.add(message.sender, code, text, message.body)
 
 
-class DownwardPublisher:
+class DownwardPublisher(ThreadExtension):
     """Releases and notices to children over the parent's own broker (a node extension)."""
 
     name = "downward publisher"
@@ -73,19 +73,7 @@ class DownwardPublisher:
         self._address = address
         self._backoff = backoff
         self._idle_s = idle_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        super().__init__()
 
     def _run(self) -> None:
         children = [c.id for c in self._node.config.children]

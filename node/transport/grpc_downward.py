@@ -12,7 +12,6 @@ stops the round and is pulled again (the parent re-sends it when its lease runs 
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING
 
 import grpc
@@ -20,6 +19,7 @@ import grpc
 from node.backoff import Backoff
 from node.errors import NodeError
 from node.releases import version_key
+from node.runtime import ThreadExtension
 from node.transport.wire import fpb, frpc
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ IDLE_S = 1.0
 TIMEOUT_S = 60.0
 
 
-class DownwardPuller:
+class DownwardPuller(ThreadExtension):
     name = "downward puller"
 
     def __init__(self, node: Node, downward: Downward, backoff: Backoff, *, idle_s: float = IDLE_S) -> None:
@@ -43,21 +43,9 @@ class DownwardPuller:
         self._downward = downward
         self._backoff = backoff
         self._idle_s = idle_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._acked: list[int] = []
         self.applied = 0
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
 
     def _run(self) -> None:
         from node.transport.grpc_client import error_from_rpc, open_channel
