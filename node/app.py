@@ -121,10 +121,13 @@ def build_runtime(node: Node) -> Runtime:
     """
     from adapters import build_runners
     from node import federation
+    from node.lifecycle.desk import build_desk
     from node.transport.admin_service import AdminService
     from node.transport.contacts import PeerContacts, relations_of
     from node.transport.exchange_service import ExchangeService
     from node.transport.grpc_server import GrpcServer, Service
+    from node.transport.lifecycle_service import SERVICE_NAME as LIFECYCLE
+    from node.transport.lifecycle_service import LifecycleService
     from node.transport.peers import CallerCache
     from node.transport.query_service import SERVICE_NAME as QUERY
     from node.transport.query_service import build_query_service
@@ -139,8 +142,10 @@ def build_runtime(node: Node) -> Runtime:
     query = build_query_service(node, callers=callers)
     admin = AdminService(config=cfg, catalog=node.catalog, store=node.store, trust=node.trust,
                          contacts=contacts, callers=callers, sharing_suspended=query.sharing_suspended)
+    desk = build_desk(node)
+    lifecycle = LifecycleService(objections=desk.objections, trust=node.trust, callers=callers)
     services = [Service("credit.v1.Exchange", exchange.register), Service("credit.v1.Admin", admin.register),
-                Service(QUERY, query.register)]
+                Service(QUERY, query.register), Service(LIFECYCLE, lifecycle.register)]
     services += federation.services(node)
     server = GrpcServer(node.identity, cfg.server.listen, services, max_workers=cfg.server.max_workers,
                         grace_s=cfg.server.grace_s)

@@ -36,7 +36,15 @@ from node.store._sql import translated
 from node.store.tables import record_heads
 from node.validation import Checked, Validator
 
-__all__ = ["Answer", "ObjectionService", "TickReport"]
+__all__ = ["Answer", "Evidence", "ObjectionService", "TickReport"]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Evidence sent as bytes (a portal's upload) rather than read from a file (the CLI)."""
+
+    name: str
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,9 @@ class ObjectionService:
         self.cases = ObjectionStore(store.engine)
 
     # --- filing -------------------------------------------------------------------------------
-    def file(self, record_id: str, *, by: str, reason: str, evidence: pathlib.Path | None = None) -> sm.Case:
+    def file(self, record_id: str, *, by: str, reason: str, evidence: pathlib.Path | Evidence | None = None,
+             via: str = "") -> sm.Case:
+        """``via``: who filed for the subject (a portal's certificate id), kept in the case log."""
         now = self._clock()
         today = china_date(now)
         head = self._head(record_id)
@@ -101,6 +111,7 @@ class ObjectionService:
                                subject_code=head.subject_code, applicant=applicant, reason=reason, erred=erred,
                                today=today, now_ms=now, calendar=self._calendar, deadlines=self._deadlines,
                                evidence_name=name, evidence_digest=digest, sent_to=sent_to)
+        steps = _via(steps, via)
 
         def record(conn: Connection, _rows: list[RecordRow]) -> None:
             self.cases.insert(conn, case, blob)
@@ -124,9 +135,14 @@ class ObjectionService:
             raise ConflictError(f"record {head.record_id} is not disclosed to its subject ({head.status}); "
                                 "an objection concerns information that is disclosed", code="E_OBJECTION_NOT_DISCLOSED")
 
-    def _read_evidence(self, path: pathlib.Path | None) -> tuple[str, bytes | None, bytes | None]:
+    def _read_evidence(self, path: pathlib.Path | Evidence | None) -> tuple[str, bytes | None, bytes | None]:
         if path is None:
             return "", None, None
+        if isinstance(path, Evidence):
+            if len(path.data) > self._evidence_max:
+                raise UsageError(f"evidence {path.name} is {len(path.data)} bytes; at most {self._evidence_max}",
+                                 field="evidence", code="E_EVIDENCE_TOO_LARGE")
+            return path.name, path.data, hashlib.sha256(path.data).digest()
         try:
             size = path.stat().st_size
             if size > self._evidence_max:
@@ -239,12 +255,12 @@ class ObjectionService:
                              also=[record], now_ms=now)
 
     # --- statements and listing --------------------------------------------------------------
-    def statement(self, case_id: str, *, by: str, text: str) -> sm.Case:
+    def statement(self, case_id: str, *, by: str, text: str, via: str = "") -> sm.Case:
         now = self._clock()
         case, steps = sm.with_statement(self.cases.get(case_id), by=normalize_text(by).upper(), text=text,
                                         today=china_date(now), now_ms=now, calendar=self._calendar,
                                         deadlines=self._deadlines)
-        self.cases.apply(case, steps, actor=self._node_id, at_ms=now)
+        self.cases.apply(case, _via(steps, via), actor=self._node_id, at_ms=now)
         return case
 
     def today(self) -> dt.date:
@@ -279,3 +295,10 @@ class ObjectionService:
         if head is None:
             raise NotFoundError(f"no record {record_id} at this node", field="record_id")
         return head
+
+
+def _via(steps: list[sm.Step], via: str) -> list[sm.Step]:
+    """Name, in the first step's detail, who acted for the subject (a portal), if anyone did."""
+    if not via or not steps:
+        return steps
+    return [sm.Step(steps[0].kind, {**steps[0].detail, "via": via}), *steps[1:]]

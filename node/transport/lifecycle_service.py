@@ -1,0 +1,138 @@
+"""The ``Lifecycle`` service: a subject's objections (异议) over gRPC, for a portal.
+
+``FileObjection``, ``GetObjection`` and ``AttachStatement`` do what ``credit-node objection file``,
+``objection show`` and ``objection statement`` do, through the same
+:class:`node.lifecycle.objection_service.ObjectionService` (docs/lifecycle.md).
+
+Who may call is decided from the caller's certificate (``caller_identity``), never from the
+request: a ``self`` certificate (``self:<subject code>``) acts for its own subject only; a
+``gov`` certificate (the credit portal, which signs the subject in) acts for the subject it names.
+Every other role is refused (``E_NOT_AUTHORIZED``). The subject acted for must be the record's
+subject (``E_OBJECTION_NOT_SUBJECT``, as at the CLI); a case is read only by its applicant
+(``E_OBJECTION_NOT_SUBJECT``) and given a statement only by it (``E_STATEMENT_NOT_APPLICANT``). The caller's certificate id is kept in the case log (``via``).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Final
+
+import grpc
+
+from node.access import self_subject
+from node.errors import NodeError, NotAuthorizedError, UsageError
+from node.identifiers import normalize_text
+from node.lifecycle import objections as sm
+from node.lifecycle.objection_service import Evidence, ObjectionService
+from node.nodeid import Identity
+from node.records import pb, rpc
+from node.transport.peers import CallerCache, abort_with, caller_identity, require_role
+from node.truststore import TrustStore
+
+__all__ = ["FILING_ROLES", "SERVICE_NAME", "LifecycleService"]
+
+SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["Lifecycle"].full_name
+FILING_ROLES: Final = frozenset({"self", "gov"})
+MAX_EVIDENCE_NAME: Final = 200  # characters of an evidence file name kept
+
+
+class LifecycleService(rpc.LifecycleServicer):  # type: ignore[misc]
+    def __init__(self, *, objections: ObjectionService, trust: TrustStore,
+                 callers: CallerCache | None = None) -> None:
+        self._objections = objections
+        self._trust = trust
+        self._callers = callers or CallerCache()
+
+    @property
+    def name(self) -> str:
+        return "lifecycle-service"
+
+    def register(self, server: grpc.Server) -> None:
+        rpc.add_LifecycleServicer_to_server(self, server)  # type: ignore[no-untyped-call]
+
+    # --- the calls ----------------------------------------------------------------------------
+    def FileObjection(self, request: pb.FileObjectionRequest, context: grpc.ServicerContext) -> pb.ObjectionCase:
+        who = self._caller(context, "file an objection")
+        try:
+            subject = _acting_for(who, request.subject_code)
+            record_id = request.record_id.strip()
+            if not record_id:
+                raise UsageError("give the record id the objection concerns", field="record_id")
+            evidence = _evidence(request.evidence_name, request.evidence) if request.evidence else None
+            case = self._objections.file(record_id, by=subject, reason=request.reason, evidence=evidence,
+                                         via=who.node_id)
+            return self._view(case)
+        except NodeError as exc:
+            abort_with(context, exc)
+
+    def GetObjection(self, request: pb.GetObjectionRequest, context: grpc.ServicerContext) -> pb.ObjectionCase:
+        who = self._caller(context, "read an objection")
+        try:
+            subject = _acting_for(who, request.subject_code)
+            case = self._objections.cases.get(_case_id(request.case_id))
+            _require_applicant(case, subject)
+            return self._view(case, steps=True)
+        except NodeError as exc:
+            abort_with(context, exc)
+
+    def AttachStatement(self, request: pb.AttachStatementRequest,
+                        context: grpc.ServicerContext) -> pb.ObjectionCase:
+        who = self._caller(context, "attach a statement to an objection")
+        try:
+            subject = _acting_for(who, request.subject_code)
+            case = self._objections.statement(_case_id(request.case_id), by=subject, text=request.text,
+                                              via=who.node_id)  # E_STATEMENT_NOT_APPLICANT for another subject
+            return self._view(case)
+        except NodeError as exc:
+            abort_with(context, exc)
+
+    # --- common -------------------------------------------------------------------------------
+    def _caller(self, context: grpc.ServicerContext, what: str) -> Identity:
+        who = caller_identity(context, self._trust, cache=self._callers)
+        require_role(context, who, FILING_ROLES, what)
+        return who
+
+    def _view(self, case: sm.Case, *, steps: bool = False) -> pb.ObjectionCase:
+        out = pb.ObjectionCase(
+            case_id=case.case_id, record_id=case.record_id, revision=case.revision, item=case.item,
+            subject_code=case.subject_code, reason=case.reason, state=case.state, outcome=case.outcome,
+            filed_on=case.filed_on, source_due=case.source_due, result_due=case.result_due,
+            closed_on=case.closed_on, overdue=case.overdue_on(self._objections.today()),
+            evidence_name=case.evidence_name, evidence_digest=case.evidence_digest or b"",
+            statement=case.statement, statement_until=case.statement_until)
+        if steps:
+            out.steps.extend(pb.ObjectionStep(kind=str(e["kind"]), at_ms=int(e["at_ms"]), state=str(e["state"] or ""))
+                             for e in self._objections.cases.events(case.case_id))
+        return out
+
+
+def _acting_for(who: Identity, requested: str) -> str:
+    """The subject the caller acts for: a ``self`` certificate's own, or the one a ``gov`` portal names."""
+    subject = normalize_text(requested).upper()
+    if who.role == "self":
+        own = self_subject(who.node_id)
+        if subject and subject != own:
+            raise NotAuthorizedError(f"{who.node_id} acts for its own subject only, not {subject}",
+                                     code="E_OBJECTION_NOT_SUBJECT", field="subject_code")
+        return own
+    if not subject:
+        raise UsageError("give the subject the portal acts for (its USCC or ID number)", field="subject_code")
+    return subject
+
+
+def _require_applicant(case: sm.Case, subject: str) -> None:
+    if case.applicant != subject:
+        raise NotAuthorizedError(f"case {case.case_id} was filed by another subject",
+                                 code="E_OBJECTION_NOT_SUBJECT", field="subject_code")
+
+
+def _case_id(text: str) -> str:
+    case_id = text.strip()
+    sm.parse_case_id(case_id)  # E_OBJECTION_UNKNOWN for what cannot be a case id
+    return case_id
+
+
+def _evidence(name: str, data: bytes) -> Evidence:
+    """Only the last part of the name a client sends is kept (it names a file, not a path)."""
+    base = pathlib.PurePosixPath(name.replace("\\", "/")).name.strip()[:MAX_EVIDENCE_NAME]
+    return Evidence(base or "evidence", bytes(data))
