@@ -122,6 +122,7 @@ def build_runtime(node: Node) -> Runtime:
     from adapters import build_runners
     from node import federation
     from node.lifecycle.desk import build_desk
+    from node.lifecycle.schedule import schedule_for
     from node.transport.admin_service import AdminService
     from node.transport.contacts import PeerContacts, relations_of
     from node.transport.exchange_service import ExchangeService
@@ -151,5 +152,7 @@ def build_runtime(node: Node) -> Runtime:
                         grace_s=cfg.server.grace_s)
     # Stopped in reverse: the server stops taking records, then the federation's consumers and
     # forwarder; query stops after the server (it closes peer channels).
+    # The lifecycle schedule (objection deadlines, archive sweep) stops before the server drains.
     # The adapters come last, so they are the first to stop: no new input while the rest drains.
-    return Runtime(node, [contacts, query, *federation.extensions(node), server, *build_runners(node)])
+    return Runtime(node, [contacts, query, *federation.extensions(node), server,
+                          *schedule_for(desk, cfg.lifecycle), *build_runners(node)])

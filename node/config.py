@@ -149,6 +149,8 @@ class LifecycleConfig:
     deletion_days: int = 2  # own commendations removed on request (seed 003 篇5 第二十九条)
     evidence_max_bytes: int = 10_485_760  # an objection's evidence file
     sweep_scope: Literal["origin", "all"] = "origin"  # archive sweep: records this node originated, or all
+    # While `start` runs: objection tick + archive sweep this often (node/lifecycle/schedule.py); 0 = never
+    schedule_every_s: float = 3600.0
 
 
 @dataclass(frozen=True)

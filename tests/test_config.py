@@ -2,7 +2,7 @@ import pathlib
 
 import pytest
 
-from node.config import expand_env, load_config, parse_config
+from node.config import expand_env, load_config, parse_config, to_dict
 from node.errors import ConfigError
 
 BASE = {"id": "dept:330102:scjgj", "level": "department", "unit": "11330102MB0000001X",
@@ -59,3 +59,11 @@ def test_invalid_yaml_is_a_config_error(tmp_path: pathlib.Path):
     (tmp_path / "node.yaml").write_text("id: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "node.yaml")
+
+
+def test_lifecycle_schedule_interval_has_a_default_and_a_checked_key():
+    assert parse_config(BASE).lifecycle.schedule_every_s == 3600.0
+    assert to_dict(parse_config(BASE))["lifecycle"]["schedule_every_s"] == 3600.0  # show-config
+    assert parse_config({**BASE, "lifecycle": {"schedule_every_s": "600"}}).lifecycle.schedule_every_s == 600.0
+    with pytest.raises(ConfigError, match=r"lifecycle\.schedule_seconds"):
+        parse_config({**BASE, "lifecycle": {"schedule_seconds": 600}})

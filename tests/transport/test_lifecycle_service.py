@@ -22,6 +22,7 @@ import pytest
 from node.access import MARK_DISPUTED
 from node.identity import issue, load_identity
 from node.lifecycle.desk import build_desk
+from node.lifecycle.schedule import LifecycleSchedule
 from node.records import decode_body, pb, rpc
 from node.tabular import SourceRow
 from node.transport.grpc_client import health, open_channel
@@ -277,3 +278,10 @@ def test_evidence_is_kept_by_digest_and_evidence_over_the_limit_is_refused(serve
 def test_the_node_reports_the_lifecycle_service_healthy(running: Running) -> None:
     assert health(running.channel("gov"), SERVICE_NAME, timeout=DEADLINE_S) == "SERVING"
 
+
+def test_the_node_runs_the_lifecycle_schedule_as_configured(serve: Callable[..., Running]) -> None:
+    every_two_minutes = serve(lifecycle={"schedule_every_s": 120})
+    assert every_two_minutes.runtime.extension(LifecycleSchedule).every_s == 120
+    never = serve(lifecycle={"schedule_every_s": 0})
+    with pytest.raises(LookupError):
+        never.runtime.extension(LifecycleSchedule)

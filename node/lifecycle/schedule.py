@@ -1,0 +1,115 @@
+"""The lifecycle schedule: while a node runs, enforce objection deadlines and sweep the archive.
+
+Every ``lifecycle.schedule_every_s`` seconds (default one hour; 0 = never, operators run the
+commands themselves) one *round* does what ``credit-node objection tick`` and
+``credit-node disclosure sweep`` do: close the objection cases whose answer arrived, withdraw the
+records whose source unit missed its deadline (seed 003 篇5 第三十一条), then archive the records
+past their disclosure window. Both steps are idempotent, so the schedule, the commands and another
+node process may run them at any time. The first round runs one interval after the start, so a
+node that is started (a demo, a test) does not change its records at once.
+
+A failing step is logged and the other still runs; the next round tries again. ``run_once`` is a
+round on the caller's thread (tests call it with a frozen clock).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from node.errors import NodeError
+from node.lifecycle.disclosure import SweepReport
+from node.lifecycle.objection_service import TickReport
+from node.runtime import ThreadExtension
+
+if TYPE_CHECKING:
+    from node.config import LifecycleConfig
+    from node.lifecycle.desk import Desk
+
+__all__ = ["LifecycleSchedule", "Round", "schedule_for"]
+
+log = logging.getLogger(__name__)
+
+
+class _Ticks(Protocol):
+    def tick(self) -> TickReport: ...
+
+    def today(self) -> dt.date: ...
+
+
+class _Sweeps(Protocol):
+    def run(self, today: dt.date | None = None, *, dry_run: bool = False, batch: int = ...) -> SweepReport: ...
+
+
+@dataclass
+class Round:
+    """What one round did; ``errors`` names a step that failed (``objection tick: E_…``)."""
+
+    today: dt.date
+    tick: TickReport | None = None
+    sweep: SweepReport | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"today": self.today.isoformat(), "tick": self.tick.as_dict() if self.tick else None,
+                "sweep": self.sweep.as_dict(limit=0) if self.sweep else None, "errors": self.errors}
+
+
+class LifecycleSchedule(ThreadExtension):
+    """Run the objection tick and the disclosure sweep every ``every_s`` seconds (a node extension)."""
+
+    name = "lifecycle schedule"
+
+    def __init__(self, *, objections: _Ticks, sweep: _Sweeps, every_s: float,
+                 on_round: Callable[[Round], None] | None = None) -> None:
+        self._objections = objections
+        self._sweep = sweep
+        self._every_s = every_s
+        self._on_round = on_round
+        super().__init__()
+
+    @property
+    def every_s(self) -> float:
+        return self._every_s
+
+    def run_once(self) -> Round:
+        """One round: the tick first (a withdrawn record is not swept meanwhile), then the sweep."""
+        today = self._objections.today()
+        done = Round(today)
+        try:
+            done.tick = self._objections.tick()
+        except Exception as exc:  # a failing step (a bug too) must not end the schedule
+            done.errors.append(_failure("objection tick", exc))
+        try:
+            done.sweep = self._sweep.run(today)
+        except Exception as exc:
+            done.errors.append(_failure("disclosure sweep", exc))
+        if done.tick is not None and done.sweep is not None:
+            log.info("lifecycle.round", extra={"today": today.isoformat(), "answered": len(done.tick.answered),
+                                               "overdue": len(done.tick.overdue), "examined": done.sweep.examined,
+                                               "archived": len(done.sweep.moved)})
+        return done
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            done = self.run_once()
+            if self._on_round is not None:
+                self._on_round(done)
+
+
+def _failure(step: str, exc: Exception) -> str:
+    if isinstance(exc, NodeError):
+        log.warning("lifecycle.step_failed", extra={"step": step, "code": exc.code, "reason": exc.message})
+        return f"{step}: {exc.code}"
+    log.exception("lifecycle.step_failed", extra={"step": step})
+    return f"{step}: {type(exc).__name__}"
+
+
+def schedule_for(desk: Desk, settings: LifecycleConfig) -> list[LifecycleSchedule]:
+    """The schedule of a node's desk, or none when ``lifecycle.schedule_every_s`` is 0."""
+    if settings.schedule_every_s <= 0:
+        return []
+    return [LifecycleSchedule(objections=desk.objections, sweep=desk.sweep, every_s=settings.schedule_every_s)]
