@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from node.catalog import Catalog, Item
 from node.conflicts import Conflicts, fact_of
@@ -66,11 +67,13 @@ class RowOutcome:
     problems: tuple[Problem, ...] = ()
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """A valid row, ready to sign: its body assumes revision 1 until the heads say otherwise."""
+class Prepared(NamedTuple):
+    """A valid row, ready to sign: its body assumes revision 1 until the heads say otherwise.
 
-    index: int
+    A named tuple: it crosses the pipe from the worker by the thousand (pickled as a plain tuple).
+    """
+
+    slot: int  # position in its batch
     row: int
     record_id: str
     content_digest: bytes
@@ -195,7 +198,7 @@ class Ingest:
             if head is None:
                 pending.append((p, p.body, 1))
             elif head.content_digest == p.content_digest:
-                outcomes[p.index] = RowOutcome(p.row, "duplicate", p.record_id, head.revision, p.warnings)
+                outcomes[p.slot] = RowOutcome(p.row, "duplicate", p.record_id, head.revision, p.warnings)
             else:
                 changed = pb.RecordBody()
                 changed.ParseFromString(p.body)
@@ -234,7 +237,7 @@ class Ingest:
         for p, _body, revision in pending:
             # Not stored: another writer stored this revision between our read of heads and commit.
             outcome = "accepted" if (p.record_id, revision) in stored else "duplicate"
-            outcomes[p.index] = RowOutcome(p.row, outcome, p.record_id, revision, p.warnings)
+            outcomes[p.slot] = RowOutcome(p.row, outcome, p.record_id, revision, p.warnings)
         return [outcomes[i] for i in range(batch.size)]
 
 

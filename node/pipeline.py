@@ -22,11 +22,16 @@ from typing import IO, Any
 
 from node.catalog import Item, load_catalog
 from node.errors import InputFileError, NodeError
-from node.ingest import BATCH_ROWS, ImportSummary, Ingest, Preparer, chunks
+from node.ingest import ImportSummary, Ingest, Preparer, chunks
 from node.tabular import HeaderMap, read_table
 from node.validation import Validator
 
 PARALLEL_MIN_BYTES = 4 << 20
+# Rows per worker batch, and so per transaction, when a big file is imported. The store's indexes
+# are keyed by digests, so every transaction rewrites pages all over them whatever its size: a
+# few large transactions cost far less per row than many small ones (scripts/bench import). The
+# worker and this process each hold about two batches, ~20 MB each.
+PIPELINE_BATCH_ROWS = 8_192
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class PrepareSpec:
     path: str
     encoding: str | None
     batch_id: str
-    batch_rows: int = BATCH_ROWS
+    batch_rows: int = PIPELINE_BATCH_ROWS
 
 
 def headers_for(item: Item) -> HeaderMap:
@@ -113,6 +118,10 @@ def import_file(ingest: Ingest, spec: PrepareSpec, *, size: int,
     proc.stdin.close()
     pipe = _Pipe(proc.stdout)
     seen_bytes = 0
+    # Every batch is tens of thousands of objects freed by reference counting; the cyclic
+    # collector would only walk the whole heap again and again meanwhile (~15% of this loop).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         while True:
             message = pipe.get()
@@ -134,6 +143,8 @@ def import_file(ingest: Ingest, spec: PrepareSpec, *, size: int,
             if progress is not None:
                 progress(payload.size)
     finally:
+        if collecting:
+            gc.enable()
         if proc.poll() is None:
             proc.kill()
         proc.wait()

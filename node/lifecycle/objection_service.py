@@ -17,7 +17,7 @@ import datetime as dt
 import hashlib
 import pathlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, select
 
@@ -99,7 +99,7 @@ class ObjectionService:
         revision = head.revision + 1
         case_id = sm.case_id_for(record_id, revision)
         if erred:
-            restored = replace(head, body=bytes(signed.body))
+            restored = head._replace(body=bytes(signed.body))
             change = Change(restored, "corrected", f"objection {case_id}: the copy disclosed here differed from "
                             "what the source unit signed; corrected at once (seed 003 篇5 第三十一条)",
                             self._checked(restored, {}))

@@ -80,8 +80,7 @@ record_revisions = Table(
     Column("received_at_ms", BigInteger, nullable=False),
     Column("received_from", String(NODE_ID_LEN), nullable=False),  # node id, '' if ingested here
     Column("catalog_version", String(CODE_LEN), nullable=False),
-    PrimaryKeyConstraint("record_id", "revision"),
-    Index(None, "subject_code"),
+    PrimaryKeyConstraint("record_id", "revision"),  # no subject index: lookups go through the heads
 )
 
 # Derived current view: the highest revision of each record. Written in the same transaction as

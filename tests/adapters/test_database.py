@@ -244,7 +244,9 @@ def test_kill_9_mid_pull_then_restart_has_no_gap_and_no_repeat(make_node: Any, s
     cfg, node = _node_with_adapter(make_node, source_url, batch_rows=100, page_rows=500)
     item = node.catalog.item("admin_penalty")
     src = create_engine(source_url)
-    create_and_fill(src, penalty_table(item), penalty_db_rows(item, 2000, unit=UNIT, bad_every=50))
+    # Far more rows than the kill point, so a fast pull cannot finish between two polls.
+    total = 10_000
+    create_and_fill(src, penalty_table(item), penalty_db_rows(item, total, unit=UNIT, bad_every=50))
     store_url = node.config.store_url
     node.close()
     proc = _run(cfg)
@@ -259,24 +261,24 @@ def test_kill_9_mid_pull_then_restart_has_no_gap_and_no_repeat(make_node: Any, s
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     killed_at = _position(store_url)
-    assert killed_at is not None and 0 < killed_at[1] < 2000
+    assert killed_at is not None and 0 < killed_at[1] < total
     second = _run(cfg)
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err
     summary = json.loads(out)
     # Exactly the rows after the committed position come again: none skipped, none repeated.
-    remaining = 2000 - killed_at[1]
+    remaining = total - killed_at[1]
     assert summary["accepted"] + summary["rejected"] == remaining
     assert summary["duplicates"] == 0
     eng = create_engine(store_url)
     with eng.connect() as conn:
         stored = conn.execute(text("SELECT count(*), max(revision) FROM record_revisions")).one()
     eng.dispose()
-    assert stored == (1960, 1)
+    assert stored == (total - total // 50, 1)
     listed = subprocess.run([sys.executable, "-m", "node", "--config", str(cfg), "adapters", "list", "--json"],
                             capture_output=True, text=True, cwd=REPO, check=False)
     (adapter,) = json.loads(listed.stdout)
-    assert adapter["name"] == "database:cf_penalties" and adapter["position"][1] == ["int", 2000]
+    assert adapter["name"] == "database:cf_penalties" and adapter["position"][1] == ["int", total]
     src.dispose()
 
 

@@ -136,7 +136,7 @@ def test_append_is_atomic_when_an_audit_event_cannot_be_encoded(engine: Engine, 
 def test_database_errors_are_wrapped_and_roll_back(engine: Engine, make_row: MakeRow) -> None:
     store = RecordStore(engine)
     row = make_row("r1")
-    broken = RecordRow(**{**vars(make_row("r2")), "body_digest": None})  # type: ignore[arg-type]
+    broken = make_row("r2")._replace(body_digest=None)
     with pytest.raises(StoreError) as caught:
         store.append([row, broken])
     assert caught.value.code == "E_STORE_CONSTRAINT" and not caught.value.retryable
@@ -218,7 +218,7 @@ def test_heads_lookup_is_chunked(engine: Engine, make_row: MakeRow) -> None:
 def test_iter_revisions_streams_every_revision(engine: Engine, make_row: MakeRow) -> None:
     store = RecordStore(engine)
     template = make_row("x")
-    rows = [RecordRow(**{**vars(template), "record_id": f"r{i:05d}", "revision": 1 + i % 2}) for i in range(10_000)]
+    rows = [template._replace(record_id=f"r{i:05d}", revision=1 + i % 2) for i in range(10_000)]
     for start in range(0, len(rows), 2000):
         store.append(rows[start : start + 2000])
     seen = 0
