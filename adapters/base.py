@@ -16,18 +16,26 @@ from typing import Protocol
 
 from node.catalog import Item
 from node.errors import NodeError
-from node.ingest import RowOutcome
+from node.ingest import PreparedBatch, RowOutcome
 from node.tabular import SourceRow
 
 __all__ = ["Sink", "Source", "SourceRunner"]
 
 
 class Sink(Protocol):
-    """The node side of an adapter: one committed batch in, one outcome per row out."""
+    """The node side of an adapter: a batch prepared, then committed, one outcome per row out.
 
-    def ingest_batch(self, item: Item, rows: Sequence[SourceRow], *, source: str, batch_id: str,
-                     meta: Mapping[str, str] | None = None) -> list[RowOutcome]:
-        """Validate, sign and store ``rows``; ``meta`` is written to the store in the same transaction."""
+    Two steps so that a source can prepare its next batch (pure CPU, any thread) while the
+    previous one commits (``node.pipeline.ahead``).
+    """
+
+    def prepare(self, item: Item, rows: Sequence[SourceRow], *, source: str, batch_id: str) -> PreparedBatch:
+        """Validate ``rows`` and build their record bodies; touches no store."""
+        ...
+
+    def commit(self, item: Item, batch: PreparedBatch, *, source: str, batch_id: str,
+               meta: Mapping[str, str] | None = None) -> list[RowOutcome]:
+        """Sign and store ``batch``; ``meta`` is written to the store in the same transaction."""
         ...
 
 

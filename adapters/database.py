@@ -51,7 +51,8 @@ from adapters.base import Sink
 from node.catalog import Catalog, Item
 from node.config import DatabaseAdapterConfig
 from node.errors import ConfigError, NodeError, Problem, TransportError
-from node.ingest import RowOutcome
+from node.ingest import PreparedBatch, RowOutcome
+from node.pipeline import ahead
 from node.tabular import SourceRow
 
 __all__ = ["DatabasePull", "State", "decode_position", "encode_position"]
@@ -149,14 +150,19 @@ class DatabasePull:
             stmt = stmt.where(~_after(plan.order, upto))
         taken = 0
         batch_id = uuid.uuid4().hex
+        source = self._cfg.table
+
+        def prepare(part: Sequence[Any]) -> tuple[list[SourceRow], list[str], Position, PreparedBatch]:
+            rows, keys = self._source_rows(plan, part)
+            last = tuple(part[-1][-len(plan.order):])
+            return rows, keys, last, self._sink.prepare(self._item, rows, source=source, batch_id=batch_id)
+
         with _source_errors(self.name, "reading"), self._source().connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=self._cfg.batch_rows).execute(stmt)
-            for part in result.partitions(self._cfg.batch_rows):
-                rows, keys = self._source_rows(plan, part)
-                last = tuple(part[-1][-len(plan.order):])
+            # The next batch is read and validated on a thread while this one commits.
+            for rows, keys, last, prepared in ahead(result.partitions(self._cfg.batch_rows), prepare):
                 meta = {self.position_key: encode_position(last)} if commit_position else None
-                outcomes = self._sink.ingest_batch(self._item, rows, source=self._cfg.table, batch_id=batch_id,
-                                                   meta=meta)
+                outcomes = self._sink.commit(self._item, prepared, source=source, batch_id=batch_id, meta=meta)
                 if self._feedback is not None:
                     self._write_feedback(keys, outcomes, last)
                     self._state.put(self.feedback_key, encode_position(last))

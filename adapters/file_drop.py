@@ -141,7 +141,9 @@ class FileDrop:
                 headers = HeaderMap(item.header_map(), frozenset(f.code for f in item.fields if f.required))
                 rows = read_table(path, headers, encoding=self._cfg.encoding or None)
                 for chunk in chunks(rows, self._batch_rows):
-                    outcomes = self._sink.ingest_batch(item, chunk, source=path.name, batch_id=batch_id)
+                    outcomes = self._sink.commit(item, self._sink.prepare(item, chunk, source=path.name,
+                                                                          batch_id=batch_id),
+                                                 source=path.name, batch_id=batch_id)
                     for o in outcomes:
                         if o.outcome == "accepted":
                             accepted += 1

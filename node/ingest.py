@@ -181,6 +181,10 @@ class Ingest:
                 progress(len(chunk))
         return total
 
+    def prepare(self, item: Item, rows: Sequence[SourceRow], *, source: str, batch_id: str) -> PreparedBatch:
+        """The CPU half of a batch (any thread): see :meth:`Preparer.prepare`."""
+        return self.preparer.prepare(item, rows, source=source, batch_id=batch_id)
+
     def ingest_batch(self, item: Item, rows: Sequence[SourceRow], *, source: str,
                      batch_id: str, meta: Mapping[str, str] | None = None) -> list[RowOutcome]:
         """One batch; ``meta`` (an adapter's position in its source) commits with it, atomically."""

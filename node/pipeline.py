@@ -1,4 +1,4 @@
-"""Importing a big file on two cores: a worker process prepares batches, this process commits.
+"""Preparing batches ahead of committing them: a worker process for files, a thread for pulls.
 
 Preparing (reading, validation, body bytes) is pure CPU and needs no store, so a worker process
 does it while the parent signs and stores the previous batch. The queue between them is bounded,
@@ -9,16 +9,19 @@ are imported in-process, where starting a worker would cost more than it saves.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import pathlib
 import pickle
+import queue
 import struct
 import subprocess
 import sys
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from node.catalog import Item, load_catalog
 from node.errors import InputFileError, NodeError
@@ -27,6 +30,8 @@ from node.tabular import HeaderMap, read_table
 from node.validation import Validator
 
 PARALLEL_MIN_BYTES = 4 << 20
+T = TypeVar("T")
+U = TypeVar("U")
 # Rows per worker batch, and so per transaction, when a big file is imported. The store's indexes
 # are keyed by digests, so every transaction rewrites pages all over them whatever its size: a
 # few large transactions cost far less per row than many small ones (scripts/bench import). The
@@ -150,6 +155,47 @@ def import_file(ingest: Ingest, spec: PrepareSpec, *, size: int,
         proc.wait()
         proc.stdout.close()
     return summary
+
+
+def ahead(items: Iterable[T], work: Callable[[T], U], *, depth: int = 2) -> Iterator[U]:
+    """``work(item)`` for each item, in order, the next ones computed on a thread meanwhile.
+
+    For sources read in the node's own process (a database pull): while the caller commits one
+    batch — SQLite and the network wait without holding the GIL — the thread reads and prepares
+    the next. At most ``depth`` results wait, so memory stays bounded. An exception in ``items``
+    or ``work`` is raised to the caller at its place in the order; closing the generator early
+    stops the thread after the item it is working on.
+    """
+    results: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stopping = threading.Event()
+
+    def run() -> None:
+        try:
+            for it in items:
+                if stopping.is_set():
+                    return
+                results.put(("ok", work(it)))
+        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+            results.put(("error", exc))
+            return
+        results.put(("end", None))
+
+    thread = threading.Thread(target=run, name="prepare-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = results.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stopping.set()
+        while thread.is_alive():  # unblock a put the thread may be waiting in
+            with contextlib.suppress(queue.Empty):
+                results.get(timeout=0.05)
+        thread.join()
 
 
 def new_batch_id() -> str:

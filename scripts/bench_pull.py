@@ -44,13 +44,16 @@ class _Discard:
     def __init__(self, state: _Memory) -> None:
         self._state = state
 
-    def ingest_batch(self, item: Any, rows: Sequence[Any], *, source: str, batch_id: str,
-                     meta: Mapping[str, str] | None = None) -> list[Any]:
+    def prepare(self, item: Any, rows: Sequence[Any], *, source: str, batch_id: str) -> Any:
+        return rows
+
+    def commit(self, item: Any, batch: Any, *, source: str, batch_id: str,
+               meta: Mapping[str, str] | None = None) -> list[Any]:
         from node.ingest import RowOutcome
 
         for key, value in (meta or {}).items():
             self._state.put(key, value)
-        return [RowOutcome(r.row, "accepted") for r in rows]
+        return [RowOutcome(r.row, "accepted") for r in batch]
 
 
 def _read_only(url: str, catalog: Any, batch_rows: int, page_rows: int) -> float:

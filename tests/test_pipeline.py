@@ -56,3 +56,43 @@ def test_runaway_quote_is_a_row_problem_not_a_crash(node, tmp_path):
         fh.write('"' + "x" * (2 << 20) + "\n")  # an opening quote never closed, larger than any cell
     summary = node.import_file(path, "admin_penalty")
     assert summary.accepted == 3 and summary.rejected >= 1
+
+
+def test_ahead_yields_every_result_in_order():
+    assert list(pipeline.ahead(range(100), lambda i: i * i)) == [i * i for i in range(100)]
+
+
+def test_ahead_raises_a_failure_at_its_place_in_the_order():
+    def work(i: int) -> int:
+        if i == 3:
+            raise ValueError("row 3 is bad")
+        return i
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="row 3 is bad"):
+        for value in pipeline.ahead(range(10), work):
+            got.append(value)
+    assert got == [0, 1, 2]
+
+
+def test_ahead_works_at_most_depth_items_beyond_what_was_taken():
+    started: list[int] = []
+    results = pipeline.ahead(range(1000), lambda i: started.append(i) or i, depth=2)
+    assert next(results) == 0
+    results.close()  # joins the thread, so ``started`` is final
+    # Taken: 0; waiting in the queue: at most 2; one more may have been made while the queue was full.
+    assert 1 <= len(started) <= 4 and started == list(range(len(started)))
+
+
+def test_ahead_closed_early_stops_reading_its_source():
+    consumed: list[int] = []
+
+    def source():
+        for i in range(10_000):
+            consumed.append(i)
+            yield i
+
+    results = pipeline.ahead(source(), lambda i: i, depth=1)
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    results.close()
+    assert len(consumed) < 10

@@ -29,9 +29,12 @@ class _Counting:
         self._lock = threading.Lock()
         self.counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
 
-    def ingest_batch(self, item: Any, rows: Sequence[Any], *, source: str, batch_id: str,
-                     meta: Mapping[str, str] | None = None) -> Any:
-        outcomes = self._ingest.ingest_batch(item, rows, source=source, batch_id=batch_id, meta=meta)
+    def prepare(self, item: Any, rows: Sequence[Any], *, source: str, batch_id: str) -> Any:
+        return self._ingest.prepare(item, rows, source=source, batch_id=batch_id)
+
+    def commit(self, item: Any, batch: Any, *, source: str, batch_id: str,
+               meta: Mapping[str, str] | None = None) -> Any:
+        outcomes = self._ingest.commit(item, batch, source=source, batch_id=batch_id, meta=meta)
         with self._lock:
             for o in outcomes:
                 self.counts[o.outcome] += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Table, exc
@@ -22,6 +23,7 @@ T = TypeVar("T")
 
 # Well under SQLite's 32,766 and PostgreSQL's 65,535 bound parameters per statement.
 IN_CHUNK = 500
+SQLITE_MAX_VARIABLES = 32_766  # SQLITE_MAX_VARIABLE_NUMBER since SQLite 3.32
 
 
 def insert_for(conn: Connection, table: Table) -> sqlite.Insert | postgresql.Insert:
@@ -67,7 +69,25 @@ def execute_many(
     compiled = cast(SQLCompiler, stmt.compile(dialect=dialect, column_keys=list(columns)))
     if list(compiled.positiontup or ()) != list(columns):
         raise ValueError(f"statement parameters {compiled.positiontup} are not the columns {list(columns)}")
-    conn.exec_driver_sql(str(compiled), list(rows))
+    sql = str(compiled)
+    head, values_kw, one_row = sql.rpartition(" VALUES ")
+    if conn.dialect.name != "sqlite" or not values_kw or not (one_row.startswith("(") and one_row.endswith(")")):
+        conn.exec_driver_sql(sql, list(rows))
+        return
+    # SQLite: one multi-row INSERT per ~2,000 rows instead of one step per row. sqlite3 lets the
+    # GIL go at every step, and taking it back can wait for another thread's whole switch
+    # interval; one step per statement also spares SQLite its per-row reset and re-bind.
+    per_statement = max(1, SQLITE_MAX_VARIABLES // len(columns))
+    dbapi = conn.dialect.loaded_dbapi
+    cursor: Any = conn.connection.cursor()
+    try:
+        for start in range(0, len(rows), per_statement):
+            part = rows[start : start + per_statement]
+            cursor.execute(f"{head} VALUES {', '.join([one_row] * len(part))}", list(chain.from_iterable(part)))
+    except dbapi.Error as error:
+        raise exc.DBAPIError.instance(sql, None, error, dbapi.Error) from error
+    finally:
+        cursor.close()
 
 
 def insert_new_returning(

@@ -47,9 +47,12 @@ class Recorder:
         self.node = node
         self.outcomes: list[RowOutcome] = []
 
-    def ingest_batch(self, item: Any, rows: Sequence[Any], *, source: str, batch_id: str,
-                     meta: Mapping[str, str] | None = None) -> list[RowOutcome]:
-        out = self.node.ingest.ingest_batch(item, rows, source=source, batch_id=batch_id, meta=meta)
+    def prepare(self, item: Any, rows: Sequence[Any], *, source: str, batch_id: str) -> Any:
+        return self.node.ingest.prepare(item, rows, source=source, batch_id=batch_id)
+
+    def commit(self, item: Any, batch: Any, *, source: str, batch_id: str,
+               meta: Mapping[str, str] | None = None) -> list[RowOutcome]:
+        out = self.node.ingest.commit(item, batch, source=source, batch_id=batch_id, meta=meta)
         self.outcomes.extend(out)
         return out
 

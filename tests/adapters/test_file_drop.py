@@ -201,11 +201,14 @@ class _FailingSink:
     def __init__(self, node: Node, ok: int) -> None:
         self.node, self.ok = node, ok
 
-    def ingest_batch(self, item, rows: Sequence[object], **kw):  # type: ignore[no-untyped-def]
+    def prepare(self, item, rows: Sequence[object], **kw):  # type: ignore[no-untyped-def]
+        return self.node.ingest.prepare(item, rows, **kw)  # type: ignore[arg-type]
+
+    def commit(self, item, batch, **kw):  # type: ignore[no-untyped-def]
         if self.ok == 0:
             raise StoreError("disk full (simulated)")
         self.ok -= 1
-        return self.node.ingest.ingest_batch(item, rows, **kw)  # type: ignore[arg-type]
+        return self.node.ingest.commit(item, batch, **kw)
 
 
 def test_a_crash_mid_file_leaves_it_in_place_and_the_retry_imports_the_rest(dept: Node, tmp_path: pathlib.Path):
