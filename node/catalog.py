@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 META_FILE = "catalog.yaml"
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _read_yaml(path: pathlib.Path) -> Any:
@@ -72,7 +73,9 @@ def _read_yaml(path: pathlib.Path) -> Any:
     except UnicodeDecodeError:
         raise CatalogError(f"{path}: not UTF-8 text") from None
     try:
-        return yaml.safe_load(text)
+        # libyaml's parser where PyYAML has it: ten times faster, and every process that
+        # validates (the node, its import worker) reads the whole catalogue at start.
+        return yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: not valid YAML: {exc}") from None
 

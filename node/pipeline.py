@@ -59,6 +59,9 @@ def headers_for(item: Item) -> HeaderMap:
     return HeaderMap(item.header_map(), frozenset(f.code for f in item.fields if f.required))
 
 
+_EOF = ("eof", None, 0)  # what _Pipe.get returns once the worker has gone
+
+
 class _Pipe:
     """Length-prefixed pickles over the worker's stdout; the pipe's buffer bounds what is in flight."""
 
@@ -74,7 +77,7 @@ class _Pipe:
     def get(self) -> Any:
         head = self._stream.read(4)
         if len(head) < 4:
-            return None
+            return _EOF
         (size,) = struct.unpack(">I", head)
         return pickle.loads(self._stream.read(size))  # our own child's output, never a peer's
 
@@ -127,9 +130,12 @@ def import_file(ingest: Ingest, spec: PrepareSpec, *, size: int,
     # collector would only walk the whole heap again and again meanwhile (~15% of this loop).
     collecting = gc.isenabled()
     gc.disable()
+    # Read ahead on a thread: the worker goes on with the next batch instead of waiting, in its
+    # write, for this process to finish committing the previous one.
+    messages = ahead(iter(pipe.get, _EOF), lambda m: m)
     try:
         while True:
-            message = pipe.get()
+            message = next(messages, None)
             if message is None:
                 raise NodeError(f"the import worker died (exit code {proc.wait()})", code="E_IMPORT_WORKER")
             kind, payload, nbytes = message
@@ -153,6 +159,7 @@ def import_file(ingest: Ingest, spec: PrepareSpec, *, size: int,
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+        messages.close()  # the reader sees the end of the pipe and stops
         proc.stdout.close()
     return summary
 
