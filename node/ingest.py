@@ -21,7 +21,7 @@ from typing import NamedTuple
 from node.catalog import Catalog, Item
 from node.conflicts import Conflicts, fact_of
 from node.errors import Problem
-from node.records import body_digest, content_digest, make_record_id, pb
+from node.records import body_digest, content_digest, make_record_id, pb, signed_record_bytes
 from node.routing import Router
 from node.signing import Signer
 from node.store import Store
@@ -215,23 +215,23 @@ class Ingest:
                 self._store.records.append([], rejections=batch.rejections, meta=meta)
             return [outcomes[i] for i in range(batch.size)]
 
-        sigs = self._signer.sign_origin([b for _p, b, _r in pending], now_ms=now)
+        digests = [body_digest(b) for _p, b, _r in pending]
+        sigs = self._signer.sign_origin_encoded(digests, now_ms=now)
         dests = self._router.upward(item.routing.up_to, item.routing.rule_id)
-        node_id, version = self.preparer.node_id, self.preparer.catalog.version
+        node_id, version, code = self.preparer.node_id, self.preparer.catalog.version, item.code
         rows: list[RecordRow] = []
         outbox: list[OutboxEntry] = []
-        for (p, body, revision), sig in zip(pending, sigs, strict=True):
-            signed = pb.SignedRecord(body=body, chain=[sig]).SerializeToString()
+        for (p, body, revision), digest, sig in zip(pending, digests, sigs, strict=True):
+            # Positional, in column order (RecordRow): this loop runs once per stored record.
             rows.append(RecordRow(
-                record_id=p.record_id, revision=revision, item=item.code, subject_code=p.subject_code,
-                subject_kind=p.subject_kind, source_unit=p.source_unit, origin_node=node_id, status="active",
-                decision_date=p.decision_date, body=body, body_digest=body_digest(body),
-                content_digest=p.content_digest, signed=signed, received_at_ms=now, received_from="",
-                catalog_version=version))
-            outbox.extend(OutboxEntry(p.record_id, revision, d.node_id, d.rule_id) for d in dests)
-        digest = hashlib.sha256(b"".join(r.body_digest for r in rows)).hexdigest()
+                p.record_id, revision, code, p.subject_code, p.subject_kind, p.source_unit, node_id, "active",
+                p.decision_date, body, digest, p.content_digest, signed_record_bytes(body, (sig,)), now, "",
+                version))
+            if dests:
+                outbox.extend(OutboxEntry(p.record_id, revision, d.node_id, d.rule_id) for d in dests)
+        batch_digest = hashlib.sha256(b"".join(r.body_digest for r in rows)).hexdigest()
         audit = AuditEvent(actor=node_id, action="import", subject=batch_id,
-                           detail={"item": item.code, "source": source, "stored": len(rows), "digest": digest})
+                           detail={"item": item.code, "source": source, "stored": len(rows), "digest": batch_digest})
         closing = [(item.code, p.source_unit, k, p.record_id) for p, _b, _r in pending
                    for k in (p.key, row_key(source, p.row))]
         also = [self._conflicts.observer([fact_of(item, r.body) for r in rows])] if self._conflicts else []

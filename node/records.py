@@ -14,13 +14,37 @@ from node._generated import credit_pb2 as pb
 from node._generated import credit_pb2_grpc as rpc
 from node.errors import SignatureError
 
-__all__ = ["body_digest", "content_digest", "decode_body", "decode_signed", "make_record_id", "pb", "rpc"]
+__all__ = ["body_digest", "content_digest", "decode_body", "decode_signed", "make_record_id", "pb", "rpc",
+           "signed_record_bytes"]
 
 STATUSES = ("active", "disputed", "corrected", "confirmed", "deleted", "repaired", "expired", "revoked")
 
 
 def body_digest(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def signed_record_bytes(body: bytes, chain: Iterable[bytes]) -> bytes:
+    """A serialised ``SignedRecord`` from body bytes and serialised ``Signature`` links.
+
+    The wire encoding written out (field 1 body, then field 2 per link, as protobuf's own
+    serialiser orders them), because building and serialising the message per record costs
+    more than storing it does on the import path. Equal to ``SignedRecord(...).SerializeToString()``
+    (tests/test_signing.py).
+    """
+    parts = [b"\x0a", _varint(len(body)), body]
+    for link in chain:
+        parts += (b"\x12", _varint(len(link)), link)
+    return b"".join(parts)
 
 
 def make_record_id(item: str, source_unit: str, key: str) -> str:

@@ -32,6 +32,7 @@ __all__ = ["LEAF_DOMAIN", "ROOT_DOMAIN", "Signer", "Verifier", "leaf_for", "root
 LEAF_DOMAIN = b"credit-node/record-signature/leaf/v1\x00"
 ROOT_DOMAIN = b"credit-node/record-signature/batch-root/v1\x00"
 _sha256 = hashlib.sha256
+_PATH_TAG = b"\x52\x20"  # Signature.path (field 10, length-delimited), 32 bytes
 
 
 def _affixes(kind: int, signer: str, signed_at_ms: int, rule_id: str, previous_signature: bytes) -> tuple[bytes, bytes]:
@@ -90,6 +91,28 @@ class Signer:
         """ORIGIN signatures for serialised RecordBody ``bodies``, one per body, one Ed25519 op."""
         pre, post = _affixes(pb.ORIGIN, self.node_id, now_ms, "", b"")
         return self._sign([pre + _sha256(b).digest() + post for b in bodies], pb.ORIGIN, now_ms, None)
+
+    def sign_origin_encoded(self, body_digests: Sequence[bytes], *, now_ms: int) -> list[bytes]:
+        """:meth:`sign_origin` for bodies given by their SHA-256 digests, as serialised ``Signature``s.
+
+        The import path's form: it has the digests already (they are stored), and it stores the
+        signatures as bytes, so no message is built per record. Byte for byte what serialising
+        :meth:`sign_origin`'s messages gives (Ed25519 is deterministic; tests/test_signing.py).
+        """
+        if not body_digests:
+            return []
+        pre, post = _affixes(pb.ORIGIN, self.node_id, now_ms, "", b"")
+        root, paths = merkle.tree_paths([pre + d + post for d in body_digests])
+        head = pb.Signature(kind=pb.ORIGIN, signer=self.node_id, key_id=self.key_id, signed_at_ms=now_ms,
+                            batch_root=root, signature=self._key.sign(root_statement(root))).SerializeToString()
+        # Fields 8 (leaf_index, absent when 0), 9 (leaf_count), then 10 (path) once per digest.
+        count = pb.Signature(leaf_count=len(body_digests)).SerializeToString()
+        out = []
+        for i, path in enumerate(paths):
+            index = pb.Signature(leaf_index=i).SerializeToString() if i else b""
+            out.append(b"".join((head, index, count, _PATH_TAG, _PATH_TAG.join(path))) if path
+                       else head + index + count)
+        return out
 
     def sign_hops(self, records: Sequence[pb.SignedRecord], rule_ids: Sequence[str], *,
                   now_ms: int) -> list[pb.Signature]:

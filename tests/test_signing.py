@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from node import merkle, signing
 from node.errors import ConfigError, SignatureError, UntrustedSignerError
 from node.identity import LoadedIdentity, TrustStore, init_ca, issue, load_identity, revoke, write_crl
-from node.records import pb
+from node.records import pb, signed_record_bytes
 from node.signing import Signer, Verifier, leaf_for
 
 DEPT, DISTRICT, CITY = "dept:330106:scjgj", "district:330106", "city:330100"
@@ -426,3 +426,22 @@ def test_verifier_is_safe_across_threads(ids: dict[str, LoadedIdentity], verifie
     for t in threads:
         t.join()
     assert errors == []
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 1000])
+def test_encoded_origin_signatures_are_the_serialised_messages(count: int, ids: dict[str, LoadedIdentity],
+                                                               verifier: Verifier):
+    signer = signer_for(ids[DEPT])
+    bodies = [pb.RecordBody(record_id=f"admin_penalty-{i:024d}", revision=1, item="admin_penalty", origin_node=DEPT,
+                            subject_name="某公司" * (i % 5 + 1)).SerializeToString() for i in range(count)]
+    at = now_ms()
+    messages = signer.sign_origin(bodies, now_ms=at)
+    encoded = signer.sign_origin_encoded([hashlib.sha256(b).digest() for b in bodies], now_ms=at)
+    assert encoded == [m.SerializeToString() for m in messages]
+    for body, sig, message in zip(bodies, encoded, messages, strict=True):
+        wire = signed_record_bytes(body, (sig,))
+        assert wire == pb.SignedRecord(body=body, chain=[message]).SerializeToString()
+        parsed = pb.SignedRecord.FromString(wire)
+        assert parsed.body == body and parsed.chain[0] == message
+    assert verifier.verify([pb.SignedRecord.FromString(signed_record_bytes(b, (s,)))
+                            for b, s in zip(bodies, encoded, strict=True)]) == [None] * count
