@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
@@ -164,7 +164,7 @@ def import_file(ingest: Ingest, spec: PrepareSpec, *, size: int,
     return summary
 
 
-def ahead(items: Iterable[T], work: Callable[[T], U], *, depth: int = 2) -> Iterator[U]:
+def ahead(items: Iterable[T], work: Callable[[T], U], *, depth: int = 2) -> Generator[U, None, None]:
     """``work(item)`` for each item, in order, the next ones computed on a thread meanwhile.
 
     For sources read in the node's own process (a database pull): while the caller commits one
