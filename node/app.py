@@ -40,6 +40,7 @@ class Node:
     verifier: Verifier
     ingest: Ingest
     inbox: Inbox
+    catalog_dir: pathlib.Path  # where ``catalog`` was loaded from: the applied release, else the configured one
 
     def close(self) -> None:
         self.store.close()
@@ -56,7 +57,8 @@ class Node:
         """Import one CSV/XLSX file of catalogue item ``item_code`` (streamed, batch by batch)."""
         cfg = self.config
         self.catalog.item(item_code)  # an unknown item is a usage error before any work starts
-        spec = PrepareSpec(node_id=cfg.id, catalog_path=str(cfg.path(cfg.catalog.path)),
+        # The worker validates against the catalogue this node loaded, an applied release included.
+        spec = PrepareSpec(node_id=cfg.id, catalog_path=str(self.catalog_dir),
                            uscc_allowlist=cfg.validation.uscc_allowlist, source_unit=self.own_unit,
                            allow_other_units=cfg.validation.allow_other_units, item=item_code,
                            path=str(path), encoding=encoding, batch_id=new_batch_id())
@@ -88,7 +90,8 @@ def conflict_detection(config: NodeConfig, store: Store) -> Conflicts | None:
 
 def build_node(config: NodeConfig, *, migrate_store: bool = True) -> Node:
     # The newest catalogue release this node applied (signed by its authority), else the configured one.
-    catalog = load_catalog(Releases(config).current_path())
+    catalog_dir = Releases(config).current_path()
+    catalog = load_catalog(catalog_dir)
     identity = load_identity(config.path(config.identity.dir))
     trust = load_trust(config, identity)
     engine = open_engine(config.store_url)
@@ -110,7 +113,7 @@ def build_node(config: NodeConfig, *, migrate_store: bool = True) -> Node:
     inbox = Inbox(node_id=config.id, catalog=catalog, validator=validator, verifier=verifier, trust=trust,
                   store=store, router=router, children=config.children, conflicts=conflicts)
     return Node(config=config, catalog=catalog, identity=identity, trust=trust, store=store,
-                signer=signer, verifier=verifier, ingest=ingest, inbox=inbox)
+                signer=signer, verifier=verifier, ingest=ingest, inbox=inbox, catalog_dir=catalog_dir)
 
 
 def build_runtime(node: Node) -> Runtime:

@@ -13,6 +13,7 @@ from node.catalog import load_catalog
 from node.config import load_config
 from node.errors import InputFileError
 from node.provisioning import bundled_catalog, init_node
+from node.records import decode_body
 from node.sampledata import penalty_rows, unit_uscc, write_csv
 
 UNIT = unit_uscc("330102", "MB000001")
@@ -96,3 +97,25 @@ def test_ahead_closed_early_stops_reading_its_source():
     assert [next(results) for _ in range(3)] == [0, 1, 2]
     results.close()
     assert len(consumed) < 10
+
+
+def test_worker_validates_against_the_applied_catalogue_release(tmp_path, monkeypatch):
+    import shutil
+
+    cfg_path = init_node(tmp_path / "n", node_id="dept:330102:scjgj", level="department", unit=UNIT)
+    release = tmp_path / "n" / "catalog-releases" / "2099.1"
+    shutil.copytree(bundled_catalog(), release)
+    meta = release / "catalog.yaml"
+    meta.write_text(meta.read_text(encoding="utf-8").replace('version: "2026.11"', 'version: "2099.1"'),
+                    encoding="utf-8")
+    (release.parent / "CURRENT").write_text("2099.1\n", encoding="utf-8")
+    item = load_catalog(bundled_catalog()).item("admin_penalty")
+    path = tmp_path / "p.csv"
+    write_csv(path, item, penalty_rows(300, source_unit=UNIT))
+    monkeypatch.setattr(pipeline, "PARALLEL_MIN_BYTES", 0)
+    with build_node(load_config(cfg_path)) as node:
+        assert node.catalog.version == "2099.1"
+        assert node.import_file(path, "admin_penalty").accepted == 300
+        # The bodies were made (and signed) by the worker: they name the catalogue it validated with.
+        versions = {decode_body(r.body).catalog_version for r in node.store.records.iter_revisions()}
+    assert versions == {"2099.1"}
