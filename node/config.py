@@ -179,7 +179,7 @@ class DatabaseAdapterConfig:
     columns: dict[str, str] = field(default_factory=dict)  # field code -> column; default same name
     name: str = ""  # identifies the adapter (its watermark in the store); default "database:TABLE"
     interval_s: float = 30.0
-    batch_rows: int = 2000  # rows per committed batch (records + watermark in one transaction)
+    batch_rows: int = 8192  # rows per committed batch (records + watermark in one transaction)
     page_rows: int = 20000  # rows per keyset query on the source
     feedback_table: str = ""  # '' = never write to the source; else refusals are written there
 

@@ -72,7 +72,7 @@ def _read_only(url: str, catalog: Any, batch_rows: int, page_rows: int) -> float
     return elapsed
 
 
-def bench_pull(rows: int, keep: bool, batch_rows: int = 2000, page_rows: int = 20000) -> dict[str, object]:
+def bench_pull(rows: int, keep: bool, batch_rows: int = 8192, page_rows: int = 20000) -> dict[str, object]:
     sys.path.insert(0, str(ROOT / "tests" / "adapters"))
     from source_tables import fill_postgres_fast, penalty_table
     from sqlalchemy import create_engine, text

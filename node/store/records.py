@@ -121,7 +121,10 @@ _head_values = attrgetter(*_HEAD_COLUMNS)
 _HEAD_SELECT = (record_heads.c.record_id, record_heads.c.revision, record_heads.c.status,
                 record_heads.c.content_digest, record_heads.c.body_digest, record_heads.c.item,
                 record_heads.c.subject_code, record_heads.c.source_unit)
-# Expanding: compiled once, not once per chunk with five hundred named parameters.
+# Record ids per lookup by id: few statements per batch, since with sqlite3 every statement
+# gives up the GIL and may wait to get it back (a pull prepares its next batch on a thread).
+_ID_CHUNK = 4096
+# Expanding: compiled once, not once per chunk with thousands of named parameters.
 _HEADS_BY_ID = select(*_HEAD_SELECT).where(record_heads.c.record_id.in_(bindparam("ids", expanding=True)))
 
 
@@ -226,7 +229,7 @@ class RecordStore:
         r = record_revisions.c
         stmt = select(r.record_id, r.revision, r.body_digest).where(r.record_id.in_(bindparam("ids", expanding=True)))
         found: dict[Key, bytes] = {}
-        for chunk in chunks(sorted({rid for rid, _ in keys})):
+        for chunk in chunks(sorted({rid for rid, _ in keys}), _ID_CHUNK):
             for rid, rev, digest in conn.execute(stmt, {"ids": list(chunk)}):
                 if (rid, rev) in wanted:
                     found[(rid, rev)] = bytes(digest)
@@ -251,7 +254,7 @@ class RecordStore:
         ids = sorted(set(record_ids))
         out: dict[str, Head] = {}
         with translated("reading heads"), self._engine.connect() as conn:
-            for chunk in chunks(ids):
+            for chunk in chunks(ids, _ID_CHUNK):
                 for row in conn.execute(_HEADS_BY_ID, {"ids": list(chunk)}):
                     out[row.record_id] = Head(*row)
         return out
