@@ -128,6 +128,7 @@ class StoreError(NodeError):
 class TransportError(NodeError):
     code = "E_TRANSPORT"
     retryable = True
+    exit_code = 4  # a service or peer unavailable (README: exit codes)
 
 
 class PeerUnavailableError(TransportError):

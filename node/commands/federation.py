@@ -106,21 +106,13 @@ def reconcile(ctx: click.Context, with_: str, as_json: bool) -> None:
     Exit 0 in sync (or repaired by replay), 1 when something no replay can fix remains (revisions only
     the parent holds, or held with different bodies), 4 when the parent does not answer.
     """
-    from node.errors import PeerUnavailableError
     from node.reconciliation import reconcile_with_parent
     from node.transport.reconciliation_client import peer_for
 
     with open_node(ctx) as node:
-        try:
-            peer = peer_for(node)
-        except PeerUnavailableError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(4)
+        peer = peer_for(node)  # an unreachable parent: PeerUnavailableError, exit 4
         try:
             report = reconcile_with_parent(node, peer)
-        except PeerUnavailableError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(4)
         finally:
             peer.close()
     if as_json:
