@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, or_, select, update
 from node.catalog import Item
 from node.errors import NotFoundError, UsageError
 from node.records import decode_body, pb
-from node.store._sql import chunks, insert_for, translated, write_transaction
+from node.store._sql import chunks, execute_many, insert_for, translated, write_transaction
 from node.store.audit import AuditEvent, AuditLog
 from node.store.tables import conflicts as conflicts_table
 from node.store.tables import facts as facts_table
@@ -39,6 +39,7 @@ __all__ = ["COMPARED_TYPES", "Conflict", "Conflicts", "Fact", "fact_of", "natura
 # Field types whose values mean the same thing whoever writes them down.
 COMPARED_TYPES = frozenset({"date", "decimal", "integer", "enum", "uscc", "id_number", "code"})
 STATES = ("open", "resolved", "agreed")
+_FACT_COLUMNS = ("fact_hash", "source_unit", "item", "fact_key", "record_id", "revision", "substance", "seen_at_ms")
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,16 @@ class Conflict:
         return dict(vars(self))
 
 
-def substance(item: Item, fields: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """The compared part of a record's fields (its source unit and natural key excluded)."""
+def compared_fields(item: Item) -> frozenset[str]:
+    """The fields whose values two reports of one fact are compared on (not the unit, not the key)."""
     skip = {item.source_unit_field, *item.key_fields}
-    return {name: value for name, value in fields
-            if value and name not in skip and item.has_field(name) and item.field(name).type in COMPARED_TYPES}
+    return frozenset(f.code for f in item.fields if f.type in COMPARED_TYPES and f.code not in skip)
+
+
+def substance(item: Item, fields: Sequence[tuple[str, str]], compared: frozenset[str] | None = None) -> dict[str, str]:
+    """The compared part of a record's fields (its source unit and natural key excluded)."""
+    keep = compared_fields(item) if compared is None else compared
+    return {name: value for name, value in fields if value and name in keep}
 
 
 def natural_key(item: Item, body: pb.RecordBody) -> str:
@@ -134,7 +140,7 @@ def observe(conn: Connection, facts: Sequence[Fact], *, now_ms: int | None = Non
                                         .where(c.fact_hash.in_(chunk), c.state == "open")):
             open_pairs[(ra, rb)] = open_pairs[(rb, ra)] = cid
     opened = 0
-    upserts: list[dict[str, object]] = []
+    upserts: list[tuple[object, ...]] = []
     for fact in facts:
         h = fact.fact_hash
         others = known.setdefault(h, {})
@@ -167,15 +173,14 @@ def observe(conn: Connection, facts: Sequence[Fact], *, now_ms: int | None = Non
                     state="agreed", resolved_at_ms=now, note="the sources agree again"))
                 del open_pairs[(rid, fact.record_id)], open_pairs[(fact.record_id, rid)]
         others[fact.source_unit] = (fact.record_id, fact.revision, dict(fact.substance))
-        upserts.append({"fact_hash": h, "source_unit": fact.source_unit, "item": fact.item,
-                        "fact_key": fact.display_key, "record_id": fact.record_id, "revision": fact.revision,
-                        "substance": _json(fact.substance), "seen_at_ms": now})
-    last = {(u["fact_hash"], u["source_unit"]): u for u in upserts}  # one row per key per statement
+        upserts.append((h, fact.source_unit, fact.item, fact.display_key, fact.record_id, fact.revision,
+                        _json(fact.substance), now))
+    last = {(u[0], u[1]): u for u in upserts}  # one row per key per statement
     stmt = insert_for(conn, facts_table)
     stmt = stmt.on_conflict_do_update(
         index_elements=["fact_hash", "source_unit"],
         set_={k: stmt.excluded[k] for k in ("record_id", "revision", "substance", "seen_at_ms", "fact_key")})
-    conn.execute(stmt, list(last.values()))
+    execute_many(conn, stmt, _FACT_COLUMNS, list(last.values()))
     return opened
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from node.catalog import Catalog
 from node.config import ChildConfig
-from node.conflicts import Conflicts, fact_of
+from node.conflicts import Conflicts, Fact, compared_fields, substance
 from node.errors import NodeError, Problem
 from node.records import body_digest, content_digest, decode_body, make_record_id, pb
 from node.routing import Router
@@ -96,6 +96,8 @@ class Inbox:
         rows: list[RecordRow] = []
         outbox: list[OutboxEntry] = []
         row_seq: list[int] = []
+        facts: list[Fact] = []
+        compared_by_item: dict[str, frozenset[str]] = {}
         for i, err in zip(candidates, errors, strict=True):
             body = bodies[i]
             if err is not None:
@@ -127,14 +129,20 @@ class Inbox:
                 content_digest=content_digest(item.code, checked.source_unit, checked.fields),
                 signed=records[i].SerializeToString(), received_at_ms=now, received_from=sender,
                 catalog_version=body.catalog_version))
+            if self._conflicts is not None:
+                # The fact as just re-validated (its key matched the record id): no second decode.
+                compared = compared_by_item.get(item.code)
+                if compared is None:
+                    compared = compared_by_item[item.code] = compared_fields(item)
+                facts.append(Fact(item.code, checked.key, checked.source_unit, body.record_id, body.revision,
+                                  substance(item, checked.fields, compared)))
             row_seq.append(i)
             outbox.extend(OutboxEntry(body.record_id, body.revision, d.node_id, d.rule_id)
                           for d in self._router.upward(item.routing.up_to, item.routing.rule_id))
         if rows:
             audit = AuditEvent(actor=sender, action="receive", subject=f"{sender}@{now}",
                                detail={"records": len(rows), "from": sender})
-            also = ([self._conflicts.observer([fact_of(self._catalog.item(r.item), r.body) for r in rows])]
-                    if self._conflicts else [])
+            also = [self._conflicts.observer(facts)] if self._conflicts else []
             result = self._store.records.append(rows, outbox=outbox, audit=[audit], also=also)
             conflicts, duplicates = set(result.conflicts), set(result.duplicates)
             for i, row in zip(row_seq, rows, strict=True):

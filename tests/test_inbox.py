@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 from node.app import build_node
 from node.catalog import load_catalog
 from node.config import load_config
+from node.conflicts import fact_of
 from node.provisioning import bundled_catalog, init_node
 from node.records import pb
 from node.sampledata import penalty_rows, unit_uscc
@@ -106,3 +108,9 @@ def test_two_units_disagreeing_on_one_fact_are_flagged_at_the_parent(federation)
     assert district.inbox.receive(reported(b, UNIT_B, [other]), sender=DEPT_B)[0].outcome == "accepted"
     with district.store.engine.connect() as conn:
         assert conn.execute(sa.text("select count(*) from conflicts")).scalar() == 1
+        noted = sorted((r.source_unit, r.fact_key, json.loads(r.substance))
+                       for r in conn.execute(sa.text("select source_unit, fact_key, substance from facts")))
+    # The facts noted on receipt are those of the stored bodies (what ingest would note).
+    item = district.catalog.item("admin_penalty")
+    stored = [fact_of(item, r.body) for r in district.store.records.iter_revisions()]
+    assert len(noted) == 2 and noted == sorted((f.source_unit, f.display_key, dict(f.substance)) for f in stored)
