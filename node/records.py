@@ -15,7 +15,7 @@ from node._generated import credit_pb2_grpc as rpc
 from node.errors import SignatureError
 
 __all__ = ["body_digest", "content_digest", "decode_body", "decode_signed", "make_record_id", "pb", "rpc",
-           "signed_record_bytes"]
+           "signed_record_bytes", "varint"]
 
 STATUSES = ("active", "disputed", "corrected", "confirmed", "deleted", "repaired", "expired", "revoked")
 
@@ -24,7 +24,8 @@ def body_digest(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """Protobuf's base-128 varint (for bytes written out on the hot paths)."""
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -41,9 +42,9 @@ def signed_record_bytes(body: bytes, chain: Iterable[bytes]) -> bytes:
     more than storing it does on the import path. Equal to ``SignedRecord(...).SerializeToString()``
     (tests/test_signing.py).
     """
-    parts = [b"\x0a", _varint(len(body)), body]
+    parts = [b"\x0a", varint(len(body)), body]
     for link in chain:
-        parts += (b"\x12", _varint(len(link)), link)
+        parts += (b"\x12", varint(len(link)), link)
     return b"".join(parts)
 
 

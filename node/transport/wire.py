@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 from node._generated import federation_pb2 as fpb
 from node._generated import federation_pb2_grpc as frpc
 from node.errors import TransportError
-from node.records import pb
+from node.records import pb, varint
 
 __all__ = ["MESSAGE_TYPES", "append_hop", "decode", "fpb", "frpc", "malformed", "submit_request"]
 
@@ -36,17 +36,8 @@ _CERTIFICATES_TAG = b"\x1a"  # SubmitRequest.certificates = 3
 _CHAIN_TAG = b"\x12"  # SignedRecord.chain = 2
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _field(tag: bytes, data: bytes) -> bytes:
-    return tag + _varint(len(data)) + data
+    return tag + varint(len(data)) + data
 
 
 def append_hop(signed: bytes, hop: pb.Signature) -> bytes:
