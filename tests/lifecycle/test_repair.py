@@ -145,3 +145,24 @@ def test_list_measures_follow_the_head(engine: Engine, ids: dict[str, LoadedIden
     with kit.store.engine.connect() as conn:
         rows = conn.execute(outbox.select().where(outbox.c.record_id == rid)).all()
     assert sorted((r.revision, r.destination) for r in rows) == [(1, DISTRICT), (2, DISTRICT)]
+
+
+def test_a_repair_approved_at_the_district_stops_disclosure_below_and_above(
+        engine: Engine, more_engines: Callable[[], Engine], ids: dict[str, LoadedIdentity], catalog: Catalog,
+        clock: Clock) -> None:
+    dept = make_kit(engine, DEPT, parent=DISTRICT, ids=ids, catalog=catalog, clock=clock)
+    district = make_kit(more_engines(), DISTRICT, parent=CITY, children=[DEPT], ids=ids, catalog=catalog,
+                        clock=clock)
+    city = make_kit(more_engines(), CITY, parent=None, children=[DISTRICT], ids=ids, catalog=catalog, clock=clock)
+    rid = dept.import_penalties(1, CF_JDRQ="2026-02-10", CF_YXQ="2027-02-10", CF_SXCD="严重")[0]
+    carry_up(dept, district)
+    carry_up(district, city)
+    clock.set_day(dt.date(2027, 2, 10))
+    repairs = _repairs(district)
+    case = repairs.request(rid, by=district.head(rid).subject_code, reason="已履行处罚并完成整改")
+    assert repairs.approve(case.case_id, note="同意修复").repaired_revision == 2
+    assert carry_down(district, dept) == 1  # the source unit's node holds the repaired revision too
+    assert carry_up(district, city) == 1
+    for kit in (dept, district, city):
+        assert kit.head(rid).status == "repaired" and kit.head(rid).revision == 2, kit.node_id
+        assert not visible(kit, rid).visible, kit.node_id
