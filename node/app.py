@@ -158,4 +158,4 @@ def build_runtime(node: Node) -> Runtime:
     # The lifecycle schedule (objection deadlines, archive sweep) stops before the server drains.
     # The adapters come last, so they are the first to stop: no new input while the rest drains.
     return Runtime(node, [contacts, query, *federation.extensions(node), server,
-                          *schedule_for(desk, cfg.lifecycle), *build_runners(node)])
+                          *schedule_for(desk, cfg.lifecycle, node.store.meta), *build_runners(node)])

@@ -5,8 +5,11 @@ commands themselves) one *round* does what ``credit-node objection tick`` and
 ``credit-node disclosure sweep`` do: close the objection cases whose answer arrived, withdraw the
 records whose source unit missed its deadline (seed 003 篇5 第三十一条), then archive the records
 past their disclosure window. Both steps are idempotent, so the schedule, the commands and another
-node process may run them at any time. The first round runs one interval after the start, so a
-node that is started (a demo, a test) does not change its records at once.
+node process may run them at any time. The end of each round is kept in the store's meta
+(``lifecycle.last_round_ms``): after a restart the next round is due one interval after the last
+one — at once if that is past —, so a node restarted more often than the interval still runs its
+rounds. A node that never ran one waits one interval, so a node just set up (a demo, a test)
+does not change its records at once.
 
 A failing step is logged and the other still runs; the next round tries again. ``run_once`` is a
 round on the caller's thread (tests call it with a frozen clock).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -38,6 +42,15 @@ class _Ticks(Protocol):
     def tick(self) -> TickReport: ...
 
     def today(self) -> dt.date: ...
+
+
+class _State(Protocol):
+    def get(self, key: str, default: str | None = None) -> str | None: ...
+
+    def put(self, key: str, value: str) -> None: ...
+
+
+LAST_ROUND_KEY = "lifecycle.last_round_ms"
 
 
 class _Sweeps(Protocol):
@@ -64,12 +77,22 @@ class LifecycleSchedule(ThreadExtension):
     name = "lifecycle schedule"
 
     def __init__(self, *, objections: _Ticks, sweep: _Sweeps, every_s: float,
-                 on_round: Callable[[Round], None] | None = None) -> None:
+                 on_round: Callable[[Round], None] | None = None, state: _State | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._objections = objections
         self._sweep = sweep
         self._every_s = every_s
         self._on_round = on_round
+        self._state = state
+        self._clock = clock
         super().__init__()
+
+    def first_delay_s(self) -> float:
+        """Seconds until the first round: one interval after the last round kept, else one interval."""
+        last = self._state.get(LAST_ROUND_KEY) if self._state is not None else None
+        if not last or not last.isdigit():
+            return self._every_s
+        return min(self._every_s, max(0.0, int(last) / 1000 + self._every_s - self._clock()))
 
     @property
     def every_s(self) -> float:
@@ -94,10 +117,17 @@ class LifecycleSchedule(ThreadExtension):
         return done
 
     def _run(self) -> None:
-        while not self._stop.wait(self._every_s):
+        delay = self.first_delay_s()
+        while not self._stop.wait(delay):
             done = self.run_once()
+            if self._state is not None and not done.errors:
+                try:
+                    self._state.put(LAST_ROUND_KEY, str(int(self._clock() * 1000)))
+                except NodeError as exc:  # the next start merely waits a full interval
+                    log.warning("lifecycle.state_not_kept", extra={"code": exc.code, "reason": exc.message})
             if self._on_round is not None:
                 self._on_round(done)
+            delay = self._every_s
 
 
 def _failure(step: str, exc: Exception) -> str:
@@ -108,8 +138,9 @@ def _failure(step: str, exc: Exception) -> str:
     return f"{step}: {type(exc).__name__}"
 
 
-def schedule_for(desk: Desk, settings: LifecycleConfig) -> list[LifecycleSchedule]:
+def schedule_for(desk: Desk, settings: LifecycleConfig, state: _State | None = None) -> list[LifecycleSchedule]:
     """The schedule of a node's desk, or none when ``lifecycle.schedule_every_s`` is 0."""
     if settings.schedule_every_s <= 0:
         return []
-    return [LifecycleSchedule(objections=desk.objections, sweep=desk.sweep, every_s=settings.schedule_every_s)]
+    return [LifecycleSchedule(objections=desk.objections, sweep=desk.sweep, every_s=settings.schedule_every_s,
+                              state=state)]

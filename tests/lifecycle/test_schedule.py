@@ -21,7 +21,7 @@ from node.identity import LoadedIdentity
 from node.lifecycle.disclosure import Sweep
 from node.lifecycle.objection_service import ObjectionService, TickReport
 from node.lifecycle.objections import OVERDUE
-from node.lifecycle.schedule import LifecycleSchedule, Round, schedule_for
+from node.lifecycle.schedule import LAST_ROUND_KEY, LifecycleSchedule, Round, schedule_for
 from node.sampledata import penalty_rows
 from node.tabular import SourceRow
 from tests.lifecycle.kit import DEPT, UNIT, Clock, Kit, make_kit, objection_service
@@ -138,6 +138,34 @@ def test_the_running_schedule_does_a_round_every_interval_and_stops_promptly(wor
     began = time.monotonic()
     idle.stop()
     assert time.monotonic() - began < 5
+
+
+def test_the_first_round_is_due_one_interval_after_the_last_one_kept(world: World) -> None:
+    meta = world.kit.store.meta
+    now = 1_800_000_000.0
+    schedule = world.schedule(every_s=3600, state=meta, clock=lambda: now)
+    assert schedule.first_delay_s() == 3600  # never ran: a node just set up waits one interval
+    meta.put(LAST_ROUND_KEY, str(int((now - 600) * 1000)))
+    assert schedule.first_delay_s() == pytest.approx(3000)
+    meta.put(LAST_ROUND_KEY, str(int((now - 7200) * 1000)))
+    assert schedule.first_delay_s() == 0  # overdue after a restart: at once
+    meta.put(LAST_ROUND_KEY, "not a time")
+    assert schedule.first_delay_s() == 3600
+
+
+def test_a_restarted_node_runs_an_overdue_round_at_once_and_keeps_when_it_ran(world: World) -> None:
+    meta = world.kit.store.meta
+    now = 1_800_000_000.0
+    meta.put(LAST_ROUND_KEY, str(int((now - 7200) * 1000)))  # the last round, two hours before the restart
+    ran = threading.Event()
+    schedule = world.schedule(every_s=3600, state=meta, clock=lambda: now, on_round=lambda _r: ran.set())
+    schedule.start()
+    try:
+        assert ran.wait(30), "the overdue round did not run at start"
+    finally:
+        schedule.stop()
+    assert meta.get(LAST_ROUND_KEY) == str(int(now * 1000))
+    assert [world.kit.head(r).status for r in world.old] == ["expired", "expired"]
 
 
 def test_the_schedule_is_made_from_the_configuration() -> None:
