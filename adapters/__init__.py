@@ -38,7 +38,8 @@ def build_sources(node: Node, *, sink: Sink | None = None, names: tuple[str, ...
             folder.mkdir(parents=True, exist_ok=True)
             sources.append(FileDrop(cfg, directory=folder, catalog=node.catalog, sink=target, name=name))
         else:
-            sources.append(DatabasePull(cfg, catalog=node.catalog, sink=target, state=node.store.meta, name=name))
+            sources.append(DatabasePull(cfg, catalog=node.catalog, sink=target, state=node.store.meta, name=name,
+                                        workers=node.prepare_worker))
     return sources
 
 

@@ -45,6 +45,7 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchTableError, SQLAlchemyError
 
 from adapters.base import Sink
@@ -52,12 +53,15 @@ from node.catalog import Catalog, Item
 from node.config import DatabaseAdapterConfig
 from node.errors import ConfigError, NodeError, Problem, TransportError
 from node.ingest import PreparedBatch, RowOutcome
-from node.pipeline import ahead
+from node.pipeline import PrepareWorker, ahead
 from node.tabular import SourceRow
 
 __all__ = ["DatabasePull", "State", "decode_position", "encode_position"]
 
 Position = tuple[Any, ...]  # (watermark, key columns…) of the last row taken in
+# Rows one poll takes in at most (whole pages, at least one): a backlog is drained poll after poll,
+# and a stopping node waits for no more than one poll.
+POLL_ROWS = 100_000
 
 
 class State(Protocol):
@@ -108,7 +112,7 @@ class DatabasePull:
     """One published table or view (a ``Source``)."""
 
     def __init__(self, cfg: DatabaseAdapterConfig, *, catalog: Catalog, sink: Sink, state: State, name: str,
-                 logger: logging.Logger | None = None) -> None:
+                 workers: Callable[[], PrepareWorker] | None = None, logger: logging.Logger | None = None) -> None:
         self.name = name
         self.interval_s = cfg.interval_s
         self._cfg = cfg
@@ -119,12 +123,17 @@ class DatabasePull:
         self._engine: Engine | None = None
         self._plan: _Plan | None = None
         self._feedback: Table | None = None
+        # With ``workers``, pages are read and prepared in a worker process (what ``sink.prepare``
+        # would do there), so reading, validation and this process's signing and storing run on
+        # two cores; without, on a thread of this process.
+        self._workers = workers
+        self._worker: PrepareWorker | None = None
         self.position_key = f"adapter.{name}.position"
         self.feedback_key = f"adapter.{name}.feedback_position"
 
     # --- Source ------------------------------------------------------------------------------
     def poll(self) -> int:
-        """Take in one page of new or changed rows; returns how many (0 = nothing new)."""
+        """Take in new or changed rows, up to ``POLL_ROWS``; returns how many (0 = nothing new)."""
         plan = self._prepare()
         if self._feedback is not None:
             self._catch_up_feedback(plan)
@@ -132,6 +141,9 @@ class DatabasePull:
         return self._pull(plan, after, upto=None, page_rows=self._cfg.page_rows, commit_position=True)
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -143,48 +155,39 @@ class DatabasePull:
     # --- pulling ------------------------------------------------------------------------------
     def _pull(self, plan: _Plan, after: Position | None, *, upto: Position | None, page_rows: int,
               commit_position: bool) -> int:
-        stmt = select(*plan.columns).order_by(*plan.order).limit(page_rows)
-        if after is not None:
-            stmt = stmt.where(_after(plan.order, after))
-        if upto is not None:
-            stmt = stmt.where(~_after(plan.order, upto))
+        reader = _PageReader(
+            item=self._item.code, source=self._cfg.table, batch_id=uuid.uuid4().hex, adapter=self.name,
+            url=self._cfg.url, table=plan.table, columns=tuple(c.key for c in plan.columns),
+            order_width=len(plan.order), codes=plan.codes, after=after, upto=upto, page_rows=page_rows,
+            pages=max(1, POLL_ROWS // page_rows), batch_rows=self._cfg.batch_rows,
+            with_keys=self._feedback is not None)
         taken = 0
-        batch_id = uuid.uuid4().hex
-        source = self._cfg.table
-
-        def prepare(part: Sequence[Any]) -> tuple[list[SourceRow], list[str], Position, PreparedBatch]:
-            rows, keys = self._source_rows(plan, part)
-            last = tuple(part[-1][-len(plan.order):])
-            return rows, keys, last, self._sink.prepare(self._item, rows, source=source, batch_id=batch_id)
-
-        with _source_errors(self.name, "reading"), self._source().connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=self._cfg.batch_rows).execute(stmt)
-            # The next batch is read and validated on a thread while this one commits.
-            for rows, keys, last, prepared in ahead(result.partitions(self._cfg.batch_rows), prepare):
-                meta = {self.position_key: encode_position(last)} if commit_position else None
-                outcomes = self._sink.commit(self._item, prepared, source=source, batch_id=batch_id, meta=meta)
-                if self._feedback is not None:
-                    self._write_feedback(keys, outcomes, last)
-                    self._state.put(self.feedback_key, encode_position(last))
-                taken += len(rows)
-                self._log.info("adapter.batch", extra={
-                    "adapter": self.name, "rows": len(rows), "batch": batch_id,
-                    "rejected": sum(1 for o in outcomes if o.outcome == "rejected")})
+        for prepared, (size, keys, last) in self._prepared(reader):
+            meta = {self.position_key: encode_position(last)} if commit_position else None
+            outcomes = self._sink.commit(self._item, prepared, source=reader.source, batch_id=reader.batch_id,
+                                         meta=meta)
+            if self._feedback is not None:
+                self._write_feedback(keys, outcomes, last)
+                self._state.put(self.feedback_key, encode_position(last))
+            taken += size
+            self._log.info("adapter.batch", extra={
+                "adapter": self.name, "rows": size, "batch": reader.batch_id,
+                "rejected": sum(1 for o in outcomes if o.outcome == "rejected")})
+            del prepared, outcomes, keys  # freed before the next batch arrives, not after
         return taken
 
-    def _source_rows(self, plan: _Plan, part: Sequence[Any]) -> tuple[list[SourceRow], list[str]]:
-        # The hot loop of a pull: dict(zip(…)) builds each row in C (validation skips the NULLs).
-        codes, width = plan.codes, len(plan.order) - 1
-        rows: list[SourceRow] = []
-        # A row's number is its integer primary key, or a stable number made from its key columns,
-        # so feedback about a row whose natural key could not be read finds the same row when it
-        # comes again corrected (node.store.rejections.row_key).
-        for r in part:
-            key = r[-1] if width == 1 else None
-            number = key if type(key) is int else _row_number(r[-width:])
-            rows.append(SourceRow(number, dict(zip(codes, r, strict=False))))
-        keys = ["|".join(str(v) for v in r[-width:]) for r in part] if self._feedback is not None else []
-        return rows, keys
+    def _prepared(self, reader: _PageReader) -> Iterator[tuple[PreparedBatch, Any]]:
+        """The page's batches, prepared ahead of the one committing: in the worker, or on a thread."""
+        if self._workers is not None and self._worker is None and not _in_memory(self._cfg.url):
+            self._worker = self._workers()
+        if self._worker is not None:
+            return self._worker.run(reader)
+
+        def prepare(batch: tuple[Sequence[SourceRow], Any]) -> tuple[PreparedBatch, Any]:
+            rows, extra = batch
+            return self._sink.prepare(self._item, rows, source=reader.source, batch_id=reader.batch_id), extra
+
+        return ahead(reader.batches({reader.url: self._source()}), prepare)
 
     def _position(self, key: str) -> Position | None:
         text = self._state.get(key)
@@ -193,13 +196,7 @@ class DatabasePull:
     # --- the source and its shape ----------------------------------------------------------------
     def _source(self) -> Engine:
         if self._engine is None:
-            url = self._cfg.url
-            if url.startswith(("postgresql://", "postgres://")):
-                url = "postgresql+psycopg://" + url.split("://", 1)[1]
-            try:
-                self._engine = create_engine(url, pool_pre_ping=True)
-            except (ArgumentError, ImportError) as exc:
-                raise ConfigError(f"adapter {self.name}: url is not usable: {exc}", field="url") from None
+            self._engine = _engine(self._cfg.url, self.name)
         return self._engine
 
     def _prepare(self) -> _Plan:
@@ -276,6 +273,91 @@ class DatabasePull:
                                                           fb.source_key.in_(keys[start:start + 500])))
             if refused:
                 conn.execute(insert(self._feedback), refused)
+
+
+@dataclass(frozen=True)
+class _PageReader:
+    """One keyset page of the source, read in batches (a ``node.pipeline.BatchReader``).
+
+    Picklable — the reflected table crosses to the prepare worker — so the page can be read there.
+    Each batch comes with (row count, feedback keys, position of its last row).
+    """
+
+    item: str
+    source: str
+    batch_id: str
+    adapter: str
+    url: str
+    table: Table
+    columns: tuple[str, ...]  # one per field code, then the order columns
+    order_width: int
+    codes: tuple[str, ...]
+    after: Position | None
+    upto: Position | None
+    page_rows: int
+    pages: int  # at most this many pages, each a keyset query after the last row of the one before
+    batch_rows: int
+    with_keys: bool
+
+    def batches(self, connections: dict[str, Any]) -> Iterator[tuple[Sequence[SourceRow], Any]]:
+        engine = connections.get(self.url)
+        if engine is None:
+            engine = connections[self.url] = _engine(self.url, self.adapter)
+        columns = [self.table.c[name] for name in self.columns]
+        order = columns[-self.order_width:]
+        stmt = select(*columns).order_by(*order).limit(self.page_rows)
+        if self.upto is not None:
+            stmt = stmt.where(~_after(order, self.upto))
+        after = self.after
+        # Page after page without waiting for the node to commit the last one: the worker would
+        # otherwise sit idle at every page boundary.
+        for _page in range(self.pages):
+            page = stmt if after is None else stmt.where(_after(order, after))
+            taken = 0
+            with _source_errors(self.adapter, "reading"), engine.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=self.batch_rows).execute(page)
+                for part in result.partitions(self.batch_rows):
+                    rows, keys = self._rows(part)
+                    after = tuple(part[-1][-self.order_width:])
+                    taken += len(part)
+                    del part
+                    yield rows, (len(rows), keys, after)
+                    del rows, keys  # not alive while the next batch is read
+            if taken < self.page_rows:
+                return  # the source has nothing more (for now)
+
+    def _rows(self, part: Sequence[Any]) -> tuple[list[SourceRow], list[str]]:
+        # The hot loop of a pull: dict(zip(…)) builds each row in C (validation skips the NULLs).
+        codes, width = self.codes, self.order_width - 1
+        rows: list[SourceRow] = []
+        # A row's number is its integer primary key, or a stable number made from its key columns,
+        # so feedback about a row whose natural key could not be read finds the same row when it
+        # comes again corrected (node.store.rejections.row_key).
+        for r in part:
+            key = r[-1] if width == 1 else None
+            number = key if type(key) is int else _row_number(r[-width:])
+            rows.append(SourceRow(number, dict(zip(codes, r, strict=False))))
+        keys = ["|".join(str(v) for v in r[-width:]) for r in part] if self.with_keys else []
+        return rows, keys
+
+
+def _engine(url: str, adapter: str) -> Engine:
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError(f"adapter {adapter}: url is not usable: {exc}", field="url") from None
+
+
+def _in_memory(url: str) -> bool:
+    """An in-memory SQLite source exists only in this process: a worker could not see it."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False  # _engine names the bad url
+    return parsed.get_backend_name() == "sqlite" and (
+        parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory")
 
 
 def _row_number(key: Sequence[Any]) -> int:

@@ -19,7 +19,7 @@ from node.errors import NodeError
 from node.identity import LoadedIdentity, load_identity
 from node.inbox import Inbox
 from node.ingest import ImportSummary, Ingest, Preparer
-from node.pipeline import PrepareSpec, import_file, new_batch_id
+from node.pipeline import FileReader, PreparerSetup, PrepareWorker, headers_for, import_file, new_batch_id
 from node.releases import Releases
 from node.routing import Router
 from node.runtime import Runtime
@@ -55,14 +55,24 @@ class Node:
                     on_bytes: Callable[[int], None] | None = None,
                     progress: Callable[[int], None] | None = None) -> ImportSummary:
         """Import one CSV/XLSX file of catalogue item ``item_code`` (streamed, batch by batch)."""
+        item = self.catalog.item(item_code)  # an unknown item is a usage error before any work starts
+        reader = FileReader(item=item_code, source=path.name, batch_id=new_batch_id(), path=str(path),
+                            encoding=encoding, headers=headers_for(item))
+        return import_file(self.ingest, self.preparer_setup, reader, size=path.stat().st_size,
+                           on_bytes=on_bytes, progress=progress)
+
+    @property
+    def preparer_setup(self) -> PreparerSetup:
+        """What a worker process needs to prepare records exactly as this node's ingest does."""
         cfg = self.config
-        self.catalog.item(item_code)  # an unknown item is a usage error before any work starts
         # The worker validates against the catalogue this node loaded, an applied release included.
-        spec = PrepareSpec(node_id=cfg.id, catalog_path=str(self.catalog_dir),
-                           uscc_allowlist=cfg.validation.uscc_allowlist, source_unit=self.own_unit,
-                           allow_other_units=cfg.validation.allow_other_units, item=item_code,
-                           path=str(path), encoding=encoding, batch_id=new_batch_id())
-        return import_file(self.ingest, spec, size=path.stat().st_size, on_bytes=on_bytes, progress=progress)
+        return PreparerSetup(node_id=cfg.id, catalog_path=str(self.catalog_dir),
+                             uscc_allowlist=cfg.validation.uscc_allowlist, source_unit=self.own_unit,
+                             allow_other_units=cfg.validation.allow_other_units)
+
+    def prepare_worker(self) -> PrepareWorker:
+        """A worker process (started on first use) that prepares batches for one adapter."""
+        return PrepareWorker(self.preparer_setup)
 
     @property
     def own_unit(self) -> str:

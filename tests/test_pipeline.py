@@ -119,3 +119,35 @@ def test_worker_validates_against_the_applied_catalogue_release(tmp_path, monkey
         # The bodies were made (and signed) by the worker: they name the catalogue it validated with.
         versions = {decode_body(r.body).catalog_version for r in node.store.records.iter_revisions()}
     assert versions == {"2099.1"}
+
+
+def test_one_worker_runs_job_after_job_and_outlives_a_failed_one(node, tmp_path):
+    item = node.catalog.item("admin_penalty")
+    good = tmp_path / "good.csv"
+    write_csv(good, item, penalty_rows(50, source_unit=UNIT))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("行政相对人名称,颜色\nA,B\n", encoding="utf-8")
+
+    def job(path: pathlib.Path) -> pipeline.FileReader:
+        return pipeline.FileReader(item="admin_penalty", source=path.name, batch_id=pipeline.new_batch_id(),
+                                   path=str(path), encoding=None, headers=pipeline.headers_for(item), batch_rows=20)
+
+    worker = node.prepare_worker()
+    try:
+        first = list(worker.run(job(good)))
+        assert [b.size for b, _read in first] == [20, 20, 10]
+        assert first[-1][1] == good.stat().st_size  # each batch carries the bytes read so far
+        pid = worker._proc.pid
+        with pytest.raises(InputFileError, match="颜色"):  # the same error class as in-process
+            list(worker.run(job(bad)))
+        again = list(worker.run(job(good)))
+        assert worker._proc.pid == pid  # a failed job does not cost a new interpreter
+        assert [p.record_id for b, _ in again for p in b.prepared] == [p.record_id for b, _ in first for p in b.prepared]
+        # A job abandoned half-way leaves stale batches in the pipe: the worker is replaced.
+        batches = worker.run(job(good))
+        next(batches)
+        batches.close()
+        assert worker._proc is None
+        assert sum(b.size for b, _ in worker.run(job(good))) == 50
+    finally:
+        worker.close()
