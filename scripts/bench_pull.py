@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import pathlib
-import resource
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -103,14 +101,15 @@ def bench_pull(rows: int, keep: bool, batch_rows: int = 8192, page_rows: int = 2
             fh.write(f"adapters:\n- kind: database\n  item: admin_penalty\n  url: '{url}'\n  table: cf_penalties\n"
                      f"  watermark: updated_at\n  batch_rows: {batch_rows}\n  page_rows: {page_rows}\n")
         py = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+        from bench_memory import run_sampled
+
         t0 = time.perf_counter()
-        run = subprocess.run([py, "-m", "node", "--config", str(cfg), "adapters", "run", "--until-idle", "--json",
-                              "--log-level", "WARNING"], capture_output=True, text=True, check=False)
+        run, peak_mb = run_sampled([py, "-m", "node", "--config", str(cfg), "adapters", "run", "--until-idle",
+                                    "--json", "--log-level", "WARNING"])
         elapsed = time.perf_counter() - t0
         if run.returncode:
             raise SystemExit(f"pull failed ({run.returncode}): {run.stderr[-2000:]}")
         summary = json.loads(run.stdout)
-        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -118,7 +117,7 @@ def bench_pull(rows: int, keep: bool, batch_rows: int = 8192, page_rows: int = 2
     result: dict[str, object] = {
         "bench": "pull", "rows": rows, "accepted": summary["accepted"], "rejected": summary["rejected"],
         "seconds": round(elapsed, 3), "rows_per_s": round(rows / elapsed, 1),
-        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "peak_rss_mb": round(peak_mb, 1),
         "read_seconds": round(read_s, 3), "read_rows_per_s": round(rows / read_s, 1),
         "ingest_share": round(max(elapsed - read_s, 0) / elapsed, 3),
         "batch_rows": batch_rows, "page_rows": page_rows, "fill_s": round(fill_s, 2),
