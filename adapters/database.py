@@ -5,8 +5,8 @@ row is added or changed (an update time or an increasing id), the key (the prima
 default) breaks ties, so rows sharing a watermark value are neither skipped nor read twice. Each
 batch is committed by the node together with the position of its last row (``meta``), in ONE
 transaction: after a crash the pull resumes exactly after the last committed row — no gap, no
-repeat. Pages are keyset queries (``WHERE (wm, key) > last ORDER BY wm, key LIMIT n``) streamed
-through a server-side cursor, so memory stays flat however big the table is.
+repeat. Pages are keyset queries (``WHERE (wm, key) > last ORDER BY wm, key LIMIT n``, read by
+``adapters.table_pages``) streamed through a server-side cursor, so memory stays flat.
 
 The source is only read, unless ``feedback_table`` is configured: then the refusals of every
 pulled row are written there (created if missing), replacing the earlier feedback of that row, so
@@ -15,21 +15,16 @@ the department sees in its own database what to fix until a corrected version is
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
     Column,
-    ColumnElement,
     DateTime,
     Engine,
     Index,
@@ -38,27 +33,30 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
-    create_engine,
     delete,
     insert,
-    or_,
-    select,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy.exc import NoSuchTableError
 
 from adapters.base import Sink
+from adapters.table_pages import (
+    PageReader,
+    Position,
+    decode_position,
+    encode_position,
+    engine_for,
+    in_memory,
+    source_errors,
+)
 from node.catalog import Catalog, Item
 from node.config import DatabaseAdapterConfig
-from node.errors import ConfigError, NodeError, Problem, TransportError
+from node.errors import ConfigError, Problem
 from node.ingest import PreparedBatch, RowOutcome
 from node.pipeline import PrepareWorker, ahead
 from node.tabular import SourceRow
 
 __all__ = ["DatabasePull", "State", "decode_position", "encode_position"]
 
-Position = tuple[Any, ...]  # (watermark, key columns…) of the last row taken in
 # Rows one poll takes in at most (whole pages, at least one): a backlog is drained poll after poll,
 # and a stopping node waits for no more than one poll.
 POLL_ROWS = 100_000
@@ -70,32 +68,6 @@ class State(Protocol):
     def get(self, key: str, default: str | None = None) -> str | None: ...
 
     def put(self, key: str, value: str) -> None: ...
-
-
-def encode_position(values: Position) -> str:
-    """JSON with each value's type, so a datetime comes back a datetime (and binds as one)."""
-    out: list[list[Any]] = []
-    for v in values:
-        if isinstance(v, bool) or v is None:
-            raise ConfigError(f"a watermark or key value cannot be {v!r}")
-        if isinstance(v, datetime):
-            out.append(["datetime", v.isoformat()])
-        elif isinstance(v, date):
-            out.append(["date", v.isoformat()])
-        elif isinstance(v, Decimal):
-            out.append(["decimal", str(v)])
-        elif isinstance(v, int | float | str):
-            out.append([type(v).__name__, v])
-        else:
-            out.append(["str", str(v)])
-    return json.dumps(out, ensure_ascii=False)
-
-
-def decode_position(text: str) -> Position:
-    parse: dict[str, Callable[[Any], Any]] = {
-        "datetime": datetime.fromisoformat, "date": date.fromisoformat, "decimal": Decimal, "int": int,
-        "float": float, "str": str}
-    return tuple(parse[kind](value) for kind, value in json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -155,7 +127,7 @@ class DatabasePull:
     # --- pulling ------------------------------------------------------------------------------
     def _pull(self, plan: _Plan, after: Position | None, *, upto: Position | None, page_rows: int,
               commit_position: bool) -> int:
-        reader = _PageReader(
+        reader = PageReader(
             item=self._item.code, source=self._cfg.table, batch_id=uuid.uuid4().hex, adapter=self.name,
             url=self._cfg.url, table=plan.table, columns=tuple(c.key for c in plan.columns),
             order_width=len(plan.order), codes=plan.codes, after=after, upto=upto, page_rows=page_rows,
@@ -176,9 +148,9 @@ class DatabasePull:
             del prepared, outcomes, keys  # freed before the next batch arrives, not after
         return taken
 
-    def _prepared(self, reader: _PageReader) -> Iterator[tuple[PreparedBatch, Any]]:
+    def _prepared(self, reader: PageReader) -> Iterator[tuple[PreparedBatch, Any]]:
         """The page's batches, prepared ahead of the one committing: in the worker, or on a thread."""
-        if self._workers is not None and self._worker is None and not _in_memory(self._cfg.url):
+        if self._workers is not None and self._worker is None and not in_memory(self._cfg.url):
             self._worker = self._workers()
         if self._worker is not None:
             return self._worker.run(reader)
@@ -196,7 +168,7 @@ class DatabasePull:
     # --- the source and its shape ----------------------------------------------------------------
     def _source(self) -> Engine:
         if self._engine is None:
-            self._engine = _engine(self._cfg.url, self.name)
+            self._engine = engine_for(self._cfg.url, self.name)
         return self._engine
 
     def _prepare(self) -> _Plan:
@@ -204,7 +176,7 @@ class DatabasePull:
             return self._plan
         cfg = self._cfg
         schema, _dot, name = cfg.table.rpartition(".")
-        with _source_errors(self.name, "reading the shape of"), self._source().connect() as conn:
+        with source_errors(self.name, "reading the shape of"), self._source().connect() as conn:
             try:
                 table = Table(name, MetaData(), autoload_with=conn, schema=schema or None)
             except NoSuchTableError:
@@ -240,7 +212,7 @@ class DatabasePull:
         self._plan = _Plan(table, order, (*(c for _f, c in fields), *order), tuple(f for f, _c in fields))
         if cfg.feedback_table:
             self._feedback = _feedback_table(cfg.feedback_table)
-            with _source_errors(self.name, "creating the feedback table in"), self._source().begin() as conn:
+            with source_errors(self.name, "creating the feedback table in"), self._source().begin() as conn:
                 self._feedback.create(conn, checkfirst=True)
         return self._plan
 
@@ -267,7 +239,7 @@ class DatabasePull:
         refused = [{"source_table": self._cfg.table, "source_key": key[:255], "row_watermark": str(last[0])[:64],
                     "field": p.field, "code": p.code, "reason": p.message, "reported_at": datetime.now()}
                    for key, o in zip(keys, outcomes, strict=True) for p in _refusals(o)]
-        with _source_errors(self.name, "writing feedback to"), self._source().begin() as conn:
+        with source_errors(self.name, "writing feedback to"), self._source().begin() as conn:
             for start in range(0, len(keys), 500):
                 conn.execute(delete(self._feedback).where(fb.source_table == self._cfg.table,
                                                           fb.source_key.in_(keys[start:start + 500])))
@@ -275,111 +247,8 @@ class DatabasePull:
                 conn.execute(insert(self._feedback), refused)
 
 
-@dataclass(frozen=True)
-class _PageReader:
-    """One keyset page of the source, read in batches (a ``node.pipeline.BatchReader``).
-
-    Picklable — the reflected table crosses to the prepare worker — so the page can be read there.
-    Each batch comes with (row count, feedback keys, position of its last row).
-    """
-
-    item: str
-    source: str
-    batch_id: str
-    adapter: str
-    url: str
-    table: Table
-    columns: tuple[str, ...]  # one per field code, then the order columns
-    order_width: int
-    codes: tuple[str, ...]
-    after: Position | None
-    upto: Position | None
-    page_rows: int
-    pages: int  # at most this many pages, each a keyset query after the last row of the one before
-    batch_rows: int
-    with_keys: bool
-
-    def batches(self, connections: dict[str, Any]) -> Iterator[tuple[Sequence[SourceRow], Any]]:
-        engine = connections.get(self.url)
-        if engine is None:
-            engine = connections[self.url] = _engine(self.url, self.adapter)
-        columns = [self.table.c[name] for name in self.columns]
-        order = columns[-self.order_width:]
-        stmt = select(*columns).order_by(*order).limit(self.page_rows)
-        if self.upto is not None:
-            stmt = stmt.where(~_after(order, self.upto))
-        after = self.after
-        # Page after page without waiting for the node to commit the last one: the worker would
-        # otherwise sit idle at every page boundary.
-        for _page in range(self.pages):
-            page = stmt if after is None else stmt.where(_after(order, after))
-            taken = 0
-            with _source_errors(self.adapter, "reading"), engine.connect() as conn:
-                result = conn.execution_options(stream_results=True, yield_per=self.batch_rows).execute(page)
-                for part in result.partitions(self.batch_rows):
-                    rows, keys = self._rows(part)
-                    after = tuple(part[-1][-self.order_width:])
-                    taken += len(part)
-                    del part
-                    yield rows, (len(rows), keys, after)
-                    del rows, keys  # not alive while the next batch is read
-            if taken < self.page_rows:
-                return  # the source has nothing more (for now)
-
-    def _rows(self, part: Sequence[Any]) -> tuple[list[SourceRow], list[str]]:
-        # The hot loop of a pull: dict(zip(…)) builds each row in C (validation skips the NULLs).
-        codes, width = self.codes, self.order_width - 1
-        rows: list[SourceRow] = []
-        # A row's number is its integer primary key, or a stable number made from its key columns,
-        # so feedback about a row whose natural key could not be read finds the same row when it
-        # comes again corrected (node.store.rejections.row_key).
-        for r in part:
-            key = r[-1] if width == 1 else None
-            number = key if type(key) is int else _row_number(r[-width:])
-            rows.append(SourceRow(number, dict(zip(codes, r, strict=False))))
-        keys = ["|".join(str(v) for v in r[-width:]) for r in part] if self.with_keys else []
-        return rows, keys
-
-
-def _engine(url: str, adapter: str) -> Engine:
-    if url.startswith(("postgresql://", "postgres://")):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    try:
-        return create_engine(url, pool_pre_ping=True)
-    except (ArgumentError, ImportError) as exc:
-        raise ConfigError(f"adapter {adapter}: url is not usable: {exc}", field="url") from None
-
-
-def _in_memory(url: str) -> bool:
-    """An in-memory SQLite source exists only in this process: a worker could not see it."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return False  # _engine names the bad url
-    return parsed.get_backend_name() == "sqlite" and (
-        parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory")
-
-
-def _row_number(key: Sequence[Any]) -> int:
-    """A positive 56-bit number standing for a row whose key is not one integer."""
-    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, key)).encode()).digest()[:7], "big")
-
-
 def _refusals(outcome: RowOutcome) -> list[Problem]:
     return [p for p in outcome.problems if not p.warning] if outcome.outcome == "rejected" else []
-
-
-def _after(order: Sequence[Column[Any]], position: Position) -> ColumnElement[bool]:
-    """Rows after ``position`` in (watermark, key…) order, written so an index on the columns is used.
-
-    ``wm >= :wm AND (wm > :wm OR (k1 > :k1) OR (k1 = :k1 AND k2 > :k2) …)``: the leading range
-    is sargable on every database, which a row-value comparison is not everywhere (MariaDB).
-    """
-    if len(position) != len(order):
-        raise ConfigError("the stored pull position does not match the configured watermark and key columns; "
-                          "give the adapter a new name to start over", field="key")
-    later = [and_(*(order[j] == position[j] for j in range(i)), order[i] > position[i]) for i in range(len(order))]
-    return and_(order[0] >= position[0], or_(*later))
 
 
 def _feedback_table(spec: str) -> Table:
@@ -399,14 +268,3 @@ def _feedback_table(spec: str) -> Table:
     )
 
 
-@contextmanager
-def _source_errors(name: str, what: str) -> Iterator[None]:
-    """Database errors of the department's system become a retryable, named TransportError."""
-    try:
-        yield
-    except NodeError:
-        raise
-    except SQLAlchemyError as exc:
-        cause = getattr(exc, "orig", None) or exc
-        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        raise TransportError(f"adapter {name}: {what} the source failed: {first}", code="E_ADAPTER_SOURCE") from exc

@@ -2,8 +2,8 @@
 
 Preparing (reading, validation, body bytes) is pure CPU and needs no store, so a worker process
 (``PrepareWorker``) does it while the node signs and stores the previous batch. The worker runs
-jobs: a ``BatchReader`` — a file (``FileReader``), or one page of a department's table
-(``adapters.database``) — crosses to it pickled, and its prepared batches come back in order. The
+jobs: a ``BatchReader`` — a file (``FileReader``), or pages of a department's table
+(``adapters.table_pages``) — crosses to it pickled, and its prepared batches come back in order. The
 pipes between the two are bounded, so memory stays bounded however big the source is. The worker
 never touches the store: every record is still committed by the one process that owns the node's
 store connection. Small files are imported in-process, where starting a worker would cost more
@@ -199,7 +199,7 @@ class PrepareWorker:
 
         # Read ahead on a thread: the worker goes on with the next batch instead of waiting, in
         # its write, for this process to finish committing the previous one. Frames wait still
-        # pickled (a third of their unpickled size) and one at a time, to keep memory low.
+        # pickled, and one at a time, to keep memory low.
         messages = ahead(frames(), lambda m: m, depth=1)
         clean = False
         try:

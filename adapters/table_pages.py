@@ -1,0 +1,172 @@
+"""A department's table read in keyset pages: the read half of a database pull.
+
+Rows come in (watermark, key…) order, page after page (``WHERE wm >= :wm AND (wm > :wm OR …)
+ORDER BY wm, key LIMIT n``), streamed through a server-side cursor in batches, so memory stays flat
+however big the table is. A ``PageReader`` is picklable, so the node's prepare worker
+(``node.pipeline``) can do the reading; ``adapters.database`` decides where to start and commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Column, ColumnElement, Engine, Table, and_, create_engine, or_, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from node.errors import ConfigError, NodeError, TransportError
+from node.tabular import SourceRow
+
+__all__ = ["PageReader", "Position", "decode_position", "encode_position", "engine_for", "in_memory",
+           "rows_after", "source_errors"]
+
+Position = tuple[Any, ...]  # (watermark, key columns…) of the last row taken in
+
+
+def encode_position(values: Position) -> str:
+    """JSON with each value's type, so a datetime comes back a datetime (and binds as one)."""
+    out: list[list[Any]] = []
+    for v in values:
+        if isinstance(v, bool) or v is None:
+            raise ConfigError(f"a watermark or key value cannot be {v!r}")
+        if isinstance(v, datetime):
+            out.append(["datetime", v.isoformat()])
+        elif isinstance(v, date):
+            out.append(["date", v.isoformat()])
+        elif isinstance(v, Decimal):
+            out.append(["decimal", str(v)])
+        elif isinstance(v, int | float | str):
+            out.append([type(v).__name__, v])
+        else:
+            out.append(["str", str(v)])
+    return json.dumps(out, ensure_ascii=False)
+
+
+def decode_position(text: str) -> Position:
+    parse: dict[str, Callable[[Any], Any]] = {
+        "datetime": datetime.fromisoformat, "date": date.fromisoformat, "decimal": Decimal, "int": int,
+        "float": float, "str": str}
+    return tuple(parse[kind](value) for kind, value in json.loads(text))
+
+
+@dataclass(frozen=True)
+class PageReader:
+    """One keyset page of the source, read in batches (a ``node.pipeline.BatchReader``).
+
+    Picklable — the reflected table crosses to the prepare worker — so the page can be read there.
+    Each batch comes with (row count, feedback keys, position of its last row).
+    """
+
+    item: str
+    source: str
+    batch_id: str
+    adapter: str
+    url: str
+    table: Table
+    columns: tuple[str, ...]  # one per field code, then the order columns
+    order_width: int
+    codes: tuple[str, ...]
+    after: Position | None
+    upto: Position | None
+    page_rows: int
+    pages: int  # at most this many pages, each a keyset query after the last row of the one before
+    batch_rows: int
+    with_keys: bool
+
+    def batches(self, connections: dict[str, Any]) -> Iterator[tuple[Sequence[SourceRow], Any]]:
+        engine = connections.get(self.url)
+        if engine is None:
+            engine = connections[self.url] = engine_for(self.url, self.adapter)
+        columns = [self.table.c[name] for name in self.columns]
+        order = columns[-self.order_width:]
+        stmt = select(*columns).order_by(*order).limit(self.page_rows)
+        if self.upto is not None:
+            stmt = stmt.where(~rows_after(order, self.upto))
+        after = self.after
+        # Page after page without waiting for the node to commit the last one: the worker would
+        # otherwise sit idle at every page boundary.
+        for _page in range(self.pages):
+            page = stmt if after is None else stmt.where(rows_after(order, after))
+            taken = 0
+            with source_errors(self.adapter, "reading"), engine.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=self.batch_rows).execute(page)
+                for part in result.partitions(self.batch_rows):
+                    rows, keys = self._rows(part)
+                    after = tuple(part[-1][-self.order_width:])
+                    taken += len(part)
+                    del part
+                    yield rows, (len(rows), keys, after)
+                    del rows, keys  # not alive while the next batch is read
+            if taken < self.page_rows:
+                return  # the source has nothing more (for now)
+
+    def _rows(self, part: Sequence[Any]) -> tuple[list[SourceRow], list[str]]:
+        # The hot loop of a pull: dict(zip(…)) builds each row in C (validation skips the NULLs).
+        codes, width = self.codes, self.order_width - 1
+        rows: list[SourceRow] = []
+        # A row's number is its integer primary key, or a stable number made from its key columns,
+        # so feedback about a row whose natural key could not be read finds the same row when it
+        # comes again corrected (node.store.rejections.row_key).
+        for r in part:
+            key = r[-1] if width == 1 else None
+            number = key if type(key) is int else _row_number(r[-width:])
+            rows.append(SourceRow(number, dict(zip(codes, r, strict=False))))
+        keys = ["|".join(str(v) for v in r[-width:]) for r in part] if self.with_keys else []
+        return rows, keys
+
+
+def engine_for(url: str, adapter: str) -> Engine:
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError(f"adapter {adapter}: url is not usable: {exc}", field="url") from None
+
+
+def in_memory(url: str) -> bool:
+    """An in-memory SQLite source exists only in this process: a worker could not see it."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False  # _engine names the bad url
+    return parsed.get_backend_name() == "sqlite" and (
+        parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory")
+
+
+def _row_number(key: Sequence[Any]) -> int:
+    """A positive 56-bit number standing for a row whose key is not one integer."""
+    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, key)).encode()).digest()[:7], "big")
+
+
+def rows_after(order: Sequence[Column[Any]], position: Position) -> ColumnElement[bool]:
+    """Rows after ``position`` in (watermark, key…) order, written so an index on the columns is used.
+
+    ``wm >= :wm AND (wm > :wm OR (k1 > :k1) OR (k1 = :k1 AND k2 > :k2) …)``: the leading range
+    is sargable on every database, which a row-value comparison is not everywhere (MariaDB).
+    """
+    if len(position) != len(order):
+        raise ConfigError("the stored pull position does not match the configured watermark and key columns; "
+                          "give the adapter a new name to start over", field="key")
+    later = [and_(*(order[j] == position[j] for j in range(i)), order[i] > position[i]) for i in range(len(order))]
+    return and_(order[0] >= position[0], or_(*later))
+
+
+@contextmanager
+def source_errors(name: str, what: str) -> Iterator[None]:
+    """Database errors of the department's system become a retryable, named TransportError."""
+    try:
+        yield
+    except NodeError:
+        raise
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise TransportError(f"adapter {name}: {what} the source failed: {first}", code="E_ADAPTER_SOURCE") from exc
