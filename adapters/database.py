@@ -149,7 +149,7 @@ class DatabasePull:
         return taken
 
     def _prepared(self, reader: PageReader) -> Iterator[tuple[PreparedBatch, Any]]:
-        """The page's batches, prepared ahead of the one committing: in the worker, or on a thread."""
+        """The reader's batches, prepared ahead of the one committing: in the worker, or on a thread."""
         if self._workers is not None and self._worker is None and not in_memory(self._cfg.url):
             self._worker = self._workers()
         if self._worker is not None:

@@ -101,7 +101,6 @@ def headers_for(item: Item) -> HeaderMap:
     return HeaderMap(item.header_map(), frozenset(f.code for f in item.fields if f.required))
 
 
-_EOF = ("eof", None, None)  # what _Pipe.get returns once the other side has gone
 _BATCH = 1  # the frame tag of a prepared batch; anything else ends a job
 
 
@@ -128,8 +127,9 @@ class _Pipe:
         return (tag, data) if len(data) == size else None
 
     def get(self) -> Any:
+        """The next message; None once the other side has gone."""
         got = self.frame()
-        return _EOF if got is None else pickle.loads(got[1])  # our own parent's or child's, never a peer's
+        return None if got is None else pickle.loads(got[1])  # our own parent's or child's, never a peer's
 
 
 def _serve(jobs: _Pipe, out: _Pipe) -> None:
@@ -147,7 +147,7 @@ def _serve(jobs: _Pipe, out: _Pipe) -> None:
         out.put(("crash", f"{type(exc).__name__}: {exc}", None))
         return
     connections: dict[str, Any] = {}
-    while (reader := jobs.get()) is not _EOF:
+    while (reader := jobs.get()) is not None:
         try:
             item = catalog.item(reader.item)
             for rows, extra in reader.batches(connections):
