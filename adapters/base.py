@@ -16,7 +16,7 @@ from typing import Protocol
 
 from node.catalog import Item
 from node.errors import NodeError
-from node.ingest import PreparedBatch, RowOutcome
+from node.preparing import PreparedBatch, RowOutcome
 from node.tabular import SourceRow
 
 __all__ = ["Sink", "Source", "SourceRunner"]

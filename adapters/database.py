@@ -51,8 +51,8 @@ from adapters.table_pages import (
 from node.catalog import Catalog, Item
 from node.config import DatabaseAdapterConfig
 from node.errors import ConfigError, Problem
-from node.ingest import PreparedBatch, RowOutcome
 from node.pipeline import PrepareWorker, ahead
+from node.preparing import PreparedBatch, RowOutcome
 from node.tabular import SourceRow
 
 __all__ = ["DatabasePull", "State", "decode_position", "encode_position"]

@@ -31,7 +31,8 @@ from adapters.base import Sink
 from node.catalog import Catalog, Item
 from node.config import FileAdapterConfig
 from node.errors import InputFileError, NodeError, Problem, UnknownItemError
-from node.ingest import BATCH_ROWS, chunks
+from node.ingest import BATCH_ROWS
+from node.preparing import chunks
 from node.tabular import HeaderMap, read_table
 
 __all__ = ["RESULT_COLUMNS", "FileDrop", "FileOutcome", "ResultWriter"]

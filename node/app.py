@@ -18,8 +18,9 @@ from node.conflicts import Conflicts
 from node.errors import NodeError
 from node.identity import LoadedIdentity, load_identity
 from node.inbox import Inbox
-from node.ingest import ImportSummary, Ingest, Preparer
+from node.ingest import Ingest
 from node.pipeline import FileReader, PreparerSetup, PrepareWorker, headers_for, import_file, new_batch_id
+from node.preparing import ImportSummary, Preparer
 from node.releases import Releases
 from node.routing import Router
 from node.runtime import Runtime

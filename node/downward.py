@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING
 
 from node.errors import NodeError, NotAuthorizedError, NotFoundError, UsageError
 from node.records import STATUSES, body_digest, content_digest, decode_body, pb
+from node.rejection import RejectionRow
 from node.releases import Applied, Releases, sign_release
 from node.routing import Router
 from node.store.audit import AuditEntry
 from node.store.deliveries import Deliveries
 from node.store.records import AuditEvent, OutboxEntry, RecordRow
-from node.store.rejections import RejectionRow
 from node.transport.wire import decode, fpb
 
 if TYPE_CHECKING:

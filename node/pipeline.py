@@ -24,14 +24,17 @@ import threading
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from node import errors
 from node.catalog import Item, load_catalog
 from node.errors import NodeError
-from node.ingest import ImportSummary, Ingest, PreparedBatch, Preparer, chunks
+from node.preparing import ImportSummary, PreparedBatch, Preparer, chunks
 from node.tabular import HeaderMap, SourceRow, read_table
 from node.validation import Validator
+
+if TYPE_CHECKING:  # the worker runs this module and must not load the store to do so
+    from node.ingest import Ingest
 
 PARALLEL_MIN_BYTES = 4 << 20
 T = TypeVar("T")

@@ -9,10 +9,22 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from node._generated import credit_pb2 as pb
-from node._generated import credit_pb2_grpc as rpc
 from node.errors import SignatureError
+
+if TYPE_CHECKING:
+    from node._generated import credit_pb2_grpc as rpc
+else:
+    def __getattr__(name: str) -> Any:
+        # The stubs load grpc (~20 MB); the prepare worker, which only needs the messages, never
+        # asks for them.
+        if name == "rpc":
+            from node._generated import credit_pb2_grpc
+
+            return credit_pb2_grpc
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["body_digest", "content_digest", "decode_body", "decode_signed", "make_record_id", "pb", "rpc",
            "signed_record_bytes", "varint"]

@@ -47,7 +47,7 @@ class _Discard:
 
     def commit(self, item: Any, batch: Any, *, source: str, batch_id: str,
                meta: Mapping[str, str] | None = None) -> list[Any]:
-        from node.ingest import RowOutcome
+        from node.preparing import RowOutcome
 
         for key, value in (meta or {}).items():
             self._state.put(key, value)

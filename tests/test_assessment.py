@@ -16,7 +16,8 @@ from node import identity
 from node.app import Node, build_node
 from node.assessment import CHINA, Weekdays, assess, optional_fields, working_days_for
 from node.config import load_config
-from node.ingest import Ingest, Preparer
+from node.ingest import Ingest
+from node.preparing import Preparer
 from node.provisioning import init_node
 from node.routing import Router
 from node.sampledata import penalty_rows, unit_uscc

@@ -151,3 +151,14 @@ def test_one_worker_runs_job_after_job_and_outlives_a_failed_one(node, tmp_path)
         assert sum(b.size for b, _ in worker.run(job(good))) == 50
     finally:
         worker.close()
+
+
+def test_the_worker_loads_neither_the_store_nor_grpc():
+    # Each would cost the worker tens of MB and a slower start; only what preparing needs is loaded.
+    import subprocess
+    import sys
+
+    probe = ("import sys, node.pipeline; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'grpc', 'cryptography', 'alembic'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

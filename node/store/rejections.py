@@ -17,27 +17,12 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
+from node.rejection import RejectionRow, row_key
 from node.store._sql import translated, write_transaction
 from node.store.tables import rejections
 
 __all__ = ["Rejection", "RejectionKey", "RejectionRow", "RejectionStore", "close_matching", "insert_rejections",
            "row_key"]
-
-
-@dataclass(frozen=True)
-class RejectionRow:
-    """One problem with one source row (a record may have several)."""
-
-    batch_id: str
-    source: str  # file name or sender node id
-    source_unit: str
-    item: str
-    row: int  # row in the source file, 0 if none
-    record_key: str  # the item's natural key, '' if it could not be read
-    field: str
-    code: str
-    message: str
-    created_at_ms: int = 0  # 0: the time of storing
 
 
 @dataclass(frozen=True)
@@ -64,15 +49,6 @@ class RejectionKey(NamedTuple):
     source_unit: str
     record_key: str
     record_id: str
-
-
-def row_key(source: str, row: int) -> str:
-    """The key of a refused row whose natural key could not be read: its place in its source.
-
-    A later report of the same row of the same file (or the same primary key of the same table)
-    supersedes or, when accepted, closes it.
-    """
-    return f"row:{row}@{source}"[:255]
 
 
 def _now_ms() -> int:

@@ -16,7 +16,8 @@ from node.catalog import Catalog, Item
 from node.config import SourceConfig
 from node.errors import NodeError, Problem
 from node.identifiers import normalize_text
-from node.ingest import BATCH_ROWS, Ingest, RowOutcome
+from node.ingest import BATCH_ROWS, Ingest
+from node.preparing import RowOutcome
 from node.records import pb
 from node.tabular import SourceRow
 

@@ -35,7 +35,7 @@ from adapters.database import DatabasePull, decode_position
 from node.app import Node
 from node.config import DatabaseAdapterConfig
 from node.errors import ConfigError, TransportError
-from node.ingest import RowOutcome
+from node.preparing import RowOutcome
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

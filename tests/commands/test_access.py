@@ -134,7 +134,7 @@ def _report(world: World) -> list[int]:
     import time
 
     from node.catalog import load_catalog
-    from node.ingest import Preparer
+    from node.preparing import Preparer
     from node.provisioning import bundled_catalog
     from node.records import pb
     from node.sampledata import penalty_rows, unit_uscc

@@ -23,11 +23,12 @@ from node.config import ChildConfig, LifecycleConfig, parse_config
 from node.downward import Downward
 from node.identity import LoadedIdentity, init_ca, issue, load_identity
 from node.inbox import Inbox
-from node.ingest import Ingest, Preparer
+from node.ingest import Ingest
 from node.lifecycle.calendar import WorkingCalendar, bundled_calendar
 from node.lifecycle.objection_service import ObjectionService
 from node.lifecycle.objections import Deadlines
 from node.lifecycle.revisions import Reviser
+from node.preparing import Preparer
 from node.records import decode_body, decode_signed, pb
 from node.routing import Router, level_of
 from node.sampledata import penalty_rows, unit_uscc
