@@ -44,6 +44,7 @@ U = TypeVar("U")
 # few large transactions cost far less per row than many small ones (scripts/bench import). The
 # worker and this process each hold about two batches, ~20 MB each.
 PIPELINE_BATCH_ROWS = 8_192
+FIRST_BATCH_ROWS = 1_024
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ class FileReader:
             read[0] += n
 
         rows = read_table(pathlib.Path(self.path), self.headers, encoding=self.encoding, on_bytes=on_bytes)
-        for chunk in chunks(rows, self.batch_rows):
+        # A short first batch: the node starts committing at once instead of waiting for a whole one.
+        for chunk in chunks(rows, self.batch_rows, first=min(self.batch_rows, FIRST_BATCH_ROWS)):
             yield chunk, read[0]
             del chunk  # not alive while the next one is read
 

@@ -165,12 +165,15 @@ def _rejection(batch_id: str, source: str, item: Item, row: int, key: str, unit:
                         record_key=key, field=p.field, code=p.code, message=p.message, created_at_ms=now)
 
 
-def chunks(rows: Iterable[SourceRow], size: int) -> Iterator[list[SourceRow]]:
+def chunks(rows: Iterable[SourceRow], size: int, *, first: int = 0) -> Iterator[list[SourceRow]]:
+    """Lists of ``size`` rows (the last may be shorter); the first of ``first`` rows, if given."""
     chunk: list[SourceRow] = []
+    limit = first or size
     for r in rows:
         chunk.append(r)
-        if len(chunk) >= size:
+        if len(chunk) >= limit:
             yield chunk
             chunk = []
+            limit = size
     if chunk:
         yield chunk

@@ -13,7 +13,7 @@ import csv
 import io
 import pathlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from node.errors import InputFileError, Problem
 
@@ -22,9 +22,12 @@ _FIELD_LIMIT = 1 << 20
 _SNIFF_BYTES = 1 << 16
 
 
-@dataclass(frozen=True)
-class SourceRow:
-    """One data row: its 1-based line/row number in the file and its cells by field code."""
+class SourceRow(NamedTuple):
+    """One data row: its 1-based line/row number in the file and its cells by field code.
+
+    A named tuple: a big file makes millions, and it is built about three times faster than a
+    frozen dataclass.
+    """
 
     row: int
     values: Mapping[str, object]
@@ -166,7 +169,7 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
                                                          row=reader.line_num))
             continue
         line = reader.line_num
-        if not any(c.strip() for c in cells):
+        if not "".join(cells).strip():  # blank (or only spaces): one C call, not one per cell
             continue
         if line in bad_lines:
             yield SourceRow(line, {}, Problem("E_ROW_ENCODING", "", "row contains bytes that are not valid "
