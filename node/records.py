@@ -72,7 +72,7 @@ def content_digest(item: str, source_unit: str, fields: Iterable[tuple[str, str]
     The separators (U+001E, U+001F) never survive validation's normalisation, so the joined
     text is unambiguous.
     """
-    text = "\x1e".join([item, source_unit, *[f"{name}\x1f{value}" for name, value in fields]])
+    text = "\x1e".join([item, source_unit, *map("\x1f".join, fields)])
     return hashlib.sha256(text.encode()).digest()
 
 

@@ -181,7 +181,7 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
             continue
         values: dict[str, str]
         if every_column_mapped and len(cells) == width:  # the common case, built in C
-            values = dict(zip(codes, cells, strict=True))  # type: ignore[arg-type]  # no None among the codes
+            values = dict(zip(codes, cells, strict=False))  # type: ignore[arg-type]  # lengths checked; no None codes
         else:
             values = {code: cells[i] for i, code in enumerate(codes) if code is not None and i < len(cells)}
         yield SourceRow(line, values)

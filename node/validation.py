@@ -61,7 +61,7 @@ class Checked:
 
     @property
     def ok(self) -> bool:
-        return not any(not p.warning for p in self.problems)
+        return not self.problems or not any(not p.warning for p in self.problems)
 
 
 # A compiled condition: (field, accepted values, field is multi-valued).
