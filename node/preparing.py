@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from node.catalog import Catalog, Item
 from node.errors import Problem
@@ -84,6 +84,15 @@ class PreparedBatch:
     prepared: list[Prepared] = field(default_factory=list)
     outcomes: dict[int, RowOutcome] = field(default_factory=dict)
     rejections: list[RejectionRow] = field(default_factory=list)
+
+    # A batch crosses the pipe from the worker. Each named tuple would pickle through a
+    # Python-level __getnewargs__; as plain tuples the prepared rows are pickled in C, at about
+    # half the worker's cost per batch.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "prepared": [tuple(p) for p in self.prepared]}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, prepared=list(map(Prepared._make, state["prepared"])))
 
 
 class Preparer:

@@ -1,0 +1,44 @@
+"""node/preparing.py: a prepared batch crosses from the worker intact."""
+
+from __future__ import annotations
+
+import pickle
+
+from node.catalog import load_catalog
+from node.preparing import Prepared, PreparedBatch, Preparer
+from node.provisioning import bundled_catalog
+from node.sampledata import penalty_rows, unit_uscc
+from node.tabular import SourceRow
+from node.validation import Validator
+
+UNIT = unit_uscc("330102", "MB000001")
+
+
+def _prepared(rows: list[SourceRow]) -> PreparedBatch:
+    catalog = load_catalog(bundled_catalog())
+    preparer = Preparer(node_id="dept:330102:scjgj", catalog=catalog,
+                        validator=Validator(catalog, source_unit=UNIT), clock=lambda: 1_733_000_000_000)
+    return preparer.prepare(catalog.item("admin_penalty"), rows, source="p.csv", batch_id="b1")
+
+
+def test_a_pickled_batch_comes_back_equal_with_its_warnings_and_refusals() -> None:
+    rows = []
+    for i, values in enumerate(penalty_rows(300, source_unit=UNIT, bad_every=7), start=2):
+        if i % 5 == 0:
+            values = {**values, "NOT_A_FIELD": "x"}  # accepted, with a warning
+        rows.append(SourceRow(i, values))
+    batch = _prepared(rows)
+    assert batch.rejections and any(p.warnings for p in batch.prepared) and any(not p.warnings for p in batch.prepared)
+
+    back = pickle.loads(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+
+    assert back == batch
+    assert all(type(p) is Prepared for p in back.prepared)
+    assert [p.record_id for p in back.prepared] == [p.record_id for p in batch.prepared]
+
+
+def test_a_pickled_batch_of_refusals_only_comes_back_equal() -> None:
+    batch = _prepared([SourceRow(2, {"CF_WSH": "x"})])
+    assert not batch.prepared and batch.rejections
+
+    assert pickle.loads(pickle.dumps(batch)) == batch
