@@ -5,8 +5,9 @@ batch is first *prepared* (pure CPU: validation 清洗比对, record ids, body b
 and then *committed* (heads looked up, one Merkle batch signature as this node's source unit —
 谁产生谁负责 —, records, outbox rows, rejections and the audit event in one transaction).
 The two halves are separate so a big file can be prepared in a worker process while the previous
-batch commits (``node/pipeline.py``); the first lives in ``node/preparing.py``. Re-reporting the same fact stores nothing new; a changed
-fact becomes the next revision of the same record.
+batch commits (``node/pipeline.py``); preparing lives in ``node/preparing.py``, committing here.
+Re-reporting the same fact stores nothing new; a changed fact becomes the next revision of the
+same record.
 """
 
 from __future__ import annotations
