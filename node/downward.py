@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from node.errors import NodeError, NotAuthorizedError, NotFoundError, UsageError
+from node.lifecycle.revisions import Change, Reviser
 from node.records import STATUSES, body_digest, content_digest, decode_body, pb
 from node.rejection import RejectionRow
 from node.releases import Applied, Releases, sign_release
-from node.routing import Router
+from node.routing import DOWN_RULE, Router
 from node.store.audit import AuditEntry
 from node.store.deliveries import Deliveries
 from node.store.records import AuditEvent, OutboxEntry, RecordRow
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DOWN_RULE", "NOTICE", "Downward", "Revision"]
 
-DOWN_RULE = "down-to-source"
 NOTICE = "notice"
 
 
@@ -86,32 +86,17 @@ class Downward:
         """A new revision of a held record made here, sent up (per routing) and down to its source."""
         if status not in STATUSES:
             raise UsageError(f"status must be one of {', '.join(STATUSES)}", field="status")
-        node, now = self._node, self._clock()
+        node = self._node
         head = node.store.records.get(record_id)
         if head is None:
             raise NotFoundError(f"no record {record_id} is held here", field="record_id")
-        body = decode_body(head.body)
-        body.revision, body.status, body.reason = head.revision + 1, status, reason
-        body.origin_node, body.reported_at_ms, body.supersedes_digest = self._me, now, head.body_digest.hex()
-        data = body.SerializeToString()
-        origin = node.signer.sign_origin([data], now_ms=now)[0]
-        item = node.catalog.item(body.item)
-        row = RecordRow(record_id=record_id, revision=body.revision, item=body.item, subject_code=body.subject_code,
-                        subject_kind=body.subject_kind, source_unit=body.source_unit, origin_node=self._me,
-                        status=status, decision_date=body.decision_date, body=data, body_digest=body_digest(data),
-                        content_digest=content_digest(body.item, body.source_unit, [(f.name, f.value) for f in body.fields]),
-                        signed=pb.SignedRecord(body=data, chain=[origin]).SerializeToString(), received_at_ms=now,
-                        received_from="", catalog_version=node.catalog.version)
-        router = Router(self._me, self._parent)
-        entries = [OutboxEntry(record_id, body.revision, d.node_id, d.rule_id)
-                   for d in router.upward(item.routing.up_to, item.routing.rule_id)]
-        child = self.child_toward(record_id)
-        if child is not None:
-            entries.append(OutboxEntry(record_id, body.revision, child, DOWN_RULE))
-        audit = AuditEvent(actor=self._me, action="revise", subject=f"{record_id}@{body.revision}",
-                           detail={"status": status, "reason": reason, "to": [e.destination for e in entries]})
-        node.store.records.append([row], outbox=entries, audit=[audit], now_ms=now)
-        return Revision(record_id, body.revision, [e.destination for e in entries])
+        # Built, signed, routed and stored as every lifecycle revision is (one place for all).
+        reviser = Reviser(node_id=self._me, catalog=node.catalog, signer=node.signer, store=node.store,
+                          router=Router(self._me, self._parent), clock=self._clock)
+        rows, _stored = reviser.commit([Change(head, status, reason)], action="revise",
+                                       subject=f"{record_id}@{head.revision + 1}",
+                                       detail={"status": status, "reason": reason})
+        return Revision(record_id, rows[0].revision, [e.destination for e in reviser.routes(rows)])
 
     def raise_notice(self, via: str, *, to_node: str, source_unit: str, record_id: str, revision: int, code: str,
                      message: str, from_node: str | None = None, notice_id: str | None = None) -> str:

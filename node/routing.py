@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from node.errors import ConfigError
 
+# The rule id of a delivery down the tree, toward the node a record came up from (its source).
+DOWN_RULE = "down-to-source"
 LEVEL_RANK = {"department": 0, "dept": 0, "district": 1, "city": 2, "province": 3, "national": 4}
 
 

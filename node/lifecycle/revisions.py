@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, select
 
 from node.catalog import Catalog
-from node.downward import DOWN_RULE
 from node.errors import ConflictError
 from node.records import body_digest, content_digest, decode_body, pb
-from node.routing import Router
+from node.routing import DOWN_RULE, Router
 from node.signing import Signer
 from node.store import AppendResult, AuditEvent, OutboxEntry, RecordRow, Store
 from node.store._sql import chunks, translated
