@@ -86,8 +86,8 @@ class PreparedBatch:
     rejections: list[RejectionRow] = field(default_factory=list)
 
     # A batch crosses the pipe from the worker. Each named tuple would pickle through a
-    # Python-level __getnewargs__; as plain tuples the prepared rows are pickled in C, at about
-    # half the worker's cost per batch.
+    # Python-level __getnewargs__; as plain tuples the prepared rows are pickled in C (the
+    # worker's pickling went from ~3.5 to ~2.7 µs a row).
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "prepared": [tuple(p) for p in self.prepared]}
 
