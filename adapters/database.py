@@ -132,7 +132,7 @@ class DatabasePull:
             url=self._cfg.url, table=plan.table, columns=tuple(c.key for c in plan.columns),
             order_width=len(plan.order), codes=plan.codes, after=after, upto=upto, page_rows=page_rows,
             pages=max(1, POLL_ROWS // page_rows), batch_rows=self._cfg.batch_rows,
-            with_keys=self._feedback is not None)
+            with_keys=self._feedback is not None, timeout_s=self._cfg.timeout_s)
         taken = 0
         for prepared, (size, keys, last) in self._prepared(reader):
             meta = {self.position_key: encode_position(last)} if commit_position else None
@@ -168,7 +168,7 @@ class DatabasePull:
     # --- the source and its shape ----------------------------------------------------------------
     def _source(self) -> Engine:
         if self._engine is None:
-            self._engine = engine_for(self._cfg.url, self.name)
+            self._engine = engine_for(self._cfg.url, self.name, self._cfg.timeout_s)
         return self._engine
 
     def _prepare(self) -> _Plan:

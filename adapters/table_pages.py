@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,11 +80,12 @@ class PageReader:
     pages: int  # at most this many pages, each a keyset query after the last row of the one before
     batch_rows: int
     with_keys: bool
+    timeout_s: float = 30.0
 
     def batches(self, connections: dict[str, Any]) -> Iterator[tuple[Sequence[SourceRow], Any]]:
         engine = connections.get(self.url)
         if engine is None:
-            engine = connections[self.url] = engine_for(self.url, self.adapter)
+            engine = connections[self.url] = engine_for(self.url, self.adapter, self.timeout_s)
         columns = [self.table.c[name] for name in self.columns]
         order = columns[-self.order_width:]
         stmt = select(*columns).order_by(*order).limit(self.page_rows)
@@ -122,13 +124,37 @@ class PageReader:
         return rows, keys
 
 
-def engine_for(url: str, adapter: str) -> Engine:
+def engine_for(url: str, adapter: str, timeout_s: float = 30.0) -> Engine:
+    """An engine for a department's database that never waits on it for ever.
+
+    A source that stops answering (a firewall dropping packets, a half-open connection) must fail
+    the poll, to be retried, rather than hang the pull: connecting and each statement are bounded
+    by ``timeout_s``, and on PostgreSQL TCP keepalives find a dead peer while a statement waits.
+    """
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:
-        return create_engine(url, pool_pre_ping=True)
+        parsed = make_url(url)
+        args = _bounded(parsed.get_backend_name(), timeout_s)
+        if "options" in parsed.query:  # the operator's own server options win
+            args.pop("options", None)
+        return create_engine(url, pool_pre_ping=True, connect_args=args)
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(f"adapter {adapter}: url is not usable: {exc}", field="url") from None
+
+
+def _bounded(backend: str, timeout_s: float) -> dict[str, Any]:
+    """The driver's own connection arguments for ``timeout_s`` (drivers not named here get none)."""
+    seconds = max(1, math.ceil(timeout_s))
+    if backend == "postgresql":  # libpq parameters, via psycopg
+        return {"connect_timeout": seconds, "options": f"-c statement_timeout={seconds * 1000}",
+                "keepalives": 1, "keepalives_idle": seconds, "keepalives_interval": max(1, seconds // 3),
+                "keepalives_count": 3}
+    if backend in ("mysql", "mariadb"):  # PyMySQL: every socket read and write is bounded
+        return {"connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds}
+    if backend == "sqlite":
+        return {"timeout": timeout_s}  # waiting for another writer's lock
+    return {}
 
 
 def in_memory(url: str) -> bool:

@@ -182,6 +182,7 @@ class DatabaseAdapterConfig:
     batch_rows: int = 8192  # rows per committed batch (records + watermark in one transaction)
     page_rows: int = 20000  # rows per keyset query on the source
     feedback_table: str = ""  # '' = never write to the source; else refusals are written there
+    timeout_s: float = 30.0  # to connect, and for each statement; a silent source fails the poll, retried
 
 
 AdapterConfig = FileAdapterConfig | DatabaseAdapterConfig

@@ -12,8 +12,10 @@ import os
 import pathlib
 import secrets
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -381,3 +383,26 @@ def test_a_text_key_identifies_a_refused_row_across_pulls(dept: Node, pg_source_
     assert dept.store.rejections.list_rejections(UNIT) == []
     pull.close()
     src.dispose()
+
+
+@pytest.mark.parametrize("scheme", ["postgresql+psycopg", "mysql+pymysql"])
+def test_a_source_that_never_answers_fails_the_poll_instead_of_hanging_it(dept: Node, scheme: str):
+    # The kernel completes the TCP handshake for a listening socket that never accepts: the
+    # driver connects, then waits for a greeting that never comes (a hung or firewalled server).
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        pull = pull_for(dept, f"{scheme}://u@127.0.0.1:{port}/db", timeout_s=1)
+        failed: list[BaseException] = []
+
+        def poll() -> None:
+            try:
+                pull.poll()
+            except BaseException as exc:  # handed to the test's thread
+                failed.append(exc)
+
+        polling = threading.Thread(target=poll, daemon=True)
+        polling.start()
+        polling.join(120)  # a bound far above timeout_s, only so that a regression fails, not hangs
+        assert not polling.is_alive(), "the pull still waits on a source that never answers"
+    assert len(failed) == 1 and isinstance(failed[0], TransportError)
+    assert failed[0].code == "E_ADAPTER_SOURCE" and failed[0].retryable
