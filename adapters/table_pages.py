@@ -80,7 +80,7 @@ class PageReader:
     pages: int  # at most this many pages, each a keyset query after the last row of the one before
     batch_rows: int
     with_keys: bool
-    timeout_s: float = 30.0
+    timeout_s: float  # the adapter's (node.config.DatabaseAdapterConfig)
 
     def batches(self, connections: dict[str, Any]) -> Iterator[tuple[Sequence[SourceRow], Any]]:
         engine = connections.get(self.url)
@@ -124,7 +124,7 @@ class PageReader:
         return rows, keys
 
 
-def engine_for(url: str, adapter: str, timeout_s: float = 30.0) -> Engine:
+def engine_for(url: str, adapter: str, timeout_s: float) -> Engine:
     """An engine for a department's database that never waits on it for ever.
 
     A source that stops answering (a firewall dropping packets, a half-open connection) must fail

@@ -39,6 +39,6 @@ def test_a_page_reader_crosses_to_the_worker_pickled():
               Column("updated_at", DateTime))
     reader = PageReader(item="admin_penalty", source="cf", batch_id="b", adapter="a", url="sqlite://", table=t,
                         columns=("cf_wsh", "updated_at", "id"), order_width=2, codes=("CF_WSH",), after=None,
-                        upto=None, page_rows=10, pages=2, batch_rows=5, with_keys=False)
+                        upto=None, page_rows=10, pages=2, batch_rows=5, with_keys=False, timeout_s=30)
     again = pickle.loads(pickle.dumps(reader))
     assert again.columns == reader.columns and again.table.c.keys() == ["id", "cf_wsh", "updated_at"]
