@@ -27,7 +27,7 @@ from node.errors import StoreError
 from node.lifecycle.measures import measures_for
 from node.records import decode_body, decode_signed, pb
 from node.store._sql import chunks, translated
-from node.store.engine import BUSY_TIMEOUT_MS, MMAP_BYTES
+from node.store.engine import BUSY_TIMEOUT_MS, READER_MMAP_BYTES
 from node.store.tables import record_heads, record_revisions
 
 __all__ = ["Disclosure", "StoredRecord"]
@@ -207,7 +207,7 @@ class _SqliteReaders:
                 conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                 # Memory-mapped reads: a lookup touches a few pages all over a large file, and
                 # copying each 16 KB page out with read() was most of a lookup's time.
-                conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+                conn.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open {self._path} for reading: {exc}") from None
             self._local.conn = conn

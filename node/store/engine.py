@@ -28,6 +28,10 @@ BUSY_TIMEOUT_MS = 30_000
 PAGE_SIZE = 16_384
 CACHE_KIB = 16_384
 MMAP_BYTES = 32 * 1024 * 1024
+# The lookup readers map as much of the file as SQLite allows (its compile-time ceiling is 2 GB):
+# a lookup touches a dozen pages scattered over the file, and each one outside the map is a
+# read() syscall; mapped file pages are shared page cache, not memory the process owns.
+READER_MMAP_BYTES = 2**31 - 1
 
 
 def normalise_url(url: str) -> URL:
