@@ -107,6 +107,12 @@ class BlockedError(NotAuthorizedError):
     code = "E_BLOCKED"
 
 
+class UnauthenticatedError(NotAuthorizedError):
+    """The caller's certificate is not (or no longer) one the node accepts: expired, revoked …"""
+
+    code = "E_UNAUTHENTICATED"
+
+
 class NotFoundError(NodeError):
     code = "E_NOT_FOUND"
 

@@ -18,7 +18,14 @@ from node.errors import NodeError
 from node.records import pb, rpc
 from node.store import Store
 from node.transport.contacts import PeerContacts
-from node.transport.peers import CallerCache, abort_with, caller_identity, require_role
+from node.transport.peers import (
+    CallerCache,
+    abort_with,
+    abort_with_async,
+    caller_identity,
+    require_role,
+    vetted_caller,
+)
 from node.truststore import TrustStore
 
 __all__ = ["SERVICE_NAME", "STATUS_ROLES", "AdminService"]
@@ -39,7 +46,7 @@ class AdminService(rpc.AdminServicer):  # type: ignore[misc]
         self._sharing_suspended = sharing_suspended
         self._callers = callers or CallerCache()
 
-    def register(self, server: grpc.Server) -> None:
+    def register(self, server: grpc.aio.Server) -> None:
         rpc.add_AdminServicer_to_server(self, server)  # type: ignore[no-untyped-call]
 
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:
@@ -61,6 +68,11 @@ class AdminService(rpc.AdminServicer):  # type: ignore[misc]
             sharing_suspended=suspended,
         )
 
-    def Echo(self, request: pb.EchoRequest, context: grpc.ServicerContext) -> pb.EchoResponse:
-        caller_identity(context, self._trust, cache=self._callers)
+    async def Echo(self, request: pb.EchoRequest,
+                   context: grpc.aio.ServicerContext[pb.EchoRequest, pb.EchoResponse]) -> pb.EchoResponse:
+        # A coroutine, like a local public Lookup: the baseline pays what such a lookup pays.
+        try:
+            vetted_caller(context, self._trust, cache=self._callers)
+        except NodeError as exc:
+            await abort_with_async(context, exc)
         return pb.EchoResponse(payload=request.payload)

@@ -53,7 +53,7 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
         self._contacts = contacts
         self._callers = callers or CallerCache()
 
-    def register(self, server: grpc.Server) -> None:
+    def register(self, server: grpc.aio.Server) -> None:
         rpc.add_ExchangeServicer_to_server(self, server)  # type: ignore[no-untyped-call]
 
     def Submit(self, request_iterator: Iterable[pb.SubmitRequest],

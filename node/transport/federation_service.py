@@ -47,7 +47,7 @@ class FederationService(frpc.FederationServicer):  # type: ignore[misc]
         self._callers = callers or CallerCache()
         self._hops = HopSigner(node.signer, node.trust)
 
-    def register(self, server: grpc.Server) -> None:
+    def register(self, server: grpc.aio.Server) -> None:
         frpc.add_FederationServicer_to_server(self, server)  # type: ignore[no-untyped-call]
 
     def _child(self, context: grpc.ServicerContext) -> str:

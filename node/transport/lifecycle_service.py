@@ -47,7 +47,7 @@ class LifecycleService(rpc.LifecycleServicer):  # type: ignore[misc]
     def name(self) -> str:
         return "lifecycle-service"
 
-    def register(self, server: grpc.Server) -> None:
+    def register(self, server: grpc.aio.Server) -> None:
         rpc.add_LifecycleServicer_to_server(self, server)  # type: ignore[no-untyped-call]
 
     # --- the calls ----------------------------------------------------------------------------

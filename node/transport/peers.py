@@ -39,6 +39,7 @@ from node.errors import (
     SignatureError,
     StoreError,
     TransportError,
+    UnauthenticatedError,
     UntrustedSignerError,
     UsageError,
 )
@@ -46,18 +47,18 @@ from node.nodeid import Identity
 from node.tls import peer_identity
 from node.truststore import TrustStore
 
-__all__ = ["CODE_KEY", "FIELD_KEY", "CallerCache", "abort_with", "caller_identity", "require_role",
-           "status_for"]
+__all__ = ["CODE_KEY", "FIELD_KEY", "CallerCache", "abort_with", "abort_with_async", "caller_identity", "require_role",
+           "status_for", "vetted_caller"]
 
 log = logging.getLogger(__name__)
 
 CODE_KEY = "credit-error-code"
 FIELD_KEY = "credit-error-field"
-UNAUTHENTICATED_CODE = "E_UNAUTHENTICATED"
 _PEER_CERT_KEY = "x509_pem_cert"
 
 # Most specific class first: the first class in the error's MRO found here decides.
 _STATUS: dict[type[NodeError], grpc.StatusCode] = {
+    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     NotAuthorizedError: grpc.StatusCode.PERMISSION_DENIED,
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     ConflictError: grpc.StatusCode.FAILED_PRECONDITION,
@@ -85,12 +86,23 @@ def status_for(error: NodeError) -> grpc.StatusCode:
 def abort_with(context: grpc.ServicerContext, error: NodeError,
                status: grpc.StatusCode | None = None) -> NoReturn:
     """End the call with ``error``: its status, ``CODE [field]: message``, the code in metadata."""
-    metadata: list[tuple[str, str]] = [(CODE_KEY, error.code)]
-    if error.field:
-        metadata.append((FIELD_KEY, error.field))
-    context.set_trailing_metadata(tuple(metadata))
+    context.set_trailing_metadata(_error_metadata(error))
     context.abort(status or status_for(error), str(error))
     raise AssertionError("context.abort returned")  # pragma: no cover - grpc always raises
+
+
+async def abort_with_async(context: grpc.aio.ServicerContext[object, object], error: NodeError,
+                           status: grpc.StatusCode | None = None) -> NoReturn:
+    """:func:`abort_with` for a handler that is a coroutine (its context's ``abort`` is one too)."""
+    context.set_trailing_metadata(_error_metadata(error))
+    await context.abort(status or status_for(error), str(error))
+    raise AssertionError("context.abort returned")  # pragma: no cover - grpc always raises
+
+
+def _error_metadata(error: NodeError) -> tuple[tuple[str, str], ...]:
+    if error.field:
+        return ((CODE_KEY, error.code), (FIELD_KEY, error.field))
+    return ((CODE_KEY, error.code),)
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,18 @@ def caller_identity(context: grpc.ServicerContext, trust: TrustStore, *,
 
     Aborts the call with ``UNAUTHENTICATED`` (code ``E_UNAUTHENTICATED``) and the reason otherwise.
     """
+    try:
+        return vetted_caller(context, trust, cache=cache)
+    except UnauthenticatedError as exc:
+        abort_with(context, exc)
+
+
+def vetted_caller(context: grpc.ServicerContext | grpc.aio.ServicerContext[object, object], trust: TrustStore, *,
+                  cache: CallerCache | None = None) -> Identity:
+    """:func:`caller_identity` that raises :class:`UnauthenticatedError` instead of aborting.
+
+    For coroutine handlers, which must ``await`` the abort, and for work handed to a thread.
+    """
     auth = context.auth_context()
     try:
         pems = auth.get(_PEER_CERT_KEY) or []
@@ -154,8 +178,7 @@ def caller_identity(context: grpc.ServicerContext, trust: TrustStore, *,
     except UntrustedSignerError as exc:
         log.warning("call.unauthenticated", extra={"address": context.peer(), "code": exc.code,
                                                      "reason": exc.message})
-        abort_with(context, NotAuthorizedError(f"caller refused: {exc.message}", code=UNAUTHENTICATED_CODE),
-                   grpc.StatusCode.UNAUTHENTICATED)
+        raise UnauthenticatedError(f"caller refused: {exc.message}") from None
 
 
 def require_role(context: grpc.ServicerContext, who: Identity, roles: frozenset[str], what: str) -> None:

@@ -23,6 +23,7 @@ from node.errors import (
     RecordRejected,
     StoreError,
     TransportError,
+    UnauthenticatedError,
     UsageError,
 )
 from node.identity import issue, load_identity
@@ -179,6 +180,7 @@ def test_stop_drains_a_call_in_flight(running: Running, pki: Pki, tmp_path_facto
 
 @pytest.mark.parametrize(("error", "status"), [
     (NotAuthorizedError("no"), grpc.StatusCode.PERMISSION_DENIED),
+    (UnauthenticatedError("revoked"), grpc.StatusCode.UNAUTHENTICATED),
     (BlockedError("blocked"), grpc.StatusCode.PERMISSION_DENIED),
     (NotFoundError("none"), grpc.StatusCode.NOT_FOUND),
     (ConflictError("clash"), grpc.StatusCode.FAILED_PRECONDITION),
