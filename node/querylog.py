@@ -7,10 +7,18 @@ at the rate its database commits, so concurrent lookups share commits: the first
 no write in progress becomes the leader and writes every entry queued so far in one transaction;
 the others wait for the commit that carries their entry, or are handed the lead of the next one.
 No background thread: nothing to start or stop, and an idle node holds no lock.
+
+Lookups answered on the gRPC server's event loop (``node.transport.query_service``) use
+:meth:`QueryRecorder.record_async` instead: the same idea without locks, since everything but the
+commit runs on the loop. The first entry starts a writer; the commit runs in the loop's
+executor while the loop goes on answering, and every entry queued meanwhile rides the next one.
+The two paths' commits are separate transactions on the same hash chain, which the store
+serialises (``QueryLog.record`` appends inside one write transaction).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +30,7 @@ from node.store import QueryLog, QueryLogEntry
 __all__ = ["QueryRecorder"]
 
 MAX_BATCH = 1000  # entries per commit: bounds one transaction's size under a flood
+MAX_LINGER_STEPS = 10  # record_async waits at most this many loop_linger_s for more entries
 
 
 @dataclass
@@ -42,15 +51,19 @@ class QueryRecorder:
     entry yet: under load one commit then carries every concurrent lookup instead of two or three.
     """
 
-    def __init__(self, log: QueryLog, *, linger_s: float = 0.002) -> None:
+    def __init__(self, log: QueryLog, *, linger_s: float = 0.002, loop_linger_s: float = 0.001) -> None:
         self._log = log
         self._linger_s = linger_s
+        self._loop_linger_s = loop_linger_s
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)  # the lingering leader: an entry came or a lookup left
         self._queue: list[_Pending] = []
         self._writing = False  # a leader exists (committing or lingering)
         self._lingering = False
         self._expected = 0  # lookups under way that may still queue an entry
+        # record_async's queue and writer: touched only on the event loop's thread.
+        self._loop_queue: list[tuple[QueryLogEntry, asyncio.Future[None]]] = []
+        self._loop_writer: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
 
     @contextmanager
     def expecting(self) -> Iterator[None]:
@@ -87,6 +100,50 @@ class QueryRecorder:
             if successor is not None:
                 successor.wake.set()  # not done: it leads the next commit
             return self._outcome(mine)
+
+    async def record_async(self, *entries: QueryLogEntry) -> None:
+        """On an event loop: return once ``entries`` are committed, without blocking the loop."""
+        loop = asyncio.get_running_loop()
+        waits = []
+        for entry in entries:
+            done: asyncio.Future[None] = loop.create_future()
+            self._loop_queue.append((entry, done))
+            waits.append(done)
+        if self._loop_writer is None:
+            self._loop_writer = loop.create_task(self._write_from_loop(loop))
+        for done in waits:
+            await done
+
+    async def _write_from_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            while self._loop_queue:
+                await self._gather_loop_entries()
+                batch, self._loop_queue = self._loop_queue[:MAX_BATCH], self._loop_queue[MAX_BATCH:]
+                try:
+                    await loop.run_in_executor(None, self._log.record, *(entry for entry, _ in batch))
+                except Exception as exc:  # every writer of this batch must learn of it
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                else:
+                    for _, done in batch:
+                        if not done.done():  # a cancelled call no longer waits; its entry is written
+                            done.set_result(None)
+        finally:
+            self._loop_writer = None
+
+    async def _gather_loop_entries(self) -> None:
+        """Linger while lookups keep arriving: a commit costs about the same for 1 entry as for 50.
+
+        The loop cannot know how many calls are on their way, so it waits ``loop_linger_s`` at a
+        time for as long as each wait brought more entries (up to ``MAX_LINGER_STEPS``). An idle
+        node's lookup waits once; under load one commit carries most calls in flight.
+        """
+        for _ in range(MAX_LINGER_STEPS):
+            before = len(self._loop_queue)
+            await asyncio.sleep(self._loop_linger_s)
+            if len(self._loop_queue) == before or len(self._loop_queue) >= MAX_BATCH:
+                return
 
     def _take(self) -> list[_Pending]:
         with self._lock:

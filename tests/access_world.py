@@ -161,7 +161,7 @@ class Server:
 def serve(pki: Pki, node_id: str, store: Store, *, access: AccessConfig | None = None,
           abuse: AbuseConfig | None = None, peers: Sequence[PeerConfig] = (), delegators: Sequence[str] = (),
           today: Callable[[], dt.date] = lambda: TODAY, authz_clock: Callable[[], int] | None = None,
-          extra: Sequence[Service] = ()) -> Iterator[Server]:
+          extra: Sequence[Service] = (), recorder: QueryRecorder | None = None) -> Iterator[Server]:
     """A Query service of ``node_id`` over ``store`` on a real mTLS server at 127.0.0.1:0."""
     ident = pki.identity(node_id)
     trust = TrustStore(ident.ca_pem)
@@ -172,7 +172,7 @@ def serve(pki: Pki, node_id: str, store: Store, *, access: AccessConfig | None =
     authz = Authorizations(store, clock=authz_clock) if authz_clock else Authorizations(store)
     service = QueryService(node_id=node_id, catalog=cat, store=store, trust=trust, settings=access or AccessConfig(),
                            guard=Guard(store, cfg), sharing=SharingSwitch(store, cache_s=cfg.cache_s),
-                           authz=authz, recorder=QueryRecorder(store.queries), fanout=fanout,
+                           authz=authz, recorder=recorder or QueryRecorder(store.queries), fanout=fanout,
                            delegators=delegators, today=today)
     server = GrpcServer(ident, "127.0.0.1:0", [Service(SERVICE_NAME, service.register), *extra], grace_s=0.5)
     server.start()

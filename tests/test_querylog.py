@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -72,3 +73,71 @@ def test_a_lone_lookup_does_not_wait_for_the_linger(engine: Engine) -> None:
     with recorder.expecting():
         recorder.record(entry(1))  # it is the only lookup under way: nothing to wait for
     assert time.monotonic() - started < 4.0
+
+
+# --- record_async: lookups answered on the server's event loop ------------------------------------------
+def test_lookups_on_the_event_loop_share_commits_and_each_entry_is_written_once(engine: Engine) -> None:
+    store = Store(engine)
+    commits: list[int] = []
+
+    class Counting(QueryLog):
+        def record(self, *entries: QueryLogEntry) -> list[int]:
+            commits.append(len(entries))
+            return super().record(*entries)
+
+    recorder = QueryRecorder(Counting(engine), loop_linger_s=0.005)
+
+    async def lookups() -> None:
+        await asyncio.gather(*(recorder.record_async(entry(i)) for i in range(40)))
+
+    asyncio.run(lookups())
+    written = list(store.queries.iter())
+    assert sorted(e.result_count for e in written) == list(range(40))
+    assert sum(commits) == 40 and len(commits) < 40
+    assert store.queries.verify() == []
+
+
+def test_a_failed_commit_on_the_loop_fails_its_lookups_and_the_next_entry_commits(engine: Engine) -> None:
+    fail = threading.Event()
+    fail.set()
+
+    class Flaky(QueryLog):
+        def record(self, *entries: QueryLogEntry) -> list[int]:
+            if fail.is_set():
+                raise StoreError("disk full")
+            return super().record(*entries)
+
+    recorder = QueryRecorder(Flaky(engine), loop_linger_s=0)
+
+    async def run() -> list[BaseException | None]:
+        outcomes = await asyncio.gather(recorder.record_async(entry(1)), recorder.record_async(entry(2)),
+                                        return_exceptions=True)
+        fail.clear()
+        await recorder.record_async(entry(3))
+        return list(outcomes)
+
+    outcomes = asyncio.run(run())
+    assert all(isinstance(o, StoreError) for o in outcomes)
+    assert [e.result_count for e in Store(engine).queries.iter()] == [3]
+
+
+def test_commits_from_the_loop_and_from_threads_extend_one_unbroken_chain(engine: Engine) -> None:
+    store = Store(engine)
+    recorder = QueryRecorder(QueryLog(engine), linger_s=0.001, loop_linger_s=0.001)
+
+    def in_threads() -> None:
+        for i in range(100, 130):
+            recorder.record(entry(i))
+
+    async def on_loop() -> None:
+        for i in range(30):
+            await recorder.record_async(entry(i))
+
+    thread = threading.Thread(target=in_threads)
+    thread.start()
+    asyncio.run(on_loop())
+    thread.join(30)
+    written = list(store.queries.iter())
+    assert sorted(e.result_count for e in written) == [*range(30), *range(100, 130)]
+    assert [e.seq for e in written] == list(range(1, 61))
+    assert store.queries.verify() == []

@@ -11,10 +11,11 @@ list, the rate limit and the sharing switch are not (they would let a flood fill
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeAlias
 
 import grpc
 
@@ -31,7 +32,7 @@ from node.nodeid import Identity
 from node.querylog import QueryRecorder
 from node.records import pb, rpc
 from node.store import QueryLogEntry, Store
-from node.transport.peers import CallerCache, abort_with, caller_identity
+from node.transport.peers import CallerCache, abort_with, abort_with_async, vetted_caller
 from node.truststore import TrustStore
 
 __all__ = ["MAX_VERIFY", "SERVICE_NAME", "QueryService", "build_query_service"]
@@ -40,6 +41,10 @@ SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["Query"].full_name
 
 MAX_VERIFY: Final = 10_000  # subject codes per VerifyList call
 _FANOUT_MARGIN_S: Final = 0.05  # leave time to merge and answer within the caller's own deadline
+
+_AioContext: TypeAlias = grpc.aio.ServicerContext[pb.LookupRequest, pb.LookupResponse]
+# Lookup's work is the same on the loop and in a thread; it only reads from the context.
+_AnyContext: TypeAlias = grpc.ServicerContext | _AioContext
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
     def name(self) -> str:
         return "query-service"
 
-    def register(self, server: grpc.Server) -> None:
+    def register(self, server: grpc.aio.Server) -> None:
         rpc.add_QueryServicer_to_server(self, server)  # type: ignore[no-untyped-call]
 
     def start(self) -> None:
@@ -91,18 +96,38 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         return self._sharing.suspended()
 
     # --- Lookup ------------------------------------------------------------------------------------
-    def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.LookupResponse:
-        try:
-            with self._recorder.expecting():
-                return self._lookup(request, context)
-        except NodeError as exc:
-            _abort(context, exc)
+    async def Lookup(self, request: pb.LookupRequest, context: _AioContext) -> pb.LookupResponse:
+        """Answered on the server's event loop, unless it asks other regions.
 
-    def _lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.LookupResponse:
+        A local lookup reads the store and, for a caller that is not public, queues its query
+        log entry (``QueryRecorder.record_async``); neither holds up the loop, so the call runs
+        inline without a hand-off to a thread. A fan-out waits for other regions for up to its
+        deadline, so it runs in the server's thread pool.
+        """
+        try:
+            if self._fanout is not None and self._fanout.peers and not request.local_only:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(None, self._lookup_in_thread, request, context)
+            entries: list[QueryLogEntry] = []
+            try:
+                answer = self._lookup(request, context, entries.append)
+            finally:  # refusals are logged too, and the log comes before the answer leaves
+                if entries:
+                    await self._recorder.record_async(*entries)
+            return answer
+        except NodeError as exc:
+            await abort_with_async(context, exc, _status(exc))
+
+    def _lookup_in_thread(self, request: pb.LookupRequest, context: _AnyContext) -> pb.LookupResponse:
+        with self._recorder.expecting():
+            return self._lookup(request, context, self._recorder.record)
+
+    def _lookup(self, request: pb.LookupRequest, context: _AnyContext,
+                record: Callable[[QueryLogEntry], None]) -> pb.LookupResponse:
         who, address = self._gate(context)
         subject = _subject(request.subject_code)
         items = self._known_items(request.items)
-        asker = self._asker(request, context, who, address, subject, "lookup")
+        asker = self._asker(request, context, who, address, subject, "lookup", record)
         log = _LogLine(self._node_id, asker, subject, items, op="lookup")
         collect = None
         if self._fanout is not None and self._fanout.peers and not request.local_only:
@@ -123,10 +148,10 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
             answer.unavailable_regions.extend(unavailable)
             log.detail.update(regions=[p.id for p in self._fanout.peers] if self._fanout else [],
                               unavailable=unavailable)
-        self._log(log.entry(count))
+        _log(log.entry(count), record)
         return answer
 
-    def _fanout_timeout(self, context: grpc.ServicerContext) -> float:
+    def _fanout_timeout(self, context: _AnyContext) -> float:
         timeout = self._settings.fanout_deadline_s
         remaining = context.time_remaining()
         if remaining is not None:
@@ -151,7 +176,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         if not_lists:
             raise UsageError(f"not list items: {', '.join(not_lists)}", field="items")
         lookup = pb.LookupRequest(context=request.context)
-        asker = self._asker(lookup, context, who, address, "", "verify_list")
+        asker = self._asker(lookup, context, who, address, "", "verify_list", self._recorder.record)
         log = _LogLine(self._node_id, asker, codes[0] if len(codes) == 1 else "", lists, op="verify_list")
         log.detail["subjects"] = codes
         today = self._today()
@@ -162,20 +187,20 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
                 hits.append(pb.ListHit(subject_code=view.subject_code, item=row.item, record_id=row.record_id,
                                        listed_on=row.decision_date, measures=list(view.measures),
                                        subject_name=view.subject_name))
-        self._log(log.entry(len(hits)))
+        _log(log.entry(len(hits)), self._recorder.record)
         return pb.VerifyListResponse(hits=hits, checked=len(codes))
 
     # --- common ------------------------------------------------------------------------------------
-    def _gate(self, context: grpc.ServicerContext) -> tuple[Identity, str]:
+    def _gate(self, context: _AnyContext) -> tuple[Identity, str]:
         """Certificate → block list and rate → sharing switch: refusals that are not logged."""
-        who = caller_identity(context, self._trust, cache=self._callers)
+        who = vetted_caller(context, self._trust, cache=self._callers)
         address = address_of(context.peer())
         self._guard.admit(address, who.node_id)
         self._sharing.check()
         return who, address
 
-    def _asker(self, request: pb.LookupRequest, context: grpc.ServicerContext, who: Identity, address: str,
-               subject: str, op: str) -> _Asker:
+    def _asker(self, request: pb.LookupRequest, context: _AnyContext, who: Identity, address: str,
+               subject: str, op: str, record: Callable[[QueryLogEntry], None]) -> _Asker:
         """Resolve delegation and the authorisation code, and apply the role rules (logged if refused)."""
         ctx = request.context
         detail: dict[str, object] = {"address": address}
@@ -195,7 +220,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         except NotAuthorizedError as exc:
             detail["refused"] = exc.code
             line = _LogLine(self._node_id, _Asker(caller, detail), subject, tuple(request.items), op=op)
-            self._log(line.entry(0))
+            _log(line.entry(0), record)
             raise
         return _Asker(caller, detail)
 
@@ -218,9 +243,6 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
             self._catalog.item(code)  # UnknownItemError names the catalogue's items
         return out
 
-    def _log(self, entry: QueryLogEntry | None) -> None:
-        if entry is not None:
-            self._recorder.record(entry)
 
 
 @dataclass
@@ -245,9 +267,18 @@ class _LogLine:
                              detail=self.detail)
 
 
+def _log(entry: QueryLogEntry | None, record: Callable[[QueryLogEntry], None]) -> None:
+    if entry is not None:
+        record(entry)
+
+
 def _abort(context: grpc.ServicerContext, exc: NodeError) -> NoReturn:
+    abort_with(context, exc, _status(exc))
+
+
+def _status(exc: NodeError) -> grpc.StatusCode | None:
     # Rate limits have their own gRPC status, so generic clients back off instead of giving up.
-    abort_with(context, exc, grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, RateLimitedError) else None)
+    return grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, RateLimitedError) else None
 
 
 def _subject(code: str) -> str:
@@ -257,7 +288,7 @@ def _subject(code: str) -> str:
     return subject
 
 
-def _metadata(context: grpc.ServicerContext, key: str) -> bytes | None:
+def _metadata(context: _AnyContext, key: str) -> bytes | None:
     for k, v in context.invocation_metadata() or ():
         if k == key:
             value: Any = v

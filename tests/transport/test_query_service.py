@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import threading
 from collections.abc import Iterator
 
 import grpc
@@ -14,9 +15,10 @@ from node.abuse import SharingSwitch
 from node.access import MARK_DISPUTED, MARK_REPAIRED
 from node.authz import Authorizations
 from node.config import AbuseConfig, AccessConfig
+from node.querylog import QueryRecorder
 from node.records import pb
 from node.signing import Signer
-from node.store import Store
+from node.store import QueryLog, QueryLogEntry, Store
 from tests.access_world import (
     CALLERS,
     ORG,
@@ -224,6 +226,30 @@ def test_every_non_public_lookup_is_logged_and_public_ones_are_not(server: Serve
     ]
     assert entries[0].detail["op"] == "lookup" and entries[0].detail["address"].startswith("ipv4:127.0.0.1")
     assert store.queries.verify() == []
+
+
+def test_a_lookup_waiting_for_its_log_commit_holds_up_neither_the_server_nor_other_callers(
+        pki: Pki, store: Store, tags: dict[str, str]) -> None:
+    committing, release = threading.Event(), threading.Event()
+
+    class SlowDisk(QueryLog):
+        def record(self, *entries: QueryLogEntry) -> list[int]:
+            committing.set()
+            assert release.wait(30)
+            return super().record(*entries)
+
+    with serve(pki, CITY, store, recorder=QueryRecorder(SlowDisk(store.engine))) as server:
+        ctx = pb.CallerContext(purpose="招投标资格审查")
+        logged = server.stub(CALLERS["gov"]).Lookup.future(pb.LookupRequest(subject_code=ORG, context=ctx),
+                                                           timeout=30)
+        assert committing.wait(30)
+        assert seen(lookup(server, "public", ORG), tags)  # answered while the gov entry's commit hangs
+        assert not logged.done()  # nothing is disclosed before its log entry is committed
+        release.set()
+        answer = logged.result(timeout=30)
+    [entry] = list(store.queries.iter())
+    assert (entry.caller, entry.result_count) == (CALLERS["gov"], len(answer.records))
+    assert len(answer.records) > 0
 
 
 # --- VerifyList --------------------------------------------------------------------------------------
