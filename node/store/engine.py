@@ -28,6 +28,11 @@ BUSY_TIMEOUT_MS = 30_000
 PAGE_SIZE = 16_384
 CACHE_KIB = 16_384
 MMAP_BYTES = 32 * 1024 * 1024
+# Connections the pool may open beyond its 5 kept ones. The gRPC server's pool threads
+# (server.max_workers, 16 by default), the runtime's extensions and its event loop can all hold
+# one at once; SQLAlchemy's default (10) would leave the loop waiting for a connection, and every
+# call on the loop waiting with it (docs/decisions/grpc-asyncio-server.md).
+POOL_OVERFLOW = 32
 # The lookup readers map as much of the file as SQLite allows (its compile-time ceiling is 2 GB):
 # a lookup touches a dozen pages scattered over the file, and each one outside the map is a
 # read() syscall; mapped file pages are shared page cache, not memory the process owns.
@@ -57,7 +62,7 @@ def open_engine(url: str, *, echo: bool = False) -> Engine:
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _open_sqlite(parsed, echo=echo)
-    return create_engine(parsed, echo=echo, pool_pre_ping=True)
+    return create_engine(parsed, echo=echo, pool_pre_ping=True, max_overflow=POOL_OVERFLOW)
 
 
 def _open_sqlite(url: URL, *, echo: bool) -> Engine:
@@ -69,7 +74,7 @@ def _open_sqlite(url: URL, *, echo: bool) -> Engine:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the directory of {path}: {exc}") from None
-    engine = create_engine(url, echo=echo)
+    engine = create_engine(url, echo=echo, **({} if in_memory else {"max_overflow": POOL_OVERFLOW}))
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
