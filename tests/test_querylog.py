@@ -18,16 +18,36 @@ def entry(i: int) -> QueryLogEntry:
                          items=[], result_count=i, detail={"n": i})
 
 
+class Counting(QueryLog):
+    """The real log, noting how many entries each commit carried."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.commits: list[int] = []
+
+    def record(self, *entries: QueryLogEntry) -> list[int]:
+        self.commits.append(len(entries))
+        return super().record(*entries)
+
+
+class Flaky(QueryLog):
+    """The real log, failing every commit while ``failing`` is set (it starts set)."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.failing = threading.Event()
+        self.failing.set()
+
+    def record(self, *entries: QueryLogEntry) -> list[int]:
+        if self.failing.is_set():
+            raise StoreError("disk full")
+        return super().record(*entries)
+
+
 def test_concurrent_lookups_share_commits_and_each_entry_is_written_once(engine: Engine) -> None:
     store = Store(engine)
-    commits: list[int] = []
-
-    class Counting(QueryLog):
-        def record(self, *entries: QueryLogEntry) -> list[int]:
-            commits.append(len(entries))
-            return super().record(*entries)
-
-    recorder = QueryRecorder(Counting(engine), linger_s=0.01)
+    log = Counting(engine)
+    recorder = QueryRecorder(log, linger_s=0.01)
     start = threading.Barrier(24)
 
     def lookup(i: int) -> None:
@@ -43,24 +63,16 @@ def test_concurrent_lookups_share_commits_and_each_entry_is_written_once(engine:
     written = list(store.queries.iter())
     assert sorted(e.result_count for e in written) == list(range(24))
     assert [e.seq for e in written] == list(range(1, 25))
-    assert sum(commits) == 24 and len(commits) < 24  # shared commits
+    assert sum(log.commits) == 24 and len(log.commits) < 24  # shared commits
     assert store.queries.verify() == []
 
 
 def test_a_failed_commit_fails_every_lookup_in_it_and_the_next_one_leads(engine: Engine) -> None:
-    fail = threading.Event()
-    fail.set()
-
-    class Flaky(QueryLog):
-        def record(self, *entries: QueryLogEntry) -> list[int]:
-            if fail.is_set():
-                raise StoreError("disk full")
-            return super().record(*entries)
-
-    recorder = QueryRecorder(Flaky(engine), linger_s=0)
+    log = Flaky(engine)
+    recorder = QueryRecorder(log, linger_s=0)
     with pytest.raises(StoreError):
         recorder.record(entry(1))
-    fail.clear()
+    log.failing.clear()
     recorder.record(entry(2))  # leadership was released: the next entry commits
     assert [e.result_count for e in Store(engine).queries.iter()] == [2]
 
@@ -78,14 +90,8 @@ def test_a_lone_lookup_does_not_wait_for_the_linger(engine: Engine) -> None:
 # --- record_async: lookups answered on the server's event loop ------------------------------------------
 def test_lookups_on_the_event_loop_share_commits_and_each_entry_is_written_once(engine: Engine) -> None:
     store = Store(engine)
-    commits: list[int] = []
-
-    class Counting(QueryLog):
-        def record(self, *entries: QueryLogEntry) -> list[int]:
-            commits.append(len(entries))
-            return super().record(*entries)
-
-    recorder = QueryRecorder(Counting(engine), loop_linger_s=0.005)
+    log = Counting(engine)
+    recorder = QueryRecorder(log, loop_linger_s=0.005)
 
     async def lookups() -> None:
         await asyncio.gather(*(recorder.record_async(entry(i)) for i in range(40)))
@@ -93,26 +99,18 @@ def test_lookups_on_the_event_loop_share_commits_and_each_entry_is_written_once(
     asyncio.run(lookups())
     written = list(store.queries.iter())
     assert sorted(e.result_count for e in written) == list(range(40))
-    assert sum(commits) == 40 and len(commits) < 40
+    assert sum(log.commits) == 40 and len(log.commits) < 40
     assert store.queries.verify() == []
 
 
 def test_a_failed_commit_on_the_loop_fails_its_lookups_and_the_next_entry_commits(engine: Engine) -> None:
-    fail = threading.Event()
-    fail.set()
-
-    class Flaky(QueryLog):
-        def record(self, *entries: QueryLogEntry) -> list[int]:
-            if fail.is_set():
-                raise StoreError("disk full")
-            return super().record(*entries)
-
-    recorder = QueryRecorder(Flaky(engine), loop_linger_s=0)
+    log = Flaky(engine)
+    recorder = QueryRecorder(log, loop_linger_s=0)
 
     async def run() -> list[BaseException | None]:
         outcomes = await asyncio.gather(recorder.record_async(entry(1)), recorder.record_async(entry(2)),
                                         return_exceptions=True)
-        fail.clear()
+        log.failing.clear()
         await recorder.record_async(entry(3))
         return list(outcomes)
 
