@@ -111,8 +111,7 @@ class QueryRecorder:
             waits.append(done)
         if self._loop_writer is None:
             self._loop_writer = loop.create_task(self._write_from_loop(loop))
-        for done in waits:
-            await done
+        await asyncio.gather(*waits)  # one error for all: gather retrieves the others' too
 
     async def _write_from_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
