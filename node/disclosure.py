@@ -168,13 +168,8 @@ class Disclosure:
             view.measures.extend(measures_for(item, row.status, window))
         view.fields.extend(body.fields)  # copied in C; masked below only when the decision says so
         if decision.mask_ids:
-            masked = self._id_fields[row.item]
-            shown, view.subject_code = access.mask_view(decision, masked, {f.name: f.value for f in view.fields
-                                                                           if f.name in masked},
-                                                        row.subject_code, row.subject_kind)
-            for f in view.fields:
-                if f.name in shown:
-                    f.value = shown[f.name]
+            access.mask_in_place(decision, self._id_fields[row.item], view.fields)
+            view.subject_code = access.shown_subject(decision, row.subject_code, row.subject_kind)
 
 
 def _rule_fields(item: Item) -> frozenset[str]:

@@ -19,14 +19,17 @@ from node.access import (
     classes_for,
     decide,
     id_fields,
+    mask_in_place,
     mask_view,
     self_subject,
+    shown_subject,
     today_in_china,
     window_state,
 )
 from node.catalog import Catalog, load_catalog
 from node.errors import NotAuthorizedError
 from node.provisioning import bundled_catalog
+from node.records import pb
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +194,20 @@ def test_legal_person_code_is_not_masked_but_its_representative_id_is() -> None:
                                 "legal_person")
     assert subject == ORG
     assert fields == {"CF_FR_ZJHM": "1101**********002X", "CF_FR_ZJLX": ""}
+
+
+@pytest.mark.parametrize("caller", [PUBLIC, AGENCY, AGENCY_B, GOV, JUDICIAL, SELF_PERSON, SELF_ORG])
+@pytest.mark.parametrize("kind", ["natural_person", "legal_person"])
+def test_masking_in_place_shows_what_mask_view_shows(caller: Caller, kind: str) -> None:
+    subject = PERSON if kind == "natural_person" else ORG
+    d = decide(caller, rec("A", subject=subject), Policy())
+    masked = frozenset({"CF_XDR_ZJHM", "CF_FR_ZJHM"})
+    given = {"CF_XDR_ZJHM": PERSON, "CF_FR_ZJHM": "", "CF_XDR_MC": "张三", "CF_WSH": PERSON}
+    expected, expected_subject = mask_view(d, masked, given, subject, kind)
+    fields = [pb.Field(name=k, value=v) for k, v in given.items()]
+    mask_in_place(d, masked, fields)
+    assert {f.name: f.value for f in fields} == expected
+    assert shown_subject(d, subject, kind) == expected_subject
 
 
 def test_id_fields_of_the_bundled_catalogue(cat: Catalog) -> None:
