@@ -64,12 +64,7 @@ def execute_many(
     """
     if not rows:
         return
-    dialect_class = cast(type[DefaultDialect], type(conn.dialect))
-    dialect = dialect_class(paramstyle="qmark" if conn.dialect.name == "sqlite" else "format")
-    compiled = cast(SQLCompiler, stmt.compile(dialect=dialect, column_keys=list(columns)))
-    if list(compiled.positiontup or ()) != list(columns):
-        raise ValueError(f"statement parameters {compiled.positiontup} are not the columns {list(columns)}")
-    sql = str(compiled)
+    sql = positional_sql(conn, stmt, columns)
     head, values_kw, one_row = sql.rpartition(" VALUES ")
     if conn.dialect.name != "sqlite" or not values_kw or not (one_row.startswith("(") and one_row.endswith(")")):
         conn.exec_driver_sql(sql, list(rows))
@@ -88,6 +83,16 @@ def execute_many(
         raise exc.DBAPIError.instance(sql, None, error, dbapi.Error) from error
     finally:
         cursor.close()
+
+
+def positional_sql(conn: Connection, stmt: ClauseElement, columns: Sequence[str]) -> str:
+    """``stmt`` as the driver's SQL with one positional parameter per column, in ``columns`` order."""
+    dialect_class = cast(type[DefaultDialect], type(conn.dialect))
+    dialect = dialect_class(paramstyle="qmark" if conn.dialect.name == "sqlite" else "format")
+    compiled = cast(SQLCompiler, stmt.compile(dialect=dialect, column_keys=list(columns)))
+    if list(compiled.positiontup or ()) != list(columns):
+        raise ValueError(f"statement parameters {compiled.positiontup} are not the columns {list(columns)}")
+    return str(compiled)
 
 
 def insert_new_returning(
