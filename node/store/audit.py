@@ -42,16 +42,21 @@ GENESIS = bytes(32)
 Value = str | int
 
 
+# Built once: json.dumps with any option builds a new encoder per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def canonical_json(value: object) -> str:
     """One text for one value: sorted keys, no spaces, no NaN. Raises TypeError if not JSON."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL.encode(value)
 
 
 def _encode(values: Sequence[Value]) -> bytes:
     """Type-tagged, length-prefixed fields: no two different tuples share an encoding."""
     out = bytearray()
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int | str):
+        kind = type(value)  # exact str and int first: this runs for every value of every entry
+        if kind is not str and kind is not int and (isinstance(value, bool) or not isinstance(value, int | str)):
             raise TypeError(f"hash-chained log values are str or int, not {type(value).__name__}")
         if isinstance(value, int):
             out += b"i" + struct.pack(">q", value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 
@@ -153,3 +154,13 @@ def test_generic_chain_over_another_field_set(engine: Engine) -> None:
         assert chain.append(conn, [{"at_ms": 1, "actor": "a", "action": "b", "subject": "c", "detail": "{}"}]) == [1]
     assert chain.head(engine)[0] == 1
     assert chain.verify(engine) == []
+
+
+def test_an_entry_hash_is_the_documented_encoding_so_existing_chains_keep_verifying() -> None:
+    # Stored logs hold these hashes: the encoding (type tag, big-endian length or value) never changes.
+    chain = HashChainLog(audit_log, ("actor", "n"))
+    encoded = (b"i" + (7).to_bytes(8, "big") + b"i" + (1000).to_bytes(8, "big")
+               + b"s" + len("城市".encode()).to_bytes(4, "big") + "城市".encode() + b"i" + (-2).to_bytes(8, "big", signed=True))
+    assert chain.digest(GENESIS, 7, 1000, ["城市", -2]) == hashlib.sha256(GENESIS + encoded).digest()
+    with pytest.raises(TypeError):
+        chain.digest(GENESIS, 7, 1000, ["城市", True])
