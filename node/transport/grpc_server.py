@@ -24,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -40,6 +42,11 @@ from node.tls import grpc_server_credentials
 __all__ = ["MAX_MESSAGE_BYTES", "GrpcServer", "Service", "split_host_port"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_RELEASE_S = 5.0  # at least this long for cancelled handlers to leave the pool at stop
+_RELEASE_POLL_S = 0.01
 
 # A SubmitRequest of a few thousand signed records is several MB; grpc's default limit is 4 MB.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -101,7 +108,7 @@ class GrpcServer:
         with self._lock:
             if self._running is not None:
                 return
-            pool = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="grpc")
+            pool = _HandlerPool(max_workers=self._max_workers, thread_name_prefix="grpc")
             loop = asyncio.new_event_loop()
             loop.set_default_executor(pool)  # coroutine handlers hand blocking work to the same pool
             thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
@@ -114,7 +121,7 @@ class GrpcServer:
             self._running, self._port = _Running(loop, thread, pool, server, status), port
         log.info("server.started", extra={"address": self.address, "services": [s.name for s in self._services]})
 
-    async def _serve(self, pool: ThreadPoolExecutor) -> tuple[grpc.aio.Server, health_aio.HealthServicer, int]:
+    async def _serve(self, pool: _HandlerPool) -> tuple[grpc.aio.Server, health_aio.HealthServicer, int]:
         # grpc.aio objects belong to the loop they are made on: everything here runs on it.
         server = grpc.aio.server(migration_thread_pool=pool, options=_SERVER_OPTIONS)
         for service in self._services:
@@ -150,13 +157,53 @@ class GrpcServer:
     async def _drain(self, running: _Running) -> None:
         await running.health.enter_graceful_shutdown()  # health says NOT_SERVING while we drain
         await running.server.stop(self._grace_s)
+        # A plain handler reads its request stream through this loop. Cancelled calls release
+        # those reads only while the loop runs; a thread stopped mid-read would wait forever and
+        # keep the process from exiting. So the loop runs until the pool is idle (bounded).
+        deadline = time.monotonic() + max(self._grace_s, _RELEASE_S)
+        while running.pool.busy() and time.monotonic() < deadline:
+            await asyncio.sleep(_RELEASE_POLL_S)
+        if running.pool.busy():
+            log.warning("server.handlers_still_running", extra={"count": running.pool.busy()})
+
+
+class _HandlerPool(ThreadPoolExecutor):
+    """The server's thread pool, counting the work it is running (what ``_drain`` waits for)."""
+
+    def __init__(self, *, max_workers: int, thread_name_prefix: str) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+        self._running = 0
+        self._count_lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        with self._count_lock:
+            self._running += 1
+        try:
+            return super().submit(self._counted, fn, *args, **kwargs)
+        except BaseException:
+            self._done()
+            raise
+
+    def busy(self) -> int:
+        with self._count_lock:
+            return self._running
+
+    def _counted(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        with self._count_lock:
+            self._running -= 1
 
 
 @dataclass(frozen=True)
 class _Running:
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
-    pool: ThreadPoolExecutor
+    pool: _HandlerPool
     server: grpc.aio.Server
     health: health_aio.HealthServicer
 

@@ -178,6 +178,35 @@ def test_stop_drains_a_call_in_flight(running: Running, pki: Pki, tmp_path_facto
     channel.close()
 
 
+@pytest.mark.parametrize("round_", range(3))
+def test_stopping_with_a_client_stream_left_open_leaves_no_handler_thread_behind(
+        serve: Callable[..., Running], pki: Pki, tmp_path_factory: pytest.TempPathFactory, round_: int) -> None:
+    # A child's Submit stream stays open between batches. Its handler runs in the server's thread
+    # pool waiting for the next request, and must end when the server stops: a thread still
+    # waiting would keep the process from exiting after SIGTERM.
+    records, cert = child_records(pki, tmp_path_factory.mktemp(f"open-{round_}"), 1)
+    running = serve()
+    outgoing: queue.Queue[pb.SubmitRequest | None] = queue.Queue()
+
+    def requests() -> Iterator[pb.SubmitRequest]:
+        while (request := outgoing.get()) is not None:
+            yield request
+
+    before = set(threading.enumerate())
+    channel = running.channel("child")
+    responses = grpc_client.submit(channel, requests(), timeout=60)
+    outgoing.put(pb.SubmitRequest(records=records, certificates=[cert]))
+    assert len(next(responses).acks) == 1  # the handler now waits for the next request
+    handlers = [t for t in threading.enumerate() if t not in before and t.name.startswith("grpc")]
+    assert handlers
+    running.runtime.stop()
+    for thread in handlers:
+        thread.join(DEADLINE_S)
+    assert [t.name for t in handlers if t.is_alive()] == []
+    outgoing.put(None)
+    channel.close()
+
+
 @pytest.mark.parametrize(("error", "status"), [
     (NotAuthorizedError("no"), grpc.StatusCode.PERMISSION_DENIED),
     (UnauthenticatedError("revoked"), grpc.StatusCode.UNAUTHENTICATED),
