@@ -133,9 +133,12 @@ class GrpcServer:
         try:
             port = server.add_secure_port(self._listen, grpc_server_credentials(self._identity))
         except RuntimeError as exc:  # grpcio >= 1.50 raises instead of returning 0
-            raise TransportError(f"cannot listen on {self._listen}: {exc}") from None
+            port, reason = 0, f"cannot listen on {self._listen}: {exc}"
+        else:
+            reason = f"cannot listen on {self._listen} (address in use or not local?)"
         if port == 0:
-            raise TransportError(f"cannot listen on {self._listen} (address in use or not local?)")
+            await server.stop(None)  # release what the server holds before its loop closes
+            raise TransportError(reason)
         await server.start()
         for service_name in ("", *names):
             await status.set(service_name, health_pb2.HealthCheckResponse.SERVING)
