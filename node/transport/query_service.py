@@ -105,7 +105,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         deadline, so it runs in the server's thread pool.
         """
         try:
-            if self._fanout is not None and self._fanout.peers and not request.local_only:
+            if self._fans_out(request):
                 loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(None, self._lookup_in_thread, request, context)
             entries: list[QueryLogEntry] = []
@@ -117,6 +117,9 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
             return answer
         except NodeError as exc:
             await abort_with_async(context, exc, _status(exc))
+
+    def _fans_out(self, request: pb.LookupRequest) -> bool:
+        return self._fanout is not None and bool(self._fanout.peers) and not request.local_only
 
     def _lookup_in_thread(self, request: pb.LookupRequest, context: _AnyContext) -> pb.LookupResponse:
         with self._recorder.expecting():
@@ -130,9 +133,10 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         asker = self._asker(request, context, who, address, subject, "lookup", record)
         log = _LogLine(self._node_id, asker, subject, items, op="lookup")
         collect = None
-        if self._fanout is not None and self._fanout.peers and not request.local_only:
-            collect = self._fanout.start(request, Identity(asker.caller.node_id, asker.caller.role),
-                                         asker.caller.purpose, self._fanout_timeout(context))
+        fanout = self._fanout if self._fans_out(request) else None
+        if fanout is not None:
+            collect = fanout.start(request, Identity(asker.caller.node_id, asker.caller.role),
+                                   asker.caller.purpose, self._fanout_timeout(context))
         answer = pb.LookupResponse(subject_code=subject)
         rows = self._disclosure.current(subject, items)
         if collect is None:
