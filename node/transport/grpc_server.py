@@ -9,10 +9,11 @@ revocation is then enforced per call (``node.transport.peers.caller_identity``).
 
 The server is ``grpc.aio`` on an event loop of its own thread. Handlers written as plain
 functions (most of them: they read and write the store) run in a pool of ``max_workers``
-threads, which is also the loop's default executor; handlers written as coroutines run on the
-loop itself, so a call that never waits (``Admin.Echo``, a local ``Query.Lookup`` that writes no
-log) costs no thread hand-off. The threaded ``grpc.server`` spent more CPU passing each call
-between its threads than a lookup spent on the lookup (docs/decisions/grpc-asyncio-server.md).
+threads (``node.transport.handler_pool``). Handlers written as coroutines run on the loop
+itself and hand what blocks to the loop's default executor, so a call that never waits
+(``Admin.Echo``, a local ``Query.Lookup``) costs no thread hand-off. The threaded
+``grpc.server`` spent more CPU passing each call between its threads than a lookup spent on the
+lookup (docs/decisions/grpc-asyncio-server.md).
 
 Besides the node's services the server runs the standard ``grpc.health.v1.Health`` service
 (``SERVING`` for ``""`` and every registered service while running, ``NOT_SERVING`` while
@@ -26,9 +27,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -38,12 +38,11 @@ from grpc_reflection.v1alpha import reflection
 from node.errors import ConfigError, TransportError
 from node.identity import LoadedIdentity
 from node.tls import grpc_server_credentials
+from node.transport.handler_pool import HandlerPool
 
 __all__ = ["MAX_MESSAGE_BYTES", "GrpcServer", "Service", "split_host_port"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 _RELEASE_S = 5.0  # at least this long for cancelled handlers to leave the pool at stop
 _RELEASE_POLL_S = 0.01
@@ -108,20 +107,23 @@ class GrpcServer:
         with self._lock:
             if self._running is not None:
                 return
-            pool = _HandlerPool(max_workers=self._max_workers, thread_name_prefix="grpc")
+            pool = HandlerPool(max_workers=self._max_workers, thread_name_prefix="grpc")
+            # What coroutine handlers hand off (a query-log commit, a fan-out): short and bounded
+            # work, so asyncio's own kind of executor (it accepts no other as the default).
+            offload = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="grpc-offload")
             loop = asyncio.new_event_loop()
-            loop.set_default_executor(pool)  # coroutine handlers hand blocking work to the same pool
+            loop.set_default_executor(offload)
             thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
             thread.start()
             try:
                 server, status, port = asyncio.run_coroutine_threadsafe(self._serve(pool), loop).result()
             except BaseException:
-                _close(loop, thread, pool)
+                _close(loop, thread, pool, offload)
                 raise
-            self._running, self._port = _Running(loop, thread, pool, server, status), port
+            self._running, self._port = _Running(loop, thread, pool, offload, server, status), port
         log.info("server.started", extra={"address": self.address, "services": [s.name for s in self._services]})
 
-    async def _serve(self, pool: _HandlerPool) -> tuple[grpc.aio.Server, health_aio.HealthServicer, int]:
+    async def _serve(self, pool: HandlerPool) -> tuple[grpc.aio.Server, health_aio.HealthServicer, int]:
         # grpc.aio objects belong to the loop they are made on: everything here runs on it.
         server = grpc.aio.server(migration_thread_pool=pool, options=_SERVER_OPTIONS)
         for service in self._services:
@@ -154,7 +156,7 @@ class GrpcServer:
         try:
             asyncio.run_coroutine_threadsafe(self._drain(running), running.loop).result()
         finally:
-            _close(running.loop, running.thread, running.pool)
+            _close(running.loop, running.thread, running.pool, running.offload)
         log.info("server.stopped", extra={"address": self.address})
 
     async def _drain(self, running: _Running) -> None:
@@ -166,55 +168,27 @@ class GrpcServer:
         deadline = time.monotonic() + max(self._grace_s, _RELEASE_S)
         while running.pool.busy() and time.monotonic() < deadline:
             await asyncio.sleep(_RELEASE_POLL_S)
-        if running.pool.busy():
-            log.warning("server.handlers_still_running", extra={"count": running.pool.busy()})
-
-
-class _HandlerPool(ThreadPoolExecutor):
-    """The server's thread pool, counting the work it is running (what ``_drain`` waits for)."""
-
-    def __init__(self, *, max_workers: int, thread_name_prefix: str) -> None:
-        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
-        self._running = 0
-        self._count_lock = threading.Lock()
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        with self._count_lock:
-            self._running += 1
-        try:
-            return super().submit(self._counted, fn, *args, **kwargs)
-        except BaseException:
-            self._done()
-            raise
-
-    def busy(self) -> int:
-        with self._count_lock:
-            return self._running
-
-    def _counted(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            self._done()
-
-    def _done(self) -> None:
-        with self._count_lock:
-            self._running -= 1
+        if running.pool.busy():  # abandoned: the pool's threads are daemons (node/transport/handler_pool.py)
+            log.warning("server.handlers_still_running", extra={"count": running.pool.busy(),
+                                                                  "threads": running.pool.stacks()})
 
 
 @dataclass(frozen=True)
 class _Running:
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
-    pool: _HandlerPool
+    pool: HandlerPool
+    offload: ThreadPoolExecutor
     server: grpc.aio.Server
     health: health_aio.HealthServicer
 
 
-def _close(loop: asyncio.AbstractEventLoop, thread: threading.Thread, pool: ThreadPoolExecutor) -> None:
+def _close(loop: asyncio.AbstractEventLoop, thread: threading.Thread, pool: HandlerPool,
+           offload: ThreadPoolExecutor) -> None:
     loop.call_soon_threadsafe(loop.stop)
     thread.join()
     loop.close()
     # Calls cancelled at the end of the grace period may still be running in the pool; they
     # finish on their own (their answers go nowhere), the node does not wait for them here.
     pool.shutdown(wait=False, cancel_futures=True)
+    offload.shutdown(wait=False, cancel_futures=True)
