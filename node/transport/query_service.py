@@ -102,7 +102,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         A local lookup reads the store and, for a caller that is not public, queues its query
         log entry (``QueryRecorder.record_async``); neither holds up the loop, so the call runs
         inline without a hand-off to a thread. A fan-out waits for other regions for up to its
-        deadline, so it runs in the server's thread pool.
+        deadline, so it runs in the loop's default executor (a thread).
         """
         try:
             if self._fans_out(request):
