@@ -15,11 +15,16 @@ import pathlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import NamedTuple
 
+from node.catalog import normalize_header
 from node.errors import InputFileError, Problem
 
 # A runaway quote can swallow the rest of a file into one cell; cap it well above any real cell.
 _FIELD_LIMIT = 1 << 20
 _SNIFF_BYTES = 1 << 16
+# Columns spreadsheets add for the people filling them in, never data: read past, not refused.
+_BOOKKEEPING: frozenset[str] = frozenset({normalize_header(h) for h in ("序号", "行号", "NO.", "NO")})
+# How many title or note rows (one filled cell, not a known header) may sit above the header row.
+_MAX_TITLE_ROWS = 10
 
 
 class SourceRow(NamedTuple):
@@ -62,15 +67,21 @@ def _clean_header(h: object) -> str:
 
 
 class HeaderMap:
-    """Maps a file's header row to field codes; refuses unknown and missing required columns."""
+    """Maps a file's header row to field codes; refuses unknown and missing required columns.
+
+    A header is looked up as the catalogue files it (:func:`normalize_header`): width, case,
+    whitespace and the marks templates add (``*行政相对人名称``, ``罚款金额(万元)``,
+    ``违法事实（必填）``) do not matter.
+    """
 
     def __init__(self, accepted: Mapping[str, str], required: frozenset[str]) -> None:
-        self._accepted = {self._key(k): v for k, v in accepted.items()}
+        self._accepted = {normalize_header(k): v for k, v in accepted.items()}
         self._required = required
 
-    @staticmethod
-    def _key(header: str) -> str:
-        return header.strip().upper()
+    def is_title(self, cells: list[object]) -> bool:
+        """A row above the header that is a title or a note: one filled cell, not a known column."""
+        filled = [h for h in (_clean_header(c) for c in cells) if h]
+        return len(filled) == 1 and normalize_header(filled[0]) not in self._accepted
 
     def resolve(self, headers: list[object]) -> list[str | None]:
         codes: list[str | None] = []
@@ -78,10 +89,11 @@ class HeaderMap:
         seen: dict[str, str] = {}
         for raw in headers:
             h = _clean_header(raw)
-            if not h:
-                codes.append(None)  # an empty trailing column from spreadsheet tools
+            key = normalize_header(h)
+            if not key or key in _BOOKKEEPING:
+                codes.append(None)  # an empty trailing column from spreadsheet tools, or a row number
                 continue
-            code = self._accepted.get(self._key(h))
+            code = self._accepted.get(key)
             if code is None:
                 unknown.append(h)
             elif code in seen:
@@ -147,14 +159,19 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
                      name: str) -> Iterator[SourceRow]:
     reader = csv.reader(lines, strict=False)
     header_row: list[str] | None = None
+    titles: list[list[str]] = []
     while header_row is None:
         try:
             candidate = next(reader)
         except StopIteration:
+            if titles:  # a one-column file: its first row was the header after all, and it is not known
+                headers.resolve(list(titles[0]))
             raise InputFileError(f"{name} has no header row", code="E_INPUT_EMPTY") from None
         except csv.Error as exc:
             raise InputFileError(f"{name}: the header row cannot be parsed: {exc}", code="E_INPUT_HEADER") from None
-        if any(_clean_header(c) for c in candidate):
+        if len(titles) < _MAX_TITLE_ROWS and headers.is_title(list(candidate)):
+            titles.append(candidate)
+        elif any(_clean_header(c) for c in candidate):
             header_row = candidate
     codes = headers.resolve(list(header_row))
     width = len(codes)
@@ -200,9 +217,12 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
     try:
         ws = wb.worksheets[0]
         codes: list[str | None] | None = None
+        titles: list[list[object]] = []
         for rownum, cells in enumerate(ws.iter_rows(values_only=True), start=1):
             if codes is None:
-                if any(_clean_header(c) for c in cells):
+                if len(titles) < _MAX_TITLE_ROWS and headers.is_title(list(cells)):
+                    titles.append(list(cells))
+                elif any(_clean_header(c) for c in cells):
                     codes = headers.resolve(list(cells))
                 continue
             if not any(c is not None and str(c).strip() for c in cells):
@@ -215,6 +235,8 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
             yield SourceRow(rownum, {code: cells[i] for i, code in enumerate(codes)
                                      if code is not None and i < len(cells)})
         if codes is None:
+            if titles:
+                headers.resolve(titles[0])
             raise InputFileError(f"{path.name} has no header row", code="E_INPUT_EMPTY")
     finally:
         wb.close()

@@ -39,8 +39,9 @@ def test_column_codes_are_accepted_case_insensitively(tmp_path: pathlib.Path):
 def test_unknown_header_is_named(tmp_path: pathlib.Path):
     p = tmp_path / "x.csv"
     p.write_text("行政相对人名称,处罚决定日期,颜色\nA,2024-01-01,红\n", encoding="utf-8")
-    with pytest.raises(InputFileError, match="颜色"):
+    with pytest.raises(InputFileError, match="颜色") as err:
         rows(p)
+    assert err.value.code == "E_INPUT_HEADER_UNKNOWN"
 
 
 def test_missing_required_header_is_named(tmp_path: pathlib.Path):
@@ -104,3 +105,50 @@ def test_unsupported_suffix(tmp_path: pathlib.Path):
     p.write_bytes(b"\xd0\xcf\x11\xe0")
     with pytest.raises(InputFileError, match=r"\.xls"):
         rows(p)
+
+
+def test_headers_marked_as_templates_mark_them_are_recognised(tmp_path: pathlib.Path):
+    from node.catalog import load_catalog
+    from node.provisioning import bundled_catalog
+
+    item = load_catalog(bundled_catalog()).item("admin_penalty")
+    headers = HeaderMap(item.header_map(), frozenset({"CF_XDR_MC"}))
+    p = tmp_path / "marked.csv"
+    p.write_text("*行政相对人名称, 罚款金额(万元) ,违法事实（必填）,ＣＦ＿ＷＳＨ\nA,1.5,事实,文号1\n", encoding="utf-8")
+    [r] = list(read_table(p, headers))
+    assert r.values == {"CF_XDR_MC": "A", "CF_NR_FK": "1.5", "CF_SY": "事实", "CF_WSH": "文号1"}
+
+
+def test_a_row_number_column_is_read_past(tmp_path: pathlib.Path):
+    p = tmp_path / "numbered.csv"
+    p.write_text("序号,行政相对人名称,处罚决定日期\n1,A,2024-03-01\n2,B,2024-03-02\n", encoding="utf-8")
+    assert [r.values for r in rows(p)] == [{"CF_XDR_MC": "A", "CF_JDRQ": "2024-03-01"},
+                                          {"CF_XDR_MC": "B", "CF_JDRQ": "2024-03-02"}]
+
+
+def test_title_rows_above_the_header_are_skipped_and_rows_keep_their_line_numbers(tmp_path: pathlib.Path):
+    p = tmp_path / "titled.csv"
+    p.write_text("行政处罚信息报送表,,\n填报单位：某局,,\n行政相对人名称,处罚决定日期,备注\nA,2024-03-01,\n",
+                 encoding="gbk")
+    [r] = rows(p)
+    assert r.values["CF_XDR_MC"] == "A" and r.row == 4
+
+
+def test_xlsx_title_row_is_skipped(tmp_path: pathlib.Path):
+    p = tmp_path / "titled.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["行政处罚信息报送表"])
+    ws.append(["*行政相对人名称", "*处罚决定日期"])
+    ws.append(["某公司", "2024-03-01"])
+    wb.save(p)
+    [r] = rows(p)
+    assert r.values == {"CF_XDR_MC": "某公司", "CF_JDRQ": "2024-03-01"} and r.row == 3
+
+
+def test_a_header_row_with_one_unknown_column_is_still_refused_not_taken_for_a_title(tmp_path: pathlib.Path):
+    p = tmp_path / "one.csv"
+    p.write_text("颜色\n红\n", encoding="utf-8")
+    with pytest.raises(InputFileError, match="颜色") as err:
+        rows(p)
+    assert err.value.code == "E_INPUT_HEADER_UNKNOWN"
