@@ -35,6 +35,7 @@ from node.errors import NotAuthorizedError
 from node.identifiers import mask_id_number
 
 __all__ = [
+    "CHINA",
     "MARK_ARCHIVED",
     "MARK_DELETED",
     "MARK_DISPUTED",
@@ -71,7 +72,7 @@ MARK_DELETED: Final = "已删除"
 QUERY_ROLES: Final = ("public", "self", "agency", "gov", "judicial")
 PURPOSE_ROLES: Final = ("gov", "judicial")
 _ALL: Final = frozenset("ABC")
-_CHINA: Final = dt.timezone(dt.timedelta(hours=8))  # no DST: the regulations' dates are Beijing time
+CHINA: Final = dt.timezone(dt.timedelta(hours=8))  # no DST: the regulations' dates are Beijing time
 _WITHDRAWN: Final = {"expired": MARK_ARCHIVED, "revoked": MARK_REVOKED, "deleted": MARK_DELETED}
 
 
@@ -229,7 +230,7 @@ def shown_subject(decision: Decision, subject_code: str, subject_kind: str) -> s
 
 # --- disclosure window -----------------------------------------------------------------------------
 def today_in_china(now: dt.datetime | None = None) -> dt.date:
-    return (now or dt.datetime.now(dt.UTC)).astimezone(_CHINA).date()
+    return (now or dt.datetime.now(dt.UTC)).astimezone(CHINA).date()
 
 
 def window_state(item: Item, fields: Mapping[str, str], decision_date: str, today: dt.date) -> Window:

@@ -27,6 +27,7 @@ from typing import Protocol
 
 from sqlalchemy import Engine, distinct, func, select
 
+from node.access import CHINA
 from node.catalog import Catalog, Item
 from node.records import decode_body
 from node.store._sql import translated
@@ -35,7 +36,6 @@ from node.store.tables import record_revisions, rejections
 __all__ = ["SourceReport", "Weekdays", "WorkingDays", "assess", "working_days_for"]
 
 # Decision dates are Chinese civil dates: a report made at 01:00 Beijing time is made that day.
-CHINA = dt.timezone(dt.timedelta(hours=8), "CST")
 DEFAULT_WITHIN_DAYS = 7
 
 

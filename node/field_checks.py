@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any, Final
 
+from node.access import CHINA, today_in_china
 from node.catalog import FieldSpec
 from node.errors import Problem
 from node.identifiers import check_id_number, check_uscc, normalize_text
@@ -37,25 +38,29 @@ _PLAIN_DECIMAL: Final = re.compile(r"([0-9]{1,30})(?:\.([0-9]{1,30}))?")
 
 
 class Today:
-    """Today's date for "not in the future" checks, rolled over at local midnight."""
+    """Today's date in Beijing for "not in the future" checks, rolled over at Beijing midnight.
+
+    Not the host's date: a decision dated today in Beijing is not in the future on a server
+    whose clock runs on UTC, where it is still yesterday until 08:00.
+    """
 
     __slots__ = ("date", "iso", "until")
 
     def __init__(self, fixed: date | None = None) -> None:
-        self.date = fixed or date.today()
+        self.date = fixed or today_in_china()
         self.iso = self.date.isoformat()
-        self.until = float("inf") if fixed else self._next_midnight()
+        self.until = float("inf") if fixed else self._next_midnight(self.date)
 
     @staticmethod
-    def _next_midnight() -> float:
-        return datetime.combine(date.today() + timedelta(days=1), datetime.min.time()).timestamp()
+    def _next_midnight(day: date) -> float:
+        return datetime.combine(day + timedelta(days=1), datetime.min.time(), CHINA).timestamp()
 
     def refresh(self) -> None:
         """Roll over if midnight has passed (callers test ``time.time() >= until`` first: cheap)."""
         if time.time() >= self.until:
-            self.date = date.today()
+            self.date = today_in_china()
             self.iso = self.date.isoformat()
-            self.until = self._next_midnight()
+            self.until = self._next_midnight(self.date)
 
 
 def identifier_check(spec: FieldSpec, *, allowlist: frozenset[str], good: set[str], today: Today) -> IdCheck:

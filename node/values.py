@@ -24,6 +24,15 @@ _CHINESE: Final = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日
 _COMPACT: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
 _EXCEL_EPOCH: Final = date(1899, 12, 30)  # serial 1 = 1900-01-01 once Excel's fake 1900-02-29 is past
 _EXCEL_MAX: Final = 2958465  # 9999-12-31
+# Thousands separators only where they group whole digits in threes: "1,234.5", "1 234". Anything
+# else with a comma ("0,5" as a decimal comma, "12,34") is refused, never read as 5 or 1234.
+_GROUPED: Final = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?|[+-]?[0-9]{1,3}(?: [0-9]{3})+(?:\.[0-9]+)?")
+# A number's size (power of ten) beyond which it is no amount anyone reports: refused before
+# Decimal arithmetic could overflow on it ("1e1000000").
+_MAX_MAGNITUDE: Final = 30
+# Floats hold integers exactly only below 2**53: an 18-digit ID or code typed into a spreadsheet
+# as a number has already lost its last digits.
+_EXACT_FLOAT_INT: Final = 2**53
 
 
 class BadValue(ValueError):
@@ -40,9 +49,14 @@ def cell_text(v: object, *, prose: bool = False) -> str:
         return str(v)
     if isinstance(v, float):
         # Excel stores long numbers typed into a cell (registration numbers) as floats.
-        return str(int(v)) if v.is_integer() else repr(v)
+        if v.is_integer():
+            if abs(v) >= _EXACT_FLOAT_INT:
+                raise BadValue(f"the spreadsheet holds {v:.0f} as a number, which has lost its last digits; "
+                               "format the column as text and enter the value again")
+            return str(int(v))
+        return _shown(v)
     if isinstance(v, Decimal):
-        return canonical_decimal(v)
+        return canonical_decimal(_bounded(v, str(v)))
     if isinstance(v, datetime):
         return v.date().isoformat() if v.time() == datetime.min.time() else v.isoformat(sep=" ")
     if isinstance(v, date):
@@ -105,36 +119,46 @@ def parse_date(v: object) -> str:
     raise BadValue(f"expected a date, got {type(v).__name__}")
 
 
+def _shown(v: float) -> str:
+    """A float as the spreadsheet showed it: 15 significant digits (``0.1*3`` is 0.3, not 0.30000000000000004)."""
+    return format(v, ".15g")
+
+
+def _bounded(d: Decimal, shown: str) -> Decimal:
+    if not d.is_finite():
+        raise BadValue(f'"{shown}" is not a number')
+    if d and abs(d.adjusted()) > _MAX_MAGNITUDE:
+        raise BadValue(f'"{shown}" is out of range (more than {_MAX_MAGNITUDE} digits)')
+    return d
+
+
 def parse_decimal(v: object) -> Decimal:
     """A numeric cell → ``Decimal`` without binary-float error (``0.1`` stays ``0.1``).
 
-    Text may use thousands separators (``1,234.5``, full-width ``１，２３４``); floats are read
-    through their shortest repr, which is what the spreadsheet showed.
+    Text may use thousands separators grouping digits in threes (``1,234.5``, full-width
+    ``１，２３４``); floats are read as the spreadsheet showed them (15 significant digits).
     """
     if isinstance(v, str):
         s = normalize_text(v)
         try:
             d = Decimal(s)
         except InvalidOperation:
-            try:
-                d = Decimal(s.replace(",", "").replace(" ", ""))
-            except InvalidOperation:
+            if not _GROUPED.fullmatch(s):
                 raise BadValue(f'"{s}" is not a number') from None
-        if "_" in s or not d.is_finite():
+            d = Decimal(s.replace(",", "").replace(" ", ""))
+        if "_" in s:
             raise BadValue(f'"{s}" is not a number')
-        return d
+        return _bounded(d, s)
     if isinstance(v, bool):
         raise BadValue(f"expected a number, got the boolean {v}")
     if isinstance(v, int):
-        return Decimal(v)
+        return _bounded(Decimal(v), str(v))
     if isinstance(v, float):
         if v != v or v in (float("inf"), float("-inf")):
             raise BadValue(f'"{v}" is not a number')
-        return Decimal(repr(v))
+        return _bounded(Decimal(_shown(v)), _shown(v))
     if isinstance(v, Decimal):
-        if not v.is_finite():
-            raise BadValue(f'"{v}" is not a number')
-        return v
+        return _bounded(v, str(v))
     raise BadValue(f"expected a number, got {type(v).__name__}")
 
 

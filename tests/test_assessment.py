@@ -13,8 +13,9 @@ import sys
 import pytest
 
 from node import identity
+from node.access import CHINA
 from node.app import Node, build_node
-from node.assessment import CHINA, Weekdays, assess, optional_fields, working_days_for
+from node.assessment import Weekdays, assess, optional_fields, working_days_for
 from node.config import load_config
 from node.ingest import Ingest
 from node.preparing import Preparer

@@ -149,7 +149,7 @@ def test_decision_date_in_the_future_is_refused(validator: Validator, catalog: C
 
 @pytest.mark.parametrize(("cell", "canonical"), [
     ("1,234.50", "1234.5"), (0.1, "0.1"), (12, "12"), (Decimal("3.000000"), "3"), ("1e2", "100"),
-    ("0.000001", "0.000001"), (" 2.5 ", "2.5"),
+    ("0.000001", "0.000001"), (" 2.5 ", "2.5"), ("1 234", "1234"), (0.1 * 3, "0.3"), ("1,234,567", "1234567"),
 ])
 def test_decimals_become_canonical_strings_without_float_error(validator: Validator, catalog: Catalog,
                                                                cell: object, canonical: str) -> None:
@@ -158,9 +158,43 @@ def test_decimals_become_canonical_strings_without_float_error(validator: Valida
     assert value(c, "CF_NR_FK") == canonical
 
 
-@pytest.mark.parametrize("cell", ["-1", "0.0000001", "十元", "NaN", "1_000", float("inf")])
+@pytest.mark.parametrize("cell", ["-1", "0.0000001", "十元", "NaN", "1_000", float("inf"), "0,5", "1,5", "12,34",
+                                  "1 2", "1e1000000", "1e40", Decimal("1e999999")])
 def test_bad_amounts_are_refused(validator: Validator, catalog: Catalog, cell: object) -> None:
     assert ("E_FIELD_NUMBER", "CF_NR_FK") in codes(check(validator, catalog, penalty(CF_NR_FK=cell)))
+
+
+def test_an_absurd_exponent_is_a_problem_of_its_row_not_an_exception(validator: Validator,
+                                                                     catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_NR_FK="1e1000000"))
+    assert codes(c) == [("E_FIELD_NUMBER", "CF_NR_FK")] and "out of range" in c.problems[0].message
+
+
+def test_an_id_number_the_spreadsheet_stored_as_a_number_is_refused_not_stored_with_other_digits(
+        validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJHM=float(int(PERSON[:17] + "0"))))
+    assert codes(c) == [("E_FIELD_TYPE", "CF_XDR_ZJHM")] and "text" in c.problems[0].message
+
+
+def test_the_future_begins_at_beijing_midnight_not_the_hosts(monkeypatch: pytest.MonkeyPatch,
+                                                             catalog: Catalog) -> None:
+    import node.field_checks as field_checks
+
+    # 20:50 UTC on 12-06 is 04:50 on 12-07 in Beijing: a decision of 12-07 is today's.
+    monkeypatch.setattr(field_checks, "today_in_china", lambda: date(2026, 12, 7))
+    v = Validator(catalog, source_unit=UNIT)
+    assert check(v, catalog, penalty(CF_JDRQ="2026-12-07", CF_YXQ="2027-12-07")).ok
+    assert ("E_FIELD_DATE", "CF_JDRQ") in codes(check(v, catalog, penalty(CF_JDRQ="2026-12-08",
+                                                                            CF_YXQ="2027-12-08")))
+
+
+def test_today_rolls_over_at_beijing_midnight() -> None:
+    from node.field_checks import Today
+
+    from datetime import UTC
+
+    assert datetime.fromtimestamp(Today._next_midnight(date(2026, 12, 6)), UTC) == datetime(2026, 12, 6, 16, 0,
+                                                                                           tzinfo=UTC)
 
 
 # --- enums ---------------------------------------------------------------------------------------

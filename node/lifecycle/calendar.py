@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from node.access import CHINA
 from node.errors import ConfigError
 
 __all__ = ["WorkingCalendar", "bundled_calendar", "china_date"]
@@ -191,9 +192,8 @@ def bundled_calendar() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parents[2] / "exchange_config" / "calendar"
 
 
-_CHINA = dt.timezone(dt.timedelta(hours=8))  # no DST: the regulations' dates are Beijing dates
 
 
 def china_date(unix_ms: int) -> dt.date:
     """The date in China at ``unix_ms``: the day a deadline counts from."""
-    return dt.datetime.fromtimestamp(unix_ms / 1000, _CHINA).date()
+    return dt.datetime.fromtimestamp(unix_ms / 1000, CHINA).date()
