@@ -189,9 +189,9 @@ def test_the_future_begins_at_beijing_midnight_not_the_hosts(monkeypatch: pytest
 
 
 def test_today_rolls_over_at_beijing_midnight() -> None:
-    from node.field_checks import Today
-
     from datetime import UTC
+
+    from node.field_checks import Today
 
     assert datetime.fromtimestamp(Today._next_midnight(date(2026, 12, 6)), UTC) == datetime(2026, 12, 6, 16, 0,
                                                                                            tzinfo=UTC)

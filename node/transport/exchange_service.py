@@ -12,7 +12,14 @@ For each ``SubmitRequest`` on the stream, in order:
 
 Each request is answered with one ``SubmitResponse`` holding an ``Ack`` per record, signed records
 first, then unsigned ones, ``seq`` counting records over the whole stream (0-based). Acks leave
-only after the batch is committed (DESIGN §2.5). A refusal of a batch (a ``NodeError``) becomes
+only after the batch is committed (DESIGN §2.5).
+
+The handler is a coroutine on the server's event loop: it reads the stream there and hands each
+batch to a thread (the loop's default executor), so no thread ever touches the call. With a plain
+handler, grpc.aio read the stream from a pool thread through the loop, and a client that
+cancelled streams still waiting for a thread crashed the process in grpc's C core
+(docs/decisions/grpc-asyncio-server.md). A batch whose call is cancelled while it commits still
+commits; its acks go nowhere and the sender's retry is a duplicate. A refusal of a batch (a ``NodeError``) becomes
 ``REJECTED`` acks carrying its code and the stream goes on; an infrastructure failure
 (``StoreError``) ends the call with ``UNAVAILABLE`` so the sender retries the batch later; a bug
 ends it with ``INTERNAL`` rather than making the sender dead-letter good records.
@@ -20,8 +27,10 @@ ends it with ``INTERNAL`` rather than making the sender dead-letter good records
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from typing import TypeAlias
 
 import grpc
 
@@ -30,7 +39,7 @@ from node.inbox import Inbox
 from node.nodeid import Identity
 from node.records import pb, rpc
 from node.transport.contacts import PeerContacts
-from node.transport.peers import CallerCache, abort_with, caller_identity, require_role
+from node.transport.peers import CallerCache, abort_with_async, check_role, vetted_caller
 from node.transport.sources import SourceIntake, rejected_ack
 from node.truststore import TrustStore
 
@@ -42,6 +51,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Exchange"].full_name
 NODE, SOURCE = "node", "source"
 _SUBMITTERS = frozenset({NODE, SOURCE})
 _LOGGED_REJECTIONS = 20  # per batch: enough to diagnose, never a flood from a misbehaving sender
+_Context: TypeAlias = grpc.aio.ServicerContext[pb.SubmitRequest, pb.SubmitResponse]
 
 
 class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
@@ -56,23 +66,27 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
     def register(self, server: grpc.aio.Server) -> None:
         rpc.add_ExchangeServicer_to_server(self, server)  # type: ignore[no-untyped-call]
 
-    def Submit(self, request_iterator: Iterable[pb.SubmitRequest],
-               context: grpc.ServicerContext) -> Iterator[pb.SubmitResponse]:
-        who = caller_identity(context, self._trust, cache=self._callers)
-        require_role(context, who, _SUBMITTERS, "submit records")
+    async def Submit(self, request_iterator: AsyncIterable[pb.SubmitRequest],
+                     context: _Context) -> AsyncIterator[pb.SubmitResponse]:
+        try:
+            who = vetted_caller(context, self._trust, cache=self._callers)
+            check_role(who, _SUBMITTERS, "submit records")
+        except NodeError as exc:
+            await abort_with_async(context, exc)
+        loop = asyncio.get_running_loop()
         seq = 0
-        for request in request_iterator:
+        async for request in request_iterator:
             self._contacts.seen(who.node_id)
             try:
-                acks = self._batch(who, request, seq)
+                acks = await loop.run_in_executor(None, self._batch, who, request, seq)
             except StoreError as exc:
                 log.warning("submit.unavailable", extra={"peer": who.node_id, "code": exc.code,
                                                          "reason": exc.message})
-                abort_with(context, exc)
+                await abort_with_async(context, exc)
             except Exception:
                 log.exception("submit.failed", extra={"peer": who.node_id})
-                abort_with(context, NodeError("the node failed to process the batch", code="E_INTERNAL"),
-                           grpc.StatusCode.INTERNAL)
+                await abort_with_async(context, NodeError("the node failed to process the batch", code="E_INTERNAL"),
+                                       grpc.StatusCode.INTERNAL)
             seq += len(acks)
             yield pb.SubmitResponse(acks=acks)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from node.errors import NodeError, NotAuthorizedError, StoreError
+from node.errors import NodeError, NotAuthorizedError, StoreError, UsageError
 from node.forwarding import HopSigner
 from node.releases import version_key
 from node.transport.peers import CallerCache, abort_with, caller_identity
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "credit.v1.Federation"
 MAX_PULL = 500
 LEASE_MS = 60_000
+_MAX_ID = 2**63 - 1
 
 
 class FederationService(frpc.FederationServicer):  # type: ignore[misc]
@@ -66,6 +67,9 @@ class FederationService(frpc.FederationServicer):  # type: ignore[misc]
             abort_with(context, exc, grpc.StatusCode.UNAVAILABLE if isinstance(exc, StoreError) else None)
 
     def _pull(self, child: str, request: fpb.PullRequest) -> fpb.PullResponse:
+        # Ids and cursors are the store's signed 64-bit integers; a larger uint64 is no id we gave.
+        if request.notice_cursor > _MAX_ID or any(d > _MAX_ID for d in request.acked):
+            raise UsageError(f"acked ids and notice_cursor are at most {_MAX_ID}", field="acked")
         store = self._node.store
         if request.acked:
             from node.store.deliveries import Deliveries

@@ -9,9 +9,11 @@ revocation is then enforced per call (``node.transport.peers.caller_identity``).
 
 The server is ``grpc.aio`` on an event loop of its own thread. Handlers written as plain
 functions (most of them: they read and write the store) run in a pool of ``max_workers``
-threads (``node.transport.handler_pool``). Handlers written as coroutines run on the loop
-itself and hand what blocks to the loop's default executor, so a call that never waits
-(``Admin.Echo``, a local ``Query.Lookup``) costs no thread hand-off. The threaded
+threads (``node.transport.handler_pool``); they must be unary (a plain handler reading a request
+stream crashed grpc.aio when its call was cancelled). Handlers written as coroutines run on the
+loop itself and hand what blocks to the loop's default executor, so a call that never waits
+(``Admin.Echo``, a local ``Query.Lookup``) costs no thread hand-off, and ``Exchange.Submit``
+reads its stream there. The threaded
 ``grpc.server`` spent more CPU passing each call between its threads than a lookup spent on the
 lookup (docs/decisions/grpc-asyncio-server.md).
 
@@ -162,9 +164,8 @@ class GrpcServer:
     async def _drain(self, running: _Running) -> None:
         await running.health.enter_graceful_shutdown()  # health says NOT_SERVING while we drain
         await running.server.stop(self._grace_s)
-        # A plain handler reads its request stream through this loop. Cancelled calls release
-        # those reads only while the loop runs; a thread stopped mid-read would wait forever and
-        # keep the process from exiting. So the loop runs until the pool is idle (bounded).
+        # Handlers still in the pool may need the loop to send their answer or abort; the loop
+        # runs until the pool is idle (bounded), so none waits on a stopped loop.
         deadline = time.monotonic() + max(self._grace_s, _RELEASE_S)
         while running.pool.busy() and time.monotonic() < deadline:
             await asyncio.sleep(_RELEASE_POLL_S)

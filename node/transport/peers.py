@@ -75,6 +75,9 @@ _STATUS: dict[type[NodeError], grpc.StatusCode] = {
 }
 
 
+_MAX_HEADER_CHARS = 200
+
+
 def status_for(error: NodeError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
         status = _STATUS.get(cls)
@@ -101,8 +104,18 @@ async def abort_with_async(context: grpc.aio.ServicerContext[object, object], er
 
 def _error_metadata(error: NodeError) -> tuple[tuple[str, str], ...]:
     if error.field:
-        return ((CODE_KEY, error.code), (FIELD_KEY, error.field))
+        return ((CODE_KEY, error.code), (FIELD_KEY, _header_value(error.field)))
     return ((CODE_KEY, error.code),)
+
+
+def _header_value(text: str) -> str:
+    """``text`` as a legal metadata value: printable ASCII, bounded.
+
+    A field can name what the caller sent (an unknown item code in Chinese): sent as it is, grpc
+    refuses the whole answer with ``INTERNAL "Invalid metadata"`` and the caller learns nothing.
+    """
+    safe = "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text)
+    return safe if len(safe) <= _MAX_HEADER_CHARS else safe[: _MAX_HEADER_CHARS - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -181,9 +194,17 @@ def vetted_caller(context: grpc.ServicerContext | grpc.aio.ServicerContext[objec
         raise UnauthenticatedError(f"caller refused: {exc.message}") from None
 
 
-def require_role(context: grpc.ServicerContext, who: Identity, roles: frozenset[str], what: str) -> None:
-    """Abort with ``PERMISSION_DENIED`` unless the caller's role is one of ``roles``."""
+def check_role(who: Identity, roles: frozenset[str], what: str) -> None:
+    """Raise :class:`NotAuthorizedError` (``PERMISSION_DENIED``) unless the caller's role is one of ``roles``."""
     if who.role not in roles:
         log.warning("call.refused", extra={"peer": who.node_id, "role": who.role, "what": what})
-        abort_with(context, NotAuthorizedError(
-            f"{who.node_id} (role {who.role}) may not {what}; allowed roles: {', '.join(sorted(roles))}"))
+        raise NotAuthorizedError(
+            f"{who.node_id} (role {who.role}) may not {what}; allowed roles: {', '.join(sorted(roles))}")
+
+
+def require_role(context: grpc.ServicerContext, who: Identity, roles: frozenset[str], what: str) -> None:
+    """Abort with ``PERMISSION_DENIED`` unless the caller's role is one of ``roles``."""
+    try:
+        check_role(who, roles, what)
+    except NotAuthorizedError as exc:
+        abort_with(context, exc)

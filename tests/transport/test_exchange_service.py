@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from sqlalchemy import func, select
@@ -193,3 +193,47 @@ def test_source_ids_in_the_config_must_be_source_ids(pki: Pki, tmp_path: pathlib
     with pytest.raises(ConfigError, match=r"sources\[0\]\.id"):
         parent_config(pki, tmp_path, sources=[{"id": "gov:330100:fgw"}])
     assert write_parent_config(pki, tmp_path).exists()
+
+
+def test_open_submit_streams_hold_no_handler_thread_and_cancelling_them_leaves_the_node_serving(
+        pki: Pki, tmp_path: pathlib.Path) -> None:
+    # More idle streams than handler threads, then all cancelled at once: a plain handler read its
+    # stream from a pool thread, and grpc.aio crashed the process when such calls were cancelled
+    # (and Status waited for a free thread meanwhile). Streams are read on the loop now.
+    import queue
+
+    import grpc
+
+    from node.records import rpc
+
+    from .conftest import _serve
+
+    served = _serve(pki, tmp_path, server={"listen": "127.0.0.1:0", "grace_s": 5.0, "max_workers": 2})
+    running = next(served)
+    try:
+        feeds: list[queue.SimpleQueue[pb.SubmitRequest | None]] = [queue.SimpleQueue() for _ in range(8)]
+
+        def requests(feed: queue.SimpleQueue[pb.SubmitRequest | None]) -> Iterator[pb.SubmitRequest]:
+            while (request := feed.get()) is not None:
+                yield request
+
+        with running.channel("source") as channel, running.channel("child") as admin:
+            calls = [rpc.ExchangeStub(channel).Submit(requests(feed), timeout=60) for feed in feeds]
+            # One stream answers: every call is open on the server, not just queued on the client.
+            feeds[0].put(pb.SubmitRequest(unsigned=unsigned_records(1, start_no=900)))
+            assert [a.outcome for a in next(calls[0]).acks] == [ACCEPTED]
+            status = rpc.AdminStub(admin).Status(pb.StatusRequest(), timeout=20)
+            assert status.node_id == PARENT_ID
+            for call in calls:
+                call.cancel()
+            for call in calls:
+                with pytest.raises(grpc.RpcError) as err:
+                    list(call)
+                assert err.value.code() == grpc.StatusCode.CANCELLED
+            for feed in feeds:
+                feed.put(None)
+            assert rpc.AdminStub(admin).Status(pb.StatusRequest(), timeout=20).node_id == PARENT_ID
+            after = _acks(_submit(running, "source", [pb.SubmitRequest(unsigned=unsigned_records(2, start_no=950))]))
+            assert [a.outcome for a in after] == [ACCEPTED] * 2
+    finally:
+        next(served, None)

@@ -178,6 +178,18 @@ def test_unknown_item_and_empty_subject_are_invalid_arguments(server: Server) ->
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_an_unknown_item_code_in_chinese_or_with_control_characters_is_still_named_with_its_code(
+        server: Server) -> None:
+    # The field of the refusal is the caller's own value; sent raw, grpc refused the whole answer
+    # ("Invalid metadata", INTERNAL) and the caller never learnt E_UNKNOWN_ITEM.
+    for item in ("行政处罚", "a\nb", "x" * 5000):
+        with pytest.raises(grpc.RpcError) as info:
+            lookup(server, "public", ORG, items=(item,))
+        assert refusal(info.value) == (grpc.StatusCode.INVALID_ARGUMENT, "E_UNKNOWN_ITEM")
+        field = dict(info.value.trailing_metadata() or ())["credit-error-field"]
+        assert field.isascii() and field.isprintable() and len(field) <= 200
+
+
 # --- authorisation codes -----------------------------------------------------------------------------
 def test_agency_sees_b_with_a_code_until_it_expires_or_is_revoked(server: Server, store: Store, tags: dict[str, str],
                                                                   clock: Clock) -> None:
