@@ -20,6 +20,12 @@ from node.errors import NodeError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Parameter types shared by the commands: a store id is a signed 64-bit integer, counts of days
+# stay where dates exist, and a timeout is positive. Out of range is a usage error (exit 2).
+STORE_ID = click.IntRange(1, 2**63 - 1)
+DAYS = click.IntRange(1, 36_500)
+SECONDS = click.FloatRange(0, 86_400, min_open=True)
+
 
 def emit_json(data: object) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, sort_keys=False))
@@ -35,6 +41,13 @@ def handle_errors(fn: F) -> F:
         except NodeError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:  # a path given that cannot be read or written: the user's to fix
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: E_IO: {where}{exc.strerror or exc}", err=True)
+            sys.exit(UsageError.exit_code)
+        except OverflowError as exc:  # a date or number beyond what can be stored (9999-12-31 + days)
+            click.echo(f"error: E_USAGE: a value is out of range ({exc})", err=True)
+            sys.exit(UsageError.exit_code)
 
     return wrapper  # type: ignore[return-value]
 

@@ -8,6 +8,7 @@ in a deployment never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 import re
@@ -15,12 +16,15 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import yaml
 
 from node.errors import ConfigError
 from node.nodeid import parse_node_id
+
+# user:password@ in a URL (password up to the last @ before the host): the part show-config hides.
+_URL_PASSWORD = re.compile(r"(://[^/?#@:]*:)[^/?#]*(@)")
 
 LEVELS = ("department", "district", "city", "province")
 Level = Literal["department", "district", "city", "province"]
@@ -282,15 +286,33 @@ def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str] | None) 
             raise ConfigError(f"{path}: expected true or false, got {value!r}")
         return value
     if tp in (int, float):
-        try:
-            return tp(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+        return _number(tp, value, path)
     if tp is str:
         if value is None or isinstance(value, dict | list):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         return str(value)
     raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _number(tp: type[int] | type[float], value: Any, path: str) -> int | float:
+    """An int or float setting: ``2.7`` is no count and ``true`` no number; nan and inf are no setting.
+
+    Numbers written as text (from ``${ENV}``) are read as numbers first.
+    """
+    if isinstance(value, str):
+        try:
+            value = float(value) if tp is float or not value.strip().lstrip("+-").isdigit() else int(value)
+        except ValueError:
+            raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+    if tp is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{path}: expected a whole number, got {value!r}")
+        return int(value)
+    return float(value)
 
 
 def _by_kind(options: list[Any], value: Any, path: str) -> Any:
@@ -361,6 +383,9 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a UTF-8 text file (byte {exc.start}): is it the node's YAML "
+                          "configuration?") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -371,7 +396,21 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
 
 
 def to_dict(cfg: NodeConfig) -> dict[str, Any]:
-    """For ``show-config``: the effective configuration after defaults and ${ENV} expansion."""
+    """For ``show-config``: the effective configuration after defaults and ${ENV} expansion.
+
+    Passwords in URLs (the store's, a broker's, a department database's) are shown as ``***``:
+    the output is for reading and pasting into tickets, and secrets are never printed.
+    """
     out = dataclasses.asdict(cfg)
     out.pop("base_dir", None)
-    return out
+    return cast(dict[str, Any], _redacted(out))
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return _URL_PASSWORD.sub(r"\1***\2", value)
+    return value

@@ -67,3 +67,31 @@ def test_lifecycle_schedule_interval_has_a_default_and_a_checked_key():
     assert parse_config({**BASE, "lifecycle": {"schedule_every_s": "600"}}).lifecycle.schedule_every_s == 600.0
     with pytest.raises(ConfigError, match=r"lifecycle\.schedule_seconds"):
         parse_config({**BASE, "lifecycle": {"schedule_seconds": 600}})
+
+
+def test_show_config_hides_passwords_in_every_url():
+    cfg = parse_config({**BASE, "store": {"url": "postgresql://credit:S3cretPW@db.example/credit"},
+                        "adapters": [{"kind": "database", "item": "admin_penalty", "table": "t",
+                                      "watermark": "updated_at", "url": "mysql+pymysql://u:p@ss@h/db"}]})
+    shown = repr(to_dict(cfg))
+    assert "S3cretPW" not in shown and "p@ss" not in shown
+    assert "postgresql://credit:***@db.example/credit" in shown and "mysql+pymysql://u:***@h/db" in shown
+
+
+@pytest.mark.parametrize(("key", "value"), [("batch", 2.7), ("batch", True), ("batch", "many"),
+                                            ("min_backoff_s", float("nan")), ("min_backoff_s", "inf")])
+def test_numbers_of_the_wrong_kind_are_refused_with_their_path(key, value):
+    with pytest.raises(ConfigError, match=rf"forwarding\.{key}"):
+        parse_config({**BASE, "forwarding": {key: value}})
+
+
+def test_numbers_from_the_environment_are_read_as_numbers():
+    cfg = parse_config({**BASE, "forwarding": {"batch": "${BATCH:250}", "min_backoff_s": "${B:0.5}"}})
+    assert cfg.forwarding.batch == 250 and cfg.forwarding.min_backoff_s == 0.5
+
+
+def test_a_config_file_that_is_not_text_is_a_config_error(tmp_path: pathlib.Path):
+    p = tmp_path / "node.yaml"
+    p.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        load_config(p)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from node.cli import cli, config_path, emit_json, handle_errors, open_node
+from node.cli import DAYS, SECONDS, cli, config_path, emit_json, handle_errors, open_node
 
 T = TypeVar("T")
 
@@ -82,7 +82,7 @@ def _view_dict(v: Any) -> dict[str, object]:
 @click.option("--purpose", default="", help="why you ask (required for gov and judicial callers)")
 @click.option("--authz", default="", help="the subject's authorisation code (agency callers)")
 @click.option("--item", "items", multiple=True, help="restrict to these items (repeatable)")
-@click.option("--timeout", default=10.0, show_default=True, help="seconds")
+@click.option("--timeout", default=10.0, show_default=True, type=SECONDS, help="seconds")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def lookup(code: str, target: str, identity_dir: str, server_name: str | None, purpose: str, authz: str,
@@ -112,7 +112,10 @@ def lookup(code: str, target: str, identity_dir: str, server_name: str | None, p
 
 def read_codes(path: pathlib.Path) -> list[str]:
     """Subject codes from a file: one per line, or a CSV whose header names a code column."""
-    text = path.read_text(encoding="utf-8-sig")
+    from node.tabular import detect_encoding
+
+    raw = path.read_bytes()
+    text = raw.decode(detect_encoding(raw[:1 << 16]), errors="replace")  # UTF-8 (BOM or not) or GB18030
     rows = list(csv.reader(io.StringIO(text)))
     if not rows:
         return []
@@ -133,7 +136,7 @@ def read_codes(path: pathlib.Path) -> list[str]:
 @_client_options
 @click.option("--purpose", default="", help="why you check (required for gov callers)")
 @click.option("--item", "items", multiple=True, help="list items to check against (default: every list)")
-@click.option("--timeout", default=60.0, show_default=True, help="seconds")
+@click.option("--timeout", default=60.0, show_default=True, type=SECONDS, help="seconds")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def verify_list(file: str, target: str, identity_dir: str, server_name: str | None, purpose: str,
@@ -168,7 +171,7 @@ def authz() -> None:
 @click.option("--to", "grantee", required=True, help="the agency's certificate id, e.g. agency:bank1")
 @click.option("--items", "items", required=True, multiple=True,
               help="items it may see (repeatable, or comma-separated)")
-@click.option("--days", required=True, type=int, help="validity in days")
+@click.option("--days", required=True, type=DAYS, help="validity in days")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors

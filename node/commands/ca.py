@@ -6,7 +6,7 @@ import pathlib
 
 import click
 
-from node.cli import cli, emit_json, handle_errors
+from node.cli import DAYS, cli, emit_json, handle_errors
 
 
 @cli.group()
@@ -33,7 +33,7 @@ def ca_init(out: str, name: str) -> None:
               help="node | source | gov | agency | public | self | admin | auditor | judicial")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--host", "hosts", multiple=True, help="DNS name or IP the certificate serves (repeatable)")
-@click.option("--days", default=825, show_default=True)
+@click.option("--days", default=825, show_default=True, type=DAYS)
 @handle_errors
 def ca_issue(ca_dir: str, node_id: str, role: str, out: str, hosts: tuple[str, ...], days: int) -> None:
     """Issue certificates for NODE_ID into OUT (cert.pem, key.pem, ca.pem, signing keys)."""

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from node.cli import cli, config_path, emit_json, handle_errors, open_node
+from node.cli import STORE_ID, cli, config_path, emit_json, handle_errors, open_node
 from node.errors import UsageError
 
 
@@ -24,7 +24,7 @@ def route() -> None:
 
 @route.command("explain")
 @click.argument("record_id")
-@click.option("--revision", type=int, default=None, help="a given revision (default: the latest held)")
+@click.option("--revision", type=STORE_ID, default=None, help="a given revision (default: the latest held)")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors

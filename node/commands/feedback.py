@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from node.cli import cli, emit_json, handle_errors, open_node
+from node.cli import STORE_ID, cli, emit_json, handle_errors, open_node
 from node.errors import UsageError
 
 
@@ -84,7 +84,7 @@ def list_conflicts(ctx: click.Context, all_states: bool, item: str | None, as_js
 
 
 @conflicts_group.command("resolve")
-@click.argument("conflict_id", type=int)
+@click.argument("conflict_id", type=STORE_ID)
 @click.option("--keep", required=True, help="record id of the report that is right")
 @click.option("--note", required=True, help="why (kept with the decision and in the audit log)")
 @click.option("--json", "as_json", is_flag=True)
@@ -110,7 +110,7 @@ def report_group() -> None:
 @report_group.command("sources")
 @click.option("--since", required=True, help="first day of the period (YYYY-MM-DD)")
 @click.option("--until", default=None, help="last day of the period (default: today)")
-@click.option("--within-days", default=7, show_default=True,
+@click.option("--within-days", default=7, show_default=True, type=click.IntRange(0, 365),
               help="working days after the decision within which a report is on time")
 @click.option("--source", "source_unit", default=None, help="only this source unit")
 @click.option("--json", "as_json", is_flag=True)

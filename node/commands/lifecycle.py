@@ -42,9 +42,9 @@ def calendar() -> None:
     """Working days (weekends, public holidays, make-up working days) for lifecycle deadlines."""
 
 
-@calendar.command("add-days")
+@calendar.command("add-days", context_settings={"ignore_unknown_options": True})  # N may be negative: -10
 @click.argument("date")
-@click.argument("n", type=int)
+@click.argument("n", type=click.IntRange(-3_650, 3_650))
 @click.option("--calendar", "calendar_dir", type=click.Path(exists=True, file_okay=False),
               help="calendar directory (default: the node's, or the bundled one)")
 @click.option("--json", "as_json", is_flag=True)

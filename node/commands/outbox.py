@@ -17,7 +17,7 @@ import time
 
 import click
 
-from node.cli import cli, emit_json, handle_errors, open_node
+from node.cli import STORE_ID, cli, emit_json, handle_errors, open_node
 from node.errors import UsageError
 
 
@@ -55,7 +55,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @outbox.command("dead-letters")
 @click.option("--kind", type=click.Choice(["outbox", "inbound"]), default=None, help="only this kind")
 @click.option("--all", "include_replayed", is_flag=True, help="include letters already replayed")
-@click.option("--limit", type=int, default=None)
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=None)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
@@ -79,7 +79,7 @@ def dead_letters(ctx: click.Context, kind: str | None, include_replayed: bool, l
 
 
 @outbox.command("replay")
-@click.argument("ids", nargs=-1, type=int)
+@click.argument("ids", nargs=-1, type=STORE_ID)
 @click.option("--all", "replay_all", is_flag=True, help="every letter not replayed yet")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from node.cli import cli, config_path, emit_json, handle_errors
+from node.cli import SECONDS, cli, config_path, emit_json, handle_errors
 
 
 def _write_port_file(path: pathlib.Path, address: str) -> None:
@@ -68,7 +68,7 @@ def _status_dict(resp: Any) -> dict[str, object]:
 @click.option("--identity", "identity_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="directory with cert.pem, key.pem, ca.pem and the signing files")
 @click.option("--server-name", default=None, help="name the server's certificate carries, if not TARGET's host")
-@click.option("--timeout", default=10.0, show_default=True, help="seconds")
+@click.option("--timeout", default=10.0, show_default=True, type=SECONDS, help="seconds")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def status(target: str, identity_dir: str, server_name: str | None, timeout: float, as_json: bool) -> None:

@@ -253,3 +253,11 @@ def test_audit_verify_detects_edited_deleted_and_reordered_rows(world: World, tm
     text_out = CliRunner().invoke(cli, ["--config", str(_copy_with(world, tmp_path, "t", *cases["edited"])),
                                         "audit", "verify"])
     assert "BAD query_log seq 2" in text_out.stdout and text_out.exit_code == 1
+
+
+def test_a_gb18030_list_of_codes_is_read(tmp_path: pathlib.Path) -> None:
+    from node.commands.access import read_codes
+
+    p = tmp_path / "codes.csv"
+    p.write_bytes("名称,统一社会信用代码\n杭州某某公司,91330102MA2K3L4P5Q\n".encode("gb18030"))
+    assert read_codes(p) == ["91330102MA2K3L4P5Q"]

@@ -1,0 +1,42 @@
+"""``node/cli.py``: how every command reports a user's mistake (one line, the right exit code)."""
+
+from __future__ import annotations
+
+import pathlib
+
+from click.testing import CliRunner
+
+from node.cli import cli
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+def test_a_path_that_cannot_be_written_is_one_line_naming_it(tmp_path: pathlib.Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    code, out = _run("catalog", "template", "admin_penalty", "--format", "csv", "--out", str(blocker / "t.csv"))
+    assert code == 2 and "E_IO" in out and str(blocker / "t.csv") in out
+
+
+def test_numbers_out_of_range_are_usage_errors_not_overflows(tmp_path: pathlib.Path) -> None:
+    for args in (("outbox", "replay", "99999999999999999999999"),
+                 ("conflicts", "resolve", "99999999999999999999999", "--keep", "x", "--note", "n"),
+                 ("ca", "issue", "--ca", str(tmp_path), "--id", "dept:330102:x", "--role", "node",
+                  "--out", str(tmp_path / "o"), "--days", "99999999")):
+        code, out = _run("--config", str(tmp_path / "node.yaml"), *args)
+        assert code == 2 and "range" in out, (args, out)
+
+
+def test_a_negative_number_of_working_days_counts_backwards() -> None:
+    code, out = _run("calendar", "add-days", "2026-12-07", "-1", "--json")  # a Monday
+    assert code == 0, out
+    assert '"due": "2026-12-04"' in out  # the Friday before
+
+
+def test_a_date_at_the_end_of_the_calendar_is_a_usage_error() -> None:
+    code, out = _run("calendar", "add-days", "9999-12-31", "5")
+    assert code == 2 and "out of range" in out
