@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar, cast
 import yaml
 
 from node.errors import ConfigError
+from node.identifiers import check_uscc
 from node.nodeid import parse_node_id
 
 # user:password@ in a URL (password up to the last @ before the host): the part show-config hides.
@@ -354,6 +355,15 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
     cfg = _build(NodeConfig, {**data, "base_dir": base_dir}, "", environ)
     if cfg.level == "department" and not cfg.unit:
         raise ConfigError("unit: a department node must name the source unit (USCC) it reports for")
+    try:
+        parse_node_id(cfg.id)
+    except ConfigError as exc:
+        raise ConfigError(f"id: {exc.message}") from None
+    if cfg.unit and cfg.unit not in cfg.validation.uscc_allowlist:
+        # Every record this node signs as its origin names this unit; a typo would be signed in.
+        problem = check_uscc(cfg.unit, label="unit")
+        if problem is not None:
+            raise ConfigError(problem.message, field="unit")
     names = [adapter_name(a) for a in cfg.adapters]
     for i, n in enumerate(names):
         if n in names[:i]:

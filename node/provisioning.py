@@ -14,6 +14,7 @@ import yaml
 from node import identity
 from node.config import LEVELS, parse_config
 from node.errors import UsageError
+from node.identifiers import check_uscc
 from node.routing import level_of
 
 
@@ -33,6 +34,8 @@ def init_node(directory: pathlib.Path, *, node_id: str, level: str, unit: str = 
     if level == "department" and not unit:
         raise UsageError("a department node needs --unit (the USCC of the source unit it reports for)",
                          field="unit")
+    if unit and (problem := check_uscc(unit.strip().upper(), label="--unit")) is not None:
+        raise UsageError(problem.message, field="unit")
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "node.yaml"
     if config_path.exists():

@@ -5,7 +5,7 @@ import pytest
 from node.config import expand_env, load_config, parse_config, to_dict
 from node.errors import ConfigError
 
-BASE = {"id": "dept:330102:scjgj", "level": "department", "unit": "11330102MB0000001X",
+BASE = {"id": "dept:330102:scjgj", "level": "department", "unit": "11330102MB0000019G",
         "identity": {"dir": "identity"}}
 
 
@@ -95,3 +95,16 @@ def test_a_config_file_that_is_not_text_is_a_config_error(tmp_path: pathlib.Path
     p.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(ConfigError, match="not a UTF-8 text file"):
         load_config(p)
+
+
+def test_a_unit_that_is_no_valid_uscc_is_refused_unless_allow_listed():
+    with pytest.raises(ConfigError, match="check character"):
+        parse_config({**BASE, "unit": "11330102MB0000019X"})
+    cfg = parse_config({**BASE, "unit": "11330102MB0000019X",
+                        "validation": {"uscc_allowlist": ["11330102MB0000019X"]}})
+    assert cfg.unit == "11330102MB0000019X"
+
+
+def test_a_node_id_that_is_not_one_is_refused():
+    with pytest.raises(ConfigError, match=r"id: node id 'garbage'"):
+        parse_config({**BASE, "id": "garbage"})

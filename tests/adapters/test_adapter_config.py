@@ -5,7 +5,7 @@ import pytest
 from node.config import DatabaseAdapterConfig, FileAdapterConfig, adapter_name, parse_config
 from node.errors import ConfigError
 
-BASE = {"id": "dept:330102:scjgj", "level": "department", "unit": "11330102MB0000001X",
+BASE = {"id": "dept:330102:scjgj", "level": "department", "unit": "11330102MB0000019G",
         "identity": {"dir": "identity"}}
 DB = {"kind": "database", "item": "admin_penalty", "url": "sqlite://", "table": "cf", "watermark": "updated_at"}
 
