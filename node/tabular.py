@@ -157,9 +157,11 @@ def read_csv(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None = N
 
 def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[int],
                      name: str) -> Iterator[SourceRow]:
+    """Rows numbered as a spreadsheet shows them: a cell holding line breaks is still one row."""
     reader = csv.reader(lines, strict=False)
     header_row: list[str] | None = None
     titles: list[list[str]] = []
+    record = 0  # rows read so far, blank ones included (a spreadsheet shows them too)
     while header_row is None:
         try:
             candidate = next(reader)
@@ -169,6 +171,7 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
             raise InputFileError(f"{name} has no header row", code="E_INPUT_EMPTY") from None
         except csv.Error as exc:
             raise InputFileError(f"{name}: the header row cannot be parsed: {exc}", code="E_INPUT_HEADER") from None
+        record += 1
         if len(titles) < _MAX_TITLE_ROWS and headers.is_title(list(candidate)):
             titles.append(candidate)
         elif any(_clean_header(c) for c in candidate):
@@ -176,32 +179,35 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
     codes = headers.resolve(list(header_row))
     width = len(codes)
     every_column_mapped = None not in codes
+    last_line = reader.line_num
     while True:
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            yield SourceRow(reader.line_num, {}, Problem("E_ROW_MALFORMED", "", f"row cannot be parsed: {exc}",
-                                                         row=reader.line_num))
+            record += 1
+            last_line = reader.line_num
+            yield SourceRow(record, {}, Problem("E_ROW_MALFORMED", "", f"row cannot be parsed: {exc}", row=record))
             continue
-        line = reader.line_num
+        record += 1
+        first_line, last_line = last_line + 1, reader.line_num
         if not "".join(cells).strip():  # blank (or only spaces): one C call, not one per cell
             continue
-        if line in bad_lines:
-            yield SourceRow(line, {}, Problem("E_ROW_ENCODING", "", "row contains bytes that are not valid "
-                                              "in the file's encoding", row=line))
+        if bad_lines and any(n in bad_lines for n in range(first_line, last_line + 1)):
+            yield SourceRow(record, {}, Problem("E_ROW_ENCODING", "", "row contains bytes that are not valid "
+                                                "in the file's encoding", row=record))
             continue
         if len(cells) > width and any(c.strip() for c in cells[width:]):
-            yield SourceRow(line, {}, Problem("E_ROW_SHAPE", "", f"row has {len(cells)} cells, the header "
-                                              f"has {width}", row=line))
+            yield SourceRow(record, {}, Problem("E_ROW_SHAPE", "", f"row has {len(cells)} cells, the header "
+                                                f"has {width}", row=record))
             continue
         values: dict[str, str]
         if every_column_mapped and len(cells) == width:  # the common case, built in C
             values = dict(zip(codes, cells, strict=False))  # type: ignore[arg-type]  # lengths checked; no None codes
         else:
             values = {code: cells[i] for i, code in enumerate(codes) if code is not None and i < len(cells)}
-        yield SourceRow(line, values)
+        yield SourceRow(record, values)
 
 
 def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:

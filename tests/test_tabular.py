@@ -152,3 +152,18 @@ def test_a_header_row_with_one_unknown_column_is_still_refused_not_taken_for_a_t
     with pytest.raises(InputFileError, match="颜色") as err:
         rows(p)
     assert err.value.code == "E_INPUT_HEADER_UNKNOWN"
+
+
+def test_rows_are_numbered_as_the_spreadsheet_shows_them_when_a_cell_holds_line_breaks(tmp_path: pathlib.Path):
+    p = tmp_path / "multiline.csv"
+    p.write_text('行政相对人名称,处罚决定日期,备注\nA,2024-03-01,"第一行\n第二行\n第三行"\nB,2024-03-02,\n\nC,2024-03-03,\n',
+                 encoding="utf-8")
+    assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(2, "A"), (3, "B"), (5, "C")]
+
+
+def test_an_undecodable_byte_inside_a_multi_line_cell_is_its_rows_problem(tmp_path: pathlib.Path):
+    p = tmp_path / "bad.csv"
+    p.write_bytes('行政相对人名称,处罚决定日期,备注\nA,2024-03-01,"x\n'.encode() + b"\xff\xfe" +
+                  b'"\nB,2024-03-02,\n')
+    out = rows(p, encoding="utf-8")
+    assert [(r.row, r.problem.code if r.problem else None) for r in out] == [(2, "E_ROW_ENCODING"), (3, None)]
