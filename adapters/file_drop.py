@@ -152,7 +152,8 @@ class FileDrop:
                             duplicates += 1
                         else:
                             rejected += 1
-                            _write_refusals(writer, item, o.row, o.problems)
+                        if o.problems:
+                            _write_problems(writer, item, o.row, o.problems)
             except (InputFileError, UnknownItemError) as exc:
                 error = exc
                 writer.add(0, exc.field, _field_name(item_code, exc.field, self._catalog), exc.code, exc.message)
@@ -222,11 +223,11 @@ def _field_name(item_code: str, field: str, catalog: Catalog) -> str:
     return item.field(field).name if item.has_field(field) else ""
 
 
-def _write_refusals(writer: ResultWriter, item: Item, row: int, problems: tuple[Problem, ...]) -> None:
+def _write_problems(writer: ResultWriter, item: Item, row: int, problems: tuple[Problem, ...]) -> None:
+    """A refused row's problems, and the warnings of a row accepted anyway (``W_…`` codes), which
+    DOMAIN §2 wants told, never passed over in silence."""
     for p in problems:
-        if not p.warning:
-            writer.add(row, p.field, item.field(p.field).name if item.has_field(p.field) else "", p.code,
-                       p.message)
+        writer.add(row, p.field, item.field(p.field).name if item.has_field(p.field) else "", p.code, p.message)
 
 
 class ResultWriter:

@@ -7,6 +7,7 @@ importing only this and what it needs: validation, the catalogue and the record 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from node.records import content_digest, make_record_id, pb
 from node.rejection import RejectionRow, row_key
 from node.tabular import SourceRow
 from node.validation import Validator
+
+WARNINGS_KEPT = 1000  # per import, for its report
 
 __all__ = ["ImportSummary", "Prepared", "PreparedBatch", "Preparer", "RowOutcome", "chunks", "now_ms"]
 
@@ -33,6 +36,8 @@ class ImportSummary:
     duplicates: int = 0
     rejected: int = 0
     warnings: int = 0
+    # The first warnings, with their rows (accepted rows' warnings are stored nowhere else).
+    warned: list[Problem] = field(default_factory=list)
 
     def count(self, outcomes: Iterable[RowOutcome]) -> None:
         for o in outcomes:
@@ -42,7 +47,12 @@ class ImportSummary:
                 self.duplicates += 1
             else:
                 self.rejected += 1
-            self.warnings += sum(1 for p in o.problems if p.warning)
+            if o.problems:
+                for p in o.problems:
+                    if p.warning:
+                        self.warnings += 1
+                        if len(self.warned) < WARNINGS_KEPT:
+                            self.warned.append(p if p.row else dataclasses.replace(p, row=o.row))
 
 
 @dataclass(frozen=True)

@@ -52,17 +52,20 @@ def import_(ctx: click.Context, path: str, item: str, encoding: str | None, as_j
             progress.close()
         rejections = [{"row": r.row, "field": r.field, "code": r.code, "message": r.message}
                       for r in node.store.rejections.for_batch(summary.batch_id)]
+    warned = [{"row": w.row, "field": w.field, "code": w.code, "message": w.message} for w in summary.warned]
     if as_json:
         emit_json({"accepted": summary.accepted, "duplicates": summary.duplicates,
-                   "rejected": summary.rejected, "warnings": summary.warnings, "rejections": rejections})
+                   "rejected": summary.rejected, "warnings": summary.warnings, "rejections": rejections,
+                   "warned": warned})
     else:
         click.echo(f"{file.name}: {summary.accepted} accepted, {summary.duplicates} duplicates, "
                    f"{summary.rejected} rejected, {summary.warnings} warnings")
-        for r in rejections[:50]:
-            where = f" {r['field']}" if r["field"] else ""
-            click.echo(f"  row {r['row']}{where}: {r['code']}: {r['message']}")
-        if len(rejections) > 50:
-            click.echo(f"  … {len(rejections) - 50} more (use --json for all)")
+        for label, shown in (("", rejections), (" (accepted with a warning)", warned)):
+            for r in shown[:50]:
+                where = f" {r['field']}" if r["field"] else ""
+                click.echo(f"  row {r['row']}{where}: {r['code']}: {r['message']}{label}")
+            if len(shown) > 50:
+                click.echo(f"  … {len(shown) - 50} more (use --json for all)")
     sys.exit(1 if summary.rejected else 0)
 
 

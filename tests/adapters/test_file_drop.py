@@ -264,3 +264,19 @@ def test_credit_node_start_runs_the_configured_drop_folder(make_node, tmp_path: 
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+
+
+def test_a_row_accepted_with_a_warning_is_listed_in_the_result(make_node, tmp_path: pathlib.Path):
+    rows = list(penalty_rows(3, source_unit=UNIT))
+    code = rows[0]["CF_XDR_SHXYM"]
+    early = code[:17] + ("0" if code[17] != "0" else "1")  # fails its check: an allow-listed early code
+    rows[0]["CF_XDR_SHXYM"] = early
+    _cfg, node = make_node("warned", extra_yaml=f"validation:\n  uscc_allowlist: [{early}]\n")
+    folder = tmp_path / "drop-warned"
+    drop = drop_for(node, folder)
+    write_csv(folder / "admin_penalty_w.csv", node.catalog.item("admin_penalty"), rows)
+    two_polls(drop)
+    drop.poll()
+    assert counts(node) == 3
+    result = read_result(folder / "admin_penalty_w.csv.result.csv")
+    assert [(r["row"], r["field"], r["code"]) for r in result] == [("2", "CF_XDR_SHXYM", "W_USCC_ALLOWLISTED")]

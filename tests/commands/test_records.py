@@ -59,10 +59,25 @@ def test_import_json_summary_names_refused_rows(node_dir, item, tmp_path):
     result = run(node_dir, "import", str(csv_path), "--item", "admin_penalty", "--json")
     assert result.exit_code == 1
     out = json.loads(result.output)
-    assert set(out) == {"accepted", "duplicates", "rejected", "warnings", "rejections"}
+    assert set(out) == {"accepted", "duplicates", "rejected", "warnings", "rejections", "warned"}
     assert out["accepted"] == 57 and out["rejected"] == 3 and out["duplicates"] == 0
     assert sorted({r["row"] for r in out["rejections"]}) == [21, 41, 61]  # header is line 1
     assert all(r["code"].startswith("E_") and r["message"] for r in out["rejections"])
+
+
+def test_rows_accepted_with_a_warning_are_named_with_row_field_and_code(node_dir, item, tmp_path):
+    rows = list(penalty_rows(3, source_unit=UNIT))
+    early = rows[1]["CF_XDR_SHXYM"][:17] + ("0" if rows[1]["CF_XDR_SHXYM"][17] != "0" else "1")
+    rows[1]["CF_XDR_SHXYM"] = early  # an early code failing its check, allow-listed (DOMAIN §2)
+    with (node_dir / "node.yaml").open("a", encoding="utf-8") as fh:
+        fh.write(f"validation:\n  uscc_allowlist: [{early}]\n")
+    csv_path = tmp_path / "p.csv"
+    write_csv(csv_path, item, rows)
+    out = json.loads(run(node_dir, "import", str(csv_path), "--item", "admin_penalty", "--json").output)
+    assert out["accepted"] == 3 and out["warnings"] == 1
+    assert [(w["row"], w["field"], w["code"]) for w in out["warned"]] == [(3, "CF_XDR_SHXYM", "W_USCC_ALLOWLISTED")]
+    text = run(node_dir, "import", str(csv_path), "--item", "admin_penalty").output
+    assert "row 3 CF_XDR_SHXYM: W_USCC_ALLOWLISTED" in text and "accepted with a warning" in text
 
 
 def test_reimport_stores_nothing_new(node_dir, item, tmp_path):
