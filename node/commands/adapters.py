@@ -8,6 +8,7 @@ lines ({code: value} per line) sent over mutual TLS, with every refusal printed 
 
 from __future__ import annotations
 
+import itertools
 import json
 import pathlib
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 import click
 
 from node.cli import cli, emit_json, handle_errors, open_node
-from node.errors import InputFileError, Problem
+from node.errors import InputFileError, NodeError, Problem
 
 
 class _Counting:
@@ -142,6 +143,15 @@ def _table_rows(path: pathlib.Path, item_code: str, catalog_dir: str | None) -> 
         yield row.problem if row.problem is not None else (row.row, row.values)
 
 
+def _first_row(rows: Iterator[Any], source: str) -> list[Any]:
+    try:
+        return [next(rows)]
+    except StopIteration:
+        return []
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"{source}: not UTF-8 text (byte {exc.start} of a line)", code="E_INPUT_ENCODING") from None
+
+
 @cli.command("submit")
 @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--item", required=True, help="catalogue item of every row, e.g. admin_penalty")
@@ -168,13 +178,23 @@ def submit(source: str, item: str, target: str, identity_dir: str, server_name: 
             raise InputFileError(f"{source}: no such file")
         rows = _table_rows(path, item, catalog_dir)
     local: list[Problem] = []
+    failed: list[NodeError] = []
+    # The first row is read before connecting: an unknown item or column fails here, named,
+    # instead of inside grpc's request stream (which reports only "Exception iterating requests").
+    first = _first_row(rows, source)
 
     def sendable() -> Iterator[tuple[int, Mapping[str, Any]]]:
-        for r in rows:
-            if isinstance(r, Problem):
-                local.append(r)  # a row that cannot be read is refused here, never sent
-            else:
-                yield r
+        try:
+            for r in itertools.chain(first, rows):
+                if isinstance(r, Problem):
+                    local.append(r)  # a row that cannot be read is refused here, never sent
+                else:
+                    yield r
+        except NodeError as exc:  # ends the stream; told after what was sent is answered
+            failed.append(exc)
+        except UnicodeDecodeError as exc:
+            failed.append(InputFileError(f"{source}: not UTF-8 text (byte {exc.start} of a line)",
+                                         code="E_INPUT_ENCODING"))
 
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
     refusals: list[dict[str, object]] = []
@@ -183,6 +203,8 @@ def submit(source: str, item: str, target: str, identity_dir: str, server_name: 
             counts[ack.outcome] += 1
             refusals.extend({"row": ack.row, "field": p.field, "code": p.code, "message": p.message}
                             for p in ack.problems)
+    if failed:
+        raise failed[0]
     counts["rejected"] += len({p.row for p in local})
     refusals.extend({"row": p.row, "field": p.field, "code": p.code, "message": p.message} for p in local)
     refusals.sort(key=lambda r: int(str(r["row"])))

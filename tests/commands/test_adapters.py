@@ -1,0 +1,29 @@
+"""``credit-node submit``: what fails before anything is sent is told as itself."""
+
+from __future__ import annotations
+
+import pathlib
+
+from click.testing import CliRunner
+
+from node.cli import cli
+
+
+def test_submitting_for_an_unknown_item_is_named_before_connecting(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "id").mkdir()
+    rows = tmp_path / "rows.csv"
+    rows.write_text("统一社会信用代码\n91330102MA2K3L4P5Q\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["submit", str(rows), "--item", "no_such_item", "--target", "127.0.0.1:1",
+                                      "--identity", str(tmp_path / "id")])
+    assert result.exit_code == 2, result.output
+    assert "E_UNKNOWN_ITEM" in result.output and "Traceback" not in result.output
+
+
+def test_a_json_lines_file_that_is_not_utf8_is_named(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "id").mkdir()
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(b'\xff\xfe{"CF_WSH": "x"}\n')
+    result = CliRunner().invoke(cli, ["submit", str(rows), "--item", "admin_penalty", "--target", "127.0.0.1:1",
+                                      "--identity", str(tmp_path / "id")])
+    assert result.exit_code == 2, result.output
+    assert "not UTF-8" in result.output and "Traceback" not in result.output
