@@ -78,6 +78,10 @@ class HeaderMap:
         self._accepted = {normalize_header(k): v for k, v in accepted.items()}
         self._required = required
 
+    def known(self, cells: list[str]) -> int:
+        """How many of ``cells`` name a column (to tell which separator a header row uses)."""
+        return sum(1 for c in cells if normalize_header(_clean_header(c).strip('"')) in self._accepted)
+
     def is_title(self, cells: list[object]) -> bool:
         """A row above the header that is a title or a note: one filled cell, not a known column."""
         filled = [h for h in (_clean_header(c) for c in cells) if h]
@@ -146,19 +150,32 @@ def read_csv(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None = N
         except LookupError:
             raise InputFileError(f"unknown encoding {enc!r}", code="E_INPUT_ENCODING") from None
         fh.seek(0)
+        delimiter = _delimiter(head.decode(enc, errors="replace"), headers)
         if enc == "utf-16":
             lines: Iterator[str] = iter(io.TextIOWrapper(fh, encoding="utf-16", newline=""))
             bad: set[int] = set()
         else:
             bad = set()
             lines = _decoded_lines(fh, enc, bad.add, on_bytes)  # type: ignore[arg-type]
-        yield from _rows_from_lines(lines, headers, bad, path.name)
+        yield from _rows_from_lines(lines, headers, bad, path.name, delimiter)
+
+
+def _delimiter(head: str, headers: HeaderMap) -> str:
+    """The separator the header row uses: ``,``, or a tab or ``;`` (Excel's "Unicode text" and
+    some locales' CSV exports) when splitting by it names more columns."""
+    best, best_known = ",", 0
+    for line in head.splitlines()[:_MAX_TITLE_ROWS + 2]:
+        for sep in (",", "\t", ";"):
+            known = headers.known(line.split(sep)) if sep in line else 0
+            if known > best_known:
+                best, best_known = sep, known
+    return best
 
 
 def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[int],
-                     name: str) -> Iterator[SourceRow]:
+                     name: str, delimiter: str = ",") -> Iterator[SourceRow]:
     """Rows numbered as a spreadsheet shows them: a cell holding line breaks is still one row."""
-    reader = csv.reader(lines, strict=False)
+    reader = csv.reader(lines, delimiter=delimiter, strict=False)
     header_row: list[str] | None = None
     titles: list[list[str]] = []
     record = 0  # rows read so far, blank ones included (a spreadsheet shows them too)
@@ -221,31 +238,46 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
     except (InvalidFileException, zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
         raise InputFileError(f"{path.name} is not a readable .xlsx workbook: {exc}", code="E_INPUT_FORMAT") from None
     try:
-        ws = wb.worksheets[0]
-        codes: list[str | None] | None = None
-        titles: list[list[object]] = []
-        for rownum, cells in enumerate(ws.iter_rows(values_only=True), start=1):
-            if codes is None:
-                if len(titles) < _MAX_TITLE_ROWS and headers.is_title(list(cells)):
-                    titles.append(list(cells))
-                elif any(_clean_header(c) for c in cells):
-                    codes = headers.resolve(list(cells))
+        # The first sheet whose header names the columns: workbooks often open with a sheet of
+        # instructions (填报说明) and keep the data on the next one.
+        refused: InputFileError | None = None
+        for ws in wb.worksheets:
+            rows = enumerate(ws.iter_rows(values_only=True), start=1)
+            try:
+                codes = _sheet_header(rows, headers)
+            except InputFileError as exc:
+                refused = refused or exc
                 continue
-            if not any(c is not None and str(c).strip() for c in cells):
-                continue
-            width = len(codes)
-            if len(cells) > width and any(c is not None and str(c).strip() for c in cells[width:]):
-                yield SourceRow(rownum, {}, Problem("E_ROW_SHAPE", "", "row has cells beyond the header",
-                                                    row=rownum))
-                continue
-            yield SourceRow(rownum, {code: cells[i] for i, code in enumerate(codes)
-                                     if code is not None and i < len(cells)})
-        if codes is None:
-            if titles:
-                headers.resolve(titles[0])
-            raise InputFileError(f"{path.name} has no header row", code="E_INPUT_EMPTY")
+            if codes is not None:
+                yield from _sheet_rows(rows, codes)
+                return
+        raise refused or InputFileError(f"{path.name} has no header row", code="E_INPUT_EMPTY")
     finally:
         wb.close()
+
+
+def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]], headers: HeaderMap) -> list[str | None] | None:
+    """The codes of a sheet's header row, read past the titles above it; None for an empty sheet."""
+    titles: list[list[object]] = []
+    for _rownum, cells in rows:
+        if len(titles) < _MAX_TITLE_ROWS and headers.is_title(list(cells)):
+            titles.append(list(cells))
+        elif any(_clean_header(c) for c in cells):
+            return headers.resolve(list(cells))
+    if titles:
+        headers.resolve(titles[0])  # a one-column sheet whose column is not known: refused, named
+    return None
+
+
+def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], codes: list[str | None]) -> Iterator[SourceRow]:
+    width = len(codes)
+    for rownum, cells in rows:
+        if not any(c is not None and str(c).strip() for c in cells):
+            continue
+        if len(cells) > width and any(c is not None and str(c).strip() for c in cells[width:]):
+            yield SourceRow(rownum, {}, Problem("E_ROW_SHAPE", "", "row has cells beyond the header", row=rownum))
+            continue
+        yield SourceRow(rownum, {code: cells[i] for i, code in enumerate(codes) if code is not None and i < len(cells)})
 
 
 def read_table(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None = None,

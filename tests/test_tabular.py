@@ -167,3 +167,43 @@ def test_an_undecodable_byte_inside_a_multi_line_cell_is_its_rows_problem(tmp_pa
                   b'"\nB,2024-03-02,\n')
     out = rows(p, encoding="utf-8")
     assert [(r.row, r.problem.code if r.problem else None) for r in out] == [(2, "E_ROW_ENCODING"), (3, None)]
+
+
+@pytest.mark.parametrize("sep", ["\t", ";"])
+def test_tab_and_semicolon_separated_files_are_read(tmp_path: pathlib.Path, sep: str):
+    p = tmp_path / "x.csv"
+    p.write_text(f"行政相对人名称{sep}处罚决定日期\n某公司, 分公司{sep}2024-03-01\n", encoding="utf-8")
+    [r] = rows(p)
+    assert r.values == {"CF_XDR_MC": "某公司, 分公司", "CF_JDRQ": "2024-03-01"}
+
+
+def test_a_comma_in_a_cell_of_a_comma_file_does_not_change_the_separator(tmp_path: pathlib.Path):
+    p = tmp_path / "x.csv"
+    p.write_text('行政相对人名称,处罚决定日期,备注\n"A;B\tC",2024-03-01,"x;y"\n', encoding="utf-8")
+    [r] = rows(p)
+    assert r.values["CF_XDR_MC"] == "A;B\tC" and r.values["BZ"] == "x;y"
+
+
+def test_xlsx_data_on_the_sheet_after_the_instructions(tmp_path: pathlib.Path):
+    p = tmp_path / "two.xlsx"
+    wb = openpyxl.Workbook()
+    notes = wb.active
+    notes.title = "填报说明"
+    notes.append(["本表填报说明", "带*为必填项"])
+    data = wb.create_sheet("数据")
+    data.append(["行政相对人名称", "处罚决定日期"])
+    data.append(["某公司", "2024-03-01"])
+    wb.save(p)
+    [r] = rows(p)
+    assert r.values == {"CF_XDR_MC": "某公司", "CF_JDRQ": "2024-03-01"} and r.row == 2
+
+
+def test_xlsx_without_any_data_sheet_names_the_first_sheets_problem(tmp_path: pathlib.Path):
+    p = tmp_path / "none.xlsx"
+    wb = openpyxl.Workbook()
+    wb.active.append(["颜色", "大小"])
+    wb.create_sheet("空")
+    wb.save(p)
+    with pytest.raises(InputFileError, match="颜色") as err:
+        rows(p)
+    assert err.value.code == "E_INPUT_HEADER_UNKNOWN"
