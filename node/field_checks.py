@@ -37,6 +37,15 @@ _COMBOS_MAX: Final = 4096  # bound of a multi-valued enum field's cache of combi
 _PLAIN_DECIMAL: Final = re.compile(r"([0-9]{1,30})(?:\.([0-9]{1,30}))?")
 
 
+# No credit record is dated before this: earlier dates are placeholders ("0001-01-01" for "none"
+# in databases) or a number misread as a day.
+_EARLIEST: Final = "1900-01-01"
+
+
+def _implausible(iso: str) -> str:
+    return f'"{iso}" is before 1900: a placeholder, not a date' if iso < _EARLIEST else f'"{iso}" is in the future'
+
+
 class Today:
     """Today's date in Beijing for "not in the future" checks, rolled over at Beijing midnight.
 
@@ -171,8 +180,8 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
                 except ValueError:
                     pass
                 else:
-                    if not_future and v > today.iso:
-                        bad(out, row, "E_FIELD_DATE", f'"{v}" is in the future')
+                    if (not_future and v > today.iso) or v < _EARLIEST:
+                        bad(out, row, "E_FIELD_DATE", _implausible(v))
                         return None
                     return v
             if type(v) is str:
@@ -185,8 +194,8 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
             except BadValue as exc:
                 bad(out, row, "E_FIELD_DATE", str(exc))
                 return None
-            if not_future and s > today.iso:
-                bad(out, row, "E_FIELD_DATE", f'"{s}" is in the future')
+            if (not_future and s > today.iso) or s < _EARLIEST:
+                bad(out, row, "E_FIELD_DATE", _implausible(s))
                 return None
             return s
 

@@ -186,7 +186,9 @@ def mask_id_number(value: str) -> str:
 
 
 # --- text -----------------------------------------------------------------------------------------
-_ZERO_WIDTH: Final = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
+# Zero-width and direction marks (U+200E/200F, U+202A-202E, U+2066-2069 come with text pasted from
+# right-to-left aware editors): invisible, so never part of a name or code.
+_ZERO_WIDTH: Final = "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u00ad\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 _FOLD_ALL: Final = {**{0xFF01 + i: 0x21 + i for i in range(0x5E)}, 0x3000: 0x20, 0x00A0: 0x20,
                     **{ord(c): None for c in _ZERO_WIDTH}}
 _FOLD_ALNUM: Final = {k: v for k, v in _FOLD_ALL.items()
@@ -195,10 +197,10 @@ _FOLD_ALNUM: Final = {k: v for k, v in _FOLD_ALL.items()
 # forms, odd spaces, line breaks and tabs, zero-width characters. A character class without
 # alternation lets the regex engine scan fast; most cells contain none of these. Public so that
 # the validator can test a cell inline (ASCII cells: str.isprintable() answers the same).
-NEEDS_NORMALIZING: Final = re.compile("[\uff01-\uff5e\u3000\u00a0\u200b-\u200d\u2060\ufeff\u00ad\t\n\r\x0b\x0c"
-                           "\x1c-\x1f\x85\u1680\u2000-\u200a\u2028\u2029\u202f\u205f]")
-NEEDS_NORMALIZING_PROSE: Final = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\u3000\u00a0\u200b-\u200d"
-                                 "\u2060\ufeff\u00ad\r]")
+NEEDS_NORMALIZING: Final = re.compile("[\uff01-\uff5e\u3000\u00a0\u200b-\u200f\u2060\ufeff\u00ad\t\n\r\x0b\x0c"
+                           "\x1c-\x1f\x85\u1680\u2000-\u200a\u2028\u2029\u202a-\u202f\u205f\u2066-\u2069]")
+NEEDS_NORMALIZING_PROSE: Final = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\u3000\u00a0\u200b-\u200f"
+                                 "\u2060\ufeff\u00ad\u202a-\u202e\u2066-\u2069\r]")
 
 
 def normalize_text(s: str, *, prose: bool = False) -> str:

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from types import MappingProxyType
+from typing import Final
 
 from node.catalog import Catalog, Condition, CrossRule, Item
 from node.errors import Problem
@@ -170,6 +171,30 @@ class _Plan:
     units: frozenset[str] | None  # units that may report the item; None = any
 
 
+# What departments write in a cell that has no value ("无", "/", "-", "null"): an empty cell, so a
+# required field so written is missing, not filled. Compared after normalisation (full width folded).
+_NO_VALUE_ASCII = ("/", "-", "--", "null", "NULL", "Null", "none", "None", "NONE", "N/A", "n/a", "NA")
+_FULL_WIDTH = {c: c + 0xFEE0 for c in range(0x21, 0x7F)}
+_NO_VALUE: Final = frozenset({"无", "—", "——", *_NO_VALUE_ASCII, *(v.translate(_FULL_WIDTH) for v in _NO_VALUE_ASCII)})
+# Error values a spreadsheet shows when a formula failed: never data.
+_SPREADSHEET_ERRORS: Final = frozenset({"#N/A", "#VALUE!", "#REF!", "#DIV/0!", "#NUM!", "#NAME?", "#NULL!",
+                                        "#SPILL!", "#CALC!", "#GETTING_DATA"})
+_SHORT: Final = max(len(v) for v in _NO_VALUE | _SPREADSHEET_ERRORS) + 4  # longer cells are values: no lookup
+
+
+def _is_value(cell: str, code: str, plan: _Plan, problems: list[Problem], invalid: set[str], row: int) -> bool:
+    """False for a placeholder (the cell counts as empty) or a spreadsheet error (a problem)."""
+    s = cell.strip(" \t\r\n\u3000\u00a0")
+    if s in _NO_VALUE:
+        return False
+    if s in _SPREADSHEET_ERRORS:
+        problems.append(Problem("E_FIELD_SPREADSHEET_ERROR", code, f"{plan.item.field(code).label}: the cell holds "
+                                f"the spreadsheet error {s} (a formula failed), not a value", row))
+        invalid.add(code)
+        return False
+    return True
+
+
 class Validator:
     def __init__(self, catalog: Catalog, *, uscc_allowlist: Iterable[str] = (), source_unit: str = "",
                  allow_other_units: bool = False, today: date | None = None) -> None:
@@ -200,6 +225,8 @@ class Validator:
             # Clean text (nothing normalize_text would change but outer whitespace) is only
             # stripped: C-level tests here instead of a normalisation call per cell.
             ok = type(v) is str and (v.isprintable() if v.isascii() else dirt(v) is None) and "  " not in v
+            if type(v) is str and len(v) <= _SHORT and not _is_value(v, code, plan, problems, invalid, row):
+                continue
             if ok and plain >= 0:  # the commonest case: clean text within its length
                 s = v.strip()  # type: ignore[attr-defined]
                 if len(s) <= plain:

@@ -197,6 +197,32 @@ def test_today_rolls_over_at_beijing_midnight() -> None:
                                                                                            tzinfo=UTC)
 
 
+@pytest.mark.parametrize("placeholder", ["无", "/", "-", " null ", "N/A", "——", "ＮＵＬＬ", "\u3000无"])
+def test_a_placeholder_is_an_empty_cell_so_a_required_field_so_written_is_missing(
+        validator: Validator, catalog: Catalog, placeholder: str) -> None:
+    assert codes(check(validator, catalog, penalty(CF_FRDB=placeholder))) == [("E_FIELD_REQUIRED", "CF_FRDB")]
+    noted = check(validator, catalog, penalty(BZ=placeholder))
+    assert noted.ok and noted.problems == () and "BZ" not in dict(noted.fields)
+    assert value(check(validator, catalog, penalty(BZ="无异议")), "BZ") == "无异议"  # a value that starts so
+
+
+def test_a_spreadsheet_error_value_is_refused_as_such(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_NR_FK="#DIV/0!"))
+    assert codes(c) == [("E_FIELD_SPREADSHEET_ERROR", "CF_NR_FK")] and "#DIV/0!" in c.problems[0].message
+
+
+@pytest.mark.parametrize("cell", ["0001-01-01", "1899-12-31", datetime(1, 1, 1)])
+def test_dates_before_1900_are_placeholders_not_dates(validator: Validator, catalog: Catalog, cell: object) -> None:
+    c = check(validator, catalog, penalty(CF_JDRQ=cell))
+    assert ("E_FIELD_DATE", "CF_JDRQ") in codes(c) and "1900" in c.problems[0].message
+
+
+def test_direction_marks_are_dropped_like_zero_width_characters(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_XDR_SHXYM=COMPANY + "\u200e", CF_XDR_MC="\u202b杭州某某公司\u202c"))
+    assert c.ok, c.problems
+    assert value(c, "CF_XDR_SHXYM") == COMPANY and value(c, "CF_XDR_MC") == "杭州某某公司"
+
+
 # --- enums ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("cell", "canonical"), [
     ("罚款", "罚款"),
