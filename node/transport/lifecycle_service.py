@@ -8,19 +8,23 @@ Who may call is decided from the caller's certificate (``caller_identity``), nev
 request: a ``self`` certificate (``self:<subject code>``) acts for its own subject only; a
 ``gov`` certificate (the credit portal, which signs the subject in) acts for the subject it names.
 Every other role is refused (``E_NOT_AUTHORIZED``). The subject acted for must be the record's
-subject (``E_OBJECTION_NOT_SUBJECT``, as at the CLI); a case is read only by its applicant
-(``E_OBJECTION_NOT_SUBJECT``) and given a statement only by it (``E_STATEMENT_NOT_APPLICANT``). The caller's certificate id is kept in the case log (``via``).
+subject (``E_OBJECTION_NOT_SUBJECT``, as at the CLI); a case is read and given a statement only by its
+applicant: to anyone else it answers as a case that does not exist (``NOT_FOUND``,
+``E_OBJECTION_UNKNOWN``), so no one learns that another subject's record is disputed. The
+caller's certificate id is kept in the case log (``via``).
 """
 
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final
 
 import grpc
 
 from node.access import self_subject
-from node.errors import NodeError, NotAuthorizedError, UsageError
+from node.errors import NodeError, NotAuthorizedError, NotFoundError, UsageError
 from node.identifiers import normalize_text
 from node.lifecycle import objections as sm
 from node.lifecycle.objection_service import Evidence, ObjectionService
@@ -34,6 +38,7 @@ __all__ = ["FILING_ROLES", "SERVICE_NAME", "LifecycleService"]
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["Lifecycle"].full_name
 FILING_ROLES: Final = frozenset({"self", "gov"})
 MAX_EVIDENCE_NAME: Final = 200  # characters of an evidence file name kept
+_NOT_APPLICANT: Final = frozenset({"E_OBJECTION_NOT_SUBJECT", "E_STATEMENT_NOT_APPLICANT"})
 
 
 class LifecycleService(rpc.LifecycleServicer):  # type: ignore[misc]
@@ -69,8 +74,10 @@ class LifecycleService(rpc.LifecycleServicer):  # type: ignore[misc]
         who = self._caller(context, "read an objection")
         try:
             subject = _acting_for(who, request.subject_code)
-            case = self._objections.cases.get(_case_id(request.case_id))
-            _require_applicant(case, subject)
+            case_id = _case_id(request.case_id)
+            with _only_own_cases(case_id, subject):
+                case = self._objections.cases.get(case_id)
+                _require_applicant(case, subject)
             return self._view(case, steps=True)
         except NodeError as exc:
             abort_with(context, exc)
@@ -80,8 +87,9 @@ class LifecycleService(rpc.LifecycleServicer):  # type: ignore[misc]
         who = self._caller(context, "attach a statement to an objection")
         try:
             subject = _acting_for(who, request.subject_code)
-            case = self._objections.statement(_case_id(request.case_id), by=subject, text=request.text,
-                                              via=who.node_id)  # E_STATEMENT_NOT_APPLICANT for another subject
+            case_id = _case_id(request.case_id)
+            with _only_own_cases(case_id, subject):
+                case = self._objections.statement(case_id, by=subject, text=request.text, via=who.node_id)
             return self._view(case)
         except NodeError as exc:
             abort_with(context, exc)
@@ -124,6 +132,22 @@ def _require_applicant(case: sm.Case, subject: str) -> None:
     if case.applicant != subject:
         raise NotAuthorizedError(f"case {case.case_id} was filed by another subject",
                                  code="E_OBJECTION_NOT_SUBJECT", field="subject_code")
+
+
+@contextmanager
+def _only_own_cases(case_id: str, subject: str) -> Iterator[None]:
+    """Another subject's case answers exactly as a case that does not exist.
+
+    Telling them apart would tell any subject, or the portal, that a record is under objection,
+    which a record suspended while disputed otherwise hides from them.
+    """
+    try:
+        yield
+    except (NotFoundError, NotAuthorizedError) as exc:
+        if isinstance(exc, NotAuthorizedError) and exc.code not in _NOT_APPLICANT:
+            raise
+        raise NotFoundError(f"no objection case {case_id} of subject {subject}", code="E_OBJECTION_UNKNOWN",
+                            field="case_id") from None
 
 
 def _case_id(text: str) -> str:

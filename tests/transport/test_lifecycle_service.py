@@ -242,13 +242,19 @@ def test_the_case_is_read_back_with_its_log_and_takes_the_applicants_statement(p
     again = me.GetObjection(pb.GetObjectionRequest(case_id=filed.case_id), timeout=DEADLINE_S)
     assert again.statement == "对核查结果仍有异议" and again.steps[-1].kind == "statement"
 
-    # only its applicant reads a case or adds to it; an unknown case is named as such
-    assert refused(lambda: portal.own(other).GetObjection(pb.GetObjectionRequest(case_id=filed.case_id),
-                                                          timeout=DEADLINE_S)) == (
-        grpc.StatusCode.PERMISSION_DENIED, "E_OBJECTION_NOT_SUBJECT")
+    # only its applicant reads a case or adds to it: to anyone else it is a case that does not
+    # exist, with the same answer (nobody learns that another subject's record is disputed)
+    unknown = f"{portal.records[other]}@7"
+    for case_id in (filed.case_id, unknown):
+        with pytest.raises(grpc.RpcError) as info:
+            portal.own(other).GetObjection(pb.GetObjectionRequest(case_id=case_id), timeout=DEADLINE_S)
+        assert (info.value.code(), dict(info.value.trailing_metadata() or ())["credit-error-code"]) == (
+            grpc.StatusCode.NOT_FOUND, "E_OBJECTION_UNKNOWN")
+        assert info.value.details() == (f"E_OBJECTION_UNKNOWN [case_id]: no objection case {case_id} "
+                                        f"of subject {other}")
     assert refused(lambda: portal.stub("gov").AttachStatement(pb.AttachStatementRequest(
         case_id=filed.case_id, subject_code=other, text="x"), timeout=DEADLINE_S)) == (
-        grpc.StatusCode.PERMISSION_DENIED, "E_STATEMENT_NOT_APPLICANT")
+        grpc.StatusCode.NOT_FOUND, "E_OBJECTION_UNKNOWN")
     for case_id, status in ((f"{portal.records[other]}@2", grpc.StatusCode.NOT_FOUND),
                             ("not-a-case", grpc.StatusCode.INVALID_ARGUMENT)):
         assert refused(lambda case_id=case_id: me.GetObjection(pb.GetObjectionRequest(case_id=case_id),
