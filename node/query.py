@@ -24,10 +24,23 @@ class RecordOut:
                 "status": self.status, "fields": self.fields, "signers": self.signers}
 
 
-def subject_records(store: Store, code: str, items: tuple[str, ...] = ()) -> tuple[str, list[RecordOut]]:
+# Longer than any USCC, resident ID, passport or permit number: a subject code, not a text.
+MAX_SUBJECT_CODE = 64
+
+
+def normalized_subject(code: str, *, field: str = "code") -> str:
+    """The subject code looked up: normalised, upper-cased; refused if empty or no code at all."""
     subject = normalize_text(code).upper()
     if not subject:
-        raise UsageError("give a USCC or an ID number", field="code")
+        raise UsageError("give a USCC or an ID number", field=field)
+    if len(subject) > MAX_SUBJECT_CODE or not subject.isprintable() or " " in subject:
+        raise UsageError(f"not a subject code (a USCC or ID number has no spaces and at most "
+                         f"{MAX_SUBJECT_CODE} characters)", field=field)
+    return subject
+
+
+def subject_records(store: Store, code: str, items: tuple[str, ...] = ()) -> tuple[str, list[RecordOut]]:
+    subject = normalized_subject(code)
     out: list[RecordOut] = []
     for row in store.records.current_for_subject(subject, items):
         body = decode_body(row.body)

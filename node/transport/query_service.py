@@ -29,6 +29,7 @@ from node.errors import NodeError, NotAuthorizedError, UsageError
 from node.fanout import SIGNING_CERT_METADATA, Fanout, merge_views, verify_delegation
 from node.identifiers import normalize_text
 from node.nodeid import Identity
+from node.query import normalized_subject
 from node.querylog import QueryRecorder
 from node.records import pb, rpc
 from node.store import QueryLogEntry, Store
@@ -286,10 +287,7 @@ def _status(exc: NodeError) -> grpc.StatusCode | None:
 
 
 def _subject(code: str) -> str:
-    subject = normalize_text(code).upper()
-    if not subject:
-        raise UsageError("give a subject code (USCC or ID number)", field="subject_code")
-    return subject
+    return normalized_subject(code, field="subject_code")
 
 
 def _metadata(context: _AnyContext, key: str) -> bytes | None:

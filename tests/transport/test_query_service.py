@@ -172,7 +172,7 @@ def test_a_federation_node_must_delegate(pki: Pki, server: Server) -> None:
 
 
 def test_unknown_item_and_empty_subject_are_invalid_arguments(server: Server) -> None:
-    for subject, items in (("", ()), (ORG, ("no_such_item",))):
+    for subject, items in (("", ()), (ORG, ("no_such_item",)), ("X" * 100_000, ()), ("NOT A CODE", ())):
         with pytest.raises(grpc.RpcError) as info:
             lookup(server, "public", subject, items=items)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
