@@ -129,6 +129,7 @@ class DeadlineError(NodeError):
 class StoreError(NodeError):
     code = "E_STORE"
     retryable = True
+    exit_code = 4  # the database unavailable, locked or full (README: exit codes)
 
 
 class TransportError(NodeError):

@@ -40,3 +40,12 @@ def test_a_negative_number_of_working_days_counts_backwards() -> None:
 def test_a_date_at_the_end_of_the_calendar_is_a_usage_error() -> None:
     code, out = _run("calendar", "add-days", "9999-12-31", "5")
     assert code == 2 and "out of range" in out
+
+
+def test_a_store_that_is_down_exits_4_as_an_unavailable_service(tmp_path: pathlib.Path) -> None:
+    from node.provisioning import init_node
+
+    cfg = init_node(tmp_path / "n", node_id="city:330100", level="city",
+                    store_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    code, out = _run("--config", str(cfg), "outbox", "status")
+    assert code == 4 and "E_STORE" in out

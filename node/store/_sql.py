@@ -162,6 +162,7 @@ def translated(what: str) -> Iterator[None]:
     except (exc.IntegrityError, exc.DataError, exc.ProgrammingError) as error:
         wrapped = StoreError(f"{what}: {_first_line(error)}", code="E_STORE_CONSTRAINT")
         wrapped.retryable = False
+        wrapped.exit_code = 1  # not unavailable: the operation ran and failed
         raise wrapped from error
     except exc.SQLAlchemyError as error:
         raise StoreError(f"{what}: {_first_line(error)}") from error
