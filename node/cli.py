@@ -31,6 +31,14 @@ def emit_json(data: object) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, sort_keys=False))
 
 
+def report(as_json: bool, data: dict[str, object], text: str) -> None:
+    """What a command that changes something says it did: ``data`` as JSON, or ``text``."""
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(text)
+
+
 def handle_errors(fn: F) -> F:
     """Map the exception tree to one line on stderr and the error's exit code."""
 

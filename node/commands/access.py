@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from node.cli import DAYS, SECONDS, cli, config_path, emit_json, handle_errors, open_node
+from node.cli import DAYS, SECONDS, cli, config_path, emit_json, handle_errors, open_node, report
 
 T = TypeVar("T")
 
@@ -195,15 +195,17 @@ def authz_grant(ctx: click.Context, subject: str, grantee: str, items: tuple[str
 
 @authz.command("revoke")
 @click.argument("code")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
-def authz_revoke(ctx: click.Context, code: str) -> None:
+def authz_revoke(ctx: click.Context, code: str, as_json: bool) -> None:
     """Revoke a code (or its id, as ``authz list`` shows it)."""
     from node.authz import Authorizations
 
     with open_node(ctx) as node:
         a = Authorizations(node.store).revoke(code, actor=_actor())
-    click.echo(f"revoked {a.id} ({a.grantee} for {a.subject})")
+    report(as_json, {"revoked": a.id, "grantee": a.grantee, "subject": a.subject},
+           f"revoked {a.id} ({a.grantee} for {a.subject})")
 
 
 @authz.command("list")
@@ -254,15 +256,16 @@ def blocks_list(ctx: click.Context, include_lifted: bool, as_json: bool) -> None
 
 @blocks.command("lift")
 @click.argument("address")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
-def blocks_lift(ctx: click.Context, address: str) -> None:
+def blocks_lift(ctx: click.Context, address: str, as_json: bool) -> None:
     """Lift the block on ADDRESS (as ``blocks list`` shows it, e.g. ipv4:10.0.0.7)."""
     from node.abuse import Guard
 
     with open_node(ctx) as node:
         n = Guard(node.store, node.config.abuse).lift(address, actor=_actor())
-    click.echo(f"lifted {n} block(s) on {address}")
+    report(as_json, {"address": address, "lifted": n}, f"lifted {n} block(s) on {address}")
 
 
 @cli.group()
@@ -272,25 +275,28 @@ def sharing() -> None:
 
 @sharing.command("suspend")
 @click.option("--reason", default="", help="why (kept in the audit log)")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
-def sharing_suspend(ctx: click.Context, reason: str) -> None:
+def sharing_suspend(ctx: click.Context, reason: str, as_json: bool) -> None:
     from node.abuse import SharingSwitch
 
     with open_node(ctx) as node:
         SharingSwitch(node.store).set(True, actor=_actor(), reason=reason)
-    click.echo("sharing suspended: Lookup and VerifyList refuse with E_SHARING_SUSPENDED")
+    report(as_json, {"sharing": "suspended", "reason": reason},
+           "sharing suspended: Lookup and VerifyList refuse with E_SHARING_SUSPENDED")
 
 
 @sharing.command("resume")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
-def sharing_resume(ctx: click.Context) -> None:
+def sharing_resume(ctx: click.Context, as_json: bool) -> None:
     from node.abuse import SharingSwitch
 
     with open_node(ctx) as node:
         SharingSwitch(node.store).set(False, actor=_actor())
-    click.echo("sharing resumed")
+    report(as_json, {"sharing": "resumed"}, "sharing resumed")
 
 
 @cli.group()

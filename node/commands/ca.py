@@ -6,7 +6,7 @@ import pathlib
 
 import click
 
-from node.cli import DAYS, cli, emit_json, handle_errors
+from node.cli import DAYS, cli, emit_json, handle_errors, report
 
 
 @cli.group()
@@ -17,13 +17,14 @@ def ca() -> None:
 @ca.command("init")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="directory for the CA")
 @click.option("--name", default="credit federation dev CA", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def ca_init(out: str, name: str) -> None:
+def ca_init(out: str, name: str, as_json: bool) -> None:
     """Create a development CA (ca.pem, ca-key.pem written 0600)."""
     from node.identity import init_ca
 
     path = init_ca(pathlib.Path(out), name=name)
-    click.echo(f"created CA in {path}")
+    report(as_json, {"ca": str(path), "cert": str(path / "ca.pem")}, f"created CA in {path}")
 
 
 @ca.command("issue")
@@ -34,14 +35,17 @@ def ca_init(out: str, name: str) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--host", "hosts", multiple=True, help="DNS name or IP the certificate serves (repeatable)")
 @click.option("--days", default=825, show_default=True, type=DAYS)
+@click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def ca_issue(ca_dir: str, node_id: str, role: str, out: str, hosts: tuple[str, ...], days: int) -> None:
+def ca_issue(ca_dir: str, node_id: str, role: str, out: str, hosts: tuple[str, ...], days: int,
+             as_json: bool) -> None:
     """Issue certificates for NODE_ID into OUT (cert.pem, key.pem, ca.pem, signing keys)."""
     from node.identity import issue
 
     path = issue(pathlib.Path(ca_dir), node_id, role, pathlib.Path(out),
                  hosts=hosts or ("localhost", "127.0.0.1"), days=days)
-    click.echo(f"issued {node_id} ({role}) into {path}")
+    report(as_json, {"id": node_id, "role": role, "dir": str(path), "days": days},
+           f"issued {node_id} ({role}) into {path}")
 
 
 @cli.command("init")

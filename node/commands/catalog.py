@@ -6,7 +6,7 @@ import pathlib
 
 import click
 
-from node.cli import cli, emit_json, handle_errors
+from node.cli import cli, emit_json, handle_errors, report
 
 
 @cli.group()
@@ -35,9 +35,10 @@ def validate(path: str, as_json: bool) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--catalog", "catalog_path", type=click.Path(exists=True),
               help="catalogue directory (default: the node's, or the bundled one)")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
-def template(ctx: click.Context, item: str, fmt: str, out: str, catalog_path: str | None) -> None:
+def template(ctx: click.Context, item: str, fmt: str, out: str, catalog_path: str | None, as_json: bool) -> None:
     """Write the reporting template of ITEM with the Chinese field names as headers."""
     from node.catalog import load_catalog
     from node.provisioning import bundled_catalog
@@ -51,4 +52,4 @@ def template(ctx: click.Context, item: str, fmt: str, out: str, catalog_path: st
         path = cfg.path(cfg.catalog.path)
     cat = load_catalog(path or bundled_catalog())
     write_template(cat.item(item), fmt, pathlib.Path(out))  # type: ignore[arg-type]
-    click.echo(f"wrote {out}")
+    report(as_json, {"item": item, "format": fmt, "out": out}, f"wrote {out}")
