@@ -249,7 +249,10 @@ def expand_env(value: str, environ: Mapping[str, str] | None = None) -> str:
 def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str] | None) -> Any:
     origin = typing.get_origin(tp)
     if isinstance(value, str):
-        value = expand_env(value, environ)
+        try:
+            value = expand_env(value, environ)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc.message}") from None
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(value).__name__}")
@@ -331,13 +334,21 @@ def _by_kind(options: list[Any], value: Any, path: str) -> Any:
     raise ConfigError(f"{path}.kind: {value['kind']!r} is not one of {', '.join(allowed)}")
 
 
+def _shown_key(key: object) -> str:
+    text = str(key)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _build(cls: type[T], data: Mapping[str, Any], path: str, environ: Mapping[str, str] | None) -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = [k for k in data if k not in fields]
     if unknown:
-        where = ", ".join(f"{path}.{k}" if path else str(k) for k in unknown)
-        raise ConfigError(f"unknown configuration key: {where}")
+        # A key is shown cut short: a file that is not a node config (a key that is a whole
+        # line of something else) must not be echoed back to the terminal.
+        where = ", ".join(f"{path}.{_shown_key(k)}" if path else _shown_key(k) for k in unknown[:5])
+        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise ConfigError(f"unknown configuration key: {where}{more}")
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         sub = f"{path}.{name}" if path else name
@@ -399,7 +410,10 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        # The problem and where, never the snippet PyYAML quotes: the file may not be ours.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{p}: not valid YAML: {getattr(exc, 'problem', None) or 'cannot be parsed'}{where}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{p}: the top level must be a mapping")
     return parse_config(data, base_dir=str(p.resolve().parent), environ=environ)

@@ -108,3 +108,16 @@ def test_a_unit_that_is_no_valid_uscc_is_refused_unless_allow_listed():
 def test_a_node_id_that_is_not_one_is_refused():
     with pytest.raises(ConfigError, match=r"id: node id 'garbage'"):
         parse_config({**BASE, "id": "garbage"})
+
+
+def test_an_unset_environment_variable_is_named_with_the_key_that_uses_it():
+    with pytest.raises(ConfigError, match=r"store\.url: environment variable STORE_URL is not set"):
+        parse_config({**BASE, "store": {"url": "${STORE_URL}"}}, environ={})
+
+
+def test_a_file_that_is_no_node_config_is_not_echoed_back(tmp_path: pathlib.Path):
+    p = tmp_path / "node.yaml"
+    p.write_text("root:$6$secretsecretsecretsecretsecretsecretsecret:19000:0:99999:7:::\n: x\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert "secretsecretsecretsecret" not in str(err.value)
