@@ -227,7 +227,7 @@ class Verifier:
             kind, signer = sig.kind, sig.signer
             if kind != (pb.ORIGIN if pos == 0 else pb.HOP):
                 want = "ORIGIN" if pos == 0 else "HOP"
-                return [(pos, SignatureError(f"chain[{pos}] must be a {want} signature", code="E_CHAIN_ORDER"))]
+                return [(pos, SignatureError(f"chain[{pos}] must be the {want} signature", code="E_CHAIN_ORDER"))]
             if pos == 0 and signer != origin:
                 return [(pos, SignatureError(f"origin signed by {signer!r} but the body names {origin!r}",
                                              code="E_SIGNER_MISMATCH"))]

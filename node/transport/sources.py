@@ -28,8 +28,9 @@ _OUTCOMES = {"accepted": pb.Ack.ACCEPTED, "duplicate": pb.Ack.DUPLICATE}
 
 def rejected_ack(seq: int, code: str, message: str, field: str = "", record_id: str = "",
                  revision: int = 0) -> pb.Ack:
+    # row: the record's 1-based position in the stream, as a validation refusal names it.
     return pb.Ack(record_id=record_id, revision=revision, outcome=pb.Ack.REJECTED, seq=seq,
-                  rejections=[pb.Rejection(code=code, field=field, message=message)])
+                  rejections=[pb.Rejection(code=code, field=field, message=message, row=seq + 1)])
 
 
 def _ack(seq: int, outcome: RowOutcome) -> pb.Ack:

@@ -144,8 +144,8 @@ def test_unsigned_records_are_checked_like_an_import(running: Running) -> None:
     assert acks[0].outcome == ACCEPTED
     assert acks[1].outcome == REJECTED and acks[1].rejections[0].field == "CF_JDRQ"
     assert acks[1].rejections[0].row == 2  # 1-based position in the stream
-    assert (acks[2].outcome, acks[2].rejections[0].code, acks[2].rejections[0].field) == \
-        (REJECTED, "E_UNKNOWN_ITEM", "item")
+    assert (acks[2].outcome, acks[2].rejections[0].code, acks[2].rejections[0].field, acks[2].rejections[0].row) == \
+        (REJECTED, "E_UNKNOWN_ITEM", "item", 3)
 
 
 def test_a_source_may_only_report_for_its_units(running: Running) -> None:
