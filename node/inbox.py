@@ -64,6 +64,10 @@ class Inbox:
         self._conflicts = conflicts  # two source units disagreeing on one fact meet here, above them
         self._clock = clock
 
+    def is_child(self, node_id: str) -> bool:
+        """Whether ``node_id`` is a registered child (the only nodes that send records up)."""
+        return node_id in self._children
+
     def learn_certificates(self, ders: Sequence[bytes]) -> list[Problem]:
         """Signer certificates shipped with a batch; kept so stored chains verify later too."""
         problems: list[Problem] = []

@@ -102,7 +102,7 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
         return acks
 
     def _learn(self, who: Identity, ders: Sequence[bytes]) -> None:
-        if who.role != NODE:
+        if who.role != NODE or not self._inbox.is_child(who.node_id):  # strangers add no signers
             log.warning("submit.certificates_ignored", extra={"peer": who.node_id, "count": len(ders)})
             return
         for problem in self._inbox.learn_certificates(list(ders)):

@@ -92,6 +92,9 @@ def test_a_node_that_is_not_a_registered_child_is_refused(running: Running, pki:
     assert {a.outcome for a in acks} == {REJECTED}
     assert {a.rejections[0].code for a in acks} == {"E_SENDER_NOT_CHILD"}
     assert _stored_revisions(running) == 0
+    with running.node.store.engine.connect() as conn:  # nor does it get its signer known here
+        from node.store.tables import certificates
+        assert conn.execute(select(func.count()).select_from(certificates)).scalar_one() == 0
 
 
 def test_a_child_cannot_pass_off_another_childs_records_as_its_own(
