@@ -12,13 +12,21 @@ from typing import TYPE_CHECKING
 from adapters.base import Sink, Source, SourceRunner
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from adapters.file_drop import FileOutcome
     from node.app import Node
 
 __all__ = ["Sink", "Source", "SourceRunner", "build_runners", "build_sources"]
 
 
-def build_sources(node: Node, *, sink: Sink | None = None, names: tuple[str, ...] = ()) -> list[Source]:
-    """The configured adapters of ``node`` (those named in ``names``, if given), ready to poll."""
+def build_sources(node: Node, *, sink: Sink | None = None, names: tuple[str, ...] = (),
+                  on_file: Callable[[FileOutcome], None] | None = None) -> list[Source]:
+    """The configured adapters of ``node`` (those named in ``names``, if given), ready to poll.
+
+    ``on_file`` hears what became of each file a file drop took in (``credit-node adapters run``
+    reports the failed ones).
+    """
     from adapters.database import DatabasePull
     from adapters.file_drop import FileDrop
     from node.config import FileAdapterConfig, adapter_name
@@ -36,7 +44,8 @@ def build_sources(node: Node, *, sink: Sink | None = None, names: tuple[str, ...
         if isinstance(cfg, FileAdapterConfig):
             folder = node.config.path(cfg.dir)
             folder.mkdir(parents=True, exist_ok=True)
-            sources.append(FileDrop(cfg, directory=folder, catalog=node.catalog, sink=target, name=name))
+            sources.append(FileDrop(cfg, directory=folder, catalog=node.catalog, sink=target, name=name,
+                                    on_file=on_file))
         else:
             sources.append(DatabasePull(cfg, catalog=node.catalog, sink=target, state=node.store.meta, name=name,
                                         workers=node.prepare_worker))

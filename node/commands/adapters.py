@@ -90,7 +90,9 @@ def run_adapters(ctx: click.Context, names: tuple[str, ...], until_idle: bool, a
     with open_node(ctx) as node:
         configure_logging(node.config.id, level=log_level)
         counting = _Counting(node.ingest)
-        sources = build_sources(node, sink=counting, names=names)
+        failed: list[Any] = []  # files a drop could not read at all (moved to failed/)
+        sources = build_sources(node, sink=counting, names=names,
+                                on_file=lambda f: failed.append(f) if f.state == "failed" else None)
         if until_idle:
             try:
                 for source in sources:
@@ -105,13 +107,17 @@ def run_adapters(ctx: click.Context, names: tuple[str, ...], until_idle: bool, a
                 for source in sources:
                     source.close()
             c = counting.counts
+            failed_files = [{"file": f.name, "code": f.error, "result": f.result} for f in failed]
             if as_json:
                 emit_json({"adapters": [s.name for s in sources], "accepted": c["accepted"],
-                           "duplicates": c["duplicate"], "rejected": c["rejected"]})
+                           "duplicates": c["duplicate"], "rejected": c["rejected"], "failed_files": failed_files})
             else:
                 click.echo(f"{', '.join(s.name for s in sources) or 'no adapters'}: {c['accepted']} accepted, "
                            f"{c['duplicate']} duplicates, {c['rejected']} rejected")
-            return
+                for f in failed_files:
+                    click.echo(f"  {f['file']}: not read ({f['code']}), see {f['result']}")
+            # As import: 1 when rows were refused or files could not be read.
+            sys.exit(1 if c["rejected"] or failed_files else 0)
         from node.runtime import Runtime
 
         Runtime(node, [SourceRunner(s) for s in sources]).run()

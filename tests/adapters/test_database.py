@@ -270,8 +270,8 @@ def test_kill_9_mid_pull_then_restart_has_no_gap_and_no_repeat(make_node: Any, s
     assert killed_at is not None and 0 < killed_at[1] < total
     second = _run(cfg)
     out, err = second.communicate(timeout=300)
-    assert second.returncode == 0, err
     summary = json.loads(out)
+    assert second.returncode == (1 if summary["rejected"] else 0), err  # 1: ran, and refused rows
     # Exactly the rows after the committed position come again: none skipped, none repeated.
     remaining = total - killed_at[1]
     assert summary["accepted"] + summary["rejected"] == remaining

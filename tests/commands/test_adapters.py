@@ -27,3 +27,20 @@ def test_a_json_lines_file_that_is_not_utf8_is_named(tmp_path: pathlib.Path) -> 
                                       "--identity", str(tmp_path / "id")])
     assert result.exit_code == 2, result.output
     assert "not UTF-8" in result.output and "Traceback" not in result.output
+
+
+def test_run_until_idle_names_a_file_it_could_not_read_and_exits_1(tmp_path: pathlib.Path) -> None:
+    import json
+
+    from node.provisioning import init_node
+
+    cfg = init_node(tmp_path / "n", node_id="dept:330102:scjgj", level="department", unit="11330102MB0000019G")
+    with cfg.open("a", encoding="utf-8") as fh:
+        fh.write("adapters:\n- kind: file\n  dir: drop\n  item: admin_penalty\n")
+    (tmp_path / "n" / "drop").mkdir()
+    (tmp_path / "n" / "drop" / "colours.csv").write_text("颜色\n红\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "adapters", "run", "--until-idle", "--json",
+                                      "--log-level", "ERROR"])
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.output)
+    assert [(f["file"], f["code"]) for f in out["failed_files"]] == [("colours.csv", "E_INPUT_HEADER_UNKNOWN")]
