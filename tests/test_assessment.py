@@ -128,3 +128,7 @@ def test_report_sources_cli_json_and_csv(dept):
     assert "3 reported (3 new)" in text.stdout
     bad = cli("--since", "January")
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
+    backwards = cli("--since", "2026-02-01", "--until", "2026-01-01")
+    assert backwards.returncode == 2 and "[until]" in backwards.stderr and "before" in backwards.stderr
+    far = cli("--since", "2026-01-01", "--until", "9999-12-31")
+    assert far.returncode == 2 and "out of range" in far.stderr

@@ -107,6 +107,16 @@ def report_group() -> None:
     """Reports about the node's data."""
 
 
+def _day(text: str, option: str) -> dt.date:
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--{option} is a date, YYYY-MM-DD (got {text!r})", field=option) from None
+    if day.year >= 9999:  # the period's end + 1 day must still be a date
+        raise UsageError(f"--{option} {text} is out of range", field=option)
+    return day
+
+
 @report_group.command("sources")
 @click.option("--since", required=True, help="first day of the period (YYYY-MM-DD)")
 @click.option("--until", default=None, help="last day of the period (default: today)")
@@ -122,11 +132,10 @@ def report_sources(ctx: click.Context, since: str, until: str | None, within_day
     """Reporting assessment (绩效考核) per source unit and item: volume, refusals, timeliness, completeness."""
     from node.assessment import COLUMNS, assess, working_days_for
 
-    try:
-        first = dt.date.fromisoformat(since)
-        last = dt.date.fromisoformat(until) if until else None
-    except ValueError:
-        raise UsageError("--since and --until are dates, YYYY-MM-DD", field="since") from None
+    first = _day(since, "since")
+    last = _day(until, "until") if until else None
+    if last is not None and last < first:
+        raise UsageError(f"--until {last} is before --since {first}", field="until")
     if as_json and as_csv:
         raise UsageError("--json or --csv, not both")
     with open_node(ctx) as node:
