@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import pathlib
 import sys
 from collections.abc import Callable
@@ -86,6 +87,9 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
 
 
 def main() -> None:
+    # grpc's C core logs a failed TLS handshake on stderr before the client's own one-line error
+    # says the same; operators set GRPC_VERBOSITY themselves to see its INFO lines.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     cli(prog_name="credit-node")
 
 
