@@ -23,6 +23,7 @@ import yaml
 from node.errors import ConfigError
 from node.identifiers import check_uscc
 from node.nodeid import parse_node_id
+from node.routing import level_of
 
 # user:password@ in a URL (password up to the last @ before the host): the part show-config hides.
 _URL_PASSWORD = re.compile(r"(://[^/?#@:]*:)[^/?#]*(@)")
@@ -368,8 +369,11 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
         raise ConfigError("unit: a department node must name the source unit (USCC) it reports for")
     try:
         parse_node_id(cfg.id)
+        named = level_of(cfg.id)
     except ConfigError as exc:
         raise ConfigError(f"id: {exc.message}") from None
+    if named != cfg.level:
+        raise ConfigError(f"level: {cfg.level!r}, but the node id {cfg.id!r} names level {named!r}")
     if cfg.unit and cfg.unit not in cfg.validation.uscc_allowlist:
         # Every record this node signs as its origin names this unit; a typo would be signed in.
         problem = check_uscc(cfg.unit, label="unit")

@@ -121,3 +121,8 @@ def test_a_file_that_is_no_node_config_is_not_echoed_back(tmp_path: pathlib.Path
     with pytest.raises(ConfigError) as err:
         load_config(p)
     assert "secretsecretsecretsecret" not in str(err.value)
+
+
+def test_a_level_that_is_not_the_one_the_node_id_names_is_refused():
+    with pytest.raises(ConfigError, match=r"level: 'district', but the node id 'dept:330102:scjgj' names level"):
+        parse_config({**BASE, "level": "district"})

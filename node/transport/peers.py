@@ -76,6 +76,7 @@ _STATUS: dict[type[NodeError], grpc.StatusCode] = {
 
 
 _MAX_HEADER_CHARS = 200
+_MAX_DETAILS_CHARS = 1000
 
 
 def status_for(error: NodeError) -> grpc.StatusCode:
@@ -90,7 +91,7 @@ def abort_with(context: grpc.ServicerContext, error: NodeError,
                status: grpc.StatusCode | None = None) -> NoReturn:
     """End the call with ``error``: its status, ``CODE [field]: message``, the code in metadata."""
     context.set_trailing_metadata(_error_metadata(error))
-    context.abort(status or status_for(error), str(error))
+    context.abort(status or status_for(error), _details(error))
     raise AssertionError("context.abort returned")  # pragma: no cover - grpc always raises
 
 
@@ -98,7 +99,7 @@ async def abort_with_async(context: grpc.aio.ServicerContext[object, object], er
                            status: grpc.StatusCode | None = None) -> NoReturn:
     """:func:`abort_with` for a handler that is a coroutine (its context's ``abort`` is one too)."""
     context.set_trailing_metadata(_error_metadata(error))
-    await context.abort(status or status_for(error), str(error))
+    await context.abort(status or status_for(error), _details(error))
     raise AssertionError("context.abort returned")  # pragma: no cover - grpc always raises
 
 
@@ -106,6 +107,13 @@ def _error_metadata(error: NodeError) -> tuple[tuple[str, str], ...]:
     if error.field:
         return ((CODE_KEY, error.code), (FIELD_KEY, _header_value(error.field)))
     return ((CODE_KEY, error.code),)
+
+
+def _details(error: NodeError) -> str:
+    """The status details, bounded: a message quoting what the caller sent (a 5,000-character item
+    code) would otherwise outgrow the client's metadata limit and reach it as RESOURCE_EXHAUSTED."""
+    text = str(error)
+    return text if len(text) <= _MAX_DETAILS_CHARS else text[: _MAX_DETAILS_CHARS - 3] + "..."
 
 
 def _header_value(text: str) -> str:
