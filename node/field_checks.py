@@ -156,10 +156,10 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
                 s = s.replace(" ", "").upper()
             if aliases:
                 s = aliases.get(s, s)
-            if maxlen and len(s) > maxlen:
+            if maxlen and len(s) > maxlen and check is None:
                 bad(out, row, "E_FIELD_TOO_LONG", f"{len(s)} characters, at most {maxlen}")
                 return None
-            if check is not None and s:
+            if check is not None and s:  # a code's own check names a wrong length better
                 n = len(out)
                 check(s, out, row)
                 if len(out) > n and not out[-1].warning:

@@ -483,3 +483,10 @@ def test_stored_text_equals_normalize_text_whatever_path_it_takes(validator: Val
     c = check(validator, catalog, penalty(CF_XDR_MC=cell, CF_SY=cell))
     assert value(c, "CF_XDR_MC") == normalize_text(cell)
     assert value(c, "CF_SY") == normalize_text(cell, prose=True)
+
+
+@pytest.mark.parametrize("cell", [COMPANY + "1", COMPANY[:9] + "-" + COMPANY[9:]])
+def test_a_uscc_of_the_wrong_length_is_named_a_uscc_format_error(validator: Validator, catalog: Catalog,
+                                                                  cell: str) -> None:
+    c = check(validator, catalog, penalty(CF_XDR_SHXYM=cell))
+    assert codes(c) == [("E_USCC_FORMAT", "CF_XDR_SHXYM")] and "18 characters" in c.problems[0].message
