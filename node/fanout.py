@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -206,12 +206,21 @@ class Fanout:
             self._stubs.clear()
 
 
-def merge_views(local: Iterable[pb.RecordView], remote: Iterable[pb.RecordView]) -> list[pb.RecordView]:
+def merge_views(local: Iterable[pb.RecordView], remote: Iterable[pb.RecordView],
+                held: Mapping[str, int] | None = None) -> list[pb.RecordView]:
     """One view per record: the highest revision wins, the local copy on a tie (records travel up,
-    so a city often holds what a district answers as well)."""
-    best: dict[str, pb.RecordView] = {}
-    for view in (*local, *remote):
-        held = best.get(view.record_id)
-        if held is None or view.revision > held.revision:
+    so a city often holds what a district answers as well).
+
+    ``held`` is the revision of every record this node holds, shown to the caller or not: a
+    region's older copy never stands in for a newer local revision the caller may not see (one
+    suspended while disputed, or revoked, before the revision reached that region).
+    """
+    best: dict[str, pb.RecordView] = {view.record_id: view for view in local}
+    held = held or {}
+    for view in remote:
+        if view.revision <= held.get(view.record_id, 0):  # this node's own decision stands
+            continue
+        kept = best.get(view.record_id)
+        if kept is None or view.revision > kept.revision:
             best[view.record_id] = view
     return sorted(best.values(), key=lambda v: (v.item, v.decision_date, v.record_id))

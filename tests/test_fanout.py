@@ -208,3 +208,29 @@ def test_merge_prefers_the_highest_revision_then_the_local_copy() -> None:
                                                                                    region=EAST)]
     merged = {v.record_id: (v.revision, v.region) for v in merge_views(local, remote)}
     assert merged == {"r1": (2, EAST), "r2": (2, CITY)}
+
+
+def test_a_region_older_copy_never_shows_what_the_city_holds_newer_and_hides(
+        pki: Pki, tmp_path: pathlib.Path, east: tuple[Server, dict[str, str]]) -> None:
+    # The city already holds revision 2 (revoked) of a district record; the district still holds
+    # revision 1 (active), its downward delivery not yet applied. The city's answer must not
+    # bring the old revision back from the district.
+    east_server, east_tags = east
+    city_store = open_store(tmp_path / "city.db")
+    copy = east_server.store.records.get(east_tags["pen"])
+    assert copy is not None and copy.revision == 1
+    city_store.records.append([copy])
+    city_store.records.append([copy._replace(revision=2, status="revoked")])
+    with serve(pki, CITY, city_store, peers=[PeerConfig(EAST, east_server.target)]) as c:
+        public = c.stub(CALLERS["public"]).Lookup(pb.LookupRequest(subject_code=ORG), timeout=10)
+    assert not public.partial
+    assert "pen" not in by_tag(public, east_tags)
+    assert {"blacklist", "pen-disputed"} <= set(by_tag(public, east_tags))  # the rest still comes from east
+    city_store.close()
+
+
+def test_merge_drops_a_remote_copy_no_newer_than_a_local_revision_the_caller_may_not_see() -> None:
+    remote = [pb.RecordView(record_id="r1", revision=1, region=EAST), pb.RecordView(record_id="r2", revision=3,
+                                                                                   region=EAST)]
+    merged = merge_views([], remote, held={"r1": 2, "r2": 2})
+    assert [(v.record_id, v.revision) for v in merged] == [("r2", 3)]

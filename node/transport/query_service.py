@@ -147,7 +147,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
             local = [v for v in (self._disclosure.view(r, asker.caller, today) for r in rows) if v is not None]
             answered = collect()
             unavailable = sorted(set(answered.unavailable))
-            merged = merge_views(local, answered.records)
+            merged = merge_views(local, answered.records, held={r.record_id: r.revision for r in rows})
             answer.records.extend(merged)
             answer.partial, count = bool(unavailable), len(merged)
             answer.unavailable_regions.extend(unavailable)
