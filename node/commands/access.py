@@ -149,13 +149,15 @@ def verify_list(file: str, target: str, identity_dir: str, server_name: str | No
     request = pb.VerifyListRequest(subject_codes=codes, items=list(items), context=_context(purpose, ""))
     answer = _call(lambda: stub.VerifyList(request, timeout=timeout))
     hits = [{"subject_code": h.subject_code, "subject_name": h.subject_name, "item": h.item,
-             "record_id": h.record_id, "listed_on": h.listed_on, "measures": list(h.measures)}
+             "record_id": h.record_id, "listed_on": h.listed_on, "measures": list(h.measures),
+             "status": h.status, "marks": list(h.marks)}
             for h in answer.hits]
     if as_json:
         emit_json({"checked": answer.checked, "hits": hits})
         return
     for h in hits:
-        click.echo(f"{h['subject_code']} {h['subject_name']}: {h['item']} since {h['listed_on']} "
+        marked = f" [{'; '.join(h['marks'])}]" if h["marks"] else ""  # type: ignore[arg-type]
+        click.echo(f"{h['subject_code']} {h['subject_name']}: {h['item']} since {h['listed_on']}{marked} "
                    f"({'; '.join(h['measures'])})")  # type: ignore[arg-type]
     click.echo(f"checked {answer.checked} subjects: {len(hits)} hit(s)")
 

@@ -189,9 +189,10 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         for row in self._disclosure.current_lists(codes, lists):
             view = self._disclosure.view(row, asker.caller, today)
             if view is not None:
+                # With its status and marks: a revoked, repaired or disputed listing is no plain hit.
                 hits.append(pb.ListHit(subject_code=view.subject_code, item=row.item, record_id=row.record_id,
                                        listed_on=row.decision_date, measures=list(view.measures),
-                                       subject_name=view.subject_name))
+                                       subject_name=view.subject_name, status=view.status, marks=list(view.marks)))
         _log(log.entry(len(hits)), self._recorder.record)
         return pb.VerifyListResponse(hits=hits, checked=len(codes))
 

@@ -265,6 +265,20 @@ def test_a_lookup_waiting_for_its_log_commit_holds_up_neither_the_server_nor_oth
 
 
 # --- VerifyList --------------------------------------------------------------------------------------
+def test_a_revoked_listing_is_no_plain_hit_it_carries_its_status_and_mark(server: Server, store: Store,
+                                                                          tags: dict[str, str]) -> None:
+    listed = store.records.get(tags["blacklist"])
+    assert listed is not None
+    store.records.append([listed._replace(revision=listed.revision + 1, status="revoked")])
+    court = server.stub(CALLERS["judicial"]).VerifyList(pb.VerifyListRequest(
+        subject_codes=[ORG], items=["serious_dishonest_list"], context=pb.CallerContext(purpose="执行案件核查")),
+        timeout=10)
+    assert [(h.record_id, h.status, "已撤销" in h.marks) for h in court.hits] == [(tags["blacklist"], "revoked", True)]
+    gov = server.stub(CALLERS["gov"]).VerifyList(pb.VerifyListRequest(
+        subject_codes=[ORG], items=["serious_dishonest_list"], context=pb.CallerContext(purpose="核查")), timeout=10)
+    assert list(gov.hits) == []
+
+
 def test_verify_list_returns_hits_with_list_date_and_measures(server: Server, store: Store) -> None:
     stub = server.stub(CALLERS["gov"])
     answer = stub.VerifyList(pb.VerifyListRequest(subject_codes=[ORG, ORG2.lower(), PERSON, "91110000XXXXXXXXXX"],
@@ -274,6 +288,7 @@ def test_verify_list_returns_hits_with_list_date_and_measures(server: Server, st
     assert hits == [(ORG2, "red_list", "2026-02-01"), (ORG, "serious_dishonest_list", "2026-03-01")]
     black = next(h for h in answer.hits if h.item == "serious_dishonest_list")
     assert "限制参与政府采购" in black.measures and black.subject_name == "杭州测试有限公司"
+    assert (black.status, list(black.marks)) == ("active", [])
     only_black = stub.VerifyList(pb.VerifyListRequest(subject_codes=[ORG, ORG2], items=["serious_dishonest_list"],
                                                       context=pb.CallerContext(purpose="核查")), timeout=10)
     assert [h.item for h in only_black.hits] == ["serious_dishonest_list"]
