@@ -98,8 +98,9 @@ class Guard:
         self._blocked: frozenset[str] = frozenset()
         self._loaded_at = float("-inf")
 
-    def admit(self, address: str, caller: str) -> None:
-        """Refuse a blocked address, or a caller over its rate (blocking it on an abnormal burst)."""
+    def admit(self, address: str, caller: str, *, block: bool = True) -> None:
+        """Refuse a blocked address, or a caller over its rate (blocking it on an abnormal burst,
+        unless ``block`` is false: the address is a federation node speaking for many callers)."""
         if address in self._active_blocks():
             raise BlockedError(f"address {address} is blocked after abnormal access; ask the operator")
         now = self._clock()
@@ -118,7 +119,7 @@ class Guard:
             horizon = now - cfg.block_window_s
             bucket.refusals = [t for t in bucket.refusals if t > horizon]
             bucket.refusals.append(now)
-            burst = len(bucket.refusals) >= cfg.block_after
+            burst = block and len(bucket.refusals) >= cfg.block_after
             if burst:
                 bucket.refusals.clear()
         if burst:

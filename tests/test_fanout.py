@@ -234,3 +234,26 @@ def test_merge_drops_a_remote_copy_no_newer_than_a_local_revision_the_caller_may
                                                                                    region=EAST)]
     merged = merge_views([], remote, held={"r1": 2, "r2": 2})
     assert [(v.record_id, v.revision) for v in merged] == [("r2", 3)]
+
+
+def test_a_region_limits_each_original_caller_not_the_delegating_city_and_never_blocks_it(
+        pki: Pki, tmp_path: pathlib.Path) -> None:
+    from node.abuse import Guard
+    from node.config import AbuseConfig
+
+    east_store = open_store(tmp_path / "east.db")
+    seed(east_store, signer(pki, EAST), catalog())
+    strict = AbuseConfig(rate_per_s=0.001, burst=2, block_after=2, block_window_s=600)
+    city_store = open_store(tmp_path / "city.db")
+    with serve(pki, EAST, east_store, abuse=strict, delegators=[CITY], peers=[PeerConfig(CITY, "127.0.0.1:1")]) as e, \
+            serve(pki, CITY, city_store, peers=[PeerConfig(EAST, e.target)]) as c:
+        gov = [c.stub(CALLERS["gov"]).Lookup(pb.LookupRequest(
+            subject_code=ORG, context=pb.CallerContext(purpose="核查")), timeout=10) for _ in range(5)]
+        public = c.stub(CALLERS["public"]).Lookup(pb.LookupRequest(subject_code=ORG), timeout=10)
+    # The gov caller's own bucket at the region runs dry; the public caller's does not, and the
+    # city's address is not blocked for what its callers did together.
+    assert [a.partial for a in gov] == [False, False, True, True, True]
+    assert not public.partial and len(public.records) > 0
+    assert Guard(east_store, strict).list() == []
+    east_store.close()
+    city_store.close()

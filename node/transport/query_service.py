@@ -201,7 +201,8 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         """Certificate → block list and rate → sharing switch: refusals that are not logged."""
         who = vetted_caller(context, self._trust, cache=self._callers)
         address = address_of(context.peer())
-        self._guard.admit(address, who.node_id)
+        if who.role != "node":  # a node speaks for others: limited per original caller (_asker)
+            self._guard.admit(address, who.node_id)
         self._sharing.check()
         return who, address
 
@@ -228,6 +229,10 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
             line = _LogLine(self._node_id, _Asker(caller, detail), subject, tuple(request.items), op=op)
             _log(line.entry(0), record)
             raise
+        if delegated:
+            # Each original caller has its own bucket here, and the delegating node's address is
+            # never blocked for what all its users do together.
+            self._guard.admit(address, f"{caller.node_id} via {who.node_id}", block=False)
         return _Asker(caller, detail)
 
     def _with_authorization(self, caller: access.Caller, code: str, subject: str, delegated: bool,
