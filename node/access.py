@@ -262,6 +262,10 @@ def window_state(item: Item, fields: Mapping[str, str], decision_date: str, toda
     elif rule.kind == "while_listed":
         until = _date(fields.get(rule.end_field, "")) if rule.end_field else None
         end = until + _DAY if until else None
+        start = _date(decision_date)
+        if rule.period_months and start is not None:  # a cap from listing, whatever the end date says
+            cap = _add_months(start, rule.period_months)
+            end = cap if end is None or cap < end else end
     return "closed" if end is not None and today >= end else "open"
 
 

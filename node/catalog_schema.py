@@ -252,7 +252,7 @@ def _check_disclosure(item: Item, fail: Callable[[str, str], CatalogError],
         raise fail("disclosure", "from_decision needs years and/or months")
     if d.kind == "from_decision" and not (d.start_field or item.decision_date_field):
         raise fail("disclosure.start_field", "from_decision needs a start field or a decision_date_field")
-    if not needs_period and d.period_months:
+    if not needs_period and d.period_months and d.kind != "while_listed":  # a list's is an optional cap
         raise fail("disclosure", f"{d.kind} takes no years/months")
     if d.kind != "penalty_severity":
         if d.severities or d.severity_field or d.default_severity:

@@ -241,8 +241,13 @@ D = dt.date.fromisoformat
     # lists: while listed, until the end date inclusive
     ("serious_dishonest_list", {"SX_YXQZ": "2026-05-01"}, "2025-05-01", "2026-05-01", "open"),
     ("serious_dishonest_list", {"SX_YXQZ": "2026-05-01"}, "2025-05-01", "2026-05-02", "closed"),
-    ("serious_dishonest_list", {}, "2015-05-01", "2040-05-02", "open"),
+    # ... and never longer than 5 years (失信, seed 003 篇5 第二十条) or 3 years (经营异常, 监管信息)
+    ("serious_dishonest_list", {}, "2021-05-01", "2026-04-30", "open"),
+    ("serious_dishonest_list", {}, "2021-05-01", "2026-05-01", "closed"),
+    ("serious_dishonest_list", {"SX_YXQZ": "2099-12-31"}, "2021-05-01", "2026-05-01", "closed"),
     ("abnormal_operation", {"YC_YCRQ": "2025-06-01"}, "2025-01-01", "2025-06-02", "closed"),
+    ("abnormal_operation", {}, "2023-01-01", "2025-12-31", "open"),
+    ("abnormal_operation", {}, "2023-01-01", "2026-01-01", "closed"),
 ])
 def test_window_state(cat: Catalog, item: str, fields: dict[str, str], decided: str, today: str,
                       state: str) -> None:

@@ -78,7 +78,11 @@ def window(item: Item, fields: Mapping[str, str], decision_date: str) -> Window:
         return Window(decided, end, min_repair)
     if rule.kind == "while_listed":
         until = _date(fields.get(rule.end_field, "")) if rule.end_field else None
-        return Window(decided, until + _DAY if until else None, None)
+        end = until + _DAY if until else None
+        if rule.period_months and decided is not None:  # a cap from listing, whatever the end date says
+            cap = add_months(decided, rule.period_months)
+            end = cap if end is None or cap < end else end
+        return Window(decided, end, None)
     return Window(decided, None, None)  # permanent
 
 
@@ -91,10 +95,12 @@ def latest_closable_decision(item: Item, today: dt.date) -> dt.date | None:
     every decision date qualifies (``date.max``).
     """
     rule = item.disclosure
-    if rule.kind == "permanent" or (rule.kind in ("while_valid_plus", "while_listed") and not rule.end_field):
+    capped_list = rule.kind == "while_listed" and rule.period_months > 0
+    if rule.kind == "permanent" or (rule.kind in ("while_valid_plus", "while_listed") and not rule.end_field
+                                    and not capped_list):
         return None
     bounds: list[dt.date] = []
-    if rule.kind == "from_decision" and not rule.start_field:
+    if (rule.kind == "from_decision" and not rule.start_field) or capped_list:
         bounds.append(_before_months(today, rule.period_months))
     elif rule.kind == "penalty_severity":
         longest = max((s.max_months for s in rule.severities), default=0)

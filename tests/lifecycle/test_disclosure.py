@@ -38,9 +38,10 @@ def test_other_rule_kinds(catalog: Catalog) -> None:
     reg = catalog.item("registration")  # while valid + 3 years
     assert window(reg, {"DJ_ZXRQ": "2023-05-10"}, "2001-01-01").end == D(2026, 5, 11)
     assert window(reg, {}, "2001-01-01").end is None
-    listed = catalog.item("serious_dishonest_list")  # while listed
+    listed = catalog.item("serious_dishonest_list")  # while listed, at most 5 years
     assert window(listed, {"SX_YXQZ": "2026-12-31"}, "2025-01-01").end == D(2027, 1, 1)
-    assert window(listed, {}, "2025-01-01") == (D(2025, 1, 1), None, None)
+    assert window(listed, {}, "2025-01-01") == (D(2025, 1, 1), D(2030, 1, 1), None)
+    assert window(listed, {"SX_YXQZ": "2099-12-31"}, "2025-01-01").end == D(2030, 1, 1)
     inspection = catalog.item("admin_inspection")  # 3 years from the decision
     assert window(inspection, {}, "2024-02-29").end == D(2027, 2, 28)
     assert add_months(D(2024, 1, 31), 1) == D(2024, 2, 29)
