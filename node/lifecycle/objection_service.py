@@ -94,6 +94,7 @@ class ObjectionService:
             raise ConflictError(f"record {record_id} is already under objection", code="E_OBJECTION_OPEN")
         self._visible_to_subject(head, applicant, today)
         name, blob, digest = self._read_evidence(evidence)
+        self._not_a_repeat(head, digest)
         signed = decode_signed(head.signed)
         erred = sm.platform_erred(head.body, bytes(signed.body), self._verifier.verify([signed])[0] is None)
         revision = head.revision + 1
@@ -120,6 +121,18 @@ class ObjectionService:
 
         self._reviser.commit([change], action="objection.revision", subject=case_id, also=[record], now_ms=now)
         return case
+
+    def _not_a_repeat(self, head: RecordRow, evidence_digest: bytes | None) -> None:
+        """A record confirmed after an objection, unchanged since, is objected to again only with
+        new evidence: 重复提出异议申请且无正当理由的…不再受理 (seed 001 附件2 四(二)). Without
+        this, each new objection would suspend the record again for another round of deadlines."""
+        for case in self.cases.cases_for(head.record_id):
+            if case.outcome == "confirmed" and case.answer_revision == head.revision and (
+                    evidence_digest is None or evidence_digest == case.evidence_digest):
+                raise ConflictError(
+                    f"record {head.record_id} was confirmed on {case.closed_on} after objection {case.case_id} "
+                    "and has not changed since: a new objection needs new evidence (seed 001 附件2 四(二))",
+                    code="E_OBJECTION_REPEATED")
 
     def _visible_to_subject(self, head: RecordRow, subject: str, today: dt.date) -> None:
         """A subject objects to a record about itself that it can see (seed 001 附件2 一)."""

@@ -130,6 +130,24 @@ def test_confirm_and_revoke(fed: Federation, action: str, status: str, shown: bo
         assert visible(kit, rid).visible is shown
 
 
+def test_a_repeat_objection_to_a_confirmed_unchanged_record_needs_new_evidence(
+        fed: Federation, tmp_path: pathlib.Path) -> None:
+    rid = fed.records[1]
+    subject = _subject(fed.city, rid)
+    case = fed.desk.file(rid, by=subject, reason="金额错误")
+    fed.down()
+    fed.source.answer(case.case_id, "confirm")
+    fed.up()
+    fed.desk.tick()
+    assert fed.desk.cases.get(case.case_id).outcome == "confirmed"
+    with pytest.raises(ConflictError) as again:
+        fed.desk.file(rid, by=subject, reason="金额错误")
+    assert again.value.code == "E_OBJECTION_REPEATED" and fed.city.head(rid).status == "confirmed"
+    new = tmp_path / "缴款凭证.pdf"
+    new.write_bytes(b"%PDF-1.4 new evidence")
+    assert fed.desk.file(rid, by=subject, reason="金额错误, 见缴款凭证", evidence=new).state != ""
+
+
 def test_platform_answers_unverifiable_when_it_holds_the_case(fed: Federation) -> None:
     rid = fed.records[2]
     case = fed.desk.file(rid, by=_subject(fed.city, rid), reason="无法核实")
