@@ -163,13 +163,14 @@ def decide(caller: Caller, record: RecordFacts, policy: Policy) -> Decision:
     if record.window == "closed":
         return Decision(False, "window", mask)
     marks: list[str] = []
+    own = caller.role == "self" and self_subject(caller.node_id) == record.subject_code
     if record.status == "repaired" or record.window == "not_public":
-        # Repaired (信用修复) and never-published records stay in government sharing only.
-        if "C" not in classes:
+        # Repaired (信用修复) and never-published records stay in government sharing only, and
+        # the subject still sees its own, marked (查询自身非公开信息, seed 003 篇5 第二十三条).
+        if "C" not in classes and not own:
             return Decision(False, "status:repaired" if record.status == "repaired" else "not_public", mask)
         marks.append(MARK_REPAIRED if record.status == "repaired" else MARK_NOT_PUBLIC)
     if record.status == "disputed":
-        own = caller.role == "self" and self_subject(caller.node_id) == record.subject_code
         if policy.disputed == "suspend" and not own:
             return Decision(False, "disputed", mask)
         marks.append(MARK_DISPUTED)

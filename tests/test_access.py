@@ -119,9 +119,10 @@ TABLE: list[tuple[tuple[str, str, str], tuple[bool, ...]]] = [
     (("A", "deleted", "open"),             (H, H, H, H, V, H, H)),
     (("A", "active", "closed"),            (H, H, H, H, V, H, H)),
     (("C", "active", "closed"),            (H, H, H, H, V, H, H)),
-    (("A", "repaired", "open"),            (H, H, H, V, V, H, H)),
-    (("B", "repaired", "open"),            (H, H, H, V, V, H, H)),
-    (("A", "active", "not_public"),        (H, H, H, V, V, H, H)),
+    (("A", "repaired", "open"),            (H, H, H, V, V, V, H)),  # the subject sees its own, marked
+    (("B", "repaired", "open"),            (H, H, H, V, V, V, H)),
+    (("C", "repaired", "open"),            (H, H, H, V, V, H, H)),
+    (("A", "active", "not_public"),        (H, H, H, V, V, V, H)),
     (("A", "disputed", "open"),            (H, H, H, H, V, V, H)),  # suspend; the subject sees its own
     (("B", "disputed", "open"),            (H, H, H, H, V, V, H)),
 ]
@@ -168,6 +169,7 @@ def test_judicial_sees_archived_with_marks(status: str, window: str, marks: tupl
 
 def test_gov_marks_for_repaired_and_not_public() -> None:
     assert decide(GOV, rec("A", status="repaired"), Policy()).marks == (MARK_REPAIRED,)
+    assert decide(SELF_ORG, rec("A", status="repaired"), Policy()).marks == (MARK_REPAIRED,)
     assert decide(GOV, rec("A", window="not_public"), Policy()).marks == (MARK_NOT_PUBLIC,)
 
 

@@ -91,7 +91,7 @@ ORG_VIEW = {
     "agency": {"pen", "blacklist"},
     "gov": {"pen", "blacklist", "inspection", "pen-repaired"},
     "judicial": {"pen", "blacklist", "inspection", "pen-repaired", "pen-disputed", "pen-expired", "pen-old"},
-    "self-org": {"pen", "blacklist", "pen-disputed"},
+    "self-org": {"pen", "blacklist", "pen-disputed", "pen-repaired"},  # its own repaired record, marked
     "self-person": {"pen", "blacklist"},
 }
 
