@@ -29,8 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from node.config import PeerConfig
-from node.errors import NotAuthorizedError, UntrustedSignerError
-from node.nodeid import Identity
+from node.errors import ConfigError, NotAuthorizedError, UntrustedSignerError
+from node.nodeid import Identity, check_identity
 from node.records import pb, rpc
 from node.store.audit import canonical_json
 from node.truststore import TrustStore
@@ -117,7 +117,16 @@ def verify_delegation(request: pb.LookupRequest, asking: Identity, signing_cert_
         key.verify(ctx.delegation_signature, Delegation.of_request(request).statement())
     except InvalidSignature:
         raise refuse("bad signature") from None
-    return Identity(ctx.on_behalf_of, ctx.on_behalf_role)
+    # The caller spoken for is held to the grammar its own certificate would be: a gov id with the
+    # gov role, never a federation node (a node would otherwise ask "on behalf of" itself and get
+    # every class without being a querying role).
+    try:
+        caller = check_identity(ctx.on_behalf_of, ctx.on_behalf_role)
+    except ConfigError as exc:
+        raise refuse(f"the caller spoken for is not a caller: {exc.message}") from None
+    if caller.role == "node":
+        raise refuse("a federation node is not a caller to speak for")
+    return caller
 
 
 @dataclass(frozen=True)

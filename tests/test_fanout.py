@@ -257,3 +257,15 @@ def test_a_region_limits_each_original_caller_not_the_delegating_city_and_never_
     assert Guard(east_store, strict).list() == []
     east_store.close()
     city_store.close()
+
+
+@pytest.mark.parametrize(("on_behalf_of", "role"), [("public:portal", "judicial"), ("not an id", "gov"),
+                                                     (CITY, "gov"), (CITY, "node")])
+def test_a_signed_delegation_for_no_real_caller_is_refused(pki: Pki, on_behalf_of: str, role: str) -> None:
+    ident = pki.identity(CITY)
+    fan = Fanout(CITY, ident.signing_key, ident.signing_cert_der, [], lambda t: None)  # type: ignore[arg-type,return-value]
+    req = fan.delegated_request(pb.LookupRequest(subject_code=ORG), Identity(on_behalf_of, role), "核查")
+    with pytest.raises(NotAuthorizedError) as info:
+        verify_delegation(req, Identity(CITY, "node"), ident.signing_cert_der, _trust(pki), allowed_nodes={CITY},
+                          max_age_s=300)
+    assert info.value.code == "E_DELEGATION_INVALID"
