@@ -208,11 +208,14 @@ def with_statement(case: Case, *, by: str, text: str, today: dt.date, now_ms: in
         raise ConflictError(f"case {case.case_id} has no result yet ({case.state})", code="E_OBJECTION_STATE")
     if not text.strip():
         raise UsageError("the statement is empty", field="text", code="E_STATEMENT_EMPTY")
-    last = calendar.add_working_days(_d(case.closed_on), deadlines.statement_within_days)
+    # 在领取报告后5个工作日内: counted from the day the applicant is told at the latest
+    # (result_due), so a result given on its last allowed day still leaves the whole period.
+    told_by = _d(case.result_due) if case.result_due else _d(case.closed_on)
+    last = calendar.add_working_days(max(told_by, _d(case.closed_on)), deadlines.statement_within_days)
     if today > last:
         raise ConflictError(f"a statement can be added until {last.isoformat()} "
-                            f"({deadlines.statement_within_days} working days after the result)",
-                            code="E_STATEMENT_TOO_LATE")
+                            f"({deadlines.statement_within_days} working days after the result is due to "
+                            "reach the applicant)", code="E_STATEMENT_TOO_LATE")
     until = (today + dt.timedelta(days=deadlines.statement_days)).isoformat()
     out = replace(case, statement=text.strip(), statement_until=until, updated_at_ms=now_ms)
     return out, [Step("statement", {"text": out.statement, "until": until})]

@@ -223,10 +223,14 @@ def test_statement_of_an_applicant_who_still_disagrees(fed: Federation, clock: C
     assert fed.desk.statements_for([rid]) == {rid: "申请人存疑: 仍有异议，已申请行政复议"}
     clock.set_day(dt.date(2026, 4, 9))
     assert fed.desk.statements_for([rid]) == {}  # kept 30 days; the log keeps it for good
-    clock.set_day(dt.date(2026, 3, 10))
+    # The 5 working days run from the day the applicant is told at the latest (the result is due
+    # 5 working days after the answer, 2026-03-09), not from the answer itself.
+    clock.set_day(dt.date(2026, 3, 16))
+    assert fed.desk.statement(case.case_id, by=subject, text="补充说明").statement == "补充说明"
+    clock.set_day(dt.date(2026, 3, 17))
     with pytest.raises(ConflictError) as late:
         fed.desk.statement(case.case_id, by=subject, text="again")
-    assert late.value.code == "E_STATEMENT_TOO_LATE" and "2026-03-09" in late.value.message
+    assert late.value.code == "E_STATEMENT_TOO_LATE" and "2026-03-16" in late.value.message
 
 
 def test_refusals(fed: Federation, tmp_path: pathlib.Path) -> None:
