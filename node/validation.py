@@ -179,6 +179,8 @@ _NO_VALUE: Final = frozenset({"无", "—", "——", *_NO_VALUE_ASCII, *(v.tran
 # Error values a spreadsheet shows when a formula failed: never data.
 _SPREADSHEET_ERRORS: Final = frozenset({"#N/A", "#VALUE!", "#REF!", "#DIV/0!", "#NUM!", "#NAME?", "#NULL!",
                                         "#SPILL!", "#CALC!", "#GETTING_DATA"})
+_ADULT: Final = 18
+_ADULT_FROM_16: Final = 16
 _SHORT: Final = max(len(v) for v in _NO_VALUE | _SPREADSHEET_ERRORS) + 4  # longer cells are values: no lookup
 
 
@@ -268,6 +270,8 @@ class Validator:
         subject_code = values.get(item.subject_code_fields[kind], "") if kind else ""
         if not subject_code:
             kind = self._no_subject(item, values, invalid, problems, row)
+        elif kind == "natural_person" and len(subject_code) == 18 and subject_code[:17].isdigit():
+            self._check_age(item, values, subject_code, problems, row)
         unit = values.get(item.source_unit_field, "")
         if unit and ((self._own_unit_only and unit != self.source_unit)
                      or (plan.units is not None and unit not in plan.units)):
@@ -282,6 +286,32 @@ class Validator:
             "decision_date": values.get(item.decision_date_field, "") if item.decision_date_field else "",
             "key": key, "problems": tuple(problems)})
         return c
+
+    def _check_age(self, item: Item, values: dict[str, str], id_number: str, problems: list[Problem],
+                   row: int) -> None:
+        """The natural persons of public credit information are adults: 年满十八周岁, or from 16
+        when living on their own work's income (seed 001 附件1 一; seed 003 篇5 第十一条). Under 16
+        on the decision date is refused; 16 or 17 is accepted with a warning for the source to
+        check."""
+        try:
+            born = date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))
+        except ValueError:
+            return  # the ID check has said what is wrong
+        on = values.get(item.decision_date_field, "") if item.decision_date_field else ""
+        try:
+            day = date.fromisoformat(on) if on else self._today.date
+        except ValueError:
+            return
+        age = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+        field = item.subject_code_fields["natural_person"]
+        if age < _ADULT_FROM_16:
+            problems.append(Problem("E_SUBJECT_MINOR", field, f"the person was {age} on {day.isoformat()}: public "
+                                    "credit information covers persons of 18, or 16 living on their own income "
+                                    "(seed 001 附件1 一, seed 003 篇5 第十一条)", row))
+        elif age < _ADULT:
+            problems.append(Problem("W_SUBJECT_MINOR", field, f"the person was {age} on {day.isoformat()}: under 18, "
+                                    "so covered only when living on their own work's income (seed 001 附件1 一)",
+                                    row, warning=True))
 
     def _no_subject(self, item: Item, values: dict[str, str], invalid: set[str], problems: list[Problem],
                     row: int) -> str:

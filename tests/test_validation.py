@@ -490,3 +490,13 @@ def test_a_uscc_of_the_wrong_length_is_named_a_uscc_format_error(validator: Vali
                                                                   cell: str) -> None:
     c = check(validator, catalog, penalty(CF_XDR_SHXYM=cell))
     assert codes(c) == [("E_USCC_FORMAT", "CF_XDR_SHXYM")] and "18 characters" in c.problems[0].message
+
+
+@pytest.mark.parametrize(("born", "outcome"), [(date(2012, 5, 1), "E_SUBJECT_MINOR"),
+                                               (date(2007, 3, 2), "W_SUBJECT_MINOR"),   # 16 on 2024-03-01
+                                               (date(2006, 3, 1), None)])               # 18 that day
+def test_natural_persons_are_adults_or_16_with_a_warning(validator: Validator, catalog: Catalog, born: date,
+                                                         outcome: str | None) -> None:
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJHM=make_id_number("330102", born, "123")))
+    assert [p.code for p in c.problems] == ([outcome] if outcome else [])
+    assert c.ok is (outcome != "E_SUBJECT_MINOR")
