@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, TypeAlias
@@ -37,6 +38,8 @@ from node.transport.peers import CallerCache, abort_with, abort_with_async, vett
 from node.truststore import TrustStore
 
 __all__ = ["MAX_VERIFY", "SERVICE_NAME", "QueryService", "build_query_service"]
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["Query"].full_name
 
@@ -226,6 +229,10 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
                 caller = self._with_authorization(caller, ctx.authorization_code, subject, delegated, detail)
         except NotAuthorizedError as exc:
             detail["refused"] = exc.code
+            if delegated:  # a security event whatever the role: public callers' lookups are not logged
+                log.warning("lookup.delegation_refused", extra={
+                    "peer": who.node_id, "role": who.role, "address": address, "code": exc.code,
+                    "reason": exc.message, "on_behalf_of": ctx.on_behalf_of[:100]})
             line = _LogLine(self._node_id, _Asker(caller, detail), subject, tuple(request.items), op=op)
             _log(line.entry(0), record)
             raise

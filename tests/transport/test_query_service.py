@@ -360,3 +360,17 @@ def test_disclosure_reads_the_same_on_sqlite_and_postgresql(pki: Pki, engine: ob
     assert {v.record_id for v in answer.records} >= {tags["pen"], tags["inspection"]}
     hits = reader.current_lists([ORG, ORG2], ["serious_dishonest_list", "red_list"])
     assert sorted(h.item for h in hits) == ["red_list", "serious_dishonest_list"]
+
+
+def test_a_forged_delegation_is_logged_as_a_security_event_even_from_a_public_caller(
+        server: Server, store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    forged = pb.CallerContext(on_behalf_of="judicial:330100:court", on_behalf_role="judicial", purpose="x",
+                              delegation_signature=b"not a signature")
+    with caplog.at_level(logging.WARNING, logger="node.transport.query_service"), \
+            pytest.raises(grpc.RpcError) as info:
+        server.stub(CALLERS["public"]).Lookup(pb.LookupRequest(subject_code=ORG, context=forged), timeout=10)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    events = [r for r in caplog.records if r.getMessage() == "lookup.delegation_refused"]
+    assert [(r.peer, r.on_behalf_of) for r in events] == [(CALLERS["public"], "judicial:330100:court")]  # type: ignore[attr-defined]
