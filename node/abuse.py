@@ -98,9 +98,12 @@ class Guard:
         self._blocked: frozenset[str] = frozenset()
         self._loaded_at = float("-inf")
 
-    def admit(self, address: str, caller: str, *, block: bool = True) -> None:
+    def admit(self, address: str, caller: str, *, block: bool = True, cost: int = 1) -> None:
         """Refuse a blocked address, or a caller over its rate (blocking it on an abnormal burst,
-        unless ``block`` is false: the address is a federation node speaking for many callers)."""
+        unless ``block`` is false: the address is a federation node speaking for many callers).
+
+        ``cost``: tokens the call takes (a list check of many subjects weighs more than a lookup),
+        never more than the bucket holds."""
         if address in self._active_blocks():
             raise BlockedError(f"address {address} is blocked after abnormal access; ask the operator")
         now = self._clock()
@@ -113,8 +116,9 @@ class Guard:
                 bucket = self._buckets[caller] = _Bucket(float(cfg.burst), now)
             bucket.tokens = min(float(cfg.burst), bucket.tokens + (now - bucket.stamp) * cfg.rate_per_s)
             bucket.stamp = now
-            if bucket.tokens >= 1.0:
-                bucket.tokens -= 1.0
+            need = float(min(max(cost, 1), cfg.burst))
+            if bucket.tokens >= need:
+                bucket.tokens -= need
                 return
             horizon = now - cfg.block_window_s
             bucket.refusals = [t for t in bucket.refusals if t > horizon]

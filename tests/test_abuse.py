@@ -123,3 +123,13 @@ def test_sharing_switch_is_seen_by_a_running_reader_within_a_second(store: Store
     reader.check()
     assert [(e.action, e.detail) for e in store.audit.iter()] == [
         ("sharing.suspend", {"reason": "attack"}), ("sharing.resume", {"reason": ""})]
+
+
+def test_a_call_may_cost_several_tokens_but_never_more_than_the_bucket(store: Store) -> None:
+    now = [0.0]
+    guard = Guard(store, AbuseConfig(rate_per_s=1, burst=10, block_after=100), clock=lambda: now[0])
+    guard.admit("ipv4:10.0.0.1", "gov:x", cost=6)
+    with pytest.raises(RateLimitedError):
+        guard.admit("ipv4:10.0.0.1", "gov:x", cost=6)  # 4 left
+    now[0] += 10.0
+    guard.admit("ipv4:10.0.0.1", "gov:x", cost=1_000)  # capped at the bucket: a full bucket pays it

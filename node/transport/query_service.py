@@ -41,6 +41,8 @@ __all__ = ["MAX_VERIFY", "SERVICE_NAME", "QueryService", "build_query_service"]
 
 log = logging.getLogger(__name__)
 
+VERIFY_CODES_PER_TOKEN: Final = 100
+
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["Query"].full_name
 
 MAX_VERIFY: Final = 10_000  # subject codes per VerifyList call
@@ -175,7 +177,9 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
             _abort(context, exc)
 
     def _verify_list(self, request: pb.VerifyListRequest, context: grpc.ServicerContext) -> pb.VerifyListResponse:
-        who, address = self._gate(context)
+        # One token per VERIFY_CODES_PER_TOKEN subjects: checking 10,000 subjects is no single call's
+        # worth of disclosure, and bulk scraping must meet the rate limit like lookups do.
+        who, address = self._gate(context, cost=1 + len(request.subject_codes) // VERIFY_CODES_PER_TOKEN)
         codes = list(dict.fromkeys(c for c in (normalize_text(x).upper() for x in request.subject_codes) if c))
         if len(codes) > MAX_VERIFY:
             raise UsageError(f"at most {MAX_VERIFY} subject codes per call; split the list", field="subject_codes")
@@ -200,12 +204,12 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         return pb.VerifyListResponse(hits=hits, checked=len(codes))
 
     # --- common ------------------------------------------------------------------------------------
-    def _gate(self, context: _AnyContext) -> tuple[Identity, str]:
+    def _gate(self, context: _AnyContext, cost: int = 1) -> tuple[Identity, str]:
         """Certificate → block list and rate → sharing switch: refusals that are not logged."""
         who = vetted_caller(context, self._trust, cache=self._callers)
         address = address_of(context.peer())
         if who.role != "node":  # a node speaks for others: limited per original caller (_asker)
-            self._guard.admit(address, who.node_id)
+            self._guard.admit(address, who.node_id, cost=cost)
         self._sharing.check()
         return who, address
 
