@@ -34,7 +34,10 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
+    func,
     insert,
+    or_,
+    select,
 )
 from sqlalchemy.exc import NoSuchTableError
 
@@ -139,7 +142,7 @@ class DatabasePull:
             outcomes = self._sink.commit(self._item, prepared, source=reader.source, batch_id=reader.batch_id,
                                          meta=meta)
             if self._feedback is not None:
-                self._write_feedback(keys, outcomes, last)
+                self._write_feedback(keys, outcomes)
                 self._state.put(self.feedback_key, encode_position(last))
             taken += size
             self._log.info("adapter.batch", extra={
@@ -210,11 +213,23 @@ class DatabasePull:
                 raise ConfigError(f"adapter {self.name}: {cfg.table} has no column for the required field "
                                   f"{f.code} ({f.name}); map it under columns:", field=f"columns.{f.code}")
         self._plan = _Plan(table, order, (*(c for _f, c in fields), *order), tuple(f for f, _c in fields))
+        self._warn_unplaced(table, order)
         if cfg.feedback_table:
             self._feedback = _feedback_table(cfg.feedback_table)
             with source_errors(self.name, "creating the feedback table in"), self._source().begin() as conn:
                 self._feedback.create(conn, checkfirst=True)
         return self._plan
+
+    def _warn_unplaced(self, table: Table, order: tuple[Column[Any], ...]) -> None:
+        """Rows with NULL in the watermark or a key are never read (table_pages): say how many,
+        once per start, so the department learns of them instead of losing them unseen."""
+        with source_errors(self.name, "counting rows without a position in"), self._source().connect() as conn:
+            n = conn.execute(select(func.count()).select_from(table).where(or_(*(c.is_(None) for c in order))))
+            count = int(n.scalar_one())
+        if count:
+            self._log.warning("adapter.rows_not_pulled", extra={
+                "adapter": self.name, "rows": count, "columns": [c.name for c in order],
+                "reason": "NULL in the watermark or a key column: such rows are never read; fill them in"})
 
     # --- feedback to the source ------------------------------------------------------------------
     def _catch_up_feedback(self, plan: _Plan) -> None:
@@ -233,16 +248,18 @@ class DatabasePull:
                               page_rows=self._cfg.page_rows, commit_position=False):
                 self._state.put(self.feedback_key, position)
 
-    def _write_feedback(self, keys: list[str], outcomes: list[RowOutcome], last: Position) -> None:
+    def _write_feedback(self, keys: list[tuple[str, str]], outcomes: list[RowOutcome]) -> None:
         assert self._feedback is not None
         fb = self._feedback.c
-        refused = [{"source_table": self._cfg.table, "source_key": key[:255], "row_watermark": str(last[0])[:64],
+        # Each refused row with its own watermark: the version of the row that was refused.
+        refused = [{"source_table": self._cfg.table, "source_key": key[:255], "row_watermark": watermark[:64],
                     "field": p.field, "code": p.code, "reason": p.message, "reported_at": datetime.now()}
-                   for key, o in zip(keys, outcomes, strict=True) for p in _refusals(o)]
+                   for (key, watermark), o in zip(keys, outcomes, strict=True) for p in _refusals(o)]
+        names = [key[:255] for key, _watermark in keys]
         with source_errors(self.name, "writing feedback to"), self._source().begin() as conn:
-            for start in range(0, len(keys), 500):
+            for start in range(0, len(names), 500):
                 conn.execute(delete(self._feedback).where(fb.source_table == self._cfg.table,
-                                                          fb.source_key.in_(keys[start:start + 500])))
+                                                          fb.source_key.in_(names[start:start + 500])))
             if refused:
                 conn.execute(insert(self._feedback), refused)
 

@@ -43,6 +43,8 @@ def encode_position(values: Position) -> str:
             out.append(["date", v.isoformat()])
         elif isinstance(v, Decimal):
             out.append(["decimal", str(v)])
+        elif isinstance(v, bytes | bytearray | memoryview):  # BINARY/bytea keys: hex, bound as bytes again
+            out.append(["bytes", bytes(v).hex()])
         elif isinstance(v, int | float | str):
             out.append([type(v).__name__, v])
         else:
@@ -53,7 +55,7 @@ def encode_position(values: Position) -> str:
 def decode_position(text: str) -> Position:
     parse: dict[str, Callable[[Any], Any]] = {
         "datetime": datetime.fromisoformat, "date": date.fromisoformat, "decimal": Decimal, "int": int,
-        "float": float, "str": str}
+        "float": float, "str": str, "bytes": bytes.fromhex}
     return tuple(parse[kind](value) for kind, value in json.loads(text))
 
 
@@ -88,7 +90,10 @@ class PageReader:
             engine = connections[self.url] = engine_for(self.url, self.adapter, self.timeout_s)
         columns = [self.table.c[name] for name in self.columns]
         order = columns[-self.order_width:]
-        stmt = select(*columns).order_by(*order).limit(self.page_rows)
+        # A row with NULL in the watermark or a key column has no place in the keyset order (NULLs
+        # sort first on one database, last on another, and compare with nothing): never read, on
+        # every database alike; the adapter counts them once and warns (adapters.database).
+        stmt = select(*columns).where(*(c.is_not(None) for c in order)).order_by(*order).limit(self.page_rows)
         if self.upto is not None:
             stmt = stmt.where(~rows_after(order, self.upto))
         after = self.after
@@ -109,7 +114,7 @@ class PageReader:
             if taken < self.page_rows:
                 return  # the source has nothing more (for now)
 
-    def _rows(self, part: Sequence[Any]) -> tuple[list[SourceRow], list[str]]:
+    def _rows(self, part: Sequence[Any]) -> tuple[list[SourceRow], list[tuple[str, str]]]:
         # The hot loop of a pull: dict(zip(…)) builds each row in C (validation skips the NULLs).
         codes, width = self.codes, self.order_width - 1
         rows: list[SourceRow] = []
@@ -120,7 +125,8 @@ class PageReader:
             key = r[-1] if width == 1 else None
             number = key if type(key) is int else _row_number(r[-width:])
             rows.append(SourceRow(number, dict(zip(codes, r, strict=False))))
-        keys = ["|".join(str(v) for v in r[-width:]) for r in part] if self.with_keys else []
+        keys = [("|".join(_key_text(v) for v in r[-width:]), _key_text(r[-width - 1])) for r in part] \
+            if self.with_keys else []
         return rows, keys
 
 
@@ -167,9 +173,14 @@ def in_memory(url: str) -> bool:
         parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory")
 
 
+def _key_text(value: Any) -> str:
+    """A key or watermark value as the department reads it (bytes as hex, not a Python repr)."""
+    return bytes(value).hex() if isinstance(value, bytes | bytearray | memoryview) else str(value)
+
+
 def _row_number(key: Sequence[Any]) -> int:
     """A positive 56-bit number standing for a row whose key is not one integer."""
-    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, key)).encode()).digest()[:7], "big")
+    return int.from_bytes(hashlib.sha256("\x1f".join(map(_key_text, key)).encode()).digest()[:7], "big")
 
 
 def rows_after(order: Sequence[Column[Any]], position: Position) -> ColumnElement[bool]:

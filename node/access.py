@@ -33,6 +33,7 @@ from typing import Final, Literal, Protocol
 from node.catalog import Item
 from node.errors import NotAuthorizedError
 from node.identifiers import mask_id_number
+from node.values import CHINA
 
 __all__ = [
     "CHINA",
@@ -72,7 +73,6 @@ MARK_DELETED: Final = "已删除"
 QUERY_ROLES: Final = ("public", "self", "agency", "gov", "judicial")
 PURPOSE_ROLES: Final = ("gov", "judicial")
 _ALL: Final = frozenset("ABC")
-CHINA: Final = dt.timezone(dt.timedelta(hours=8))  # no DST: the regulations' dates are Beijing time
 _WITHDRAWN: Final = {"expired": MARK_ARCHIVED, "revoked": MARK_REVOKED, "deleted": MARK_DELETED}
 
 

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
 from node.identifiers import normalize_text
 
-__all__ = ["BadValue", "canonical_decimal", "cell_text", "parse_date", "parse_decimal", "split_multi"]
+__all__ = ["CHINA", "BadValue", "canonical_decimal", "cell_text", "parse_date", "parse_decimal", "split_multi"]
+
+# Beijing time (no DST): the regulations' dates are Beijing dates, and so is the day an instant
+# with a time zone (a TIMESTAMPTZ column) falls on.
+CHINA: Final = timezone(timedelta(hours=8))
 
 _ISO_SHAPE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _SEPARATED: Final = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
@@ -58,6 +62,8 @@ def cell_text(v: object, *, prose: bool = False) -> str:
     if isinstance(v, Decimal):
         return canonical_decimal(_bounded(v, str(v)))
     if isinstance(v, datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(CHINA).replace(tzinfo=None)
         return v.date().isoformat() if v.time() == datetime.min.time() else v.isoformat(sep=" ")
     if isinstance(v, date):
         return v.isoformat()
@@ -107,7 +113,7 @@ def parse_date(v: object) -> str:
             return _ymd(m[1], m[2], m[3], s)
         raise BadValue(f'"{s}" is not a date (use YYYY-MM-DD)')
     if isinstance(v, datetime):
-        return v.date().isoformat()
+        return (v.astimezone(CHINA) if v.tzinfo is not None else v).date().isoformat()
     if isinstance(v, date):
         return v.isoformat()
     if isinstance(v, bool):

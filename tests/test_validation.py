@@ -500,3 +500,12 @@ def test_natural_persons_are_adults_or_16_with_a_warning(validator: Validator, c
     c = check(validator, catalog, person_penalty(CF_XDR_ZJHM=make_id_number("330102", born, "123")))
     assert [p.code for p in c.problems] == ([outcome] if outcome else [])
     assert c.ok is (outcome != "E_SUBJECT_MINOR")
+
+
+def test_an_instant_with_a_time_zone_is_dated_by_its_day_in_beijing(validator: Validator, catalog: Catalog) -> None:
+    from datetime import UTC, timedelta, timezone
+
+    late_utc = datetime(2024, 3, 1, 17, 30, tzinfo=UTC)  # 2024-03-02 01:30 in Beijing
+    midnight_cst = datetime(2024, 3, 1, 0, 0, tzinfo=timezone(timedelta(hours=8)))  # a TIMESTAMPTZ on a UTC server
+    assert value(check(validator, catalog, penalty(CF_JDRQ=late_utc)), "CF_JDRQ") == "2024-03-02"
+    assert value(check(validator, catalog, penalty(CF_JDRQ=midnight_cst.astimezone(UTC))), "CF_JDRQ") == "2024-03-01"

@@ -167,6 +167,9 @@ def test_feedback_table_shows_refusals_until_they_are_corrected(dept: Node, sour
                                                   ("20", "CF_WSH", "E_FIELD_REQUIRED")}
     assert all(r for *_, r in fb)
     assert len(dept.store.rejections.list_rejections(UNIT)) == len(fb)
+    with src.connect() as conn:  # each refused row with the watermark of its own refused version
+        marks = dict(conn.execute(text("SELECT source_key, row_watermark FROM credit_feedback")).all())
+    assert marks == {str(i): str(good[i]["updated_at"]) for i in spoiled}
     # The department fixes the rows, which gives them a new update time.
     later = BASE_TIME + dt.timedelta(days=2)
     with src.begin() as conn:
@@ -178,6 +181,51 @@ def test_feedback_table_shows_refusals_until_they_are_corrected(dept: Node, sour
         assert conn.execute(text("SELECT count(*) FROM credit_feedback")).scalar_one() == 0
     assert dept.store.rejections.list_rejections(UNIT) == []
     assert records(dept) == 60
+    pull.close()
+    src.dispose()
+
+
+def test_rows_without_a_watermark_are_never_read_on_any_database_and_are_counted(
+        dept: Node, source_url: str, caplog: pytest.LogCaptureFixture):
+    import logging
+
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(source_url)
+    table = penalty_table(item)
+    table.c.updated_at.nullable = True
+    rows = list(penalty_db_rows(item, 12, unit=UNIT))
+    rows[3]["updated_at"] = None  # NULLs sort first on MariaDB and last on PostgreSQL
+    rows[11]["updated_at"] = None
+    create_and_fill(src, table, rows)
+    pull = pull_for(dept, source_url, page_rows=5, batch_rows=2)
+    with caplog.at_level(logging.WARNING, logger="adapters.database"):
+        assert drain(pull) == 10
+    assert records(dept) == 10
+    [warned] = [r for r in caplog.records if r.getMessage() == "adapter.rows_not_pulled"]
+    assert warned.rows == 2  # type: ignore[attr-defined]
+    assert drain(pull) == 0  # and the position is sound: nothing is read again
+    pull.close()
+    src.dispose()
+
+
+def test_a_binary_key_keeps_its_position_and_is_named_in_hex(dept: Node, pg_source_url: str):
+    from sqlalchemy import Column, LargeBinary
+
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(pg_source_url)
+    table = penalty_table(item, "cf_bin", extra=[Column("uid", LargeBinary, nullable=False)])
+    rows = [{**r, "uid": bytes([i]) * 16} for i, r in enumerate(penalty_db_rows(item, 9, unit=UNIT))]
+    rows[4]["cf_wsh"] = None  # refused: its feedback names the row by its key, in hex
+    create_and_fill(src, table, rows)
+    pull = pull_for(dept, pg_source_url, table="cf_bin", key=["uid"], page_rows=3, batch_rows=2,
+                    feedback_table="credit_feedback")
+    assert drain(pull) == 9
+    position = pull.position
+    assert position is not None and position[1] == bytes([8]) * 16
+    assert drain(pull) == 0  # the stored position binds as bytes again
+    with src.connect() as conn:
+        keys = conn.execute(text("SELECT source_key FROM credit_feedback")).scalars().all()
+    assert keys == [(bytes([4]) * 16).hex()]
     pull.close()
     src.dispose()
 
