@@ -28,7 +28,6 @@ from node.config import AccessConfig
 from node.disclosure import Disclosure
 from node.errors import NodeError, NotAuthorizedError, UsageError
 from node.fanout import SIGNING_CERT_METADATA, Fanout, merge_views, verify_delegation
-from node.identifiers import normalize_text
 from node.nodeid import Identity
 from node.query import normalized_subject
 from node.querylog import QueryRecorder
@@ -180,7 +179,8 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         # One token per VERIFY_CODES_PER_TOKEN subjects: checking 10,000 subjects is no single call's
         # worth of disclosure, and bulk scraping must meet the rate limit like lookups do.
         who, address = self._gate(context, cost=1 + len(request.subject_codes) // VERIFY_CODES_PER_TOKEN)
-        codes = list(dict.fromkeys(c for c in (normalize_text(x).upper() for x in request.subject_codes) if c))
+        codes = list(dict.fromkeys(normalized_subject(x, field=f"subject_codes[{i}]")
+                                   for i, x in enumerate(request.subject_codes) if x.strip()))
         if len(codes) > MAX_VERIFY:
             raise UsageError(f"at most {MAX_VERIFY} subject codes per call; split the list", field="subject_codes")
         lists = self._known_items(request.items) or self._list_items

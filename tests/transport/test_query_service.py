@@ -299,6 +299,11 @@ def test_verify_list_returns_hits_with_list_date_and_measures(server: Server, st
     with pytest.raises(grpc.RpcError) as info:
         stub.VerifyList(pb.VerifyListRequest(subject_codes=[ORG]), timeout=10)
     assert refusal(info.value)[1] == "E_PURPOSE_REQUIRED"
+    with pytest.raises(grpc.RpcError) as info:
+        stub.VerifyList(pb.VerifyListRequest(subject_codes=[ORG, "X" * 5000], context=pb.CallerContext(purpose="核查")),
+                        timeout=10)
+    assert refusal(info.value) == (grpc.StatusCode.INVALID_ARGUMENT, "E_USAGE")
+    assert dict(info.value.trailing_metadata() or ())["credit-error-field"] == "subject_codes[1]"
     logged = [e for e in store.queries.iter() if e.detail.get("op") == "verify_list"]
     assert [(e.result_count, len(e.detail["subjects"])) for e in logged[:2]] == [(2, 4), (1, 2)]
 
