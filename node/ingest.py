@@ -109,11 +109,15 @@ class Ingest:
         closing = [(item.code, p.source_unit, k, p.record_id) for p, _b, _r in pending
                    for k in (p.key, row_key(source, p.row))]
         also = [self._conflicts.observer([fact_of(item, r.body) for r in rows])] if self._conflicts else []
+        # Revisions were numbered from heads read before the write transaction: if another writer
+        # (an adapter, the downward channel, the lifecycle) stored one of those numbers meanwhile,
+        # the whole batch is refused (E_REVISION_RACE, retryable) rather than a changed fact
+        # reported as a duplicate while the adapter's position moves past it.
         result = self._store.records.append(rows, outbox=outbox, audit=[audit], rejections=batch.rejections,
-                                            close_rejections=closing, meta=meta, also=also)
+                                            close_rejections=closing, meta=meta, also=also, conflicts_abort=True)
         stored = set(result.stored)
         for p, _body, revision in pending:
-            # Not stored: another writer stored this revision between our read of heads and commit.
+            # Not stored: the same bytes were stored by another writer meanwhile (a true duplicate).
             outcome = "accepted" if (p.record_id, revision) in stored else "duplicate"
             outcomes[p.slot] = RowOutcome(p.row, outcome, p.record_id, revision, p.warnings)
         return [outcomes[i] for i in range(batch.size)]

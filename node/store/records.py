@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from node.errors import StoreError
 from node.store._sql import (
     chunks,
     execute_many,
@@ -149,6 +150,7 @@ class RecordStore:
         meta: Mapping[str, str] | None = None,
         also: Sequence[Callable[[Connection], None]] = (),
         now_ms: int | None = None,
+        conflicts_abort: bool = False,
     ) -> AppendResult:
         """Store new revisions with their outbox rows, rejections and audit events, atomically.
 
@@ -165,6 +167,13 @@ class RecordStore:
         keys = sorted(unique)
         with translated("storing records"), write_transaction(self._engine) as conn:
             inserted, existing = self._store_revisions(conn, unique, keys)
+            if conflicts_abort and (in_batch_conflicts or any(
+                    key not in inserted and existing.get(key) != row.body_digest for key, row in unique.items())):
+                # The caller numbered a revision from heads read before this transaction, and
+                # another writer stored that number first: nothing of the batch (nor the meta
+                # that says it was taken in) may commit; a retry reads the heads again.
+                raise StoreError("another writer stored a revision this batch numbered; try again",
+                                 code="E_REVISION_RACE")
             _insert_outbox(conn, [e for e in outbox if (e.record_id, e.revision) in inserted], now)
             insert_rejections(conn, rejections, now_ms=now)
             close_matching(conn, close_rejections, now_ms=now)

@@ -1,0 +1,51 @@
+"""``node/ingest.py``: committing prepared batches while other writers store revisions too."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import pytest
+
+from node.app import build_node
+from node.config import load_config
+from node.errors import StoreError
+from node.provisioning import init_node
+from node.sampledata import penalty_rows
+from node.tabular import SourceRow
+
+UNIT = "11330102MB0000019G"
+
+
+def test_a_revision_another_writer_stored_first_refuses_the_batch_instead_of_dropping_the_change(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    node = build_node(load_config(init_node(tmp_path / "n", node_id="dept:330102:scjgj", level="department",
+                                            unit=UNIT)))
+    try:
+        item = node.catalog.item("admin_penalty")
+        row = dict(next(iter(penalty_rows(1, source_unit=UNIT, seed=5))))
+        [first] = node.ingest.ingest_batch(item, [SourceRow(2, row)], source="a.csv", batch_id="b1")
+        assert (first.outcome, first.revision) == ("accepted", 1)
+
+        ours, theirs = {**row, "CF_NR_FK": "7"}, {**row, "CF_NR_FK": "8"}
+        real_heads = node.store.records.heads
+        raced: list[bool] = []
+
+        def heads_then_another_writer(ids: Any) -> Any:
+            seen = real_heads(ids)
+            if not raced:  # between our read of the heads and our commit, revision 2 is stored
+                raced.append(True)
+                [other] = node.ingest.ingest_batch(item, [SourceRow(2, theirs)], source="b.csv", batch_id="b2")
+                assert (other.outcome, other.revision) == ("accepted", 2)
+            return seen
+
+        monkeypatch.setattr(node.store.records, "heads", heads_then_another_writer)
+        with pytest.raises(StoreError) as race:
+            node.ingest.ingest_batch(item, [SourceRow(2, ours)], source="a.csv", batch_id="b3",
+                                     meta={"adapter.x.position": "after-row-2"})
+        assert race.value.code == "E_REVISION_RACE" and race.value.retryable
+        assert node.store.meta.get("adapter.x.position") is None  # the position did not move past it
+        [again] = node.ingest.ingest_batch(item, [SourceRow(2, ours)], source="a.csv", batch_id="b4")
+        assert (again.outcome, again.revision) == ("accepted", 3)
+    finally:
+        node.close()
