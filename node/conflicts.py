@@ -144,6 +144,11 @@ def observe(conn: Connection, facts: Sequence[Fact], *, now_ms: int | None = Non
     upserts: list[tuple[object, ...]] = []
     for fact, h in zip(facts, fact_hashes, strict=True):
         others = known.setdefault(h, {})
+        seen = others.get(fact.source_unit)
+        if seen is not None and seen[0] == fact.record_id and seen[1] >= fact.revision:
+            # A redelivered copy, or an older revision arriving late: it changes nothing (and must
+            # not reopen a conflict an operator resolved, nor overwrite the newer substance).
+            continue
         for unit, (rid, rev, other) in sorted(others.items()):
             if unit == fact.source_unit:
                 continue

@@ -158,3 +158,30 @@ def test_substance_compares_structured_fields_both_reports_fill(tmp_path, ca_dir
     assert a == {"CF_NR_FK": "1.5", "CF_JDRQ": "2024-01-01"}
     assert differences(a, b) == {}  # an omitted amount is not a contradiction
     city.close()
+
+
+def test_a_redelivered_or_late_older_report_neither_reopens_nor_overwrites(tmp_path, ca_dir):
+    from node.conflicts import Fact, observe
+
+    _cfg, city = make(tmp_path, ca_dir)
+    conflicts = Conflicts(city.store.engine, actor=city.config.id)
+
+    def seen(*facts: Fact) -> None:
+        with city.store.engine.begin() as conn:
+            observe(conn, list(facts))
+
+    a1 = Fact("admin_penalty", "罚1\x1f91330100MA27XL0E2K", UNIT_A, "ra", 1, {"CF_NR_FK": "1"})
+    b1 = Fact("admin_penalty", "罚1\x1f91330100MA27XL0E2K", UNIT_B, "rb", 1, {"CF_NR_FK": "2"})
+    b2 = Fact("admin_penalty", "罚1\x1f91330100MA27XL0E2K", UNIT_B, "rb", 2, {"CF_NR_FK": "1"})
+    seen(a1, b1)
+    (c,) = conflicts.list_conflicts()
+    conflicts.resolve(c.id, keep="ra", note="checked with both units")
+    seen(b1)  # the same report redelivered: the resolved conflict stays resolved
+    assert conflicts.list_conflicts() == []
+    seen(b2)  # B agrees now
+    seen(b1)  # and its older revision arrives late: nothing reopens, the newer substance stays
+    assert conflicts.list_conflicts() == []
+    with city.store.engine.connect() as conn:
+        kept = conn.execute(select(facts.c.revision).where(facts.c.source_unit == UNIT_B)).scalar_one()
+    assert kept == 2
+    city.close()
