@@ -7,7 +7,8 @@ stored records plus the hop, concatenated), so a forwarder never parses and re-s
 records it relays; the method is the same ``/credit.v1.Exchange/Submit`` the generated stub calls.
 
 Channels come from ``grpc_client.open_channel`` (mutual TLS); grpc errors are translated by
-``grpc_client.error_from_rpc`` (UNAVAILABLE → PeerUnavailableError, retryable).
+``grpc_client.error_from_rpc`` (UNAVAILABLE → PeerUnavailableError, retryable); any other failure
+of the whole call is a retryable ``TransportError`` too (bounded by the forwarder's attempts).
 """
 
 from __future__ import annotations
@@ -69,7 +70,15 @@ class GrpcForward:
         try:
             responses = list(call(iter([submit_request(records, certificates)]), timeout=self._timeout_s))
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
+            error = error_from_rpc(exc)
+            if error.retryable:
+                raise error from None
+            # The whole call failed, not one record: our certificate not (yet) accepted, a bug at the
+            # parent (INTERNAL). A delivery failure, retried with backoff up to max_attempts — never
+            # every record of the batch dead-lettered at the first try. Records the parent refuses
+            # come back as REJECTED acks, one by one.
+            raise TransportError(f"{self._peer} refused the call: {error.message}", field=error.field,
+                                 code=error.code) from None
         acks = {ack.seq: ack for response in responses for ack in response.acks}
         missing = [i for i in range(len(records)) if i not in acks]
         if missing:
