@@ -54,6 +54,7 @@ class ReconcileReport:
     missing: int = 0  # revisions the parent lacks
     replayed: int = 0  # of those, re-enqueued now
     in_flight: int = 0  # of those, already on their way
+    dead_lettered: int = 0  # of those, dead letters waiting for an operator (outbox replay), not re-sent
     parent_only: list[tuple[str, int]] = field(default_factory=list)
     conflicting: list[tuple[str, int]] = field(default_factory=list)
 
@@ -64,7 +65,7 @@ class ReconcileReport:
     def as_dict(self) -> dict[str, object]:
         return {"parent": self.parent, "buckets": self.buckets, "in_sync": self.in_sync,
                 "differing": [{"item": i, "day": d} for i, d in self.differing], "missing": self.missing,
-                "replayed": self.replayed, "in_flight": self.in_flight,
+                "replayed": self.replayed, "in_flight": self.in_flight, "dead_lettered": self.dead_lettered,
                 "parent_only": [{"record_id": r, "revision": v} for r, v in self.parent_only],
                 "conflicting": [{"record_id": r, "revision": v} for r, v in self.conflicting]}
 
@@ -110,7 +111,9 @@ def reconcile_with_parent(node: Node, peer: ReconcilePeer) -> ReconcileReport:
                                                    for (i, d), (n, h) in sorted(mine.items())]))
     report.differing = sorted((b.item, b.day) for b in first.differing)
     deliveries = Deliveries(node.store.engine)
-    pending = deliveries.pending_keys(parent) if report.differing else set()
+    # A revision the parent refused for good sits in the dead letters until an operator replays it
+    # (`outbox replay`): re-sending it every cycle would only add a dead letter per cycle.
+    undelivered = deliveries.undelivered(parent) if report.differing else {}
     for start in range(0, len(report.differing), DETAIL_CHUNK):
         chunk = report.differing[start:start + DETAIL_CHUNK]
         reply = peer.ask(fpb.ReconcileRequest(detail=[fpb.DayDigest(item=i, day=d) for i, d in chunk]))
@@ -118,8 +121,9 @@ def reconcile_with_parent(node: Node, peer: ReconcilePeer) -> ReconcileReport:
         held = digests.held(scope, chunk)
         missing = [(key, bucket) for key, (bucket, _digest) in held.items() if key not in theirs]
         report.missing += len(missing)
-        replay = [(key, bucket) for key, bucket in missing if key not in pending]
-        report.in_flight += len(missing) - len(replay)
+        replay = [(key, bucket) for key, bucket in missing if key not in undelivered]
+        report.in_flight += sum(1 for key, _b in missing if undelivered.get(key) == "pending")
+        report.dead_lettered += sum(1 for key, _b in missing if undelivered.get(key) == "dead")
         report.replayed += deliveries.add([OutboxEntry(rid, rev, parent, rules[bucket[0]])
                                            for (rid, rev), bucket in replay])
         report.parent_only += sorted(key for key in theirs if key not in held)

@@ -10,7 +10,9 @@ there are no dead letters. A second round is in sync. The scheduled reconciliati
 
 from __future__ import annotations
 
+import pathlib
 import sqlite3
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +20,7 @@ import yaml
 
 from node.demo.layout import demo_plan
 from node.demo.local import LocalFederation
+from node.transport.wire import fpb
 from tests.federation_support import assert_settled, start_federation
 
 pytestmark = pytest.mark.slow
@@ -82,3 +85,45 @@ def test_scheduled_reconciliation_repairs_without_being_asked(fed: LocalFederati
     fed.wait_for(CITY, before, deadline_s=120)
     assert_settled(fed, everything(fed))
     assert b"reconcile:" in fed.nodes[WEST].log_path.read_bytes()
+
+
+class _ParentHoldingNothing:
+    """A parent whose every bucket differs and which holds none of the child's revisions."""
+
+    def ask(self, request: fpb.ReconcileRequest) -> fpb.ReconcileResponse:
+        if request.buckets:
+            return fpb.ReconcileResponse(differing=[fpb.DayDigest(item=b.item, day=b.day) for b in request.buckets])
+        return fpb.ReconcileResponse()
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_revision_in_the_dead_letters_is_counted_not_resent_every_cycle(tmp_path: pathlib.Path) -> None:
+    from node.app import build_node
+    from node.config import load_config
+    from node.provisioning import init_node
+    from node.reconciliation import reconcile_with_parent
+    from node.sampledata import penalty_rows, unit_uscc
+    from node.tabular import SourceRow
+
+    unit = unit_uscc("330102", "MB000001")
+    cfg = init_node(tmp_path / "dept", node_id="dept:330102:scjgj", level="department", unit=unit)
+    with cfg.open("a", encoding="utf-8") as fh:
+        fh.write("parent: {id: 'district:330102', target: '127.0.0.1:1'}\n")
+    node = build_node(load_config(cfg))
+    try:
+        item = node.catalog.item("admin_penalty")
+        rows = [SourceRow(i + 2, r) for i, r in enumerate(penalty_rows(4, source_unit=unit, seed=9))]
+        node.ingest.ingest_batch(item, rows, source="a.csv", batch_id="b")
+        claimed = node.store.outbox.claim("district:330102", 10, time.time_ns() // 1_000_000 + 1, lease_ms=60_000)
+        assert len(claimed) == 4
+        node.store.outbox.done([claimed[0].id])
+        node.store.outbox.dead([claimed[1].id], "E_REVISION_CONFLICT", "refused by the parent")
+        node.store.outbox.retry([claimed[2].id, claimed[3].id], "E_TRANSPORT: down", 0)
+        report = reconcile_with_parent(node, _ParentHoldingNothing())
+        assert (report.missing, report.replayed, report.in_flight, report.dead_lettered) == (4, 1, 2, 1)
+        again = reconcile_with_parent(node, _ParentHoldingNothing())  # the next cycle adds nothing more
+        assert (again.replayed, again.in_flight, again.dead_lettered) == (0, 3, 1)
+    finally:
+        node.close()

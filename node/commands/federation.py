@@ -124,7 +124,8 @@ def reconcile(ctx: click.Context, with_: str, as_json: bool) -> None:
             click.echo(f"  differs: {item} {day or '(no date)'}")
         if report.missing:
             click.echo(f"  {report.missing} revision(s) missing at the parent: {report.replayed} replayed, "
-                       f"{report.in_flight} already on their way")
+                       f"{report.in_flight} already on their way, {report.dead_lettered} in the dead letters "
+                       "(replay them with `outbox replay`)")
         for rid, rev in report.parent_only[:20]:
             click.echo(f"  only at the parent: {rid}@{rev}")
         for rid, rev in report.conflicting[:20]:

@@ -48,10 +48,20 @@ class Deliveries:
 
     def pending_keys(self, destination: str) -> set[tuple[str, int]]:
         """(record_id, revision) with a delivery to ``destination`` still under way."""
+        return {key for key, state in self.undelivered(destination).items() if state == "pending"}
+
+    def undelivered(self, destination: str) -> dict[tuple[str, int], str]:
+        """(record_id, revision) → ``pending`` (under way) or ``dead`` (a dead letter waiting for an
+        operator) for deliveries to ``destination`` that are not done."""
         o = outbox.c
-        stmt = select(o.record_id, o.revision).where(o.destination == destination, o.state == "pending")
-        with translated("reading pending deliveries"), self._engine.connect() as conn:
-            return {(rid, rev) for rid, rev in conn.execute(stmt)}
+        stmt = select(o.record_id, o.revision, o.state).where(o.destination == destination,
+                                                              o.state.in_(("pending", "dead")))
+        out: dict[tuple[str, int], str] = {}
+        with translated("reading undelivered deliveries"), self._engine.connect() as conn:
+            for rid, rev, state in conn.execute(stmt):
+                if out.get((rid, rev)) != "pending":  # a new attempt under way outranks an old dead letter
+                    out[(rid, rev)] = state
+        return out
 
     def add(self, entries: Sequence[OutboxEntry], *, now_ms: int | None = None) -> int:
         """New pending deliveries for revisions already stored (unknown revisions are skipped)."""
