@@ -5,7 +5,9 @@
 - an ``inbound`` letter is what a child sent that could not be accepted: its payload is a signed
   record (one refused record) or a whole message (undecodable or failing repeatedly). It is fed to
   the inbox again as its sender; it counts as replayed when the inbox accepts it now (or already
-  holds it), otherwise it stays a dead letter and the new reason is reported.
+  holds it), otherwise it stays a dead letter and the new reason is reported;
+- an inbound letter from the parent is a downward message (``DownMessage``: revisions, a notice, a
+  catalogue release) that could not be applied: it is applied again through ``Downward``.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ def replay_letters(node: Node, ids: Sequence[int] | None) -> ReplayReport:
 
 def _reinject(node: Node, letter: DeadLetter) -> str | None:
     """Feed an inbound letter to the inbox; None if it is held now, else why not."""
+    parent = node.config.parent.id if node.config.parent else ""
+    if parent and letter.destination_or_sender == parent:
+        return _reapply_downward(node, parent, letter)
     try:
         if letter.record_id:
             records = [decode(pb.SignedRecord, letter.payload)]
@@ -83,4 +88,16 @@ def _reinject(node: Node, letter: DeadLetter) -> str | None:
         first = refused[0].problem
         return f"{len(refused)} of {len(receipts)} refused again: {first.code if first else 'E_REJECTED'}: " \
                f"{first.message if first else ''}"
+    return None
+
+
+def _reapply_downward(node: Node, parent: str, letter: DeadLetter) -> str | None:
+    """A downward message from the parent, applied again (its revisions, notice or release)."""
+    from node.downward import Downward
+    from node.transport.wire import fpb
+
+    try:
+        Downward(node).apply(parent, decode(fpb.DownMessage, letter.payload))
+    except NodeError as exc:
+        return str(exc)
     return None

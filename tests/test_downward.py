@@ -155,3 +155,18 @@ def test_a_release_counts_only_when_the_authority_signed_exactly_these_files(
     older = sign_release(tree[CITY].identity, _release_dir(tmp_path, "2026.12"), now_ms=1_800_000_000_000)
     assert not Downward(tree[DEPT]).releases.apply(older, tree[DEPT].trust, "2026.11").applied
     assert Downward(tree[DEPT]).releases.current_version() == "2027.1"
+
+
+def test_a_dead_lettered_downward_message_is_applied_again_by_replay(tree: dict[str, Node]) -> None:
+    from node.replay import replay_letters
+
+    record_id = next(tree[CITY].store.records.iter_revisions()).record_id
+    Downward(tree[CITY]).revise(record_id, status="revoked", reason="撤销")
+    message = down(tree, CITY, DISTRICT)[0]
+    # The district could not apply it then (as the grpc pull and the amqp consumer keep it):
+    tree[DISTRICT].store.inbound.add(CITY, "E_STORE", "database is locked", message.SerializeToString())
+    [letter] = [d for d in tree[DISTRICT].store.outbox.dead_letters() if d.kind == "inbound"]
+    report = replay_letters(tree[DISTRICT], [letter.id])
+    assert (report.accepted, report.failed) == ([letter.id], [])
+    head = tree[DISTRICT].store.records.get(record_id)
+    assert head is not None and head.status == "revoked"

@@ -13,6 +13,7 @@ its parent (the broker-checked ``user_id``), applied through ``node.downward``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -58,7 +59,13 @@ class DownwardHandler:
         return None
 
     def dead_letter(self, message: AmqpMessage, code: str, text: str) -> None:
-        self._node.store.inbound.add(message.sender, code, text, message.body)
+        # Kept as a DownMessage whatever its kind, as the grpc pull keeps it, so `outbox replay`
+        # can apply it again through Downward.
+        payload = message.body
+        if message.kind == RECORDS:
+            with contextlib.suppress(NodeError):  # undecodable: kept as it came, for the operator
+                payload = fpb.DownMessage(records=decode(pb.SubmitRequest, message.body)).SerializeToString()
+        self._node.store.inbound.add(message.sender, code, text, payload)
 
 
 class DownwardPublisher(ThreadExtension):
