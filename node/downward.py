@@ -18,6 +18,7 @@ docs/federation.md and docs/decisions/downward-channel.md):
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from node.app import Node
 
 __all__ = ["DOWN_RULE", "NOTICE", "Downward", "Revision"]
+
+log = logging.getLogger(__name__)
 
 NOTICE = "notice"
 
@@ -151,40 +154,66 @@ class Downward:
         raise refused("empty downward message", "E_MESSAGE_MALFORMED")
 
     def _records(self, sender: str, request: pb.SubmitRequest) -> str:
+        """Store the revisions of a downward batch; each record this node refuses becomes its own
+        inbound dead letter (replayable), so one bad record does not cost the others."""
         node, now = self._node, self._clock()
-        if request.certificates:
-            node.inbox.learn_certificates(list(request.certificates))
+        certificates = list(request.certificates)
+        if certificates:
+            node.inbox.learn_certificates(certificates)
         records = list(request.records)
-        for err in node.verifier.verify(records):
-            if err is not None:
-                raise refused(f"a record from {sender} does not verify: {err.message}", err.code)
         rows: list[RecordRow] = []
+        kept: list[pb.SignedRecord] = []
         entries: list[OutboxEntry] = []
-        for rec in records:
-            body = decode_body(rec.body)
-            if rec.chain[-1].signer != sender:
-                raise refused(f"last signature is by {rec.chain[-1].signer}, not {sender}", "E_SENDER_MISMATCH")
-            # Addressed down the tree: a revision concerns a record that came up through this node.
-            if node.store.records.get(body.record_id) is None:
-                raise refused(f"{body.record_id} is not held here: not addressed to {self._me}", "E_NOT_ADDRESSED")
-            toward = self.child_toward(body.record_id)
-            node.catalog.item(body.item)  # an item this node does not know: refused (UnknownItemError)
-            rows.append(RecordRow(
-                record_id=body.record_id, revision=body.revision, item=body.item, subject_code=body.subject_code,
-                subject_kind=body.subject_kind, source_unit=body.source_unit, origin_node=body.origin_node,
-                status=body.status or "active", decision_date=body.decision_date, body=bytes(rec.body),
-                body_digest=body_digest(rec.body),
-                content_digest=content_digest(body.item, body.source_unit, [(f.name, f.value) for f in body.fields]),
-                signed=rec.SerializeToString(), received_at_ms=now, received_from=sender,
-                catalog_version=body.catalog_version))
+        refusals: list[tuple[pb.SignedRecord, NodeError]] = []
+        for rec, err in zip(records, node.verifier.verify(records), strict=True):
+            try:
+                if err is not None:
+                    raise refused(f"a record from {sender} does not verify: {err.message}", err.code)
+                row, toward = self._row(sender, rec, now)
+            except NodeError as exc:
+                refusals.append((rec, exc))
+                continue
+            rows.append(row)
+            kept.append(rec)
             if toward is not None:
-                entries.append(OutboxEntry(body.record_id, body.revision, toward, DOWN_RULE))
-        audit = AuditEvent(actor=sender, action="receive-down", subject=f"{sender}@{now}",
-                           detail={"records": len(rows), "from": sender})
-        result = node.store.records.append(rows, outbox=entries, audit=[audit], now_ms=now)
-        if result.conflicts:
-            raise refused(f"another body is already held for {result.conflicts[0]}", "E_REVISION_CONFLICT")
-        return f"{len(result.stored)} revision(s) stored, {len(result.duplicates)} already held"
+                entries.append(OutboxEntry(row.record_id, row.revision, toward, DOWN_RULE))
+        stored = held = 0
+        if rows:
+            audit = AuditEvent(actor=sender, action="receive-down", subject=f"{sender}@{now}",
+                               detail={"records": len(rows), "from": sender})
+            result = node.store.records.append(rows, outbox=entries, audit=[audit], now_ms=now)
+            stored, held = len(result.stored), len(result.duplicates)
+            conflicts = set(result.conflicts)
+            refusals += [(rec, refused(f"another body is already held for {row.record_id}@{row.revision}",
+                                       "E_REVISION_CONFLICT"))
+                         for rec, row in zip(kept, rows, strict=True) if (row.record_id, row.revision) in conflicts]
+        for rec, why in refusals:
+            log.warning("downward: refused a record from %s: %s", sender, why)
+            payload = fpb.DownMessage(records=pb.SubmitRequest(records=[rec], certificates=certificates)
+                                      .SerializeToString()).SerializeToString()
+            node.store.inbound.add(sender, why.code, why.message, payload)
+        refused_text = f", {len(refusals)} refused (inbound dead letters)" if refusals else ""
+        return f"{stored} revision(s) stored, {held} already held{refused_text}"
+
+    def _row(self, sender: str, rec: pb.SignedRecord, now: int) -> tuple[RecordRow, str | None]:
+        """The row to store for one verified downward record, and the child it goes on to (if any)."""
+        node = self._node
+        body = decode_body(rec.body)
+        if rec.chain[-1].signer != sender:
+            raise refused(f"last signature is by {rec.chain[-1].signer}, not {sender}", "E_SENDER_MISMATCH")
+        # Addressed down the tree: a revision concerns a record that came up through this node.
+        if node.store.records.get(body.record_id) is None:
+            raise refused(f"{body.record_id} is not held here: not addressed to {self._me}", "E_NOT_ADDRESSED")
+        toward = self.child_toward(body.record_id)
+        node.catalog.item(body.item)  # an item this node does not know: refused (UnknownItemError)
+        return RecordRow(
+            record_id=body.record_id, revision=body.revision, item=body.item, subject_code=body.subject_code,
+            subject_kind=body.subject_kind, source_unit=body.source_unit, origin_node=body.origin_node,
+            status=body.status or "active", decision_date=body.decision_date, body=bytes(rec.body),
+            body_digest=body_digest(rec.body),
+            content_digest=content_digest(body.item, body.source_unit, [(f.name, f.value) for f in body.fields]),
+            signed=rec.SerializeToString(), received_at_ms=now, received_from=sender,
+            catalog_version=body.catalog_version), toward
 
     def _notice(self, sender: str, notice: fpb.Notice) -> str:
         if notice.to_node == self._me:

@@ -81,16 +81,26 @@ def test_a_revision_goes_down_only_from_the_parent_and_only_to_where_the_record_
     assert tree[DEPT].store.outbox.status() == {}  # the origin keeps it: nothing goes back up
 
 
-def test_a_revision_of_a_record_that_never_came_through_is_refused(tree: dict[str, Node]) -> None:
-    record_id = next(tree[CITY].store.records.iter_revisions()).record_id
-    Downward(tree[CITY]).revise(record_id, status="corrected", reason="更正")
-    message = down(tree, CITY, DISTRICT)[0]
+def test_a_revision_of_a_record_that_never_came_through_is_refused_alone(tree: dict[str, Node]) -> None:
+    ids = iter(dict.fromkeys(r.record_id for r in tree[CITY].store.records.iter_revisions()))
+    lost, kept = next(ids), next(ids)
+    for record_id in (lost, kept):
+        Downward(tree[CITY]).revise(record_id, status="corrected", reason="更正")
+    messages = down(tree, CITY, DISTRICT)
+    both = [pb.SubmitRequest.FromString(m.records) for m in messages]
+    batch = fpb.DownMessage(records=pb.SubmitRequest(records=[r for b in both for r in b.records],
+                                                     certificates=both[0].certificates).SerializeToString())
     tree[DISTRICT].store.engine.dispose()
-    with tree[DISTRICT].store.engine.begin() as conn:  # the district never held it
-        conn.exec_driver_sql("DELETE FROM record_revisions WHERE record_id = ?", (record_id,))
-    with pytest.raises(NodeError) as err:
-        Downward(tree[DISTRICT]).apply(CITY, message)
-    assert err.value.code == "E_NOT_ADDRESSED"
+    with tree[DISTRICT].store.engine.begin() as conn:  # the district never held one of them
+        conn.exec_driver_sql("DELETE FROM record_revisions WHERE record_id = ?", (lost,))
+        conn.exec_driver_sql("DELETE FROM record_heads WHERE record_id = ?", (lost,))
+    # One batch (as amqp carries them): the record held here is stored, the other refused alone.
+    assert Downward(tree[DISTRICT]).apply(CITY, batch) == "1 revision(s) stored, 0 already held, " \
+                                                         "1 refused (inbound dead letters)"
+    head = tree[DISTRICT].store.records.get(kept)
+    assert head is not None and head.status == "corrected"
+    letters = [d for d in tree[DISTRICT].store.outbox.dead_letters() if d.kind == "inbound"]
+    assert [d.reason for d in letters] == ["E_NOT_ADDRESSED"]
 
 
 def test_a_notice_reaches_the_origin_as_feedback_once(tree: dict[str, Node]) -> None:
