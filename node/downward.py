@@ -18,9 +18,9 @@ docs/federation.md and docs/decisions/downward-channel.md):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -103,8 +103,14 @@ class Downward:
 
     def raise_notice(self, via: str, *, to_node: str, source_unit: str, record_id: str, revision: int, code: str,
                      message: str, from_node: str | None = None, notice_id: str | None = None) -> str:
-        """Keep a notice for the source of a record, to go down to child ``via``; returns its id."""
-        nid = notice_id or f"{self._me}/{uuid.uuid4().hex[:16]}"
+        """Keep a notice for the source of a record, to go down to child ``via``; returns its id.
+
+        The id is derived from what the notice says: raised again for the same refusal (a batch
+        processed again after a crash between its commit and its acknowledgement), it is the same
+        notice, which the source keeps once.
+        """
+        said = "\x1f".join((to_node, source_unit, record_id, str(revision), code))
+        nid = notice_id or f"{self._me}/{hashlib.sha256(said.encode()).hexdigest()[:16]}"
         detail = {"via": via, "to_node": to_node, "source_unit": source_unit, "record_id": record_id,
                   "revision": revision, "code": code, "message": message, "from_node": from_node or self._me,
                   "at_ms": self._clock()}

@@ -180,3 +180,18 @@ def test_a_dead_lettered_downward_message_is_applied_again_by_replay(tree: dict[
     assert (report.accepted, report.failed) == ([letter.id], [])
     head = tree[DISTRICT].store.records.get(record_id)
     assert head is not None and head.status == "revoked"
+
+
+def test_the_same_refusal_raised_twice_is_one_notice_kept_once_at_the_source(tree: dict[str, Node]) -> None:
+    record = next(tree[CITY].store.records.iter_revisions())
+    ids = [Downward(tree[CITY]).raise_notice(DISTRICT, to_node=DEPT, source_unit=record.source_unit,
+                                             record_id=record.record_id, revision=1, code="E_FIELD_FORMAT",
+                                             message="处罚决定日期格式错误") for _ in range(2)]
+    assert ids[0] == ids[1]  # after a crash the same refusal is raised again: the same notice
+    notices, _ = Downward(tree[CITY]).notices_for(DISTRICT, 0)
+    for n in notices:
+        Downward(tree[DISTRICT]).apply(CITY, fpb.DownMessage(notice=n))
+    for n in Downward(tree[DISTRICT]).notices_for(DEPT, 0)[0]:
+        Downward(tree[DEPT]).apply(DISTRICT, fpb.DownMessage(notice=n))
+    kept = [r for r in tree[DEPT].store.rejections.list_rejections() if r.batch_id == ids[0]]
+    assert len(kept) == 1
