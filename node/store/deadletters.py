@@ -72,7 +72,16 @@ class InboundDeadLetters:
                "destination_or_sender": sender, "reason": code, "message": message, "payload": payload,
                "created_at_ms": time.time_ns() // 1_000_000 if now_ms is None else now_ms,
                "replayed_at_ms": None, "outbox_id": None}
+        d = dead_letters.c
         with translated("storing an inbound dead letter"), write_transaction(self._engine) as conn:
+            if record_id:
+                # The same record refused again for the same reason while its letter waits (a batch
+                # processed twice after a crash before its ack): one letter, not two.
+                same = conn.execute(select(d.id).where(
+                    d.kind == "inbound", d.destination_or_sender == sender, d.record_id == record_id,
+                    d.revision == revision, d.reason == code, d.replayed_at_ms.is_(None)).limit(1)).scalar()
+                if same is not None:
+                    return int(same)
             return int(conn.execute(insert(dead_letters).returning(dead_letters.c.id), row).scalar_one())
 
     def mark_replayed(self, ids: Sequence[int], *, now_ms: int | None = None) -> int:

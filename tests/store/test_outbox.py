@@ -126,3 +126,14 @@ def test_concurrent_claimers_never_share_a_row(engine: Engine, make_row: MakeRow
     every = [x for ids in claimed for x in ids]
     assert len(every) == len(set(every)) == 400
     assert boxes[0].depth() == 0
+
+
+def test_the_same_record_refused_again_while_its_letter_waits_is_one_letter(engine: Engine) -> None:
+    inbound = InboundDeadLetters(engine)
+    first = inbound.add("district:330106", "E_SIGNATURE_INVALID", "bad chain", b"x", record_id="r1", revision=2)
+    again = inbound.add("district:330106", "E_SIGNATURE_INVALID", "bad chain", b"x", record_id="r1", revision=2)
+    other = inbound.add("district:330106", "E_ITEM_NOT_ALLOWED", "not allowed", b"x", record_id="r1", revision=2)
+    assert again == first and other != first
+    inbound.mark_replayed([first])
+    assert inbound.add("district:330106", "E_SIGNATURE_INVALID", "bad chain", b"x", record_id="r1",
+                       revision=2) not in (first, other)  # refused again after a replay: a new letter
