@@ -2,7 +2,8 @@ import pathlib
 
 import pytest
 
-from node.config import expand_env, load_config, parse_config, to_dict
+from node.config import load_config, parse_config, to_dict
+from node.config_reader import expand_env
 from node.errors import ConfigError
 
 BASE = {"id": "dept:330102:scjgj", "level": "department", "unit": "11330102MB0000019G",

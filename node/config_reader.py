@@ -1,0 +1,152 @@
+"""Reading a configuration mapping into frozen dataclasses: the typed half of ``node.config``.
+
+Each value is converted to its field's annotated type (nested dataclasses, tagged unions chosen
+by ``kind``, literals, tuples, mappings, numbers, booleans, strings), with ``${ENV}`` and
+``${ENV:default}`` expanded in strings first. Every refusal names the dotted path of the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar
+
+from node.errors import ConfigError
+
+__all__ = ["build_dataclass", "expand_env"]
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
+
+T = TypeVar("T")
+
+
+def expand_env(value: str, environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is None:
+            raise ConfigError(f"environment variable {name} is not set and has no default")
+        return default
+
+    return _ENV.sub(sub, value)
+
+
+def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str] | None) -> Any:
+    origin = typing.get_origin(tp)
+    if isinstance(value, str):
+        try:
+            value = expand_env(value, environ)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc.message}") from None
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(value).__name__}")
+        return build_dataclass(tp, value, path, environ)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        kinds = [a for a in args if dataclasses.is_dataclass(a) and "kind" in typing.get_type_hints(a)]
+        if len(kinds) > 1:
+            return _convert(_by_kind(kinds, value, path), value, path, environ)
+        for arg in args:
+            if arg is type(None):
+                continue
+            return _convert(arg, value, path, environ)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, allowed))}")
+        return value
+    if origin is tuple:
+        (inner, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        return tuple(_convert(inner, v, f"{path}[{i}]", environ) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        _key_type, inner_type = typing.get_args(tp)
+        return {str(k): _convert(inner_type, v, f"{path}.{k}", environ) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp in (int, float):
+        return _number(tp, value, path)
+    if tp is str:
+        if value is None or isinstance(value, dict | list):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _number(tp: type[int] | type[float], value: Any, path: str) -> int | float:
+    """An int or float setting: ``2.7`` is no count and ``true`` no number; nan and inf are no setting.
+
+    Numbers written as text (from ``${ENV}``) are read as numbers first.
+    """
+    if isinstance(value, str):
+        try:
+            value = float(value) if tp is float or not value.strip().lstrip("+-").isdigit() else int(value)
+        except ValueError:
+            raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+    if tp is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{path}: expected a whole number, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _by_kind(options: list[Any], value: Any, path: str) -> Any:
+    """The dataclass of a tagged union whose ``kind`` literal matches ``value['kind']``."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+    if "kind" not in value:
+        raise ConfigError(f"missing configuration key: {path}.kind")
+    allowed: list[str] = []
+    for option in options:
+        names = typing.get_args(typing.get_type_hints(option)["kind"])
+        if value["kind"] in names:
+            return option
+        allowed.extend(names)
+    raise ConfigError(f"{path}.kind: {value['kind']!r} is not one of {', '.join(allowed)}")
+
+
+def _shown_key(key: object) -> str:
+    text = str(key)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def build_dataclass(cls: type[T], data: Mapping[str, Any], path: str, environ: Mapping[str, str] | None) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        # A key is shown cut short: a file that is not a node config (a key that is a whole
+        # line of something else) must not be echoed back to the terminal.
+        where = ", ".join(f"{path}.{_shown_key(k)}" if path else _shown_key(k) for k in unknown[:5])
+        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise ConfigError(f"unknown configuration key: {where}{more}")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        sub = f"{path}.{name}" if path else name
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], sub, environ)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing configuration key: {sub}")
+    return cls(**kwargs)
