@@ -36,7 +36,6 @@ from node.identifiers import mask_id_number
 from node.values import CHINA
 
 __all__ = [
-    "CHINA",
     "MARK_ARCHIVED",
     "MARK_DELETED",
     "MARK_DISPUTED",

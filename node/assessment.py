@@ -27,11 +27,11 @@ from typing import Protocol
 
 from sqlalchemy import Engine, distinct, func, select
 
-from node.access import CHINA
 from node.catalog import Catalog, Item
 from node.records import decode_body
 from node.store._sql import translated
 from node.store.tables import record_revisions, rejections
+from node.values import CHINA
 
 __all__ = ["SourceReport", "Weekdays", "WorkingDays", "assess", "working_days_for"]
 

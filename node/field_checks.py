@@ -16,11 +16,12 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any, Final
 
-from node.access import CHINA, today_in_china
+from node.access import today_in_china
 from node.catalog import FieldSpec
 from node.errors import Problem
 from node.identifiers import check_id_number, check_uscc, normalize_text
 from node.values import (
+    CHINA,
     BadValue,
     canonical_decimal,
     cell_text,

@@ -13,7 +13,6 @@ import sys
 import pytest
 
 from node import identity
-from node.access import CHINA
 from node.app import Node, build_node
 from node.assessment import Weekdays, assess, optional_fields, working_days_for
 from node.config import load_config
@@ -24,6 +23,7 @@ from node.routing import Router
 from node.sampledata import penalty_rows, unit_uscc
 from node.tabular import SourceRow
 from node.validation import Validator
+from node.values import CHINA
 
 UNIT = unit_uscc("330102", "MB000001")
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
-from node.access import CHINA
 from node.errors import ConfigError
+from node.values import CHINA
 
 __all__ = ["WorkingCalendar", "bundled_calendar", "china_date"]
 

@@ -46,10 +46,6 @@ class Deliveries:
         with translated("reading a record's deliveries"), self._engine.connect() as conn:
             return [DeliveryRow(*row) for row in conn.execute(stmt)]
 
-    def pending_keys(self, destination: str) -> set[tuple[str, int]]:
-        """(record_id, revision) with a delivery to ``destination`` still under way."""
-        return {key for key, state in self.undelivered(destination).items() if state == "pending"}
-
     def undelivered(self, destination: str) -> dict[tuple[str, int], str]:
         """(record_id, revision) → ``pending`` (under way) or ``dead`` (a dead letter waiting for an
         operator) for deliveries to ``destination`` that are not done."""
