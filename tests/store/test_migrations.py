@@ -14,7 +14,7 @@ from sqlalchemy import Engine, inspect, text
 
 from node.errors import ConfigError
 from node.store import RecordStore, migrate, open_engine
-from node.store.engine import MIGRATIONS_DIR, alembic_config, normalise_url
+from node.store.engine import HEAD_REVISION, MIGRATIONS_DIR, alembic_config, normalise_url
 from node.store.tables import metadata
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -59,6 +59,35 @@ def test_migrate_twice_is_a_no_op(db_url: str, make_row: object) -> None:
         assert _schema(engine) == before
         assert _version(engine) == _head()
         assert RecordStore(engine).get("r1") is not None
+    finally:
+        engine.dispose()
+
+
+def test_head_revision_constant_is_the_newest_migration() -> None:
+    assert _head() == HEAD_REVISION
+
+
+def test_store_at_head_opens_without_loading_alembic(tmp_path: pathlib.Path) -> None:
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    engine = open_engine(url)
+    migrate(engine)
+    engine.dispose()
+    probe = ("import sys; from node.store import Store; Store.open(sys.argv[1]).close(); "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
+    done = subprocess.run([sys.executable, "-c", probe, url], cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_store_behind_head_is_upgraded_on_open(tmp_path: pathlib.Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'node.db'}")
+    try:
+        migrate(engine, "0004")
+        assert _version(engine) == "0004"
+        migrate(engine)
+        assert _version(engine) == _head()
+        assert "ix_record_revisions_subject_code" not in {
+            ix["name"] for ix in inspect(engine).get_indexes("record_revisions")}
     finally:
         engine.dispose()
 
