@@ -127,7 +127,7 @@ def test_part_of_a_batch_and_mixed_batches_verify(ids: dict[str, LoadedIdentity]
 
 def test_a_batch_costs_one_ed25519_verification(ids: dict[str, LoadedIdentity], verifier: Verifier,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    records = originate(signer_for(ids[DEPT]), 500)
+    records = originate(signer_for(ids[DEPT]), signing.MAX_BATCH_LEAVES)
     calls = []
     real = signing.root_statement
 
@@ -136,11 +136,34 @@ def test_a_batch_costs_one_ed25519_verification(ids: dict[str, LoadedIdentity], 
         return real(root)
 
     monkeypatch.setattr(signing, "root_statement", counting)
-    assert codes(verifier.verify(records)) == [None] * 500
+    n = len(records)
+    assert codes(verifier.verify(records)) == [None] * n
     assert len(calls) == 1
     assert codes(verifier.verify(records[:10])) == [None] * 10
-    assert codes(verifier.verify(records[10:])) == [None] * 490
+    assert codes(verifier.verify(records[10:])) == [None] * (n - 10)
     assert len(calls) == 1  # the verified (key id, root, signature) triple is remembered
+
+
+@pytest.mark.parametrize("kind", ["origin", "origin_encoded", "hop"])
+def test_a_large_batch_is_signed_in_trees_of_at_most_max_leaves(ids: dict[str, LoadedIdentity], verifier: Verifier,
+                                                               kind: str) -> None:
+    cap = signing.MAX_BATCH_LEAVES
+    n = 2 * cap + 3
+    records = originate(signer_for(ids[DEPT]), n)
+    if kind == "origin_encoded":
+        at = now_ms()
+        encoded = signer_for(ids[DEPT]).sign_origin_encoded([hashlib.sha256(r.body).digest() for r in records],
+                                                             now_ms=at)
+        records = [pb.SignedRecord.FromString(signed_record_bytes(r.body, (e,))) for r, e in zip(records, encoded,
+                                                                                                 strict=True)]
+    elif kind == "hop":
+        records = forward(signer_for(ids[DISTRICT]), records, "admin_penalty.up")
+    sigs = [r.chain[-1] for r in records]
+    assert [s.leaf_count for s in sigs] == [cap] * (2 * cap) + [3] * 3
+    assert [s.leaf_index for s in sigs] == [*range(cap), *range(cap), 0, 1, 2]
+    assert len({s.batch_root for s in sigs}) == 3
+    assert max(len(s.path) for s in sigs) == (cap - 1).bit_length()
+    assert codes(verifier.verify(records)) == [None] * n
 
 
 # --- tampering ------------------------------------------------------------------------------------
