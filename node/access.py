@@ -42,6 +42,7 @@ __all__ = [
     "MARK_NOT_PUBLIC",
     "MARK_REPAIRED",
     "MARK_REVOKED",
+    "MARK_WITHHELD",
     "Caller",
     "Decision",
     "EditableField",
@@ -68,11 +69,13 @@ MARK_NOT_PUBLIC: Final = "不予公开"
 MARK_ARCHIVED: Final = "已过公示期"
 MARK_REVOKED: Final = "已撤销"
 MARK_DELETED: Final = "已删除"
+MARK_WITHHELD: Final = "不再向社会披露"
 
 QUERY_ROLES: Final = ("public", "self", "agency", "gov", "judicial")
 PURPOSE_ROLES: Final = ("gov", "judicial")
 _ALL: Final = frozenset("ABC")
 _WITHDRAWN: Final = {"expired": MARK_ARCHIVED, "revoked": MARK_REVOKED, "deleted": MARK_DELETED}
+_PRIVATE: Final = {"repaired": MARK_REPAIRED, "withheld": MARK_WITHHELD}  # government sharing only
 
 
 @dataclass(frozen=True)
@@ -163,13 +166,14 @@ def decide(caller: Caller, record: RecordFacts, policy: Policy) -> Decision:
         return Decision(False, "window", mask)
     marks: list[str] = []
     own = caller.role == "self" and self_subject(caller.node_id) == record.subject_code
-    if record.status == "repaired" or record.window == "not_public":
-        # Repaired (信用修复) and never-published records stay in government sharing only, and
-        # the subject still sees its own, marked (查询自身非公开信息, seed 003 篇5 第二十三条).
+    private = _PRIVATE.get(record.status) or (MARK_NOT_PUBLIC if record.window == "not_public" else None)
+    if private is not None:
+        # Repaired (信用修复), withheld and never-published records stay in government sharing
+        # only, and the subject still sees its own, marked (查询自身非公开信息, seed 003 篇5 第二十三条).
         if "C" not in classes and not own:
-            return Decision(False, "status:repaired" if record.status == "repaired" else "not_public", mask)
-        marks.append(MARK_REPAIRED if record.status == "repaired" else MARK_NOT_PUBLIC)
-    if record.status == "disputed":
+            return Decision(False, f"status:{record.status}" if record.status in _PRIVATE else "not_public", mask)
+        marks.append(private)
+    if record.status in ("disputed", "withheld"):  # a withheld record's objection is still open
         if policy.disputed == "suspend" and not own:
             return Decision(False, "disputed", mask)
         marks.append(MARK_DISPUTED)
@@ -182,9 +186,9 @@ def _judicial_marks(record: RecordFacts) -> tuple[str, ...]:
         marks.append(_WITHDRAWN[record.status])
     elif record.window == "closed":
         marks.append(MARK_ARCHIVED)
-    if record.status == "repaired":
-        marks.append(MARK_REPAIRED)
-    if record.status == "disputed":
+    if record.status in _PRIVATE:
+        marks.append(_PRIVATE[record.status])
+    if record.status in ("disputed", "withheld"):
         marks.append(MARK_DISPUTED)
     return tuple(marks)
 

@@ -29,7 +29,9 @@ else:
 __all__ = ["body_digest", "content_digest", "decode_body", "decode_signed", "make_record_id", "pb", "rpc",
            "signed_record_bytes", "varint"]
 
-STATUSES = ("active", "disputed", "corrected", "confirmed", "deleted", "repaired", "expired", "revoked")
+# ``withheld``: under objection and its source unit missed the deadline to verify it, so no longer
+# disclosed to society (不再向社会披露, seed 003 篇5 第三十一条) until the source answers.
+STATUSES = ("active", "disputed", "withheld", "corrected", "confirmed", "deleted", "repaired", "expired", "revoked")
 
 
 def body_digest(body: bytes) -> bytes:

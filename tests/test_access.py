@@ -12,6 +12,7 @@ from node.access import (
     MARK_NOT_PUBLIC,
     MARK_REPAIRED,
     MARK_REVOKED,
+    MARK_WITHHELD,
     Caller,
     Policy,
     RecordFacts,
@@ -125,6 +126,7 @@ TABLE: list[tuple[tuple[str, str, str], tuple[bool, ...]]] = [
     (("A", "active", "not_public"),        (H, H, H, V, V, V, H)),
     (("A", "disputed", "open"),            (H, H, H, H, V, V, H)),  # suspend; the subject sees its own
     (("B", "disputed", "open"),            (H, H, H, H, V, V, H)),
+    (("A", "withheld", "open"),            (H, H, H, H, V, V, H)),  # still disputed: suspended
 ]
 
 
@@ -143,10 +145,21 @@ def test_disputed_marked_when_configured(caller: Caller, visible: bool) -> None:
     assert d.marks == (MARK_DISPUTED,)
 
 
+@pytest.mark.parametrize(("caller", "visible"), [(PUBLIC, H), (AGENCY, H), (AGENCY_B, H), (GOV, V), (JUDICIAL, V),
+                                                 (SELF_ORG, V), (SELF_PERSON, H)])
+def test_withheld_stays_in_government_sharing_marked_when_disputed_records_are_shown(
+        caller: Caller, visible: bool) -> None:
+    d = decide(caller, rec("A", status="withheld"), Policy(disputed="mark"))
+    assert d.visible is visible
+    if visible:
+        assert d.marks == (MARK_WITHHELD, MARK_DISPUTED)
+
+
 @pytest.mark.parametrize(("status", "window", "reason"), [
     ("expired", "open", "status:expired"), ("revoked", "open", "status:revoked"),
     ("active", "closed", "window"), ("disputed", "open", "disputed"),
     ("repaired", "open", "status:repaired"), ("active", "not_public", "not_public"),
+    ("withheld", "open", "status:withheld"),
 ])
 def test_reasons_for_withholding(status: str, window: str, reason: str) -> None:
     d = decide(PUBLIC, rec("A", status=status, window=window), Policy())

@@ -40,7 +40,7 @@ __all__ = ["ARCHIVED_STATUSES", "Sweep", "SweepReport", "Window", "add_months", 
 _DAY: Final = dt.timedelta(days=1)
 # Heads that are not swept: already withdrawn, or under objection (the case decides first).
 ARCHIVED_STATUSES: Final = ("expired", "revoked", "deleted")
-_SKIPPED: Final = (*ARCHIVED_STATUSES, "disputed")
+_SKIPPED: Final = (*ARCHIVED_STATUSES, "disputed", "withheld")
 _BATCH: Final = 2000
 
 

@@ -7,8 +7,8 @@ the case. The source department's node answers under the same case id (``RECORD_
 names the revision it received): its ``confirmed`` / ``corrected`` / ``revoked`` revision travels
 up, and the platform's ``tick`` sees it arrive as the record's new head and closes the case. When
 the node holding the case is itself the source unit's node, the operator answers there directly.
-``tick`` also withdraws records whose source missed its deadline (a ``deleted`` revision naming the
-case). Every step is logged (``objection_events`` + audit) in the transaction that makes it.
+``tick`` also withholds records whose source missed its deadline (a ``withheld`` revision naming the
+case: no longer disclosed to society, government sharing keeps it marked). Every step is logged (``objection_events`` + audit) in the transaction that makes it.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class ObjectionService:
         today = china_date(now)
         head = self._head(record_id)
         applicant = normalize_text(by).upper()
-        if self.cases.open_for(record_id) is not None or head.status == "disputed":
+        if self.cases.open_for(record_id) is not None or head.status in ("disputed", "withheld"):
             raise ConflictError(f"record {record_id} is already under objection", code="E_OBJECTION_OPEN")
         self._visible_to_subject(head, applicant, today)
         name, blob, digest = self._read_evidence(evidence)
@@ -213,7 +213,9 @@ class ObjectionService:
             return head.revision in (revision, case.withdrawn_revision)
         if head.revision == revision:
             return head.status == "disputed"
-        return head.status == "deleted" and decode_body(head.body).reason.startswith(f"objection {case_id}:")
+        # ``deleted``: how stores of earlier versions withdrew a late case.
+        return head.status in ("withheld", "deleted") and decode_body(head.body).reason.startswith(
+            f"objection {case_id}:")
 
     def _checked(self, head: RecordRow, changes: Mapping[str, str]) -> Checked:
         """The head's fields with ``changes`` (''= remove), validated by the catalogue; same key."""
@@ -256,7 +258,7 @@ class ObjectionService:
 
     def _withdraw(self, case: sm.Case, head: RecordRow, today: dt.date, now: int) -> None:
         reason = (f"objection {case.case_id}: the source unit did not answer by {case.source_due}; "
-                  "no longer disclosed (seed 003 篇5 第三十一条)")
+                  "no longer disclosed to society (不再向社会披露, seed 003 篇5 第三十一条)")
         new_case, steps = sm.overdue(case, withdrawn_revision=head.revision + 1, today=today, now_ms=now)
 
         def record(conn: Connection, rows: list[RecordRow]) -> None:
@@ -264,7 +266,7 @@ class ObjectionService:
             self.cases.log(conn, case.case_id, steps, actor=self._node_id, state=new_case.state,
                            revision=rows[0].revision, at_ms=now)
 
-        self._reviser.commit([Change(head, "deleted", reason)], action="objection.revision", subject=case.case_id,
+        self._reviser.commit([Change(head, "withheld", reason)], action="objection.revision", subject=case.case_id,
                              also=[record], now_ms=now)
 
     # --- statements and listing --------------------------------------------------------------
@@ -286,10 +288,11 @@ class ObjectionService:
 
     def requests(self) -> list[RecordRow]:
         """Records marked 异议正在处理 by another node and awaiting an answer here (at a department:
-        the verification requests its source unit must answer)."""
+        the verification requests its source unit must answer), the overdue ones (``withheld``) too."""
         h = record_heads.c
         with translated("reading records under objection"), self._store.engine.connect() as conn:
-            ids = [r for (r,) in conn.execute(select(h.record_id).where(h.status == "disputed").order_by(h.record_id))]
+            ids = [r for (r,) in conn.execute(select(h.record_id).where(h.status.in_(("disputed", "withheld")))
+                                              .order_by(h.record_id))]
         rows = [self._head(rid) for rid in ids]
         return [r for r in rows if r.origin_node != self._node_id]
 

@@ -171,11 +171,17 @@ def test_missed_deadline_withdraws_the_record_until_the_late_answer(fed: Federat
     assert desk.tick().overdue == []  # idempotent
     late = desk.cases.get(case.case_id)
     assert (late.state, late.withdrawn_revision) == (sm.OVERDUE, 3)
-    assert not visible(fed.city, rid, disputed="mark").visible  # no longer disclosed (篇5 第三十一条)
+    # 不再向社会披露 (篇5 第三十一条): not to the public; government sharing keeps it, marked.
+    assert fed.city.head(rid).status == "withheld"
+    assert not visible(fed.city, rid, disputed="mark").visible
+    assert visible(fed.city, rid, role="gov", disputed="mark").marks == (access.MARK_WITHHELD, access.MARK_DISPUTED)
+    assert not visible(fed.city, rid, role="gov").visible  # suspended while the objection runs (附件2 六(一))
+    assert visible(fed.city, rid, role="self").visible  # the subject still sees its own
     assert [c.case_id for c in desk.listing(overdue_only=True)] == [case.case_id]
 
     fed.down()  # the withdrawal reaches the department, which answers late
-    assert fed.dept.head(rid).status == "deleted"
+    assert fed.dept.head(rid).status == "withheld"
+    assert rid in [r.record_id for r in fed.source.requests()]  # still to be answered there
     fed.source.answer(case.case_id, "confirm")
     fed.up()
     assert desk.tick().answered == [case.case_id]

@@ -79,7 +79,7 @@ def test_a_round_withdraws_records_whose_source_is_late_and_archives_what_is_pas
     kit.clock.set_day(dt.date(2026, 3, 17))
     late = schedule.run_once()
     assert late.tick == TickReport([], [case_id])
-    assert kit.head(world.recent[0]).status == "deleted"  # no longer disclosed
+    assert kit.head(world.recent[0]).status == "withheld"  # no longer disclosed to society
     assert world.desk.cases.get(case_id).state == OVERDUE
     assert [c.case_id for c in world.desk.listing(overdue_only=True)] == [case_id]
     assert late.sweep is not None and late.sweep.moved == []
@@ -129,7 +129,7 @@ def test_the_running_schedule_does_a_round_every_interval_and_stops_promptly(wor
     finally:
         schedule.stop()
     assert rounds[0].tick == TickReport([], [case_id]) and rounds[0].errors == []
-    assert world.kit.head(world.recent[0]).status == "deleted"
+    assert world.kit.head(world.recent[0]).status == "withheld"
     assert [world.kit.head(r).status for r in world.old] == ["expired", "expired"]
     assert all(r.tick == TickReport([], []) for r in rounds[1:])  # later rounds find nothing new
 
