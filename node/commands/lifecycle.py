@@ -58,13 +58,18 @@ def add_days(ctx: click.Context, date: str, n: int, calendar_dir: str | None, as
     start = _parse_date(date, "DATE")
     due = cal.add_working_days(start, n)
     uncovered = cal.uncovered_years(start, due)
+    provisional = cal.provisional_years(start, due)
     if as_json:
         emit_json({"date": start.isoformat(), "n": n, "due": due.isoformat(),
-                   "working_day": cal.is_working_day(start), "uncovered_years": uncovered})
+                   "working_day": cal.is_working_day(start), "uncovered_years": uncovered,
+                   "provisional_years": provisional})
         return
     if uncovered:
         click.echo(f"warning: no calendar for {', '.join(map(str, uncovered))}: counted weekends only",
                    err=True)
+    if provisional:
+        click.echo(f"warning: the calendar for {', '.join(map(str, provisional))} is provisional (statutory "
+                   "holidays only, no make-up working days yet): check the due date", err=True)
     click.echo(due.isoformat())
 
 

@@ -49,6 +49,9 @@ class WorkingCalendar:
     holidays: frozenset[dt.date] = field(default=frozenset(), repr=False)
     workdays: frozenset[dt.date] = field(default=frozenset(), repr=False)  # make-up working days (调休上班)
     years: frozenset[int] = frozenset()  # years whose arrangements are loaded
+    # Years whose file says ``provisional: true``: statutory holidays only, the State Council's
+    # arrangement (调休, make-up working days) not yet entered, so deadlines may be off by days.
+    provisional: frozenset[int] = frozenset()
 
     # --- loading -----------------------------------------------------------------------------
     @classmethod
@@ -57,30 +60,40 @@ class WorkingCalendar:
         path = pathlib.Path(directory)
         if not path.is_dir():
             raise ConfigError(f"no working-day calendar directory at {path}", field="lifecycle.calendar")
-        holidays: set[dt.date] = set()
-        workdays: set[dt.date] = set()
-        years: set[int] = set()
+        docs = []
+        seen: dict[int, pathlib.Path] = {}
         for file in sorted(path.glob("*.yaml")):
-            year, hol, work = _parse_year(file)
-            if year in years:
-                raise ConfigError(f"{file}: year {year} is defined by another file as well")
-            years.add(year)
-            holidays |= hol
-            workdays |= work
-        return cls(frozenset(holidays), frozenset(workdays), frozenset(years))
+            data = _read_year(file)
+            year = data.get("year")
+            if isinstance(year, int) and year in seen:
+                raise ConfigError(f"{file}: year {year} is defined by {seen[year].name} as well")
+            if isinstance(year, int):
+                seen[year] = file
+            docs.append((data, str(file)))
+        return cls._build(docs)
 
     @classmethod
     def from_data(cls, documents: Iterable[Mapping[str, Any]]) -> WorkingCalendar:
         """The same as :meth:`load` from already parsed documents (tests, embedded data)."""
+        return cls._build((doc, f"document {n}") for n, doc in enumerate(documents))
+
+    @classmethod
+    def _build(cls, documents: Iterable[tuple[Mapping[str, Any], str]]) -> WorkingCalendar:
         holidays: set[dt.date] = set()
         workdays: set[dt.date] = set()
         years: set[int] = set()
-        for n, doc in enumerate(documents):
-            year, hol, work = _parse_doc(doc, f"document {n}")
+        provisional: set[int] = set()
+        for doc, where in documents:
+            year, hol, work = _parse_doc(doc, where)
             years.add(year)
             holidays |= hol
             workdays |= work
-        return cls(frozenset(holidays), frozenset(workdays), frozenset(years))
+            flag = doc.get("provisional", False)
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{where}: provisional must be true or false")
+            if flag:
+                provisional.add(year)
+        return cls(frozenset(holidays), frozenset(workdays), frozenset(years), frozenset(provisional))
 
     # --- questions ---------------------------------------------------------------------------
     def is_working_day(self, day: dt.date) -> bool:
@@ -125,8 +138,13 @@ class WorkingCalendar:
         lo, hi = sorted((a.year, b.year))
         return [y for y in range(lo, hi + 1) if y not in self.years]
 
+    def provisional_years(self, a: dt.date, b: dt.date) -> list[int]:
+        """Years between ``a`` and ``b`` (inclusive, either order) whose calendar is provisional."""
+        lo, hi = sorted((a.year, b.year))
+        return [y for y in range(lo, hi + 1) if y in self.provisional]
 
-def _parse_year(file: pathlib.Path) -> tuple[int, set[dt.date], set[dt.date]]:
+
+def _read_year(file: pathlib.Path) -> Mapping[str, Any]:
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8-sig"))
     except OSError as exc:
@@ -135,7 +153,7 @@ def _parse_year(file: pathlib.Path) -> tuple[int, set[dt.date], set[dt.date]]:
         raise ConfigError(f"{file}: not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{file}: the top level must be a mapping")
-    return _parse_doc(data, str(file))
+    return data
 
 
 _KEYS = frozenset({"year", "source", "provisional", "note", "holidays", "workdays"})

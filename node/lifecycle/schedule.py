@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from node.errors import NodeError
+from node.lifecycle.calendar import WorkingCalendar
 from node.lifecycle.disclosure import SweepReport
 from node.lifecycle.objection_service import TickReport
 from node.runtime import ThreadExtension
@@ -51,6 +52,9 @@ class _State(Protocol):
 
 
 LAST_ROUND_KEY = "lifecycle.last_round_ms"
+# How far ahead the calendar must be right: the longest deadline (30 days for a statement;
+# 15 working days for a source) with the long holidays between.
+CALENDAR_HORIZON = dt.timedelta(days=45)
 
 
 class _Sweeps(Protocol):
@@ -78,8 +82,10 @@ class LifecycleSchedule(ThreadExtension):
 
     def __init__(self, *, objections: _Ticks, sweep: _Sweeps, every_s: float,
                  on_round: Callable[[Round], None] | None = None, state: _State | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, calendar: WorkingCalendar | None = None) -> None:
         self._objections = objections
+        self._calendar = calendar
+        self._warned: set[tuple[str, int]] = set()
         self._sweep = sweep
         self._every_s = every_s
         self._on_round = on_round
@@ -102,6 +108,7 @@ class LifecycleSchedule(ThreadExtension):
         """One round: the tick first (a withdrawn record is not swept meanwhile), then the sweep."""
         today = self._objections.today()
         done = Round(today)
+        self._check_calendar(today)
         try:
             done.tick = self._objections.tick()
         except Exception as exc:  # a failing step (a bug too) must not end the schedule
@@ -115,6 +122,21 @@ class LifecycleSchedule(ThreadExtension):
                                                "overdue": len(done.tick.overdue), "examined": done.sweep.examined,
                                                "archived": len(done.sweep.moved)})
         return done
+
+    def _check_calendar(self, today: dt.date) -> None:
+        """Warn (once a year and kind) when deadlines soon to be counted fall in a year whose
+        calendar is missing (weekends only) or provisional (statutory holidays only)."""
+        if self._calendar is None:
+            return
+        until = today + CALENDAR_HORIZON
+        for kind, years in (("missing", self._calendar.uncovered_years(today, until)),
+                            ("provisional", self._calendar.provisional_years(today, until))):
+            for year in years:
+                if (kind, year) not in self._warned:
+                    self._warned.add((kind, year))
+                    log.warning("lifecycle.calendar_" + kind, extra={
+                        "year": year, "reason": f"the working-day calendar for {year} is {kind}: deadlines "
+                        "counted in it may be off by the State Council's holiday arrangement (调休)"})
 
     def _run(self) -> None:
         delay = self.first_delay_s()
@@ -143,4 +165,4 @@ def schedule_for(desk: Desk, settings: LifecycleConfig, state: _State | None = N
     if settings.schedule_every_s <= 0:
         return []
     return [LifecycleSchedule(objections=desk.objections, sweep=desk.sweep, every_s=settings.schedule_every_s,
-                              state=state)]
+                              state=state, calendar=desk.calendar)]

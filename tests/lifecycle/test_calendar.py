@@ -90,7 +90,7 @@ def test_data_errors_name_the_file(tmp_path: pathlib.Path) -> None:
 def test_two_files_for_one_year_are_refused(tmp_path: pathlib.Path) -> None:
     (tmp_path / "a.yaml").write_text("year: 2026\n")
     (tmp_path / "b.yaml").write_text("year: 2026\n")
-    with pytest.raises(ConfigError, match="defined by another file"):
+    with pytest.raises(ConfigError, match="year 2026 is defined by a.yaml as well"):
         WorkingCalendar.load(tmp_path)
 
 
@@ -98,3 +98,18 @@ def test_from_data() -> None:
     cal = WorkingCalendar.from_data([{"year": 2030, "holidays": [{"from": "2030-01-01"}]}])
     assert not cal.is_working_day(D(2030, 1, 1))
     assert cal.years == frozenset({2030})
+
+
+def test_provisional_years_are_known_and_the_flag_must_be_a_boolean(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "2026.yaml").write_text("year: 2026\nprovisional: false\n")
+    (tmp_path / "2027.yaml").write_text("year: 2027\nprovisional: true\n")
+    cal = WorkingCalendar.load(tmp_path)
+    assert cal.provisional_years(dt.date(2026, 12, 20), dt.date(2027, 1, 10)) == [2027]
+    assert cal.provisional_years(dt.date(2026, 1, 1), dt.date(2026, 12, 31)) == []
+    (tmp_path / "2027.yaml").write_text("year: 2027\nprovisional: yes please\n")
+    with pytest.raises(ConfigError, match="provisional must be true or false"):
+        WorkingCalendar.load(tmp_path)
+
+
+def test_the_bundled_2027_calendar_is_marked_provisional() -> None:
+    assert 2027 in WorkingCalendar.load(bundled_calendar()).provisional

@@ -7,6 +7,7 @@ test starts the schedule's thread and waits for its first round on an event.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from node.catalog import Catalog
 from node.config import LifecycleConfig
 from node.errors import StoreError
 from node.identity import LoadedIdentity
+from node.lifecycle.calendar import WorkingCalendar
 from node.lifecycle.disclosure import Sweep
 from node.lifecycle.objection_service import ObjectionService, TickReport
 from node.lifecycle.objections import OVERDUE
@@ -173,8 +175,29 @@ def test_the_schedule_is_made_from_the_configuration() -> None:
     class Desk:
         objections: object
         sweep: object
+        calendar: object
 
-    desk = Desk(object(), object())
+    desk = Desk(object(), object(), WorkingCalendar())
     [made] = schedule_for(desk, LifecycleConfig())  # type: ignore[arg-type]
     assert made.every_s == 3600.0 and made.name == "lifecycle schedule"
     assert schedule_for(desk, LifecycleConfig(schedule_every_s=0)) == []  # type: ignore[arg-type]
+
+
+def test_a_round_warns_once_when_deadlines_fall_in_a_provisional_or_missing_calendar_year(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    calendar = WorkingCalendar.from_data([
+        {"year": 2026, "provisional": True, "holidays": [{"from": "2026-01-01", "to": "2026-01-01"}]}])
+    schedule = world.schedule(calendar=calendar)
+    world.kit.clock.set_day(dt.date(2026, 12, 1))  # deadlines now reach into 2027, which has no file
+    with caplog.at_level(logging.WARNING, logger="node.lifecycle.schedule"):
+        schedule.run_once()
+        schedule.run_once()
+    warned = sorted((r.getMessage(), r.year) for r in caplog.records if r.getMessage().startswith("lifecycle.calendar"))
+    assert warned == [("lifecycle.calendar_missing", 2027), ("lifecycle.calendar_provisional", 2026)]
+
+
+def test_a_confirmed_calendar_gives_no_warning(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    calendar = WorkingCalendar.from_data([{"year": 2026, "provisional": False}])
+    with caplog.at_level(logging.WARNING, logger="node.lifecycle.schedule"):
+        world.schedule(calendar=calendar).run_once()
+    assert [r for r in caplog.records if r.getMessage().startswith("lifecycle.calendar")] == []
