@@ -16,13 +16,22 @@ from node.catalog import Catalog
 from node.config import ChildConfig
 from node.conflicts import Conflicts, Fact, compared_fields, substance
 from node.errors import NodeError, Problem
-from node.records import body_digest, content_digest, decode_body, make_record_id, pb
+from node.records import (
+    MAX_BODY_BYTES,
+    MAX_REVISION,
+    STATUSES,
+    body_digest,
+    content_digest,
+    decode_body,
+    make_record_id,
+    pb,
+)
 from node.routing import Router
 from node.signing import Verifier
 from node.store import Store
 from node.store.records import AuditEvent, OutboxEntry, RecordRow
 from node.truststore import TrustStore
-from node.validation import Validator
+from node.validation import Checked, Validator
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -87,6 +96,10 @@ class Inbox:
         child = self._children.get(sender)
         bodies: dict[int, pb.RecordBody] = {}
         for i, rec in enumerate(records):
+            if len(rec.body) > MAX_BODY_BYTES:
+                receipts[i] = Receipt(start_seq + i, "", 0, REJECTED, Problem(
+                    "E_BODY_TOO_LARGE", "body", f"the body has {len(rec.body)} bytes; at most {MAX_BODY_BYTES}"))
+                continue
             try:
                 bodies[i] = decode_body(rec.body)
             except NodeError as exc:
@@ -102,6 +115,8 @@ class Inbox:
         row_seq: list[int] = []
         facts: list[Fact] = []
         compared_by_item: dict[str, frozenset[str]] = {}
+        first_of: dict[tuple[str, int], int] = {}
+        repeats: dict[int, int] = {}  # index of a repeated revision -> index of its first copy
         for i, err in zip(candidates, errors, strict=True):
             body = bodies[i]
             if err is not None:
@@ -125,6 +140,16 @@ class Inbox:
                 receipts[i] = self._reject(start_seq + i, body, "E_RECORD_ID",
                                            "record id does not match the item's natural key", "record_id")
                 continue
+            header = header_problem(body, checked)
+            if header is not None:
+                receipts[i] = Receipt(start_seq + i, body.record_id, body.revision, REJECTED, header)
+                continue
+            key = (body.record_id, body.revision)
+            earlier = first_of.get(key)
+            if earlier is not None:  # the same revision twice in one batch: answered after the first
+                repeats[i] = earlier
+                continue
+            first_of[key] = i
             rows.append(RecordRow(
                 record_id=body.record_id, revision=body.revision, item=body.item,
                 subject_code=body.subject_code, subject_kind=body.subject_kind, source_unit=body.source_unit,
@@ -158,6 +183,20 @@ class Inbox:
                     receipts[i] = Receipt(start_seq + i, row.record_id, row.revision, DUPLICATE)
                 else:
                     receipts[i] = Receipt(start_seq + i, row.record_id, row.revision, ACCEPTED)
+        for i, earlier in repeats.items():
+            body, kept = bodies[i], receipts[earlier]
+            if records[i].body != records[earlier].body:
+                stored = self._store.records.get(body.record_id, body.revision)  # rare: no batching
+                if stored is not None and stored.body == records[i].body:
+                    receipts[i] = Receipt(start_seq + i, body.record_id, body.revision, DUPLICATE)
+                    continue
+                receipts[i] = self._reject(start_seq + i, body, "E_REVISION_CONFLICT",
+                                           f"another body for this record revision came earlier in the batch "
+                                           f"(seq {start_seq + earlier})")
+            elif kept.outcome == REJECTED:
+                receipts[i] = Receipt(start_seq + i, body.record_id, body.revision, REJECTED, kept.problem)
+            else:
+                receipts[i] = Receipt(start_seq + i, body.record_id, body.revision, DUPLICATE)
         return [receipts[i] for i in range(len(records))]
 
     def _authorise(self, child: ChildConfig, sender: str, rec: pb.SignedRecord,
@@ -179,3 +218,26 @@ class Inbox:
 
 def rec_body(rec: pb.SignedRecord) -> bytes:
     return bytes(rec.body)
+
+
+def header_problem(body: pb.RecordBody, checked: Checked) -> Problem | None:
+    """What of a received body's header disagrees with its own fields, as re-validated here.
+
+    The header (subject, source unit, decision date) is what the store indexes and what access
+    and authorisation read; a sender must not be able to file a record under another subject,
+    unmask a person by calling it a legal person, or report for a unit it may not by stating
+    one thing in the header and another in the fields.
+    """
+    if not 1 <= body.revision <= MAX_REVISION:
+        return Problem("E_REVISION_RANGE", "revision", f"revision {body.revision} is outside 1..{MAX_REVISION}")
+    if body.status and body.status not in STATUSES:
+        return Problem("E_BODY_HEADER", "status", f"unknown status {body.status!r} (one of {', '.join(STATUSES)})")
+    for name, stated, derived in (("subject_code", body.subject_code, checked.subject_code),
+                                  ("subject_kind", body.subject_kind, checked.subject_kind),
+                                  ("subject_name", body.subject_name, checked.subject_name),
+                                  ("source_unit", body.source_unit, checked.source_unit),
+                                  ("decision_date", body.decision_date, checked.decision_date)):
+        if stated != derived:
+            return Problem("E_BODY_HEADER", name, f"the body's {name} {stated!r} is not what its fields say "
+                                                  f"({derived!r})")
+    return None

@@ -26,12 +26,20 @@ else:
             return credit_pb2_grpc
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["body_digest", "content_digest", "decode_body", "decode_signed", "make_record_id", "pb", "rpc",
+__all__ = ["MAX_BODY_BYTES", "MAX_REVISION", "body_digest", "content_digest", "decode_body", "decode_signed", "make_record_id", "pb", "rpc",
            "signed_record_bytes", "varint"]
 
 # ``withheld``: under objection and its source unit missed the deadline to verify it, so no longer
 # disclosed to society (不再向社会披露, seed 003 篇5 第三十一条) until the source answers.
 STATUSES = ("active", "disputed", "withheld", "corrected", "confirmed", "deleted", "repaired", "expired", "revoked")
+
+
+# Bounds a receiver holds a child's records to. Every field has its catalogue length, so a real
+# body is a few KB; a bigger one (an unknown field of megabytes) would be stored and forwarded in
+# batches that no longer fit a message. Revisions count changes of one fact: a number near the
+# uint32 / database integer limit is a sender's error, and the next revision must still fit.
+MAX_BODY_BYTES = 1 << 20
+MAX_REVISION = 1_000_000_000
 
 
 def body_digest(body: bytes) -> bytes:

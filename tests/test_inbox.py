@@ -114,3 +114,91 @@ def test_two_units_disagreeing_on_one_fact_are_flagged_at_the_parent(federation)
     item = district.catalog.item("admin_penalty")
     stored = [fact_of(item, r.body) for r in district.store.records.iter_revisions()]
     assert len(noted) == 2 and noted == sorted((f.source_unit, f.display_key, dict(f.substance)) for f in stored)
+
+
+def resigned(dept, bodies: list[pb.RecordBody]) -> list[pb.SignedRecord]:
+    """``bodies`` as ``dept`` would sign them: valid signatures over whatever the bodies say."""
+    data = [b.SerializeToString() for b in bodies]
+    sigs = dept.signer.sign_origin(data, now_ms=dept.ingest._clock())
+    return [pb.SignedRecord(body=d, chain=[s]) for d, s in zip(data, sigs, strict=True)]
+
+
+def _body(rec: pb.SignedRecord) -> pb.RecordBody:
+    return pb.RecordBody.FromString(rec.body)
+
+
+@pytest.mark.parametrize(("header", "value"), [
+    ("subject_code", "91330106MA2AAAA213"),  # another company: it would be listed under that one
+    ("subject_kind", "legal_person"),  # a person called a legal person: the ID number would go unmasked
+    ("subject_name", "别的公司"),
+    ("decision_date", "2020-01-01"),
+])
+def test_a_signed_body_whose_header_contradicts_its_fields_is_refused(federation, header: str, value: str):
+    district, a, _b = federation
+    learn(district, a)
+    rows = list(penalty_rows(40, source_unit=UNIT_A, division="330106", seed=3))
+    people = [r for r in rows if r["CF_XDR_LB"] == "自然人"]
+    row = people[0] if header == "subject_kind" else rows[0]
+    [honest] = reported(a, UNIT_A, [row])
+    body = _body(honest)
+    assert getattr(body, header) != value
+    setattr(body, header, value)
+    [receipt] = district.inbox.receive(resigned(a, [body]), sender=DEPT_A)
+    assert receipt.outcome == "rejected" and receipt.problem is not None
+    assert (receipt.problem.code, receipt.problem.field) == ("E_BODY_HEADER", header)
+    assert district.inbox.receive([honest], sender=DEPT_A)[0].outcome == "accepted"
+
+
+def test_a_header_naming_an_allowed_unit_over_fields_of_another_is_refused(federation):
+    district, _a, b = federation  # DEPT_B may report for UNIT_B only
+    learn(district, b)
+    [row] = list(penalty_rows(1, source_unit=UNIT_B, division="330106"))
+    [rec] = reported(b, UNIT_B, [row])
+    body = _body(rec)
+    fields = {f.name: f for f in body.fields}
+    fields["CF_SJLYDM"].value = UNIT_A  # the fields say another unit; the header still says UNIT_B
+    body.record_id = district.catalog.item("admin_penalty").code  # recomputed below
+    from node.records import make_record_id
+    from node.validation import Validator
+    checked = Validator(district.catalog).check(district.catalog.item("admin_penalty"),
+                                                {f.name: f.value for f in body.fields})
+    body.record_id = make_record_id("admin_penalty", checked.source_unit, checked.key)
+    [receipt] = district.inbox.receive(resigned(b, [body]), sender=DEPT_B)
+    assert receipt.outcome == "rejected" and receipt.problem is not None
+    assert (receipt.problem.code, receipt.problem.field) == ("E_BODY_HEADER", "source_unit")
+
+
+@pytest.mark.parametrize("revision", [0, 1_000_000_001, 2**32 - 1])
+def test_a_revision_out_of_range_is_refused(federation, revision: int):
+    district, a, _b = federation
+    learn(district, a)
+    [rec] = reported(a, UNIT_A, list(penalty_rows(1, source_unit=UNIT_A, division="330106")))
+    body = _body(rec)
+    body.revision = revision
+    [receipt] = district.inbox.receive(resigned(a, [body]), sender=DEPT_A)
+    assert receipt.problem is not None and receipt.problem.code == "E_REVISION_RANGE"
+
+
+def test_a_body_over_the_size_limit_is_refused_and_the_rest_kept(federation):
+    district, a, _b = federation
+    learn(district, a)
+    records = reported(a, UNIT_A, list(penalty_rows(2, source_unit=UNIT_A, division="330106")))
+    # An unknown field (99, length-delimited) of 1 MiB: valid protobuf, signed, far over any catalogue length.
+    fat = records[0].body + b"\x9a\x06" + bytes([0x80, 0x80, 0x40]) + b"x" * (1 << 20)
+    [big] = resigned(a, [pb.RecordBody.FromString(fat)])
+    receipts = district.inbox.receive([big, records[1]], sender=DEPT_A)
+    assert [r.outcome for r in receipts] == ["rejected", "accepted"]
+    assert receipts[0].problem is not None and receipts[0].problem.code == "E_BODY_TOO_LARGE"
+
+
+def test_one_revision_twice_in_a_batch_is_accepted_once_and_a_different_body_for_it_refused(federation):
+    district, a, _b = federation
+    learn(district, a)
+    [rec] = reported(a, UNIT_A, list(penalty_rows(1, source_unit=UNIT_A, division="330106")))
+    other = _body(rec)
+    other.reported_at_ms += 1  # another body for the same record id and revision
+    [twin] = resigned(a, [other])
+    receipts = district.inbox.receive([rec, rec, twin], sender=DEPT_A)
+    assert [r.outcome for r in receipts] == ["accepted", "duplicate", "rejected"]
+    assert receipts[2].problem is not None and receipts[2].problem.code == "E_REVISION_CONFLICT"
+    assert [r.outcome for r in district.inbox.receive([twin, rec], sender=DEPT_A)] == ["rejected", "duplicate"]

@@ -90,7 +90,7 @@ def test_data_errors_name_the_file(tmp_path: pathlib.Path) -> None:
 def test_two_files_for_one_year_are_refused(tmp_path: pathlib.Path) -> None:
     (tmp_path / "a.yaml").write_text("year: 2026\n")
     (tmp_path / "b.yaml").write_text("year: 2026\n")
-    with pytest.raises(ConfigError, match="year 2026 is defined by a.yaml as well"):
+    with pytest.raises(ConfigError, match=r"year 2026 is defined by a\.yaml as well"):
         WorkingCalendar.load(tmp_path)
 
 
