@@ -157,6 +157,15 @@ class FileDrop:
             except (InputFileError, UnknownItemError) as exc:
                 error = exc
                 writer.add(0, exc.field, _field_name(item_code, exc.field, self._catalog), exc.code, exc.message)
+            except NodeError:
+                raise  # the store or the node, not the file: left where it is, tried again next poll
+            except Exception as exc:
+                # Something in the file the reader did not foresee: it goes to failed/ with a result,
+                # instead of failing every poll and holding up the files dropped after it.
+                self._log.exception("adapter.file_unreadable", extra={"adapter": self.name, "file": path.name})
+                error = InputFileError(f"{path.name} could not be read ({type(exc).__name__}); save it again "
+                                       "from the spreadsheet program", code="E_INPUT_UNREADABLE")
+                writer.add(0, "", "", error.code, error.message)
             writer.commit()
         except BaseException:
             writer.abandon()  # a store or disk failure: leave the file where it is, retry next poll

@@ -12,7 +12,9 @@ import codecs
 import csv
 import io
 import pathlib
-from collections.abc import Callable, Iterator, Mapping
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 from node.catalog import normalize_header
@@ -25,6 +27,10 @@ _SNIFF_BYTES = 1 << 16
 _BOOKKEEPING: frozenset[str] = frozenset({normalize_header(h) for h in ("序号", "行号", "NO.", "NO")})
 # How many title or note rows (one filled cell, not a known header) may sit above the header row.
 _MAX_TITLE_ROWS = 10
+# What a damaged workbook raises while its rows are read (the archive opened, a sheet's XML or
+# compression broken further in).
+_XLSX_DAMAGE: tuple[type[Exception], ...] = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, KeyError,
+                                             ValueError, OSError)
 
 
 class SourceRow(NamedTuple):
@@ -55,7 +61,14 @@ def detect_encoding(head: bytes) -> str:
     try:
         head.decode("gb18030")
         return "gb18030"
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as exc:
+        # As for UTF-8: a two- or four-byte character cut by the end of the sample is no error.
+        if exc.start >= len(head) - 3:
+            try:
+                head[:exc.start].decode("gb18030")
+                return "gb18030"
+            except UnicodeDecodeError:
+                pass
         raise InputFileError(
             "cannot tell the file's encoding (not UTF-8, not GBK/GB18030); give --encoding"
         ) from None
@@ -196,6 +209,7 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
     codes = headers.resolve(list(header_row))
     width = len(codes)
     every_column_mapped = None not in codes
+    unnamed = unnamed_columns(header_row)
     last_line = reader.line_num
     while True:
         try:
@@ -219,6 +233,14 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
             yield SourceRow(record, {}, Problem("E_ROW_SHAPE", "", f"row has {len(cells)} cells, the header "
                                                 f"has {width}", row=record))
             continue
+        if last_line > first_line and _swallows_rows(cells, delimiter, width):
+            yield SourceRow(record, {}, Problem(
+                "E_ROW_MALFORMED", "", f"a quote opened in this row is not closed where the cell ends: it takes "
+                f"in the lines below (file lines {first_line}-{last_line}) as if they were its text", row=record))
+            continue
+        if unnamed and (problem := _under_unnamed(cells, unnamed, record)) is not None:
+            yield SourceRow(record, {}, problem)
+            continue
         values: dict[str, str]
         if every_column_mapped and len(cells) == width:  # the common case, built in C
             values = dict(zip(codes, cells, strict=False))  # type: ignore[arg-type]  # lengths checked; no None codes
@@ -227,9 +249,33 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
         yield SourceRow(record, values)
 
 
-def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
-    import zipfile
+def unnamed_columns(header_row: Sequence[object]) -> list[int]:
+    """Positions of header cells left blank (a column of values nobody named)."""
+    return [i for i, h in enumerate(header_row) if not normalize_header(_clean_header(h))]
 
+
+def _under_unnamed(cells: Sequence[object], unnamed: list[int], row: int) -> Problem | None:
+    """A value under a blank header cell: which field it is cannot be known, so the row is refused
+    rather than stored without it."""
+    filled = [i for i in unnamed if i < len(cells) and cells[i] is not None and str(cells[i]).strip()]
+    if not filled:
+        return None
+    where = ", ".join(str(i + 1) for i in filled)
+    return Problem("E_ROW_SHAPE", "", f"column {where} has a value but no header: name the column in the header "
+                   "row or clear it", row=row)
+
+
+def _swallows_rows(cells: list[str], delimiter: str, width: int) -> bool:
+    """A cell spanning lines of which one reads like a whole row: an unclosed quote, not prose."""
+    if width < 3:
+        return False
+    for cell in cells:
+        if "\n" in cell and any(line.count(delimiter) >= width - 1 for line in cell.splitlines()):
+            return True
+    return False
+
+
+def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
     import openpyxl  # imported late: only xlsx imports pay for it
     from openpyxl.utils.exceptions import InvalidFileException
 
@@ -238,44 +284,84 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
     except (InvalidFileException, zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
         raise InputFileError(f"{path.name} is not a readable .xlsx workbook: {exc}", code="E_INPUT_FORMAT") from None
     try:
-        # The first sheet whose header names the columns: workbooks often open with a sheet of
-        # instructions (填报说明) and keep the data on the next one.
+        # The visible sheet whose header names the columns: workbooks often open with a sheet of
+        # instructions (填报说明) and keep the data on the next one; a hidden sheet (an example,
+        # a lookup list) is never data.
         refused: InputFileError | None = None
+        found: list[tuple[str, list[str | None], list[int], Iterator[tuple[int, tuple[object, ...]]]]] = []
         for ws in wb.worksheets:
+            if getattr(ws, "sheet_state", "visible") != "visible":
+                continue
+            # Read-only mode trusts the size the writing tool recorded, and some record it wrong:
+            # rows and columns past it would be dropped without a word.
+            ws.reset_dimensions()  # type: ignore[union-attr]
             rows = enumerate(ws.iter_rows(values_only=True), start=1)
             try:
-                codes = _sheet_header(rows, headers)
+                header = _sheet_header(rows, headers)
             except InputFileError as exc:
                 refused = refused or exc
                 continue
-            if codes is not None:
-                yield from _sheet_rows(rows, codes)
-                return
-        raise refused or InputFileError(f"{path.name} has no header row", code="E_INPUT_EMPTY")
+            if header is None:
+                continue
+            first_data = _first_data(rows)
+            if first_data is None and found:
+                continue  # a second template left empty: nothing to take from it
+            found.append((ws.title, header[0], header[1], _chain(first_data, rows)))
+            if len(found) > 1:
+                names = "、".join(f"「{t}」" for t, *_ in found)
+                raise InputFileError(f"{path.name}: sheets {names} both hold rows of this template; keep one data "
+                                     "sheet per file (or hide the others)", code="E_INPUT_SHEETS")
+        if not found:
+            raise refused or InputFileError(f"{path.name} has no header row", code="E_INPUT_EMPTY")
+        _title, codes, unnamed, data = found[0]
+        yield from _sheet_rows(data, codes, unnamed)
+    except _XLSX_DAMAGE as exc:
+        raise InputFileError(f"{path.name} is damaged and cannot be read to the end ({type(exc).__name__}: {exc}); "
+                             "save it again from the spreadsheet program", code="E_INPUT_FORMAT") from None
     finally:
         wb.close()
 
 
-def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]], headers: HeaderMap) -> list[str | None] | None:
-    """The codes of a sheet's header row, read past the titles above it; None for an empty sheet."""
+def _first_data(rows: Iterator[tuple[int, tuple[object, ...]]]) -> tuple[int, tuple[object, ...]] | None:
+    for rownum, cells in rows:
+        if any(c is not None and str(c).strip() for c in cells):
+            return rownum, cells
+    return None
+
+
+def _chain(first: tuple[int, tuple[object, ...]] | None,
+           rest: Iterator[tuple[int, tuple[object, ...]]]) -> Iterator[tuple[int, tuple[object, ...]]]:
+    if first is not None:
+        yield first
+        yield from rest
+
+
+def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]],
+                  headers: HeaderMap) -> tuple[list[str | None], list[int]] | None:
+    """The codes of a sheet's header row (and its blank cells), read past the titles above it;
+    None for an empty sheet."""
     titles: list[list[object]] = []
     for _rownum, cells in rows:
         if len(titles) < _MAX_TITLE_ROWS and headers.is_title(list(cells)):
             titles.append(list(cells))
         elif any(_clean_header(c) for c in cells):
-            return headers.resolve(list(cells))
+            return headers.resolve(list(cells)), unnamed_columns(cells)
     if titles:
         headers.resolve(titles[0])  # a one-column sheet whose column is not known: refused, named
     return None
 
 
-def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], codes: list[str | None]) -> Iterator[SourceRow]:
+def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], codes: list[str | None],
+                unnamed: list[int]) -> Iterator[SourceRow]:
     width = len(codes)
     for rownum, cells in rows:
         if not any(c is not None and str(c).strip() for c in cells):
             continue
         if len(cells) > width and any(c is not None and str(c).strip() for c in cells[width:]):
             yield SourceRow(rownum, {}, Problem("E_ROW_SHAPE", "", "row has cells beyond the header", row=rownum))
+            continue
+        if unnamed and (problem := _under_unnamed(cells, unnamed, rownum)) is not None:
+            yield SourceRow(rownum, {}, problem)
             continue
         yield SourceRow(rownum, {code: cells[i] for i, code in enumerate(codes) if code is not None and i < len(cells)})
 

@@ -1,5 +1,7 @@
 import codecs
 import pathlib
+import re
+import zipfile
 
 import openpyxl
 import pytest
@@ -207,3 +209,110 @@ def test_xlsx_without_any_data_sheet_names_the_first_sheets_problem(tmp_path: pa
     with pytest.raises(InputFileError, match="颜色") as err:
         rows(p)
     assert err.value.code == "E_INPUT_HEADER_UNKNOWN"
+
+
+def _rewrite_sheet(src: pathlib.Path, dst: pathlib.Path, change) -> None:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            zout.writestr(info, change(data) if info.filename == "xl/worksheets/sheet1.xml" else data)
+
+
+def _three_rows(p: pathlib.Path) -> None:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["行政相对人名称", "处罚决定日期", "备注"])
+    for i in range(3):
+        ws.append([f"公司{i}", "2024-03-01", f"备注{i}"])
+    wb.save(p)
+
+
+@pytest.mark.parametrize("dimension", [b"A1:B2", b"A1"])
+def test_xlsx_rows_and_columns_past_a_wrong_recorded_size_are_still_read(tmp_path: pathlib.Path, dimension: bytes):
+    good, bad = tmp_path / "good.xlsx", tmp_path / "bad.xlsx"
+    _three_rows(good)
+    _rewrite_sheet(good, bad, lambda d: re.sub(rb'<dimension ref="[^"]*"', b'<dimension ref="' + dimension + b'"', d))
+    assert [r.values for r in rows(bad)] == [{"CF_XDR_MC": f"公司{i}", "CF_JDRQ": "2024-03-01", "BZ": f"备注{i}"}
+                                            for i in range(3)]
+
+
+def test_a_damaged_sheet_is_a_clear_file_error_not_a_traceback(tmp_path: pathlib.Path):
+    good, bad = tmp_path / "good.xlsx", tmp_path / "bad.xlsx"
+    _three_rows(good)
+    _rewrite_sheet(good, bad, lambda d: d[:d.find(b'<row r="3"') + 60])
+    with pytest.raises(InputFileError, match="damaged") as err:
+        rows(bad)
+    assert err.value.code == "E_INPUT_FORMAT"
+
+
+def test_a_hidden_sheet_is_never_taken_for_the_data(tmp_path: pathlib.Path):
+    p = tmp_path / "hidden.xlsx"
+    wb = openpyxl.Workbook()
+    example = wb.active
+    example.title = "示例"
+    example.append(["行政相对人名称", "处罚决定日期"])
+    example.append(["示例公司(请删除)", "2024-01-01"])
+    example.sheet_state = "hidden"
+    data = wb.create_sheet("报送数据")
+    data.append(["行政相对人名称", "处罚决定日期"])
+    data.append(["某公司", "2024-03-01"])
+    wb.save(p)
+    assert [r.values["CF_XDR_MC"] for r in rows(p)] == ["某公司"]
+
+
+def test_two_visible_sheets_of_rows_are_refused_before_any_row_is_read(tmp_path: pathlib.Path):
+    p = tmp_path / "months.xlsx"
+    wb = openpyxl.Workbook()
+    for n, title in enumerate(("1月", "2月")):
+        ws = wb.active if n == 0 else wb.create_sheet()
+        ws.title = title
+        ws.append(["行政相对人名称", "处罚决定日期"])
+        ws.append([f"公司{n}", "2024-03-01"])
+    wb.create_sheet("3月").append(["行政相对人名称", "处罚决定日期"])  # an empty copy of the template is fine
+    wb.save(p)
+    with pytest.raises(InputFileError, match=r"1月.*2月") as err:
+        next(read_table(p, HEADERS))
+    assert err.value.code == "E_INPUT_SHEETS"
+
+
+def test_an_unclosed_quote_is_named_instead_of_swallowing_the_rows_below(tmp_path: pathlib.Path):
+    p = tmp_path / "q.csv"
+    p.write_text("行政相对人名称,处罚决定日期,备注\nA,2024-03-01,x\nB,2024-03-02,\"never closed\n"
+                 "C,2024-03-03,y\nD,2024-03-04,z\n", encoding="utf-8")
+    got = rows(p)
+    assert got[0].values["CF_XDR_MC"] == "A"
+    assert got[1].problem is not None and got[1].problem.code == "E_ROW_MALFORMED" and got[1].row == 3
+    assert "3-5" in got[1].problem.message
+
+
+def test_a_quoted_cell_with_line_breaks_is_not_taken_for_an_unclosed_quote(tmp_path: pathlib.Path):
+    p = tmp_path / "q.csv"
+    p.write_text('行政相对人名称,处罚决定日期,备注\nA,2024-03-01,"第一行\n第二行, 续"\n', encoding="utf-8")
+    [r] = rows(p)
+    assert r.problem is None and r.values["BZ"] == "第一行\n第二行, 续"
+
+
+def test_a_gbk_file_whose_sample_ends_inside_a_character_is_detected(tmp_path: pathlib.Path):
+    line = "行政相对人名称,处罚决定日期\n".encode("gbk")
+    body = "杭州某某餐饮有限公司,2024/3/1\n".encode("gbk")
+    data = line + body * 3000
+    for cut in range(60_000, 60_010):  # wherever the sample ends, a character may be cut in two
+        assert detect_encoding(data[:cut]) == "gb18030"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_a_value_under_a_blank_header_cell_refuses_its_row(tmp_path: pathlib.Path, suffix: str):
+    p = tmp_path / f"blank{suffix}"
+    table = [["行政相对人名称", "处罚决定日期", ""], ["A", "2024-03-01", ""], ["B", "2024-03-02", "XK-001"]]
+    if suffix == ".csv":
+        p.write_text("".join(",".join(r) + "\n" for r in table), encoding="utf-8")
+    else:
+        wb = openpyxl.Workbook()
+        for r in table:
+            wb.active.append([c or None for c in r])
+        wb.save(p)
+    got = rows(p)
+    assert got[0].problem is None and got[0].values == {"CF_XDR_MC": "A", "CF_JDRQ": "2024-03-01"}
+    assert got[1].problem is not None and got[1].problem.code == "E_ROW_SHAPE"
+    # A spreadsheet keeps no empty trailing header cell: there, the value lies beyond the header.
+    assert ("column 3" if suffix == ".csv" else "beyond the header") in got[1].problem.message

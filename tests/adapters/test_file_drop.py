@@ -280,3 +280,25 @@ def test_a_row_accepted_with_a_warning_is_listed_in_the_result(make_node, tmp_pa
     assert counts(node) == 3
     result = read_result(folder / "admin_penalty_w.csv.result.csv")
     assert [(r["row"], r["field"], r["code"]) for r in result] == [("2", "CF_XDR_SHXYM", "W_USCC_ALLOWLISTED")]
+
+
+def test_a_file_the_reader_cannot_cope_with_goes_to_failed_and_the_next_file_is_read(
+        dept: Node, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
+    from adapters import file_drop
+
+    real = file_drop.read_table
+
+    def reader(path: pathlib.Path, *args: object, **kw: object):
+        if "odd" in path.name:
+            raise RuntimeError("a case nobody foresaw")
+        return real(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(file_drop, "read_table", reader)
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder)
+    write_penalties(folder / "admin_penalty_odd.csv", dept, 3)
+    write_penalties(folder / "admin_penalty_next.csv", dept, 4, start_no=10)
+    two_polls(drop)
+    assert (folder / "failed" / "admin_penalty_odd.csv").exists()
+    assert [r["code"] for r in read_result(folder / "admin_penalty_odd.csv.result.csv")] == ["E_INPUT_UNREADABLE"]
+    assert (folder / "done" / "admin_penalty_next.csv").exists() and counts(dept) == 4
