@@ -126,6 +126,12 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     cfg = alembic_config()
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                # pysqlite runs DDL outside any transaction unless one was begun explicitly: a
+                # crash half-way would leave tables without their version, and every later start
+                # failing on "table already exists". Inside BEGIN, the schema change is all or
+                # nothing (PostgreSQL's DDL is transactional anyway).
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     except SQLAlchemyError as exc:

@@ -92,6 +92,38 @@ def test_store_behind_head_is_upgraded_on_open(tmp_path: pathlib.Path) -> None:
         engine.dispose()
 
 
+_KILLED_MID_MIGRATION = """
+import os, signal, sys
+from sqlalchemy import event
+from node.store import migrate, open_engine
+engine = open_engine(sys.argv[1])
+created = []
+
+@event.listens_for(engine, "after_cursor_execute")
+def _after(conn, cursor, statement, *args):
+    if statement.lstrip().upper().startswith("CREATE TABLE"):
+        created.append(statement)
+        if len(created) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+migrate(engine)
+"""
+
+
+def test_a_store_killed_during_its_first_migration_is_migrated_on_the_next_start(tmp_path: pathlib.Path) -> None:
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    done = subprocess.run([sys.executable, "-c", _KILLED_MID_MIGRATION, url], cwd=REPO, capture_output=True,
+                          check=False)
+    assert done.returncode == -9, done.stderr  # killed after the third table, as intended
+    engine = open_engine(url)
+    try:
+        assert inspect(engine).get_table_names() == []  # nothing of the half-done schema was kept
+        migrate(engine)
+        assert _version(engine) == _head()
+    finally:
+        engine.dispose()
+
+
 def test_alembic_command_line_upgrades_with_x_url(db_url: str) -> None:
     ini = MIGRATIONS_DIR / "alembic.ini"
     done = subprocess.run(
