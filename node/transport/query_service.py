@@ -176,13 +176,17 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
             _abort(context, exc)
 
     def _verify_list(self, request: pb.VerifyListRequest, context: grpc.ServicerContext) -> pb.VerifyListResponse:
-        # One token per VERIFY_CODES_PER_TOKEN subjects: checking 10,000 subjects is no single call's
-        # worth of disclosure, and bulk scraping must meet the rate limit like lookups do.
-        who, address = self._gate(context, cost=1 + len(request.subject_codes) // VERIFY_CODES_PER_TOKEN)
+        # The request is checked before it is charged: a list refused for its size or a bad code
+        # must get that answer whatever the caller's bucket holds, and cost it nothing.
+        if len(request.subject_codes) > 2 * MAX_VERIFY:  # not even worth normalising
+            raise UsageError(f"at most {MAX_VERIFY} subject codes per call; split the list", field="subject_codes")
         codes = list(dict.fromkeys(normalized_subject(x, field=f"subject_codes[{i}]")
                                    for i, x in enumerate(request.subject_codes) if x.strip()))
         if len(codes) > MAX_VERIFY:
             raise UsageError(f"at most {MAX_VERIFY} subject codes per call; split the list", field="subject_codes")
+        # One token per VERIFY_CODES_PER_TOKEN subjects: checking 10,000 subjects is no single call's
+        # worth of disclosure, and bulk scraping must meet the rate limit like lookups do.
+        who, address = self._gate(context, cost=1 + len(codes) // VERIFY_CODES_PER_TOKEN)
         lists = self._known_items(request.items) or self._list_items
         not_lists = [i for i in lists if not self._catalog.item(i).is_list]
         if not_lists:

@@ -309,6 +309,20 @@ def test_verify_list_returns_hits_with_list_date_and_measures(server: Server, st
 
 
 # --- abuse protection --------------------------------------------------------------------------------
+def test_a_verify_list_refused_for_its_size_costs_no_tokens(pki: Pki, store: Store, tags: dict[str, str]) -> None:
+    cfg = AbuseConfig(rate_per_s=0.01, burst=3, block_after=100, cache_s=0.0)
+    with serve(pki, CITY, store, abuse=cfg) as s:
+        stub = s.stub(CALLERS["public"])
+        lookup(s, "public", ORG)  # the bucket is no longer full
+        too_many = pb.VerifyListRequest(subject_codes=[f"{i:018d}" for i in range(10_001)])
+        for _ in range(5):  # always the size, never the rate, and no token taken
+            with pytest.raises(grpc.RpcError) as info:
+                stub.VerifyList(too_many, timeout=30)
+            assert refusal(info.value) == (grpc.StatusCode.INVALID_ARGUMENT, "E_USAGE")
+        assert stub.VerifyList(pb.VerifyListRequest(subject_codes=[ORG]), timeout=10).checked == 1
+        assert stub.VerifyList(pb.VerifyListRequest(subject_codes=[ORG]), timeout=10).checked == 1
+
+
 def test_burst_blocks_the_address_then_lift(pki: Pki, store: Store, tags: dict[str, str]) -> None:
     from node.abuse import Guard
 
