@@ -67,6 +67,7 @@ class _Lane:
     factory: Callable[[], Transport]
     stats: DestinationStats = field(default_factory=DestinationStats)
     thread: threading.Thread | None = None
+    transport: Transport | None = None
 
 
 def _reach(transport: Transport) -> bool:
@@ -145,6 +146,12 @@ class Forwarder:
         self._stop.set()
         self._wake.set()
         for lane in self._lanes.values():
+            # A transport that can be cut short from here (gRPC) does not keep the node from
+            # stopping for a connect timeout, or for a call to a parent that hangs.
+            interrupt = getattr(lane.transport, "interrupt", None)
+            if interrupt is not None:
+                interrupt()
+        for lane in self._lanes.values():
             if lane.thread is not None:
                 lane.thread.join(timeout=30)
                 lane.thread = None
@@ -155,7 +162,7 @@ class Forwarder:
 
     # --- one destination ----------------------------------------------------------------------
     def _run(self, lane: _Lane) -> None:
-        transport = lane.factory()
+        transport = lane.transport = lane.factory()
         failures = 0
         try:
             while not self._stop.is_set():

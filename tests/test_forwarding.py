@@ -180,3 +180,38 @@ def test_rows_of_a_forwarder_that_died_come_back_after_their_lease(pair: tuple[N
     assert dept.store.outbox.claim(DISTRICT, 500, now + 4_999) == []
     back = dept.store.outbox.claim(DISTRICT, 500, now + 5_000)
     assert [i.id for i in back] == [i.id for i in leased] and back[0].attempts == 2
+
+
+class _HungParent:
+    """A transport whose connect waits for ever, as for a parent that never answers, until interrupted."""
+
+    peer = DISTRICT
+
+    def __init__(self) -> None:
+        self.connecting = threading.Event()
+        self.interrupted = threading.Event()
+
+    def connect(self) -> None:
+        self.connecting.set()
+        self.interrupted.wait()
+        raise PeerUnavailableError("interrupted")
+
+    def send(self, records: object, certificates: object) -> list[object]:
+        raise AssertionError("never connected")
+
+    def close(self) -> None:
+        pass
+
+    def interrupt(self) -> None:
+        self.interrupted.set()
+
+
+def test_stopping_interrupts_a_transport_waiting_for_its_parent(pair: tuple[Node, Node]) -> None:
+    dept, _district = pair
+    hung = _HungParent()
+    fwd = Forwarder(outbox=dept.store.outbox, signer=dept.signer, trust=dept.trust,
+                    transports={DISTRICT: lambda: hung}, backoff=FAST, lease_s=30)  # type: ignore[dict-item]
+    fwd.start()
+    assert hung.connecting.wait(10)
+    fwd.stop()  # joins the lane's thread (for up to 30 s): the connect must have been cut short
+    assert hung.interrupted.is_set()

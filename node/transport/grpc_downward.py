@@ -46,6 +46,16 @@ class DownwardPuller(ThreadExtension):
         super().__init__()
         self._acked: list[int] = []
         self.applied = 0
+        self._channel: grpc.Channel | None = None
+
+    def stop(self) -> None:
+        # A Pull waits up to TIMEOUT_S for the parent: closing the channel cancels it at once, so
+        # a hung parent does not hold the node's shutdown (messages not yet acknowledged come again).
+        self._stop.set()
+        channel = self._channel
+        if channel is not None:
+            channel.close()
+        super().stop()
 
     def _run(self) -> None:
         from node.transport.grpc_client import error_from_rpc, open_channel
@@ -54,11 +64,14 @@ class DownwardPuller(ThreadExtension):
         assert parent is not None
         failures = 0
         with open_channel(parent.target, self._node.identity, server_name=parent.server_name or None) as channel:
+            self._channel = channel
             stub = frpc.FederationStub(channel)  # type: ignore[no-untyped-call]
             while not self._stop.is_set():
                 try:
                     got = self.pull_once(stub, error_from_rpc)
                 except NodeError as exc:
+                    if self._stop.is_set():
+                        return
                     failures += 1
                     log.warning("downward: pull from %s failed: %s", parent.id, exc)
                     self._stop.wait(self._backoff.delay(failures))

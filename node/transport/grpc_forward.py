@@ -44,6 +44,8 @@ class GrpcForward:
         self._server_name = server_name or None
         self._timeout_s = timeout_s
         self._channel: grpc.Channel | None = None
+        self._ready: grpc.Future | None = None
+        self._interrupted = False
 
     @property
     def peer(self) -> str:
@@ -55,12 +57,20 @@ class GrpcForward:
         return self._channel
 
     def connect(self) -> None:
+        self._ready = grpc.channel_ready_future(self._open())
         try:
-            grpc.channel_ready_future(self._open()).result(timeout=CONNECT_TIMEOUT_S)
+            if self._interrupted:
+                self._ready.cancel()
+            self._ready.result(timeout=CONNECT_TIMEOUT_S)
         except grpc.FutureTimeoutError:
             self.close()
             raise PeerUnavailableError(f"{self._peer} at {self._target}: no connection within "
                                        f"{CONNECT_TIMEOUT_S:g}s (peer down, or TLS handshake refused)") from None
+        except grpc.FutureCancelledError:
+            self.close()
+            raise PeerUnavailableError(f"{self._peer}: connecting was interrupted (the node is stopping)") from None
+        finally:
+            self._ready = None
 
     def send(self, records: Sequence[bytes], certificates: Sequence[bytes]) -> list[Delivery]:
         if not records:
@@ -97,5 +107,16 @@ class GrpcForward:
 
     def close(self) -> None:
         channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
+
+    def interrupt(self) -> None:
+        """From another thread, when the node stops: end a wait for the peer or an in-flight call
+        now (a call cut short is sent again after the restart: the parent acknowledges it as a
+        duplicate), instead of after CONNECT_TIMEOUT_S or the call's timeout."""
+        self._interrupted = True
+        ready, channel = self._ready, self._channel
+        if ready is not None:
+            ready.cancel()
         if channel is not None:
             channel.close()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+
 import pytest
 
-from node.errors import TransportError
+from node.errors import PeerUnavailableError, TransportError
 from node.records import pb
-from node.transport.grpc_forward import GrpcForward
+from node.transport.grpc_forward import CONNECT_TIMEOUT_S, GrpcForward
 
 from .conftest import Running
 from .nodes import PARENT_ID
@@ -24,3 +27,30 @@ def test_a_call_the_parent_refuses_as_a_whole_is_a_retryable_delivery_failure(ru
         assert failed.value.retryable and failed.value.code == "E_NOT_AUTHORIZED"
     finally:
         forward.close()
+
+
+def test_interrupt_ends_a_wait_for_a_parent_that_never_answers(running: Running) -> None:
+    # A parent that takes the TCP connection and then says nothing (hung, or SIGSTOPped): connect()
+    # would wait CONNECT_TIMEOUT_S; a stopping node interrupts it at once.
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()
+        port = hung.getsockname()[1]
+        forward = GrpcForward(peer=PARENT_ID, target=f"127.0.0.1:{port}", identity=running.pki.identity("child"))
+        failed: list[BaseException] = []
+
+        def connect() -> None:
+            try:
+                forward.connect()
+            except BaseException as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=connect)
+        thread.start()
+        conn, _addr = hung.accept()  # the connect is under way
+        with conn:
+            forward.interrupt()
+            thread.join(timeout=CONNECT_TIMEOUT_S / 2)
+            assert not thread.is_alive(), "interrupt did not end the connect"
+    assert len(failed) == 1 and isinstance(failed[0], PeerUnavailableError)
+    assert "interrupted" in failed[0].message
