@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import pathlib
 import pickle
 import queue
@@ -343,7 +344,12 @@ def new_batch_id() -> str:
 
 
 def _main() -> None:
-    _serve(_Pipe(sys.stdin.buffer), _Pipe(sys.stdout.buffer))
+    try:
+        _serve(_Pipe(sys.stdin.buffer), _Pipe(sys.stdout.buffer))
+    except BrokenPipeError:
+        # The node went away (stopped, killed) while a batch was on its way: nothing to say, and
+        # nothing to flush into a pipe nobody reads.
+        os._exit(1)
 
 
 if __name__ == "__main__":

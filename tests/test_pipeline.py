@@ -162,3 +162,26 @@ def test_the_worker_loads_neither_the_store_nor_grpc():
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'grpc', 'cryptography', 'alembic'}))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_worker_whose_node_went_away_exits_without_a_traceback(node, tmp_path):
+    import subprocess
+    import sys
+
+    item = node.catalog.item("admin_penalty")
+    path = tmp_path / "big.csv"
+    write_csv(path, item, penalty_rows(3000, source_unit=UNIT))
+    reader = pipeline.FileReader(item="admin_penalty", source=path.name, batch_id=pipeline.new_batch_id(),
+                                 path=str(path), encoding=None, headers=pipeline.headers_for(item), batch_rows=100)
+    proc = subprocess.Popen([sys.executable, "-m", "node.pipeline"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    jobs = pipeline._Pipe(proc.stdin)
+    jobs.put(node.preparer_setup)
+    jobs.put(reader)
+    assert pipeline._Pipe(proc.stdout).frame() is not None  # the first batch came
+    proc.stdout.close()  # the node is gone (killed, stopped) while batches are on their way
+    assert proc.wait(timeout=60) == 1
+    assert proc.stderr.read() == b""
+    proc.stdin.close()
+    proc.stderr.close()
