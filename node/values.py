@@ -26,6 +26,7 @@ _ISO_SHAPE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _SEPARATED: Final = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
 _CHINESE: Final = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日")
 _COMPACT: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
+_FIRST_SERIAL: Final = 2101  # 1905-10-01: every year 1900-2100 typed as a number lies below it
 _EXCEL_EPOCH: Final = date(1899, 12, 30)  # serial 1 = 1900-01-01 once Excel's fake 1900-02-29 is past
 _EXCEL_MAX: Final = 2958465  # 9999-12-31
 # Thousands separators only where they group whole digits in threes: "1,234.5", "1 234". Anything
@@ -83,6 +84,10 @@ def _from_number(n: float, shown: str) -> str:
     if n.is_integer() and 10000101 <= n <= 99991231:  # a date typed as the number 20240301
         s = str(int(n))
         return _ymd(s[:4], s[4:6], s[6:], s)
+    if 1 <= n < _FIRST_SERIAL:
+        # Serial days before late 1905: a year typed into a date cell (2024 would be 1905-07-16), or
+        # a stray small number; no record dates from then.
+        raise BadValue(f'"{shown}" is a number, not a date: a year alone, or a day count from 1900 (use YYYY-MM-DD)')
     if 1 <= n <= _EXCEL_MAX:
         days = int(n)
         if days == 60:

@@ -132,6 +132,14 @@ def test_impossible_dates_are_refused(validator: Validator, catalog: Catalog, ce
     assert "is not a real date" in c.problems[0].message
 
 
+@pytest.mark.parametrize("cell", [2024, 2024.0, 1, 1900, 2100])
+def test_a_year_or_small_number_in_a_date_cell_is_not_taken_for_an_excel_day(validator: Validator,
+                                                                            catalog: Catalog, cell: object) -> None:
+    c = check(validator, catalog, penalty(CF_JDRQ=cell))
+    assert codes(c) == [("E_FIELD_DATE", "CF_JDRQ")]
+    assert "a year alone" in c.problems[0].message
+
+
 def test_impossible_date_message_reads_as_the_standard_example(validator: Validator, catalog: Catalog) -> None:
     c = check(validator, catalog, penalty(CF_JDRQ="2024-02-30"))
     assert c.problems[0].message == '处罚决定日期 (CF_JDRQ): "2024-02-30" is not a real date'
