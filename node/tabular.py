@@ -167,10 +167,23 @@ def read_csv(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None = N
         if enc == "utf-16":
             lines: Iterator[str] = iter(io.TextIOWrapper(fh, encoding="utf-16", newline=""))
             bad: set[int] = set()
+        elif b"\r" in head and b"\n" not in head:
+            # Lines ended by CR alone (classic Mac OS, some old exports): read with universal newlines.
+            lines = _cr_lines(io.TextIOWrapper(fh, encoding="utf-8-sig" if enc == "utf-8" else enc, newline=None),
+                              path.name, enc)
+            bad = set()
         else:
             bad = set()
             lines = _decoded_lines(fh, enc, bad.add, on_bytes)  # type: ignore[arg-type]
         yield from _rows_from_lines(lines, headers, bad, path.name, delimiter)
+
+
+def _cr_lines(text: io.TextIOWrapper, name: str, encoding: str) -> Iterator[str]:
+    try:
+        yield from text
+    except UnicodeDecodeError:
+        raise InputFileError(f"{name}: bytes that are not {encoding} (give --encoding)",
+                             code="E_INPUT_ENCODING") from None
 
 
 def _delimiter(head: str, headers: HeaderMap) -> str:

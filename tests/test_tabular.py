@@ -316,3 +316,9 @@ def test_a_value_under_a_blank_header_cell_refuses_its_row(tmp_path: pathlib.Pat
     assert got[1].problem is not None and got[1].problem.code == "E_ROW_SHAPE"
     # A spreadsheet keeps no empty trailing header cell: there, the value lies beyond the header.
     assert ("column 3" if suffix == ".csv" else "beyond the header") in got[1].problem.message
+
+
+def test_a_file_whose_lines_end_in_cr_alone_is_read(tmp_path: pathlib.Path):
+    p = tmp_path / "mac.csv"
+    p.write_bytes("行政相对人名称,处罚决定日期\r某公司,2024-03-01\r另一公司,2024-03-02\r".encode("gbk"))
+    assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(2, "某公司"), (3, "另一公司")]
