@@ -95,6 +95,15 @@ def abort_with(context: grpc.ServicerContext, error: NodeError,
     raise AssertionError("context.abort returned")  # pragma: no cover - grpc always raises
 
 
+def end_with(context: grpc.ServicerContext, error: NodeError, status: grpc.StatusCode | None = None) -> None:
+    """:func:`abort_with` without raising, for a response stream that has sent messages already:
+    the handler returns and grpc ends the call with this status (an abort racing the last write
+    would fail inside grpc instead)."""
+    context.set_trailing_metadata(_error_metadata(error))
+    context.set_code(status or status_for(error))
+    context.set_details(_details(error))
+
+
 async def abort_with_async(context: grpc.aio.ServicerContext[object, object], error: NodeError,
                            status: grpc.StatusCode | None = None) -> NoReturn:
     """:func:`abort_with` for a handler that is a coroutine (its context's ``abort`` is one too)."""

@@ -29,7 +29,7 @@ from node.errors import (
 from node.identity import issue, load_identity
 from node.records import pb
 from node.transport import grpc_client
-from node.transport.grpc_server import GrpcServer, split_host_port
+from node.transport.grpc_server import GrpcServer, Service, split_host_port
 from node.transport.peers import CODE_KEY, status_for
 
 from .conftest import DEADLINE_S, Running
@@ -222,3 +222,53 @@ def test_stopping_with_a_client_stream_left_open_leaves_no_handler_thread_behind
 ])
 def test_errors_map_to_status_codes(error: NodeError, status: grpc.StatusCode) -> None:
     assert status_for(error) == status
+
+
+def _failing_service(register_calls: dict[str, Callable[..., object]]) -> Callable[[grpc.aio.Server], None]:
+    def register(server: grpc.aio.Server) -> None:
+        handlers = {
+            "Plain": grpc.unary_unary_rpc_method_handler(register_calls["Plain"], request_deserializer=bytes,
+                                                         response_serializer=bytes),
+            "Async": grpc.unary_unary_rpc_method_handler(register_calls["Async"], request_deserializer=bytes,
+                                                         response_serializer=bytes),
+            "Stream": grpc.unary_stream_rpc_method_handler(register_calls["Stream"], request_deserializer=bytes,
+                                                           response_serializer=bytes),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Failing", handlers),))
+    return register
+
+
+def test_an_unforeseen_failure_is_internal_with_its_code_and_a_known_error_keeps_its_own(pki: Pki) -> None:
+    def plain(request: bytes, context: object) -> bytes:
+        raise ValueError("Value out of range: 4294967296 (an internal detail)")
+
+    async def in_loop(request: bytes, context: object) -> bytes:
+        raise KeyError("internal")
+
+    def stream(request: bytes, context: object) -> Iterator[bytes]:
+        yield b"first"
+        raise NotFoundError("no such thing")
+
+    server = GrpcServer(pki.identity("parent"), "127.0.0.1:0",
+                        [Service("test.Failing", _failing_service({"Plain": plain, "Async": in_loop,
+                                                                   "Stream": stream}))])
+    server.start()
+    try:
+        with grpc_client.open_channel(server.address, pki.identity("gov")) as channel:
+            for method in ("Plain", "Async"):
+                call = channel.unary_unary(f"/test.Failing/{method}", request_serializer=bytes,
+                                           response_deserializer=bytes)
+                with pytest.raises(grpc.RpcError) as err:
+                    call(b"x", timeout=DEADLINE_S)
+                assert err.value.code() == grpc.StatusCode.INTERNAL
+                assert dict(err.value.trailing_metadata() or ())[CODE_KEY] == "E_INTERNAL"
+                assert "4294967296" not in (err.value.details() or "")
+            got: list[bytes] = []
+            with pytest.raises(grpc.RpcError) as err:
+                for message in channel.unary_stream("/test.Failing/Stream", request_serializer=bytes,
+                                                    response_deserializer=bytes)(b"x", timeout=DEADLINE_S):
+                    got.append(message)
+            assert got == [b"first"] and err.value.code() == grpc.StatusCode.NOT_FOUND
+            assert dict(err.value.trailing_metadata() or ())[CODE_KEY] == "E_NOT_FOUND"
+    finally:
+        server.stop()
