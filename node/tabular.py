@@ -95,6 +95,20 @@ class HeaderMap:
         """How many of ``cells`` name a column (to tell which separator a header row uses)."""
         return sum(1 for c in cells if normalize_header(_clean_header(c).strip('"')) in self._accepted)
 
+    def repeats(self, cells: Sequence[object], codes: Sequence[str | None]) -> bool:
+        """Whether a row under the header names the same columns again (templates often carry the
+        Chinese names and the column codes as two header rows): every filled cell under a known
+        column names that very column, and at least two do."""
+        named = 0
+        for cell, code in zip(cells, codes, strict=False):
+            text = _clean_header(cell)
+            if not text or code is None:
+                continue
+            if self._accepted.get(normalize_header(text)) != code:
+                return False
+            named += 1
+        return named >= 2
+
     def is_title(self, cells: list[object]) -> bool:
         """A row above the header that is a title or a note: one filled cell, not a known column."""
         filled = [h for h in (_clean_header(c) for c in cells) if h]
@@ -224,6 +238,7 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
     every_column_mapped = None not in codes
     unnamed = unnamed_columns(header_row)
     last_line = reader.line_num
+    first_data = True
     while True:
         try:
             cells = next(reader)
@@ -238,6 +253,10 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
         first_line, last_line = last_line + 1, reader.line_num
         if not "".join(cells).strip():  # blank (or only spaces): one C call, not one per cell
             continue
+        if first_data:
+            first_data = False
+            if headers.repeats(cells, codes):
+                continue  # the header again, in its other form (codes under names, or names under codes)
         if bad_lines and any(n in bad_lines for n in range(first_line, last_line + 1)):
             yield SourceRow(record, {}, Problem("E_ROW_ENCODING", "", "row contains bytes that are not valid "
                                                 "in the file's encoding", row=record))
@@ -327,7 +346,7 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
         if not found:
             raise refused or InputFileError(f"{path.name} has no header row", code="E_INPUT_EMPTY")
         _title, codes, unnamed, data = found[0]
-        yield from _sheet_rows(data, codes, unnamed)
+        yield from _sheet_rows(data, codes, unnamed, headers)
     except _XLSX_DAMAGE as exc:
         raise InputFileError(f"{path.name} is damaged and cannot be read to the end ({type(exc).__name__}: {exc}); "
                              "save it again from the spreadsheet program", code="E_INPUT_FORMAT") from None
@@ -365,11 +384,16 @@ def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]],
 
 
 def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], codes: list[str | None],
-                unnamed: list[int]) -> Iterator[SourceRow]:
+                unnamed: list[int], headers: HeaderMap) -> Iterator[SourceRow]:
     width = len(codes)
+    first_data = True
     for rownum, cells in rows:
         if not any(c is not None and str(c).strip() for c in cells):
             continue
+        if first_data:
+            first_data = False
+            if headers.repeats(cells, codes):
+                continue  # the header again, in its other form
         if len(cells) > width and any(c is not None and str(c).strip() for c in cells[width:]):
             yield SourceRow(rownum, {}, Problem("E_ROW_SHAPE", "", "row has cells beyond the header", row=rownum))
             continue

@@ -322,3 +322,21 @@ def test_a_file_whose_lines_end_in_cr_alone_is_read(tmp_path: pathlib.Path):
     p = tmp_path / "mac.csv"
     p.write_bytes("行政相对人名称,处罚决定日期\r某公司,2024-03-01\r另一公司,2024-03-02\r".encode("gbk"))
     assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(2, "某公司"), (3, "另一公司")]
+
+
+@pytest.mark.parametrize("first", ["names", "codes"])
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_a_second_header_row_naming_the_same_columns_is_read_past(tmp_path: pathlib.Path, first: str, suffix: str):
+    names, codes = ["行政相对人名称", "处罚决定日期", "备注"], ["CF_XDR_MC", "CF_JDRQ", "BZ"]
+    table = [names, codes] if first == "names" else [codes, names]
+    table += [["某公司", "2024-03-01", ""], ["行政相对人名称", "2024-03-02", ""]]  # the last one is data
+    p = tmp_path / f"two{suffix}"
+    if suffix == ".csv":
+        p.write_text("".join(",".join(r) + "\n" for r in table), encoding="utf-8")
+    else:
+        wb = openpyxl.Workbook()
+        for r in table:
+            wb.active.append([c or None for c in r])
+        wb.save(p)
+    got = rows(p)
+    assert [(r.row, r.values.get("CF_XDR_MC")) for r in got] == [(3, "某公司"), (4, "行政相对人名称")]
