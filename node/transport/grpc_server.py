@@ -41,7 +41,6 @@ from node.errors import ConfigError, TransportError
 from node.identity import LoadedIdentity
 from node.tls import grpc_server_credentials
 from node.transport.handler_pool import HandlerPool
-from node.transport.unforeseen import UnforeseenFailures
 
 __all__ = ["MAX_MESSAGE_BYTES", "GrpcServer", "Service", "split_host_port"]
 
@@ -128,8 +127,7 @@ class GrpcServer:
 
     async def _serve(self, pool: HandlerPool) -> tuple[grpc.aio.Server, health_aio.HealthServicer, int]:
         # grpc.aio objects belong to the loop they are made on: everything here runs on it.
-        server = grpc.aio.server(migration_thread_pool=pool, options=_SERVER_OPTIONS,
-                                 interceptors=[UnforeseenFailures()])
+        server = grpc.aio.server(migration_thread_pool=pool, options=_SERVER_OPTIONS)
         for service in self._services:
             service.register(server)
         names = [s.name for s in self._services]

@@ -6,6 +6,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -31,6 +32,7 @@ from node.records import pb
 from node.transport import grpc_client
 from node.transport.grpc_server import GrpcServer, Service, split_host_port
 from node.transport.peers import CODE_KEY, status_for
+from node.transport.unforeseen import guarded
 
 from .conftest import DEADLINE_S, Running
 from .nodes import Pki, child_records
@@ -224,14 +226,15 @@ def test_errors_map_to_status_codes(error: NodeError, status: grpc.StatusCode) -
     assert status_for(error) == status
 
 
-def _failing_service(register_calls: dict[str, Callable[..., object]]) -> Callable[[grpc.aio.Server], None]:
+def _failing_service(servicer: object) -> Callable[[grpc.aio.Server], None]:
     def register(server: grpc.aio.Server) -> None:
+        wrapped: Any = guarded(servicer, "test.Failing")  # as every service registers its servicer
         handlers = {
-            "Plain": grpc.unary_unary_rpc_method_handler(register_calls["Plain"], request_deserializer=bytes,
+            "Plain": grpc.unary_unary_rpc_method_handler(wrapped.Plain, request_deserializer=bytes,
                                                          response_serializer=bytes),
-            "Async": grpc.unary_unary_rpc_method_handler(register_calls["Async"], request_deserializer=bytes,
+            "Async": grpc.unary_unary_rpc_method_handler(wrapped.Async, request_deserializer=bytes,
                                                          response_serializer=bytes),
-            "Stream": grpc.unary_stream_rpc_method_handler(register_calls["Stream"], request_deserializer=bytes,
+            "Stream": grpc.unary_stream_rpc_method_handler(wrapped.Stream, request_deserializer=bytes,
                                                            response_serializer=bytes),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Failing", handlers),))
@@ -239,19 +242,19 @@ def _failing_service(register_calls: dict[str, Callable[..., object]]) -> Callab
 
 
 def test_an_unforeseen_failure_is_internal_with_its_code_and_a_known_error_keeps_its_own(pki: Pki) -> None:
-    def plain(request: bytes, context: object) -> bytes:
-        raise ValueError("Value out of range: 4294967296 (an internal detail)")
+    class Failing:
+        def Plain(self, request: bytes, context: object) -> bytes:
+            raise ValueError("Value out of range: 4294967296 (an internal detail)")
 
-    async def in_loop(request: bytes, context: object) -> bytes:
-        raise KeyError("internal")
+        async def Async(self, request: bytes, context: object) -> bytes:
+            raise KeyError("internal")
 
-    def stream(request: bytes, context: object) -> Iterator[bytes]:
-        yield b"first"
-        raise NotFoundError("no such thing")
+        def Stream(self, request: bytes, context: object) -> Iterator[bytes]:
+            yield b"first"
+            raise NotFoundError("no such thing")
 
     server = GrpcServer(pki.identity("parent"), "127.0.0.1:0",
-                        [Service("test.Failing", _failing_service({"Plain": plain, "Async": in_loop,
-                                                                   "Stream": stream}))])
+                        [Service("test.Failing", _failing_service(Failing()))])
     server.start()
     try:
         with grpc_client.open_channel(server.address, pki.identity("gov")) as channel:
