@@ -12,8 +12,6 @@ import codecs
 import csv
 import io
 import pathlib
-import zipfile
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
@@ -26,11 +24,7 @@ _SNIFF_BYTES = 1 << 16
 # Columns spreadsheets add for the people filling them in, never data: read past, not refused.
 _BOOKKEEPING: frozenset[str] = frozenset({normalize_header(h) for h in ("序号", "行号", "NO.", "NO")})
 # How many title or note rows (one filled cell, not a known header) may sit above the header row.
-_MAX_TITLE_ROWS = 10
-# What a damaged workbook raises while its rows are read (the archive opened, a sheet's XML or
-# compression broken further in).
-_XLSX_DAMAGE: tuple[type[Exception], ...] = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, KeyError,
-                                             ValueError, OSError)
+MAX_TITLE_ROWS = 10
 
 
 class SourceRow(NamedTuple):
@@ -74,7 +68,7 @@ def detect_encoding(head: bytes) -> str:
         ) from None
 
 
-def _clean_header(h: object) -> str:
+def clean_header(h: object) -> str:
     text = "" if h is None else str(h)
     return text.replace("\ufeff", "").replace("\u3000", " ").strip()
 
@@ -93,7 +87,7 @@ class HeaderMap:
 
     def known(self, cells: list[str]) -> int:
         """How many of ``cells`` name a column (to tell which separator a header row uses)."""
-        return sum(1 for c in cells if normalize_header(_clean_header(c).strip('"')) in self._accepted)
+        return sum(1 for c in cells if normalize_header(clean_header(c).strip('"')) in self._accepted)
 
     def repeats(self, cells: Sequence[object], codes: Sequence[str | None]) -> bool:
         """Whether a row under the header names the same columns again (templates often carry the
@@ -101,7 +95,7 @@ class HeaderMap:
         column names that very column, and at least two do."""
         named = 0
         for cell, code in zip(cells, codes, strict=False):
-            text = _clean_header(cell)
+            text = clean_header(cell)
             if not text or code is None:
                 continue
             if self._accepted.get(normalize_header(text)) != code:
@@ -111,7 +105,7 @@ class HeaderMap:
 
     def is_title(self, cells: list[object]) -> bool:
         """A row above the header that is a title or a note: one filled cell, not a known column."""
-        filled = [h for h in (_clean_header(c) for c in cells) if h]
+        filled = [h for h in (clean_header(c) for c in cells) if h]
         return len(filled) == 1 and normalize_header(filled[0]) not in self._accepted
 
     def resolve(self, headers: list[object]) -> list[str | None]:
@@ -119,7 +113,7 @@ class HeaderMap:
         unknown: list[str] = []
         seen: dict[str, str] = {}
         for raw in headers:
-            h = _clean_header(raw)
+            h = clean_header(raw)
             key = normalize_header(h)
             if not key or key in _BOOKKEEPING:
                 codes.append(None)  # an empty trailing column from spreadsheet tools, or a row number
@@ -204,7 +198,7 @@ def _delimiter(head: str, headers: HeaderMap) -> str:
     """The separator the header row uses: ``,``, or a tab or ``;`` (Excel's "Unicode text" and
     some locales' CSV exports) when splitting by it names more columns."""
     best, best_known = ",", 0
-    for line in head.splitlines()[:_MAX_TITLE_ROWS + 2]:
+    for line in head.splitlines()[:MAX_TITLE_ROWS + 2]:
         for sep in (",", "\t", ";"):
             known = headers.known(line.split(sep)) if sep in line else 0
             if known > best_known:
@@ -229,9 +223,9 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
         except csv.Error as exc:
             raise InputFileError(f"{name}: the header row cannot be parsed: {exc}", code="E_INPUT_HEADER") from None
         record += 1
-        if len(titles) < _MAX_TITLE_ROWS and headers.is_title(list(candidate)):
+        if len(titles) < MAX_TITLE_ROWS and headers.is_title(list(candidate)):
             titles.append(candidate)
-        elif any(_clean_header(c) for c in candidate):
+        elif any(clean_header(c) for c in candidate):
             header_row = candidate
     codes = headers.resolve(list(header_row))
     width = len(codes)
@@ -270,7 +264,7 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
                 "E_ROW_MALFORMED", "", f"a quote opened in this row is not closed where the cell ends: it takes "
                 f"in the lines below (file lines {first_line}-{last_line}) as if they were its text", row=record))
             continue
-        if unnamed and (problem := _under_unnamed(cells, unnamed, record)) is not None:
+        if unnamed and (problem := under_unnamed(cells, unnamed, record)) is not None:
             yield SourceRow(record, {}, problem)
             continue
         values: dict[str, str]
@@ -283,10 +277,10 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
 
 def unnamed_columns(header_row: Sequence[object]) -> list[int]:
     """Positions of header cells left blank (a column of values nobody named)."""
-    return [i for i, h in enumerate(header_row) if not normalize_header(_clean_header(h))]
+    return [i for i, h in enumerate(header_row) if not normalize_header(clean_header(h))]
 
 
-def _under_unnamed(cells: Sequence[object], unnamed: list[int], row: int) -> Problem | None:
+def under_unnamed(cells: Sequence[object], unnamed: list[int], row: int) -> Problem | None:
     """A value under a blank header cell: which field it is cannot be known, so the row is refused
     rather than stored without it."""
     filled = [i for i in unnamed if i < len(cells) and cells[i] is not None and str(cells[i]).strip()]
@@ -307,107 +301,13 @@ def _swallows_rows(cells: list[str], delimiter: str, width: int) -> bool:
     return False
 
 
-def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
-    import openpyxl  # imported late: only xlsx imports pay for it
-    from openpyxl.utils.exceptions import InvalidFileException
-
-    try:
-        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (InvalidFileException, zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
-        raise InputFileError(f"{path.name} is not a readable .xlsx workbook: {exc}", code="E_INPUT_FORMAT") from None
-    try:
-        # The visible sheet whose header names the columns: workbooks often open with a sheet of
-        # instructions (填报说明) and keep the data on the next one; a hidden sheet (an example,
-        # a lookup list) is never data.
-        refused: InputFileError | None = None
-        found: list[tuple[str, list[str | None], list[int], Iterator[tuple[int, tuple[object, ...]]]]] = []
-        for ws in wb.worksheets:
-            if getattr(ws, "sheet_state", "visible") != "visible":
-                continue
-            # Read-only mode trusts the size the writing tool recorded, and some record it wrong:
-            # rows and columns past it would be dropped without a word.
-            ws.reset_dimensions()  # type: ignore[union-attr]
-            rows = enumerate(ws.iter_rows(values_only=True), start=1)
-            try:
-                header = _sheet_header(rows, headers)
-            except InputFileError as exc:
-                refused = refused or exc
-                continue
-            if header is None:
-                continue
-            first_data = _first_data(rows)
-            if first_data is None and found:
-                continue  # a second template left empty: nothing to take from it
-            found.append((ws.title, header[0], header[1], _chain(first_data, rows)))
-            if len(found) > 1:
-                names = "、".join(f"「{t}」" for t, *_ in found)
-                raise InputFileError(f"{path.name}: sheets {names} both hold rows of this template; keep one data "
-                                     "sheet per file (or hide the others)", code="E_INPUT_SHEETS")
-        if not found:
-            raise refused or InputFileError(f"{path.name} has no header row", code="E_INPUT_EMPTY")
-        _title, codes, unnamed, data = found[0]
-        yield from _sheet_rows(data, codes, unnamed, headers)
-    except _XLSX_DAMAGE as exc:
-        raise InputFileError(f"{path.name} is damaged and cannot be read to the end ({type(exc).__name__}: {exc}); "
-                             "save it again from the spreadsheet program", code="E_INPUT_FORMAT") from None
-    finally:
-        wb.close()
-
-
-def _first_data(rows: Iterator[tuple[int, tuple[object, ...]]]) -> tuple[int, tuple[object, ...]] | None:
-    for rownum, cells in rows:
-        if any(c is not None and str(c).strip() for c in cells):
-            return rownum, cells
-    return None
-
-
-def _chain(first: tuple[int, tuple[object, ...]] | None,
-           rest: Iterator[tuple[int, tuple[object, ...]]]) -> Iterator[tuple[int, tuple[object, ...]]]:
-    if first is not None:
-        yield first
-        yield from rest
-
-
-def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]],
-                  headers: HeaderMap) -> tuple[list[str | None], list[int]] | None:
-    """The codes of a sheet's header row (and its blank cells), read past the titles above it;
-    None for an empty sheet."""
-    titles: list[list[object]] = []
-    for _rownum, cells in rows:
-        if len(titles) < _MAX_TITLE_ROWS and headers.is_title(list(cells)):
-            titles.append(list(cells))
-        elif any(_clean_header(c) for c in cells):
-            return headers.resolve(list(cells)), unnamed_columns(cells)
-    if titles:
-        headers.resolve(titles[0])  # a one-column sheet whose column is not known: refused, named
-    return None
-
-
-def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], codes: list[str | None],
-                unnamed: list[int], headers: HeaderMap) -> Iterator[SourceRow]:
-    width = len(codes)
-    first_data = True
-    for rownum, cells in rows:
-        if not any(c is not None and str(c).strip() for c in cells):
-            continue
-        if first_data:
-            first_data = False
-            if headers.repeats(cells, codes):
-                continue  # the header again, in its other form
-        if len(cells) > width and any(c is not None and str(c).strip() for c in cells[width:]):
-            yield SourceRow(rownum, {}, Problem("E_ROW_SHAPE", "", "row has cells beyond the header", row=rownum))
-            continue
-        if unnamed and (problem := _under_unnamed(cells, unnamed, rownum)) is not None:
-            yield SourceRow(rownum, {}, problem)
-            continue
-        yield SourceRow(rownum, {code: cells[i] for i, code in enumerate(codes) if code is not None and i < len(cells)})
-
-
 def read_table(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None = None,
                on_bytes: Callable[[int], None] | None = None) -> Iterator[SourceRow]:
     """Rows of a .csv or .xlsx file; ``on_bytes`` sees how far a CSV has been read (progress)."""
     suffix = path.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
+        from node.workbook import read_xlsx  # a module of its own, loaded for workbooks only
+
         return read_xlsx(path, headers)
     if suffix in (".csv", ".txt", ""):
         return read_csv(path, headers, encoding=encoding, on_bytes=on_bytes)

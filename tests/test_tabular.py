@@ -300,17 +300,21 @@ def test_a_gbk_file_whose_sample_ends_inside_a_character_is_detected(tmp_path: p
         assert detect_encoding(data[:cut]) == "gb18030"
 
 
+def _write_table(p: pathlib.Path, table: list[list[str]]) -> None:
+    """``table`` as a UTF-8 CSV or, for ``.xlsx``, one sheet (an empty string: an empty cell)."""
+    if p.suffix == ".csv":
+        p.write_text("".join(",".join(r) + "\n" for r in table), encoding="utf-8")
+        return
+    wb = openpyxl.Workbook()
+    for r in table:
+        wb.active.append([c or None for c in r])
+    wb.save(p)
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
 def test_a_value_under_a_blank_header_cell_refuses_its_row(tmp_path: pathlib.Path, suffix: str):
     p = tmp_path / f"blank{suffix}"
-    table = [["行政相对人名称", "处罚决定日期", ""], ["A", "2024-03-01", ""], ["B", "2024-03-02", "XK-001"]]
-    if suffix == ".csv":
-        p.write_text("".join(",".join(r) + "\n" for r in table), encoding="utf-8")
-    else:
-        wb = openpyxl.Workbook()
-        for r in table:
-            wb.active.append([c or None for c in r])
-        wb.save(p)
+    _write_table(p, [["行政相对人名称", "处罚决定日期", ""], ["A", "2024-03-01", ""], ["B", "2024-03-02", "XK-001"]])
     got = rows(p)
     assert got[0].problem is None and got[0].values == {"CF_XDR_MC": "A", "CF_JDRQ": "2024-03-01"}
     assert got[1].problem is not None and got[1].problem.code == "E_ROW_SHAPE"
@@ -331,12 +335,6 @@ def test_a_second_header_row_naming_the_same_columns_is_read_past(tmp_path: path
     table = [names, codes] if first == "names" else [codes, names]
     table += [["某公司", "2024-03-01", ""], ["行政相对人名称", "2024-03-02", ""]]  # the last one is data
     p = tmp_path / f"two{suffix}"
-    if suffix == ".csv":
-        p.write_text("".join(",".join(r) + "\n" for r in table), encoding="utf-8")
-    else:
-        wb = openpyxl.Workbook()
-        for r in table:
-            wb.active.append([c or None for c in r])
-        wb.save(p)
+    _write_table(p, table)
     got = rows(p)
     assert [(r.row, r.values.get("CF_XDR_MC")) for r in got] == [(3, "某公司"), (4, "行政相对人名称")]
