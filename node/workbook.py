@@ -79,7 +79,7 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
 
 def _first_data(rows: Iterator[tuple[int, tuple[object, ...]]]) -> tuple[int, tuple[object, ...]] | None:
     for rownum, cells in rows:
-        if any(c is not None and str(c).strip() for c in cells):
+        if _filled(cells):
             return rownum, cells
     return None
 
@@ -111,13 +111,13 @@ def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], codes: list[str 
     width = len(codes)
     first_data = True
     for rownum, cells in rows:
-        if not any(c is not None and str(c).strip() for c in cells):
+        if not _filled(cells):
             continue
         if first_data:
             first_data = False
             if headers.repeats(cells, codes):
                 continue  # the header again, in its other form
-        if len(cells) > width and any(c is not None and str(c).strip() for c in cells[width:]):
+        if len(cells) > width and _filled(cells[width:]):
             yield SourceRow(rownum, {}, Problem("E_ROW_SHAPE", "", "row has cells beyond the header", row=rownum))
             continue
         if unnamed and (problem := under_unnamed(cells, unnamed, rownum)) is not None:
@@ -126,3 +126,5 @@ def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], codes: list[str 
         yield SourceRow(rownum, {code: cells[i] for i, code in enumerate(codes) if code is not None and i < len(cells)})
 
 
+def _filled(cells: tuple[object, ...]) -> bool:
+    return any(c is not None and str(c).strip() for c in cells)

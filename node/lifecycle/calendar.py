@@ -60,17 +60,7 @@ class WorkingCalendar:
         path = pathlib.Path(directory)
         if not path.is_dir():
             raise ConfigError(f"no working-day calendar directory at {path}", field="lifecycle.calendar")
-        docs = []
-        seen: dict[int, pathlib.Path] = {}
-        for file in sorted(path.glob("*.yaml")):
-            data = _read_year(file)
-            year = data.get("year")
-            if isinstance(year, int) and year in seen:
-                raise ConfigError(f"{file}: year {year} is defined by {seen[year].name} as well")
-            if isinstance(year, int):
-                seen[year] = file
-            docs.append((data, str(file)))
-        return cls._build(docs)
+        return cls._build((_read_year(file), str(file)) for file in sorted(path.glob("*.yaml")))
 
     @classmethod
     def from_data(cls, documents: Iterable[Mapping[str, Any]]) -> WorkingCalendar:
@@ -83,8 +73,12 @@ class WorkingCalendar:
         workdays: set[dt.date] = set()
         years: set[int] = set()
         provisional: set[int] = set()
+        defined: dict[int, str] = {}
         for doc, where in documents:
             year, hol, work = _parse_doc(doc, where)
+            if year in defined:
+                raise ConfigError(f"{where}: year {year} is defined by {pathlib.Path(defined[year]).name} as well")
+            defined[year] = where
             years.add(year)
             holidays |= hol
             workdays |= work

@@ -52,7 +52,7 @@ class _Guarded:
         return value
 
 
-def _answer(context: Any, exc: Exception, method: str) -> NodeError:
+def _answer(exc: Exception, method: str) -> NodeError:
     if isinstance(exc, NodeError):
         return exc
     log.error("call.failed", exc_info=exc, extra={"method": method, "code": "E_INTERNAL"})
@@ -72,7 +72,7 @@ def _guarded(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
             except _PASS:
                 raise
             except Exception as exc:
-                error = _answer(context, exc, method)
+                error = _answer(exc, method)
                 await abort_with_async(context, error, _status(error))
         return agen
     if inspect.iscoroutinefunction(behaviour):
@@ -82,7 +82,7 @@ def _guarded(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
             except _PASS:
                 raise
             except Exception as exc:
-                error = _answer(context, exc, method)
+                error = _answer(exc, method)
                 await abort_with_async(context, error, _status(error))
         return coro
     if inspect.isgeneratorfunction(behaviour):
@@ -92,7 +92,7 @@ def _guarded(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
             except _PASS:
                 raise
             except Exception as exc:
-                error = _answer(context, exc, method)
+                error = _answer(exc, method)
                 end_with(context, error, _status(error))
         return gen
 
@@ -102,6 +102,6 @@ def _guarded(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
         except _PASS:
             raise
         except Exception as exc:
-            error = _answer(context, exc, method)
+            error = _answer(exc, method)
             abort_with(context, error, _status(error))
     return plain
