@@ -478,6 +478,21 @@ def test_natural_person_item_with_a_single_subject_kind(validator: Validator, ca
     assert (c.subject_kind, c.subject_code, c.key) == ("natural_person", PERSON, f"ZY2024001\x1f{PERSON}")
 
 
+def registration(**changes: str) -> dict[str, str]:
+    return {"DJ_MC": "杭州某某餐饮管理有限公司", "DJ_ZTLB": "法人及非法人组织", "DJ_SHXYM": COMPANY, "DJ_FRDB": "王伟",
+            "DJ_CLRQ": "2015-04-01", "DJ_ZS": "杭州市上城区某路1号", "DJ_DJJG": "杭州市上城区市场监督管理局",
+            "DJ_ZT": "注销", "DJ_ZXRQ": "2024-06-30", "DJ_SJLY": "杭州市上城区市场监督管理局", "DJ_SJLYDM": UNIT,
+            **changes}
+
+
+def test_a_deregistration_dated_after_today_is_refused(validator: Validator, catalog: Catalog) -> None:
+    assert check(validator, catalog, registration(), "registration").ok
+    # The end date starts the 3 years of disclosure; one in the future would keep a closed company
+    # looking open until then.
+    late = check(validator, catalog, registration(DJ_ZXRQ="2026-11-23"), "registration")
+    assert codes(late) == [("E_FIELD_DATE", "DJ_ZXRQ")] and "future" in late.problems[0].message
+
+
 def test_an_item_from_outside_the_catalogue_is_compiled_on_the_fly(validator: Validator) -> None:
     other = load_catalog(ROOT / "exchange_config" / "catalog")
     assert validator.check(other.item("admin_penalty"), penalty()).ok
