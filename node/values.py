@@ -23,8 +23,12 @@ __all__ = ["CHINA", "BadValue", "canonical_decimal", "cell_text", "parse_date", 
 CHINA: Final = timezone(timedelta(hours=8))
 
 _ISO_SHAPE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_SEPARATED: Final = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
-_CHINESE: Final = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日")
+# A time after the date is dropped, unless it carries a zone ("Z", "+00:00"): then the day is the
+# one in Beijing, as for a TIMESTAMPTZ value (an export in UTC dates a 07:00 decision the day before).
+_TIME: Final = r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?)?"
+_SEPARATED: Final = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})" + _TIME)
+_CHINESE: Final = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*[日号]"
+                             r"(?:\s*\d{1,2}\s*(?::|时|点)\s*\d{1,2}\s*分?(?:\s*(?::\s*)?\d{1,2}\s*秒?)?)?")
 _COMPACT: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
 _FIRST_SERIAL: Final = 2101  # 1905-10-01: every year 1900-2100 typed as a number lies below it
 _EXCEL_EPOCH: Final = date(1899, 12, 30)  # serial 1 = 1900-01-01 once Excel's fake 1900-02-29 is past
@@ -78,6 +82,26 @@ def _ymd(y: str, m: str, d: str, shown: str) -> str:
         raise BadValue(f'"{shown}" is not a real date') from None
 
 
+def _day_of(m: re.Match[str], shown: str) -> str:
+    """The day of a date with a time: the written one, or Beijing's when a zone is written too."""
+    zone = m[8]
+    if not zone:
+        offset = timedelta(hours=8)
+    elif zone == "Z":
+        offset = timedelta(0)
+    else:
+        hours, minutes = int(zone[1:3]), int(zone[-2:]) if len(zone) > 3 else 0
+        if hours > 14 or minutes > 59:
+            raise BadValue(f'"{shown}" has no real time zone')
+        offset = timedelta(hours=hours, minutes=minutes) * (-1 if zone[0] == "-" else 1)
+    try:
+        at = datetime(int(m[1]), int(m[3]), int(m[4]), int(m[5]), int(m[6]), int(m[7] or 0),
+                      tzinfo=timezone(offset))
+    except ValueError:
+        raise BadValue(f'"{shown}" is not a real date and time') from None
+    return at.astimezone(CHINA).date().isoformat()
+
+
 def _from_number(n: float, shown: str) -> str:
     if n != n or n in (float("inf"), float("-inf")):
         raise BadValue(f'"{shown}" is not a date')
@@ -101,8 +125,9 @@ def parse_date(v: object) -> str:
     """A date cell → ``YYYY-MM-DD``.
 
     Accepts ISO dates, ``2024/3/1``, ``2024.3.1``, ``2024-3-1`` (optionally with a time, which is
-    dropped), ``20240301``, ``2024年3月1日``, ``date``/``datetime`` objects, and numbers: an
-    8-digit ``YYYYMMDD`` or an Excel serial day (1900 date system).
+    dropped, or with a time and zone, dated in Beijing), ``20240301``, ``2024年3月1日`` (with or
+    without ``10时30分``), ``date``/``datetime`` objects, and numbers: an 8-digit ``YYYYMMDD`` or an
+    Excel serial day (1900 date system).
     """
     if isinstance(v, str):
         if len(v) == 10 and _ISO_SHAPE.fullmatch(v):  # fast path: already canonical
@@ -113,6 +138,8 @@ def parse_date(v: object) -> str:
                 raise BadValue(f'"{v}" is not a real date') from None
         s = normalize_text(v)
         if m := _SEPARATED.fullmatch(s):
+            if m[5]:
+                return _day_of(m, s)
             return _ymd(m[1], m[3], m[4], s)
         if (m := _CHINESE.fullmatch(s)) or (m := _COMPACT.fullmatch(s)):
             return _ymd(m[1], m[2], m[3], s)

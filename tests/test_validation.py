@@ -117,14 +117,17 @@ def test_prose_keeps_its_chinese_punctuation(validator: Validator, catalog: Cata
 
 @pytest.mark.parametrize("cell", ["2024-03-01", "2024/3/1", "2024.3.1", "2024-3-1", "20240301", "2024年3月1日",
                                   " 2024/03/01 00:00:00", date(2024, 3, 1), datetime(2024, 3, 1, 9, 30),
-                                  45352, 45352.0, 20240301])
+                                  45352, 45352.0, 20240301, "2024-03-01T09:30:00.000", "2024年3月1日 10:30",
+                                  "2024年03月01日10时30分", "2024-02-29T16:00:00Z", "2024-03-01T15:59:59+00:00",
+                                  "2024-03-01 00:30:00+0800", "2024-02-29T11:00:00-05:00"])
 def test_dates_in_every_common_shape_become_iso(validator: Validator, catalog: Catalog, cell: object) -> None:
     c = check(validator, catalog, penalty(CF_JDRQ=cell))
     assert c.ok, c.problems
     assert c.decision_date == "2024-03-01"
 
 
-@pytest.mark.parametrize("cell", ["2024-02-30", "2024年2月30日", "2023/2/29", "2024年13月1日", "20240230", 20240230])
+@pytest.mark.parametrize("cell", ["2024-02-30", "2024年2月30日", "2023/2/29", "2024年13月1日", "20240230", 20240230,
+                                  "2024-03-01 24:00", "2024-03-01T10:61:00Z", "2024-02-30T10:00:00Z"])
 def test_impossible_dates_are_refused(validator: Validator, catalog: Catalog, cell: str) -> None:
     c = check(validator, catalog, penalty(CF_JDRQ=cell))
     assert codes(c) == [("E_FIELD_DATE", "CF_JDRQ")]
@@ -145,7 +148,7 @@ def test_impossible_date_message_reads_as_the_standard_example(validator: Valida
     assert c.problems[0].message == '处罚决定日期 (CF_JDRQ): "2024-02-30" is not a real date'
 
 
-@pytest.mark.parametrize("cell", ["2024-3", "下月初", "3/1/2024", True])
+@pytest.mark.parametrize("cell", ["2024-3", "下月初", "3/1/2024", True, "2024-03-0110:30", "2024-03-01T10:00+15:00"])
 def test_non_dates_are_refused(validator: Validator, catalog: Catalog, cell: object) -> None:
     assert ("E_FIELD_DATE", "CF_JDRQ") in codes(check(validator, catalog, penalty(CF_JDRQ=cell)))
 
@@ -532,3 +535,6 @@ def test_an_instant_with_a_time_zone_is_dated_by_its_day_in_beijing(validator: V
     midnight_cst = datetime(2024, 3, 1, 0, 0, tzinfo=timezone(timedelta(hours=8)))  # a TIMESTAMPTZ on a UTC server
     assert value(check(validator, catalog, penalty(CF_JDRQ=late_utc)), "CF_JDRQ") == "2024-03-02"
     assert value(check(validator, catalog, penalty(CF_JDRQ=midnight_cst.astimezone(UTC))), "CF_JDRQ") == "2024-03-01"
+    # The same instants written as text by an export in UTC.
+    assert value(check(validator, catalog, penalty(CF_JDRQ="2024-03-01T17:30:00Z")), "CF_JDRQ") == "2024-03-02"
+    assert value(check(validator, catalog, penalty(CF_JDRQ="2024-02-29 16:00:00+00:00")), "CF_JDRQ") == "2024-03-01"
