@@ -18,6 +18,7 @@ import os
 import pathlib
 import pickle
 import queue
+import signal
 import struct
 import subprocess
 import sys
@@ -344,6 +345,9 @@ def new_batch_id() -> str:
 
 
 def _main() -> None:
+    # Ctrl-C at a terminal reaches the whole process group: the node decides what an interrupt
+    # means (it stops reading and closes this pipe), not the worker, which would print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _serve(_Pipe(sys.stdin.buffer), _Pipe(sys.stdout.buffer))
     except BrokenPipeError:

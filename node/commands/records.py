@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 import click
 
@@ -11,10 +15,12 @@ from node.cli import cli, config_path, emit_json, handle_errors, open_node
 
 
 class _Progress:
-    """A progress bar on a terminal (bytes of the file read), silence elsewhere."""
+    """A progress bar on a terminal (bytes of the file read), silence elsewhere; rows committed."""
 
     def __init__(self, path: pathlib.Path, enabled: bool) -> None:
         self.read = 0
+        self.committed = 0
+        self.stop_asked = False
         self._bar = None
         if enabled:
             self._bar = click.progressbar(length=max(path.stat().st_size, 1), label=f"importing {path.name}",
@@ -24,13 +30,46 @@ class _Progress:
     def on_bytes(self, n: int) -> None:
         self.read += n
 
-    def on_batch(self, _rows: int) -> None:
+    def on_batch(self, rows: int) -> None:
+        """After each batch's commit: the one place an asked stop is taken, so the count is exact."""
+        self.committed += rows
         if self._bar is not None:
             self._bar.update(self.read - self._bar.pos)
+        if self.stop_asked:
+            raise _Stopped
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+class _Stopped(Exception):
+    """A signal asked the import to stop; it stops between two batches."""
+
+
+INTERRUPTED_EXIT = 130  # the shell's code for a command ended by Ctrl-C
+
+
+@contextlib.contextmanager
+def _stop_between_batches(progress: _Progress) -> Iterator[None]:
+    """SIGINT or SIGTERM stops the import once the batch being committed is; a second one at once
+    (the open transaction rolls back, so nothing is half-stored either way)."""
+
+    def stop(_signum: int, _frame: object) -> None:
+        if progress.stop_asked:
+            raise KeyboardInterrupt
+        progress.stop_asked = True
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @cli.command("import")
@@ -46,8 +85,16 @@ def import_(ctx: click.Context, path: str, item: str, encoding: str | None, as_j
     with open_node(ctx) as node:
         progress = _Progress(file, enabled=sys.stderr.isatty() and not as_json)
         try:
-            summary = node.import_file(file, item, encoding=encoding, on_bytes=progress.on_bytes,
-                                       progress=progress.on_batch)
+            with _stop_between_batches(progress):
+                summary = node.import_file(file, item, encoding=encoding, on_bytes=progress.on_bytes,
+                                           progress=progress.on_batch)
+        except (_Stopped, KeyboardInterrupt) as exc:
+            progress.close()
+            count = f"{'at least ' if isinstance(exc, KeyboardInterrupt) else ''}{progress.committed}"
+            click.echo(f"error: E_INTERRUPTED: the import of {file.name} was stopped after {count} rows; those "
+                       "are committed (stored, or refused and listed). Import the file again to finish: rows "
+                       "already stored count as duplicates", err=True)
+            sys.exit(INTERRUPTED_EXIT)
         finally:
             progress.close()
         rejections = [{"row": r.row, "field": r.field, "code": r.code, "message": r.message}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -201,3 +204,30 @@ def test_import_as_subprocess_exit_codes(node_dir, item, tmp_path):
     first = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["accepted"] == 5
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_import_says_what_it_kept_and_a_second_run_finishes_it(node_dir, item, tmp_path, signum):
+    # Big enough for the worker process (over 4 MiB) and for many batches after the first one.
+    path = tmp_path / "big.csv"
+    write_csv(path, item, penalty_rows(40_000, source_unit=UNIT, seed=3))
+    cmd = [sys.executable, "-m", "node", "--config", str(node_dir / "node.yaml"), "import", str(path),
+           "--item", "admin_penalty"]
+    # Its own process group, as at a terminal, where Ctrl-C reaches the node and its worker alike.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    stored = 0
+    with db(node_dir).connect() as conn:
+        while stored == 0 and proc.poll() is None:  # until the first batch is committed
+            conn.rollback()
+            with contextlib.suppress(sa.exc.OperationalError):  # the node may still be creating its tables
+                stored = conn.execute(sa.text("select count(*) from record_revisions")).scalar() or 0
+    os.killpg(proc.pid, signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "E_INTERRUPTED" in err
+    committed = int(err.split("stopped after ")[1].split(" rows")[0])
+    with db(node_dir).connect() as conn:
+        kept = conn.execute(sa.text("select count(*) from record_revisions")).scalar()
+    assert 0 < kept == committed < 40_000
+    again = json.loads(run(node_dir, "import", str(path), "--item", "admin_penalty", "--json").output)
+    assert (again["duplicates"], again["accepted"] + again["duplicates"]) == (kept, 40_000)
