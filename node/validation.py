@@ -304,7 +304,12 @@ class Validator:
             return
         age = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
         field = item.subject_code_fields["natural_person"]
-        if age < _ADULT_FROM_16:
+        if any(p.field == field and p.code.startswith("E_ID_") for p in problems):
+            return  # one report per mistake: a birth date the ID check refused has no age
+        if age < 0:
+            problems.append(Problem("E_CROSS_FIELD", field, f"the person was born on {born.isoformat()}, after "
+                                    f"the decision of {day.isoformat()}", row))
+        elif age < _ADULT_FROM_16:
             problems.append(Problem("E_SUBJECT_MINOR", field, f"the person was {age} on {day.isoformat()}: public "
                                     "credit information covers persons of 18, or 16 living on their own income "
                                     "(seed 001 附件1 一, seed 003 篇5 第十一条)", row))

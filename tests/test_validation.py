@@ -528,6 +528,17 @@ def test_natural_persons_are_adults_or_16_with_a_warning(validator: Validator, c
     assert c.ok is (outcome != "E_SUBJECT_MINOR")
 
 
+def test_a_birth_date_the_id_check_refused_gets_no_age_reported_too(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJHM=make_id_number("330102", date(2030, 1, 1), "123")))
+    assert [p.code for p in c.problems] == ["E_ID_BIRTHDATE"]
+
+
+def test_a_person_born_after_the_decision_is_a_contradiction_not_an_age(validator: Validator,
+                                                                         catalog: Catalog) -> None:
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJHM=make_id_number("330102", date(2024, 6, 1), "123")))
+    assert codes(c) == [("E_CROSS_FIELD", "CF_XDR_ZJHM")] and "after the decision" in c.problems[0].message
+
+
 def test_an_instant_with_a_time_zone_is_dated_by_its_day_in_beijing(validator: Validator, catalog: Catalog) -> None:
     from datetime import UTC, timedelta, timezone
 
