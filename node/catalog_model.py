@@ -17,12 +17,12 @@ from typing import Final
 from node.errors import UnknownItemError
 from node.identifiers import normalize_text
 
-FIELD_TYPES: Final = ("string", "text", "date", "decimal", "integer", "enum", "uscc", "id_number", "code")
+FIELD_TYPES: Final = ("string", "text", "date", "decimal", "integer", "enum", "uscc", "id_number", "org_code", "code")
 SUBJECT_KINDS: Final = ("legal_person", "individual_business", "natural_person")
 DISCLOSURE_CLASSES: Final = ("A", "B", "C")
 DISCLOSURE_KINDS: Final = ("from_decision", "while_valid_plus", "penalty_severity", "while_listed",
                            "permanent")
-CROSS_RULE_KINDS: Final = ("not_before", "positive", "together", "at_least_one")
+CROSS_RULE_KINDS: Final = ("not_before", "positive", "together", "at_least_one", "org_code_of")
 LEVELS_UP: Final = ("department", "district", "city", "province", "national")
 SUBJECT_CODE: Final = "@subject_code"  # pseudo-field usable in key_fields
 KEY_PSEUDO_FIELDS: Final = (SUBJECT_CODE, "@subject_kind")
@@ -82,7 +82,9 @@ class CrossRule:
     - ``not_before`` [a, b]: date a is not earlier than date b (when both are present);
     - ``positive`` [x]: x is present and > 0;
     - ``together`` [x, y, …]: all present or none;
-    - ``at_least_one`` [x, y, …]: one of them is present.
+    - ``at_least_one`` [x, y, …]: one of them is present;
+    - ``org_code_of`` [org, uscc]: the organisation code is the USCC's positions 9-17 (when both are
+      present and valid: GB 32100 builds the USCC around it).
     The rule applies only when one of ``when`` holds (``()`` = always).
     """
 

@@ -191,7 +191,8 @@ def check_item(item: Item, path: str) -> None:
 
     # cross rules
     ids: set[str] = set()
-    arity = {"not_before": (2, 2), "positive": (1, 1), "together": (2, 99), "at_least_one": (2, 99)}
+    arity = {"not_before": (2, 2), "positive": (1, 1), "together": (2, 99), "at_least_one": (2, 99),
+             "org_code_of": (2, 2)}
     for i, rule in enumerate(item.cross_rules):
         where = f"cross_rules[{i}]"
         if rule.id in ids:
@@ -202,7 +203,7 @@ def check_item(item: Item, path: str) -> None:
             raise fail(f"{where}.fields", f"a {rule.kind} rule takes {lo if lo == hi else f'{lo} or more'} fields")
         types = {"not_before": ("date",), "positive": ("decimal", "integer")}.get(rule.kind, ())
         for j, code in enumerate(rule.fields):
-            declared(f"{where}.fields[{j}]", code, types)
+            declared(f"{where}.fields[{j}]", code, ("org_code", "uscc")[j:j + 1] if rule.kind == "org_code_of" else types)
         conditions(f"{where}.when", rule.when)
 
     _check_disclosure(item, fail, declared)
@@ -232,8 +233,8 @@ def _check_field(f: FieldSpec, where: str) -> None:
         raise fail("maximum", "is below minimum")
     if f.not_future and f.type != "date":
         raise fail("not_future", "applies to date fields")
-    if f.checked_when and f.type not in ("uscc", "id_number"):
-        raise fail("checked_when", "applies to uscc and id_number fields")
+    if f.checked_when and f.type not in ("uscc", "id_number", "org_code"):
+        raise fail("checked_when", "applies to uscc, id_number and org_code fields")
     if f.consent not in ("", "written"):
         raise fail("consent", "the only kind of consent the law accepts is 'written'")
     if f.required and (f.required_when or f.forbidden_when):

@@ -37,7 +37,7 @@ from node.store.tables import facts as facts_table
 __all__ = ["COMPARED_TYPES", "Conflict", "Conflicts", "Fact", "fact_of", "natural_key", "observe", "substance"]
 
 # Field types whose values mean the same thing whoever writes them down.
-COMPARED_TYPES = frozenset({"date", "decimal", "integer", "enum", "uscc", "id_number", "code"})
+COMPARED_TYPES = frozenset({"date", "decimal", "integer", "enum", "uscc", "id_number", "org_code", "code"})
 STATES = ("open", "resolved", "agreed")
 _FACT_COLUMNS = ("fact_hash", "source_unit", "item", "fact_key", "record_id", "revision", "substance", "seen_at_ms")
 

@@ -19,7 +19,7 @@ from typing import Any, Final
 from node.access import today_in_china
 from node.catalog import FieldSpec
 from node.errors import Problem
-from node.identifiers import check_id_number, check_uscc, normalize_text
+from node.identifiers import canonical_org_code, check_id_number, check_org_code, check_uscc, normalize_text
 from node.values import (
     CHINA,
     BadValue,
@@ -74,7 +74,8 @@ class Today:
 
 
 def identifier_check(spec: FieldSpec, *, allowlist: frozenset[str], good: set[str], today: Today) -> IdCheck:
-    """The GB 32100 / GB 11643 check of a ``uscc`` or ``id_number`` field's normalised value.
+    """The GB 32100 / GB 11643 / GB 11714 check of a ``uscc``, ``id_number`` or ``org_code`` field's
+    normalised value.
 
     ``good`` caches valid USCCs: the same few authorities and source units recur on every row.
     """
@@ -96,7 +97,12 @@ def identifier_check(spec: FieldSpec, *, allowlist: frozenset[str], good: set[st
         if p is not None:
             out.append(Problem(p.code, code, p.message, row))
 
-    return uscc if spec.type == "uscc" else id_number
+    def org_code(s: str, out: list[Problem], row: int) -> None:
+        p = check_org_code(s, field=code, label=label)
+        if p is not None:
+            out.append(Problem(p.code, code, p.message, row))
+
+    return uscc if spec.type == "uscc" else org_code if spec.type == "org_code" else id_number
 
 
 def _choices(values: tuple[str, ...]) -> str:
@@ -142,9 +148,10 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
 
         return an_enum
 
-    if t in ("string", "text", "code", "uscc", "id_number"):
+    if t in ("string", "text", "code", "uscc", "id_number", "org_code"):
         prose = t == "text"
-        compact = t in ("code", "uscc", "id_number")  # identifiers hold no spaces
+        compact = t in ("code", "uscc", "id_number", "org_code")  # identifiers hold no spaces
+        org = t == "org_code"
 
         def text(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:
             try:
@@ -155,6 +162,8 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
                 return None
             if compact:
                 s = s.replace(" ", "").upper()
+                if org:
+                    s = canonical_org_code(s)
             if aliases:
                 s = aliases.get(s, s)
             if maxlen and len(s) > maxlen and check is None:

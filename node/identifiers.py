@@ -13,7 +13,7 @@ Decisions (see docs/catalogue.md):
   :func:`id15_to_id18` converts legacy data for an adapter that has to migrate it deliberately.
 
 Stable codes: ``E_USCC_FORMAT``, ``E_USCC_CHECK``, ``E_USCC_ORG_CHECK``, ``W_USCC_ALLOWLISTED``,
-``E_ID_FORMAT``, ``E_ID_CHECK``, ``E_ID_BIRTHDATE``.
+``E_ID_FORMAT``, ``E_ID_CHECK``, ``E_ID_BIRTHDATE``, ``E_ORG_FORMAT``, ``E_ORG_CHECK``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from node.errors import Problem
 __all__ = [
     "NEEDS_NORMALIZING",
     "NEEDS_NORMALIZING_PROSE",
+    "canonical_org_code",
     "check_id_number",
+    "check_org_code",
     "check_uscc",
     "id15_to_id18",
     "id_check_char",
@@ -108,6 +110,27 @@ def check_uscc(value: str, *, field: str = "", label: str = "统一社会信用�
                        warning=True)
     # The inner check first: a code passing pos 18 but failing it was computed, not issued.
     return Problem(failed[0], field, f'{label}: "{value}" fails its {which}')
+
+
+# --- organisation code (GB 11714), the USCC's positions 9-17 on its own --------------------------
+_ORG_RE: Final = re.compile(r"[0-9A-Z]{8}-?[0-9X]")
+
+
+def canonical_org_code(value: str) -> str:
+    """``12345678-9`` whether written with the hyphen or without (GB 11714 prints it with one)."""
+    return f"{value[:8]}-{value[8]}" if len(value) == 9 and "-" not in value else value
+
+
+def check_org_code(value: str, *, field: str = "", label: str = "组织机构代码") -> Problem | None:
+    """``None`` if ``value`` (upper-cased, canonical) is a valid GB 11714 code, else the problem."""
+    if not _ORG_RE.fullmatch(value):
+        why = "must be 8 digits or capital letters, a hyphen, and a check character 0-9 or X"
+        if value.isdigit() and len(value) < 9:
+            why += " (a spreadsheet that holds it as a number drops its leading zeros: format the column as text)"
+        return Problem("E_ORG_FORMAT", field, f'{label}: "{value}" {why}')
+    if org_check_char(value[:8]) != value[-1]:
+        return Problem("E_ORG_CHECK", field, f'{label}: "{value}" fails its check character')
+    return None
 
 
 def is_valid_uscc(value: str) -> bool:

@@ -138,6 +138,14 @@ def _cross_test(rule: CrossRule) -> Callable[[dict[str, str], set[str]], bool]:
             return x not in invalid and (v is None or v == "0" or v[0] == "-")
 
         return positive
+    if rule.kind == "org_code_of":
+        org, uscc = f
+
+        def org_code_of(values: dict[str, str], invalid: set[str]) -> bool:
+            o, u = values.get(org, ""), values.get(uscc, "")
+            return bool(o and u) and org not in invalid and uscc not in invalid and o.replace("-", "") != u[8:17]
+
+        return org_code_of
     least = rule.kind == "at_least_one"
 
     def count(values: dict[str, str], invalid: set[str]) -> bool:
@@ -349,7 +357,7 @@ class Validator:
         actions: list[tuple[tuple[Condition, ...], Action]] = []
         for f in item.fields:
             check = None
-            if f.type in ("uscc", "id_number"):
+            if f.type in ("uscc", "id_number", "org_code"):
                 check = identifier_check(f, allowlist=self.allowlist, good=self._good_uscc, today=self._today)
                 if f.checked_when:  # depends on another field: run after all fields are read
                     actions.append((f.checked_when, (CHECKED, f.code, "", check)))

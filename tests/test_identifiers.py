@@ -8,7 +8,9 @@ import pytest
 
 from node.identifiers import (
     USCC_ALPHABET,
+    canonical_org_code,
     check_id_number,
+    check_org_code,
     check_uscc,
     id15_to_id18,
     id_check_char,
@@ -123,6 +125,25 @@ def test_make_uscc_refuses_wrong_part_lengths_and_letters() -> None:
 def test_org_check_ten_is_x_and_eleven_is_zero() -> None:
     bodies = {org_check_char(f"{n:08d}") for n in range(0, 400)}
     assert {"X", "0"} <= bodies
+
+
+@pytest.mark.parametrize("code", ["D2143569-X", "M000100Y-4"])  # GB 11714's example; the one inside GB 32100's
+def test_organisation_codes_of_the_standards_are_valid(code: str) -> None:
+    assert check_org_code(code) is None
+    assert canonical_org_code(code.replace("-", "")) == code
+
+
+@pytest.mark.parametrize(("code", "problem"), [("D2143569-0", "E_ORG_CHECK"), ("12345678-0", "E_ORG_CHECK"),
+                                               ("D2143569X-", "E_ORG_FORMAT"), ("D214356-9X", "E_ORG_FORMAT"),
+                                               ("D2143569-A", "E_ORG_FORMAT"), ("2501234", "E_ORG_FORMAT")])
+def test_organisation_codes_with_a_wrong_check_or_shape_are_refused(code: str, problem: str) -> None:
+    p = check_org_code(code, field="CF_XDR_ZZJG")
+    assert p is not None and (p.code, p.field) == (problem, "CF_XDR_ZZJG")
+
+
+def test_an_organisation_code_that_lost_its_leading_zeros_says_so() -> None:
+    p = check_org_code("2501234")
+    assert p is not None and "leading zeros" in p.message
 
 
 # --- resident ID number ---------------------------------------------------------------------------

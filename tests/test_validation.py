@@ -347,6 +347,29 @@ def test_allow_listed_uscc_is_accepted_with_a_warning(catalog: Catalog) -> None:
 
 
 # --- cross rules ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", [COMPANY[8:16] + "-" + COMPANY[16], COMPANY[8:17], COMPANY[8:17].lower(),
+                                  COMPANY[8:16] + "－" + COMPANY[16]])
+def test_an_organisation_code_is_stored_as_gb11714_writes_it(validator: Validator, catalog: Catalog,
+                                                              cell: str) -> None:
+    c = check(validator, catalog, penalty(CF_XDR_ZZJG=cell))
+    assert c.ok, c.problems
+    assert value(c, "CF_XDR_ZZJG") == COMPANY[8:16] + "-" + COMPANY[16]
+
+
+def test_an_organisation_code_failing_its_check_is_refused(validator: Validator, catalog: Catalog) -> None:
+    wrong = "0123456789X"[("0123456789X".index(COMPANY[16]) + 1) % 11]
+    c = check(validator, catalog, penalty(CF_XDR_ZZJG=COMPANY[8:16] + "-" + wrong))
+    assert codes(c) == [("E_ORG_CHECK", "CF_XDR_ZZJG")]
+
+
+def test_an_organisation_code_that_is_not_the_usccs_own_is_refused(validator: Validator, catalog: Catalog) -> None:
+    other = make_uscc("9", "1", "330102", "MA2K3L4Q")
+    c = check(validator, catalog, penalty(CF_XDR_ZZJG=other[8:17]))
+    assert codes(c) == [("E_CROSS_FIELD", "CF_XDR_ZZJG")] and "positions 9-17" in c.problems[0].message
+    license_row = check(validator, catalog, {**licence(), "XK_XDR_ZZJG": other[8:17]}, "admin_license")
+    assert codes(license_row) == [("E_CROSS_FIELD", "XK_XDR_ZZJG")]
+
+
 def test_validity_before_decision_is_refused(validator: Validator, catalog: Catalog) -> None:
     c = check(validator, catalog, penalty(CF_YXQ="2024-02-29"))
     assert codes(c) == [("E_CROSS_FIELD", "CF_YXQ")] and "validity-after-decision" in c.problems[0].message
@@ -377,11 +400,15 @@ def test_legal_representative_id_type_and_number_go_together(validator: Validato
     assert check(validator, catalog, penalty(CF_FR_ZJLX="身份证", CF_FR_ZJHM=PERSON)).ok
 
 
+def licence() -> dict[str, Any]:
+    return {"XK_XDR_MC": "杭州某某有限公司", "XK_XDR_LB": "法人及非法人组织", "XK_XDR_SHXYM": COMPANY, "XK_FRDB": "王伟",
+            "XK_XKWS": "食品经营许可决定书", "XK_WSH": "杭上市监许〔2024〕1号", "XK_XKLB": "普通", "XK_NR": "食品经营",
+            "XK_JDRQ": "2024/5/6", "XK_YXQZ": "2024-05-06", "XK_YXQZI": "长期", "XK_XKJG": "上城区市场监管局",
+            "XK_XKJGDM": UNIT, "XK_ZT": "有效", "XK_LYDW": "上城区市场监管局", "XK_LYDWDM": UNIT}
+
+
 def test_licence_open_ended_validity_and_order(validator: Validator, catalog: Catalog) -> None:
-    row = {"XK_XDR_MC": "杭州某某有限公司", "XK_XDR_LB": "法人及非法人组织", "XK_XDR_SHXYM": COMPANY, "XK_FRDB": "王伟",
-           "XK_XKWS": "食品经营许可决定书", "XK_WSH": "杭上市监许〔2024〕1号", "XK_XKLB": "普通", "XK_NR": "食品经营",
-           "XK_JDRQ": "2024/5/6", "XK_YXQZ": "2024-05-06", "XK_YXQZI": "长期", "XK_XKJG": "上城区市场监管局",
-           "XK_XKJGDM": UNIT, "XK_ZT": "有效", "XK_LYDW": "上城区市场监管局", "XK_LYDWDM": UNIT}
+    row = licence()
     c = check(validator, catalog, row, "admin_license")
     assert c.ok, c.problems
     assert (value(c, "XK_YXQZI"), value(c, "XK_ZT"), c.key) == ("2099-12-31", "1", f"杭上市监许〔2024〕1号\x1f{COMPANY}")
