@@ -7,13 +7,14 @@ what is left. There is no insecure port (DESIGN §2.4): the only credentials are
 ``tls.grpc_server_credentials``, which require a client certificate from the federation CA;
 revocation is then enforced per call (``node.transport.peers.caller_identity``).
 
-The server is ``grpc.aio`` on an event loop of its own thread. Handlers written as plain
-functions (most of them: they read and write the store) run in a pool of ``max_workers``
-threads (``node.transport.handler_pool``); they must be unary (a plain handler reading a request
-stream crashed grpc.aio when its call was cancelled). Handlers written as coroutines run on the
-loop itself and hand what blocks to the loop's default executor, so a call that never waits
-(``Admin.Echo``, a local ``Query.Lookup``) costs no thread hand-off, and ``Exchange.Submit``
-reads its stream there. The threaded
+The server is ``grpc.aio`` on an event loop of its own thread, whose default executor is a pool
+of ``max_workers`` threads (``node.transport.handler_pool``). Handlers written as plain functions
+(most of them: they read and write the store) run there against a copy of their call, never the
+call itself, which grpc frees when the call ends (``node.transport.threaded``: a handler still
+running after its deadline crashed the process); they must be unary. Handlers written as
+coroutines run on the loop itself and hand what blocks to the same pool, so a call that never
+waits (``Admin.Echo``, a local ``Query.Lookup``) costs no thread hand-off, and
+``Exchange.Submit`` reads its stream there. The threaded
 ``grpc.server`` spent more CPU passing each call between its threads than a lookup spent on the
 lookup (docs/decisions/grpc-asyncio-server.md).
 
@@ -29,7 +30,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -110,19 +110,16 @@ class GrpcServer:
             if self._running is not None:
                 return
             pool = HandlerPool(max_workers=self._max_workers, thread_name_prefix="grpc")
-            # What coroutine handlers hand off (a query-log commit, a fan-out): short and bounded
-            # work, so asyncio's own kind of executor (it accepts no other as the default).
-            offload = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="grpc-offload")
             loop = asyncio.new_event_loop()
-            loop.set_default_executor(offload)
+            loop.set_default_executor(pool)
             thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
             thread.start()
             try:
                 server, status, port = asyncio.run_coroutine_threadsafe(self._serve(pool), loop).result()
             except BaseException:
-                _close(loop, thread, pool, offload)
+                _close(loop, thread, pool)
                 raise
-            self._running, self._port = _Running(loop, thread, pool, offload, server, status), port
+            self._running, self._port = _Running(loop, thread, pool, server, status), port
         log.info("server.started", extra={"address": self.address, "services": [s.name for s in self._services]})
 
     async def _serve(self, pool: HandlerPool) -> tuple[grpc.aio.Server, health_aio.HealthServicer, int]:
@@ -158,7 +155,7 @@ class GrpcServer:
         try:
             asyncio.run_coroutine_threadsafe(self._drain(running), running.loop).result()
         finally:
-            _close(running.loop, running.thread, running.pool, running.offload)
+            _close(running.loop, running.thread, running.pool)
         log.info("server.stopped", extra={"address": self.address})
 
     async def _drain(self, running: _Running) -> None:
@@ -179,17 +176,14 @@ class _Running:
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
     pool: HandlerPool
-    offload: ThreadPoolExecutor
     server: grpc.aio.Server
     health: health_aio.HealthServicer
 
 
-def _close(loop: asyncio.AbstractEventLoop, thread: threading.Thread, pool: HandlerPool,
-           offload: ThreadPoolExecutor) -> None:
+def _close(loop: asyncio.AbstractEventLoop, thread: threading.Thread, pool: HandlerPool) -> None:
     loop.call_soon_threadsafe(loop.stop)
     thread.join()
     loop.close()
     # Calls cancelled at the end of the grace period may still be running in the pool; they
     # finish on their own (their answers go nowhere), the node does not wait for them here.
     pool.shutdown(wait=False, cancel_futures=True)
-    offload.shutdown(wait=False, cancel_futures=True)

@@ -1,8 +1,8 @@
 """The gRPC server's pool of handler threads: daemon threads, and a count of the work they run.
 
-grpc.aio runs the node's plain (non-coroutine) handlers in this pool, and coroutine handlers
-hand it their blocking work. ``concurrent.futures.ThreadPoolExecutor`` would do, but for two
-things the server's stop needs (docs/decisions/grpc-asyncio-server.md):
+It is the server loop's default executor: plain handlers run here (``node.transport.threaded``)
+and coroutine handlers hand it their blocking work. ``concurrent.futures.ThreadPoolExecutor``
+would do, but for two things the server's stop needs (docs/decisions/grpc-asyncio-server.md):
 
 - :meth:`HandlerPool.busy`: how much work is queued or running, so a stop can let the event loop
   run until cancelled handlers have left;
@@ -20,7 +20,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 __all__ = ["HandlerPool"]
@@ -30,7 +30,10 @@ T = TypeVar("T")
 _Work = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
-class HandlerPool(Executor):
+class HandlerPool(ThreadPoolExecutor):
+    """A ThreadPoolExecutor by type only: asyncio takes no other kind as a loop's default executor.
+    None of its machinery is used (its ``__init__`` is not called); every method it needs is here."""
+
     def __init__(self, *, max_workers: int, thread_name_prefix: str) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
@@ -38,7 +41,7 @@ class HandlerPool(Executor):
         self._prefix = thread_name_prefix
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._workers: list[threading.Thread] = []
         self._idle = 0  # threads waiting for work and not yet promised any
         self._busy = 0  # work submitted and not finished
         self._closed = False
@@ -51,9 +54,9 @@ class HandlerPool(Executor):
             self._busy += 1
             if self._idle:
                 self._idle -= 1  # that thread takes this work
-            elif len(self._threads) < self._max:
-                thread = threading.Thread(target=self._run, name=f"{self._prefix}_{len(self._threads)}", daemon=True)
-                self._threads.append(thread)
+            elif len(self._workers) < self._max:
+                thread = threading.Thread(target=self._run, name=f"{self._prefix}_{len(self._workers)}", daemon=True)
+                self._workers.append(thread)
                 thread.start()
             self._work.put((done, fn, args, kwargs))
         return done
@@ -67,7 +70,7 @@ class HandlerPool(Executor):
         """Where each of the pool's threads is now: ``name: file:line function`` (for a stuck stop)."""
         frames = sys._current_frames()
         with self._lock:
-            threads = list(self._threads)
+            threads = list(self._workers)
         out = []
         for thread in threads:
             frame = frames.get(thread.ident or -1)
@@ -79,7 +82,7 @@ class HandlerPool(Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             self._closed = True
-            threads = list(self._threads)
+            threads = list(self._workers)
         if cancel_futures:
             self._cancel_queued()
         for _ in threads:

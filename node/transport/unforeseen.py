@@ -6,7 +6,8 @@ exception — would reach the client as grpc's ``UNKNOWN`` carrying the exceptio
 ``credit-error-code``. The wrapper gives such calls the answer docs/protocol.md promises for
 a bug (``INTERNAL``, code ``E_INTERNAL``, nothing of the exception's text) and logs the traceback
 here, where an operator can read it. A ``NodeError`` that escapes is answered as the handlers
-would have answered it. Each service registers its servicer through :func:`guarded`.
+would have answered it. Each service registers its servicer through :func:`guarded`, which also
+moves plain handlers off the live call (``node.transport.threaded``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import grpc
 
 from node.errors import NodeError
 from node.transport.peers import abort_with, abort_with_async, end_with
+from node.transport.threaded import Aborted, on_thread
 
 __all__ = ["guarded"]
 
@@ -28,7 +30,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _INTERNAL = NodeError("the node failed to answer this call; the failure is logged there", code="E_INTERNAL")
-_PASS = (grpc.aio.AbortError,)  # a handler's own abort: already answered
+_PASS = (grpc.aio.AbortError, Aborted)  # a handler's own abort: already answered
 
 
 def guarded(servicer: T, service: str, *, unwrapped: Collection[str] = ()) -> T:
@@ -104,4 +106,4 @@ def _guarded(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
         except Exception as exc:
             error = _answer(exc, method)
             abort_with(context, error, _status(error))
-    return plain
+    return on_thread(plain)  # never on the live call from a thread: node/transport/threaded.py
