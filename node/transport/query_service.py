@@ -34,6 +34,7 @@ from node.querylog import QueryRecorder
 from node.records import pb, rpc
 from node.store import QueryLogEntry, Store
 from node.transport.peers import CallerCache, abort_with, abort_with_async, vetted_caller
+from node.transport.threaded import CallCopy
 from node.transport.unforeseen import guarded
 from node.truststore import TrustStore
 
@@ -50,7 +51,7 @@ _FANOUT_MARGIN_S: Final = 0.05  # leave time to merge and answer within the call
 
 _AioContext: TypeAlias = grpc.aio.ServicerContext[pb.LookupRequest, pb.LookupResponse]
 # Lookup's work is the same on the loop and in a thread; it only reads from the context.
-_AnyContext: TypeAlias = grpc.ServicerContext | _AioContext
+_AnyContext: TypeAlias = grpc.ServicerContext | _AioContext | CallCopy
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         try:
             if self._fans_out(request):
                 loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(None, self._lookup_in_thread, request, context)
+                # The thread reads a copy of the call: the live one is freed if the caller gives up.
+                return await loop.run_in_executor(None, self._lookup_in_thread, request, CallCopy(context))
             entries: list[QueryLogEntry] = []
             try:
                 answer = self._lookup(request, context, entries.append)
