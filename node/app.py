@@ -158,7 +158,8 @@ def build_runtime(node: Node) -> Runtime:
     admin = AdminService(config=cfg, catalog=node.catalog, store=node.store, trust=node.trust,
                          contacts=contacts, callers=callers, sharing_suspended=query.sharing_suspended)
     desk = build_desk(node)
-    lifecycle = LifecycleService(objections=desk.objections, trust=node.trust, callers=callers)
+    lifecycle = LifecycleService(objections=desk.objections, trust=node.trust, callers=callers,
+                                 portals=cfg.lifecycle.portals)
     services = [Service("credit.v1.Exchange", exchange.register), Service("credit.v1.Admin", admin.register),
                 Service(QUERY, query.register), Service(LIFECYCLE, lifecycle.register)]
     services += federation.services(node)

@@ -151,6 +151,9 @@ class LifecycleConfig:
     statement_within_days: int = 5  # after the result, to attach a statement (seed 001 附件2 六(三))
     deletion_days: int = 2  # own commendations removed on request (seed 003 篇5 第二十九条)
     evidence_max_bytes: int = 10_485_760  # an objection's evidence file
+    # Ids of the `gov` certificates of credit portals, which sign subjects in and act for the subject
+    # they name over the Lifecycle service; any other `gov` certificate acts for no one.
+    portals: tuple[str, ...] = ()
     sweep_scope: Literal["origin", "all"] = "origin"  # archive sweep: records this node originated, or all
     # While `start` runs: objection tick + archive sweep this often (node/lifecycle/schedule.py); 0 = never
     schedule_every_s: float = 3600.0

@@ -90,9 +90,14 @@ class ObjectionService:
         today = china_date(now)
         head = self._head(record_id)
         applicant = normalize_text(by).upper()
+        reason = sm.applicant_text(reason, "reason", "an objection needs its reason", "E_OBJECTION_REASON")
+        # The subject first: no one else may learn from the answer that a record is under objection.
+        if applicant != head.subject_code:
+            raise NotAuthorizedError("only the subject of a record may object to it",
+                                     code="E_OBJECTION_NOT_SUBJECT", field="by")
         if self.cases.open_for(record_id) is not None or head.status in ("disputed", "withheld"):
             raise ConflictError(f"record {record_id} is already under objection", code="E_OBJECTION_OPEN")
-        self._visible_to_subject(head, applicant, today)
+        self._visible_to_subject(head, today)
         name, blob, digest = self._read_evidence(evidence)
         self._not_a_repeat(head, digest)
         signed = decode_signed(head.signed)
@@ -106,7 +111,7 @@ class ObjectionService:
                             self._checked(restored, {}))
             sent_to = ""
         else:
-            change = Change(head, "disputed", f"异议正在处理: objection {case_id}: {reason.strip()}")
+            change = Change(head, "disputed", f"异议正在处理: objection {case_id}: {reason}")
             sent_to = self._reviser.children_of([record_id]).get(record_id, "")
         case, steps = sm.filed(case_id=case_id, record_id=record_id, revision=revision, item=head.item,
                                subject_code=head.subject_code, applicant=applicant, reason=reason, erred=erred,
@@ -134,11 +139,9 @@ class ObjectionService:
                     "and has not changed since: a new objection needs new evidence (seed 001 附件2 四(二))",
                     code="E_OBJECTION_REPEATED")
 
-    def _visible_to_subject(self, head: RecordRow, subject: str, today: dt.date) -> None:
+    def _visible_to_subject(self, head: RecordRow, today: dt.date) -> None:
         """A subject objects to a record about itself that it can see (seed 001 附件2 一)."""
-        if subject != head.subject_code:
-            raise NotAuthorizedError("only the subject of a record may object to it",
-                                        code="E_OBJECTION_NOT_SUBJECT", field="by")
+        subject = head.subject_code
         item = self._catalog.item(head.item)
         fields = fields_dict(decode_body(head.body))
         facts = access.RecordFacts(head.item, item.disclosure_class, head.subject_code, head.subject_kind,

@@ -33,17 +33,20 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from node.errors import ConflictError, NotAuthorizedError, UsageError
+from node.identifiers import normalize_text
 from node.lifecycle.calendar import WorkingCalendar
 
 __all__ = [
     "ACTIONS",
     "AWAITING_SOURCE",
     "CLOSED",
+    "MAX_TEXT_CHARS",
     "OVERDUE",
     "Case",
     "Deadlines",
     "Step",
     "answered",
+    "applicant_text",
     "case_id_for",
     "filed",
     "outcome_of",
@@ -56,6 +59,7 @@ __all__ = [
 AWAITING_SOURCE: Final = "awaiting_source"
 OVERDUE: Final = "overdue"
 CLOSED: Final = "closed"
+MAX_TEXT_CHARS: Final = 2_000  # an objection's reason, a statement: a few paragraphs, not a file
 
 # An answer and the status of the revision it makes.
 ACTIONS: Final = {"confirm": "confirmed", "correct": "corrected", "revoke": "revoked", "unverifiable": "deleted"}
@@ -144,6 +148,18 @@ def platform_erred(disclosed: bytes, signed_body: bytes, chain_valid: bool) -> b
     return chain_valid and disclosed != signed_body
 
 
+def applicant_text(text: str, field: str, empty: str, empty_code: str) -> str:
+    """An applicant's reason or statement as kept: normalised (a zero-width space is no text) and
+    at most :data:`MAX_TEXT_CHARS` (it travels in a signed revision, and every lookup shows it)."""
+    kept = normalize_text(text, prose=True)
+    if not kept:
+        raise UsageError(empty, field=field, code=empty_code)
+    if len(kept) > MAX_TEXT_CHARS:
+        raise UsageError(f"{field} is {len(kept)} characters; at most {MAX_TEXT_CHARS} (attach the rest as "
+                         "evidence)", field=field, code="E_TEXT_TOO_LONG")
+    return kept
+
+
 def filed(*, case_id: str, record_id: str, revision: int, item: str, subject_code: str, applicant: str,
           reason: str, erred: bool, today: dt.date, now_ms: int, calendar: WorkingCalendar, deadlines: Deadlines,
           evidence_name: str = "", evidence_digest: bytes | None = None,
@@ -152,11 +168,10 @@ def filed(*, case_id: str, record_id: str, revision: int, item: str, subject_cod
     if applicant != subject_code:
         raise NotAuthorizedError("only the subject of a record may object to it",
                                  code="E_OBJECTION_NOT_SUBJECT", field="by")
-    if not reason.strip():
-        raise UsageError("an objection needs its reason", field="reason", code="E_OBJECTION_REASON")
+    reason = applicant_text(reason, "reason", "an objection needs its reason", "E_OBJECTION_REASON")
     check_due = calendar.add_working_days(today, deadlines.check_days).isoformat()
     case = Case(case_id=case_id, record_id=record_id, revision=revision, item=item, subject_code=subject_code,
-                applicant=applicant, reason=reason.strip(), state=AWAITING_SOURCE, filed_on=today.isoformat(),
+                applicant=applicant, reason=reason, state=AWAITING_SOURCE, filed_on=today.isoformat(),
                 filed_at_ms=now_ms, updated_at_ms=now_ms, evidence_name=evidence_name,
                 evidence_digest=evidence_digest)
     steps = [Step("filed", {"reason": case.reason, "evidence": evidence_name,
@@ -206,8 +221,7 @@ def with_statement(case: Case, *, by: str, text: str, today: dt.date, now_ms: in
                                  code="E_STATEMENT_NOT_APPLICANT", field="by")
     if case.state != CLOSED:
         raise ConflictError(f"case {case.case_id} has no result yet ({case.state})", code="E_OBJECTION_STATE")
-    if not text.strip():
-        raise UsageError("the statement is empty", field="text", code="E_STATEMENT_EMPTY")
+    text = applicant_text(text, "text", "the statement is empty", "E_STATEMENT_EMPTY")
     # 在领取报告后5个工作日内: counted from the day the applicant is told at the latest
     # (result_due), so a result given on its last allowed day still leaves the whole period.
     told_by = _d(case.result_due) if case.result_due else _d(case.closed_on)
@@ -217,7 +231,7 @@ def with_statement(case: Case, *, by: str, text: str, today: dt.date, now_ms: in
                             f"({deadlines.statement_within_days} working days after the result is due to "
                             "reach the applicant)", code="E_STATEMENT_TOO_LATE")
     until = (today + dt.timedelta(days=deadlines.statement_days)).isoformat()
-    out = replace(case, statement=text.strip(), statement_until=until, updated_at_ms=now_ms)
+    out = replace(case, statement=text, statement_until=until, updated_at_ms=now_ms)
     return out, [Step("statement", {"text": out.statement, "until": until})]
 
 

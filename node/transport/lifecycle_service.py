@@ -6,8 +6,10 @@
 
 Who may call is decided from the caller's certificate (``caller_identity``), never from the
 request: a ``self`` certificate (``self:<subject code>``) acts for its own subject only; a
-``gov`` certificate (the credit portal, which signs the subject in) acts for the subject it names.
-Every other role is refused (``E_NOT_AUTHORIZED``). The subject acted for must be the record's
+``gov`` certificate named in ``lifecycle.portals`` (a credit portal, which signs the subject in)
+acts for the subject it names. Any other ``gov`` certificate, and every other role, is refused
+(``E_NOT_AUTHORIZED``): an objection suspends a record, so not every government user may file one
+in a subject's name. The subject acted for must be the record's
 subject (``E_OBJECTION_NOT_SUBJECT``, as at the CLI); a case is read and given a statement only by its
 applicant: to anyone else it answers as a case that does not exist (``NOT_FOUND``,
 ``E_OBJECTION_UNKNOWN``), so no one learns that another subject's record is disputed. The
@@ -17,7 +19,7 @@ caller's certificate id is kept in the case log (``via``).
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Final
 
@@ -44,10 +46,11 @@ _NOT_APPLICANT: Final = frozenset({"E_OBJECTION_NOT_SUBJECT", "E_STATEMENT_NOT_A
 
 class LifecycleService(rpc.LifecycleServicer):  # type: ignore[misc]
     def __init__(self, *, objections: ObjectionService, trust: TrustStore,
-                 callers: CallerCache | None = None) -> None:
+                 callers: CallerCache | None = None, portals: Collection[str] = ()) -> None:
         self._objections = objections
         self._trust = trust
         self._callers = callers or CallerCache()
+        self._portals = frozenset(portals)
 
     @property
     def name(self) -> str:
@@ -99,6 +102,10 @@ class LifecycleService(rpc.LifecycleServicer):  # type: ignore[misc]
     def _caller(self, context: grpc.ServicerContext, what: str) -> Identity:
         who = caller_identity(context, self._trust, cache=self._callers)
         require_role(context, who, FILING_ROLES, what)
+        if who.role == "gov" and who.node_id not in self._portals:
+            abort_with(context, NotAuthorizedError(
+                f"{who.node_id} is not a credit portal of this node (lifecycle.portals): only a subject, or a "
+                f"portal acting for one, may {what}"))
         return who
 
     def _view(self, case: sm.Case, *, steps: bool = False) -> pb.ObjectionCase:

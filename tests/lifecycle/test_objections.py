@@ -224,6 +224,10 @@ def test_statement_of_an_applicant_who_still_disagrees(fed: Federation, clock: C
         fed.desk.statement(case.case_id, by="91330100MA27XL0E2K", text="x")
     assert other.value.code == "E_STATEMENT_NOT_APPLICANT"
     clock.set_day(dt.date(2026, 3, 9))  # 5 working days after the result
+    for text, code in (("\u200b \u3000", "E_STATEMENT_EMPTY"), ("疑" * 2001, "E_TEXT_TOO_LONG")):
+        with pytest.raises(UsageError) as unkept:
+            fed.desk.statement(case.case_id, by=subject, text=text)
+        assert unkept.value.code == code
     noted = fed.desk.statement(case.case_id, by=subject, text="仍有异议，已申请行政复议")
     assert noted.statement_until == "2026-04-08"
     assert fed.desk.statements_for([rid]) == {rid: "申请人存疑: 仍有异议，已申请行政复议"}

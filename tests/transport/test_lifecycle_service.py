@@ -106,8 +106,8 @@ def _portal(running: Running, pki: Pki, certs: pathlib.Path) -> Iterator[Portal]
 
 
 @pytest.fixture
-def portal(running: Running, pki: Pki, tmp_path: pathlib.Path) -> Iterator[Portal]:
-    with _portal(running, pki, tmp_path / "certs") as made:
+def portal(serve: Callable[..., Running], pki: Pki, tmp_path: pathlib.Path) -> Iterator[Portal]:
+    with _portal(serve(lifecycle={"portals": [GOV]}), pki, tmp_path / "certs") as made:
         yield made
 
 
@@ -196,6 +196,42 @@ def test_roles_other_than_self_and_gov_may_not_file(portal: Portal, name: str) -
         pb.GetObjectionRequest(case_id=f"{portal.records[subject]}@2", subject_code=subject),
         timeout=DEADLINE_S)) == (grpc.StatusCode.PERMISSION_DENIED, "E_NOT_AUTHORIZED")
     assert portal.status(portal.records[subject]) == "active"
+
+
+def test_a_gov_certificate_that_is_no_configured_portal_acts_for_no_subject(serve: Callable[..., Running],
+                                                                            pki: Pki, tmp_path: pathlib.Path) -> None:
+    # Filing suspends the record: any government user filing in any subject's name could take a
+    # blacklisting out of use.
+    with _portal(serve(lifecycle={"portals": ["gov:330100:portal"]}), pki, tmp_path / "certs") as portal:
+        subject = portal.subjects[0]
+        request = pb.FileObjectionRequest(record_id=portal.records[subject], subject_code=subject, reason="x")
+        assert refused(lambda: portal.stub("gov").FileObjection(request, timeout=DEADLINE_S)) == (
+            grpc.StatusCode.PERMISSION_DENIED, "E_NOT_AUTHORIZED")
+        assert refused(lambda: portal.stub("gov").GetObjection(
+            pb.GetObjectionRequest(case_id=f"{portal.records[subject]}@2", subject_code=subject),
+            timeout=DEADLINE_S)) == (grpc.StatusCode.PERMISSION_DENIED, "E_NOT_AUTHORIZED")
+        assert portal.status(portal.records[subject]) == "active"
+        # the subject itself still may
+        assert portal.own(subject).FileObjection(pb.FileObjectionRequest(
+            record_id=portal.records[subject], reason="金额有误"), timeout=DEADLINE_S).state == "awaiting_source"
+
+
+@pytest.mark.parametrize(("reason", "code"), [(" \u3000\u200b", "E_OBJECTION_REASON"), ("理" * 2001, "E_TEXT_TOO_LONG")])
+def test_a_reason_that_is_invisible_or_a_book_is_refused(portal: Portal, reason: str, code: str) -> None:
+    subject = portal.subjects[0]
+    assert refused(lambda: portal.own(subject).FileObjection(pb.FileObjectionRequest(
+        record_id=portal.records[subject], reason=reason), timeout=DEADLINE_S)) == (
+        grpc.StatusCode.INVALID_ARGUMENT, code)
+    assert portal.status(portal.records[subject]) == "active"
+
+
+def test_another_subjects_filing_does_not_learn_that_a_record_is_under_objection(portal: Portal) -> None:
+    owner, other = portal.subjects[:2]
+    record_id = portal.records[owner]
+    portal.own(owner).FileObjection(pb.FileObjectionRequest(record_id=record_id, reason="有误"), timeout=DEADLINE_S)
+    assert refused(lambda: portal.own(other).FileObjection(pb.FileObjectionRequest(
+        record_id=record_id, reason="x"), timeout=DEADLINE_S)) == (
+        grpc.StatusCode.PERMISSION_DENIED, "E_OBJECTION_NOT_SUBJECT")
 
 
 def test_the_portal_must_name_the_subject_and_the_record(portal: Portal) -> None:
