@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
 from node.catalog import Item
-from node.errors import NotAuthorizedError
-from node.identifiers import mask_id_number
+from node.errors import NotAuthorizedError, UsageError
+from node.identifiers import mask_id_number, normalize_text
 from node.values import CHINA
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "MARK_REPAIRED",
     "MARK_REVOKED",
     "MARK_WITHHELD",
+    "MAX_PURPOSE",
     "Caller",
     "Decision",
     "EditableField",
@@ -57,6 +58,7 @@ __all__ = [
     "mask_view",
     "self_subject",
     "shown_subject",
+    "stated_purpose",
     "today_in_china",
     "window_state",
 ]
@@ -73,6 +75,7 @@ MARK_WITHHELD: Final = "不再向社会披露"
 
 QUERY_ROLES: Final = ("public", "self", "agency", "gov", "judicial")
 PURPOSE_ROLES: Final = ("gov", "judicial")
+MAX_PURPOSE: Final = 200  # characters: a duty and a case number, kept in every query log row
 _ALL: Final = frozenset("ABC")
 _WITHDRAWN: Final = {"expired": MARK_ARCHIVED, "revoked": MARK_REVOKED, "deleted": MARK_DELETED}
 _PRIVATE: Final = {"repaired": MARK_REPAIRED, "withheld": MARK_WITHHELD}  # government sharing only
@@ -136,6 +139,18 @@ def admit(caller: Caller) -> None:
     if role in PURPOSE_ROLES and not caller.purpose.strip():
         raise NotAuthorizedError(f"a {role} caller must state the purpose of the query",
                                  code="E_PURPOSE_REQUIRED", field="purpose")
+
+
+def stated_purpose(text: str) -> str:
+    """A caller's purpose as the query log keeps it: normalised and printable only, so a purpose
+    made of invisible characters is no purpose (``E_PURPOSE_REQUIRED``); at most :data:`MAX_PURPOSE`."""
+    purpose = normalize_text(text)
+    if not purpose.isprintable():
+        purpose = "".join(ch for ch in purpose if ch.isprintable()).strip()
+    if len(purpose) > MAX_PURPOSE:
+        raise UsageError(f"the purpose is {len(purpose)} characters; at most {MAX_PURPOSE}", field="purpose",
+                         code="E_PURPOSE_TOO_LONG")
+    return purpose
 
 
 def classes_for(caller: Caller, subject_code: str, item: str) -> frozenset[str]:

@@ -220,5 +220,6 @@ class Catalog:
             return self.items[code]
         except KeyError:
             known = ", ".join(sorted(self.items)) or "none"
-            raise UnknownItemError(f"unknown catalogue item {code!r} (catalogue {self.version} has: {known})",
+            shown = code if len(code) <= 64 else f"{code[:64]}…"
+            raise UnknownItemError(f"unknown catalogue item {shown!r} (catalogue {self.version} has: {known})",
                                    field=code) from None

@@ -26,7 +26,7 @@ from node.authz import Authorizations, code_id
 from node.catalog import Catalog
 from node.config import AccessConfig
 from node.disclosure import Disclosure
-from node.errors import NodeError, NotAuthorizedError, UsageError
+from node.errors import NodeError, NotAuthorizedError, UnknownItemError, UsageError
 from node.fanout import SIGNING_CERT_METADATA, Fanout, merge_views, verify_delegation
 from node.nodeid import Identity
 from node.query import normalized_subject
@@ -226,7 +226,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         ctx = request.context
         detail: dict[str, object] = {"address": address}
         delegated = bool(ctx.on_behalf_of or ctx.delegation_signature)
-        caller = access.Caller(who.node_id, who.role, ctx.purpose.strip())
+        caller = access.Caller(who.node_id, who.role, access.stated_purpose(ctx.purpose))
         try:
             if delegated:
                 cert = _metadata(context, SIGNING_CERT_METADATA)
@@ -269,7 +269,10 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
     def _known_items(self, items: Iterable[str]) -> tuple[str, ...]:
         out = tuple(dict.fromkeys(i.strip() for i in items if i.strip()))
         for code in out:
-            self._catalog.item(code)  # UnknownItemError names the catalogue's items
+            try:
+                self._catalog.item(code)
+            except UnknownItemError as exc:  # its message names the catalogue's items; the field is the request's
+                raise UnknownItemError(exc.message, field="items") from None
         return out
 
 
