@@ -26,7 +26,7 @@ from node.transport.peers import (
     require_role,
     vetted_caller,
 )
-from node.transport.unforeseen import guarded
+from node.transport.registration import register
 from node.truststore import TrustStore
 
 __all__ = ["SERVICE_NAME", "STATUS_ROLES", "AdminService"]
@@ -49,7 +49,7 @@ class AdminService(rpc.AdminServicer):  # type: ignore[misc]
 
     def register(self, server: grpc.aio.Server) -> None:
         # Echo is the benchmarks' baseline (and cannot fail): served bare, as it always was.
-        rpc.add_AdminServicer_to_server(guarded(self, SERVICE_NAME, unwrapped=("Echo",)), server)  # type: ignore[no-untyped-call]
+        register(rpc.add_AdminServicer_to_server, self, SERVICE_NAME, server, unwrapped=("Echo",))
 
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:
         who = caller_identity(context, self._trust, cache=self._callers)

@@ -40,8 +40,8 @@ from node.nodeid import Identity
 from node.records import pb, rpc
 from node.transport.contacts import PeerContacts
 from node.transport.peers import CallerCache, abort_with_async, check_role, vetted_caller
+from node.transport.registration import register
 from node.transport.sources import SourceIntake, rejected_ack
-from node.transport.unforeseen import guarded
 from node.truststore import TrustStore
 
 __all__ = ["SERVICE_NAME", "ExchangeService"]
@@ -65,7 +65,7 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
         self._callers = callers or CallerCache()
 
     def register(self, server: grpc.aio.Server) -> None:
-        rpc.add_ExchangeServicer_to_server(guarded(self, SERVICE_NAME), server)  # type: ignore[no-untyped-call]
+        register(rpc.add_ExchangeServicer_to_server, self, SERVICE_NAME, server)
 
     async def Submit(self, request_iterator: AsyncIterable[pb.SubmitRequest],
                      context: _Context) -> AsyncIterator[pb.SubmitResponse]:

@@ -24,7 +24,7 @@ from node.errors import NodeError, NotAuthorizedError, StoreError, UsageError
 from node.forwarding import HopSigner
 from node.releases import version_key
 from node.transport.peers import CallerCache, abort_with, caller_identity
-from node.transport.unforeseen import guarded
+from node.transport.registration import register
 from node.transport.wire import fpb, frpc, submit_request
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class FederationService(frpc.FederationServicer):  # type: ignore[misc]
         self._hops = HopSigner(node.signer, node.trust)
 
     def register(self, server: grpc.aio.Server) -> None:
-        frpc.add_FederationServicer_to_server(guarded(self, SERVICE_NAME), server)  # type: ignore[no-untyped-call]
+        register(frpc.add_FederationServicer_to_server, self, SERVICE_NAME, server)
 
     def _child(self, context: grpc.ServicerContext) -> str:
         who = caller_identity(context, self._node.trust, cache=self._callers)

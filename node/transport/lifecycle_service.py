@@ -33,7 +33,7 @@ from node.lifecycle.objection_service import Evidence, ObjectionService
 from node.nodeid import Identity
 from node.records import pb, rpc
 from node.transport.peers import CallerCache, abort_with, caller_identity, require_role
-from node.transport.unforeseen import guarded
+from node.transport.registration import register
 from node.truststore import TrustStore
 
 __all__ = ["FILING_ROLES", "SERVICE_NAME", "LifecycleService"]
@@ -57,7 +57,7 @@ class LifecycleService(rpc.LifecycleServicer):  # type: ignore[misc]
         return "lifecycle-service"
 
     def register(self, server: grpc.aio.Server) -> None:
-        rpc.add_LifecycleServicer_to_server(guarded(self, SERVICE_NAME), server)  # type: ignore[no-untyped-call]
+        register(rpc.add_LifecycleServicer_to_server, self, SERVICE_NAME, server)
 
     # --- the calls ----------------------------------------------------------------------------
     def FileObjection(self, request: pb.FileObjectionRequest, context: grpc.ServicerContext) -> pb.ObjectionCase:

@@ -34,8 +34,8 @@ from node.querylog import QueryRecorder
 from node.records import pb, rpc
 from node.store import QueryLogEntry, Store
 from node.transport.peers import CallerCache, abort_with, abort_with_async, vetted_caller
+from node.transport.registration import register
 from node.transport.threaded import CallCopy
-from node.transport.unforeseen import guarded
 from node.truststore import TrustStore
 
 __all__ = ["MAX_VERIFY", "SERVICE_NAME", "QueryService", "build_query_service"]
@@ -88,7 +88,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         return "query-service"
 
     def register(self, server: grpc.aio.Server) -> None:
-        rpc.add_QueryServicer_to_server(guarded(self, SERVICE_NAME), server)  # type: ignore[no-untyped-call]
+        register(rpc.add_QueryServicer_to_server, self, SERVICE_NAME, server)
 
     def start(self) -> None:
         """Nothing to start: channels to peer regions open on first use."""
