@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass
 
 from node.errors import UsageError
-from node.identifiers import normalize_text
+from node.identifiers import check_id_number, check_uscc, normalize_text
 from node.records import decode_body, decode_signed, fields_dict
 from node.store import Store
 
@@ -37,6 +38,19 @@ def normalized_subject(code: str, *, field: str = "code") -> str:
         raise UsageError(f"not a subject code (a USCC or ID number has no spaces and at most "
                          f"{MAX_SUBJECT_CODE} characters)", field=field)
     return subject
+
+
+def mistyped_code(subject: str, *, field: str, allowlist: Set[str] = frozenset()) -> UsageError | None:
+    """The error for an 18-character code that is neither a valid USCC (nor allow-listed) nor a
+    valid ID number: asked about, it would look like a subject with a clean record. Other lengths
+    (passports, permits) have no check to apply."""
+    if len(subject) != 18:
+        return None
+    uscc = check_uscc(subject, allowlist=allowlist)
+    if uscc is None or uscc.warning or check_id_number(subject) is None:
+        return None
+    return UsageError(f"{subject} fails the check of a USCC (GB 32100) and of an ID number (GB 11643): "
+                      "mistyped?", field=field, code="E_SUBJECT_CODE_CHECK")
 
 
 def subject_records(store: Store, code: str, items: tuple[str, ...] = ()) -> tuple[str, list[RecordOut]]:

@@ -29,7 +29,7 @@ from node.disclosure import Disclosure
 from node.errors import NodeError, NotAuthorizedError, UnknownItemError, UsageError
 from node.fanout import SIGNING_CERT_METADATA, Fanout, merge_views, verify_delegation
 from node.nodeid import Identity
-from node.query import normalized_subject
+from node.query import mistyped_code, normalized_subject
 from node.querylog import QueryRecorder
 from node.records import pb, rpc
 from node.store import QueryLogEntry, Store
@@ -66,7 +66,8 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
     def __init__(self, *, node_id: str, catalog: Catalog, store: Store, trust: TrustStore,
                  settings: AccessConfig, guard: Guard, sharing: SharingSwitch, authz: Authorizations,
                  recorder: QueryRecorder, fanout: Fanout | None = None, delegators: Collection[str] = (),
-                 today: Callable[[], dt.date] = access.today_in_china, callers: CallerCache | None = None) -> None:
+                 today: Callable[[], dt.date] = access.today_in_china, callers: CallerCache | None = None,
+                 uscc_allowlist: Collection[str] = ()) -> None:
         self._node_id = node_id
         self._catalog = catalog
         self._store = store
@@ -81,6 +82,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         self._delegators = frozenset(delegators)
         self._today = today
         self._callers = callers or CallerCache()
+        self._allowlist = frozenset(uscc_allowlist)
         self._list_items = tuple(code for code, item in catalog.items.items() if item.is_list)
 
     @property
@@ -147,6 +149,8 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
                                    asker.caller.purpose, self._fanout_timeout(context))
         answer = pb.LookupResponse(subject_code=subject)
         rows = self._disclosure.current(subject, items)
+        if not rows and (mistyped := mistyped_code(subject, field="subject_code", allowlist=self._allowlist)):
+            raise mistyped  # held codes are answered whatever they are: a passport may be 18 characters
         if collect is None:
             count = self._disclosure.add_views(answer.records, rows, asker.caller, self._today())
         else:
@@ -183,10 +187,16 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         # must get that answer whatever the caller's bucket holds, and cost it nothing.
         if len(request.subject_codes) > 2 * MAX_VERIFY:  # not even worth normalising
             raise UsageError(f"at most {MAX_VERIFY} subject codes per call; split the list", field="subject_codes")
-        codes = list(dict.fromkeys(normalized_subject(x, field=f"subject_codes[{i}]")
-                                   for i, x in enumerate(request.subject_codes) if x.strip()))
+        first_at: dict[str, str] = {}  # each code, and where it first stands in the request
+        for i, x in enumerate(request.subject_codes):
+            if x.strip():
+                first_at.setdefault(normalized_subject(x, field=f"subject_codes[{i}]"), f"subject_codes[{i}]")
+        codes = list(first_at)
         if len(codes) > MAX_VERIFY:
             raise UsageError(f"at most {MAX_VERIFY} subject codes per call; split the list", field="subject_codes")
+        # A mistyped code would read as a subject on no list: refused, unless a record holds it.
+        mistyped = [(code, error) for code, where in first_at.items()
+                    if (error := mistyped_code(code, field=where, allowlist=self._allowlist))]
         # One token per VERIFY_CODES_PER_TOKEN subjects: checking 10,000 subjects is no single call's
         # worth of disclosure, and bulk scraping must meet the rate limit like lookups do.
         who, address = self._gate(context, cost=1 + len(codes) // VERIFY_CODES_PER_TOKEN)
@@ -200,6 +210,9 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         log.detail["subjects"] = codes
         today = self._today()
         hits = []
+        for code, error in mistyped:  # rare: a read each
+            if not self._disclosure.current(code, ()):
+                raise error
         for row in self._disclosure.current_lists(codes, lists):
             view = self._disclosure.view(row, asker.caller, today)
             if view is not None:
@@ -342,4 +355,4 @@ def build_query_service(node: Any, *, callers: CallerCache | None = None,
         node_id=cfg.id, catalog=node.catalog, store=store, trust=node.trust, settings=cfg.access,
         guard=Guard(store, cfg.abuse), sharing=SharingSwitch(store, cache_s=cfg.abuse.cache_s),
         authz=Authorizations(store), recorder=QueryRecorder(store.queries), fanout=fanout,
-        delegators=delegators, callers=callers)
+        delegators=delegators, callers=callers, uscc_allowlist=cfg.validation.uscc_allowlist)

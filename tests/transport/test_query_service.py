@@ -16,6 +16,7 @@ from node.access import MARK_DISPUTED, MARK_REPAIRED
 from node.authz import Authorizations
 from node.config import AbuseConfig, AccessConfig
 from node.querylog import QueryRecorder
+from node.identifiers import make_uscc
 from node.records import pb
 from node.signing import Signer
 from node.store import QueryLog, QueryLogEntry, Store
@@ -293,7 +294,8 @@ def test_a_revoked_listing_is_no_plain_hit_it_carries_its_status_and_mark(server
 
 def test_verify_list_returns_hits_with_list_date_and_measures(server: Server, store: Store) -> None:
     stub = server.stub(CALLERS["gov"])
-    answer = stub.VerifyList(pb.VerifyListRequest(subject_codes=[ORG, ORG2.lower(), PERSON, "91110000XXXXXXXXXX"],
+    unlisted = make_uscc("9", "1", "110000", "MA00001X")
+    answer = stub.VerifyList(pb.VerifyListRequest(subject_codes=[ORG, ORG2.lower(), PERSON, unlisted],
                                                   context=pb.CallerContext(purpose="政府采购资格核查")), timeout=10)
     assert answer.checked == 4
     hits = sorted((h.subject_code, h.item, h.listed_on) for h in answer.hits)
@@ -318,6 +320,22 @@ def test_verify_list_returns_hits_with_list_date_and_measures(server: Server, st
     assert dict(info.value.trailing_metadata() or ())["credit-error-field"] == "subject_codes[1]"
     logged = [e for e in store.queries.iter() if e.detail.get("op") == "verify_list"]
     assert [(e.result_count, len(e.detail["subjects"])) for e in logged[:2]] == [(2, 4), (1, 2)]
+
+
+def test_a_mistyped_code_is_refused_not_answered_as_a_clean_subject(server: Server, store: Store) -> None:
+    mistyped_org, mistyped_person = ORG[:-1] + "2", PERSON[:-1] + "9"  # one check character off
+    for codes, where in (([ORG, mistyped_org], "subject_codes[1]"), ([mistyped_person, ORG, ORG], "subject_codes[0]")):
+        with pytest.raises(grpc.RpcError) as info:
+            server.stub(CALLERS["gov"]).VerifyList(pb.VerifyListRequest(
+                subject_codes=codes, context=pb.CallerContext(purpose="核查")), timeout=10)
+        assert refusal(info.value) == (grpc.StatusCode.INVALID_ARGUMENT, "E_SUBJECT_CODE_CHECK")
+        assert dict(info.value.trailing_metadata() or ())["credit-error-field"] == where
+    with pytest.raises(grpc.RpcError) as info:
+        lookup(server, "public", mistyped_org)
+    assert refusal(info.value) == (grpc.StatusCode.INVALID_ARGUMENT, "E_SUBJECT_CODE_CHECK")
+    # a valid code held by no record is simply a subject without records; a passport has no check
+    assert list(lookup(server, "public", make_uscc("9", "1", "110000", "MA00001X")).records) == []
+    assert list(lookup(server, "public", "E12345678").records) == []
 
 
 # --- abuse protection --------------------------------------------------------------------------------
