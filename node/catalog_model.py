@@ -22,22 +22,26 @@ SUBJECT_KINDS: Final = ("legal_person", "individual_business", "natural_person")
 DISCLOSURE_CLASSES: Final = ("A", "B", "C")
 DISCLOSURE_KINDS: Final = ("from_decision", "while_valid_plus", "penalty_severity", "while_listed",
                            "permanent")
-CROSS_RULE_KINDS: Final = ("not_before", "positive", "together", "at_least_one", "org_code_of")
+CROSS_RULE_KINDS: Final = ("not_before", "positive", "together", "at_least_one", "org_code_of", "amount_in_text")
 LEVELS_UP: Final = ("department", "district", "city", "province", "national")
 SUBJECT_CODE: Final = "@subject_code"  # pseudo-field usable in key_fields
 KEY_PSEUDO_FIELDS: Final = (SUBJECT_CODE, "@subject_kind")
 
 _HEADER_DECORATION: Final = re.compile(r"^\*+|\*+$|\((必填|选填|可选|非必填)\)$")
+# A trailing note on how to fill the column in (a date format, an example, 长期填2099/12/31) is no
+# part of its name; a unit (元, 万元) is, and stays.
+_HEADER_HINT: Final = re.compile(r"\((?:[^()]*(?:YYYY|格式|填|例|如)[^()]*)\)$")
 
 
 def normalize_header(header: str) -> str:
     """The form under which :meth:`Item.header_map` files a column header.
 
     Full-width folded, all whitespace removed, letters upper-cased (codes are case-insensitive),
-    and the decorations templates add (a leading ``*``, a trailing ``(必填)``) dropped.
+    and the decorations templates add (a leading ``*``, a trailing ``(必填)`` or ``(YYYY/MM/DD)``)
+    dropped.
     """
     h = "".join(normalize_text(header).split()).upper()
-    return _HEADER_DECORATION.sub("", h)
+    return _HEADER_HINT.sub("", _HEADER_DECORATION.sub("", h))
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class FieldSpec:
     scale: int | None = None  # most decimal places of a decimal
     not_future: bool = False  # a date that cannot lie after today (decisions, births)
     consent: str = ""  # "written": the subject's written consent makes a property/tax field lawful
+    # enum values that carry what they stand for: 其他-补办, 其他（补办） → "其他-补办"
+    specified: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -84,7 +90,9 @@ class CrossRule:
     - ``together`` [x, y, …]: all present or none;
     - ``at_least_one`` [x, y, …]: one of them is present;
     - ``org_code_of`` [org, uscc]: the organisation code is the USCC's positions 9-17 (when both are
-      present and valid: GB 32100 builds the USCC around it).
+      present and valid: GB 32100 builds the USCC around it);
+    - ``amount_in_text`` [amount in 万元, text]: the amount is not 10,000 times what the text states
+      after ``word`` (``罚款人民币5000元`` in a 万元 column holding 5000: a figure in 元).
     The rule applies only when one of ``when`` holds (``()`` = always).
     """
 
@@ -93,6 +101,7 @@ class CrossRule:
     fields: tuple[str, ...]
     message: str
     when: tuple[Condition, ...] = ()
+    word: str = ""  # amount_in_text: what precedes the amount in the text (罚款)
 
 
 @dataclass(frozen=True)

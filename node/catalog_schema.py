@@ -43,6 +43,9 @@ def _condition(o: Obj) -> Condition:
     return Condition(field=o.text("field"), values=o.texts("values", required=True))
 
 
+# The field types of cross rules whose fields play different parts, in order.
+_CROSS_TYPES = {"org_code_of": (("org_code",), ("uscc",)), "amount_in_text": (("decimal",), ("text", "string"))}
+
 def _field(o: Obj) -> FieldSpec:
     aliases = o.mapping("value_aliases")
     return FieldSpec(
@@ -53,14 +56,14 @@ def _field(o: Obj) -> FieldSpec:
         description=o.text("description", ""), value_aliases=tuple(aliases.items()),
         checked_when=o.objs("checked_when", _condition), minimum=o.number("minimum"),
         maximum=o.number("maximum"), scale=None if o.raw("scale", False) is None else o.count("scale"),
-        not_future=o.flag("not_future"), consent=o.text("consent", ""),
+        not_future=o.flag("not_future"), consent=o.text("consent", ""), specified=o.texts("specified"),
     )
 
 
 def _cross_rule(o: Obj) -> CrossRule:
     return CrossRule(id=o.text("id"), kind=o.one_of("kind", CROSS_RULE_KINDS),
                      fields=o.texts("fields", required=True), message=o.text("message"),
-                     when=o.objs("when", _condition))
+                     when=o.objs("when", _condition), word=o.text("word", ""))
 
 
 def _severity(o: Obj) -> Severity:
@@ -192,7 +195,7 @@ def check_item(item: Item, path: str) -> None:
     # cross rules
     ids: set[str] = set()
     arity = {"not_before": (2, 2), "positive": (1, 1), "together": (2, 99), "at_least_one": (2, 99),
-             "org_code_of": (2, 2)}
+             "org_code_of": (2, 2), "amount_in_text": (2, 2)}
     for i, rule in enumerate(item.cross_rules):
         where = f"cross_rules[{i}]"
         if rule.id in ids:
@@ -203,7 +206,9 @@ def check_item(item: Item, path: str) -> None:
             raise fail(f"{where}.fields", f"a {rule.kind} rule takes {lo if lo == hi else f'{lo} or more'} fields")
         types = {"not_before": ("date",), "positive": ("decimal", "integer")}.get(rule.kind, ())
         for j, code in enumerate(rule.fields):
-            declared(f"{where}.fields[{j}]", code, ("org_code", "uscc")[j:j + 1] if rule.kind == "org_code_of" else types)
+            declared(f"{where}.fields[{j}]", code, _CROSS_TYPES[rule.kind][j] if rule.kind in _CROSS_TYPES else types)
+        if (rule.kind == "amount_in_text") != bool(rule.word):
+            raise fail(f"{where}.word", "an amount_in_text rule names the word before the amount, and only it does")
         conditions(f"{where}.when", rule.when)
 
     _check_disclosure(item, fail, declared)
@@ -223,6 +228,9 @@ def _check_field(f: FieldSpec, where: str) -> None:
         raise fail("multi", "only an enum field can be multi-valued")
     if any(";" in v for v in f.enum):
         raise fail("enum", "values must not contain ';' (the multi-value separator)")
+    for value in f.specified:
+        if value not in f.enum:
+            raise fail("specified", f"{value!r} is not one of the enum values")
     for raw, canon in f.value_aliases:
         if f.enum and canon not in f.enum:
             raise fail(f"value_aliases.{raw}", f"{canon!r} is not one of the enum values")

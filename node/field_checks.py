@@ -28,6 +28,7 @@ from node.values import (
     decimal_places,
     parse_date,
     parse_decimal,
+    specified_value,
     split_multi,
 )
 
@@ -121,6 +122,7 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
     if t == "enum":
         canon = {**{v: v for v in spec.enum}, **aliases}
         multi = spec.multi
+        specified = spec.specified
         combos: dict[str, str] = {}  # multi cells seen → canonical: a few combinations recur
 
         def an_enum(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:
@@ -136,14 +138,17 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
                 c = combos.get(s)
                 if c is not None:
                     return c
-                known, unknown = split_multi(s, canon)
+                known, unknown = split_multi(s, canon, specified)
                 if not unknown:
                     if len(combos) >= _COMBOS_MAX:
                         combos.clear()
                     c = combos[s] = ";".join(known)
                     return c
                 s = "、".join(unknown)
-            bad(out, row, "E_FIELD_ENUM", f'"{s}" is not one of {_choices(spec.enum)}')
+            if not multi and specified and (c := specified_value(s, specified)) is not None:
+                return c
+            hint = "; several values are separated by ';'" if multi else ""
+            bad(out, row, "E_FIELD_ENUM", f'"{s}" is not one of {_choices(spec.enum)}{hint}')
             return None
 
         return an_enum

@@ -68,6 +68,10 @@ def detect_encoding(head: bytes) -> str:
         ) from None
 
 
+def _without_unit(key: str) -> str:
+    return key[:key.rfind("(")] if key.endswith(")") else key
+
+
 def clean_header(h: object) -> str:
     text = "" if h is None else str(h)
     return text.replace("\ufeff", "").replace("\u3000", " ").strip()
@@ -84,6 +88,9 @@ class HeaderMap:
     def __init__(self, accepted: Mapping[str, str], required: frozenset[str]) -> None:
         self._accepted = {normalize_header(k): v for k, v in accepted.items()}
         self._required = required
+        # Names with a unit, by the name without it: "罚款金额" or "罚款金额（元）" for a column in
+        # 万元 is refused, never read as 万元, and the refusal says which column was meant.
+        self._with_unit = {_without_unit(k): k for k in self._accepted if k.endswith(")")}
 
     def known(self, cells: list[str]) -> int:
         """How many of ``cells`` name a column (to tell which separator a header row uses)."""
@@ -102,6 +109,10 @@ class HeaderMap:
                 return False
             named += 1
         return named >= 2
+
+    def _named(self, header: str) -> str:
+        meant = self._with_unit.get(_without_unit(normalize_header(header)))
+        return header if meant is None else f"{header} (the column is {meant}: give the amounts in that unit)"
 
     def is_title(self, cells: list[object]) -> bool:
         """A row above the header that is a title or a note: one filled cell, not a known column."""
@@ -128,7 +139,8 @@ class HeaderMap:
                 seen[code] = h
             codes.append(code)
         if unknown:
-            raise InputFileError(f"unknown column(s): {', '.join(unknown)}", code="E_INPUT_HEADER_UNKNOWN")
+            raise InputFileError(f"unknown column(s): {', '.join(self._named(h) for h in unknown)}",
+                                 code="E_INPUT_HEADER_UNKNOWN")
         missing = sorted(self._required - set(seen))
         if missing:
             raise InputFileError(f"missing required column(s): {', '.join(missing)}",

@@ -31,10 +31,12 @@ Stable problem codes (part of the wire contract; docs/catalogue.md has the same 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 
@@ -138,6 +140,18 @@ def _cross_test(rule: CrossRule) -> Callable[[dict[str, str], set[str]], bool]:
             return x not in invalid and (v is None or v == "0" or v[0] == "-")
 
         return positive
+    if rule.kind == "amount_in_text":
+        amount, text = f
+        stated_at = re.compile(re.escape(rule.word) + r"(?:人民币)?\s*([0-9][0-9,]*(?:\.[0-9]+)?)\s*(万元|元)")
+
+        def amount_in_text(values: dict[str, str], invalid: set[str]) -> bool:
+            v, t = values.get(amount, ""), values.get(text, "")
+            if not v or not t or amount in invalid:
+                return False
+            stated = {Decimal(n.replace(",", "")) / (1 if unit == "万元" else 10_000) for n, unit in stated_at.findall(t)}
+            return bool(stated) and Decimal(v) not in stated and Decimal(v) / 10_000 in stated
+
+        return amount_in_text
     if rule.kind == "org_code_of":
         org, uscc = f
 

@@ -9,14 +9,14 @@ equally. Parsers raise :class:`BadValue` with a short reason; the validator turn
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
 from node.identifiers import normalize_text
 
-__all__ = ["CHINA", "BadValue", "canonical_decimal", "cell_text", "parse_date", "parse_decimal", "split_multi"]
+__all__ = ["CHINA", "BadValue", "canonical_decimal", "cell_text", "parse_date", "parse_decimal", "specified_value", "split_multi"]
 
 # Beijing time (no DST): the regulations' dates are Beijing dates, and so is the day an instant
 # with a time zone (a TIMESTAMPTZ column) falls on.
@@ -211,13 +211,28 @@ def canonical_decimal(d: Decimal) -> str:
     return "0" if s in ("-0", "0") else s
 
 
-def split_multi(s: str, canon: Mapping[str, str]) -> tuple[list[str], list[str]]:
+_SPECIFIED: Final = re.compile(r"(.+?)\s*(?:[-—:：]\s*(.+)|[(（]\s*(.+?)\s*[)）])")
+
+
+def specified_value(s: str, specified: Collection[str]) -> str | None:
+    """``其他-补办``, ``其他：补办`` or ``其他（补办）`` → ``其他-补办`` when 其他 is one of
+    ``specified`` (the 双公示 v2.0 rule: a category 其他 names the specific kind); else None."""
+    m = _SPECIFIED.fullmatch(s)
+    if m is None or m[1] not in specified:
+        return None
+    detail = (m[2] or m[3] or "").strip()
+    return f"{m[1]}-{detail}" if detail else None
+
+
+def split_multi(s: str, canon: Mapping[str, str],
+                specified: Collection[str] = ()) -> tuple[list[str], list[str]]:
     """Split a multi-valued enum cell → (canonical values in order without repeats, unknown parts).
 
     ``canon`` maps every accepted spelling (each value and its aliases) to the canonical value.
-    Separators are ``;`` (full-width ``；`` is folded to it) and ``、``. A value that itself
+    Separators are ``;`` (full-width ``；`` is folded to it), ``,`` and ``、``. A value that itself
     contains ``、`` (the pre-2021 处罚类别 "没收违法所得、没收非法财物") is recognised whole:
-    pieces are joined greedily, the longest known run first.
+    pieces are joined greedily, the longest known run first. A ``specified`` value with what it
+    stands for (``其他-责令改正``) keeps it, up to the next known value.
     """
     known: list[str] = []
     unknown: list[str] = []
@@ -226,7 +241,7 @@ def split_multi(s: str, canon: Mapping[str, str]) -> tuple[list[str], list[str]]
         if value not in known:
             known.append(value)
 
-    for token in s.split(";"):
+    for token in s.replace(",", ";").split(";"):
         token = token.strip()
         if not token:
             continue
@@ -243,6 +258,13 @@ def split_multi(s: str, canon: Mapping[str, str]) -> tuple[list[str], list[str]]
                     i = j
                     break
             else:
+                if specified and (value := specified_value(pieces[i], specified)) is not None:
+                    j = i + 1  # the specification may itself list things with 、
+                    while j < len(pieces) and pieces[j] not in canon:
+                        j += 1
+                    keep(specified_value("、".join(pieces[i:j]), specified) or value)
+                    i = j
+                    continue
                 if pieces[i]:
                     unknown.append(pieces[i])
                 i += 1

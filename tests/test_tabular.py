@@ -46,6 +46,20 @@ def test_unknown_header_is_named(tmp_path: pathlib.Path):
     assert err.value.code == "E_INPUT_HEADER_UNKNOWN"
 
 
+@pytest.mark.parametrize("header", ["罚款金额", "罚款金额（元）", "罚款金额(元)"])
+def test_an_amount_column_without_its_unit_or_in_another_is_refused_naming_the_column_meant(
+        tmp_path: pathlib.Path, header: str):
+    # Read as 万元, a fine of 5000元 would be stored 10,000 times over.
+    p = tmp_path / "x.csv"
+    p.write_text(f"行政相对人名称,处罚决定日期,{header}\nA,2024-01-01,5000\n", encoding="utf-8")
+    with_fine = HeaderMap({"行政相对人名称": "CF_XDR_MC", "处罚决定日期": "CF_JDRQ", "罚款金额（万元）": "CF_NR_FK"},
+                          frozenset({"CF_XDR_MC", "CF_JDRQ"}))
+    with pytest.raises(InputFileError) as err:
+        list(read_table(p, with_fine))
+    assert err.value.code == "E_INPUT_HEADER_UNKNOWN"
+    assert header in err.value.message and "罚款金额(万元)" in err.value.message
+
+
 def test_missing_required_header_is_named(tmp_path: pathlib.Path):
     p = tmp_path / "x.csv"
     p.write_text("行政相对人名称,备注\nA,\n", encoding="utf-8")

@@ -379,6 +379,32 @@ def test_publicity_deadline_before_decision_is_refused(validator: Validator, cat
     assert codes(check(validator, catalog, penalty(CF_GSJZQ="2024-01-01"))) == [("E_CROSS_FIELD", "CF_GSJZQ")]
 
 
+@pytest.mark.parametrize(("amount", "content", "ok"), [
+    ("5000", "罚款人民币5000元", False), ("0.5", "罚款人民币5000元", True), ("50000", "罚款5万元", False),
+    ("5", "罚款5万元", True), ("10", "罚款1,000元，没收违法所得", True),  # other figures: no unit mistake shown
+    ("1000", "警告", True), ("2", "罚款人民币2万元（20000元）", True), ("20000", "罚款人民币2万元", False)])
+def test_a_fine_in_yuan_under_the_wan_yuan_column_is_refused(validator: Validator, catalog: Catalog, amount: str,
+                                                             content: str, ok: bool) -> None:
+    c = check(validator, catalog, penalty(CF_NR_FK=amount, CF_NR=content))
+    assert c.ok is ok, c.problems
+    if not ok:
+        assert codes(c) == [("E_CROSS_FIELD", "CF_NR_FK")] and "万元" in c.problems[0].message
+
+
+@pytest.mark.parametrize(("cell", "stored"), [("其他-责令改正", "其他-责令改正"), ("警告;其他（责令改正）", "警告;其他-责令改正"),
+                                              ("警告,罚款", "警告;罚款"), ("其他：限期整改、补办;罚款", "其他-限期整改、补办;罚款")])
+def test_the_category_other_carries_what_it_stands_for(validator: Validator, catalog: Catalog, cell: str,
+                                                       stored: str) -> None:
+    c = check(validator, catalog, penalty(CF_CFLB=cell, CF_NR_FK="1" if "罚款" in cell else None))
+    assert c.ok, c.problems
+    assert value(c, "CF_CFLB") == stored
+
+
+def test_an_unknown_category_says_how_several_are_separated(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_CFLB="警告 罚款"))
+    assert codes(c) == [("E_FIELD_ENUM", "CF_CFLB")] and "separated by ';'" in c.problems[0].message
+
+
 @pytest.mark.parametrize("amount", [None, "0", "0.000"])
 def test_fine_without_a_positive_amount_is_refused(validator: Validator, catalog: Catalog, amount: object) -> None:
     c = check(validator, catalog, penalty(CF_NR_FK=amount))

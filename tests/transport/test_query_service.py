@@ -15,8 +15,8 @@ from node.abuse import SharingSwitch
 from node.access import MARK_DISPUTED, MARK_REPAIRED
 from node.authz import Authorizations
 from node.config import AbuseConfig, AccessConfig
-from node.querylog import QueryRecorder
 from node.identifiers import make_uscc
+from node.querylog import QueryRecorder
 from node.records import pb
 from node.signing import Signer
 from node.store import QueryLog, QueryLogEntry, Store
