@@ -17,7 +17,12 @@ __all__ = ["write_template"]
 
 _TYPE_NAMES = {"string": "文本", "text": "长文本", "date": "日期 (YYYY-MM-DD)", "decimal": "数字",
                "integer": "整数", "enum": "枚举", "uscc": "统一社会信用代码 (18位)", "id_number": "证件号码",
-               "code": "代码"}
+               "org_code": "组织机构代码 (9位)", "code": "代码"}
+# Typed into a General cell, an 18-digit ID number loses its last digits and a code its leading
+# zeros: such columns are text. Dates and amounts stay typed (their cells read as they should).
+_TEXT_TYPES = frozenset({"string", "text", "enum", "uscc", "id_number", "org_code", "code"})
+_LIST_ROWS = 10_000  # rows under the header that get an enum's drop-down list
+_LIST_MAX_CHARS = 255  # Excel's limit for a list written into the validation itself
 
 
 def _required(item: Item, f: FieldSpec) -> str:
@@ -59,6 +64,7 @@ def write_template(item: Item, fmt: Literal["csv", "xlsx"], out: pathlib.Path) -
         raise UsageError(f"template format must be csv or xlsx, not {fmt!r}", field="format")
     from openpyxl import Workbook  # only this path needs it; importing it costs ~0.3 s
     from openpyxl.styles import Font
+    from openpyxl.worksheet.datavalidation import DataValidation
 
     wb = Workbook()
     ws = wb.active
@@ -66,7 +72,16 @@ def write_template(item: Item, fmt: Literal["csv", "xlsx"], out: pathlib.Path) -
     ws.append(headers)
     for cell, f in zip(ws[1], item.fields, strict=True):
         cell.font = Font(bold=True)
-        ws.column_dimensions[cell.column_letter].width = max(12, min(40, 2 * len(f.name) + 2))
+        column = ws.column_dimensions[cell.column_letter]
+        column.width = max(12, min(40, 2 * len(f.name) + 2))
+        if f.type in _TEXT_TYPES:
+            column.number_format = "@"
+        choices = ",".join(f.enum)
+        if f.type == "enum" and not f.multi and len(choices) + 2 <= _LIST_MAX_CHARS and "," not in "".join(f.enum):
+            # A choice offered, not imposed: the aliases the node accepts may still be typed.
+            listed = DataValidation(type="list", formula1=f'"{choices}"', allow_blank=True, showErrorMessage=False)
+            listed.add(f"{cell.column_letter}2:{cell.column_letter}{_LIST_ROWS + 1}")
+            ws.add_data_validation(listed)
     ws.freeze_panes = "A2"
     notes = wb.create_sheet("说明")
     notes.append(["字段代码", "字段名称", "是否必填", "类型", "可选值", "说明"])

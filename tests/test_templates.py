@@ -43,6 +43,22 @@ def test_xlsx_template_has_bold_headers_and_a_notes_sheet(catalog: Catalog, tmp_
     assert rows["XK_XDR_SHXYM"][2].startswith("条件必填: 行政相对人类别为法人及非法人组织/个体工商户")
 
 
+def test_xlsx_template_keeps_identifiers_as_text_and_offers_the_values_of_a_list(catalog: Catalog,
+                                                                               tmp_path: pathlib.Path) -> None:
+    item = catalog.item("admin_penalty")
+    out = tmp_path / "penalty.xlsx"
+    write_template(item, "xlsx", out)
+    sheet = openpyxl.load_workbook(out).worksheets[0]
+    letter = {c.value: c.column_letter for c in sheet[1]}
+    for name in ("统一社会信用代码", "证件号码", "组织机构代码", "工商注册号"):  # an ID typed as a number loses digits
+        assert sheet.column_dimensions[letter[name]].number_format == "@", name
+    assert sheet.column_dimensions[letter["处罚决定日期"]].number_format != "@"
+    lists = {str(v.sqref).split(":")[0]: v for v in sheet.data_validations.dataValidation}
+    kind = lists[f"{letter['行政相对人类别']}2"]
+    assert kind.type == "list" and kind.formula1 == '"法人及非法人组织,自然人,个体工商户"' and not kind.showErrorMessage
+    assert f"{letter['处罚类别']}2" not in lists  # several values per cell: no single choice
+
+
 def test_unknown_template_format_is_a_usage_error(catalog: Catalog, tmp_path: pathlib.Path) -> None:
     with pytest.raises(UsageError):
         write_template(catalog.item("admin_penalty"), "ods", tmp_path / "x.ods")  # type: ignore[arg-type]
