@@ -20,7 +20,7 @@ import yaml
 
 from node.config_reader import build_dataclass
 from node.errors import ConfigError
-from node.identifiers import check_uscc
+from node.identifiers import check_uscc, normalize_text
 from node.nodeid import parse_node_id
 from node.routing import level_of
 
@@ -244,6 +244,11 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
         raise ConfigError(f"id: {exc.message}") from None
     if named != cfg.level:
         raise ConfigError(f"level: {cfg.level!r}, but the node id {cfg.id!r} names level {named!r}")
+    for i, code in enumerate(cfg.validation.uscc_allowlist):
+        # The list excuses a failed check character only; a code no USCC can be would never match.
+        problem = check_uscc(normalize_text(code).replace(" ", "").upper(), label=f"validation.uscc_allowlist[{i}]")
+        if problem is not None and problem.code == "E_USCC_FORMAT":
+            raise ConfigError(problem.message, field=f"validation.uscc_allowlist[{i}]")
     if cfg.unit and cfg.unit not in cfg.validation.uscc_allowlist:
         # Every record this node signs as its origin names this unit; a typo would be signed in.
         problem = check_uscc(cfg.unit, label="unit")

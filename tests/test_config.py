@@ -106,6 +106,16 @@ def test_a_unit_that_is_no_valid_uscc_is_refused_unless_allow_listed():
     assert cfg.unit == "11330102MB0000019X"
 
 
+@pytest.mark.parametrize("entry", ["91350100M000100Y4Z", "9135010", "91350100M000100Y43-"])
+def test_an_allow_list_entry_no_uscc_could_be_is_refused_naming_its_place(entry: str):
+    # The list excuses a failed check character; an entry with a Z or of the wrong length would
+    # never match a row, and the rows it was meant for would still be refused.
+    with pytest.raises(ConfigError) as err:
+        parse_config({**BASE, "validation": {"uscc_allowlist": ["11330102MB0000019X", entry]}})
+    assert err.value.field == "validation.uscc_allowlist[1]"
+    assert parse_config({**BASE, "validation": {"uscc_allowlist": [" 11330102mb0000019x "]}})
+
+
 def test_a_node_id_that_is_not_one_is_refused():
     with pytest.raises(ConfigError, match=r"id: node id 'garbage'"):
         parse_config({**BASE, "id": "garbage"})
