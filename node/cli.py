@@ -41,13 +41,16 @@ def report(as_json: bool, data: dict[str, object], text: str) -> None:
 
 
 def handle_errors(fn: F) -> F:
-    """Map the exception tree to one line on stderr and the error's exit code."""
+    """Map the exception tree to one line on stderr and the error's exit code (with ``--json``, also
+    ``{"error": {"code", "field", "message"}}`` on stdout)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except NodeError as exc:
+            if kwargs.get("as_json"):  # a script reading stdout learns why there is no answer
+                emit_json({"error": {"code": exc.code, "field": exc.field, "message": exc.message}})
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except OSError as exc:  # a path given that cannot be read or written: the user's to fix

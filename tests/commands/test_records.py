@@ -144,6 +144,17 @@ def test_bad_file_is_a_usage_error_with_a_clear_message(node_dir, tmp_path, cont
     assert needle in result.output and "Traceback" not in result.output
 
 
+def test_a_file_refused_as_a_whole_is_also_answered_in_json_with_json(node_dir, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("行政相对人名称,颜色\nA,红\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "node", "--config", str(node_dir / "node.yaml"), "import",
+                             str(bad), "--item", "admin_penalty", "--json"], capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "E_INPUT_HEADER_UNKNOWN" and "颜色" in error["message"]
+    assert "E_INPUT_HEADER_UNKNOWN" in result.stderr
+
+
 def test_unknown_item_is_named(node_dir, tmp_path):
     p = tmp_path / "x.csv"
     p.write_text("a\n1\n")
