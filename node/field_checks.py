@@ -236,13 +236,14 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
             bad(out, row, "E_FIELD_NUMBER", str(exc))
             return None
         reason = ""
+        shown = v if isinstance(v, str) else canonical_decimal(d)  # a float as the spreadsheet showed it
         if whole and d != d.to_integral_value():
-            reason = f'"{v}" is not a whole number'
+            reason = f'"{shown}" is not a whole number'
         elif scale is not None and decimal_places(d) > scale:
-            reason = f'"{v}" has more than {scale} decimal places'
+            reason = f'"{shown}" has more than {scale} decimal places'
         elif (lo is not None and d < lo) or (hi is not None and d > hi):
             bounds = f"≥ {lo}" if hi is None else f"≤ {hi}" if lo is None else f"between {lo} and {hi}"
-            reason = f'"{v}" must be {bounds}'
+            reason = f'"{shown}" must be {bounds}'
         if reason:
             bad(out, row, "E_FIELD_NUMBER", reason)
             return None

@@ -175,6 +175,12 @@ def test_bad_amounts_are_refused(validator: Validator, catalog: Catalog, cell: o
     assert ("E_FIELD_NUMBER", "CF_NR_FK") in codes(check(validator, catalog, penalty(CF_NR_FK=cell)))
 
 
+def test_a_refused_spreadsheet_number_is_shown_as_the_spreadsheet_showed_it(validator: Validator,
+                                                                             catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_NR_FK=1 / 3))
+    assert codes(c) == [("E_FIELD_NUMBER", "CF_NR_FK")] and '"0.333333333333333" has more' in c.problems[0].message
+
+
 def test_an_absurd_exponent_is_a_problem_of_its_row_not_an_exception(validator: Validator,
                                                                      catalog: Catalog) -> None:
     c = check(validator, catalog, penalty(CF_NR_FK="1e1000000"))
