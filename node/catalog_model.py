@@ -180,6 +180,8 @@ class Item:
     measures: tuple[str, ...] = ()
     legal_basis: str = ""  # law allowing what the catalogue could otherwise not do (class A persons)
     description: str = ""
+    # kind → field naming the subject when its USCC field holds USCC_STAND_IN (17 zeros and X)
+    subject_stand_ins: Mapping[str, str] = dc_field(default_factory=dict)
     _by_code: Mapping[str, FieldSpec] = dc_field(init=False, repr=False, compare=False)
     _headers: Mapping[str, str] = dc_field(init=False, repr=False, compare=False)
 
@@ -187,6 +189,7 @@ class Item:
         # Frozen: derived lookups are set once here, never changed.
         object.__setattr__(self, "subject_kind_values", MappingProxyType(dict(self.subject_kind_values)))
         object.__setattr__(self, "subject_code_fields", MappingProxyType(dict(self.subject_code_fields)))
+        object.__setattr__(self, "subject_stand_ins", MappingProxyType(dict(self.subject_stand_ins)))
         object.__setattr__(self, "_by_code", MappingProxyType({f.code: f for f in self.fields}))
         headers: dict[str, str] = {}
         for f in self.fields:

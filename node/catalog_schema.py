@@ -87,7 +87,7 @@ def parse_item(o: Obj) -> Item:
     d = _disclosure(disclosure)
     r = Routing(rule_id=routing.text("rule_id"), up_to=routing.one_of("up_to", LEVELS_UP))
     s = (subject.text("name_field"), subject.text("kind_field", ""), subject.mapping("kinds"),
-         subject.mapping("code_fields"))
+         subject.mapping("code_fields"), subject.mapping("stand_in"))
     for sub in (disclosure, routing, subject):
         sub.close()
     item = Item(
@@ -97,6 +97,7 @@ def parse_item(o: Obj) -> Item:
         disclosure=d, source_units=o.texts("source_units") or ("*",), routing=r,
         fields=o.objs("fields", _field), key_fields=o.texts("key_fields", required=True),
         subject_name_field=s[0], subject_kind_field=s[1], subject_kind_values=s[2], subject_code_fields=s[3],
+        subject_stand_ins=s[4],
         source_unit_field=o.text("source_unit_field"), decision_date_field=o.text("decision_date_field", ""),
         cross_rules=o.objs("cross_rules", _cross_rule), is_list=o.flag("is_list"), measures=o.texts("measures"),
     )
@@ -169,6 +170,11 @@ def check_item(item: Item, path: str) -> None:
         raise fail("subject.code_fields", f"needs exactly one code field per subject kind ({', '.join(kinds)})")
     for kind, code in item.subject_code_fields.items():
         declared(f"subject.code_fields.{kind}", code)
+    for kind, code in item.subject_stand_ins.items():
+        if kind not in item.subject_code_fields:
+            raise fail(f"subject.stand_in.{kind}", "is not one of the item's subject kinds")
+        declared(f"subject.code_fields.{kind}", item.subject_code_fields[kind], ("uscc",))
+        declared(f"subject.stand_in.{kind}", code)
     if "natural_person" in kinds and item.disclosure_class == "A" and not item.legal_basis:
         raise fail("disclosure_class", "natural persons' information is never class A unless a law says so: "
                                        "name it in legal_basis")

@@ -19,7 +19,14 @@ from typing import Any, Final
 from node.access import today_in_china
 from node.catalog import FieldSpec
 from node.errors import Problem
-from node.identifiers import canonical_org_code, check_id_number, check_org_code, check_uscc, normalize_text
+from node.identifiers import (
+    USCC_STAND_IN,
+    canonical_org_code,
+    check_id_number,
+    check_org_code,
+    check_uscc,
+    normalize_text,
+)
 from node.values import (
     CHINA,
     BadValue,
@@ -74,16 +81,18 @@ class Today:
             self.until = self._next_midnight(self.date)
 
 
-def identifier_check(spec: FieldSpec, *, allowlist: frozenset[str], good: set[str], today: Today) -> IdCheck:
+def identifier_check(spec: FieldSpec, *, allowlist: frozenset[str], good: set[str], today: Today,
+                     stand_in: bool = False) -> IdCheck:
     """The GB 32100 / GB 11643 / GB 11714 check of a ``uscc``, ``id_number`` or ``org_code`` field's
     normalised value.
 
     ``good`` caches valid USCCs: the same few authorities and source units recur on every row.
+    ``stand_in``: :data:`USCC_STAND_IN` passes here; the subject check decides whether it may stand.
     """
     code, label = spec.code, spec.label
 
     def uscc(s: str, out: list[Problem], row: int) -> None:
-        if s in good:
+        if s in good or (stand_in and s == USCC_STAND_IN):
             return
         p = check_uscc(s, field=code, label=label, allowlist=allowlist)
         if p is None:

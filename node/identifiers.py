@@ -28,6 +28,7 @@ from node.errors import Problem
 __all__ = [
     "NEEDS_NORMALIZING",
     "NEEDS_NORMALIZING_PROSE",
+    "USCC_STAND_IN",
     "canonical_org_code",
     "check_id_number",
     "check_org_code",
@@ -110,6 +111,11 @@ def check_uscc(value: str, *, field: str = "", label: str = "统一社会信用�
                        warning=True)
     # The inner check first: a code passing pos 18 but failing it was computed, not issued.
     return Problem(failed[0], field, f'{label}: "{value}" fails its {which}')
+
+
+# What 双公示 v2.0 lets a 个体工商户 without a USCC yet report in its place (its 工商注册号 is then
+# required): it fails the pos-18 check, and stands for no one.
+USCC_STAND_IN: Final = "0" * 17 + "X"
 
 
 # --- organisation code (GB 11714), the USCC's positions 9-17 on its own --------------------------

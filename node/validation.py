@@ -31,19 +31,18 @@ Stable problem codes (part of the wire contract; docs/catalogue.md has the same 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 
-from node.catalog import Catalog, Condition, CrossRule, Item
+from node.catalog import Catalog, Condition, Item
+from node.cross_rules import failure_test
 from node.errors import Problem
 from node.field_checks import Conv, IdCheck, Today, compile_field, identifier_check
-from node.identifiers import NEEDS_NORMALIZING, NEEDS_NORMALIZING_PROSE, normalize_text
+from node.identifiers import NEEDS_NORMALIZING, NEEDS_NORMALIZING_PROSE, USCC_STAND_IN, normalize_text
 
 __all__ = ["Checked", "Validator"]
 
@@ -120,56 +119,6 @@ def _conditional(item: Item, actions: list[tuple[tuple[Condition, ...], Action]]
             general.append((_conds(conds, item), action))
     by_value = tuple((name, MappingProxyType({v: tuple(a) for v, a in t.items()})) for name, t in tables.items())
     return by_value, tuple(general)
-
-
-def _cross_test(rule: CrossRule) -> Callable[[dict[str, str], set[str]], bool]:
-    """The failure test of a cross rule; a field that failed its own check counts as present."""
-    f = rule.fields
-    if rule.kind == "not_before":
-        a, b = f
-
-        def not_before(values: dict[str, str], invalid: set[str]) -> bool:
-            return a in values and b in values and values[a] < values[b]  # ISO dates order as strings
-
-        return not_before
-    if rule.kind == "positive":
-        (x,) = f
-
-        def positive(values: dict[str, str], invalid: set[str]) -> bool:
-            v = values.get(x)  # canonical decimals: zero is "0", negatives start with "-"
-            return x not in invalid and (v is None or v == "0" or v[0] == "-")
-
-        return positive
-    if rule.kind == "amount_in_text":
-        amount, text = f
-        stated_at = re.compile(re.escape(rule.word) + r"(?:人民币)?\s*([0-9][0-9,]*(?:\.[0-9]+)?)\s*(万元|元)")
-
-        def amount_in_text(values: dict[str, str], invalid: set[str]) -> bool:
-            v, t = values.get(amount, ""), values.get(text, "")
-            if not v or not t or amount in invalid:
-                return False
-            stated = {Decimal(n.replace(",", "")) / (1 if unit == "万元" else 10_000) for n, unit in stated_at.findall(t)}
-            return bool(stated) and Decimal(v) not in stated and Decimal(v) / 10_000 in stated
-
-        return amount_in_text
-    if rule.kind == "org_code_of":
-        org, uscc = f
-
-        def org_code_of(values: dict[str, str], invalid: set[str]) -> bool:
-            o, u = values.get(org, ""), values.get(uscc, "")
-            return bool(o and u) and org not in invalid and uscc not in invalid and o.replace("-", "") != u[8:17]
-
-        return org_code_of
-    least = rule.kind == "at_least_one"
-
-    def count(values: dict[str, str], invalid: set[str]) -> bool:
-        n = 0
-        for x in f:
-            if x in values or x in invalid:
-                n += 1
-        return n == 0 if least else 0 < n < len(f)
-
-    return count
 
 
 @dataclass(frozen=True)
@@ -290,6 +239,8 @@ class Validator:
         else:
             kind = item.subject_kinds[0]
         subject_code = values.get(item.subject_code_fields[kind], "") if kind else ""
+        if subject_code == USCC_STAND_IN and item.subject_stand_ins:
+            subject_code = self._stand_in(item, kind, values, problems, row)
         if not subject_code:
             kind = self._no_subject(item, values, invalid, problems, row)
         elif kind == "natural_person" and len(subject_code) == 18 and subject_code[:17].isdigit():
@@ -308,6 +259,22 @@ class Validator:
             "decision_date": values.get(item.decision_date_field, "") if item.decision_date_field else "",
             "key": key, "problems": tuple(problems)})
         return c
+
+    def _stand_in(self, item: Item, kind: str, values: dict[str, str], problems: list[Problem], row: int) -> str:
+        """The subject of a row whose USCC is the 17 zeros and X of 双公示 v2.0: a 个体工商户 without a
+        USCC yet, known by its 工商注册号 until it has one (the item's ``subject.stand_in``)."""
+        field = item.subject_code_fields[kind]
+        instead = item.subject_stand_ins.get(kind, "")
+        if instead and values.get(instead):
+            problems.append(Problem("W_USCC_STAND_IN", field, f"{item.field(field).label}: {USCC_STAND_IN} stands in "
+                                    f"for a USCC not issued yet; the subject is known by its "
+                                    f"{item.field(instead).label} until the row is reported with one", row,
+                                    warning=True))
+            return values[instead]
+        why = (f"is allowed only for a subject that has no USCC yet and gives its {item.field(instead).label}"
+               if instead else "stands for no one")
+        problems.append(Problem("E_USCC_CHECK", field, f"{item.field(field).label}: {USCC_STAND_IN} {why}", row))
+        return USCC_STAND_IN  # refused: one problem for one mistake, not a missing subject too
 
     def _check_age(self, item: Item, values: dict[str, str], id_number: str, problems: list[Problem],
                    row: int) -> None:
@@ -367,12 +334,14 @@ class Validator:
                                     f"{label}: {unit} may not report {item.code} ({item.name})", row))
 
     def _compile(self, item: Item) -> _Plan:
+        stand_in_fields = {item.subject_code_fields[kind] for kind in item.subject_stand_ins}
         convs = []
         actions: list[tuple[tuple[Condition, ...], Action]] = []
         for f in item.fields:
             check = None
             if f.type in ("uscc", "id_number", "org_code"):
-                check = identifier_check(f, allowlist=self.allowlist, good=self._good_uscc, today=self._today)
+                check = identifier_check(f, allowlist=self.allowlist, good=self._good_uscc, today=self._today,
+                                         stand_in=f.code in stand_in_fields)
                 if f.checked_when:  # depends on another field: run after all fields are read
                     actions.append((f.checked_when, (CHECKED, f.code, "", check)))
                     check = None
@@ -396,6 +365,6 @@ class Validator:
             by_value=by_value, general=general,
             not_before=tuple((r.fields[0], r.fields[1], r.fields[0], f"{r.message} [{r.id}]")
                              for r in item.cross_rules if r.kind == "not_before" and not r.when),
-            cross=tuple((_conds(r.when, item), _cross_test(r), r.fields[0], f"{r.message} [{r.id}]")
+            cross=tuple((_conds(r.when, item), failure_test(r), r.fields[0], f"{r.message} [{r.id}]")
                         for r in item.cross_rules if r.kind != "not_before" or r.when),
             key=item.key_fields, units=None if item.source_units == ("*",) else frozenset(item.source_units))

@@ -287,6 +287,29 @@ def test_individual_business_without_uscc_is_refused(validator: Validator, catal
     assert codes(c) == [("E_FIELD_REQUIRED", "CF_XDR_SHXYM")]
 
 
+def test_an_individual_business_without_a_uscc_yet_is_known_by_its_registration_number(validator: Validator,
+                                                                                       catalog: Catalog) -> None:
+    # 双公示 v2.0: 17 zeros and X stand in for the USCC of a 个体工商户 not issued one yet.
+    c = check(validator, catalog, penalty(CF_XDR_LB="个体工商户", CF_XDR_SHXYM="00000000000000000x",
+                                          CF_XDR_GSZC="330102600123456", CF_FRDB=None))
+    assert c.ok, c.problems
+    assert (c.subject_kind, c.subject_code) == ("individual_business", "330102600123456")
+    assert [p.code for p in c.problems] == ["W_USCC_STAND_IN"]
+    assert c.key.endswith("\x1f330102600123456")
+
+
+@pytest.mark.parametrize(("kind", "registration"), [("个体工商户", None), ("法人及非法人组织", "330102600123456")])
+def test_the_stand_in_uscc_stands_for_no_one_else(validator: Validator, catalog: Catalog, kind: str,
+                                                  registration: str | None) -> None:
+    c = check(validator, catalog, penalty(CF_XDR_LB=kind, CF_XDR_SHXYM="00000000000000000X",
+                                          CF_XDR_GSZC=registration))
+    assert codes(c) == [("E_USCC_CHECK", "CF_XDR_SHXYM")]
+
+
+def test_the_stand_in_is_no_source_unit(validator: Validator, catalog: Catalog) -> None:
+    assert ("E_USCC_CHECK", "CF_SJLYDM") in codes(check(validator, catalog, penalty(CF_SJLYDM="00000000000000000X")))
+
+
 def test_organisation_without_legal_representative_is_refused(validator: Validator, catalog: Catalog) -> None:
     assert codes(check(validator, catalog, penalty(CF_FRDB=None))) == [("E_FIELD_REQUIRED", "CF_FRDB")]
 
