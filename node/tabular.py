@@ -52,6 +52,7 @@ def detect_encoding(head: bytes) -> str:
         # The sample may end inside a multi-byte character; only an error before the tail counts.
         if exc.start >= len(head) - 3 and exc.reason in ("unexpected end of data",):
             return "utf-8"
+        utf8_error = exc.start
     try:
         head.decode("gb18030")
         return "gb18030"
@@ -63,6 +64,11 @@ def detect_encoding(head: bytes) -> str:
                 return "gb18030"
             except UnicodeDecodeError:
                 pass
+        line = head.count(b"\n", 0, utf8_error) + 1
+        if any(b >= 0x80 for b in head[:utf8_error]):  # Chinese text read as UTF-8 up to there
+            raise InputFileError(f"line {line} is not UTF-8 while the lines before it are: a line pasted in "
+                                 "from a file in another encoding (GBK?); save the whole file as UTF-8",
+                                 code="E_INPUT_ENCODING") from None
         raise InputFileError(
             "cannot tell the file's encoding (not UTF-8, not GBK/GB18030); give --encoding"
         ) from None
