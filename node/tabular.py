@@ -64,11 +64,10 @@ def detect_encoding(head: bytes) -> str:
                 return "gb18030"
             except UnicodeDecodeError:
                 pass
-        line = head.count(b"\n", 0, utf8_error) + 1
-        if any(b >= 0x80 for b in head[:utf8_error]):  # Chinese text read as UTF-8 up to there
-            raise InputFileError(f"line {line} is not UTF-8 while the lines before it are: a line pasted in "
-                                 "from a file in another encoding (GBK?); save the whole file as UTF-8",
-                                 code="E_INPUT_ENCODING") from None
+        if any(b >= 0x80 for b in head[:utf8_error]):
+            # Chinese text read as UTF-8 up to a line pasted in from a file in another encoding:
+            # a UTF-8 file, whose bad lines are refused one by one (E_ROW_ENCODING) like any later.
+            return "utf-8"
         raise InputFileError(
             "cannot tell the file's encoding (not UTF-8, not GBK/GB18030); give --encoding"
         ) from None

@@ -306,14 +306,15 @@ def test_a_quoted_cell_with_line_breaks_is_not_taken_for_an_unclosed_quote(tmp_p
     assert r.problem is None and r.values["BZ"] == "第一行\n第二行, 续"
 
 
-def test_a_gbk_line_pasted_into_a_utf8_file_is_named_by_its_line(tmp_path: pathlib.Path):
+def test_a_gbk_line_pasted_into_a_utf8_file_is_refused_alone_even_early_in_the_file(tmp_path: pathlib.Path):
+    # Within the part read to tell the encoding, as after it: the file is UTF-8, that row is not.
     good = "".join(f"杭州某某{i}有限公司,2024-01-01\n" for i in range(30))
     p = tmp_path / "mixed.csv"
     p.write_bytes(("行政相对人名称,处罚决定日期\n" + good).encode("utf-8") + "杭州另一公司,2024-01-02\n".encode("gbk")
                   + good.encode("utf-8"))
-    with pytest.raises(InputFileError) as err:
-        rows(p)
-    assert err.value.code == "E_INPUT_ENCODING" and err.value.message.startswith("line 32 is not UTF-8")
+    got = rows(p)
+    assert len(got) == 61 and [(r.row, r.problem.code) for r in got if r.problem] == [(32, "E_ROW_ENCODING")]
+    assert got[0].values["CF_XDR_MC"] == "杭州某某0有限公司" and got[-1].values["CF_XDR_MC"] == "杭州某某29有限公司"
 
 
 def test_a_gbk_file_whose_sample_ends_inside_a_character_is_detected(tmp_path: pathlib.Path):
