@@ -110,6 +110,9 @@ class Inbox:
                             bodies[i].revision if i in bodies else 0, REJECTED, p) for i in range(len(records))]
         candidates = [i for i in range(len(records)) if i in bodies]
         errors = self._verifier.verify([records[i] for i in candidates])
+        # A revision of a record held here comes through the child its first revision came through.
+        revised = {bodies[i].record_id for i in candidates if bodies[i].revision > 1}
+        came_from = self._store.records.arrived_from(revised) if revised else {}
         rows: list[RecordRow] = []
         outbox: list[OutboxEntry] = []
         row_seq: list[int] = []
@@ -122,7 +125,7 @@ class Inbox:
             if err is not None:
                 receipts[i] = self._reject(start_seq + i, body, err.code, err.message)
                 continue
-            problem = self._authorise(child, sender, records[i], body)
+            problem = self._authorise(child, sender, records[i], body) or _not_its_path(body, sender, came_from)
             if problem is not None:
                 receipts[i] = Receipt(start_seq + i, body.record_id, body.revision, REJECTED, problem)
                 continue
@@ -214,6 +217,16 @@ class Inbox:
     @staticmethod
     def _reject(seq: int, body: pb.RecordBody, code: str, message: str, field: str = "") -> Receipt:
         return Receipt(seq, body.record_id, body.revision, REJECTED, Problem(code, field, message))
+
+
+def _not_its_path(body: pb.RecordBody, sender: str, came_from: Mapping[str, str]) -> Problem | None:
+    """A child may revise only records that came up through it: another region's record, or one
+    made here, is not its to revise (谁产生、谁负责), whatever its own units allow."""
+    first = came_from.get(body.record_id)
+    if body.revision <= 1 or first is None or first == sender:
+        return None
+    return Problem("E_NOT_RECORD_PATH", "record_id", f"record {body.record_id} came here "
+                   f"{f'from {first}' if first else 'from no child (it began here)'}; {sender} may not revise it")
 
 
 def rec_body(rec: pb.SignedRecord) -> bytes:

@@ -168,6 +168,25 @@ def test_a_header_naming_an_allowed_unit_over_fields_of_another_is_refused(feder
     assert (receipt.problem.code, receipt.problem.field) == ("E_BODY_HEADER", "source_unit")
 
 
+def test_a_child_may_not_revise_a_record_that_came_up_through_another(federation):
+    district, a, b = federation  # DEPT_A may report for any unit; the record is B's
+    learn(district, a)
+    learn(district, b)
+    [rec] = reported(b, UNIT_B, list(penalty_rows(1, source_unit=UNIT_B, division="330106")))
+    assert district.inbox.receive([rec], sender=DEPT_B)[0].outcome == "accepted"
+    forged = _body(rec)
+    forged.revision, forged.origin_node, forged.status = 1000, DEPT_A, "revoked"
+    [receipt] = district.inbox.receive(resigned(a, [forged]), sender=DEPT_A)
+    assert receipt.outcome == "rejected" and receipt.problem is not None
+    assert (receipt.problem.code, receipt.problem.field) == ("E_NOT_RECORD_PATH", "record_id")
+    head = district.store.records.get(forged.record_id)
+    assert head is not None and (head.revision, head.status) == (1, "active")
+    # its own child still revises it
+    own = _body(rec)
+    own.revision, own.status = 2, "revoked"
+    assert district.inbox.receive(resigned(b, [own]), sender=DEPT_B)[0].outcome == "accepted"
+
+
 @pytest.mark.parametrize("revision", [0, 1_000_000_001, 2**32 - 1])
 def test_a_revision_out_of_range_is_refused(federation, revision: int):
     district, a, _b = federation

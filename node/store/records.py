@@ -268,6 +268,18 @@ class RecordStore:
                     out[row.record_id] = Head(*row)
         return out
 
+    def arrived_from(self, record_ids: Iterable[str]) -> dict[str, str]:
+        """Who sent each record's first revision held here ('' if it began here), by record id."""
+        r = record_revisions.c
+        out: dict[str, tuple[int, str]] = {}
+        with translated("reading where records came from"), self._engine.connect() as conn:
+            for chunk in chunks(sorted(set(record_ids)), _ID_CHUNK):
+                stmt = select(r.record_id, r.revision, r.received_from).where(r.record_id.in_(list(chunk)))
+                for rid, revision, sender in conn.execute(stmt):
+                    if rid not in out or revision < out[rid][0]:
+                        out[rid] = (revision, sender)
+        return {rid: sender for rid, (_, sender) in out.items()}
+
     def current_for_subject(self, subject_code: str, items: Sequence[str] = ()) -> list[RecordRow]:
         """The head revision of every record about ``subject_code`` (of ``items``, if given)."""
         h = record_heads.c
