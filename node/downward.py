@@ -212,14 +212,17 @@ class Downward:
             raise refused(f"{body.record_id} is not held here: not addressed to {self._me}", "E_NOT_ADDRESSED")
         toward = self.child_toward(body.record_id)
         node.catalog.item(body.item)  # an item this node does not know: refused (UnknownItemError)
-        return RecordRow(
+        row = RecordRow(
             record_id=body.record_id, revision=body.revision, item=body.item, subject_code=body.subject_code,
             subject_kind=body.subject_kind, source_unit=body.source_unit, origin_node=body.origin_node,
             status=body.status or "active", decision_date=body.decision_date, body=bytes(rec.body),
             body_digest=body_digest(rec.body),
             content_digest=content_digest(body.item, body.source_unit, [(f.name, f.value) for f in body.fields]),
             signed=rec.SerializeToString(), received_at_ms=now, received_from=sender,
-            catalog_version=body.catalog_version), toward
+            catalog_version=body.catalog_version)
+        if (longer := row.too_long()) is not None:
+            raise refused(f"the body's {longer} is longer than a node keeps", "E_BODY_HEADER")
+        return row, toward
 
     def _notice(self, sender: str, notice: fpb.Notice) -> str:
         if notice.to_node == self._me:

@@ -153,14 +153,19 @@ class Inbox:
                 repeats[i] = earlier
                 continue
             first_of[key] = i
-            rows.append(RecordRow(
+            row = RecordRow(
                 record_id=body.record_id, revision=body.revision, item=body.item,
                 subject_code=body.subject_code, subject_kind=body.subject_kind, source_unit=body.source_unit,
                 origin_node=body.origin_node, status=body.status or "active", decision_date=body.decision_date,
                 body=rec_body(records[i]), body_digest=body_digest(records[i].body),
                 content_digest=content_digest(item.code, checked.source_unit, checked.fields),
                 signed=records[i].SerializeToString(), received_at_ms=now, received_from=sender,
-                catalog_version=body.catalog_version))
+                catalog_version=body.catalog_version)
+            if (longer := row.too_long()) is not None:
+                receipts[i] = self._reject(start_seq + i, body, "E_BODY_HEADER", f"the body's {longer} is longer "
+                                           "than a node keeps", longer)
+                continue
+            rows.append(row)
             if self._conflicts is not None:
                 # The fact as just re-validated (its key matched the record id): no second decode.
                 compared = compared_by_item.get(item.code)

@@ -187,6 +187,19 @@ def test_a_child_may_not_revise_a_record_that_came_up_through_another(federation
     assert district.inbox.receive(resigned(b, [own]), sender=DEPT_B)[0].outcome == "accepted"
 
 
+def test_a_header_longer_than_a_node_keeps_is_refused_alone(federation):
+    # PostgreSQL refused such a row, and with it the whole batch, which replay could not mend.
+    district, a, _b = federation
+    learn(district, a)
+    records = reported(a, UNIT_A, list(penalty_rows(3, source_unit=UNIT_A, division="330106")))
+    long_one = _body(records[1])
+    long_one.catalog_version = "v" * 65  # nothing else checks it
+    receipts = district.inbox.receive([records[0], *resigned(a, [long_one]), records[2]], sender=DEPT_A)
+    assert [r.outcome for r in receipts] == ["accepted", "rejected", "accepted"]
+    assert receipts[1].problem is not None
+    assert (receipts[1].problem.code, receipts[1].problem.field) == ("E_BODY_HEADER", "catalog_version")
+
+
 @pytest.mark.parametrize("revision", [0, 1_000_000_001, 2**32 - 1])
 def test_a_revision_out_of_range_is_refused(federation, revision: int):
     district, a, _b = federation

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
+    String,
     and_,
     bindparam,
     delete,
@@ -55,6 +56,10 @@ Key = tuple[str, int]
 DialectInsert = sqlite.Insert | postgresql.Insert
 
 
+_BOUNDED: tuple[tuple[str, int], ...] = tuple(
+    (c.name, c.type.length) for c in record_revisions.c if isinstance(c.type, String) and c.type.length)
+
+
 class RecordRow(NamedTuple):
     """One stored revision; field names and order are those of ``record_revisions``.
 
@@ -78,6 +83,14 @@ class RecordRow(NamedTuple):
     received_at_ms: int
     received_from: str  # node id, '' if ingested here
     catalog_version: str
+
+    def too_long(self) -> str | None:
+        """The first text column holding more than the store keeps, or None: PostgreSQL refuses
+        such a row, and with it its whole transaction (SQLite would keep it)."""
+        for name, length in _BOUNDED:
+            if len(getattr(self, name)) > length:
+                return name
+        return None
 
     @property
     def key(self) -> Key:
