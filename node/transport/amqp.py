@@ -29,7 +29,7 @@ from node.identity import LoadedIdentity
 from node.tls import amqp_ssl_context
 from node.transport.amqp_topology import UP_EXCHANGE, BrokerAddress, up_key
 from node.transport.base import QUEUED, Delivery
-from node.transport.wire import RECORDS, submit_request
+from node.transport.wire import MAX_MESSAGE_BYTES, RECORDS, message_batches, submit_request
 
 __all__ = ["AmqpPublisher", "amqp_errors", "connect", "publish"]
 
@@ -125,13 +125,17 @@ class AmqpPublisher:
         self._routing_key = routing_key or up_key(identity.node_id)
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self._used_at = 0.0
 
     @property
     def peer(self) -> str:
         return self._peer
 
     def _open(self) -> BlockingChannel:
-        if self._channel is not None and self._channel.is_open:
+        # Idle, a BlockingConnection answers no heartbeats, and the broker drops it after two
+        # missed ones: the first publish after a quiet spell failed and spent a delivery attempt.
+        # A connection idle that long is replaced before it is used.
+        if self._channel is not None and self._channel.is_open and time.monotonic() - self._used_at < HEARTBEAT_S:
             return self._channel
         self.close()
         self._connection = connect(self._address, self._identity, name=f"publisher to {self._peer}")
@@ -147,8 +151,9 @@ class AmqpPublisher:
     def send(self, records: Sequence[bytes], certificates: Sequence[bytes]) -> list[Delivery]:
         if not records:
             return []
-        self.send_message(submit_request(records, certificates), kind=RECORDS,
-                          headers={"records": len(records)})
+        room = MAX_MESSAGE_BYTES - sum(len(c) + 10 for c in certificates)
+        for part in message_batches(records, room):  # the parent refuses a message over the limit
+            self.send_message(submit_request(part, certificates), kind=RECORDS, headers={"records": len(part)})
         return [Delivery(QUEUED)] * len(records)
 
     def send_message(self, body: bytes, *, kind: str, headers: Mapping[str, Any] | None = None) -> None:
@@ -158,6 +163,7 @@ class AmqpPublisher:
             with amqp_errors(f"publishing to {self._peer}"):
                 publish(channel, exchange=self._exchange, routing_key=self._routing_key, body=body,
                         user_id=self._identity.node_id, kind=kind, headers=headers)
+            self._used_at = time.monotonic()
         except TransportError:
             self.close()  # the channel may be closed or in doubt: start clean next time
             raise

@@ -32,7 +32,7 @@ from node.backoff import Backoff
 from node.errors import NodeError, TransportError
 from node.identity import LoadedIdentity
 from node.transport.amqp import amqp_errors, connect, publish
-from node.transport.amqp_topology import BrokerAddress
+from node.transport.amqp_topology import DIRECT_REPLY_TO, BrokerAddress
 
 __all__ = ["AmqpConsumer", "AmqpMessage", "MessageHandler"]
 
@@ -168,8 +168,10 @@ class AmqpConsumer:
                 channel.basic_nack(tag, requeue=True)
             return
         self._failures = 0
-        if reply is not None and message.reply_to:
-            # Replies go to the requester's direct reply-to pseudo-queue via the default exchange.
+        if reply is not None and message.reply_to and message.reply_to.startswith(DIRECT_REPLY_TO + "."):
+            # Replies go to the requester's direct reply-to pseudo-queue via the default exchange,
+            # never to a queue the requester names: this node's write on the default exchange
+            # would put its answer in any queue of the broker (another region's, a child's).
             publish(channel, exchange="", routing_key=message.reply_to, body=reply,
                     user_id=self._identity.node_id, kind=message.kind + ".reply",
                     correlation_id=message.correlation_id, persistent=False, mandatory=False)

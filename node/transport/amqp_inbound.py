@@ -20,7 +20,8 @@ from node.inbox import REJECTED, Inbox, Receipt
 from node.records import pb
 from node.store import Store
 from node.transport.amqp_consumer import AmqpMessage
-from node.transport.wire import RECONCILE, RECORDS, decode, fpb
+from node.transport.amqp_topology import DIRECT_REPLY_TO
+from node.transport.wire import MAX_MESSAGE_BYTES, RECONCILE, RECORDS, decode, fpb
 
 __all__ = ["UpwardHandler"]
 
@@ -43,10 +44,22 @@ class UpwardHandler:
         self._on_refused = on_refused
 
     def handle(self, message: AmqpMessage) -> bytes | None:
+        if len(message.body) > MAX_MESSAGE_BYTES:
+            err = TransportError(f"a message of {len(message.body)} bytes; at most {MAX_MESSAGE_BYTES} (senders "
+                                 "split their batches)", code="E_MESSAGE_TOO_LARGE")
+            err.retryable = False
+            raise err
         if message.kind == RECORDS:
             self._records(message.sender, decode(pb.SubmitRequest, message.body))
             return None
         if message.kind == RECONCILE and self._answer is not None:
+            if not (message.reply_to or "").startswith(DIRECT_REPLY_TO + "."):
+                # Answered only on the asker's own direct reply-to: a reply_to naming a queue would
+                # have this node write its answer into another region's or a child's queue.
+                err = TransportError(f"a reconciliation request must ask for a direct reply-to ({DIRECT_REPLY_TO}), "
+                                     f"not {message.reply_to!r}", code="E_REPLY_TO")
+                err.retryable = False
+                raise err
             request = decode(fpb.ReconcileRequest, message.body)
             reply: bytes = self._answer(message.sender, request).SerializeToString()
             return reply

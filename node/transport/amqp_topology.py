@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 UP_EXCHANGE = "credit.up"
+# RabbitMQ's direct reply-to: a requester asks with this reply_to and the broker hands the consumer
+# "amq.rabbitmq.reply-to.<token>", a pseudo-queue of that one connection.
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 DOWN_EXCHANGE = "credit.down"
 # Quorum queues: replicated, always durable, and they count redeliveries (x-delivery-count),
 # which is what lets a consumer recognise a message that keeps failing. No broker-side

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from node.errors import PeerUnavailableError, UsageError
+from node.transport.amqp_topology import DIRECT_REPLY_TO
 from node.transport.wire import RECONCILE, decode, fpb, frpc
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AmqpReconcilePeer", "GrpcReconcilePeer", "peer_for"]
 
-REPLY_TO = "amq.rabbitmq.reply-to"
+REPLY_TO = DIRECT_REPLY_TO
 
 
 class GrpcReconcilePeer:

@@ -12,7 +12,7 @@ this module is the only importer of that generated code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 from node._generated import federation_pb2 as fpb
@@ -20,7 +20,8 @@ from node._generated import federation_pb2_grpc as frpc
 from node.errors import TransportError
 from node.records import pb, varint
 
-__all__ = ["MESSAGE_TYPES", "append_hop", "decode", "fpb", "frpc", "malformed", "submit_request"]
+__all__ = ["MAX_MESSAGE_BYTES", "MESSAGE_TYPES", "append_hop", "decode", "fpb", "frpc", "malformed", "message_batches",
+           "submit_request"]
 
 M = TypeVar("M")  # a generated protobuf message class
 
@@ -50,6 +51,24 @@ def submit_request(records: Sequence[bytes], certificates: Sequence[bytes] = ())
     parts = [_field(_RECORDS_TAG, r) for r in records]
     parts.extend(_field(_CERTIFICATES_TAG, c) for c in certificates)
     return b"".join(parts)
+
+
+# The most one AMQP message carries: a sender splits a batch to stay under it, a receiver refuses
+# a message over it (non-retryable, dead-lettered) instead of holding it all in memory at once.
+MAX_MESSAGE_BYTES = 16 << 20
+
+
+def message_batches(records: Sequence[bytes], room: int = MAX_MESSAGE_BYTES) -> Iterator[Sequence[bytes]]:
+    """``records`` in consecutive runs whose encoding fits ``room`` bytes (a record over it alone)."""
+    start, used = 0, 0
+    for i, record in enumerate(records):
+        size = len(record) + 10  # the field's tag and length
+        if i > start and used + size > room:
+            yield records[start:i]
+            start, used = i, 0
+        used += size
+    if start < len(records):
+        yield records[start:]
 
 
 def malformed(what: str) -> TransportError:

@@ -27,11 +27,12 @@ from node.demo.processes import wait_until
 from node.errors import StoreError, TransportError
 from node.forwarding import Forwarder
 from node.sampledata import penalty_rows, write_csv
+from node.transport import amqp
 from node.transport.amqp import AmqpPublisher, connect, publish
 from node.transport.amqp_consumer import AmqpConsumer, AmqpMessage
 from node.transport.amqp_inbound import UpwardHandler
 from node.transport.amqp_topology import UP_EXCHANGE, down_queue, parse_amqp_url, up_key, up_queue
-from node.transport.wire import RECORDS
+from node.transport.wire import MAX_MESSAGE_BYTES, RECONCILE, RECORDS, fpb
 from tests.federation_support import unavailable
 
 DEPT, DISTRICT, CITY = "dept:330102:scjgj", "district:330102", "city:330100"
@@ -205,3 +206,74 @@ def test_a_batch_nobody_would_receive_is_an_error_not_a_silent_drop(world: World
         publisher.close()
     finally:
         broker.load(world.fed.layout.edges)  # the operator puts the topology back
+
+
+def test_a_reconciliation_request_naming_a_queue_to_answer_in_is_refused_unanswered(world: World) -> None:
+    # This node may write the default exchange (to answer on direct reply-to); answering in a
+    # queue the requester names would put its reply in another region's or a child's queue.
+    answered: list[str] = []
+
+    def answer(sender: str, request: fpb.ReconcileRequest) -> fpb.ReconcileResponse:
+        answered.append(sender)
+        return fpb.ReconcileResponse()
+
+    connection = connect(world.address, world.dept.identity, name="deputy")
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        publish(channel, exchange=UP_EXCHANGE, routing_key=up_key(DEPT), body=fpb.ReconcileRequest().SerializeToString(),
+                user_id=DEPT, kind=RECONCILE, reply_to=up_queue(CITY))
+    finally:
+        connection.close()
+    before = len(world.district.store.inbound.letters())
+    sink = consumer(world, UpwardHandler(inbox=world.district.inbox, store=world.district.store, answer=answer))
+    sink.start()
+    try:
+        wait_until(lambda: len(world.district.store.inbound.letters()) > before, 60, what="a dead letter")
+    finally:
+        sink.stop()
+    assert world.district.store.inbound.letters()[-1].reason == "E_REPLY_TO" and answered == []
+    assert world.queue_depth(up_queue(DISTRICT)) == 0
+
+
+def test_a_message_over_the_size_limit_is_dead_lettered_and_a_sender_splits_its_batches(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    publisher = AmqpPublisher(peer=DISTRICT, address=world.address, identity=world.dept.identity)
+    publisher.send_message(b"\x00" * (MAX_MESSAGE_BYTES + 1), kind=RECORDS)
+    before = len(world.district.store.inbound.letters())
+    sink = consumer(world, UpwardHandler(inbox=world.district.inbox, store=world.district.store))
+    sink.start()
+    try:
+        wait_until(lambda: len(world.district.store.inbound.letters()) > before, 60, what="a dead letter")
+    finally:
+        sink.stop()
+    assert world.district.store.inbound.letters()[-1].reason == "E_MESSAGE_TOO_LARGE"
+    # A sender keeps under the limit: five records of 400 bytes with room for two per message.
+    monkeypatch.setattr(amqp, "MAX_MESSAGE_BYTES", 1000)
+    assert len(publisher.send([b"r" * 400] * 5, [])) == 5
+    publisher.close()
+    assert world.queue_depth(up_queue(DISTRICT)) == 3
+    drain = connect(world.address, world.district.identity, name="drain")
+    try:
+        drain.channel().queue_purge(up_queue(DISTRICT))
+    finally:
+        drain.close()
+
+
+def test_a_publisher_connection_idle_past_a_heartbeat_is_replaced_before_it_is_used(world: World) -> None:
+    # Idle, a blocking connection answers no heartbeats and the broker drops it: its first publish
+    # then failed and spent a delivery attempt.
+    publisher = AmqpPublisher(peer=DISTRICT, address=world.address, identity=world.dept.identity)
+    publisher.send_message(b"", kind=RECORDS)
+    first = publisher._connection
+    publisher.send_message(b"", kind=RECORDS)
+    assert publisher._connection is first  # in use: kept
+    publisher._used_at -= amqp.HEARTBEAT_S  # as if idle for a heartbeat
+    publisher.send_message(b"", kind=RECORDS)
+    assert publisher._connection is not first and first is not None and not first.is_open
+    publisher.close()
+    drain = connect(world.address, world.district.identity, name="drain")
+    try:
+        drain.channel().queue_purge(up_queue(DISTRICT))
+    finally:
+        drain.close()
