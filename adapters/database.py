@@ -15,6 +15,7 @@ the department sees in its own database what to fix until a corrected version is
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -53,7 +54,7 @@ from adapters.table_pages import (
 )
 from node.catalog import Catalog, Item
 from node.config import DatabaseAdapterConfig
-from node.errors import ConfigError, Problem
+from node.errors import ConfigError, Problem, UsageError
 from node.pipeline import PrepareWorker, ahead
 from node.preparing import PreparedBatch, RowOutcome
 from node.tabular import SourceRow
@@ -262,6 +263,20 @@ class DatabasePull:
                                                           fb.source_key.in_(names[start:start + 500])))
             if refused:
                 conn.execute(insert(self._feedback), refused)
+
+
+def reset_position(node: Any, name: str) -> Any:
+    """Forget the position of the database pull ``name`` of ``node`` (its next poll reads the whole
+    table again); the position it had, kept in the audit log too."""
+    from node.config import adapter_name
+    from node.store import AuditEvent
+
+    if name not in {adapter_name(a) for a in node.config.adapters if a.kind == "database"}:
+        raise UsageError(f"no database adapter {name!r} in this node's configuration", field="name")
+    was = node.store.meta.drop(f"adapter.{name}.position")
+    node.store.audit.record(AuditEvent(actor="operator", action="adapter.reset", subject=name,
+                                       detail={"position_was": was}))
+    return json.loads(was) if was else None
 
 
 def _refusals(outcome: RowOutcome) -> list[Problem]:

@@ -18,7 +18,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Engine, Table, and_, create_engine, or_, select
+from sqlalchemy import Column, ColumnElement, Engine, Table, and_, create_engine, event, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -141,10 +141,14 @@ def engine_for(url: str, adapter: str, timeout_s: float) -> Engine:
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:
         parsed = make_url(url)
-        args = _bounded(parsed.get_backend_name(), timeout_s)
+        backend = parsed.get_backend_name()
+        args = _bounded(backend, timeout_s)
         if "options" in parsed.query:  # the operator's own server options win
             args.pop("options", None)
-        return create_engine(url, pool_pre_ping=True, connect_args=args)
+        engine = create_engine(url, pool_pre_ping=True, connect_args=args)
+        if backend == "postgresql":
+            event.listen(engine, "connect", _lenient_dates)
+        return engine
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(f"adapter {adapter}: url is not usable: {exc}", field="url") from None
 
@@ -157,10 +161,30 @@ def _bounded(backend: str, timeout_s: float) -> dict[str, Any]:
                 "keepalives": 1, "keepalives_idle": seconds, "keepalives_interval": max(1, seconds // 3),
                 "keepalives_count": 3}
     if backend in ("mysql", "mariadb"):  # PyMySQL: every socket read and write is bounded
-        return {"connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds}
+        # TIMESTAMP values come in the session's zone: in the server's (often UTC), an 07:00 decision
+        # in Beijing would read as the day before. DATETIME columns are not converted.
+        return {"connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds,
+                "init_command": "SET time_zone = '+08:00'"}
     if backend == "sqlite":
         return {"timeout": timeout_s}  # waiting for another writer's lock
     return {}
+
+
+def _lenient_dates(dbapi_connection: Any, _record: Any) -> None:
+    """A PostgreSQL date the driver cannot turn into a Python one ('infinity', a year past 9999)
+    comes as its text, which the row's date check refuses with its value; raised by the driver, it
+    failed the whole page, and every later pull at the same place."""
+    from psycopg import DataError
+    from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+
+    for name, base in (("date", DateLoader), ("timestamp", TimestampLoader), ("timestamptz", TimestamptzLoader)):
+        def load(self: Any, data: Any, _base: Any = base) -> Any:
+            try:
+                return _base.load(self, data)
+            except DataError:
+                return bytes(data).decode("ascii", "replace")
+
+        dbapi_connection.adapters.register_loader(name, type(f"Lenient{base.__name__}", (base,), {"load": load}))
 
 
 def in_memory(url: str) -> bool:

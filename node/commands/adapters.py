@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from node.cli import cli, emit_json, handle_errors, open_node
+from node.cli import cli, emit_json, handle_errors, open_node, report
 from node.errors import InputFileError, NodeError, Problem
 
 
@@ -71,6 +71,22 @@ def list_adapters(ctx: click.Context, as_json: bool) -> None:
                    + (f", position {a['position']}" if a["position"] else ""))
     if not out:
         click.echo("no adapters configured")
+
+
+@adapters_group.command("reset")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.pass_context
+@handle_errors
+def reset_adapter(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Forget a database pull's position: its next run reads the whole table again (rows already
+    stored count as duplicates). For a position carried past rows by a watermark in the future."""
+    from adapters.database import reset_position
+
+    with open_node(ctx) as node:
+        was = reset_position(node, name)
+    report(as_json, {"adapter": name, "position_was": was},
+           f"{name}: position {was if was is not None else '(none)'} forgotten; the next run reads the whole table")
 
 
 @adapters_group.command("run")

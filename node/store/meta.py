@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, delete, select
 
 from node.store._sql import insert_for, translated, write_transaction
 from node.store.tables import meta
@@ -33,3 +33,10 @@ class Meta:
     def put(self, key: str, value: str) -> None:
         with translated(f"writing meta {key!r}"), write_transaction(self._engine) as conn:
             put_value(conn, key, value)
+
+    def drop(self, key: str) -> str | None:
+        """Forget ``key``; its value, if it had one."""
+        with translated(f"removing meta {key!r}"), write_transaction(self._engine) as conn:
+            value = get_value(conn, key)
+            conn.execute(delete(meta).where(meta.c.key == key))
+        return value

@@ -454,3 +454,83 @@ def test_a_source_that_never_answers_fails_the_poll_instead_of_hanging_it(dept: 
         assert not polling.is_alive(), "the pull still waits on a source that never answers"
     assert len(failed) == 1 and isinstance(failed[0], TransportError)
     assert failed[0].code == "E_ADAPTER_SOURCE" and failed[0].retryable
+
+
+def _stored(node: Node) -> dict[str, dict[str, str]]:
+    """Each stored record's fields, by 文号."""
+    from node.records import decode_body, fields_dict
+
+    out = {}
+    for row in node.store.records.iter_revisions():
+        fields = fields_dict(decode_body(row.body))
+        out[fields["CF_WSH"]] = fields
+    return out
+
+
+def test_a_date_the_driver_cannot_read_is_that_rows_problem_not_the_pulls(dept: Node, pg_source_url: str):
+    # 'infinity' (or a year past 9999) made psycopg fail the page: every pull stopped there for good.
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(pg_source_url)
+    table = penalty_table(item)
+    rows = list(penalty_db_rows(item, 12, unit=UNIT))
+    create_and_fill(src, table, rows)
+    with src.begin() as conn:
+        conn.execute(text("UPDATE cf_penalties SET cf_jdrq = 'infinity' WHERE id = 5"))
+    pull = pull_for(dept, pg_source_url)
+    drain(pull)
+    pull.close()
+    src.dispose()
+    [refused] = dept.store.rejections.list_rejections(UNIT)
+    assert (refused.code, refused.field) == ("E_FIELD_DATE", "CF_JDRQ") and "infinity" in refused.message
+    assert records(dept) == 11
+
+
+def test_a_mariadb_timestamp_is_dated_in_beijing_whatever_the_servers_zone(dept: Node, mariadb_source_url: str):
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(mariadb_source_url)
+    table = penalty_table(item)
+    rows = list(penalty_db_rows(item, 3, unit=UNIT))
+    create_and_fill(src, table, rows)
+    with src.begin() as conn:
+        conn.execute(text("ALTER TABLE cf_penalties MODIFY cf_jdrq TIMESTAMP NULL"))
+        conn.execute(text("SET time_zone = '+08:00'"))  # the department's application, in Beijing
+        conn.execute(text("UPDATE cf_penalties SET cf_jdrq = '2024-03-01 07:00:00' WHERE id = 1"))
+        conn.execute(text("SET time_zone = '+00:00'"))  # a server in UTC, as the node's session would be
+        assert conn.execute(text("SELECT cf_jdrq FROM cf_penalties WHERE id = 1")).scalar() == \
+            dt.datetime(2024, 2, 29, 23, 0)
+    pull = pull_for(dept, mariadb_source_url)
+    drain(pull)
+    pull.close()
+    src.dispose()
+    assert _stored(dept)[rows[0]["cf_wsh"]]["CF_JDRQ"] == "2024-03-01"
+
+
+def test_a_watermark_in_the_future_is_got_past_by_resetting_the_position(make_node: Any, pg_source_url: str):
+    from click.testing import CliRunner
+
+    from node.cli import cli
+
+    cfg, node = _node_with_adapter(make_node, pg_source_url, batch_rows=10, page_rows=10)
+    item = node.catalog.item("admin_penalty")
+    src = create_engine(pg_source_url)
+    table = penalty_table(item)
+    rows = list(penalty_db_rows(item, 20, unit=UNIT))
+    create_and_fill(src, table, rows)
+    with src.begin() as conn:  # one row's update time mistyped far ahead: the position goes there
+        conn.execute(update(table).where(table.c.id == 3).values(updated_at=dt.datetime(2099, 1, 1)))
+    pull = pull_for(node, pg_source_url, name="database:cf_penalties")
+    drain(pull)
+    with src.begin() as conn:  # a correction made today is behind the position
+        conn.execute(update(table).where(table.c.id == 7).values(cf_nr="更正后的处罚内容",
+                                                                  updated_at=BASE_TIME + dt.timedelta(days=5)))
+    assert drain(pull) == 0
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "adapters", "reset", "database:cf_penalties", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["position_was"] is not None and pull.position is None
+    assert drain(pull) == 20  # read again: the correction as a new revision, the rest as duplicates
+    assert _stored(node)[rows[6]["cf_wsh"]]["CF_NR"] == "更正后的处罚内容"
+    assert "adapter.reset" in [e.action for e in node.store.audit.iter()]
+    unknown = CliRunner().invoke(cli, ["--config", str(cfg), "adapters", "reset", "database:nope"])
+    assert unknown.exit_code == 2 and "no database adapter" in unknown.output
+    pull.close()
+    src.dispose()
