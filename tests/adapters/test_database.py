@@ -505,7 +505,10 @@ def test_a_mariadb_timestamp_is_dated_in_beijing_whatever_the_servers_zone(dept:
     assert _stored(dept)[rows[0]["cf_wsh"]]["CF_JDRQ"] == "2024-03-01"
 
 
-def test_a_watermark_in_the_future_is_got_past_by_resetting_the_position(make_node: Any, pg_source_url: str):
+def test_a_watermark_in_the_future_is_got_past_by_resetting_the_position(make_node: Any, pg_source_url: str,
+                                                                         caplog: pytest.LogCaptureFixture):
+    import logging
+
     from click.testing import CliRunner
 
     from node.cli import cli
@@ -519,7 +522,10 @@ def test_a_watermark_in_the_future_is_got_past_by_resetting_the_position(make_no
     with src.begin() as conn:  # one row's update time mistyped far ahead: the position goes there
         conn.execute(update(table).where(table.c.id == 3).values(updated_at=dt.datetime(2099, 1, 1)))
     pull = pull_for(node, pg_source_url, name="database:cf_penalties")
-    drain(pull)
+    with caplog.at_level(logging.WARNING):
+        drain(pull)
+    warned = [r for r in caplog.records if r.getMessage() == "adapter.watermark_in_future"]
+    assert warned and "adapters reset database:cf_penalties" in warned[0].remedy  # type: ignore[attr-defined]
     with src.begin() as conn:  # a correction made today is behind the position
         conn.execute(update(table).where(table.c.id == 7).values(cf_nr="更正后的处罚内容",
                                                                   updated_at=BASE_TIME + dt.timedelta(days=5)))
