@@ -111,6 +111,8 @@ class Downward:
         """
         said = "\x1f".join((to_node, source_unit, record_id, str(revision), code))
         nid = notice_id or f"{self._me}/{hashlib.sha256(said.encode()).hexdigest()[:16]}"
+        if NOTICE in self._node.store.audit.actions_on(nid):
+            return nid  # the same refusal again (a copy re-published, a batch redelivered): kept once
         detail = {"via": via, "to_node": to_node, "source_unit": source_unit, "record_id": record_id,
                   "revision": revision, "code": code, "message": message, "from_node": from_node or self._me,
                   "at_ms": self._clock()}
@@ -248,4 +250,4 @@ class Downward:
 
     def _already(self, notice_id: str) -> bool:
         # Redelivery after a crash: recognise the notice (both actions are in the audit log).
-        return any(e.subject == notice_id and e.action in (NOTICE, "notice-received") for e in self._audit_after(0))
+        return bool(self._node.store.audit.actions_on(notice_id) & {NOTICE, "notice-received"})

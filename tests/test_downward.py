@@ -188,6 +188,8 @@ def test_the_same_refusal_raised_twice_is_one_notice_kept_once_at_the_source(tre
                                              record_id=record.record_id, revision=1, code="E_FIELD_FORMAT",
                                              message="处罚决定日期格式错误") for _ in range(2)]
     assert ids[0] == ids[1]  # after a crash the same refusal is raised again: the same notice
+    # kept once here too: a child re-publishing one refused record must not grow the audit log per copy
+    assert [e.subject for e in tree[CITY].store.audit.iter() if e.action == "notice"] == [ids[0]]
     notices, _ = Downward(tree[CITY]).notices_for(DISTRICT, 0)
     for n in notices:
         Downward(tree[DISTRICT]).apply(CITY, fpb.DownMessage(notice=n))

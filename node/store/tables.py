@@ -169,7 +169,7 @@ rejections = Table(
 )
 
 
-def _chained(name: str, *columns: Column[object]) -> Table:
+def _chained(name: str, *columns: Column[object] | Index) -> Table:
     """A hash-chained, append-only log table (see ``audit.HashChainLog``).
 
     ``seq`` is assigned by the appender, not the database: it is part of the hashed content, so
@@ -192,6 +192,8 @@ audit_log = _chained(
     Column("action", String(CODE_LEN), nullable=False),
     Column("subject", String(255), nullable=False),
     Column("detail", Text, nullable=False),  # canonical JSON
+    # Notices are kept once, by id, however often the refusal behind them comes again.
+    Index(None, "subject"),
 )
 
 query_log = _chained(
