@@ -62,11 +62,16 @@ class MessageHandler(Protocol):
 
 
 def _deliveries(properties: Any, redelivered: bool) -> int:
+    """How many times the message has been delivered, this time included."""
+    if not redelivered:
+        # A first delivery: a count the publisher wrote into its own headers would have a message
+        # that fails once, retryably, dead-lettered at once.
+        return 1
     headers = getattr(properties, "headers", None) or {}
-    count = headers.get("x-delivery-count")
+    count = headers.get("x-delivery-count")  # set by a quorum queue on redelivery
     if isinstance(count, int):
         return count + 1
-    return 2 if redelivered else 1
+    return 2
 
 
 class AmqpConsumer:

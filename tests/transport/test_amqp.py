@@ -277,3 +277,12 @@ def test_a_publisher_connection_idle_past_a_heartbeat_is_replaced_before_it_is_u
         drain.channel().queue_purge(up_queue(DISTRICT))
     finally:
         drain.close()
+
+
+def test_a_first_delivery_counts_one_whatever_count_its_publisher_wrote() -> None:
+    from node.transport.amqp_consumer import _deliveries
+
+    forged = pika.BasicProperties(headers={"x-delivery-count": 99})
+    assert _deliveries(forged, redelivered=False) == 1  # else one retryable failure dead-letters it
+    assert _deliveries(pika.BasicProperties(headers={"x-delivery-count": 2}), redelivered=True) == 3
+    assert _deliveries(pika.BasicProperties(), redelivered=True) == 2
