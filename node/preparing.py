@@ -130,7 +130,10 @@ class Preparer:
             if not c.ok:
                 out.outcomes[idx] = RowOutcome(row.row, "rejected", problems=c.problems)
                 key = _refusal_key(item, c.key, c.problems, source, row.row)
-                out.rejections.extend(_rejection(batch_id, source, item, row.row, key, c.source_unit, p, now)
+                # A row that names no unit is the node's own unit's to fix: filed under it, its problems
+                # are listed to that unit and close when the row comes back right.
+                unit = c.source_unit or self._validator.source_unit
+                out.rejections.extend(_rejection(batch_id, source, item, row.row, key, unit, p, now)
                                       for p in c.problems if not p.warning)
                 continue
             rid = make_record_id(item.code, c.source_unit, c.key)

@@ -49,3 +49,22 @@ def test_a_revision_another_writer_stored_first_refuses_the_batch_instead_of_dro
         assert (again.outcome, again.revision) == ("accepted", 3)
     finally:
         node.close()
+
+
+def test_problems_of_a_row_naming_no_unit_are_the_nodes_units_and_close_when_it_is_fixed(
+        tmp_path: pathlib.Path) -> None:
+    node = build_node(load_config(init_node(tmp_path / "n", node_id="dept:330102:scjgj", level="department",
+                                            unit=UNIT)))
+    try:
+        item = node.catalog.item("admin_penalty")
+        row = dict(next(iter(penalty_rows(1, source_unit=UNIT, seed=5))))
+        bare = {k: v for k, v in row.items() if k not in ("CF_SJLYDM", "CF_SJLY")}
+        [refused] = node.ingest.ingest_batch(item, [SourceRow(7, bare)], source="m_types", batch_id="b1")
+        assert refused.outcome == "rejected"
+        listed = node.store.rejections.list_rejections(UNIT)  # what `rejections list --source UNIT` shows
+        assert {r.field for r in listed} == {"CF_SJLYDM", "CF_SJLY"}
+        [fixed] = node.ingest.ingest_batch(item, [SourceRow(7, row)], source="m_types", batch_id="b2")
+        assert fixed.outcome == "accepted"
+        assert node.store.rejections.list_rejections(UNIT) == []
+    finally:
+        node.close()
