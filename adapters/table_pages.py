@@ -18,9 +18,10 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Engine, Table, and_, create_engine, event, or_, select
+from sqlalchemy import Column, ColumnElement, Engine, Table, and_, create_engine, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import DataError as DBAPIDataError
 
 from node.errors import ConfigError, NodeError, TransportError
 from node.tabular import SourceRow
@@ -97,20 +98,35 @@ class PageReader:
         if self.upto is not None:
             stmt = stmt.where(~rows_after(order, self.upto))
         after = self.after
+        lenient = False
         # Page after page without waiting for the node to commit the last one: the worker would
         # otherwise sit idle at every page boundary.
         for _page in range(self.pages):
-            page = stmt if after is None else stmt.where(rows_after(order, after))
             taken = 0
-            with source_errors(self.adapter, "reading"), engine.connect() as conn:
-                result = conn.execution_options(stream_results=True, yield_per=self.batch_rows).execute(page)
-                for part in result.partitions(self.batch_rows):
-                    rows, keys = self._rows(part)
-                    after = tuple(part[-1][-self.order_width:])
-                    taken += len(part)
-                    del part
-                    yield rows, (len(rows), keys, after)
-                    del rows, keys  # not alive while the next batch is read
+            while True:  # a page; read once more, from where it stopped, if the driver cannot read a date
+                page = stmt if after is None else stmt.where(rows_after(order, after))
+                again = False
+                with source_errors(self.adapter, "reading"), engine.connect() as conn:
+                    if lenient:
+                        _lenient_dates(conn.connection.driver_connection)
+                    try:
+                        result = conn.execution_options(stream_results=True, yield_per=self.batch_rows).execute(page)
+                        for part in result.partitions(self.batch_rows):
+                            rows, keys = self._rows(part)
+                            after = tuple(part[-1][-self.order_width:])
+                            taken += len(part)
+                            del part
+                            yield rows, (len(rows), keys, after)
+                            del rows, keys  # not alive while the next batch is read
+                    except DBAPIDataError as exc:
+                        # PostgreSQL 'infinity' or a year past 9999: such dates are then read as their
+                        # text, which the row check refuses. Only then: the lenient loaders run in
+                        # Python, several times slower than the driver's own.
+                        if lenient or not _from_psycopg(exc):
+                            raise
+                        lenient = again = True
+                if not again:
+                    break
             if taken < self.page_rows:
                 return  # the source has nothing more (for now)
 
@@ -145,10 +161,7 @@ def engine_for(url: str, adapter: str, timeout_s: float) -> Engine:
         args = _bounded(backend, timeout_s)
         if "options" in parsed.query:  # the operator's own server options win
             args.pop("options", None)
-        engine = create_engine(url, pool_pre_ping=True, connect_args=args)
-        if backend == "postgresql":
-            event.listen(engine, "connect", _lenient_dates)
-        return engine
+        return create_engine(url, pool_pre_ping=True, connect_args=args)
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(f"adapter {adapter}: url is not usable: {exc}", field="url") from None
 
@@ -170,10 +183,14 @@ def _bounded(backend: str, timeout_s: float) -> dict[str, Any]:
     return {}
 
 
-def _lenient_dates(dbapi_connection: Any, _record: Any) -> None:
-    """A PostgreSQL date the driver cannot turn into a Python one ('infinity', a year past 9999)
-    comes as its text, which the row's date check refuses with its value; raised by the driver, it
-    failed the whole page, and every later pull at the same place."""
+def _from_psycopg(exc: DBAPIDataError) -> bool:
+    return type(getattr(exc, "orig", None)).__module__.startswith("psycopg")
+
+
+def _lenient_dates(dbapi_connection: Any) -> None:
+    """On this psycopg connection, a date the driver cannot turn into a Python one ('infinity', a
+    year past 9999) comes as its text, which the row's date check refuses with its value; raised by
+    the driver, it failed the whole page, and every later pull at the same place."""
     from psycopg import DataError
     from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
 

@@ -467,7 +467,9 @@ def _stored(node: Node) -> dict[str, dict[str, str]]:
     return out
 
 
-def test_a_date_the_driver_cannot_read_is_that_rows_problem_not_the_pulls(dept: Node, pg_source_url: str):
+@pytest.mark.parametrize(("bad_id", "batch_rows"), [(5, 40), (9, 4)])  # in the first batch read, or after two
+def test_a_date_the_driver_cannot_read_is_that_rows_problem_not_the_pulls(dept: Node, pg_source_url: str,
+                                                                          bad_id: int, batch_rows: int):
     # 'infinity' (or a year past 9999) made psycopg fail the page: every pull stopped there for good.
     item = dept.catalog.item("admin_penalty")
     src = create_engine(pg_source_url)
@@ -475,8 +477,8 @@ def test_a_date_the_driver_cannot_read_is_that_rows_problem_not_the_pulls(dept: 
     rows = list(penalty_db_rows(item, 12, unit=UNIT))
     create_and_fill(src, table, rows)
     with src.begin() as conn:
-        conn.execute(text("UPDATE cf_penalties SET cf_jdrq = 'infinity' WHERE id = 5"))
-    pull = pull_for(dept, pg_source_url)
+        conn.execute(text(f"UPDATE cf_penalties SET cf_jdrq = 'infinity' WHERE id = {bad_id}"))
+    pull = pull_for(dept, pg_source_url, batch_rows=batch_rows)
     drain(pull)
     pull.close()
     src.dispose()
