@@ -13,6 +13,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -149,17 +150,22 @@ def test_an_undecodable_message_is_dead_lettered_with_its_reason_not_requeued(wo
     publisher = AmqpPublisher(peer=DISTRICT, address=world.address, identity=world.dept.identity)
     publisher.send_message(b"\xff\xff\xff not protobuf", kind=RECORDS)
     publisher.close()
+    letter = next_dead_letter(world, UpwardHandler(inbox=world.district.inbox, store=world.district.store))
+    assert (letter.reason, letter.destination_or_sender) == ("E_MESSAGE_MALFORMED", DEPT)
+    assert letter.payload == b"\xff\xff\xff not protobuf"
+    assert world.queue_depth(up_queue(DISTRICT)) == 0
+
+
+def next_dead_letter(world: World, handler: object) -> Any:
+    """Consume with ``handler`` until the district keeps one more inbound dead letter; that letter."""
     before = len(world.district.store.inbound.letters())
-    sink = consumer(world, UpwardHandler(inbox=world.district.inbox, store=world.district.store))
+    sink = consumer(world, handler)
     sink.start()
     try:
         wait_until(lambda: len(world.district.store.inbound.letters()) > before, 60, what="a dead letter")
     finally:
         sink.stop()
-    letter = world.district.store.inbound.letters()[-1]
-    assert (letter.reason, letter.destination_or_sender) == ("E_MESSAGE_MALFORMED", DEPT)
-    assert letter.payload == b"\xff\xff\xff not protobuf"
-    assert world.queue_depth(up_queue(DISTRICT)) == 0
+    return world.district.store.inbound.letters()[-1]
 
 
 class Failing:
@@ -225,14 +231,9 @@ def test_a_reconciliation_request_naming_a_queue_to_answer_in_is_refused_unanswe
                 user_id=DEPT, kind=RECONCILE, reply_to=up_queue(CITY))
     finally:
         connection.close()
-    before = len(world.district.store.inbound.letters())
-    sink = consumer(world, UpwardHandler(inbox=world.district.inbox, store=world.district.store, answer=answer))
-    sink.start()
-    try:
-        wait_until(lambda: len(world.district.store.inbound.letters()) > before, 60, what="a dead letter")
-    finally:
-        sink.stop()
-    assert world.district.store.inbound.letters()[-1].reason == "E_REPLY_TO" and answered == []
+    letter = next_dead_letter(world, UpwardHandler(inbox=world.district.inbox, store=world.district.store,
+                                                   answer=answer))
+    assert letter.reason == "E_REPLY_TO" and answered == []
     assert world.queue_depth(up_queue(DISTRICT)) == 0
 
 
@@ -240,14 +241,8 @@ def test_a_message_over_the_size_limit_is_dead_lettered_and_a_sender_splits_its_
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     publisher = AmqpPublisher(peer=DISTRICT, address=world.address, identity=world.dept.identity)
     publisher.send_message(b"\x00" * (MAX_MESSAGE_BYTES + 1), kind=RECORDS)
-    before = len(world.district.store.inbound.letters())
-    sink = consumer(world, UpwardHandler(inbox=world.district.inbox, store=world.district.store))
-    sink.start()
-    try:
-        wait_until(lambda: len(world.district.store.inbound.letters()) > before, 60, what="a dead letter")
-    finally:
-        sink.stop()
-    assert world.district.store.inbound.letters()[-1].reason == "E_MESSAGE_TOO_LARGE"
+    letter = next_dead_letter(world, UpwardHandler(inbox=world.district.inbox, store=world.district.store))
+    assert letter.reason == "E_MESSAGE_TOO_LARGE"
     # A sender keeps under the limit: five records of 400 bytes with room for two per message.
     monkeypatch.setattr(amqp, "MAX_MESSAGE_BYTES", 1000)
     assert len(publisher.send([b"r" * 400] * 5, [])) == 5
