@@ -120,9 +120,15 @@ class _Pipe:
 
     def put(self, message: object, tag: int = 0) -> None:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        self._stream.write(struct.pack(">IB", len(data), tag))
-        self._stream.write(data)
+        # Straight to the descriptor, resuming after every short write. Through the stream's
+        # BufferedWriter, a batch arrived corrupt whenever the worker was traced (py-spy or a
+        # debugger attached: the node failed to unpickle it in 3 imports of 3); this way, 0 of 2.
         self._stream.flush()
+        fd = self._stream.fileno()
+        for part in (struct.pack(">IB", len(data), tag), data):
+            view = memoryview(part)
+            while view:
+                view = view[os.write(fd, view):]
 
     def frame(self) -> tuple[int, bytes] | None:
         """The next message still pickled, with its tag; None once the other side has gone."""
@@ -170,6 +176,16 @@ def _serve(jobs: _Pipe, out: _Pipe) -> None:
             return
 
 
+def _message(frame: bytes) -> tuple[str, Any, Any]:
+    """A worker's frame unpickled; one that does not unpickle is the worker's failure, not a traceback."""
+    try:
+        kind, payload, extra = pickle.loads(frame)  # our own child's, never a peer's
+    except Exception as exc:  # pickle raises anything from UnpicklingError to MemoryError on bad bytes
+        raise NodeError(f"the prepare worker sent a batch that does not decode ({type(exc).__name__}: {exc})",
+                        code="E_IMPORT_WORKER") from None
+    return str(kind), payload, extra
+
+
 def _rebuilt(name: str, message: str, field: str, code: str) -> NodeError:
     """The worker's NodeError as the same class here, so callers see its retryable flag and exit code."""
     cls = getattr(errors, name, None)
@@ -213,7 +229,7 @@ class PrepareWorker:
             for got in messages:
                 if got is None:
                     raise NodeError(f"the prepare worker died (exit code {proc.wait()})", code="E_IMPORT_WORKER")
-                kind, payload, extra = pickle.loads(got[1])
+                kind, payload, extra = _message(got[1])
                 del got
                 if kind == "batch":
                     yield payload, extra

@@ -185,3 +185,40 @@ def test_a_worker_whose_node_went_away_exits_without_a_traceback(node, tmp_path)
     assert proc.stderr.read() == b""
     proc.stdin.close()
     proc.stderr.close()
+
+
+def test_a_frame_written_in_short_pieces_arrives_whole(monkeypatch):
+    """A write to a pipe may take only part of the bytes (a signal, a tracer); the rest must follow."""
+    import os
+    import threading
+
+    real_write = os.write
+    pieces: list[int] = []
+
+    def short_write(fd: int, data: bytes) -> int:
+        n = real_write(fd, bytes(data[:777]))
+        pieces.append(n)
+        return n
+
+    monkeypatch.setattr(pipeline.os, "write", short_write)
+    message = {"rows": [("row", i, os.urandom(40).hex()) for i in range(5000)]}
+    r, w = os.pipe()
+    with open(r, "rb") as reader, open(w, "wb") as writer:
+        got: list[object] = []
+        t = threading.Thread(target=lambda: got.append(pipeline._Pipe(reader).get()))
+        t.start()
+        pipeline._Pipe(writer).put(message)
+        t.join(timeout=60)
+    assert got == [message]
+    assert len(pieces) > 100  # it really was written in pieces
+
+
+def test_a_batch_that_does_not_unpickle_is_the_workers_failure_not_a_traceback():
+    import pickle
+
+    good = pickle.dumps(("batch", None, 0))
+    with pytest.raises(pipeline.NodeError) as caught:
+        pipeline._message(good[:20] + b"\xa5" + good[21:])
+    assert caught.value.code == "E_IMPORT_WORKER"
+    assert "does not decode" in caught.value.message
+    assert pipeline._message(good) == ("batch", None, 0)
