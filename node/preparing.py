@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from node.catalog import Catalog, Item
 from node.errors import Problem
-from node.records import content_digest, make_record_id, pb
+from node.records import FieldsWriter, content_digest, make_record_id, pb
 from node.rejection import RejectionRow, row_key
 from node.tabular import SourceRow
 from node.validation import Validator
@@ -114,12 +114,14 @@ class Preparer:
         self.catalog = catalog
         self._validator = validator
         self._clock = clock
+        self._fields = FieldsWriter()
 
     def prepare(self, item: Item, rows: Sequence[SourceRow], *, source: str, batch_id: str) -> PreparedBatch:
         now = self._clock()
         out = PreparedBatch(item=item.code, size=len(rows))
         first_seen: dict[str, tuple[int, bytes]] = {}
         check = self._validator.check
+        RecordBody = pb.RecordBody
         for idx, row in enumerate(rows):
             if row.problem is not None:
                 out.outcomes[idx] = RowOutcome(row.row, "rejected", problems=(row.problem,))
@@ -153,15 +155,13 @@ class Preparer:
                                                      p, now))
                 continue
             first_seen[rid] = (row.row, digest)
-            body = pb.RecordBody(
+            head = RecordBody(
                 record_id=rid, revision=1, item=item.code, catalog_version=self.catalog.version,
                 subject_code=c.subject_code, subject_kind=c.subject_kind, subject_name=c.subject_name,
-                source_unit=c.source_unit, origin_node=self.node_id, reported_at_ms=now, status="active",
-                decision_date=c.decision_date)
-            add = body.fields.add
-            for name, value in c.fields:
-                add(name=name, value=value)
-            out.prepared.append(Prepared(idx, row.row, rid, digest, body.SerializeToString(), c.key,
+                source_unit=c.source_unit, origin_node=self.node_id).SerializeToString()
+            tail = RecordBody(reported_at_ms=now, status="active", decision_date=c.decision_date).SerializeToString()
+            body = head + self._fields.encode(c.fields) + tail
+            out.prepared.append(Prepared(idx, row.row, rid, digest, body, c.key,
                                          c.subject_code, c.subject_kind, c.source_unit, c.decision_date,
                                          c.problems))
         return out
