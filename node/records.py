@@ -101,18 +101,21 @@ class FieldsWriter:
     def encode(self, fields: Iterable[tuple[str, str]]) -> bytes:
         names = self._names
         parts: list[bytes] = []
-        add = parts.append
+        add = parts.extend
         for name, value in fields:
             prefix = names.get(name)
             if prefix is None:
                 raw = name.encode()
-                # An empty name is protobuf's default and is not written; the value the same.
+                # An empty name is protobuf's default and is not written; an empty value the same.
                 prefix = names[name] = (b"\x0a" + varint(len(raw)) + raw if raw else b"") + b"\x12"
             data = value.encode()
             n = len(data)
-            inner = prefix + (_ONE_BYTE[n] if n < 0x80 else varint(n)) + data if n else prefix[:-1]
-            n = len(inner)
-            add(b"\x52" + (_ONE_BYTE[n] if n < 0x80 else varint(n)) + inner)
+            inner = len(prefix) + 1 + n
+            if n and inner < 0x80:  # the common case: both lengths fit one byte, nothing concatenated
+                add((b"\x52", _ONE_BYTE[inner], prefix, _ONE_BYTE[n], data))
+            else:
+                whole = prefix + varint(n) + data if n else prefix[:-1]
+                add((b"\x52", varint(len(whole)), whole))
         return b"".join(parts)
 
 
