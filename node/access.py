@@ -264,7 +264,7 @@ def window_state(item: Item, fields: Mapping[str, str], decision_date: str, toda
     end: dt.date | None = None  # first day the record is no longer disclosed
     if rule.kind == "from_decision":
         start = _date(fields.get(rule.start_field, "") if rule.start_field else decision_date)
-        end = _add_months(start, rule.period_months) if start else None
+        end = _add_months(start, rule.period_months) + _DAY if start else None  # 民法典 第二百零一、二百零二条
     elif rule.kind == "while_valid_plus":
         valid_to = _date(fields.get(rule.end_field, "")) if rule.end_field else None
         end = _add_months(valid_to, rule.period_months) + _DAY if valid_to else None
@@ -274,7 +274,7 @@ def window_state(item: Item, fields: Mapping[str, str], decision_date: str, toda
         if severity is not None and severity.max_months == 0:
             return "not_public"
         if severity is not None and start is not None:
-            end = _add_months(start, severity.max_months)
+            end = _add_months(start, severity.max_months) + _DAY
         cut = _date(fields.get(rule.end_field, "")) if rule.end_field else None  # 公示截止期, inclusive
         if cut is not None and (end is None or cut + _DAY < end):
             end = cut + _DAY
@@ -283,7 +283,7 @@ def window_state(item: Item, fields: Mapping[str, str], decision_date: str, toda
         end = until + _DAY if until else None
         start = _date(decision_date)
         if rule.period_months and start is not None:  # a cap from listing, whatever the end date says
-            cap = _add_months(start, rule.period_months)
+            cap = _add_months(start, rule.period_months) + _DAY
             end = cap if end is None or cap < end else end
     return "closed" if end is not None and today >= end else "open"
 

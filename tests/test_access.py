@@ -238,17 +238,18 @@ D = dt.date.fromisoformat
 
 @pytest.mark.parametrize(("item", "fields", "decided", "today", "state"), [
     # penalties: severity from CF_SXCD (default ordinary = 12 months), 公示截止期 ends earlier
-    ("admin_penalty", {}, "2025-01-31", "2026-01-30", "open"),
-    ("admin_penalty", {}, "2025-01-31", "2026-01-31", "closed"),
+    ("admin_penalty", {}, "2025-01-31", "2026-01-31", "open"),  # the anniversary is the last day (民法典 第二百零二条)
+    ("admin_penalty", {}, "2025-01-31", "2026-02-01", "closed"),
     ("admin_penalty", {"CF_SXCD": "严重"}, "2025-01-31", "2027-06-01", "open"),
-    ("admin_penalty", {"CF_SXCD": "严重"}, "2025-01-31", "2028-01-31", "closed"),
-    ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-04-29", "open"),  # 3 months: to 04-30
-    ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-04-30", "closed"),
+    ("admin_penalty", {"CF_SXCD": "严重"}, "2025-01-31", "2028-01-31", "open"),
+    ("admin_penalty", {"CF_SXCD": "严重"}, "2025-01-31", "2028-02-01", "closed"),
+    ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-04-30", "open"),  # 3 months: to 04-30
+    ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-05-01", "closed"),
     ("admin_penalty", {"CF_GSJZQ": "2025-03-01"}, "2025-01-31", "2025-03-01", "open"),
     ("admin_penalty", {"CF_GSJZQ": "2025-03-01"}, "2025-01-31", "2025-03-02", "closed"),
     # inspections: 3 years from the decision
-    ("admin_inspection", {}, "2023-02-28", "2026-02-27", "open"),
-    ("admin_inspection", {}, "2023-02-28", "2026-02-28", "closed"),
+    ("admin_inspection", {}, "2023-02-28", "2026-02-28", "open"),
+    ("admin_inspection", {}, "2023-02-28", "2026-03-01", "closed"),
     # qualifications: while valid + 3 years; no end date = while valid
     ("professional_qualification", {"ZG_YXQZ": "2024-06-30"}, "2020-01-01", "2027-06-30", "open"),
     ("professional_qualification", {"ZG_YXQZ": "2024-06-30"}, "2020-01-01", "2027-07-01", "closed"),
@@ -257,12 +258,12 @@ D = dt.date.fromisoformat
     ("serious_dishonest_list", {"SX_YXQZ": "2026-05-01"}, "2025-05-01", "2026-05-01", "open"),
     ("serious_dishonest_list", {"SX_YXQZ": "2026-05-01"}, "2025-05-01", "2026-05-02", "closed"),
     # ... and never longer than 5 years (失信, seed 003 篇5 第二十条) or 3 years (经营异常, 监管信息)
-    ("serious_dishonest_list", {}, "2021-05-01", "2026-04-30", "open"),
-    ("serious_dishonest_list", {}, "2021-05-01", "2026-05-01", "closed"),
-    ("serious_dishonest_list", {"SX_YXQZ": "2099-12-31"}, "2021-05-01", "2026-05-01", "closed"),
+    ("serious_dishonest_list", {}, "2021-05-01", "2026-05-01", "open"),
+    ("serious_dishonest_list", {}, "2021-05-01", "2026-05-02", "closed"),
+    ("serious_dishonest_list", {"SX_YXQZ": "2099-12-31"}, "2021-05-01", "2026-05-02", "closed"),
     ("abnormal_operation", {"YC_YCRQ": "2025-06-01"}, "2025-01-01", "2025-06-02", "closed"),
-    ("abnormal_operation", {}, "2023-01-01", "2025-12-31", "open"),
-    ("abnormal_operation", {}, "2023-01-01", "2026-01-01", "closed"),
+    ("abnormal_operation", {}, "2023-01-01", "2026-01-01", "open"),
+    ("abnormal_operation", {}, "2023-01-01", "2026-01-02", "closed"),
 ])
 def test_window_state(cat: Catalog, item: str, fields: dict[str, str], decided: str, today: str,
                       state: str) -> None:

@@ -35,7 +35,7 @@ from node.store import RecordRow, Store
 from node.store._sql import translated
 from node.store.tables import record_heads, record_revisions
 
-__all__ = ["ARCHIVED_STATUSES", "Sweep", "SweepReport", "Window", "add_months", "window"]
+__all__ = ["ARCHIVED_STATUSES", "Sweep", "SweepReport", "Window", "add_months", "period_end", "window"]
 
 _DAY: Final = dt.timedelta(days=1)
 # Heads that are not swept: already withdrawn, or under objection (the case decides first).
@@ -53,13 +53,24 @@ class Window(NamedTuple):
     min_repair: dt.date | None
 
 
+def period_end(start: dt.date, months: int) -> dt.date:
+    """The first day after a period of ``months`` counted from ``start``.
+
+    As the Civil Code counts periods (民法典 第二百零一条: the day it starts from does not count;
+    第二百零二条: the corresponding day of the last month, or that month's last day, is the
+    period's last day): three years from 2025-03-15 include 2028-03-15 and end the day after.
+    The same rule as ``while_valid_plus``, which counts from the day after the end of validity.
+    """
+    return add_months(start, months) + _DAY
+
+
 def window(item: Item, fields: Mapping[str, str], decision_date: str) -> Window:
     """The disclosure window of a record of ``item`` with these ``fields`` (pure)."""
     rule = item.disclosure
     decided = _date(decision_date)
     if rule.kind == "from_decision":
         start = _date(fields.get(rule.start_field, "")) if rule.start_field else decided
-        return Window(start, add_months(start, rule.period_months) if start else None, None)
+        return Window(start, period_end(start, rule.period_months) if start else None, None)
     if rule.kind == "while_valid_plus":
         valid_to = _date(fields.get(rule.end_field, "")) if rule.end_field else None
         return Window(decided, add_months(valid_to, rule.period_months) + _DAY if valid_to else None, None)
@@ -68,19 +79,19 @@ def window(item: Item, fields: Mapping[str, str], decision_date: str) -> Window:
         if severity is None or decided is None:
             end = None
         elif severity.max_months == 0:  # never published: no public window to end (access: not_public)
-            return Window(decided, None, add_months(decided, severity.min_months))
+            return Window(decided, None, period_end(decided, severity.min_months))
         else:
-            end = add_months(decided, severity.max_months)
+            end = period_end(decided, severity.max_months)
         cut = _date(fields.get(rule.end_field, "")) if rule.end_field else None  # 公示截止期, inclusive
         if cut is not None and (end is None or cut + _DAY < end):
             end = cut + _DAY
-        min_repair = add_months(decided, severity.min_months) if severity and decided else None
+        min_repair = period_end(decided, severity.min_months) if severity and decided else None
         return Window(decided, end, min_repair)
     if rule.kind == "while_listed":
         until = _date(fields.get(rule.end_field, "")) if rule.end_field else None
         end = until + _DAY if until else None
         if rule.period_months and decided is not None:  # a cap from listing, whatever the end date says
-            cap = add_months(decided, rule.period_months)
+            cap = period_end(decided, rule.period_months)
             end = cap if end is None or cap < end else end
         return Window(decided, end, None)
     return Window(decided, None, None)  # permanent
@@ -101,11 +112,11 @@ def latest_closable_decision(item: Item, today: dt.date) -> dt.date | None:
         return None
     bounds: list[dt.date] = []
     if (rule.kind == "from_decision" and not rule.start_field) or capped_list:
-        bounds.append(_before_months(today, rule.period_months))
+        bounds.append(_before_months(today - _DAY, rule.period_months))
     elif rule.kind == "penalty_severity":
         longest = max((s.max_months for s in rule.severities), default=0)
         if longest:
-            bounds.append(_before_months(today, longest))
+            bounds.append(_before_months(today - _DAY, longest))
     if rule.end_field:
         end_bound = today - _DAY if rule.kind in ("penalty_severity", "while_listed") else \
             _before_months(today - _DAY, rule.period_months)

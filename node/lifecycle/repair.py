@@ -71,8 +71,9 @@ def earliest_repair(item: Item, head: RecordRow, today: dt.date) -> dt.date:
         raise ConflictError(f"the disclosure period of {head.record_id} ended {w.end.isoformat()}: nothing to "
                             "repair", code="E_REPAIR_STATUS")
     if today < w.min_repair:
-        raise ConflictError(f"too early: the minimum disclosure period of {head.record_id} ends "
-                            f"{w.min_repair.isoformat()}; apply on or after that date",
+        raise ConflictError(f"too early: the minimum disclosure period of {head.record_id} lasts until "
+                            f"{(w.min_repair - dt.timedelta(days=1)).isoformat()}; apply on or after "
+                            f"{w.min_repair.isoformat()}",
                             field="record_id", code="E_REPAIR_TOO_EARLY")
     return w.min_repair
 

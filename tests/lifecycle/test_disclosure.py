@@ -27,9 +27,11 @@ D = dt.date
 def test_penalty_window_by_severity(catalog: Catalog) -> None:
     item = catalog.item("admin_penalty")
     decided = "2024-01-31"
-    assert window(item, {"CF_SXCD": "严重"}, decided) == (D(2024, 1, 31), D(2027, 1, 31), D(2025, 1, 31))
-    assert window(item, {}, decided) == (D(2024, 1, 31), D(2025, 1, 31), D(2024, 4, 30))  # ordinary
-    assert window(item, {"CF_SXCD": "轻微"}, decided) == (D(2024, 1, 31), D(2024, 4, 30), D(2024, 1, 31))
+    # Periods count from the day after the decision and include the corresponding day (民法典
+    # 第二百零一、二百零二条): the window's end is the first day after them.
+    assert window(item, {"CF_SXCD": "严重"}, decided) == (D(2024, 1, 31), D(2027, 2, 1), D(2025, 2, 1))
+    assert window(item, {}, decided) == (D(2024, 1, 31), D(2025, 2, 1), D(2024, 5, 1))  # ordinary
+    assert window(item, {"CF_SXCD": "轻微"}, decided) == (D(2024, 1, 31), D(2024, 5, 1), D(2024, 2, 1))
     # 公示截止期 set by the source ends it earlier (inclusive): the next day is the first one withheld.
     assert window(item, {"CF_SXCD": "严重", "CF_GSJZQ": "2024-06-30"}, decided).end == D(2024, 7, 1)
 
@@ -40,10 +42,10 @@ def test_other_rule_kinds(catalog: Catalog) -> None:
     assert window(reg, {}, "2001-01-01").end is None
     listed = catalog.item("serious_dishonest_list")  # while listed, at most 5 years
     assert window(listed, {"SX_YXQZ": "2026-12-31"}, "2025-01-01").end == D(2027, 1, 1)
-    assert window(listed, {}, "2025-01-01") == (D(2025, 1, 1), D(2030, 1, 1), None)
-    assert window(listed, {"SX_YXQZ": "2099-12-31"}, "2025-01-01").end == D(2030, 1, 1)
-    inspection = catalog.item("admin_inspection")  # 3 years from the decision
-    assert window(inspection, {}, "2024-02-29").end == D(2027, 2, 28)
+    assert window(listed, {}, "2025-01-01") == (D(2025, 1, 1), D(2030, 1, 2), None)
+    assert window(listed, {"SX_YXQZ": "2099-12-31"}, "2025-01-01").end == D(2030, 1, 2)
+    inspection = catalog.item("admin_inspection")  # 3 years from the decision: 2027-02-28 is the last day
+    assert window(inspection, {}, "2024-02-29").end == D(2027, 3, 1)
     assert add_months(D(2024, 1, 31), 1) == D(2024, 2, 29)
 
 
@@ -88,7 +90,7 @@ def test_sweep_archives_what_is_past_its_window_once(engine: Engine, ids: dict[s
     kit = make_kit(engine, DEPT, parent=DISTRICT, ids=ids, catalog=catalog, clock=clock)
     record_ids = kit.import_penalties(60)  # decided 2024-01 … 2025-08, ordinary: 12 months
     today = clock.today()
-    due = {rid for rid in record_ids if add_months(D.fromisoformat(kit.head(rid).decision_date), 12) <= today}
+    due = {rid for rid in record_ids if add_months(D.fromisoformat(kit.head(rid).decision_date), 12) < today}
     assert 0 < len(due) < len(record_ids)
     sweep = Sweep(store=kit.store, catalog=catalog, reviser=kit.reviser, node_id=DEPT, today=clock.today)
     audit_before, outbox_before = audit_rows(kit.store), _outbox_to(kit.store, DISTRICT, engine)

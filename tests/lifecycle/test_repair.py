@@ -45,16 +45,21 @@ def _repairs(kit: Kit) -> RepairService:
 def test_repair_before_the_minimum_period_is_refused_with_the_date(engine: Engine, ids: dict[str, LoadedIdentity],
                                                                   catalog: Catalog, clock: Clock) -> None:
     kit = make_kit(engine, DEPT, parent=DISTRICT, ids=ids, catalog=catalog, clock=clock)
-    # Serious: disclosed 1-3 years; repair may be applied for after one year (2026-02-10 + 12 months).
+    # Serious: disclosed 1-3 years; repair may be applied for after one year: the year from 2026-02-10
+    # includes 2027-02-10 (民法典 第二百零一、二百零二条), so the first day is 2027-02-11.
     rid = kit.import_penalties(1, CF_JDRQ="2026-02-10", CF_YXQ="2027-02-10", CF_SXCD="严重")[0]
     subject = kit.head(rid).subject_code
     repairs = _repairs(kit)
     with pytest.raises(ConflictError) as early:
         repairs.request(rid, by=subject, reason="已履行处罚并完成整改")
-    assert early.value.code == "E_REPAIR_TOO_EARLY" and "2027-02-10" in early.value.message
+    assert early.value.code == "E_REPAIR_TOO_EARLY" and "apply on or after 2027-02-11" in early.value.message
     with pytest.raises(NotAuthorizedError):
         repairs.request(rid, by=ORG, reason="x")
-    clock.set_day(dt.date(2027, 2, 10))
+    clock.set_day(dt.date(2027, 2, 10))  # the last day of the minimum period
+    with pytest.raises(ConflictError) as still:
+        repairs.request(rid, by=subject, reason="已履行处罚并完成整改")
+    assert still.value.code == "E_REPAIR_TOO_EARLY"
+    clock.set_day(dt.date(2027, 2, 11))
     case = repairs.request(rid, by=subject, reason="已履行处罚并完成整改")
     with pytest.raises(ConflictError) as twice:
         repairs.request(rid, by=subject, reason="again")
@@ -157,7 +162,7 @@ def test_a_repair_approved_at_the_district_stops_disclosure_below_and_above(
     rid = dept.import_penalties(1, CF_JDRQ="2026-02-10", CF_YXQ="2027-02-10", CF_SXCD="严重")[0]
     carry_up(dept, district)
     carry_up(district, city)
-    clock.set_day(dt.date(2027, 2, 10))
+    clock.set_day(dt.date(2027, 2, 11))
     repairs = _repairs(district)
     case = repairs.request(rid, by=district.head(rid).subject_code, reason="已履行处罚并完成整改")
     assert repairs.approve(case.case_id, note="同意修复").repaired_revision == 2
