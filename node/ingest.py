@@ -18,13 +18,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from node.catalog import Catalog, Item
 from node.conflicts import Conflicts, fact_of
+from node.lifecycle.deletion import ON_REQUEST
 from node.preparing import ImportSummary, Prepared, PreparedBatch, Preparer, RowOutcome, chunks, now_ms
-from node.records import body_digest, pb, signed_record_bytes
+from node.records import body_digest, decode_body, pb, signed_record_bytes
 from node.rejection import row_key
 from node.routing import Router
 from node.signing import Signer
 from node.store import Store
-from node.store.records import AuditEvent, OutboxEntry, RecordRow
+from node.store.records import AuditEvent, Head, OutboxEntry, RecordRow
 from node.tabular import SourceRow
 
 BATCH_ROWS = 2000
@@ -70,35 +71,45 @@ class Ingest:
         now = self._clock()
         outcomes = batch.outcomes
         heads = self._store.records.heads([p.record_id for p in batch.prepared]) if batch.prepared else {}
-        pending: list[tuple[Prepared, bytes, int]] = []
+        pending: list[tuple[Prepared, bytes, int, str]] = []
+        changed_heads: dict[str, Head] = {}
         for p in batch.prepared:
             head = heads.get(p.record_id)
             if head is None:
-                pending.append((p, p.body, 1))
+                pending.append((p, p.body, 1, "active"))
             elif head.content_digest == p.content_digest:
                 outcomes[p.slot] = RowOutcome(p.row, "duplicate", p.record_id, head.revision, p.warnings)
             else:
-                changed = pb.RecordBody()
-                changed.ParseFromString(p.body)
-                changed.revision = head.revision + 1
-                changed.reason = "source report changed"
-                changed.supersedes_digest = head.body_digest.hex()
-                pending.append((p, changed.SerializeToString(), head.revision + 1))
+                changed_heads[p.record_id] = head
+        kept = self._decided_for_subject(changed_heads) if changed_heads else {}
+        for p in batch.prepared:
+            head = changed_heads.get(p.record_id)  # type: ignore[assignment]
+            if head is None:
+                continue
+            status = kept.get(p.record_id, "active")
+            changed = pb.RecordBody()
+            changed.ParseFromString(p.body)
+            changed.revision = head.revision + 1
+            changed.status = status
+            changed.reason = "source report changed" if status == "active" else \
+                f"source report changed; stays {status}, as decided for its subject"
+            changed.supersedes_digest = head.body_digest.hex()
+            pending.append((p, changed.SerializeToString(), head.revision + 1, status))
         if not pending:
             if batch.rejections or meta:
                 self._store.records.append([], rejections=batch.rejections, meta=meta)
             return [outcomes[i] for i in range(batch.size)]
 
-        digests = [body_digest(b) for _p, b, _r in pending]
+        digests = [body_digest(b) for _p, b, _r, _s in pending]
         sigs = self._signer.sign_origin_encoded(digests, now_ms=now)
         dests = self._router.upward(item.routing.up_to, item.routing.rule_id)
         node_id, version, code = self.preparer.node_id, self.preparer.catalog.version, item.code
         rows: list[RecordRow] = []
         outbox: list[OutboxEntry] = []
-        for (p, body, revision), digest, sig in zip(pending, digests, sigs, strict=True):
+        for (p, body, revision, status), digest, sig in zip(pending, digests, sigs, strict=True):
             # Positional, in column order (RecordRow): this loop runs once per stored record.
             rows.append(RecordRow(
-                p.record_id, revision, code, p.subject_code, p.subject_kind, p.source_unit, node_id, "active",
+                p.record_id, revision, code, p.subject_code, p.subject_kind, p.source_unit, node_id, status,
                 p.decision_date, body, digest, p.content_digest, signed_record_bytes(body, (sig,)), now, "",
                 version))
             if dests:
@@ -106,7 +117,7 @@ class Ingest:
         batch_digest = hashlib.sha256(b"".join(r.body_digest for r in rows)).hexdigest()
         audit = AuditEvent(actor=node_id, action="import", subject=batch_id,
                            detail={"item": item.code, "source": source, "stored": len(rows), "digest": batch_digest})
-        closing = [(item.code, p.source_unit, k, p.record_id) for p, _b, _r in pending
+        closing = [(item.code, p.source_unit, k, p.record_id) for p, _b, _r, _s in pending
                    for k in (p.key, row_key(source, p.row))]
         also = [self._conflicts.observer([fact_of(item, r.body) for r in rows])] if self._conflicts else []
         # Revisions were numbered from heads read before the write transaction: if another writer
@@ -116,10 +127,25 @@ class Ingest:
         result = self._store.records.append(rows, outbox=outbox, audit=[audit], rejections=batch.rejections,
                                             close_rejections=closing, meta=meta, also=also, conflicts_abort=True)
         stored = set(result.stored)
-        for p, _body, revision in pending:
+        for p, _body, revision, _status in pending:
             # Not stored: the same bytes were stored by another writer meanwhile (a true duplicate).
             outcome = "accepted" if (p.record_id, revision) in stored else "duplicate"
             outcomes[p.slot] = RowOutcome(p.row, outcome, p.record_id, revision, p.warnings)
         return [outcomes[i] for i in range(batch.size)]
 
+    def _decided_for_subject(self, heads: Mapping[str, Head]) -> dict[str, str]:
+        """The records among ``heads`` whose state was decided for their subject, with that state.
 
+        A source re-reporting a changed fact makes its next revision, but does not undo what was
+        decided for the subject meanwhile: a repaired record (信用修复, seed 000 第二十四条) stays
+        out of public disclosure, a commendation deleted at its subject's request (seed 003 篇5
+        第二十九条) stays deleted. Departments re-export whole tables, so any edit (a remark)
+        would otherwise publish the record again.
+        """
+        out = {rid: "repaired" for rid, h in heads.items() if h.status == "repaired"}
+        for rid, h in heads.items():
+            if h.status == "deleted":  # rare: one read each
+                row = self._store.records.get(rid, h.revision)
+                if row is not None and decode_body(row.body).reason.startswith(ON_REQUEST):
+                    out[rid] = "deleted"
+        return out

@@ -26,10 +26,13 @@ from node.lifecycle.calendar import WorkingCalendar, china_date
 from node.lifecycle.revisions import Change, Reviser
 from node.store import AuditEvent, AuditLog, RecordRow, Store
 
-__all__ = ["DELETABLE_CATEGORIES", "Deletion", "DeletionService"]
+__all__ = ["DELETABLE_CATEGORIES", "ON_REQUEST", "Deletion", "DeletionService"]
 
 DELETABLE_CATEGORIES: Final = ("诚实守信相关荣誉",)
 _WITHDRAWN: Final = ("deleted", "expired", "revoked")
+# How a ``deleted`` revision made on request begins its reason: a changed source report of the
+# record keeps it deleted (node/ingest.py), which a deletion for other causes does not.
+ON_REQUEST: Final = "deleted at the subject's request"
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class DeletionService:
             raise ConflictError(f"record {record_id} is {head.status} already", code="E_DELETION_STATE")
         told = self._reviser.children_of([record_id]).get(record_id, "") or self._node_id
         due = self._calendar.add_working_days(today, self._days)
-        text = f"deleted at the subject's request of {today.isoformat()} (seed 003 篇5 第二十九条)" + \
+        text = f"{ON_REQUEST} of {today.isoformat()} (seed 003 篇5 第二十九条)" + \
             (f": {reason.strip()}" if reason.strip() else "")
 
         def notice(conn: Connection, rows: list[RecordRow]) -> None:

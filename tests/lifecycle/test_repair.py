@@ -73,6 +73,11 @@ def test_repair_before_the_minimum_period_is_refused_with_the_date(engine: Engin
     gov = visible(kit, rid, "gov")
     assert gov.visible and access.MARK_REPAIRED in gov.marks  # … shared with government, marked
     assert audit_rows(kit.store) == before + 1 and verify_store(kit.store, kit.verifier).ok
+    # The department re-exports its table with a remark edited: a new revision, still repaired.
+    kit.import_penalties(1, CF_JDRQ="2026-02-10", CF_YXQ="2027-02-10", CF_SXCD="严重", BZ="备注已更新")
+    head = kit.head(rid)
+    assert (head.revision, head.status) == (3, "repaired")
+    assert not visible(kit, rid).visible and verify_store(kit.store, kit.verifier).ok
     with pytest.raises(ConflictError) as decided:
         repairs.reject(case.case_id, reason="x")
     assert decided.value.code == "E_REPAIR_STATE"
@@ -95,14 +100,17 @@ def test_repair_rejected_and_not_applicable(engine: Engine, ids: dict[str, Loade
     assert na.value.code == "E_REPAIR_NOT_APPLICABLE"
 
 
+def _red_list_row(until: str = "2099-12-31") -> dict[str, str]:
+    return {"HM_ZTMC": "杭州示范企业有限公司", "HM_ZTLB": "法人及非法人组织", "HM_SHXYM": ORG,
+            "HM_MDMC": "守信激励对象", "HM_LB": "表彰奖励", "HM_RDYJ": "杭州市守信激励办法",
+            "HM_RDWH": "杭信〔2025〕1号", "HM_RDJG": "杭州市发展和改革委员会",
+            "HM_RDJGDM": unit_uscc("330100", "00000001"), "HM_RDRQ": "2025-06-01", "HM_YXQZ": until,
+            "HM_SJLY": "上城区市场监督管理局", "HM_SJLYDM": UNIT}
+
+
 def _red_list(kit: Kit, *, until: str = "2099-12-31") -> str:
     item = kit.catalog.item("red_list")
-    row = {"HM_ZTMC": "杭州示范企业有限公司", "HM_ZTLB": "法人及非法人组织", "HM_SHXYM": ORG,
-           "HM_MDMC": "守信激励对象", "HM_LB": "表彰奖励", "HM_RDYJ": "杭州市守信激励办法",
-           "HM_RDWH": "杭信〔2025〕1号", "HM_RDJG": "杭州市发展和改革委员会",
-           "HM_RDJGDM": unit_uscc("330100", "00000001"), "HM_RDRQ": "2025-06-01", "HM_YXQZ": until,
-           "HM_SJLY": "上城区市场监督管理局", "HM_SJLYDM": UNIT}
-    out = kit.ingest.ingest_batch(item, [SourceRow(2, row)], source="red.csv", batch_id="red")
+    out = kit.ingest.ingest_batch(item, [SourceRow(2, _red_list_row(until))], source="red.csv", batch_id="red")
     assert out[0].outcome == "accepted", out[0].problems
     return out[0].record_id
 
@@ -128,6 +136,12 @@ def test_deletion_on_request_reaches_the_source(engine: Engine, more_engines: Ca
     assert district.head(rid).status == "deleted" and not visible(district, rid).visible
     assert carry_down(district, dept) == 1  # the source unit is told
     assert dept.head(rid).status == "deleted"
+    # The source re-exports its table with the entry edited: the next revision, still deleted.
+    item = catalog.item("red_list")
+    again = dept.ingest.ingest_batch(item, [SourceRow(2, {**_red_list_row(), "BZ": "复核后更正备注"})],
+                                     source="red.csv", batch_id="red2")
+    assert (again[0].outcome, again[0].revision) == ("accepted", 3)
+    assert dept.head(rid).status == "deleted" and not visible(dept, rid).visible
     notice = [e for e in district.store.audit.iter() if e.action == "deletion.notice"]
     assert len(notice) == 1 and notice[0].detail["told"] == DEPT and notice[0].detail["due"] == "2026-03-04"
     with pytest.raises(ConflictError):
