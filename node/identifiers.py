@@ -218,18 +218,26 @@ def mask_id_number(value: str) -> str:
 # Zero-width and direction marks (U+200E/200F, U+202A-202E, U+2066-2069 come with text pasted from
 # right-to-left aware editors): invisible, so never part of a name or code.
 _ZERO_WIDTH: Final = "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u00ad\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+# Control characters that are not whitespace to str.split (NUL, BEL, ESC, DEL, C1 …): never
+# text, only what a system or a copy left in a cell. Dropped like the zero-width characters, so a
+# decision number with a trailing NUL is the same decision, not a second record.
+_CONTROLS: Final = "".join(chr(c) for c in (*range(0x00, 0x09), *range(0x0E, 0x1C), *range(0x7F, 0x85),
+                                            *range(0x86, 0xA0)))
 _FOLD_ALL: Final = {**{0xFF01 + i: 0x21 + i for i in range(0x5E)}, 0x3000: 0x20, 0x00A0: 0x20,
-                    **{ord(c): None for c in _ZERO_WIDTH}}
-_FOLD_ALNUM: Final = {k: v for k, v in _FOLD_ALL.items()
-                      if v is None or chr(v).isalnum() or v == 0x20}
+                    **{ord(c): None for c in _ZERO_WIDTH + _CONTROLS}}
+# Prose keeps line breaks and tabs; the other whitespace controls (VT, FF, the separators
+# U+001C-U+001F that content digests join with) become spaces.
+_FOLD_ALNUM: Final = {**{k: v for k, v in _FOLD_ALL.items() if v is None or chr(v).isalnum() or v == 0x20},
+                      **{c: 0x20 for c in (0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x1F, 0x85)}}
 # Characters that make a value differ from its plain strip() (besides runs of spaces): full-width
 # forms, odd spaces, line breaks and tabs, zero-width characters. A character class without
 # alternation lets the regex engine scan fast; most cells contain none of these. Public so that
 # the validator can test a cell inline (ASCII cells: str.isprintable() answers the same).
-NEEDS_NORMALIZING: Final = re.compile("[\uff01-\uff5e\u3000\u00a0\u200b-\u200f\u2060\ufeff\u00ad\t\n\r\x0b\x0c"
-                           "\x1c-\x1f\x85\u1680\u2000-\u200a\u2028\u2029\u202a-\u202f\u205f\u2066-\u2069]")
+NEEDS_NORMALIZING: Final = re.compile("[\uff01-\uff5e\u3000\u00a0\u200b-\u200f\u2060\ufeff\u00ad\x00-\x1f"
+                           "\x7f-\x9f\u1680\u2000-\u200a\u2028\u2029\u202a-\u202f\u205f\u2066-\u2069]")
 NEEDS_NORMALIZING_PROSE: Final = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\u3000\u00a0\u200b-\u200f"
-                                 "\u2060\ufeff\u00ad\u202a-\u202e\u2066-\u2069\r]")
+                                 "\u2060\ufeff\u00ad\u202a-\u202e\u2066-\u2069\r\x00-\x08\x0b\x0c\x0e-\x1f"
+                                 "\x7f-\x9f]")
 
 
 def normalize_text(s: str, *, prose: bool = False) -> str:

@@ -229,3 +229,15 @@ def test_normalize_text_leaves_clean_text_alone() -> None:
 def test_normalize_prose_keeps_chinese_punctuation_and_line_breaks() -> None:
     assert normalize_text(" 经查，当事人于２０２４年\r\n销售（过期）食品。 ", prose=True) == \
         "经查，当事人于2024年\n销售（过期）食品。"
+
+
+@pytest.mark.parametrize("raw, plain, prose", [
+    ("杭上市监罚〔2026〕1号\x00", "杭上市监罚〔2026〕1号", "杭上市监罚〔2026〕1号"),
+    ("杭州\x07测试\x1b公司", "杭州测试公司", "杭州测试公司"),
+    ("abc\x7f\x9b", "abc", "abc"),
+    ("第一行\n第二\t行\x00", "第一行 第二 行", "第一行\n第二\t行"),
+    ("x\x1ey\x1fz", "x y z", "x y z"),  # the separators content digests join with never survive
+])
+def test_control_characters_are_not_text(raw: str, plain: str, prose: str) -> None:
+    assert normalize_text(raw) == plain
+    assert normalize_text(raw, prose=True) == prose

@@ -631,3 +631,11 @@ def test_an_instant_with_a_time_zone_is_dated_by_its_day_in_beijing(validator: V
     # The same instants written as text by an export in UTC.
     assert value(check(validator, catalog, penalty(CF_JDRQ="2024-03-01T17:30:00Z")), "CF_JDRQ") == "2024-03-02"
     assert value(check(validator, catalog, penalty(CF_JDRQ="2024-02-29 16:00:00+00:00")), "CF_JDRQ") == "2024-03-01"
+
+
+def test_control_characters_left_in_cells_do_not_make_another_fact(validator: Validator, catalog: Catalog) -> None:
+    clean = check(validator, catalog, penalty())
+    dirty = check(validator, catalog, penalty(CF_WSH="杭上市监罚〔2024〕12号\x00", CF_XDR_MC="杭州某某\x07餐饮管理有限公司",
+                                              CF_SY="经查，当事人于2024年1月\x1b销售过期食品。", CF_WFXW="销售不符合食品安全标准的食品\x00"))
+    assert clean.ok and dirty.ok, codes(dirty)
+    assert (dirty.key, dirty.fields) == (clean.key, clean.fields)
