@@ -184,31 +184,40 @@ def read_csv(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None = N
             raise InputFileError(f"{path.name} is empty", code="E_INPUT_EMPTY")
         enc = encoding or detect_encoding(head)
         try:
-            codecs.lookup(enc)
+            enc = codecs.lookup(enc).name  # "UTF-16", "utf16", "utf_16" are all "utf-16"
         except LookupError:
             raise InputFileError(f"unknown encoding {enc!r}", code="E_INPUT_ENCODING") from None
         fh.seek(0)
         delimiter = _delimiter(head.decode(enc, errors="replace"), headers)
-        if enc == "utf-16":
-            lines: Iterator[str] = iter(io.TextIOWrapper(fh, encoding="utf-16", newline=""))
-            bad: set[int] = set()
-        elif b"\r" in head and b"\n" not in head:
-            # Lines ended by CR alone (classic Mac OS, some old exports): read with universal newlines.
-            lines = _cr_lines(io.TextIOWrapper(fh, encoding="utf-8-sig" if enc == "utf-8" else enc, newline=None),
-                              path.name, enc)
-            bad = set()
+        bad: set[int] = set()
+        if enc.startswith(("utf-16", "utf-32")):
+            # Two- and four-byte encodings (Excel's "Unicode text"): their lines cannot be split as bytes.
+            lines: Iterator[str] = _text_lines(io.TextIOWrapper(fh, encoding=enc, newline=""), path.name, enc)
+        elif _cr_ended(head):
+            # Lines ended by CR alone (classic Mac OS, Mac Excel, some old exports), line breaks in
+            # cells perhaps LF: read with universal newlines.
+            lines = _text_lines(io.TextIOWrapper(fh, encoding="utf-8-sig" if enc == "utf-8" else enc, newline=None),
+                                path.name, enc)
         else:
             bad = set()
             lines = _decoded_lines(fh, enc, bad.add, on_bytes)  # type: ignore[arg-type]
         yield from _rows_from_lines(lines, headers, bad, path.name, delimiter)
 
 
-def _cr_lines(text: io.TextIOWrapper, name: str, encoding: str) -> Iterator[str]:
+def _cr_ended(head: bytes) -> bool:
+    """Whether lines end with CR alone: more lone CRs than lone LFs (which may break lines in cells)."""
+    crlf = head.count(b"\r\n")
+    cr = head.count(b"\r") - crlf
+    return crlf == 0 and cr > head.count(b"\n") - crlf
+
+
+def _text_lines(text: io.TextIOWrapper, name: str, encoding: str) -> Iterator[str]:
     try:
         yield from text
-    except UnicodeDecodeError:
-        raise InputFileError(f"{name}: bytes that are not {encoding} (give --encoding)",
-                             code="E_INPUT_ENCODING") from None
+    except UnicodeError as exc:  # undecodable bytes, a cut-off last character, a UTF-16 file without BOM
+        why = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise InputFileError(f"{name}: the file is not valid {encoding} ({why}); give the right --encoding, "
+                             "or save the file again", code="E_INPUT_ENCODING") from None
 
 
 def _delimiter(head: str, headers: HeaderMap) -> str:
@@ -223,10 +232,49 @@ def _delimiter(head: str, headers: HeaderMap) -> str:
     return best
 
 
+class _Lines:
+    """The text lines the csv reader takes, numbered as in the file; a record's lines can be given
+    back to be read again (the rows an unclosed quote swallowed)."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self._back: list[tuple[int, str]] = []  # a stack: the last one is read next
+        self._count = 0
+        self.taken: list[tuple[int, str]] = []  # the lines of the record being read
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self._back:
+            numbered = self._back.pop()
+        else:
+            self._count += 1
+            numbered = (self._count, next(self._lines))
+        self.taken.append(numbered)
+        return numbered[1]
+
+    def at_end(self) -> bool:
+        """Whether no line is left (the one read to find out is kept for the next read)."""
+        if self._back:
+            return False
+        try:
+            text = next(self._lines)
+        except StopIteration:
+            return True
+        self._count += 1
+        self._back.append((self._count, text))
+        return False
+
+    def give_back(self, lines: Sequence[tuple[int, str]]) -> None:
+        self._back.extend(reversed(lines))
+
+
 def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[int],
                      name: str, delimiter: str = ",") -> Iterator[SourceRow]:
     """Rows numbered as a spreadsheet shows them: a cell holding line breaks is still one row."""
-    reader = csv.reader(lines, delimiter=delimiter, strict=False)
+    source = _Lines(lines)
+    reader = csv.reader(source, delimiter=delimiter, strict=False)
     header_row: list[str] | None = None
     titles: list[list[str]] = []
     record = 0  # rows read so far, blank ones included (a spreadsheet shows them too)
@@ -238,7 +286,8 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
                 headers.resolve(list(titles[0]))
             raise InputFileError(f"{name} has no header row", code="E_INPUT_EMPTY") from None
         except csv.Error as exc:
-            raise InputFileError(f"{name}: the header row cannot be parsed: {exc}", code="E_INPUT_HEADER") from None
+            raise InputFileError(f"{name}: the header row cannot be parsed: {_csv_reason(exc)}",
+                                 code="E_INPUT_HEADER") from None
         record += 1
         if len(titles) < MAX_TITLE_ROWS and headers.is_title(list(candidate)):
             titles.append(candidate)
@@ -248,27 +297,40 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
     width = len(codes)
     every_column_mapped = None not in codes
     unnamed = unnamed_columns(header_row)
-    last_line = reader.line_num
+    # Cells a row must have: up to the last named column (trailing blank header cells need none).
+    needed = max((i + 1 for i, c in enumerate(codes) if c is not None), default=0)
+    counted = counted_columns(header_row)
     first_data = True
+    taken = source.taken
     while True:
+        taken.clear()
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
             record += 1
-            last_line = reader.line_num
-            yield SourceRow(record, {}, Problem("E_ROW_MALFORMED", "", f"row cannot be parsed: {exc}", row=record))
+            yield SourceRow(record, {}, Problem("E_ROW_MALFORMED", "", f"row cannot be parsed: {_csv_reason(exc)}",
+                                                row=record))
             continue
         record += 1
-        first_line, last_line = last_line + 1, reader.line_num
         if not "".join(cells).strip():  # blank (or only spaces): one C call, not one per cell
             continue
+        if not every_column_mapped and not any(cells[i].strip() for i in counted if i < len(cells)):
+            continue  # only its row number (序号) filled in: a template numbered in advance
         if first_data:
             first_data = False
             if headers.repeats(cells, codes):
                 continue  # the header again, in its other form (codes under names, or names under codes)
-        if bad_lines and any(n in bad_lines for n in range(first_line, last_line + 1)):
+        first_line, last_line = taken[0][0], taken[-1][0]
+        if last_line > first_line and _swallows_rows(cells, delimiter, width):
+            yield SourceRow(record, {}, Problem(
+                "E_ROW_MALFORMED", "", f"a quote opened in this row is not closed where the cell ends: it took "
+                f"in the lines below it (file lines {first_line + 1}-{last_line}), which are read again as "
+                "rows of their own", row=record))
+            source.give_back(taken[1:])  # read again: the rows below are not lost with this one
+            continue
+        if bad_lines and any(n in bad_lines for n, _text in taken):
             yield SourceRow(record, {}, Problem("E_ROW_ENCODING", "", "row contains bytes that are not valid "
                                                 "in the file's encoding", row=record))
             continue
@@ -276,10 +338,18 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
             yield SourceRow(record, {}, Problem("E_ROW_SHAPE", "", f"row has {len(cells)} cells, the header "
                                                 f"has {width}", row=record))
             continue
-        if last_line > first_line and _swallows_rows(cells, delimiter, width):
+        if ((last_line > first_line or not taken[-1][1].endswith(("\n", "\r"))) and _unclosed_at_end(taken)
+                and source.at_end()):
             yield SourceRow(record, {}, Problem(
-                "E_ROW_MALFORMED", "", f"a quote opened in this row is not closed where the cell ends: it takes "
-                f"in the lines below (file lines {first_line}-{last_line}) as if they were its text", row=record))
+                "E_ROW_MALFORMED", "", "the file ends inside a quoted cell of this row: it was cut short "
+                "(a copy or an export that did not finish)", row=record))
+            continue
+        if len(cells) < needed:
+            missing = [c for c in codes[len(cells):needed] if c is not None]
+            yield SourceRow(record, {}, Problem(
+                "E_ROW_SHAPE", "", f"row has {len(cells)} cells, the header has {width} (no cell for "
+                f"{', '.join(missing)}): a row cut short or a lost separator; write every cell, empty ones too",
+                row=record))
             continue
         if unnamed and (problem := under_unnamed(cells, unnamed, record)) is not None:
             yield SourceRow(record, {}, problem)
@@ -290,6 +360,23 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
         else:
             values = {code: cells[i] for i, code in enumerate(codes) if code is not None and i < len(cells)}
         yield SourceRow(record, values)
+
+
+def _unclosed_at_end(taken: Sequence[tuple[int, str]]) -> bool:
+    """Whether the record's quotes do not pair up: csv (lenient) ended it only because the file ended."""
+    return sum(text.count('"') for _n, text in taken) % 2 == 1
+
+
+def _csv_reason(exc: csv.Error) -> str:
+    text = str(exc)
+    if "new-line character seen in unquoted field" in text:
+        return "a line break (CR) inside a cell that is not in quotes"
+    return text
+
+
+def counted_columns(header_row: Sequence[object]) -> list[int]:
+    """Positions of the columns whose cells make a row more than blank: all but row numbers (序号)."""
+    return [i for i, h in enumerate(header_row) if normalize_header(clean_header(h)) not in _BOOKKEEPING]
 
 
 def unnamed_columns(header_row: Sequence[object]) -> list[int]:

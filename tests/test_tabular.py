@@ -296,7 +296,46 @@ def test_an_unclosed_quote_is_named_instead_of_swallowing_the_rows_below(tmp_pat
     got = rows(p)
     assert got[0].values["CF_XDR_MC"] == "A"
     assert got[1].problem is not None and got[1].problem.code == "E_ROW_MALFORMED" and got[1].row == 3
-    assert "3-5" in got[1].problem.message
+    assert "4-5" in got[1].problem.message
+    # The rows it took in are read again: none is lost, and every row is accounted for.
+    assert [(r.row, r.values.get("CF_XDR_MC"), r.values.get("BZ")) for r in got[2:]] == [(4, "C", "y"), (5, "D", "z")]
+
+
+def test_rows_below_an_unclosed_quote_are_read_again_until_the_end(tmp_path: pathlib.Path):
+    lines = [f"公司{i},2024-03-01,备注{i}" for i in range(1, 3001)]
+    lines[1] = '公司2,2024-03-01,"never closed'
+    lines[2000] = '公司2001,"2024-03-01,oops'  # a second runaway further down
+    p = tmp_path / "q.csv"
+    p.write_text("行政相对人名称,处罚决定日期,备注\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    got = rows(p)
+    assert len(got) == 3000 and [r.row for r in got] == list(range(2, 3002))
+    refused = [r.row for r in got if r.problem is not None]
+    assert refused == [3, 2002]
+    assert all(r.values["CF_XDR_MC"] == f"公司{r.row - 1}" for r in got if r.problem is None)
+
+
+def test_a_file_cut_inside_a_quoted_cell_refuses_its_last_row(tmp_path: pathlib.Path):
+    p = tmp_path / "cut.csv"
+    p.write_text('行政相对人名称,处罚决定日期,备注\nA,2024-03-01,x\nB,2024-03-02,"经核查，\n该案', encoding="utf-8")
+    got = rows(p)
+    assert got[0].problem is None
+    assert got[1].problem is not None and got[1].problem.code == "E_ROW_MALFORMED" and "cut short" in got[1].problem.message
+
+
+def test_a_row_short_of_cells_is_refused_naming_what_has_no_cell(tmp_path: pathlib.Path):
+    p = tmp_path / "short.csv"
+    p.write_text("行政相对人名称,处罚决定日期,备注,,\nA,2024-03-01,x\nB,2024-03-02\nC,2024-03-03,z,,\n",
+                 encoding="utf-8")
+    got = rows(p)
+    assert [r.problem is None for r in got] == [True, False, True]  # trailing blank header cells need none
+    assert got[1].problem is not None and got[1].problem.code == "E_ROW_SHAPE" and "BZ" in got[1].problem.message
+
+
+def test_rows_with_only_their_number_filled_in_are_blank(tmp_path: pathlib.Path):
+    p = tmp_path / "numbered.csv"
+    p.write_text("序号,行政相对人名称,处罚决定日期,备注\n1,A,2024-03-01,x\n2,,,\n3,,,\n", encoding="utf-8")
+    got = rows(p)
+    assert [(r.row, r.values.get("CF_XDR_MC")) for r in got] == [(2, "A")]
 
 
 def test_a_quoted_cell_with_line_breaks_is_not_taken_for_an_unclosed_quote(tmp_path: pathlib.Path):
@@ -363,3 +402,41 @@ def test_a_second_header_row_naming_the_same_columns_is_read_past(tmp_path: path
     _write_table(p, table)
     got = rows(p)
     assert [(r.row, r.values.get("CF_XDR_MC")) for r in got] == [(3, "某公司"), (4, "行政相对人名称")]
+
+
+_UNICODE_TEXT = "行政相对人名称\t处罚决定日期\t备注\n某公司\t2024-03-01\t第一行\n"
+
+
+@pytest.mark.parametrize("name", ["utf-16", "UTF-16", "utf16", "utf_16"])
+def test_utf16_is_read_whatever_the_encoding_is_called(tmp_path: pathlib.Path, name: str):
+    p = tmp_path / "u.txt"
+    p.write_bytes(_UNICODE_TEXT.encode("utf-16"))
+    [r] = rows(p, encoding=name)
+    assert (r.values["CF_XDR_MC"], r.values["BZ"]) == ("某公司", "第一行")
+
+
+def test_utf16_without_a_bom_is_read_when_named(tmp_path: pathlib.Path):
+    p = tmp_path / "u.txt"
+    p.write_bytes(_UNICODE_TEXT.encode("utf-16-le"))
+    [r] = rows(p, encoding="utf-16-le")
+    assert r.values["CF_XDR_MC"] == "某公司"
+
+
+@pytest.mark.parametrize("data, encoding", [
+    (_UNICODE_TEXT.encode("utf-16")[:-1], None),  # one byte cut off the end
+    (_UNICODE_TEXT.replace("\t", ",").encode("utf-8"), "utf-16"),  # a UTF-8 file said to be UTF-16
+])
+def test_a_file_that_is_not_the_utf16_it_seems_is_an_input_error(tmp_path: pathlib.Path, data: bytes,
+                                                                 encoding: str | None):
+    p = tmp_path / "u.txt"
+    p.write_bytes(data)
+    with pytest.raises(InputFileError) as caught:
+        rows(p, encoding=encoding)
+    assert caught.value.code == "E_INPUT_ENCODING" and "utf-16" in caught.value.message
+
+
+def test_mac_excel_csv_ends_lines_with_cr_and_breaks_cells_with_lf(tmp_path: pathlib.Path):
+    p = tmp_path / "mac.csv"
+    p.write_bytes('行政相对人名称,处罚决定日期,备注\r某公司,2024-03-01,"第一行\n第二行"\r另一公司,2024-03-02,x\r'.encode())
+    got = rows(p)
+    assert [(r.values["CF_XDR_MC"], r.values["BZ"]) for r in got] == [("某公司", "第一行\n第二行"), ("另一公司", "x")]
