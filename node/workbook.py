@@ -8,9 +8,11 @@ that wrote it, and damage found only while reading.
 from __future__ import annotations
 
 import pathlib
+import re
 import zipfile
 import zlib
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from node.errors import InputFileError, Problem
 from node.tabular import (
@@ -18,6 +20,7 @@ from node.tabular import (
     HeaderMap,
     SourceRow,
     clean_header,
+    counted_columns,
     under_unnamed,
     unnamed_columns,
 )
@@ -43,7 +46,7 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
         # instructions (填报说明) and keep the data on the next one; a hidden sheet (an example,
         # a lookup list) is never data.
         refused: InputFileError | None = None
-        found: list[tuple[str, list[str | None], list[int], Iterator[tuple[int, tuple[object, ...]]]]] = []
+        found: list[tuple[str, _Header, Iterator[tuple[int, tuple[object, ...]]], bool, Any]] = []
         for ws in wb.worksheets:
             if getattr(ws, "sheet_state", "visible") != "visible":
                 continue
@@ -58,18 +61,20 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
                 continue
             if header is None:
                 continue
-            first_data = _first_data(rows)
+            first_data = _first_data(rows, header)
             if first_data is None and found:
                 continue  # a second template left empty: nothing to take from it
-            found.append((ws.title, header[0], header[1], _chain(first_data, rows)))
+            # A template left empty before the data sheet gives way to it.
+            found = [f for f in found if f[3]]
+            found.append((ws.title, header, _chain(first_data, rows), first_data is not None, ws))
             if len(found) > 1:
                 names = "、".join(f"「{t}」" for t, *_ in found)
                 raise InputFileError(f"{path.name}: sheets {names} both hold rows of this template; keep one data "
                                      "sheet per file (or hide the others)", code="E_INPUT_SHEETS")
         if not found:
             raise refused or InputFileError(f"{path.name} has no header row", code="E_INPUT_EMPTY")
-        _title, codes, unnamed, data = found[0]
-        yield from _sheet_rows(data, codes, unnamed, headers)
+        _title, header, data, _has_data, sheet = found[0]
+        yield from _sheet_rows(data, header, headers, sheet_marks(sheet))
     except _DAMAGE as exc:
         raise InputFileError(f"{path.name} is damaged and cannot be read to the end ({type(exc).__name__}: {exc}); "
                              "save it again from the spreadsheet program", code="E_INPUT_FORMAT") from None
@@ -77,9 +82,17 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
         wb.close()
 
 
-def _first_data(rows: Iterator[tuple[int, tuple[object, ...]]]) -> tuple[int, tuple[object, ...]] | None:
+class _Header(NamedTuple):
+    row: int
+    codes: list[str | None]
+    unnamed: list[int]
+    counted: list[int]  # the columns that make a row more than blank (not its 序号)
+
+
+def _first_data(rows: Iterator[tuple[int, tuple[object, ...]]],
+                header: _Header) -> tuple[int, tuple[object, ...]] | None:
     for rownum, cells in rows:
-        if _filled(cells):
+        if _filled(cells, header):
             return rownum, cells
     return None
 
@@ -91,40 +104,122 @@ def _chain(first: tuple[int, tuple[object, ...]] | None,
         yield from rest
 
 
-def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]],
-                  headers: HeaderMap) -> tuple[list[str | None], list[int]] | None:
-    """The codes of a sheet's header row (and its blank cells), read past the titles above it;
-    None for an empty sheet."""
+def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]], headers: HeaderMap) -> _Header | None:
+    """A sheet's header row, read past the titles above it; None for an empty sheet."""
     titles: list[list[object]] = []
-    for _rownum, cells in rows:
+    for rownum, cells in rows:
         if len(titles) < MAX_TITLE_ROWS and headers.is_title(list(cells)):
             titles.append(list(cells))
         elif any(clean_header(c) for c in cells):
-            return headers.resolve(list(cells)), unnamed_columns(cells)
+            return _Header(rownum, headers.resolve(list(cells)), unnamed_columns(cells), counted_columns(cells))
     if titles:
         headers.resolve(titles[0])  # a one-column sheet whose column is not known: refused, named
     return None
 
 
-def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], codes: list[str | None],
-                unnamed: list[int], headers: HeaderMap) -> Iterator[SourceRow]:
+def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header, headers: HeaderMap,
+                marks: SheetMarks) -> Iterator[SourceRow]:
+    codes, unnamed = header.codes, header.unnamed
     width = len(codes)
     first_data = True
+    merged = [m for m in marks.merged if m[0] > header.row]  # merged cells of the data, not of titles
+    tops: dict[tuple[int, int], object] = {}
     for rownum, cells in rows:
-        if not _filled(cells):
+        if merged:
+            cells = _fill_merged(rownum, cells, merged, tops)
+        if not _filled(cells, header):
             continue
         if first_data:
             first_data = False
             if headers.repeats(cells, codes):
                 continue  # the header again, in its other form
-        if len(cells) > width and _filled(cells[width:]):
+        if len(cells) > width and _any_value(cells[width:]):
             yield SourceRow(rownum, {}, Problem("E_ROW_SHAPE", "", "row has cells beyond the header", row=rownum))
             continue
         if unnamed and (problem := under_unnamed(cells, unnamed, rownum)) is not None:
             yield SourceRow(rownum, {}, problem)
             continue
+        blind = [c for i in marks.uncalculated.get(rownum, ()) if i < width and (c := codes[i]) is not None]
+        if blind:
+            yield SourceRow(rownum, {}, Problem(
+                "E_FIELD_FORMULA", blind[0], f"{', '.join(blind)}: the cell holds a formula whose "
+                "result was never calculated (the file was written by a program, not saved by a spreadsheet "
+                "program): open and save it in Excel or WPS, or write the values", row=rownum))
+            continue
         yield SourceRow(rownum, {code: cells[i] for i, code in enumerate(codes) if code is not None and i < len(cells)})
 
 
-def _filled(cells: tuple[object, ...]) -> bool:
+def _fill_merged(rownum: int, cells: tuple[object, ...], merged: list[tuple[int, int, int, int]],
+                 tops: dict[tuple[int, int], object]) -> tuple[object, ...]:
+    """A merged block's value in each of its cells, as the spreadsheet shows it across them: the
+    file keeps it in the top-left cell only, and the rows below would read as empty."""
+    out: list[object] | None = None
+    for first_row, first_col, last_row, last_col in merged:
+        if not first_row <= rownum <= last_row:
+            continue
+        if rownum == first_row:
+            tops[(first_row, first_col)] = cells[first_col] if first_col < len(cells) else None
+        value = tops.get((first_row, first_col))
+        if out is None:
+            out = list(cells)
+        if len(out) <= last_col:
+            out.extend([None] * (last_col + 1 - len(out)))
+        for col in range(first_col, last_col + 1):
+            out[col] = value
+    return tuple(out) if out is not None else cells
+
+
+def _filled(cells: tuple[object, ...], header: _Header) -> bool:
+    """Whether a row holds anything but its row number (a template numbered in advance is blank)."""
+    width = len(header.codes)
+    return any(_any_value((cells[i],)) for i in header.counted if i < len(cells)) or (
+        len(cells) > width and _any_value(cells[width:]))
+
+
+def _any_value(cells: tuple[object, ...]) -> bool:
     return any(c is not None and str(c).strip() for c in cells)
+
+
+class SheetMarks(NamedTuple):
+    """What the values of a read-only sheet do not show: merged blocks, and formulas never calculated."""
+
+    merged: list[tuple[int, int, int, int]]  # first row, first column (0-based), last row, last column
+    uncalculated: dict[int, list[int]]  # row -> columns (0-based) of formulas without a saved result
+
+
+_NS = rb"(?:\w+:)?"
+_MERGE = re.compile(rb"<" + _NS + rb'mergeCell ref="([A-Z]{1,3})(\d+):([A-Z]{1,3})(\d+)"')
+# A cell holding a formula and no value (or an empty one): a workbook written by a library, whose
+# results only a spreadsheet program computes. Read for its value, it looks empty.
+_UNCALCULATED = re.compile(
+    rb"<" + _NS + rb'c r="([A-Z]{1,3})(\d+)"[^>]*>'
+    rb"(?:<" + _NS + rb"f[^>]*/>|<" + _NS + rb"f[^>]*>[^<]*</" + _NS + rb"f>)"
+    rb"(?:<" + _NS + rb"v\s*/>|<" + _NS + rb"v></" + _NS + rb"v>)?</" + _NS + rb"c>")
+_CHUNK = 1 << 20
+_OVERLAP = 1 << 16  # longer than any cell with a formula (Excel caps formulas at 8,192 characters)
+
+
+def sheet_marks(ws: Any) -> SheetMarks:
+    """Scan a sheet's XML for merged blocks and uncalculated formulas, in chunks (bounded memory)."""
+    from openpyxl.utils import column_index_from_string
+
+    merged: set[tuple[int, int, int, int]] = set()
+    uncalculated: dict[int, set[int]] = {}
+    try:
+        source = ws._get_source()  # read-only sheets keep their XML in the archive: read it once more
+    except (AttributeError, KeyError):
+        return SheetMarks([], {})
+    with source:
+        tail = b""
+        while True:
+            chunk = source.read(_CHUNK)
+            text = tail + chunk
+            for m in _MERGE.finditer(text):
+                merged.add((int(m[2]), column_index_from_string(m[1].decode()) - 1,
+                            int(m[4]), column_index_from_string(m[3].decode()) - 1))
+            for m in _UNCALCULATED.finditer(text):
+                uncalculated.setdefault(int(m[2]), set()).add(column_index_from_string(m[1].decode()) - 1)
+            if not chunk:
+                break
+            tail = text[-_OVERLAP:]  # matches found again in it are the same cells (sets)
+    return SheetMarks(sorted(merged), {row: sorted(cols) for row, cols in uncalculated.items()})

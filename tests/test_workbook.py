@@ -1,0 +1,107 @@
+"""node/workbook.py: what a department's workbook holds beyond its cell values."""
+
+from __future__ import annotations
+
+import pathlib
+import zipfile
+
+import openpyxl
+import pytest
+
+from node.errors import InputFileError
+from node.tabular import HeaderMap, read_table
+
+HEADERS = HeaderMap({"行政相对人名称": "CF_XDR_MC", "失信程度": "CF_SXCD", "公示截止期": "CF_GSJZQ", "备注": "BZ",
+                     "处罚决定日期": "CF_JDRQ"}, frozenset({"CF_XDR_MC"}))
+HEADER = ["行政相对人名称", "失信程度", "公示截止期", "备注"]
+
+
+def rows(path: pathlib.Path):
+    return list(read_table(path, HEADERS))
+
+
+def test_a_merged_block_gives_its_value_to_every_row_it_covers(tmp_path: pathlib.Path):
+    p = tmp_path / "merged.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["2026年3月行政处罚"])
+    ws.merge_cells("A1:D1")  # a merged title is not data
+    ws.append(HEADER)
+    for i in range(1, 4):
+        ws.append([f"公司{i}", "严重" if i == 1 else None, "2028-04-14" if i == 1 else None, f"备注{i}"])
+    ws.append(["公司4", "一般", None, "x"])
+    ws.merge_cells("B3:B5")  # 失信程度 of rows 3-5
+    ws.merge_cells("C3:C5")  # and their 公示截止期
+    wb.save(p)
+    got = rows(p)
+    assert [(r.row, r.values["CF_XDR_MC"], r.values.get("CF_SXCD"), r.values.get("CF_GSJZQ")) for r in got] == [
+        (3, "公司1", "严重", "2028-04-14"), (4, "公司2", "严重", "2028-04-14"), (5, "公司3", "严重", "2028-04-14"),
+        (6, "公司4", "一般", None)]
+
+
+def _with_cached_value(path: pathlib.Path, cell: str, value: str) -> None:
+    """Give one formula cell the result a spreadsheet program would have saved with it."""
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    sheet = parts["xl/worksheets/sheet1.xml"].decode()
+    at = sheet.index(f'<c r="{cell}"')
+    end = sheet.index("</c>", at)
+    cell_xml = sheet[at:end].replace("<c ", '<c t="str" ', 1).replace("<v />", "").replace("<v/>", "")
+    parts["xl/worksheets/sheet1.xml"] = (sheet[:at] + cell_xml + f"<v>{value}</v>" + sheet[end:]).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+
+
+def test_a_formula_never_calculated_refuses_its_row_naming_the_field(tmp_path: pathlib.Path):
+    p = tmp_path / "formulas.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(HEADER)
+    ws.append(["公司1", '=IF(1>0,"严重","一般")', None, "x"])
+    ws.append(["公司2", "一般", None, '="备"&"注"'])
+    ws.append(["公司3", '=IF(1>0,"严重","一般")', None, "y"])
+    wb.save(p)
+    _with_cached_value(p, "B4", "严重")  # saved by a spreadsheet program: its result is there
+    got = rows(p)
+    assert [(r.row, r.problem.code if r.problem else None, r.problem.field if r.problem else None) for r in got] == [
+        (2, "E_FIELD_FORMULA", "CF_SXCD"), (3, "E_FIELD_FORMULA", "BZ"), (4, None, None)]
+    assert got[2].values["CF_SXCD"] == "严重"
+
+
+def test_an_empty_template_sheet_before_the_data_sheet_gives_way(tmp_path: pathlib.Path):
+    p = tmp_path / "sheets.xlsx"
+    wb = openpyxl.Workbook()
+    wb.active.title = "模板"
+    wb.active.append(HEADER)
+    data = wb.create_sheet("2026年3月")
+    data.append(HEADER)
+    data.append(["公司1", "一般", None, "x"])
+    wb.save(p)
+    assert [r.values["CF_XDR_MC"] for r in rows(p)] == ["公司1"]
+
+
+def test_two_sheets_with_rows_are_still_refused(tmp_path: pathlib.Path):
+    p = tmp_path / "sheets.xlsx"
+    wb = openpyxl.Workbook()
+    for title in ("一月", "二月"):
+        ws = wb.create_sheet(title)
+        ws.append(HEADER)
+        ws.append(["公司1", "一般", None, "x"])
+    del wb["Sheet"]
+    wb.save(p)
+    with pytest.raises(InputFileError) as caught:
+        rows(p)
+    assert caught.value.code == "E_INPUT_SHEETS"
+
+
+def test_rows_with_only_their_number_filled_in_are_blank(tmp_path: pathlib.Path):
+    p = tmp_path / "numbered.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["序号", *HEADER])
+    ws.append([1, "公司1", "一般", None, "x"])
+    for n in (2, 3, 4):
+        ws.append([n])
+    wb.save(p)
+    assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(2, "公司1")]
