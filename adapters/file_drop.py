@@ -102,7 +102,7 @@ class FileDrop:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
             raise InputFileError(f"drop folder {self.directory} does not exist", code="E_ADAPTER_FOLDER") from None
-        names = {e.name for e in entries}
+        markers = {e.name: e for e in entries if e.name.endswith(".ready")}
         ready: list[tuple[int, str]] = []
         seen: dict[str, _Seen] = {}
         for entry in entries:
@@ -116,7 +116,10 @@ class FileDrop:
             now = _Seen(st.st_size, st.st_mtime_ns)
             seen[entry.name] = now
             if self._cfg.ready_marker:
-                if f"{entry.name}.ready" in names:
+                # Only a marker written after the file counts: one left by a node killed between
+                # moving a file away and deleting its marker would otherwise pass the next file
+                # of that name while it is still being written.
+                if (marker := markers.get(f"{entry.name}.ready")) is not None and _mtime(marker) >= st.st_mtime_ns:
                     ready.append((st.st_mtime_ns, entry.name))
             elif self._seen.get(entry.name) == now and st.st_size > 0:
                 ready.append((st.st_mtime_ns, entry.name))
@@ -193,6 +196,13 @@ class FileDrop:
                 f"cannot tell the catalogue item from the file name {filename!r}: start the name with an "
                 "item code or name (e.g. admin_penalty_2026-11.csv, 行政处罚-11月.xlsx)", code="E_INPUT_ITEM")
         return self._catalog.item(code)
+
+
+def _mtime(entry: os.DirEntry[str]) -> int:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime_ns
+    except FileNotFoundError:
+        return -1
 
 
 def item_from_filename(filename: str, catalog: Catalog) -> str | None:

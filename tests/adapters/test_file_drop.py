@@ -137,6 +137,25 @@ def test_ready_marker_mode_waits_for_the_marker(dept: Node, tmp_path: pathlib.Pa
     assert not (folder / "admin_penalty_a.csv.ready").exists()
 
 
+def test_a_marker_older_than_its_file_is_left_from_before_and_does_not_count(dept: Node, tmp_path: pathlib.Path):
+    # A node killed after moving a file to done/ and before deleting its marker leaves the marker:
+    # the next file of that name must not be read while it is still being written.
+    import os
+
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder, ready_marker=True)
+    marker = folder / "admin_penalty_a.csv.ready"
+    marker.touch()
+    os.utime(marker, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))  # 2001
+    write_penalties(folder / "admin_penalty_a.csv", dept, 10)  # being written now
+    for _ in range(3):
+        drop.poll()
+    assert counts(dept) == 0
+    marker.touch()  # the writer's own marker, after the file
+    drop.poll()
+    assert counts(dept) == 10 and not marker.exists()
+
+
 @pytest.mark.parametrize(("name", "content", "code"), [
     ("admin_penalty_bad_header.csv", "行政相对人名称,颜色\n某公司,红\n", "E_INPUT_HEADER_UNKNOWN"),
     ("admin_penalty_missing.csv", "行政相对人名称\n某公司\n", "E_INPUT_HEADER_MISSING"),
