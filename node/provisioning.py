@@ -7,13 +7,17 @@ the federation CA's issuing directory instead (or install certificates issued el
 
 from __future__ import annotations
 
+import os
 import pathlib
+import secrets
+import shutil
+from collections.abc import Callable
 
 import yaml
 
 from node import identity
 from node.config import LEVELS, parse_config
-from node.errors import UsageError
+from node.errors import NodeError, UsageError
 from node.identifiers import check_uscc
 from node.routing import level_of
 
@@ -40,11 +44,15 @@ def init_node(directory: pathlib.Path, *, node_id: str, level: str, unit: str = 
     config_path = directory / "node.yaml"
     if config_path.exists():
         raise UsageError(f"{config_path} exists already; refusing to overwrite a node's configuration")
+    for stale in directory.glob(f"{_STAGING}*"):  # left by an init killed half-way: never used
+        shutil.rmtree(stale, ignore_errors=True)
     if ca_dir is None:
         ca_dir = directory / "ca"
-        if not (ca_dir / "ca.pem").exists():
-            identity.init_ca(ca_dir)
-    identity.issue(ca_dir, node_id, "node", directory / "identity", hosts=hosts)
+        if not (ca_dir / identity.CA_CERT).exists():
+            _staged(directory / "ca", identity.init_ca)
+    issuer = ca_dir
+    if not _finished_identity(directory / "identity", node_id, issuer):
+        _staged(directory / "identity", lambda d: identity.issue(issuer, node_id, "node", d, hosts=hosts))
     catalog = catalog_path or bundled_catalog()
     data: dict[str, object] = {
         "id": node_id,
@@ -57,5 +65,37 @@ def init_node(directory: pathlib.Path, *, node_id: str, level: str, unit: str = 
     if unit:
         data["unit"] = unit
     parse_config(data, base_dir=str(directory))  # refuse to write a config the node cannot load
-    config_path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    # Last, and whole or not at all: a node directory with a node.yaml is a finished one.
+    tmp = directory / f"{_STAGING}node.yaml"
+    tmp.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, config_path)
     return config_path
+
+
+# Where init builds each part before it takes its place, so that a kill at any moment leaves each
+# part whole or absent and the same init can simply be run again.
+_STAGING = ".init-"
+
+
+def _finished_identity(directory: pathlib.Path, node_id: str, ca_dir: pathlib.Path) -> bool:
+    """Whether an init of this node, killed before its node.yaml, left its identity whole (then it
+    is kept: it is the one this init would make)."""
+    if not (directory / identity.CA_CERT).exists():
+        return False
+    try:
+        loaded = identity.load_identity(directory)
+        same_ca = loaded.ca_pem == (ca_dir / identity.CA_CERT).read_bytes()
+    except (NodeError, OSError):
+        return False
+    return loaded.node_id == node_id and loaded.role == "node" and same_ca
+
+
+def _staged(target: pathlib.Path, make: Callable[[pathlib.Path], object]) -> None:
+    if target.exists() and any(target.iterdir()):
+        raise UsageError(f"{target} exists already and is not empty; init builds it itself: remove it or init "
+                         "into a new directory", field="directory")
+    staging = target.with_name(f"{_STAGING}{target.name}-{secrets.token_hex(4)}")
+    make(staging)
+    if target.exists():
+        target.rmdir()  # empty
+    os.rename(staging, target)  # atomic: the part appears whole
