@@ -288,9 +288,11 @@ def reset_position(node: Any, name: str) -> Any:
 
     if name not in {adapter_name(a) for a in node.config.adapters if a.kind == "database"}:
         raise UsageError(f"no database adapter {name!r} in this node's configuration", field="name")
-    was = node.store.meta.drop(f"adapter.{name}.position")
-    node.store.audit.record(AuditEvent(actor="operator", action="adapter.reset", subject=name,
-                                       detail={"position_was": was}))
+    def logged(conn: Any, was: str | None) -> None:
+        node.store.audit.append(conn, [AuditEvent(actor="operator", action="adapter.reset", subject=name,
+                                                  detail={"position_was": was})])
+
+    was = node.store.meta.drop(f"adapter.{name}.position", also=logged)
     return json.loads(was) if was else None
 
 

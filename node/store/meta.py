@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import Connection, Engine, delete, select
 
 from node.store._sql import insert_for, translated, write_transaction
@@ -34,9 +36,12 @@ class Meta:
         with translated(f"writing meta {key!r}"), write_transaction(self._engine) as conn:
             put_value(conn, key, value)
 
-    def drop(self, key: str) -> str | None:
-        """Forget ``key``; its value, if it had one."""
+    def drop(self, key: str, *, also: Callable[[Connection, str | None], None] | None = None) -> str | None:
+        """Forget ``key``; its value, if it had one. ``also`` runs in the same transaction with that
+        value (the audit event that says so commits with it, or neither does)."""
         with translated(f"removing meta {key!r}"), write_transaction(self._engine) as conn:
             value = get_value(conn, key)
             conn.execute(delete(meta).where(meta.c.key == key))
+            if also is not None:
+                also(conn, value)
         return value
