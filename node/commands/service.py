@@ -49,6 +49,10 @@ def start(ctx: click.Context, listen: str | None, port_file: str | None, log_lev
         if port_file:
             _write_port_file(pathlib.Path(port_file), address)
 
+    if port_file:
+        # A file left by an earlier run (killed, so it could not remove it) names a dead address:
+        # whoever waits for the file must see only this run's.
+        pathlib.Path(port_file).unlink(missing_ok=True)
     with build_node(config) as node:
         build_runtime(node).run(on_started=announce)
 

@@ -125,6 +125,19 @@ def test_start_with_a_taken_port_fails_with_a_clear_error(pki: Pki, tmp_path: pa
     assert "cannot listen" in result.stderr
 
 
+def test_a_port_file_left_by_an_earlier_run_is_gone_before_this_one_serves(pki: Pki, tmp_path: pathlib.Path) -> None:
+    # Left by a node killed with -9: a script waiting for the file must not connect to a dead port.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        config = write_parent_config(pki, tmp_path)
+        port_file = tmp_path / "port"
+        port_file.write_text("127.0.0.1:1\n")
+        result = _cli("--config", str(config), "start", "--listen", f"127.0.0.1:{port}", "--port-file", str(port_file))
+    assert result.returncode != 0 and not port_file.exists()
+
+
 def test_start_without_config_is_a_usage_error() -> None:
     env = {k: v for k, v in os.environ.items() if k != "CREDIT_NODE_CONFIG"}
     result = subprocess.run([*CLI, "start"], capture_output=True, text=True, timeout=DEADLINE_S, env=env,
