@@ -44,6 +44,7 @@ __all__ = [
     "MARK_REVOKED",
     "MARK_WITHHELD",
     "MAX_PURPOSE",
+    "WITHDRAWN_STATUSES",
     "Caller",
     "Decision",
     "EditableField",
@@ -78,6 +79,7 @@ PURPOSE_ROLES: Final = ("gov", "judicial")
 MAX_PURPOSE: Final = 200  # characters: a duty and a case number, kept in every query log row
 _ALL: Final = frozenset("ABC")
 _WITHDRAWN: Final = {"expired": MARK_ARCHIVED, "revoked": MARK_REVOKED, "deleted": MARK_DELETED}
+WITHDRAWN_STATUSES: Final = frozenset(_WITHDRAWN)  # disclosed and shared to no one (judicial callers aside)
 _PRIVATE: Final = {"repaired": MARK_REPAIRED, "withheld": MARK_WITHHELD}  # government sharing only
 
 

@@ -140,16 +140,18 @@ class ObjectionService:
                     code="E_OBJECTION_REPEATED")
 
     def _visible_to_subject(self, head: RecordRow, today: dt.date) -> None:
-        """A subject objects to a record about itself that it can see (seed 001 附件2 一)."""
-        subject = head.subject_code
+        """A subject objects to what the system records about it within the record's period,
+        whichever callers it is disclosed or shared to: 系统记载的自身公共信用信息 (seed 003 篇1
+        第三十二条), sharing counting as disclosure (篇5 第十九条、第三十条), 在公共信用信息有效期内
+        (seed 001 附件2 一). A government-only (class C) record is objected to like a public one;
+        a record archived, revoked or deleted, or past its period, is not."""
         item = self._catalog.item(head.item)
         fields = fields_dict(decode_body(head.body))
-        facts = access.RecordFacts(head.item, item.disclosure_class, head.subject_code, head.subject_kind,
-                                   head.status, access.window_state(item, fields, head.decision_date, today))
-        caller = access.Caller(f"self:{subject.lower()}", "self")
-        if not access.decide(caller, facts, self._policy).visible:
-            raise ConflictError(f"record {head.record_id} is not disclosed to its subject ({head.status}); "
-                                "an objection concerns information that is disclosed", code="E_OBJECTION_NOT_DISCLOSED")
+        withdrawn = head.status in access.WITHDRAWN_STATUSES
+        if withdrawn or access.window_state(item, fields, head.decision_date, today) == "closed":
+            raise ConflictError(f"record {head.record_id} is no longer disclosed or shared ({head.status}"
+                                f"{'' if withdrawn else ', past its period'}); an objection concerns information "
+                                "in its period", code="E_OBJECTION_NOT_DISCLOSED")
 
     def _read_evidence(self, path: pathlib.Path | Evidence | None) -> tuple[str, bytes | None, bytes | None]:
         if path is None:

@@ -318,3 +318,22 @@ def test_a_change_on_a_stale_head_stores_nothing(fed: Federation) -> None:
     assert race.value.code == "E_REVISION_RACE"
     assert audit_rows(fed.city.store) == before and fed.city.head(rid).status == "disputed"
     assert len(fed.city.store.records.history(rid)) == 2 and called == []
+
+
+def test_a_subject_objects_to_a_record_shared_with_government_only(fed: Federation) -> None:
+    # 系统记载的自身公共信用信息 (seed 003 篇1 第三十二条): sharing is disclosure too (篇5 第三十条).
+    from node.sampledata import unit_uscc
+    from node.tabular import SourceRow
+    from tests.lifecycle.kit import UNIT
+
+    subject = unit_uscc("330102", "MA2H0K7X")
+    row = {"JC_XDR_MC": "杭州某某贸易有限公司", "JC_XDR_LB": "法人及非法人组织", "JC_XDR_SHXYM": subject,
+           "JC_JCBH": "SJ-2026-0001", "JC_JCSX": "登记事项检查", "JC_JCRQ": "2026-01-05",
+           "JC_JCJG": "通过登记的住所无法联系", "JC_JCBM": "杭州市上城区市场监督管理局", "JC_JCBMDM": UNIT,
+           "JC_SJLY": "杭州市上城区市场监督管理局", "JC_SJLYDM": UNIT}
+    out = fed.dept.ingest.ingest_batch(fed.dept.catalog.item("admin_inspection"), [SourceRow(2, row)],
+                                       source="jc.csv", batch_id="jc")
+    assert out[0].outcome == "accepted", out[0].problems
+    fed.up()
+    case = fed.desk.file(out[0].record_id, by=subject, reason="住所可以联系，检查时无人值守")
+    assert case.state == sm.AWAITING_SOURCE and fed.city.head(out[0].record_id).status == "disputed"
