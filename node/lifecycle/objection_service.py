@@ -195,6 +195,10 @@ class ObjectionService:
                              code="E_CORRECTION_UNCHANGED")
         reason = f"objection {case_id}: {action}" + (f": {note.strip()}" if note.strip() else "")
         who = by or self._node_id
+        # A repaired record stays repaired whatever the objection found (信用修复 decided, seed 000
+        # 第二十四条): confirmed or corrected, it is still shared with government only.
+        stored = "repaired" if status in ("confirmed", "corrected") and self._was_repaired(record_id, revision) \
+            else status
         new_case, steps = (sm.answered(case, status=status, revision=head.revision + 1, today=today, now_ms=now,
                                        calendar=self._calendar, deadlines=self._deadlines, by=who, note=note)
                            if case is not None else
@@ -207,9 +211,25 @@ class ObjectionService:
             self.cases.log(conn, case_id, steps, actor=self._node_id, state=new_case.state if new_case else "",
                            revision=rows[0].revision, at_ms=now)
 
-        rows, _ = self._reviser.commit([Change(head, status, reason, checked)], action="objection.revision",
+        rows, _ = self._reviser.commit([Change(head, stored, reason, checked)], action="objection.revision",
                                        subject=case_id, also=[record], now_ms=now)
-        return Answer(case_id, record_id, rows[0].revision, status, new_case)
+        return Answer(case_id, record_id, rows[0].revision, stored, new_case)
+
+    def _was_repaired(self, record_id: str, mark_revision: int) -> bool:
+        """Whether the record was repaired when the objection was filed (the revision before its mark)."""
+        before = self._store.records.get(record_id, mark_revision - 1)
+        return before is not None and before.status == "repaired"
+
+    @staticmethod
+    def _answer_status(head: RecordRow, case_id: str) -> str:
+        """What the source answered, as a status: a repaired record's answer keeps it ``repaired``,
+        and says in its reason whether it was confirmed or corrected."""
+        if head.status == "repaired":
+            prefix = f"objection {case_id}: "
+            reason = decode_body(head.body).reason
+            if reason.startswith(prefix):
+                return sm.ACTIONS.get(reason[len(prefix):].split(":", 1)[0], head.status)
+        return head.status
 
     @staticmethod
     def _awaits_answer(head: RecordRow, case_id: str, revision: int, case: sm.Case | None) -> bool:
@@ -251,7 +271,8 @@ class ObjectionService:
         for case in self.cases.open_cases():
             head = self._head(case.record_id)
             if head.revision > max(case.revision, case.withdrawn_revision) and head.status != "disputed":
-                closed, steps = sm.answered(case, status=head.status, revision=head.revision, today=today,
+                closed, steps = sm.answered(case, status=self._answer_status(head, case.case_id),
+                                            revision=head.revision, today=today,
                                             now_ms=now, calendar=self._calendar, deadlines=self._deadlines,
                                             by=head.origin_node)
                 self.cases.apply(closed, steps, actor=self._node_id, at_ms=now)

@@ -337,3 +337,25 @@ def test_a_subject_objects_to_a_record_shared_with_government_only(fed: Federati
     fed.up()
     case = fed.desk.file(out[0].record_id, by=subject, reason="住所可以联系，检查时无人值守")
     assert case.state == sm.AWAITING_SOURCE and fed.city.head(out[0].record_id).status == "disputed"
+
+
+@pytest.mark.parametrize(("action", "outcome"), [("confirm", "confirmed"), ("correct", "corrected")])
+def test_an_objection_to_a_repaired_record_leaves_it_repaired(fed: Federation, action: str, outcome: str) -> None:
+    from node.lifecycle.revisions import Change
+
+    rid = fed.records[2]
+    fed.city.reviser.commit([Change(fed.city.head(rid), "repaired", "信用修复: approved")], action="repair.approve",
+                            subject=rid)
+    fed.down()
+    assert fed.dept.head(rid).status == "repaired"
+    case = fed.desk.file(rid, by=_subject(fed.city, rid), reason="处罚内容有误")
+    fed.down()
+    fields = {"CF_NR": "罚款人民币叁仟元（经核实更正）。"} if action == "correct" else None
+    assert fed.source.answer(case.case_id, action, fields=fields).status == "repaired"
+    fed.up()
+    fed.desk.tick()
+    assert fed.desk.cases.get(case.case_id).outcome == outcome
+    for kit in fed.kits():
+        assert kit.head(rid).status == "repaired"
+        assert not visible(kit, rid).visible  # still not public …
+        assert visible(kit, rid, "gov").visible  # … and still shared
