@@ -12,6 +12,7 @@ import codecs
 import csv
 import io
 import pathlib
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
@@ -25,6 +26,10 @@ _SNIFF_BYTES = 1 << 16
 _BOOKKEEPING: frozenset[str] = frozenset({normalize_header(h) for h in ("序号", "行号", "NO.", "NO")})
 # How many title or note rows (one filled cell, not a known header) may sit above the header row.
 MAX_TITLE_ROWS = 10
+
+
+# A note above the header: a short label, a full-width or ASCII colon, then its value.
+_LABELLED = re.compile(r"^[^:：]{1,12}[:：]")
 
 
 class SourceRow(NamedTuple):
@@ -120,9 +125,27 @@ class HeaderMap:
         return header if meant is None else f"{header} (the column is {meant}: give the amounts in that unit)"
 
     def is_title(self, cells: list[object]) -> bool:
-        """A row above the header that is a title or a note: one filled cell, not a known column."""
+        """A row above the header that is a title or a note: one filled cell, or only "label：value"
+        cells (填报单位：…, 填报日期：…), none of them a known column."""
         filled = [h for h in (clean_header(c) for c in cells) if h]
-        return len(filled) == 1 and normalize_header(filled[0]) not in self._accepted
+        if not filled or any(normalize_header(h) in self._accepted for h in filled):
+            return False
+        return len(filled) == 1 or all(_LABELLED.match(h) for h in filled)
+
+    def two_level(self, top: Sequence[object], sub: Sequence[object]) -> list[object] | None:
+        """A header in two rows (a group cell such as 行政相对人代码 over the columns it spans, their
+        names in the row below): each column named by its lower cell where it has one. None when
+        the row below names nothing, or the two together do not name every column."""
+        if not any(clean_header(c) for c in sub):
+            return None
+        width = max(len(top), len(sub))
+        combined = [sub[i] if i < len(sub) and clean_header(sub[i]) else (top[i] if i < len(top) else None)
+                    for i in range(width)]
+        try:
+            self.resolve(list(combined))
+        except InputFileError:
+            return None
+        return combined
 
     def resolve(self, headers: list[object]) -> list[str | None]:
         codes: list[str | None] = []
@@ -293,7 +316,22 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
             titles.append(candidate)
         elif any(clean_header(c) for c in candidate):
             header_row = candidate
-    codes = headers.resolve(list(header_row))
+    try:
+        codes = headers.resolve(list(header_row))
+    except InputFileError as exc:
+        # Perhaps a header in two rows: the next one names the columns under a group cell.
+        if exc.code != "E_INPUT_HEADER_UNKNOWN":
+            raise
+        try:
+            sub = next(reader)
+        except (StopIteration, csv.Error):
+            raise exc from None
+        combined = headers.two_level(header_row, sub)
+        if combined is None:
+            raise exc from None
+        record += 1
+        header_row = [clean_header(c) for c in combined]
+        codes = headers.resolve(list(header_row))
     width = len(codes)
     every_column_mapped = None not in codes
     unnamed = unnamed_columns(header_row)

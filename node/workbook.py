@@ -111,7 +111,19 @@ def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]], headers: Heade
         if len(titles) < MAX_TITLE_ROWS and headers.is_title(list(cells)):
             titles.append(list(cells))
         elif any(clean_header(c) for c in cells):
-            return _Header(rownum, headers.resolve(list(cells)), unnamed_columns(cells), counted_columns(cells))
+            try:
+                codes = headers.resolve(list(cells))
+            except InputFileError as exc:
+                # Perhaps a header in two rows: the next one names the columns under a group cell.
+                if exc.code != "E_INPUT_HEADER_UNKNOWN":
+                    raise
+                below = next(rows, None)
+                combined = headers.two_level(cells, below[1]) if below is not None else None
+                if below is None or combined is None:
+                    raise exc from None
+                rownum, cells = below[0], tuple(combined)
+                codes = headers.resolve(list(cells))
+            return _Header(rownum, codes, unnamed_columns(cells), counted_columns(cells))
     if titles:
         headers.resolve(titles[0])  # a one-column sheet whose column is not known: refused, named
     return None

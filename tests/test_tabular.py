@@ -440,3 +440,32 @@ def test_mac_excel_csv_ends_lines_with_cr_and_breaks_cells_with_lf(tmp_path: pat
     p.write_bytes('行政相对人名称,处罚决定日期,备注\r某公司,2024-03-01,"第一行\n第二行"\r另一公司,2024-03-02,x\r'.encode())
     got = rows(p)
     assert [(r.values["CF_XDR_MC"], r.values["BZ"]) for r in got] == [("某公司", "第一行\n第二行"), ("另一公司", "x")]
+
+
+def test_a_line_of_labelled_notes_above_the_header_is_read_past(tmp_path: pathlib.Path):
+    p = tmp_path / "noted.csv"
+    p.write_text("行政处罚信息报送表,,\n填报单位：杭州市上城区市场监督管理局,,填报日期：2026-03-01\n"
+                 "行政相对人名称,处罚决定日期,备注\n某公司,2024-03-01,x\n", encoding="utf-8")
+    [r] = rows(p)
+    assert (r.row, r.values["CF_XDR_MC"]) == (4, "某公司")
+
+
+_TWO_LEVEL = HeaderMap({"行政相对人名称": "CF_XDR_MC", "统一社会信用代码": "CF_XDR_SHXYM", "组织机构代码": "CF_XDR_ZZJG",
+                        "处罚决定日期": "CF_JDRQ"}, frozenset({"CF_XDR_MC"}))
+
+
+def test_a_header_in_two_rows_names_the_columns_under_its_group_cell(tmp_path: pathlib.Path):
+    p = tmp_path / "two.csv"
+    p.write_text("行政相对人名称,行政相对人代码,,处罚决定日期\n,统一社会信用代码,组织机构代码,\n"
+                 "某公司,91330102MA2B3C4D5E,MA2B3C4D-5,2024-03-01\n", encoding="utf-8")
+    [r] = list(read_table(p, _TWO_LEVEL))
+    assert r.row == 3 and r.values == {"CF_XDR_MC": "某公司", "CF_XDR_SHXYM": "91330102MA2B3C4D5E",
+                                       "CF_XDR_ZZJG": "MA2B3C4D-5", "CF_JDRQ": "2024-03-01"}
+
+
+def test_a_header_naming_an_unknown_column_is_still_refused_naming_it(tmp_path: pathlib.Path):
+    p = tmp_path / "bad.csv"
+    p.write_text("行政相对人名称,颜色\n某公司,红\n", encoding="utf-8")
+    with pytest.raises(InputFileError) as caught:
+        rows(p)
+    assert caught.value.code == "E_INPUT_HEADER_UNKNOWN" and "颜色" in caught.value.message

@@ -105,3 +105,18 @@ def test_rows_with_only_their_number_filled_in_are_blank(tmp_path: pathlib.Path)
         ws.append([n])
     wb.save(p)
     assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(2, "公司1")]
+
+
+def test_a_header_in_two_rows_under_a_merged_group_cell(tmp_path: pathlib.Path):
+    p = tmp_path / "two.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws["A1"], ws["B1"], ws["D1"] = "行政相对人名称", "处罚信息", "备注"
+    ws.merge_cells("B1:C1")
+    ws.merge_cells("A1:A2")
+    ws.merge_cells("D1:D2")
+    ws["B2"], ws["C2"] = "失信程度", "公示截止期"
+    ws.append(["公司1", "严重", "2028-04-14", "x"])
+    wb.save(p)
+    [r] = rows(p)
+    assert r.row == 3 and r.values == {"CF_XDR_MC": "公司1", "CF_SXCD": "严重", "CF_GSJZQ": "2028-04-14", "BZ": "x"}
