@@ -31,6 +31,8 @@ _HEADER_DECORATION: Final = re.compile(r"^\*+|\*+$|\((必填|选填|可选|非�
 # A trailing note on how to fill the column in (a date format, an example, 长期填2099/12/31) is no
 # part of its name; a unit (元, 万元) is, and stays.
 _HEADER_HINT: Final = re.compile(r"\((?:[^()]*(?:YYYY|格式|填|例|如)[^()]*)\)$")
+# "(单位：万元)" says what "(万元)" says.
+_UNIT_LABEL: Final = re.compile(r"\(单位:?(?=[^()]+\)$)")
 
 
 def normalize_header(header: str) -> str:
@@ -41,7 +43,7 @@ def normalize_header(header: str) -> str:
     dropped.
     """
     h = "".join(normalize_text(header).split()).upper()
-    return _HEADER_HINT.sub("", _HEADER_DECORATION.sub("", h))
+    return _UNIT_LABEL.sub("(", _HEADER_HINT.sub("", _HEADER_DECORATION.sub("", h)))
 
 
 @dataclass(frozen=True)

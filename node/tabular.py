@@ -205,6 +205,11 @@ def read_csv(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None = N
         head = fh.read(_SNIFF_BYTES)
         if not head.strip():
             raise InputFileError(f"{path.name} is empty", code="E_INPUT_EMPTY")
+        if head.startswith(b"PK\x03\x04"):
+            raise InputFileError(f"{path.name} is a workbook (.xlsx), not text: name it .xlsx", code="E_INPUT_FORMAT")
+        if head.startswith(b"\xd0\xcf\x11\xe0"):
+            raise InputFileError(f"{path.name} is an old Excel workbook (.xls), not text: save it as .xlsx or CSV",
+                                 code="E_INPUT_FORMAT")
         enc = encoding or detect_encoding(head)
         try:
             enc = codecs.lookup(enc).name  # "UTF-16", "utf16", "utf_16" are all "utf-16"

@@ -170,7 +170,7 @@ def test_keys_are_document_number_and_subject_code(shipped: Catalog) -> None:
 def test_header_map_accepts_names_codes_aliases_in_any_width_and_case(shipped: Catalog) -> None:
     item = shipped.item("admin_penalty")
     headers = item.header_map()
-    for header in ("罚款金额（万元）", "罚款金额(万元)", "CF_NR_FK", "cf_nr_fk", " *罚款金额（万元） "):
+    for header in ("罚款金额（万元）", "罚款金额(万元)", "CF_NR_FK", "cf_nr_fk", " *罚款金额（万元） ", "罚款金额（单位：万元）"):
         assert headers.get(header, headers.get(normalize_header(header))) == "CF_NR_FK", header
     assert headers[normalize_header("行政相对人代码_1(统一社会信用代码)")] == "CF_XDR_SHXYM"
     for note in ("处罚决定日期(必填)", "处罚决定日期（YYYY/MM/DD）", "*处罚决定日期(格式：YYYY-MM-DD)"):

@@ -469,3 +469,13 @@ def test_a_header_naming_an_unknown_column_is_still_refused_naming_it(tmp_path: 
     with pytest.raises(InputFileError) as caught:
         rows(p)
     assert caught.value.code == "E_INPUT_HEADER_UNKNOWN" and "颜色" in caught.value.message
+
+
+@pytest.mark.parametrize(("data", "says"), [(b"PK\x03\x04" + b"\x00" * 100, ".xlsx"),
+                                            (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, ".xls")])
+def test_a_workbook_named_csv_is_named_for_what_it_is(tmp_path: pathlib.Path, data: bytes, says: str):
+    p = tmp_path / "renamed.csv"
+    p.write_bytes(data)
+    with pytest.raises(InputFileError) as caught:
+        rows(p)
+    assert caught.value.code == "E_INPUT_FORMAT" and says in caught.value.message
