@@ -243,8 +243,8 @@ D = dt.date.fromisoformat
     ("admin_penalty", {"CF_SXCD": "严重"}, "2025-01-31", "2027-06-01", "open"),
     ("admin_penalty", {"CF_SXCD": "严重"}, "2025-01-31", "2028-01-31", "open"),
     ("admin_penalty", {"CF_SXCD": "严重"}, "2025-01-31", "2028-02-01", "closed"),
-    ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-04-30", "open"),  # 3 months: to 04-30
-    ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-05-01", "closed"),
+    ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-02-01", "not_public"),  # minor: not published
+    ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-05-01", "not_public"),
     ("admin_penalty", {"CF_GSJZQ": "2025-03-01"}, "2025-01-31", "2025-03-01", "open"),
     ("admin_penalty", {"CF_GSJZQ": "2025-03-01"}, "2025-01-31", "2025-03-02", "closed"),
     # inspections: 3 years from the decision

@@ -87,7 +87,7 @@ def _refusal(item: dict[str, Any]) -> str:
 
 # --- the shipped release ------------------------------------------------------------------------
 def test_shipped_catalogue_loads_with_its_version_and_items(shipped: Catalog) -> None:
-    assert shipped.version == "2026.12.1"
+    assert shipped.version == "2026.12.2"
     assert {"admin_penalty", "admin_license", "registration", "serious_dishonest_list", "red_list",
             "abnormal_operation", "professional_qualification", "admin_inspection"} <= set(shipped.items)
 
@@ -143,7 +143,7 @@ def test_routing_and_disclosure_of_the_shipped_items(shipped: Catalog) -> None:
     penalty = shipped.item("admin_penalty").disclosure
     assert penalty.kind == "penalty_severity"
     assert [(s.name, s.min_months, s.max_months) for s in penalty.severities] == \
-        [("minor", 0, 3), ("ordinary", 3, 12), ("serious", 12, 36)]
+        [("minor", 0, 0), ("ordinary", 3, 12), ("serious", 12, 36)]
     assert penalty.severity("") is not None and penalty.severity("").name == "ordinary"  # type: ignore[union-attr]
     assert penalty.severity("严重").name == "serious"  # type: ignore[union-attr]
     assert shipped.item("registration").disclosure.period_months == 36
