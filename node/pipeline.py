@@ -361,9 +361,11 @@ def new_batch_id() -> str:
 
 
 def _main() -> None:
-    # Ctrl-C at a terminal reaches the whole process group: the node decides what an interrupt
-    # means (it stops reading and closes this pipe), not the worker, which would print a traceback.
+    # Ctrl-C at a terminal, and a service manager's SIGTERM, reach the whole process group: the
+    # node decides what an interrupt means (it stops between batches and closes this pipe). A
+    # worker dying first would make the node report a failed worker instead of a clean stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         _serve(_Pipe(sys.stdin.buffer), _Pipe(sys.stdout.buffer))
     except BrokenPipeError:

@@ -187,6 +187,37 @@ def test_a_worker_whose_node_went_away_exits_without_a_traceback(node, tmp_path)
     proc.stderr.close()
 
 
+def test_a_worker_leaves_sigterm_to_its_node(node, tmp_path):
+    """A service manager signals the whole group: the node stops between batches, and must not
+    find its worker dead first (it would report a failed worker instead of a clean stop)."""
+    import signal
+    import subprocess
+    import sys
+
+    item = node.catalog.item("admin_penalty")
+    path = tmp_path / "big.csv"
+    write_csv(path, item, penalty_rows(3000, source_unit=UNIT))
+    reader = pipeline.FileReader(item="admin_penalty", source=path.name, batch_id=pipeline.new_batch_id(),
+                                 path=str(path), encoding=None, headers=pipeline.headers_for(item), batch_rows=100)
+    proc = subprocess.Popen([sys.executable, "-m", "node.pipeline"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    jobs, results = pipeline._Pipe(proc.stdin), pipeline._Pipe(proc.stdout)
+    jobs.put(node.preparer_setup)
+    jobs.put(reader)
+    assert results.frame() is not None  # working: past its start, signals set
+    proc.send_signal(signal.SIGTERM)
+    kinds = []
+    while (got := results.frame()) is not None:
+        kinds.append(pipeline._message(got[1])[0])
+        if kinds[-1] != "batch":
+            break
+    assert kinds[-1] == "end" and len(kinds) == 30  # the other 29 batches of 100 rows, then the end
+    jobs.put(None)
+    assert proc.wait(timeout=60) == 0
+    proc.stdin.close()
+    proc.stdout.close()
+
+
 def test_a_frame_written_in_short_pieces_arrives_whole(monkeypatch):
     """A write to a pipe may take only part of the bytes (a signal, a tracer); the rest must follow."""
     import os
