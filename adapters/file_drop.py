@@ -17,6 +17,7 @@ and leaves no second copy of a rejection open (the store supersedes it).
 from __future__ import annotations
 
 import csv
+import glob
 import logging
 import os
 import pathlib
@@ -259,6 +260,10 @@ class ResultWriter:
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
         self.rows = 0
+        # One adapter processes a file at a time: a temporary result of this name is one a killed
+        # node left behind, never read again.
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
         self._tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         self._xlsx = path.suffix.lower() == ".xlsx"
         self._fh: IO[str] | None = None

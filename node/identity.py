@@ -13,6 +13,7 @@ leave them out of ``repr``. The CA keeps its revocations in ``revoked.json`` nex
 from __future__ import annotations
 
 import contextlib
+import glob
 import ipaddress
 import json
 import os
@@ -49,6 +50,10 @@ _SKEW = timedelta(minutes=5)  # backdate not_before so a peer whose clock is beh
 # --- files -----------------------------------------------------------------------------------------
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Write ``data`` to ``path`` with ``mode`` from creation on; refuses to replace a file."""
+    # A temporary copy of this file is one a killed run left behind (perhaps a private key nobody
+    # uses): written only here, never read.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:

@@ -314,3 +314,14 @@ def test_trust_store_is_safe_across_threads(ca: Path, district: Path) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_a_temporary_key_left_by_a_killed_run_is_swept(tmp_path: Path) -> None:
+    ca = init_ca(tmp_path / "ca")
+    out = tmp_path / "n"
+    out.mkdir()
+    stale = out / ".key.pem.0badc0de.tmp"
+    stale.write_bytes(b"-----BEGIN PRIVATE KEY----- (a key nobody uses)")
+    stale.chmod(0o600)
+    issue(ca, "dept:330102:scjgj", "node", out)
+    assert not stale.exists() and not list(out.glob(".*.tmp"))

@@ -137,6 +137,17 @@ def test_ready_marker_mode_waits_for_the_marker(dept: Node, tmp_path: pathlib.Pa
     assert not (folder / "admin_penalty_a.csv.ready").exists()
 
 
+def test_a_temporary_result_left_by_a_killed_node_is_swept_when_its_file_is_done(dept: Node, tmp_path: pathlib.Path):
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder)
+    write_penalties(folder / "admin_penalty_a.csv", dept, 10)
+    stale = folder / ".admin_penalty_a.csv.result.csv.0badc0de.tmp"
+    stale.write_text("row,field\n")
+    two_polls(drop)
+    assert counts(dept) == 10 and not stale.exists()
+    assert not list(folder.glob(".*.tmp"))
+
+
 def test_a_marker_older_than_its_file_is_left_from_before_and_does_not_count(dept: Node, tmp_path: pathlib.Path):
     # A node killed after moving a file to done/ and before deleting its marker leaves the marker:
     # the next file of that name must not be read while it is still being written.
