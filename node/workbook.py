@@ -134,11 +134,10 @@ def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header,
     codes, unnamed = header.codes, header.unnamed
     width = len(codes)
     first_data = True
-    merged = [m for m in marks.merged if m[0] > header.row]  # merged cells of the data, not of titles
-    tops: dict[tuple[int, int], object] = {}
+    merged = _Merged([m for m in marks.merged if m[0] > header.row])  # of the data, not of the titles
     for rownum, cells in rows:
-        if merged:
-            cells = _fill_merged(rownum, cells, merged, tops)
+        if merged.pending:
+            cells = merged.fill(rownum, cells)
         if not _filled(cells, header):
             continue
         if first_data:
@@ -161,24 +160,35 @@ def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header,
         yield SourceRow(rownum, {code: cells[i] for i, code in enumerate(codes) if code is not None and i < len(cells)})
 
 
-def _fill_merged(rownum: int, cells: tuple[object, ...], merged: list[tuple[int, int, int, int]],
-                 tops: dict[tuple[int, int], object]) -> tuple[object, ...]:
-    """A merged block's value in each of its cells, as the spreadsheet shows it across them: the
-    file keeps it in the top-left cell only, and the rows below would read as empty."""
-    out: list[object] | None = None
-    for first_row, first_col, last_row, last_col in merged:
-        if not first_row <= rownum <= last_row:
-            continue
-        if rownum == first_row:
-            tops[(first_row, first_col)] = cells[first_col] if first_col < len(cells) else None
-        value = tops.get((first_row, first_col))
-        if out is None:
-            out = list(cells)
-        if len(out) <= last_col:
-            out.extend([None] * (last_col + 1 - len(out)))
-        for col in range(first_col, last_col + 1):
-            out[col] = value
-    return tuple(out) if out is not None else cells
+class _Merged:
+    """Merged blocks of the data rows, met in row order: each gives its value to every cell it
+    covers, as the spreadsheet shows it across them (the file keeps it in the top-left cell only,
+    and the rows below would read as empty). Only the blocks over the current row are looked at."""
+
+    def __init__(self, blocks: list[tuple[int, int, int, int]]) -> None:
+        self._ahead = sorted(blocks, reverse=True)  # by first row: the next one to open is last
+        self._open: list[tuple[int, int, int, int, object]] = []
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._ahead or self._open)
+
+    def fill(self, rownum: int, cells: tuple[object, ...]) -> tuple[object, ...]:
+        self._open = [b for b in self._open if b[2] >= rownum]
+        while self._ahead and self._ahead[-1][0] <= rownum:
+            first_row, first_col, last_row, last_col = self._ahead.pop()
+            if last_row >= rownum:  # a block whose first row was blank and skipped still counts
+                value = cells[first_col] if first_row == rownum and first_col < len(cells) else None
+                self._open.append((first_row, first_col, last_row, last_col, value))
+        if not self._open:
+            return cells
+        out = list(cells)
+        for _first_row, first_col, _last_row, last_col, value in self._open:
+            if len(out) <= last_col:
+                out.extend([None] * (last_col + 1 - len(out)))
+            for col in range(first_col, last_col + 1):
+                out[col] = value
+        return tuple(out)
 
 
 def _filled(cells: tuple[object, ...], header: _Header) -> bool:
