@@ -378,8 +378,11 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
                                                 "in the file's encoding", row=record))
             continue
         if len(cells) > width and any(c.strip() for c in cells[width:]):
+            beyond = [i + 1 for i in range(width, len(cells)) if cells[i].strip()]
             yield SourceRow(record, {}, Problem("E_ROW_SHAPE", "", f"row has {len(cells)} cells, the header "
-                                                f"has {width}", row=record))
+                                                f"has {width}: column {', '.join(map(str, beyond[:5]))} has a "
+                                                "value but no header (a stray separator shifts the cells)",
+                                                row=record))
             continue
         if ((last_line > first_line or not taken[-1][1].endswith(("\n", "\r"))) and _unclosed_at_end(taken)
                 and source.at_end()):

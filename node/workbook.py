@@ -47,8 +47,10 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
         # a lookup list) is never data.
         refused: InputFileError | None = None
         found: list[tuple[str, _Header, Iterator[tuple[int, tuple[object, ...]]], bool, Any]] = []
+        hidden: list[str] = []
         for ws in wb.worksheets:
             if getattr(ws, "sheet_state", "visible") != "visible":
+                hidden.append(ws.title)
                 continue
             # Read-only mode trusts the size the writing tool recorded, and some record it wrong:
             # rows and columns past it would be dropped without a word.
@@ -72,7 +74,12 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
                 raise InputFileError(f"{path.name}: sheets {names} both hold rows of this template; keep one data "
                                      "sheet per file (or hide the others)", code="E_INPUT_SHEETS")
         if not found:
-            raise refused or InputFileError(f"{path.name} has no header row", code="E_INPUT_EMPTY")
+            error = refused or InputFileError(f"{path.name} has no header row", code="E_INPUT_EMPTY")
+            if hidden:  # perhaps the data is there: say so, rather than only what the visible sheet lacks
+                names = "、".join(f"「{t}」" for t in hidden)
+                error = type(error)(f"{error.message} (hidden sheets are never read, and this workbook hides "
+                                    f"{names}: unhide the data sheet)", field=error.field, code=error.code)
+            raise error
         _title, header, data, _has_data, sheet = found[0]
         yield from _sheet_rows(data, header, headers, sheet_marks(sheet))
     except _DAMAGE as exc:
@@ -145,7 +152,9 @@ def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header,
             if headers.repeats(cells, codes):
                 continue  # the header again, in its other form
         if len(cells) > width and _any_value(cells[width:]):
-            yield SourceRow(rownum, {}, Problem("E_ROW_SHAPE", "", "row has cells beyond the header", row=rownum))
+            beyond = [i + 1 for i in range(width, len(cells)) if _any_value((cells[i],))]
+            yield SourceRow(rownum, {}, Problem("E_ROW_SHAPE", "", f"column {', '.join(map(str, beyond[:5]))} has a "
+                                                "value but no header", row=rownum))
             continue
         if unnamed and (problem := under_unnamed(cells, unnamed, rownum)) is not None:
             yield SourceRow(rownum, {}, problem)

@@ -120,3 +120,27 @@ def test_a_header_in_two_rows_under_a_merged_group_cell(tmp_path: pathlib.Path):
     wb.save(p)
     [r] = rows(p)
     assert r.row == 3 and r.values == {"CF_XDR_MC": "公司1", "CF_SXCD": "严重", "CF_GSJZQ": "2028-04-14", "BZ": "x"}
+
+
+def test_a_workbook_whose_data_sheet_is_hidden_says_so(tmp_path: pathlib.Path):
+    p = tmp_path / "hidden.xlsx"
+    wb = openpyxl.Workbook()
+    wb.active.append(["数据见隐藏表"])
+    data = wb.create_sheet("数据")
+    data.append(HEADER)
+    data.append(["公司1", "一般", None, "x"])
+    data.sheet_state = "hidden"
+    wb.save(p)
+    with pytest.raises(InputFileError) as caught:
+        rows(p)
+    assert "「数据」" in caught.value.message and "unhide" in caught.value.message
+
+
+def test_a_value_beyond_the_header_names_its_column(tmp_path: pathlib.Path):
+    p = tmp_path / "wide.xlsx"
+    wb = openpyxl.Workbook()
+    wb.active.append(HEADER)
+    wb.active.append(["公司1", "一般", None, "x", None, "多余"])
+    wb.save(p)
+    [r] = rows(p)
+    assert r.problem is not None and r.problem.code == "E_ROW_SHAPE" and "column 6" in r.problem.message
