@@ -258,4 +258,10 @@ def header_problem(body: pb.RecordBody, checked: Checked) -> Problem | None:
         if stated != derived:
             return Problem("E_BODY_HEADER", name, f"the body's {name} {stated!r} is not what its fields say "
                                                   f"({derived!r})")
+    # What is disclosed is what was checked: values as validation writes them (docs/protocol.md).
+    normalised = dict(checked.fields)
+    for f in body.fields:
+        if normalised.get(f.name, f.value) != f.value:
+            return Problem("E_BODY_NOT_NORMALISED", f.name, f"{f.name}: {f.value!r} is not written as validation "
+                           f"writes it ({normalised[f.name]!r}); an origin signs normalised values only")
     return None

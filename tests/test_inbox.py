@@ -149,6 +149,23 @@ def test_a_signed_body_whose_header_contradicts_its_fields_is_refused(federation
     assert district.inbox.receive([honest], sender=DEPT_A)[0].outcome == "accepted"
 
 
+@pytest.mark.parametrize(("field", "raw"), [("CF_JDRQ", "{y}/{m}/{d}"), ("CF_XDR_MC", "{name}\u200b")])
+def test_a_field_not_written_as_validation_writes_it_is_refused(federation, field: str, raw: str):
+    # What is disclosed must be what was checked: an origin signs normalised values only.
+    district, a, _b = federation
+    learn(district, a)
+    [honest] = reported(a, UNIT_A, list(penalty_rows(1, source_unit=UNIT_A, division="330106", seed=5)))
+    body = _body(honest)
+    fields = {f.name: f for f in body.fields}
+    value = fields[field].value
+    y, m, d = value.split("-") if field == "CF_JDRQ" else ("", "", "")
+    fields[field].value = raw.format(y=y, m=m, d=d, name=value)
+    [receipt] = district.inbox.receive(resigned(a, [body]), sender=DEPT_A)
+    assert receipt.outcome == "rejected" and receipt.problem is not None
+    assert (receipt.problem.code, receipt.problem.field) == ("E_BODY_NOT_NORMALISED", field)
+    assert district.inbox.receive([honest], sender=DEPT_A)[0].outcome == "accepted"
+
+
 def test_a_header_naming_an_allowed_unit_over_fields_of_another_is_refused(federation):
     district, _a, b = federation  # DEPT_B may report for UNIT_B only
     learn(district, b)
