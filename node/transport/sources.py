@@ -92,6 +92,8 @@ class SourceIntake:
         unit = normalize_text(values.get(item.source_unit_field, "")).upper()
         if unit in source.units:
             return None
+        if not unit and item.field(item.source_unit_field).required:
+            return None  # none given: validation refuses the row for what it lacks (E_FIELD_REQUIRED)
         return Problem("E_NOT_AUTHORIZED", item.source_unit_field,
                        f"{source.id} may not report for source unit {unit or '(none given)'}; "
                        f"its units: {', '.join(source.units)}")

@@ -157,6 +157,10 @@ def test_a_source_may_only_report_for_its_units(running: Running) -> None:
     assert "may not report for source unit" in acks[0].rejections[0].message
     acks = _acks(_submit(running, "unregistered_source", [pb.SubmitRequest(unsigned=unsigned_records(1))]))
     assert acks[0].rejections[0].code == "E_NOT_AUTHORIZED"
+    # A row naming no unit at all lacks a required field: said so, not taken for a unit it may not use.
+    bare = pb.UnsignedRecord(item="admin_penalty", fields=[pb.Field(name="CF_XDR_MC", value="杭州某某有限公司")])
+    [ack] = _acks(_submit(running, "source", [pb.SubmitRequest(unsigned=[bare])]))
+    assert ack.outcome == REJECTED and {r.code for r in ack.rejections} == {"E_FIELD_REQUIRED"}
     assert _stored_revisions(running) == 0
 
 
