@@ -205,6 +205,8 @@ def _judicial_marks(record: RecordFacts) -> tuple[str, ...]:
         marks.append(MARK_ARCHIVED)
     if record.status in _PRIVATE:
         marks.append(_PRIVATE[record.status])
+    elif record.window == "not_public":
+        marks.append(MARK_NOT_PUBLIC)
     if record.status in ("disputed", "withheld"):
         marks.append(MARK_DISPUTED)
     return tuple(marks)

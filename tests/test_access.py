@@ -174,6 +174,7 @@ def test_reasons_for_withholding(status: str, window: str, reason: str) -> None:
     ("revoked", "open", (MARK_REVOKED,)),
     ("repaired", "open", (MARK_REPAIRED,)),
     ("disputed", "open", (MARK_DISPUTED,)),
+    ("active", "not_public", (MARK_NOT_PUBLIC,)),  # a minor penalty: marked as gov sees it
 ])
 def test_judicial_sees_archived_with_marks(status: str, window: str, marks: tuple[str, ...]) -> None:
     d = decide(JUDICIAL, rec("C", status=status, window=window), Policy())
