@@ -134,7 +134,8 @@ class Inbox:
             except NodeError as exc:
                 receipts[i] = self._reject(start_seq + i, body, exc.code, exc.message, "item")
                 continue
-            checked = self._validator.check(item, {f.name: f.value for f in body.fields})
+            raw = {f.name: f.value for f in body.fields}
+            checked = self._validator.check(item, raw)
             if not checked.ok:
                 first = next(p for p in checked.problems if not p.warning)
                 receipts[i] = Receipt(start_seq + i, body.record_id, body.revision, REJECTED, first)
@@ -143,7 +144,7 @@ class Inbox:
                 receipts[i] = self._reject(start_seq + i, body, "E_RECORD_ID",
                                            "record id does not match the item's natural key", "record_id")
                 continue
-            header = header_problem(body, checked)
+            header = header_problem(body, checked, raw)
             if header is not None:
                 receipts[i] = Receipt(start_seq + i, body.record_id, body.revision, REJECTED, header)
                 continue
@@ -238,7 +239,7 @@ def rec_body(rec: pb.SignedRecord) -> bytes:
     return bytes(rec.body)
 
 
-def header_problem(body: pb.RecordBody, checked: Checked) -> Problem | None:
+def header_problem(body: pb.RecordBody, checked: Checked, raw: Mapping[str, str] | None = None) -> Problem | None:
     """What of a received body's header disagrees with its own fields, as re-validated here.
 
     The header (subject, source unit, decision date) is what the store indexes and what access
@@ -259,9 +260,12 @@ def header_problem(body: pb.RecordBody, checked: Checked) -> Problem | None:
             return Problem("E_BODY_HEADER", name, f"the body's {name} {stated!r} is not what its fields say "
                                                   f"({derived!r})")
     # What is disclosed is what was checked: values as validation writes them (docs/protocol.md).
+    sent = raw if raw is not None else {f.name: f.value for f in body.fields}
+    if tuple(sent.items()) == checked.fields:  # the usual body: all of it, in catalogue order
+        return None
     normalised = dict(checked.fields)
-    for f in body.fields:
-        if normalised.get(f.name, f.value) != f.value:
-            return Problem("E_BODY_NOT_NORMALISED", f.name, f"{f.name}: {f.value!r} is not written as validation "
-                           f"writes it ({normalised[f.name]!r}); an origin signs normalised values only")
+    for name, value in sent.items():
+        if normalised.get(name, value) != value:
+            return Problem("E_BODY_NOT_NORMALISED", name, f"{name}: {value!r} is not written as validation "
+                           f"writes it ({normalised[name]!r}); an origin signs normalised values only")
     return None

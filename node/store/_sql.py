@@ -53,7 +53,8 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 
 def execute_many(
-    conn: Connection, stmt: ClauseElement, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    conn: Connection, stmt: ClauseElement, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], *,
+    sql: str | None = None,
 ) -> None:
     """Run ``stmt`` once per row of values for ``columns``, at the driver level.
 
@@ -64,7 +65,8 @@ def execute_many(
     """
     if not rows:
         return
-    sql = positional_sql(conn, stmt, columns)
+    if sql is None:  # a caller that runs the statement often passes it compiled (positional_sql)
+        sql = positional_sql(conn, stmt, columns)
     head, values_kw, one_row = sql.rpartition(" VALUES ")
     if conn.dialect.name != "sqlite" or not values_kw or not (one_row.startswith("(") and one_row.endswith(")")):
         conn.exec_driver_sql(sql, list(rows))
