@@ -78,6 +78,8 @@ def _read_yaml(path: pathlib.Path) -> Any:
         return yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: not valid YAML: {exc}") from None
+    except ValueError as exc:  # PyYAML building a value it recognised: 2026-13-01 as a date
+        raise CatalogError(f"{path}: a value cannot be read ({exc}); quote it if it is text") from None
 
 
 def _items_of(doc: Obj) -> list[tuple[str, Any]]:

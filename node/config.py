@@ -293,6 +293,8 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         raise ConfigError(f"{p}: not valid YAML: {getattr(exc, 'problem', None) or 'cannot be parsed'}{where}") from None
+    except ValueError as exc:  # PyYAML building a value it recognised: 2026-13-01 as a date
+        raise ConfigError(f"{p}: a value cannot be read ({exc}); quote it if it is text") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{p}: the top level must be a mapping")
     return parse_config(data, base_dir=str(p.resolve().parent), environ=environ)

@@ -80,6 +80,8 @@ def _load(files: Sequence[tuple[str, bytes]]) -> Catalog:
         docs = [(name, yaml.safe_load(content.decode("utf-8-sig"))) for name, content in ordered]
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise CatalogError(f"release file is not UTF-8 YAML: {exc}") from None
+    except ValueError as exc:  # PyYAML building a value it recognised: 2026-13-01 as a date
+        raise CatalogError(f"release file: a value cannot be read ({exc})") from None
     return parse_catalog(docs)
 
 

@@ -260,6 +260,12 @@ def test_directory_without_catalog_yaml_is_refused(tmp_path: pathlib.Path) -> No
         load_catalog(tmp_path)
 
 
+def test_an_impossible_date_in_a_catalogue_file_is_a_catalogue_error(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "catalog.yaml").write_text('version: "t"\nreleased: 2026-13-01\n', encoding="utf-8")
+    with pytest.raises(CatalogError, match="a value cannot be read"):
+        load_catalog(tmp_path)
+
+
 # --- refusals: meaning ------------------------------------------------------------------------------
 @pytest.mark.parametrize(("where", "spoil"), [
     ("subject.name_field", lambda i: i["subject"].update(name_field="T_XX")),

@@ -56,6 +56,13 @@ def test_relative_sqlite_path_resolves_against_config_dir(tmp_path: pathlib.Path
     assert cfg.path("id") == tmp_path / "id"
 
 
+@pytest.mark.parametrize("line", ["bogus: 2026-13-01", "bogus: 2026-02-30"])
+def test_an_impossible_date_anywhere_is_a_config_error(tmp_path: pathlib.Path, line: str):
+    (tmp_path / "node.yaml").write_text(f"id: city:330100\nlevel: city\n{line}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="a value cannot be read"):
+        load_config(tmp_path / "node.yaml")
+
+
 def test_invalid_yaml_is_a_config_error(tmp_path: pathlib.Path):
     (tmp_path / "node.yaml").write_text("id: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):

@@ -145,6 +145,8 @@ def _read_year(file: pathlib.Path) -> Mapping[str, Any]:
         raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    except ValueError as exc:  # PyYAML building a date it recognised: 2026-02-30
+        raise ConfigError(f"{file}: a value cannot be read ({exc})") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{file}: the top level must be a mapping")
     return data

@@ -76,6 +76,9 @@ def test_data_errors_name_the_file(tmp_path: pathlib.Path) -> None:
     (tmp_path / "x-2026.yaml").write_text("year: 2026\nworkdays: [{date: 2027-01-02}]\n")
     with pytest.raises(ConfigError, match="not in year 2026"):
         WorkingCalendar.load(tmp_path)
+    (tmp_path / "x-2026.yaml").write_text("year: 2026\nworkdays: [{date: 2026-02-30}]\n")
+    with pytest.raises(ConfigError, match=r"x-2026\.yaml: a value cannot be read"):
+        WorkingCalendar.load(tmp_path)
     (tmp_path / "x-2026.yaml").write_text("year: 2026\nholiday: []\n")
     with pytest.raises(ConfigError, match="unknown keys holiday"):
         WorkingCalendar.load(tmp_path)
