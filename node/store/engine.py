@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from node.errors import ConfigError, StoreError
 
@@ -50,8 +50,11 @@ def normalise_url(url: str) -> URL:
         url = "postgresql://" + url[len("postgres://") :]
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(f"store url is not a database URL: {exc}", field="store.url") from None
+        parsed.port  # noqa: B018 - parsed lazily: a port that is not a number fails here, not later
+    except (ArgumentError, ValueError):
+        # Not the URL in the message: it may hold a password.
+        raise ConfigError("store url is not a database URL (dialect+driver://user:password@host:port/database, "
+                          "sqlite:///path); check its port and form", field="store.url") from None
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
@@ -65,9 +68,13 @@ def normalise_url(url: str) -> URL:
 def open_engine(url: str, *, echo: bool = False) -> Engine:
     """An Engine for ``url`` with the store's connection settings applied to every connection."""
     parsed = normalise_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return _open_sqlite(parsed, echo=echo)
-    return create_engine(parsed, echo=echo, pool_pre_ping=True, max_overflow=POOL_OVERFLOW)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            return _open_sqlite(parsed, echo=echo)
+        return create_engine(parsed, echo=echo, pool_pre_ping=True, max_overflow=POOL_OVERFLOW)
+    except (ArgumentError, NoSuchModuleError) as exc:  # a driver not installed, a malformed SQLite URL
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"store url cannot be used: {first}", field="store.url") from None
 
 
 def _open_sqlite(url: URL, *, echo: bool) -> Engine:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
+import pytest
 from sqlalchemy import Engine, text
 
 from node.config import ServerConfig
@@ -20,3 +21,14 @@ def test_every_server_thread_and_the_event_loop_get_a_connection_at_once(engine:
         engine.pool._timeout = 0.5  # type: ignore[attr-defined]  # fail fast instead of waiting 30 s
         with engine.connect() as one_more:
             assert one_more.execute(text("SELECT 2")).scalar_one() == 2
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:SECRET@h:notaport/x", "postgresql+nodriver://u:SECRET@h/x",
+                                 "sqlite://u:SECRET@/x"])
+def test_a_malformed_store_url_is_a_config_error_that_keeps_its_password(url: str) -> None:
+    from node.errors import ConfigError
+    from node.store import open_engine
+
+    with pytest.raises(ConfigError) as caught:
+        open_engine(url)
+    assert caught.value.field == "store.url" and "SECRET" not in caught.value.message
