@@ -24,8 +24,10 @@ from node.identifiers import check_uscc, normalize_text
 from node.nodeid import parse_node_id
 from node.routing import level_of
 
-# user:password@ in a URL (password up to the last @ before the host): the part show-config hides.
-_URL_PASSWORD = re.compile(r"(://[^/?#@:]*:)[^/?#]*(@)")
+# user:password@ in a URL — the password up to the last @, even with / # ? in it, as the URL
+# parsers read it — and a password given as a query parameter: the parts show-config hides.
+_URL_PASSWORD = re.compile(r"(://[^/?#@:]*:).*(@[^@]*)$", re.DOTALL)
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd|sslpassword)=)[^&#]*", re.IGNORECASE)
 
 LEVELS = ("department", "district", "city", "province")
 Level = Literal["department", "district", "city", "province"]
@@ -317,5 +319,5 @@ def _redacted(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_redacted(v) for v in value]
     if isinstance(value, str) and "://" in value:
-        return _URL_PASSWORD.sub(r"\1***\2", value)
+        return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\2", value))
     return value

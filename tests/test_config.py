@@ -86,6 +86,14 @@ def test_show_config_hides_passwords_in_every_url():
     assert "postgresql://credit:***@db.example/credit" in shown and "mysql+pymysql://u:***@h/db" in shown
 
 
+@pytest.mark.parametrize("url", ["postgresql://u:a/b#c?d@db.example/credit",
+                                 "postgresql:///credit?host=db.example&user=u&password=S3cretPW",
+                                 "postgresql:///credit?host=db.example&PASSWORD=S3cretPW&sslmode=require"])
+def test_show_config_hides_passwords_with_url_characters_or_in_the_query(url: str):
+    shown = repr(to_dict(parse_config({**BASE, "store": {"url": url}})))
+    assert "S3cretPW" not in shown and "a/b#c?d" not in shown and "***" in shown
+
+
 @pytest.mark.parametrize(("key", "value"), [("batch", 2.7), ("batch", True), ("batch", "many"),
                                             ("min_backoff_s", float("nan")), ("min_backoff_s", "inf")])
 def test_numbers_of_the_wrong_kind_are_refused_with_their_path(key, value):
