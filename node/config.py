@@ -14,7 +14,7 @@ import pathlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Final, Literal, cast
 
 import yaml
 
@@ -238,14 +238,15 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
         raise ConfigError("unknown configuration key: base_dir")
     cfg = build_dataclass(NodeConfig, {**data, "base_dir": base_dir}, "", environ)
     if cfg.level == "department" and not cfg.unit:
-        raise ConfigError("unit: a department node must name the source unit (USCC) it reports for")
+        raise ConfigError("unit: a department node must name the source unit (USCC) it reports for", field="unit")
     try:
         parse_node_id(cfg.id)
         named = level_of(cfg.id)
     except ConfigError as exc:
-        raise ConfigError(f"id: {exc.message}") from None
+        raise ConfigError(f"id: {exc.message}", field="id") from None
     if named != cfg.level:
-        raise ConfigError(f"level: {cfg.level!r}, but the node id {cfg.id!r} names level {named!r}")
+        raise ConfigError(f"level: {cfg.level!r}, but the node id {cfg.id!r} names level {named!r}", field="level")
+    _check_quantities(cfg, "")
     for i, code in enumerate(cfg.validation.uscc_allowlist):
         # The list excuses a failed check character only; a code no USCC can be would never match.
         problem = check_uscc(normalize_text(code).replace(" ", "").upper(), label=f"validation.uscc_allowlist[{i}]")
@@ -259,17 +260,45 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
     names = [adapter_name(a) for a in cfg.adapters]
     for i, n in enumerate(names):
         if n in names[:i]:
-            raise ConfigError(f"adapters[{i}].name: {n!r} is used by another adapter; give each a name")
+            raise ConfigError(f"adapters[{i}].name: {n!r} is used by another adapter; give each a name",
+                              field=f"adapters[{i}].name")
     for i, source in enumerate(cfg.sources):
         try:
             kind = parse_node_id(source.id).kind
         except ConfigError as exc:
-            raise ConfigError(f"sources[{i}].id: {exc.message}") from None
+            raise ConfigError(f"sources[{i}].id: {exc.message}", field=f"sources[{i}].id") from None
         if kind != "source":
-            raise ConfigError(f"sources[{i}].id: {source.id!r} is not a source id (source:<name>…)")
+            raise ConfigError(f"sources[{i}].id: {source.id!r} is not a source id (source:<name>…)",
+                              field=f"sources[{i}].id")
     if cfg.level != "province" and cfg.parent is None and cfg.level != "city":
         pass  # a node without a parent simply keeps what it gets (a standalone department is valid)
     return cfg
+
+
+# Counts, sizes and intervals where 0 would stall or break the node (a pool of no threads, batches
+# of nothing, polling without pause); every other number in the configuration may be 0 but not
+# negative (reconcile_every_s: 0 = on demand only).
+_MORE_THAN_ZERO: Final = frozenset({
+    "prefetch", "batch", "max_attempts", "max_workers", "burst", "batch_rows", "page_rows", "evidence_max_bytes",
+    "rate_per_s", "interval_s", "timeout_s", "fanout_deadline_s", "delegation_max_age_s", "block_after",
+    "block_window_s", "schedule_every_s", "lease_s", "min_backoff_s", "max_backoff_s"})
+
+
+def _check_quantities(value: object, path: str) -> None:
+    """Refuse, naming the key, a number the node cannot run with (checked at start, not at use)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            sub = f"{path}.{f.name}" if path else f.name
+            v = getattr(value, f.name)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                if v < 0 or (v == 0 and f.name in _MORE_THAN_ZERO):
+                    need = "more than 0" if f.name in _MORE_THAN_ZERO else "0 or more"
+                    raise ConfigError(f"{sub}: must be {need}, got {v!r}", field=sub)
+            else:
+                _check_quantities(v, sub)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_quantities(item, f"{path}[{i}]")
 
 
 def adapter_name(cfg: AdapterConfig) -> str:

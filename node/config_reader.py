@@ -45,10 +45,10 @@ def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str] | None) 
         try:
             value = expand_env(value, environ)
         except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc.message}") from None
+            raise ConfigError(f"{path}: {exc.message}", field=path) from None
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(value).__name__}")
+            raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(value).__name__}", field=path)
         return build_dataclass(tp, value, path, environ)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -64,29 +64,29 @@ def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str] | None) 
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, allowed))}")
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, allowed))}", field=path)
         return value
     if origin is tuple:
         (inner, _ellipsis) = typing.get_args(tp)
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}", field=path)
         return tuple(_convert(inner, v, f"{path}[{i}]", environ) for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}", field=path)
         _key_type, inner_type = typing.get_args(tp)
         return {str(k): _convert(inner_type, v, f"{path}.{k}", environ) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
         if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+            raise ConfigError(f"{path}: expected true or false, got {value!r}", field=path)
         return value
     if tp in (int, float):
         return _number(tp, value, path)
     if tp is str:
         if value is None or isinstance(value, dict | list):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
+            raise ConfigError(f"{path}: expected a string, got {value!r}", field=path)
         return str(value)
     raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover - programming error
 
@@ -100,14 +100,14 @@ def _number(tp: type[int] | type[float], value: Any, path: str) -> int | float:
         try:
             value = float(value) if tp is float or not value.strip().lstrip("+-").isdigit() else int(value)
         except ValueError:
-            raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{path}: expected a number, got {value!r}", field=path) from None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{path}: expected a number, got {value!r}")
+        raise ConfigError(f"{path}: expected a number, got {value!r}", field=path)
     if not math.isfinite(value):
-        raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+        raise ConfigError(f"{path}: expected a finite number, got {value!r}", field=path)
     if tp is int:
         if isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"{path}: expected a whole number, got {value!r}")
+            raise ConfigError(f"{path}: expected a whole number, got {value!r}", field=path)
         return int(value)
     return float(value)
 
@@ -115,16 +115,16 @@ def _number(tp: type[int] | type[float], value: Any, path: str) -> int | float:
 def _by_kind(options: list[Any], value: Any, path: str) -> Any:
     """The dataclass of a tagged union whose ``kind`` literal matches ``value['kind']``."""
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}", field=path)
     if "kind" not in value:
-        raise ConfigError(f"missing configuration key: {path}.kind")
+        raise ConfigError(f"missing configuration key: {path}.kind", field=f"{path}.kind")
     allowed: list[str] = []
     for option in options:
         names = typing.get_args(typing.get_type_hints(option)["kind"])
         if value["kind"] in names:
             return option
         allowed.extend(names)
-    raise ConfigError(f"{path}.kind: {value['kind']!r} is not one of {', '.join(allowed)}")
+    raise ConfigError(f"{path}.kind: {value['kind']!r} is not one of {', '.join(allowed)}", field=f"{path}.kind")
 
 
 def _shown_key(key: object) -> str:
@@ -141,12 +141,13 @@ def build_dataclass(cls: type[T], data: Mapping[str, Any], path: str, environ: M
         # line of something else) must not be echoed back to the terminal.
         where = ", ".join(f"{path}.{_shown_key(k)}" if path else _shown_key(k) for k in unknown[:5])
         more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
-        raise ConfigError(f"unknown configuration key: {where}{more}")
+        first = f"{path}.{_shown_key(unknown[0])}" if path else _shown_key(unknown[0])
+        raise ConfigError(f"unknown configuration key: {where}{more}", field=first)
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         sub = f"{path}.{name}" if path else name
         if name in data:
             kwargs[name] = _convert(hints[name], data[name], sub, environ)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing configuration key: {sub}")
+            raise ConfigError(f"missing configuration key: {sub}", field=sub)
     return cls(**kwargs)

@@ -152,3 +152,27 @@ def test_a_file_that_is_no_node_config_is_not_echoed_back(tmp_path: pathlib.Path
 def test_a_level_that_is_not_the_one_the_node_id_names_is_refused():
     with pytest.raises(ConfigError, match=r"level: 'district', but the node id 'dept:330102:scjgj' names level"):
         parse_config({**BASE, "level": "district"})
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"server": {"max_workers": 0}}, "server.max_workers"),
+    ({"lifecycle": {"check_days": -5}}, "lifecycle.check_days"),
+    ({"abuse": {"burst": -1}}, "abuse.burst"),
+    ({"forwarding": {"batch": 0}}, "forwarding.batch"),
+    ({"adapters": [{"kind": "database", "item": "admin_penalty", "table": "t", "watermark": "w",
+                    "url": "sqlite:///x.db", "page_rows": -1}]}, "adapters[0].page_rows"),
+])
+def test_a_number_the_node_cannot_run_with_is_refused_at_start_naming_its_key(extra, field):
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**BASE, **extra})
+    assert caught.value.field == field and field in caught.value.message
+
+
+def test_config_errors_name_their_key_as_the_field():
+    with pytest.raises(ConfigError) as unknown:
+        parse_config({**BASE, "server": {"listn": "x"}})
+    assert unknown.value.field == "server.listn"
+    with pytest.raises(ConfigError) as wrong:
+        parse_config({**BASE, "lifecycle": {"check_days": "soon"}})
+    assert wrong.value.field == "lifecycle.check_days"
+    assert parse_config({**BASE, "forwarding": {"reconcile_every_s": 0}}).forwarding.reconcile_every_s == 0
