@@ -122,6 +122,8 @@ def init_ca(out_dir: Path, *, name: str = "credit federation dev CA", days: int 
 
     Refuses to overwrite an existing CA: every certificate it issued would become unverifiable.
     """
+    if not 1 <= len(name.strip()) <= 64:  # an X.509 common name holds 1 to 64 characters
+        raise ConfigError(f"the CA's name must have 1 to 64 characters, not {len(name.strip())}", field="name")
     out_dir.mkdir(parents=True, exist_ok=True)
     for existing in (out_dir / CA_CERT, out_dir / CA_KEY):
         if existing.exists():

@@ -325,3 +325,10 @@ def test_a_temporary_key_left_by_a_killed_run_is_swept(tmp_path: Path) -> None:
     stale.chmod(0o600)
     issue(ca, "dept:330102:scjgj", "node", out)
     assert not stale.exists() and not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("name", ["", "  ", "证" * 65])
+def test_a_ca_name_no_certificate_can_hold_is_refused_before_anything_is_written(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        init_ca(tmp_path / "ca", name=name)
+    assert caught.value.field == "name" and not (tmp_path / "ca").exists()
