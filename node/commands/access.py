@@ -31,18 +31,16 @@ def _actor() -> str:
 
 
 def _call(fn: Callable[[], T]) -> T:
-    """Run one RPC; a refusal (3) or an unreachable node (4) becomes one line and its exit code."""
+    """Run one RPC; a refusal (3), a wrong request (2) or an unreachable node (4) is its NodeError."""
     import grpc
 
-    from node.errors import PeerUnavailableError
     from node.transport.grpc_client import error_from_rpc
 
     try:
         return fn()
     except grpc.RpcError as exc:
-        error = error_from_rpc(exc)
-        click.echo(f"error: {error}", err=True)
-        sys.exit(4 if isinstance(error, PeerUnavailableError) else error.exit_code)
+        # Raised, not printed: the command's error handler says it (as JSON too) with its exit code.
+        raise error_from_rpc(exc) from None
 
 
 def _context(purpose: str, authz: str) -> Any:

@@ -24,6 +24,7 @@ from node.errors import (
     NotFoundError,
     PeerUnavailableError,
     TransportError,
+    UsageError,
 )
 from node.identity import LoadedIdentity
 from node.records import pb, rpc
@@ -41,6 +42,8 @@ _UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, 
                 grpc.StatusCode.ABORTED)
 _BY_STATUS: dict[grpc.StatusCode, type[NodeError]] = {
     grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.INVALID_ARGUMENT: UsageError,  # the request as sent is wrong: the caller's to fix
+    grpc.StatusCode.OUT_OF_RANGE: UsageError,
     grpc.StatusCode.FAILED_PRECONDITION: ConflictError,
     grpc.StatusCode.DATA_LOSS: IntegrityError,
 }
@@ -62,7 +65,21 @@ def open_channel(target: str, identity: LoadedIdentity, *, server_name: str | No
     ]
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
-    return grpc.secure_channel(target, grpc_channel_credentials(identity), options=options)
+    return grpc.secure_channel(_checked_target(target), grpc_channel_credentials(identity), options=options)
+
+
+def _checked_target(target: str) -> str:
+    """``target`` if it is HOST:PORT (port 1-65535) or a gRPC name with a scheme (dns:, unix: …).
+
+    grpc would take a port of 99999 modulo 65536 and a missing port as 443, and report either as
+    an unreachable peer; a mistyped target is the caller's to fix.
+    """
+    if target.startswith(("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")):
+        return target
+    host, sep, port = target.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(f"target {target!r} is not HOST:PORT (a port 1-65535)", field="target")
+    return target
 
 
 def wait_ready(channel: grpc.Channel, timeout: float) -> None:

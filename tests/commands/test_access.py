@@ -89,6 +89,26 @@ def test_refused_lookups_exit_3_with_the_reason(world: World, role: str, args: t
     assert code in r.stderr and r.stderr.startswith("error: ")
 
 
+def test_a_refused_lookup_with_json_says_why_on_stdout(world: World) -> None:
+    r = world.client("lookup", "gov", ORG, "--json")
+    assert r.exit_code == 3
+    assert json.loads(r.stdout)["error"]["code"] == "E_PURPOSE_REQUIRED"
+
+
+def test_a_request_the_node_finds_wrong_exits_2(world: World) -> None:
+    r = world.client("lookup", "gov", "", "--purpose", "行政许可审查", "--json")
+    assert r.exit_code == 2, r.output
+    assert json.loads(r.stdout)["error"]["field"] == "subject_code"
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:99999", "notatarget", "127.0.0.1:", ":7443"])
+def test_a_target_that_is_not_host_port_is_a_usage_error(world: World, target: str) -> None:
+    r = CliRunner().invoke(cli, ["lookup", ORG, "--target", target, "--json",
+                                 "--identity", str(world.pki.dir(CALLERS["public"]))])
+    assert r.exit_code == 2, r.output
+    assert json.loads(r.stdout)["error"]["field"] == "target"
+
+
 def test_unreachable_node_exits_4(world: World) -> None:
     r = CliRunner().invoke(cli, ["lookup", ORG, "--target", "127.0.0.1:1", "--timeout", "2",
                                  "--identity", str(world.pki.dir(CALLERS["public"]))])
