@@ -93,7 +93,23 @@ def main() -> None:
     # grpc's C core logs a failed TLS handshake on stderr before the client's own one-line error
     # says the same; operators set GRPC_VERBOSITY themselves to see its INFO lines.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    cli(prog_name="credit-node")
+    if "--json" not in sys.argv[1:]:
+        cli(prog_name="credit-node")
+        return
+    # With --json, a script reads stdout: click's own refusals (a missing argument, a file that
+    # does not exist, a number out of range) come out as JSON there too, as the node's errors do.
+    try:
+        cli(prog_name="credit-node", standalone_mode=False)
+    except click.ClickException as exc:
+        field = ""
+        if isinstance(exc, click.BadParameter) and exc.param is not None:
+            field = (exc.param.opts[0] if exc.param.opts else exc.param.name or "").lstrip("-")  # as typed
+        emit_json({"error": {"code": "E_USAGE", "field": field, "message": exc.format_message()}})
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
 
 
 # Command groups live in node/commands/, one module per concept; importing them registers them.

@@ -73,3 +73,17 @@ def test_commands_that_change_something_say_what_in_json(tmp_path: pathlib.Path)
     assert code == 0 and json.loads(out)["ca"] == str(tmp_path / "ca")
     code, out = _run("catalog", "template", "admin_penalty", "--out", str(tmp_path / "t.csv"), "--json")
     assert code == 0 and json.loads(out) == {"item": "admin_penalty", "format": "csv", "out": str(tmp_path / "t.csv")}
+
+
+def test_with_json_clicks_own_refusals_come_out_as_json_too(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "node", "catalog", "template", "admin_penalty", "--format", "pdf",
+                          "--out", str(tmp_path / "t.pdf"), "--json"], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path, check=False)
+    assert run.returncode == 2
+    error = json.loads(run.stdout)["error"]
+    assert (error["code"], error["field"]) == ("E_USAGE", "format")
+    assert "Traceback" not in run.stderr
