@@ -55,9 +55,13 @@ def handle_errors(fn: F) -> F:
             sys.exit(exc.exit_code)
         except OSError as exc:  # a path given that cannot be read or written: the user's to fix
             where = f"{exc.filename}: " if exc.filename else ""
+            if kwargs.get("as_json"):
+                emit_json({"error": {"code": "E_IO", "field": "", "message": f"{where}{exc.strerror or exc}"}})
             click.echo(f"error: E_IO: {where}{exc.strerror or exc}", err=True)
             sys.exit(UsageError.exit_code)
         except OverflowError as exc:  # a date or number beyond what can be stored (9999-12-31 + days)
+            if kwargs.get("as_json"):
+                emit_json({"error": {"code": "E_USAGE", "field": "", "message": f"a value is out of range ({exc})"}})
             click.echo(f"error: E_USAGE: a value is out of range ({exc})", err=True)
             sys.exit(UsageError.exit_code)
 

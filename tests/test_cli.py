@@ -87,3 +87,12 @@ def test_with_json_clicks_own_refusals_come_out_as_json_too(tmp_path) -> None:
     error = json.loads(run.stdout)["error"]
     assert (error["code"], error["field"]) == ("E_USAGE", "format")
     assert "Traceback" not in run.stderr
+
+
+def test_with_json_a_path_that_cannot_be_written_is_a_json_error(tmp_path) -> None:
+    import json
+
+    r = CliRunner().invoke(cli, ["catalog", "template", "admin_penalty", "--out",
+                                 str(tmp_path / "no-such-dir" / "t.csv"), "--json"])
+    assert r.exit_code == 2
+    assert json.loads(r.stdout)["error"]["code"] == "E_IO"
