@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from node.cli import DAYS, SECONDS, cli, config_path, emit_json, handle_errors, open_node, report
+from node.cli import SECONDS, cli, config_path, emit_json, handle_errors, open_node, report
 
 T = TypeVar("T")
 
@@ -28,6 +28,11 @@ def _actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli"
+
+
+# node.authz.MAX_DAYS, written out: importing node.authz loads the store (a third of a second for
+# every command); tests/commands/test_access.py holds the two equal.
+AUTHZ_MAX_DAYS = 366
 
 
 def _call(fn: Callable[[], T]) -> T:
@@ -171,7 +176,7 @@ def authz() -> None:
 @click.option("--to", "grantee", required=True, help="the agency's certificate id, e.g. agency:bank1")
 @click.option("--items", "items", required=True, multiple=True,
               help="items it may see (repeatable, or comma-separated)")
-@click.option("--days", required=True, type=DAYS, help="validity in days")
+@click.option("--days", required=True, type=click.IntRange(1, AUTHZ_MAX_DAYS), help=f"validity in days (1-{AUTHZ_MAX_DAYS})")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors

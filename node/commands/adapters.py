@@ -182,7 +182,7 @@ def _first_row(rows: Iterator[Any], source: str) -> list[Any]:
               help="directory with the source system's cert.pem, key.pem, ca.pem")
 @click.option("--server-name", default=None, help="name the node's certificate carries, if not TARGET's host")
 @click.option("--catalog", "catalog_dir", default=None, help="catalogue for CSV/XLSX headers (default: bundled)")
-@click.option("--batch", default=500, show_default=True, help="records per request")
+@click.option("--batch", default=500, show_default=True, type=click.IntRange(1, 10_000), help="records per request")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @handle_errors
 def submit(source: str, item: str, target: str, identity_dir: str, server_name: str | None,

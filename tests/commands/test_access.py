@@ -281,3 +281,10 @@ def test_a_gb18030_list_of_codes_is_read(tmp_path: pathlib.Path) -> None:
     p = tmp_path / "codes.csv"
     p.write_bytes("名称,统一社会信用代码\n杭州某某公司,91330102MA2K3L4P5Q\n".encode("gb18030"))
     assert read_codes(p) == ["91330102MA2K3L4P5Q"]
+
+
+def test_the_cli_grants_as_many_days_as_an_authorisation_may_last() -> None:
+    from node.authz import MAX_DAYS
+    from node.commands.access import AUTHZ_MAX_DAYS
+
+    assert AUTHZ_MAX_DAYS == MAX_DAYS
