@@ -236,4 +236,4 @@ class Catalog:
             known = ", ".join(sorted(self.items)) or "none"
             shown = code if len(code) <= 64 else f"{code[:64]}…"
             raise UnknownItemError(f"unknown catalogue item {shown!r} (catalogue {self.version} has: {known})",
-                                   field=code) from None
+                                   field="item") from None

@@ -127,6 +127,8 @@ def query(ctx: click.Context, code: str, items: tuple[str, ...], as_json: bool) 
     from node.query import subject_records
 
     with open_node(ctx) as node:
+        for item in items:  # a mistyped item would only find nothing
+            node.catalog.item(item)
         subject, records = subject_records(node.store, code, items)
     if as_json:
         emit_json({"subject": subject, "records": [r.as_dict() for r in records]})

@@ -242,3 +242,10 @@ def test_an_interrupted_import_says_what_it_kept_and_a_second_run_finishes_it(no
     assert 0 < kept == committed < 40_000
     again = json.loads(run(node_dir, "import", str(path), "--item", "admin_penalty", "--json").output)
     assert (again["duplicates"], again["accepted"] + again["duplicates"]) == (kept, 40_000)
+
+
+def test_query_of_an_unknown_item_is_refused_naming_it(node_dir):
+    r = run(node_dir, "query", "91330102MA2B3C4D5E", "--item", "admin_penalti", "--json")
+    assert r.exit_code == 2
+    error = json.loads(r.stdout)["error"]
+    assert (error["code"], error["field"]) == ("E_UNKNOWN_ITEM", "item") and "admin_penalti" in error["message"]
