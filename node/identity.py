@@ -124,7 +124,7 @@ def init_ca(out_dir: Path, *, name: str = "credit federation dev CA", days: int 
     """
     if not 1 <= len(name.strip()) <= 64:  # an X.509 common name holds 1 to 64 characters
         raise ConfigError(f"the CA's name must have 1 to 64 characters, not {len(name.strip())}", field="name")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # it holds private keys: its owner's alone
     for existing in (out_dir / CA_CERT, out_dir / CA_KEY):
         if existing.exists():
             raise ConfigError(f"{existing} already exists; refusing to replace a CA")
@@ -168,7 +168,7 @@ def issue(ca_dir: Path, node_id: str, role: str, out_dir: Path, *,
     end = min(start + timedelta(days=days), ca_cert.not_valid_after_utc)
     sans: list[x509.GeneralName] = [_host_name(h) for h in hosts]
     sans.append(x509.UniformResourceIdentifier(URI_PREFIX + node_id))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # it holds private keys: its owner's alone
     targets = [out_dir / n for n in (TLS_CERT, TLS_KEY, SIGNING_CERT, SIGNING_KEY, CA_CERT)]
     clash = [str(p) for p in targets if p.exists()]
     if clash:

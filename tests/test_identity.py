@@ -332,3 +332,16 @@ def test_a_ca_name_no_certificate_can_hold_is_refused_before_anything_is_written
     with pytest.raises(ConfigError) as caught:
         init_ca(tmp_path / "ca", name=name)
     assert caught.value.field == "name" and not (tmp_path / "ca").exists()
+
+
+def test_directories_made_for_keys_are_their_owners_alone_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0)
+    try:
+        ca = init_ca(tmp_path / "ca")
+        issue(ca, "dept:330102:scjgj", "node", tmp_path / "n")
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "ca") == _mode(tmp_path / "n") == 0o700
+    assert _mode(tmp_path / "n" / "key.pem") == 0o600
