@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from node.cli import SECONDS, cli, config_path, emit_json, handle_errors
+from node.errors import UsageError
 
 
 def _write_port_file(path: pathlib.Path, address: str) -> None:
@@ -50,6 +51,8 @@ def start(ctx: click.Context, listen: str | None, port_file: str | None, log_lev
             _write_port_file(pathlib.Path(port_file), address)
 
     if port_file:
+        if not pathlib.Path(port_file).resolve().parent.is_dir():  # found out before serving, not after
+            raise UsageError(f"--port-file {port_file}: its directory does not exist", field="port-file")
         # A file left by an earlier run (killed, so it could not remove it) names a dead address:
         # whoever waits for the file must see only this run's.
         pathlib.Path(port_file).unlink(missing_ok=True)

@@ -138,6 +138,13 @@ def test_a_port_file_left_by_an_earlier_run_is_gone_before_this_one_serves(pki: 
     assert result.returncode != 0 and not port_file.exists()
 
 
+def test_a_port_file_in_a_directory_that_does_not_exist_is_refused_before_serving(pki: Pki,
+                                                                                  tmp_path: pathlib.Path) -> None:
+    config = write_parent_config(pki, tmp_path)
+    result = _cli("--config", str(config), "start", "--port-file", str(tmp_path / "no-such-dir" / "port"))
+    assert result.returncode == 2 and "port-file" in result.stderr and "listening" not in result.stdout
+
+
 def test_start_without_config_is_a_usage_error() -> None:
     env = {k: v for k, v in os.environ.items() if k != "CREDIT_NODE_CONFIG"}
     result = subprocess.run([*CLI, "start"], capture_output=True, text=True, timeout=DEADLINE_S, env=env,
