@@ -6,8 +6,9 @@ import zipfile
 import openpyxl
 import pytest
 
+from node.csvfile import detect_encoding
 from node.errors import InputFileError
-from node.tabular import HeaderMap, detect_encoding, read_table
+from node.tabular import HeaderMap, read_table
 
 HEADERS = HeaderMap({"行政相对人名称": "CF_XDR_MC", "CF_XDR_MC": "CF_XDR_MC", "处罚决定日期": "CF_JDRQ",
                      "CF_JDRQ": "CF_JDRQ", "备注": "BZ", "BZ": "BZ"},

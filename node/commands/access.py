@@ -115,7 +115,7 @@ def lookup(code: str, target: str, identity_dir: str, server_name: str | None, p
 
 def read_codes(path: pathlib.Path) -> list[str]:
     """Subject codes from a file: one per line, or a CSV whose header names a code column."""
-    from node.tabular import detect_encoding
+    from node.csvfile import detect_encoding
 
     raw = path.read_bytes()
     text = raw.decode(detect_encoding(raw[:1 << 16]), errors="replace")  # UTF-8 (BOM or not) or GB18030

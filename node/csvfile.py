@@ -1,0 +1,321 @@
+"""Reading a department's CSV file: its encoding, its separator, and its rows by field code.
+
+Split from :mod:`node.tabular` (which owns the header rules CSV and workbooks share, and
+``read_table``), as :mod:`node.workbook` is for XLSX. A CSV adds encodings (UTF-8 with or without
+BOM, GB18030, UTF-16), line endings (CRLF, LF, CR alone), separators, and quotes that do not
+close: a row the parser cannot make sense of becomes a row problem, and the lines an unclosed
+quote took in are read again, so every row is accounted for.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import pathlib
+from collections.abc import Callable, Iterator, Sequence
+
+from node.errors import InputFileError, Problem
+from node.tabular import (
+    MAX_TITLE_ROWS,
+    HeaderMap,
+    SourceRow,
+    clean_header,
+    counted_columns,
+    under_unnamed,
+    unnamed_columns,
+)
+
+__all__ = ["detect_encoding", "read_csv"]
+
+# A runaway quote can swallow the rest of a file into one cell; cap it well above any real cell.
+_FIELD_LIMIT = 1 << 20
+_SNIFF_BYTES = 1 << 16
+
+
+def detect_encoding(head: bytes) -> str:
+    """UTF-8 (BOM or valid), else GB18030 (a superset of GBK and GB2312)."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        head.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError as exc:
+        # The sample may end inside a multi-byte character; only an error before the tail counts.
+        if exc.start >= len(head) - 3 and exc.reason in ("unexpected end of data",):
+            return "utf-8"
+        utf8_error = exc.start
+    try:
+        head.decode("gb18030")
+        return "gb18030"
+    except UnicodeDecodeError as exc:
+        # As for UTF-8: a two- or four-byte character cut by the end of the sample is no error.
+        if exc.start >= len(head) - 3:
+            try:
+                head[:exc.start].decode("gb18030")
+                return "gb18030"
+            except UnicodeDecodeError:
+                pass
+        if any(b >= 0x80 for b in head[:utf8_error]):
+            # Chinese text read as UTF-8 up to a line pasted in from a file in another encoding:
+            # a UTF-8 file, whose bad lines are refused one by one (E_ROW_ENCODING) like any later.
+            return "utf-8"
+        raise InputFileError(
+            "cannot tell the file's encoding (not UTF-8, not GBK/GB18030); give --encoding"
+        ) from None
+
+
+def _decoded_lines(raw: io.BufferedReader, encoding: str, on_error: Callable[[int], None],
+                   on_bytes: Callable[[int], None] | None) -> Iterator[str]:
+    """Decode line by line so an undecodable line is reported by number instead of ending the file."""
+    decoder_name = "utf-8" if encoding == "utf-8-sig" else encoding
+    first = True
+    for lineno, line in enumerate(raw, start=1):
+        if on_bytes is not None:
+            on_bytes(len(line))
+        if first and encoding == "utf-8-sig" and line.startswith(codecs.BOM_UTF8):
+            line = line[len(codecs.BOM_UTF8):]
+        first = False
+        try:
+            yield line.decode(decoder_name)
+        except UnicodeDecodeError:
+            on_error(lineno)
+            yield line.decode(decoder_name, errors="replace")
+
+
+def read_csv(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None = None,
+             on_bytes: Callable[[int], None] | None = None) -> Iterator[SourceRow]:
+    csv.field_size_limit(_FIELD_LIMIT)
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise InputFileError(f"cannot open {path.name}: {exc.strerror}") from None
+    with fh:
+        head = fh.read(_SNIFF_BYTES)
+        if not head.strip():
+            raise InputFileError(f"{path.name} is empty", code="E_INPUT_EMPTY")
+        if head.startswith(b"PK\x03\x04"):
+            raise InputFileError(f"{path.name} is a workbook (.xlsx), not text: name it .xlsx", code="E_INPUT_FORMAT")
+        if head.startswith(b"\xd0\xcf\x11\xe0"):
+            raise InputFileError(f"{path.name} is an old Excel workbook (.xls), not text: save it as .xlsx or CSV",
+                                 code="E_INPUT_FORMAT")
+        enc = encoding or detect_encoding(head)
+        try:
+            enc = codecs.lookup(enc).name  # "UTF-16", "utf16", "utf_16" are all "utf-16"
+        except LookupError:
+            raise InputFileError(f"unknown encoding {enc!r}", code="E_INPUT_ENCODING") from None
+        fh.seek(0)
+        delimiter = _delimiter(head.decode(enc, errors="replace"), headers)
+        bad: set[int] = set()
+        if enc.startswith(("utf-16", "utf-32")):
+            # Two- and four-byte encodings (Excel's "Unicode text"): their lines cannot be split as bytes.
+            lines: Iterator[str] = _text_lines(io.TextIOWrapper(fh, encoding=enc, newline=""), path.name, enc)
+        elif _cr_ended(head):
+            # Lines ended by CR alone (classic Mac OS, Mac Excel, some old exports), line breaks in
+            # cells perhaps LF: read with universal newlines.
+            lines = _text_lines(io.TextIOWrapper(fh, encoding="utf-8-sig" if enc == "utf-8" else enc, newline=None),
+                                path.name, enc)
+        else:
+            bad = set()
+            lines = _decoded_lines(fh, enc, bad.add, on_bytes)  # type: ignore[arg-type]
+        yield from _rows_from_lines(lines, headers, bad, path.name, delimiter)
+
+
+def _cr_ended(head: bytes) -> bool:
+    """Whether lines end with CR alone: more lone CRs than lone LFs (which may break lines in cells)."""
+    crlf = head.count(b"\r\n")
+    cr = head.count(b"\r") - crlf
+    return crlf == 0 and cr > head.count(b"\n") - crlf
+
+
+def _text_lines(text: io.TextIOWrapper, name: str, encoding: str) -> Iterator[str]:
+    try:
+        yield from text
+    except UnicodeError as exc:  # undecodable bytes, a cut-off last character, a UTF-16 file without BOM
+        why = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise InputFileError(f"{name}: the file is not valid {encoding} ({why}); give the right --encoding, "
+                             "or save the file again", code="E_INPUT_ENCODING") from None
+
+
+def _delimiter(head: str, headers: HeaderMap) -> str:
+    """The separator the header row uses: ``,``, or a tab or ``;`` (Excel's "Unicode text" and
+    some locales' CSV exports) when splitting by it names more columns."""
+    best, best_known = ",", 0
+    for line in head.splitlines()[:MAX_TITLE_ROWS + 2]:
+        for sep in (",", "\t", ";"):
+            known = headers.known(line.split(sep)) if sep in line else 0
+            if known > best_known:
+                best, best_known = sep, known
+    return best
+
+
+class _Lines:
+    """The text lines the csv reader takes, numbered as in the file; a record's lines can be given
+    back to be read again (the rows an unclosed quote swallowed)."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self._back: list[tuple[int, str]] = []  # a stack: the last one is read next
+        self._count = 0
+        self.taken: list[tuple[int, str]] = []  # the lines of the record being read
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self._back:
+            numbered = self._back.pop()
+        else:
+            self._count += 1
+            numbered = (self._count, next(self._lines))
+        self.taken.append(numbered)
+        return numbered[1]
+
+    def at_end(self) -> bool:
+        """Whether no line is left (the one read to find out is kept for the next read)."""
+        if self._back:
+            return False
+        try:
+            text = next(self._lines)
+        except StopIteration:
+            return True
+        self._count += 1
+        self._back.append((self._count, text))
+        return False
+
+    def give_back(self, lines: Sequence[tuple[int, str]]) -> None:
+        self._back.extend(reversed(lines))
+
+
+def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[int],
+                     name: str, delimiter: str = ",") -> Iterator[SourceRow]:
+    """Rows numbered as a spreadsheet shows them: a cell holding line breaks is still one row."""
+    source = _Lines(lines)
+    reader = csv.reader(source, delimiter=delimiter, strict=False)
+    header_row: list[str] | None = None
+    titles: list[list[str]] = []
+    record = 0  # rows read so far, blank ones included (a spreadsheet shows them too)
+    while header_row is None:
+        try:
+            candidate = next(reader)
+        except StopIteration:
+            if titles:  # a one-column file: its first row was the header after all, and it is not known
+                headers.resolve(list(titles[0]))
+            raise InputFileError(f"{name} has no header row", code="E_INPUT_EMPTY") from None
+        except csv.Error as exc:
+            raise InputFileError(f"{name}: the header row cannot be parsed: {_csv_reason(exc)}",
+                                 code="E_INPUT_HEADER") from None
+        record += 1
+        if len(titles) < MAX_TITLE_ROWS and headers.is_title(list(candidate)):
+            titles.append(candidate)
+        elif any(clean_header(c) for c in candidate):
+            header_row = candidate
+    try:
+        codes = headers.resolve(list(header_row))
+    except InputFileError as exc:
+        # Perhaps a header in two rows: the next one names the columns under a group cell.
+        if exc.code != "E_INPUT_HEADER_UNKNOWN":
+            raise
+        try:
+            sub = next(reader)
+        except (StopIteration, csv.Error):
+            raise exc from None
+        combined = headers.two_level(header_row, sub)
+        if combined is None:
+            raise exc from None
+        record += 1
+        header_row = [clean_header(c) for c in combined]
+        codes = headers.resolve(list(header_row))
+    width = len(codes)
+    every_column_mapped = None not in codes
+    unnamed = unnamed_columns(header_row)
+    # Cells a row must have: up to the last named column (trailing blank header cells need none).
+    needed = max((i + 1 for i, c in enumerate(codes) if c is not None), default=0)
+    counted = counted_columns(header_row)
+    first_data = True
+    taken = source.taken
+    while True:
+        taken.clear()
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            record += 1
+            yield SourceRow(record, {}, Problem("E_ROW_MALFORMED", "", f"row cannot be parsed: {_csv_reason(exc)}",
+                                                row=record))
+            continue
+        record += 1
+        if not "".join(cells).strip():  # blank (or only spaces): one C call, not one per cell
+            continue
+        if not every_column_mapped and not any(cells[i].strip() for i in counted if i < len(cells)):
+            continue  # only its row number (序号) filled in: a template numbered in advance
+        if first_data:
+            first_data = False
+            if headers.repeats(cells, codes):
+                continue  # the header again, in its other form (codes under names, or names under codes)
+        first_line, last_line = taken[0][0], taken[-1][0]
+        if last_line > first_line and _swallows_rows(cells, delimiter, width):
+            yield SourceRow(record, {}, Problem(
+                "E_ROW_MALFORMED", "", f"a quote opened in this row is not closed where the cell ends: it took "
+                f"in the lines below it (file lines {first_line + 1}-{last_line}), which are read again as "
+                "rows of their own", row=record))
+            source.give_back(taken[1:])  # read again: the rows below are not lost with this one
+            continue
+        if bad_lines and any(n in bad_lines for n, _text in taken):
+            yield SourceRow(record, {}, Problem("E_ROW_ENCODING", "", "row contains bytes that are not valid "
+                                                "in the file's encoding", row=record))
+            continue
+        if len(cells) > width and any(c.strip() for c in cells[width:]):
+            beyond = [i + 1 for i in range(width, len(cells)) if cells[i].strip()]
+            yield SourceRow(record, {}, Problem("E_ROW_SHAPE", "", f"row has {len(cells)} cells, the header "
+                                                f"has {width}: column {', '.join(map(str, beyond[:5]))} has a "
+                                                "value but no header (a stray separator shifts the cells)",
+                                                row=record))
+            continue
+        if ((last_line > first_line or not taken[-1][1].endswith(("\n", "\r"))) and _unclosed_at_end(taken)
+                and source.at_end()):
+            yield SourceRow(record, {}, Problem(
+                "E_ROW_MALFORMED", "", "the file ends inside a quoted cell of this row: it was cut short "
+                "(a copy or an export that did not finish)", row=record))
+            continue
+        if len(cells) < needed:
+            missing = [c for c in codes[len(cells):needed] if c is not None]
+            yield SourceRow(record, {}, Problem(
+                "E_ROW_SHAPE", "", f"row has {len(cells)} cells, the header has {width} (no cell for "
+                f"{', '.join(missing)}): a row cut short or a lost separator; write every cell, empty ones too",
+                row=record))
+            continue
+        if unnamed and (problem := under_unnamed(cells, unnamed, record)) is not None:
+            yield SourceRow(record, {}, problem)
+            continue
+        values: dict[str, str]
+        if every_column_mapped and len(cells) == width:  # the common case, built in C
+            values = dict(zip(codes, cells, strict=False))  # type: ignore[arg-type]  # lengths checked; no None codes
+        else:
+            values = {code: cells[i] for i, code in enumerate(codes) if code is not None and i < len(cells)}
+        yield SourceRow(record, values)
+
+
+def _unclosed_at_end(taken: Sequence[tuple[int, str]]) -> bool:
+    """Whether the record's quotes do not pair up: csv (lenient) ended it only because the file ended."""
+    return sum(text.count('"') for _n, text in taken) % 2 == 1
+
+
+def _csv_reason(exc: csv.Error) -> str:
+    text = str(exc)
+    if "new-line character seen in unquoted field" in text:
+        return "a line break (CR) inside a cell that is not in quotes"
+    return text
+
+
+def _swallows_rows(cells: list[str], delimiter: str, width: int) -> bool:
+    """A cell spanning lines of which one reads like a whole row: an unclosed quote, not prose."""
+    if width < 3:
+        return False
+    for cell in cells:
+        if "\n" in cell and any(line.count(delimiter) >= width - 1 for line in cell.splitlines()):
+            return True
+    return False
