@@ -83,18 +83,18 @@ class Ingest:
                 changed_heads[p.record_id] = head
         kept = self._decided_for_subject(changed_heads) if changed_heads else {}
         for p in batch.prepared:
-            head = changed_heads.get(p.record_id)  # type: ignore[assignment]
-            if head is None:
+            before = changed_heads.get(p.record_id)
+            if before is None:
                 continue
             status = kept.get(p.record_id, "active")
             changed = pb.RecordBody()
             changed.ParseFromString(p.body)
-            changed.revision = head.revision + 1
+            changed.revision = before.revision + 1
             changed.status = status
             changed.reason = "source report changed" if status == "active" else \
                 f"source report changed; stays {status}, as decided for its subject"
-            changed.supersedes_digest = head.body_digest.hex()
-            pending.append((p, changed.SerializeToString(), head.revision + 1, status))
+            changed.supersedes_digest = before.body_digest.hex()
+            pending.append((p, changed.SerializeToString(), before.revision + 1, status))
         if not pending:
             if batch.rejections or meta:
                 self._store.records.append([], rejections=batch.rejections, meta=meta)
