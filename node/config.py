@@ -277,11 +277,11 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
 
 # Counts, sizes and intervals where 0 would stall or break the node (a pool of no threads, batches
 # of nothing, polling without pause); every other number in the configuration may be 0 but not
-# negative (reconcile_every_s: 0 = on demand only).
+# negative (reconcile_every_s: 0 = on demand only; lifecycle.schedule_every_s: 0 = never).
 _MORE_THAN_ZERO: Final = frozenset({
     "prefetch", "batch", "max_attempts", "max_workers", "burst", "batch_rows", "page_rows", "evidence_max_bytes",
     "rate_per_s", "interval_s", "timeout_s", "fanout_deadline_s", "delegation_max_age_s", "block_after",
-    "block_window_s", "schedule_every_s", "lease_s", "min_backoff_s", "max_backoff_s"})
+    "block_window_s", "lease_s", "min_backoff_s", "max_backoff_s"})
 
 
 def _check_quantities(value: object, path: str) -> None:

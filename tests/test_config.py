@@ -176,3 +176,4 @@ def test_config_errors_name_their_key_as_the_field():
         parse_config({**BASE, "lifecycle": {"check_days": "soon"}})
     assert wrong.value.field == "lifecycle.check_days"
     assert parse_config({**BASE, "forwarding": {"reconcile_every_s": 0}}).forwarding.reconcile_every_s == 0
+    assert parse_config({**BASE, "lifecycle": {"schedule_every_s": 0}}).lifecycle.schedule_every_s == 0  # never
