@@ -212,22 +212,16 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
             titles.append(candidate)
         elif any(clean_header(c) for c in candidate):
             header_row = candidate
-    try:
-        codes = headers.resolve(list(header_row))
-    except InputFileError as exc:
-        # Perhaps a header in two rows: the next one names the columns under a group cell.
-        if exc.code != "E_INPUT_HEADER_UNKNOWN":
-            raise
+    def below() -> list[str] | None:
         try:
-            sub = next(reader)
+            return next(reader)
         except (StopIteration, csv.Error):
-            raise exc from None
-        combined = headers.two_level(header_row, sub)
-        if combined is None:
-            raise exc from None
+            return None
+
+    codes, combined = headers.resolve_rows(header_row, below)
+    if combined is not None:  # a header in two rows
         record += 1
         header_row = [clean_header(c) for c in combined]
-        codes = headers.resolve(list(header_row))
     width = len(codes)
     every_column_mapped = None not in codes
     unnamed = unnamed_columns(header_row)

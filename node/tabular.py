@@ -94,20 +94,30 @@ class HeaderMap:
             return False
         return len(filled) == 1 or all(_LABELLED.match(h) for h in filled)
 
-    def two_level(self, top: Sequence[object], sub: Sequence[object]) -> list[object] | None:
-        """A header in two rows (a group cell such as 行政相对人代码 over the columns it spans, their
-        names in the row below): each column named by its lower cell where it has one. None when
-        the row below names nothing, or the two together do not name every column."""
-        if not any(clean_header(c) for c in sub):
-            return None
-        width = max(len(top), len(sub))
-        combined = [sub[i] if i < len(sub) and clean_header(sub[i]) else (top[i] if i < len(top) else None)
-                    for i in range(width)]
+    def resolve_rows(self, top: Sequence[object], below: Callable[[], Sequence[object] | None]
+                     ) -> tuple[list[str | None], list[object] | None]:
+        """The codes of header row ``top``; and, when it names columns not known here, perhaps a
+        header in two rows (a group cell such as 行政相对人代码 over the columns it spans, their
+        names in the row ``below()`` reads): each column named by its lower cell where it has one.
+
+        Returns the codes and the combined header (None when ``top`` alone was the header). When
+        the two rows together do not name every column either, ``top``'s own refusal is raised.
+        """
         try:
-            self.resolve(list(combined))
-        except InputFileError:
-            return None
-        return combined
+            return self.resolve(list(top)), None
+        except InputFileError as exc:
+            if exc.code != "E_INPUT_HEADER_UNKNOWN":
+                raise
+            sub = below()
+            if sub is not None and any(clean_header(c) for c in sub):
+                width = max(len(top), len(sub))
+                combined = [sub[i] if i < len(sub) and clean_header(sub[i]) else (top[i] if i < len(top) else None)
+                            for i in range(width)]
+                try:
+                    return self.resolve(combined), combined
+                except InputFileError:
+                    pass
+            raise exc from None
 
     def resolve(self, headers: list[object]) -> list[str | None]:
         codes: list[str | None] = []

@@ -7,6 +7,7 @@ that wrote it, and damage found only while reading.
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import re
 import zipfile
@@ -118,22 +119,22 @@ def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]], headers: Heade
         if len(titles) < MAX_TITLE_ROWS and headers.is_title(list(cells)):
             titles.append(list(cells))
         elif any(clean_header(c) for c in cells):
-            try:
-                codes = headers.resolve(list(cells))
-            except InputFileError as exc:
-                # Perhaps a header in two rows: the next one names the columns under a group cell.
-                if exc.code != "E_INPUT_HEADER_UNKNOWN":
-                    raise
-                below = next(rows, None)
-                combined = headers.two_level(cells, below[1]) if below is not None else None
-                if below is None or combined is None:
-                    raise exc from None
-                rownum, cells = below[0], tuple(combined)
-                codes = headers.resolve(list(cells))
+            read: list[int] = []  # the number of the row below, if it was read
+            codes, combined = headers.resolve_rows(cells, functools.partial(_next_cells, rows, read))
+            if combined is not None:  # a header in two rows: the data starts below the second
+                rownum, cells = read[0], tuple(combined)
             return _Header(rownum, codes, unnamed_columns(cells), counted_columns(cells))
     if titles:
         headers.resolve(titles[0])  # a one-column sheet whose column is not known: refused, named
     return None
+
+
+def _next_cells(rows: Iterator[tuple[int, tuple[object, ...]]], read: list[int]) -> tuple[object, ...] | None:
+    got = next(rows, None)
+    if got is None:
+        return None
+    read.append(got[0])
+    return got[1]
 
 
 def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header, headers: HeaderMap,
