@@ -16,7 +16,7 @@ from typing import Final
 
 from node.identifiers import normalize_text
 
-__all__ = ["CHINA", "BadValue", "canonical_decimal", "cell_text", "parse_date", "parse_decimal", "specified_value", "split_multi"]
+__all__ = ["CHINA", "BadValue", "Serial1904Float", "Serial1904Int", "canonical_decimal", "cell_text", "from_1904_workbook", "parse_date", "parse_decimal", "specified_value", "split_multi"]
 
 # Beijing time (no DST): the regulations' dates are Beijing dates, and so is the day an instant
 # with a time zone (a TIMESTAMPTZ column) falls on.
@@ -33,6 +33,8 @@ _COMPACT: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
 _FIRST_SERIAL: Final = 2101  # 1905-10-01: every year 1900-2100 typed as a number lies below it
 _EXCEL_EPOCH: Final = date(1899, 12, 30)  # serial 1 = 1900-01-01 once Excel's fake 1900-02-29 is past
 _EXCEL_MAX: Final = 2958465  # 9999-12-31
+_MAC_EPOCH: Final = date(1904, 1, 1)  # serial 0 in the 1904 date system (no fake leap day)
+_MAC_MAX: Final = _EXCEL_MAX - 1462
 # Thousands separators only where they group whole digits in threes: "1,234.5", "1 234". Anything
 # else with a comma ("0,5" as a decimal comma, "12,34") is refused, never read as 5 or 1234.
 _GROUPED: Final = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?|[+-]?[0-9]{1,3}(?: [0-9]{3})+(?:\.[0-9]+)?")
@@ -46,6 +48,28 @@ _EXACT_FLOAT_INT: Final = 2**53
 
 class BadValue(ValueError):
     """A cell that cannot be read as its field's type; ``str(exc)`` is the reason."""
+
+
+class Serial1904Int(int):
+    """A number from a workbook kept in the 1904 date system (old Mac Excel; a workbook option).
+
+    As a number it is what it says; read as a date it counts days from 1904-01-01, 1,462 days
+    later than the same number in the 1900 system. Only the reader knows the workbook's system
+    and only validation knows which columns are dates, so the number carries it between them.
+    """
+
+
+class Serial1904Float(float):
+    """:class:`Serial1904Int`, for a number with a fraction (a date with a time of day)."""
+
+
+def from_1904_workbook(v: object) -> object:
+    """A cell of a 1904-system workbook, its numbers marked (see :class:`Serial1904Int`)."""
+    if type(v) is int:
+        return Serial1904Int(v)
+    if type(v) is float:
+        return Serial1904Float(v)
+    return v
 
 
 def cell_text(v: object, *, prose: bool = False) -> str:
@@ -102,7 +126,7 @@ def _day_of(m: re.Match[str], shown: str) -> str:
     return at.astimezone(CHINA).date().isoformat()
 
 
-def _from_number(n: float, shown: str) -> str:
+def _from_number(n: float, shown: str, *, mac: bool = False) -> str:
     if n != n or n in (float("inf"), float("-inf")):
         raise BadValue(f'"{shown}" is not a date')
     if n.is_integer() and 10000101 <= n <= 99991231:  # a date typed as the number 20240301
@@ -111,7 +135,12 @@ def _from_number(n: float, shown: str) -> str:
     if 1 <= n < _FIRST_SERIAL:
         # Serial days before late 1905: a year typed into a date cell (2024 would be 1905-07-16), or
         # a stray small number; no record dates from then.
-        raise BadValue(f'"{shown}" is a number, not a date: a year alone, or a day count from 1900 (use YYYY-MM-DD)')
+        raise BadValue(f'"{shown}" is a number, not a date: a year alone, or a day count from '
+                       f'{1904 if mac else 1900} (use YYYY-MM-DD)')
+    if mac:
+        if n <= _MAC_MAX:
+            return (_MAC_EPOCH + timedelta(days=int(n))).isoformat()
+        raise BadValue(f'"{shown}" is not a date')
     if 1 <= n <= _EXCEL_MAX:
         days = int(n)
         if days == 60:
@@ -127,7 +156,7 @@ def parse_date(v: object) -> str:
     Accepts ISO dates, ``2024/3/1``, ``2024.3.1``, ``2024-3-1`` (optionally with a time, which is
     dropped, or with a time and zone, dated in Beijing), ``20240301``, ``2024年3月1日`` (with or
     without ``10时30分``), ``date``/``datetime`` objects, and numbers: an 8-digit ``YYYYMMDD`` or an
-    Excel serial day (1900 date system).
+    Excel serial day (1900 date system, or 1904 for a number read from a workbook kept in it).
     """
     if isinstance(v, str):
         if len(v) == 10 and _ISO_SHAPE.fullmatch(v):  # fast path: already canonical
@@ -151,7 +180,7 @@ def parse_date(v: object) -> str:
     if isinstance(v, bool):
         raise BadValue(f"expected a date, got the boolean {v}")
     if isinstance(v, int | float):
-        return _from_number(float(v), str(v))
+        return _from_number(float(v), str(v), mac=isinstance(v, Serial1904Int | Serial1904Float))
     if isinstance(v, Decimal):
         return _from_number(float(v), str(v))
     raise BadValue(f"expected a date, got {type(v).__name__}")

@@ -25,6 +25,7 @@ from node.tabular import (
     under_unnamed,
     unnamed_columns,
 )
+from node.values import from_1904_workbook
 
 __all__ = ["read_xlsx"]
 
@@ -36,6 +37,7 @@ _DAMAGE: tuple[type[Exception], ...] = (SyntaxError, zipfile.BadZipFile, zlib.er
 
 def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
     import openpyxl  # imported late: only xlsx imports pay for it
+    from openpyxl.utils.datetime import CALENDAR_MAC_1904
     from openpyxl.utils.exceptions import InvalidFileException
 
     try:
@@ -82,12 +84,23 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
                                     f"{names}: unhide the data sheet)", field=error.field, code=error.code)
             raise error
         _title, header, data, _has_data, sheet = found[0]
-        yield from _sheet_rows(data, header, headers, sheet_marks(sheet))
+        rows_out = _sheet_rows(data, header, headers, sheet_marks(sheet))
+        if wb.epoch == CALENDAR_MAC_1904:
+            rows_out = _in_1904_system(rows_out)
+        yield from rows_out
     except _DAMAGE as exc:
         raise InputFileError(f"{path.name} is damaged and cannot be read to the end ({type(exc).__name__}: {exc}); "
                              "save it again from the spreadsheet program", code="E_INPUT_FORMAT") from None
     finally:
         wb.close()
+
+
+def _in_1904_system(rows: Iterator[SourceRow]) -> Iterator[SourceRow]:
+    # openpyxl dates the cells formatted as dates in the workbook's own system; a bare number in
+    # a date column (a General-formatted cell) is a serial of that system too, which only
+    # validation, knowing the column is a date, can read (values.Serial1904Int).
+    for r in rows:
+        yield r._replace(values={k: from_1904_workbook(v) for k, v in r.values.items()}) if r.values else r
 
 
 class _Header(NamedTuple):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import pathlib
 import zipfile
 
@@ -144,3 +145,27 @@ def test_a_value_beyond_the_header_names_its_column(tmp_path: pathlib.Path):
     wb.save(p)
     [r] = rows(p)
     assert r.problem is not None and r.problem.code == "E_ROW_SHAPE" and "column 6" in r.problem.message
+
+
+def test_a_workbook_in_the_1904_date_system_dates_its_bare_serials_from_1904(tmp_path: pathlib.Path):
+    from openpyxl.utils.datetime import CALENDAR_MAC_1904
+
+    from node.values import parse_date, parse_decimal
+
+    p = tmp_path / "mac.xlsx"
+    wb = openpyxl.Workbook()
+    wb.epoch = CALENDAR_MAC_1904
+    ws = wb.active
+    ws.append(["行政相对人名称", "处罚决定日期", "公示截止期", "备注"])
+    # A date typed as a date (formatted), and one pasted as its bare serial (General format):
+    # in this workbook 43890 is 2024-03-01; in the 1900 system it would be 2020-02-29.
+    ws.append(["公司1", dt.date(2024, 3, 1), 43890, 12.5])
+    wb.save(p)
+    [row] = rows(p)
+    assert parse_date(row.values["CF_JDRQ"]) == "2024-03-01"
+    assert parse_date(row.values["CF_GSJZQ"]) == "2024-03-01"
+    assert parse_decimal(row.values["BZ"]) == parse_decimal(12.5)  # a number stays the number it is
+    wb.epoch = openpyxl.utils.datetime.CALENDAR_WINDOWS_1900
+    wb.save(p)
+    [row] = rows(p)
+    assert parse_date(row.values["CF_GSJZQ"]) == "2020-02-29"
