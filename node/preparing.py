@@ -55,9 +55,12 @@ class ImportSummary:
                             self.warned.append(p if p.row else dataclasses.replace(p, row=o.row))
 
 
-@dataclass(frozen=True)
-class RowOutcome:
-    """Per-row result, for sources that answer row by row (gRPC acks, feedback files)."""
+class RowOutcome(NamedTuple):
+    """Per-row result, for sources that answer row by row (gRPC acks, feedback files).
+
+    A named tuple: the node makes one per stored row, and a frozen dataclass's ``__init__`` cost
+    the committing process ~3% of a pull's time.
+    """
 
     row: int
     outcome: str  # accepted | duplicate | rejected
