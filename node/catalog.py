@@ -37,6 +37,7 @@ from node.catalog_model import (
 from node.catalog_reader import Obj
 from node.catalog_schema import parse_item
 from node.errors import CatalogError
+from node.yamlfile import DuplicateKeyError, load_strict
 
 __all__ = [
     "CROSS_RULE_KINDS",
@@ -62,24 +63,32 @@ __all__ = [
 ]
 
 META_FILE = "catalog.yaml"
-_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _read_yaml(path: pathlib.Path) -> Any:
+    """The parsed content of one catalogue file; errors name it as the catalogue does (``name``)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
-        raise CatalogError(f"cannot read {path}: {exc.strerror}") from None
+        raise CatalogError(f"cannot read {path.name}: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise CatalogError(f"{path}: not UTF-8 text") from None
+        raise CatalogError(f"{path.name}: not UTF-8 text") from None
+    return parse_yaml(path.name, text)
+
+
+def parse_yaml(name: str, text: str) -> Any:
+    """The YAML document ``text`` of the catalogue file ``name``, or a CatalogError naming it."""
     try:
-        # libyaml's parser where PyYAML has it: ten times faster, and every process that
-        # validates (the node, its import worker) reads the whole catalogue at start.
-        return yaml.load(text, Loader=_SAFE_LOADER)
+        return load_strict(text)
+    except DuplicateKeyError as exc:
+        raise CatalogError(f"{name}: {exc}", field=exc.path) from None
     except yaml.YAMLError as exc:
-        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
+        # One line: the problem and where, not the multi-line excerpt PyYAML quotes.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise CatalogError(f"{name}: not valid YAML: {getattr(exc, 'problem', None) or 'cannot be parsed'}{where}") from None
     except ValueError as exc:  # PyYAML building a value it recognised: 2026-13-01 as a date
-        raise CatalogError(f"{path}: a value cannot be read ({exc}); quote it if it is text") from None
+        raise CatalogError(f"{name}: a value cannot be read ({exc}); quote it if it is text") from None
 
 
 def _items_of(doc: Obj) -> list[tuple[str, Any]]:

@@ -23,6 +23,7 @@ from node.errors import ConfigError
 from node.identifiers import check_uscc, normalize_text
 from node.nodeid import parse_node_id
 from node.routing import level_of
+from node.yamlfile import DuplicateKeyError, load_strict
 
 # user:password@ in a URL — the password up to the last @, even with / # ? in it, as the URL
 # parsers read it — and a password given as a query parameter: the parts show-config hides.
@@ -318,7 +319,9 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         raise ConfigError(f"{p}: not a UTF-8 text file (byte {exc.start}): is it the node's YAML "
                           "configuration?") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_strict(text) or {}
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{p}: {exc}", field=exc.path) from None
     except yaml.YAMLError as exc:
         # The problem and where, never the snippet PyYAML quotes: the file may not be ours.
         mark = getattr(exc, "problem_mark", None)

@@ -32,7 +32,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from node.catalog import META_FILE as CATALOG_META
-from node.catalog import Catalog, parse_catalog
+from node.catalog import Catalog, parse_catalog, parse_yaml
 from node.config import NodeConfig
 from node.errors import CatalogError, NodeError, SignatureError, UntrustedSignerError
 from node.identity import LoadedIdentity
@@ -73,15 +73,14 @@ def read_catalog_dir(path: pathlib.Path) -> list[tuple[str, bytes]]:
 
 
 def _load(files: Sequence[tuple[str, bytes]]) -> Catalog:
-    import yaml
-
     ordered = sorted(files, key=lambda f: (f[0] != CATALOG_META, f[0]))
-    try:
-        docs = [(name, yaml.safe_load(content.decode("utf-8-sig"))) for name, content in ordered]
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise CatalogError(f"release file is not UTF-8 YAML: {exc}") from None
-    except ValueError as exc:  # PyYAML building a value it recognised: 2026-13-01 as a date
-        raise CatalogError(f"release file: a value cannot be read ({exc})") from None
+    docs = []
+    for name, content in ordered:
+        try:
+            text = content.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise CatalogError(f"release file {name}: not UTF-8 text") from None
+        docs.append((name, parse_yaml(name, text)))
     return parse_catalog(docs)
 
 

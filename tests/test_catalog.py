@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pathlib
+import re
 from typing import Any
 
 import pytest
@@ -406,3 +407,21 @@ def test_ordinary_fields_of_the_shipped_catalogue_are_not_mistaken_for_prohibite
     item["fields"].append({"code": "T_ZG", "name": "证券从业资格证书编号", "type": "string", "max_length": 64})
     item["fields"].append({"code": "GENERAL_NOTE", "name": "一般说明", "type": "text"})
     assert len(_load(item).item("test_item").fields) == 7
+
+
+def test_duplicate_yaml_key_in_an_item_file_is_refused_with_file_and_path(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "catalog.yaml").write_text('version: "t"\n', encoding="utf-8")
+    text = (CATALOG_DIR / "admin_penalty.yaml").read_text(encoding="utf-8")
+    (tmp_path / "admin_penalty.yaml").write_text(text + "routing: {rule_id: again, up_to: city}\n", encoding="utf-8")
+    with pytest.raises(CatalogError) as exc:
+        load_catalog(tmp_path)
+    assert exc.value.message.startswith("admin_penalty.yaml: routing: key given twice (lines 22 and ")
+    assert exc.value.field == "routing"
+
+
+def test_malformed_yaml_in_an_item_file_names_the_file_on_one_line(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "catalog.yaml").write_text('version: "t"\n', encoding="utf-8")
+    (tmp_path / "bad.yaml").write_text("code: x\n  name: [\n", encoding="utf-8")
+    with pytest.raises(CatalogError) as exc:
+        load_catalog(tmp_path)
+    assert re.fullmatch(r"bad\.yaml: not valid YAML: .*\(line 2, column \d+\)", exc.value.message)

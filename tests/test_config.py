@@ -177,3 +177,18 @@ def test_config_errors_name_their_key_as_the_field():
     assert wrong.value.field == "lifecycle.check_days"
     assert parse_config({**BASE, "forwarding": {"reconcile_every_s": 0}}).forwarding.reconcile_every_s == 0
     assert parse_config({**BASE, "lifecycle": {"schedule_every_s": 0}}).lifecycle.schedule_every_s == 0  # never
+
+
+def test_duplicate_yaml_key_is_refused_with_its_path(tmp_path: pathlib.Path):
+    (tmp_path / "node.yaml").write_text("id: city:330100\nlevel: city\nidentity: {dir: id}\n"
+                                        "store:\n  url: 'sqlite:///a.db'\n  url: 'sqlite:///b.db'\n")
+    with pytest.raises(ConfigError, match=r"store\.url: key given twice \(lines 5 and 6\)") as exc:
+        load_config(tmp_path / "node.yaml")
+    assert exc.value.field == "store.url"
+
+
+def test_duplicate_yaml_key_check_keeps_env_substitution(tmp_path: pathlib.Path):
+    (tmp_path / "node.yaml").write_text("id: city:330100\nlevel: city\nidentity: {dir: id}\n"
+                                        "store: {url: '${DB_URL:sqlite:///d.db}'}\n")
+    cfg = load_config(tmp_path / "node.yaml", environ={"DB_URL": "postgresql://h/db"})
+    assert cfg.store.url == "postgresql://h/db"

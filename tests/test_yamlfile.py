@@ -1,0 +1,26 @@
+"""``node/yamlfile.py``: YAML that refuses a key given twice, naming where."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.yamlfile import DuplicateKeyError, load_strict
+
+
+@pytest.mark.parametrize(("text", "path"), [
+    ("a: 1\na: 2\n", "a"),
+    ("a:\n  b: 1\n  c: 2\n  b: 3\n", "a.b"),
+    ("l:\n  - {x: 1}\n  - {x: 1, x: 2}\n", "l[1].x"),
+])
+def test_a_key_given_twice_is_refused_with_its_dotted_path(text: str, path: str) -> None:
+    with pytest.raises(DuplicateKeyError) as exc:
+        load_strict(text)
+    assert exc.value.path == path
+
+
+def test_a_merge_key_may_still_be_overridden() -> None:
+    assert load_strict("base: &b {x: 1, y: 1}\nd:\n  <<: *b\n  x: 2\n")["d"] == {"x": 2, "y": 1}
+
+
+def test_distinct_keys_load_as_before() -> None:
+    assert load_strict("a: 1\nb: {c: [1, 2]}\n") == {"a": 1, "b": {"c": [1, 2]}}
