@@ -35,14 +35,21 @@ def validate(path: str, as_json: bool) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--catalog", "catalog_path", type=click.Path(exists=True),
               help="catalogue directory (default: the node's, or the bundled one)")
+@click.option("--force", is_flag=True, help="replace FILE if it exists")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
-def template(ctx: click.Context, item: str, fmt: str, out: str, catalog_path: str | None, as_json: bool) -> None:
+def template(ctx: click.Context, item: str, fmt: str, out: str, catalog_path: str | None, force: bool,
+             as_json: bool) -> None:
     """Write the reporting template of ITEM with the Chinese field names as headers."""
     from node.catalog import load_catalog
+    from node.errors import UsageError
     from node.provisioning import bundled_catalog
     from node.templates import write_template
+
+    # --out is often a department's filled-in workbook of the same name: never replaced unasked.
+    if not force and pathlib.Path(out).exists():
+        raise UsageError(f"{out} already exists (give --force to replace it)", field="out")
 
     path = pathlib.Path(catalog_path) if catalog_path else None
     if path is None and ctx.obj.get("config_path"):
