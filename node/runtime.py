@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, Protocol, TypeVar
 
+from node.errors import NodeError
+
 __all__ = ["Extension", "Runtime", "ThreadExtension"]
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,10 @@ class Runtime:
                     continue
                 try:
                     ext.start()
+                except NodeError as exc:  # explained to the operator by the error itself: no traceback
+                    log.error("runtime.start_failed", extra={"extension": _name(ext), "error": str(exc)})
+                    self._stop_started()
+                    raise
                 except BaseException:
                     log.exception("runtime.start_failed", extra={"extension": _name(ext)})
                     self._stop_started()

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from node.cli import SECONDS, cli, config_path, emit_json, handle_errors
-from node.errors import UsageError
+from node.errors import ConfigError, UsageError
 
 
 def _write_port_file(path: pathlib.Path, address: str) -> None:
@@ -56,8 +56,14 @@ def start(ctx: click.Context, listen: str | None, port_file: str | None, log_lev
         # A file left by an earlier run (killed, so it could not remove it) names a dead address:
         # whoever waits for the file must see only this run's.
         pathlib.Path(port_file).unlink(missing_ok=True)
-    with build_node(config) as node:
-        build_runtime(node).run(on_started=announce)
+    try:
+        with build_node(config) as node:
+            build_runtime(node).run(on_started=announce)
+    except ConfigError as exc:
+        if listen and exc.field == "server.listen":  # the operator typed it on this command line
+            reason = exc.message.removeprefix("server.listen: ")
+            raise ConfigError(f"--listen {listen}: {reason}", field="listen") from None
+        raise
 
 
 def _status_dict(resp: Any) -> dict[str, object]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +38,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from node.errors import ConfigError, TransportError
+from node.errors import ConfigError
 from node.identity import LoadedIdentity
 from node.tls import grpc_server_credentials
 from node.transport.handler_pool import HandlerPool
@@ -78,10 +79,26 @@ def split_host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def bind_failure(host: str, port: int) -> str:
+    """Why the OS refuses ``host:port`` (asked again with a plain socket, as grpc only says it failed)."""
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"the host cannot be resolved ({exc.args[-1]})"
+    for family, kind, proto, _name, sockaddr in addresses:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
+                probe.bind(sockaddr)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return "address in use or not local?"
+
+
 class GrpcServer:
     def __init__(self, identity: LoadedIdentity, listen: str, services: Sequence[Service], *,
                  max_workers: int = 16, grace_s: float = 10.0) -> None:
-        self._host, _port = split_host_port(listen)
+        self._host, self._port_wanted = split_host_port(listen)
         self._listen = listen
         self._identity = identity
         self._services = tuple(services)
@@ -133,13 +150,14 @@ class GrpcServer:
         reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         try:
             port = server.add_secure_port(self._listen, grpc_server_credentials(self._identity))
-        except RuntimeError as exc:  # grpcio >= 1.50 raises instead of returning 0
-            port, reason = 0, f"cannot listen on {self._listen}: {exc}"
-        else:
-            reason = f"cannot listen on {self._listen} (address in use or not local?)"
+        except RuntimeError:  # grpcio >= 1.50 raises instead of returning 0
+            port = 0
         if port == 0:
             await server.stop(None)  # release what the server holds before its loop closes
-            raise TransportError(reason)
+            # The operator's address to fix (another process on the port, a host not on this
+            # machine): a configuration error with the OS's reason, which grpc does not give.
+            raise ConfigError(f"cannot listen on {self._listen}: {bind_failure(self._host, self._port_wanted)}",
+                              field="server.listen")
         await server.start()
         for service_name in ("", *names):
             await status.set(service_name, health_pb2.HealthCheckResponse.SERVING)

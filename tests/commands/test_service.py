@@ -121,8 +121,18 @@ def test_start_with_a_taken_port_fails_with_a_clear_error(pki: Pki, tmp_path: pa
         port = s.getsockname()[1]
         config = write_parent_config(pki, tmp_path)
         result = _cli("--config", str(config), "start", "--listen", f"127.0.0.1:{port}")
-    assert result.returncode != 0
-    assert "cannot listen" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (f"error: E_CONFIG [listen]: --listen 127.0.0.1:{port}: "
+                                              f"cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
+def test_start_on_a_host_that_is_not_local_fails_naming_the_address_and_why(pki: Pki, tmp_path: pathlib.Path) -> None:
+    config = write_parent_config(pki, tmp_path)
+    result = _cli("--config", str(config), "start", "--listen", "192.0.2.1:50051")  # TEST-NET-1, never local
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "--listen 192.0.2.1:50051: cannot listen on 192.0.2.1:50051: Cannot assign requested address" in result.stderr
 
 
 def test_a_port_file_left_by_an_earlier_run_is_gone_before_this_one_serves(pki: Pki, tmp_path: pathlib.Path) -> None:

@@ -23,7 +23,6 @@ from node.errors import (
     PeerUnavailableError,
     RecordRejected,
     StoreError,
-    TransportError,
     UnauthenticatedError,
     UsageError,
 )
@@ -136,8 +135,9 @@ def test_reflection_lists_the_services(shared: Running) -> None:
 
 def test_a_second_server_on_the_same_port_fails_to_start(shared: Running, pki: Pki) -> None:
     other = GrpcServer(pki.identity("parent"), shared.address, [])
-    with pytest.raises(TransportError, match="cannot listen"):
+    with pytest.raises(ConfigError, match=r"cannot listen .*: Address already in use") as exc:
         other.start()
+    assert exc.value.field == "server.listen"
 
 
 def test_listen_address_must_be_host_and_port(pki: Pki) -> None:
