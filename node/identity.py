@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from node.errors import ConfigError, UntrustedSignerError
+from node.hostnames import host_problem
 from node.nodeid import LEVELS, ROLES, Identity, NodeId, check_identity, parse_node_id
 from node.truststore import TrustStore, identity_of, key_id_of
 
@@ -197,8 +198,8 @@ def _host_name(host: str) -> x509.GeneralName:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
         pass
-    if not host or not all(part.isascii() and part for part in host.split(".")):
-        raise ConfigError(f"{host!r} is neither an IP address nor an ASCII DNS name", field="hosts")
+    if problem := host_problem(host):
+        raise ConfigError(f"{host!r} {problem}", field="hosts")
     return x509.DNSName(host)
 
 

@@ -40,8 +40,13 @@ def ca_init(out: str, name: str, as_json: bool) -> None:
 def ca_issue(ca_dir: str, node_id: str, role: str, out: str, hosts: tuple[str, ...], days: int,
              as_json: bool) -> None:
     """Issue certificates for NODE_ID into OUT (cert.pem, key.pem, ca.pem, signing keys)."""
+    from node.errors import UsageError
+    from node.hostnames import host_problem
     from node.identity import issue
 
+    for host in hosts:  # refused before the key is made, naming the option as typed
+        if problem := host_problem(host):
+            raise UsageError(f"--host {host!r} {problem}", field="host")
     path = issue(pathlib.Path(ca_dir), node_id, role, pathlib.Path(out),
                  hosts=hosts or ("localhost", "127.0.0.1"), days=days)
     report(as_json, {"id": node_id, "role": role, "dir": str(path), "days": days},
