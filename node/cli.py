@@ -28,6 +28,13 @@ DAYS = click.IntRange(1, 36_500)
 SECONDS = click.FloatRange(0, 86_400, min_open=True)
 
 
+def not_blank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Callback for a text option that is recorded (a signed revision's reason): never empty or spaces."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty or only spaces")
+    return value
+
+
 def emit_json(data: object) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, sort_keys=False))
 

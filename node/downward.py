@@ -89,6 +89,8 @@ class Downward:
         """A new revision of a held record made here, sent up (per routing) and down to its source."""
         if status not in STATUSES:
             raise UsageError(f"status must be one of {', '.join(STATUSES)}", field="status")
+        if not reason.strip():  # the reason is part of the signed revision: an empty one explains nothing
+            raise UsageError("a revision needs a reason", field="reason")
         node = self._node
         head = node.store.records.get(record_id)
         if head is None:

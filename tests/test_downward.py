@@ -20,7 +20,7 @@ from node.app import Node, build_node
 from node.config import load_config
 from node.demo.layout import chain_plan, provision
 from node.downward import Downward
-from node.errors import NodeError
+from node.errors import NodeError, UsageError
 from node.forwarding import HopSigner
 from node.inbox import REJECTED
 from node.provisioning import bundled_catalog
@@ -197,3 +197,13 @@ def test_the_same_refusal_raised_twice_is_one_notice_kept_once_at_the_source(tre
         Downward(tree[DEPT]).apply(DISTRICT, fpb.DownMessage(notice=n))
     kept = [r for r in tree[DEPT].store.rejections.list_rejections() if r.batch_id == ids[0]]
     assert len(kept) == 1
+
+
+@pytest.mark.parametrize("reason", ["", "  \t"])
+def test_a_revision_without_a_reason_is_refused_and_nothing_is_stored(tree: dict[str, Node], reason: str) -> None:
+    record_id = next(tree[CITY].store.records.iter_revisions()).record_id
+    with pytest.raises(UsageError) as err:
+        Downward(tree[CITY]).revise(record_id, status="revoked", reason=reason)
+    assert err.value.field == "reason"
+    head = tree[CITY].store.records.get(record_id)
+    assert head is not None and head.revision == 1

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from node.cli import STORE_ID, cli, config_path, emit_json, handle_errors, open_node
+from node.cli import STORE_ID, cli, config_path, emit_json, handle_errors, not_blank, open_node
 from node.errors import UsageError
 
 
@@ -141,7 +141,7 @@ def downward() -> None:
 @downward.command("revise")
 @click.argument("record_id")
 @click.option("--status", required=True, help="the record's new status, e.g. revoked or corrected")
-@click.option("--reason", required=True, help="why (kept in the revision and the audit log)")
+@click.option("--reason", required=True, callback=not_blank, help="why (kept in the revision and the audit log)")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
