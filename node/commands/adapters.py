@@ -19,7 +19,14 @@ from typing import Any
 import click
 
 from node.cli import cli, emit_json, handle_errors, open_node, report
-from node.errors import InputFileError, NodeError, Problem
+from node.errors import (
+    BlockedError,
+    InputFileError,
+    NodeError,
+    NotAuthorizedError,
+    Problem,
+    UnauthenticatedError,
+)
 
 
 class _Counting:
@@ -174,6 +181,24 @@ def _first_row(rows: Iterator[Any], source: str) -> list[Any]:
         raise InputFileError(f"{source}: not UTF-8 text (byte {exc.start} of a line)", code="E_INPUT_ENCODING") from None
 
 
+def _refused_call(counts: Mapping[str, int], refusals: Sequence[Mapping[str, object]]) -> None:
+    """The node took nothing and refused every row for want of a right (a source it does not list,
+    units not the source's): the call is refused, exit 3 with the reason, as lookups are
+    (README: exit codes). The node answers per row, which is also how a mixed batch is told."""
+    if counts["accepted"] or counts["duplicate"] or not refusals:
+        return
+    if any(r["code"] not in _REFUSED_CODES for r in refusals):
+        return
+    reasons = list(dict.fromkeys(str(r["message"]) for r in refusals))
+    more = f" (and {len(reasons) - 3} more reasons)" if len(reasons) > 3 else ""
+    raise NotAuthorizedError(f"every row refused: {'; '.join(reasons[:3])}{more}",
+                             code=str(refusals[0]["code"]), field=str(refusals[0]["field"]))
+
+
+# The codes of NotAuthorizedError and its subclasses (node/errors.py): the caller's rights.
+_REFUSED_CODES = frozenset({NotAuthorizedError.code, BlockedError.code, UnauthenticatedError.code})
+
+
 @cli.command("submit")
 @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--item", required=True, help="catalogue item of every row, e.g. admin_penalty")
@@ -227,6 +252,7 @@ def submit(source: str, item: str, target: str, identity_dir: str, server_name: 
                             for p in ack.problems)
     if failed:
         raise failed[0]
+    _refused_call(counts, refusals)
     counts["rejected"] += len({p.row for p in local})
     refusals.extend({"row": p.row, "field": p.field, "code": p.code, "message": p.message} for p in local)
     refusals.sort(key=lambda r: int(str(r["row"])))

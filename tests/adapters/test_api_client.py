@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest_values import UNIT
+from conftest_values import OTHER_UNIT, UNIT
 
 from adapters.api_client import Pusher
 from node import identity
@@ -130,3 +130,29 @@ def test_a_node_certificate_cannot_push_unsigned_records(served: Any, tmp_path: 
     with Pusher(address, tmp_path / "node" / "identity") as pusher:
         (ack,) = pusher.push("admin_penalty", [(1, next(iter(penalty_rows(1, source_unit=UNIT))))])
     assert ack.outcome == "rejected" and ack.problems[0].code == "E_NOT_AUTHORIZED"
+
+
+@pytest.mark.parametrize(("stranger", "unit"), [("source:330102:stranger", UNIT),  # not under sources:
+                                                 (SOURCE_ID, OTHER_UNIT)])  # not one of its units
+def test_submit_by_a_source_the_node_does_not_allow_exits_3_with_the_reason(
+        served: Any, tmp_path: pathlib.Path, stranger: str, unit: str):
+    node, address, source_dir, _cfg = served
+    if stranger != SOURCE_ID:
+        source_dir = identity.issue(tmp_path / "ca", stranger, "source", tmp_path / "stranger-identity")
+    lines = [json.dumps(r, ensure_ascii=False) for r in penalty_rows(3, source_unit=unit, seed=7)]
+    done = _submit(address, source_dir, "-", stdin="\n".join(lines) + "\n")
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    error = json.loads(done.stdout)["error"]
+    assert error["code"] == "E_NOT_AUTHORIZED" and stranger in error["message"]
+    assert done.stderr.startswith("error: E_NOT_AUTHORIZED") and "Traceback" not in done.stderr
+    assert sum(node.store.records.counts().values()) == 0
+
+
+def test_a_lookup_by_a_source_system_exits_3_with_the_reason(served: Any, tmp_path: pathlib.Path):
+    _node, address, _source_dir, _cfg = served
+    stranger = identity.issue(tmp_path / "ca", "source:330102:stranger", "source", tmp_path / "stranger-identity")
+    done = subprocess.run([sys.executable, "-m", "node", "lookup", UNIT, "--target", address, "--identity",
+                           str(stranger), "--purpose", "行政许可审查"], capture_output=True, text=True, cwd=REPO,
+                          timeout=120, check=False)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr == "error: E_ROLE_CANNOT_QUERY: role 'source' may not query records\n"
