@@ -82,11 +82,25 @@ def config_path(ctx: click.Context) -> pathlib.Path:
     return pathlib.Path(path)
 
 
+def node_config(ctx: click.Context) -> Any:
+    """The node's configuration, for a command that uses its store: one that names a SQLite file in a
+    directory that does not exist is refused (a typo would otherwise start an empty store there)."""
+    from node.config import load_config
+    from node.errors import ConfigError
+    from node.store.engine import missing_store_directory
+
+    config = load_config(config_path(ctx))
+    path = missing_store_directory(config.store_url)
+    if path is not None:
+        raise ConfigError(f"store.url: no store at {path}: the directory {path.parent} does not exist "
+                          "(a typo? `credit-node init` creates a node and its store's directory)", field="store.url")
+    return config
+
+
 def open_node(ctx: click.Context) -> Any:
     from node.app import build_node
-    from node.config import load_config
 
-    return build_node(load_config(config_path(ctx)))
+    return build_node(node_config(ctx))
 
 
 @click.group()

@@ -64,7 +64,12 @@ def init_node(directory: pathlib.Path, *, node_id: str, level: str, unit: str = 
     }
     if unit:
         data["unit"] = unit
-    parse_config(data, base_dir=str(directory))  # refuse to write a config the node cannot load
+    config = parse_config(data, base_dir=str(directory))  # refuse to write a config the node cannot load
+    # Other commands refuse a SQLite store in a directory that does not exist (a typo): init makes it.
+    from node.store.engine import missing_store_directory  # SQLAlchemy: only init needs it here
+
+    if (store_file := missing_store_directory(config.store_url)) is not None:
+        store_file.parent.mkdir(parents=True, exist_ok=True)
     # Last, and whole or not at all: a node directory with a node.yaml is a finished one.
     tmp = directory / f"{_STAGING}node.yaml"
     tmp.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")

@@ -96,3 +96,27 @@ def test_with_json_a_path_that_cannot_be_written_is_a_json_error(tmp_path) -> No
                                  str(tmp_path / "no-such-dir" / "t.csv"), "--json"])
     assert r.exit_code == 2
     assert json.loads(r.stdout)["error"]["code"] == "E_IO"
+
+
+def test_a_sqlite_store_in_a_directory_that_does_not_exist_is_refused_not_created(tmp_path: pathlib.Path) -> None:
+    from node.provisioning import init_node
+
+    cfg = init_node(tmp_path / "n", node_id="city:330100", level="city")
+    typo = tmp_path / "n" / "dta"
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("sqlite:///node.db", f"sqlite:///{typo}/node.db"),
+                   encoding="utf-8")
+    for args in (("outbox", "status"), ("verify",), ("audit", "verify"), ("start", "--listen", "127.0.0.1:0")):
+        code, out = _run("--config", str(cfg), *args)
+        assert code == 2, (args, out)
+        assert f"E_CONFIG [store.url]: store.url: no store at {typo / 'node.db'}" in out and "credit-node init" in out
+    assert not typo.exists()
+
+
+def test_init_makes_the_directory_of_a_sqlite_store_it_is_given(tmp_path: pathlib.Path) -> None:
+    store = tmp_path / "stores" / "city" / "node.db"
+    code, out = _run("init", str(tmp_path / "n"), "--id", "city:330100", "--level", "city",
+                     "--store", f"sqlite:///{store}")
+    assert code == 0, out
+    code, out = _run("--config", str(tmp_path / "n" / "node.yaml"), "outbox", "status")
+    assert code == 0, out
+    assert store.is_file()

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from node.cli import SECONDS, cli, config_path, emit_json, handle_errors, open_node, report
+from node.cli import SECONDS, cli, emit_json, handle_errors, node_config, open_node, report
 
 T = TypeVar("T")
 
@@ -315,10 +315,9 @@ def audit() -> None:
 @handle_errors
 def audit_verify(ctx: click.Context, as_json: bool) -> None:
     """Check both logs' hash chains: any edited, deleted or reordered row is named (exit 1)."""
-    from node.config import load_config
     from node.store import Store
 
-    config = load_config(config_path(ctx))
+    config = node_config(ctx)
     with Store.open(config.store_url) as store:
         found = [("query_log", p.seq, p.reason) for p in store.queries.verify()]
         found += [("audit_log", p.seq, p.reason) for p in store.audit.verify()]

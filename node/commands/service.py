@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from node.cli import SECONDS, cli, config_path, emit_json, handle_errors
+from node.cli import SECONDS, cli, emit_json, handle_errors, node_config
 from node.errors import ConfigError, UsageError
 
 
@@ -33,12 +33,11 @@ def _write_port_file(path: pathlib.Path, address: str) -> None:
 def start(ctx: click.Context, listen: str | None, port_file: str | None, log_level: str) -> None:
     """Run the node in the foreground until SIGTERM/SIGINT (which drain calls and exit 0)."""
     from node.app import build_node, build_runtime
-    from node.config import load_config
     from node.logs import configure_logging
     from node.runtime import Runtime
     from node.transport.grpc_server import GrpcServer
 
-    config = load_config(config_path(ctx))
+    config = node_config(ctx)
     if listen:
         config = dataclasses.replace(config, server=dataclasses.replace(config.server, listen=listen))
     configure_logging(config.id, level=log_level)

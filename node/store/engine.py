@@ -21,7 +21,7 @@ from node.errors import ConfigError, StoreError
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["MIGRATIONS_DIR", "migrate", "normalise_url", "open_engine"]
+__all__ = ["MIGRATIONS_DIR", "migrate", "missing_store_directory", "normalise_url", "open_engine"]
 
 MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent / "migrations"
 # The newest migration (tests/store/test_migrations.py holds it equal to the scripts' head). A
@@ -77,11 +77,30 @@ def open_engine(url: str, *, echo: bool = False) -> Engine:
         raise ConfigError(f"store url cannot be used: {first}", field="store.url") from None
 
 
-def _open_sqlite(url: URL, *, echo: bool) -> Engine:
+def _sqlite_file(url: URL) -> pathlib.Path | None:
+    """The file of a SQLite URL; None for an in-memory database."""
     database = url.database or ""
     in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
-    if not in_memory:
-        path = pathlib.Path(database)
+    return None if in_memory else pathlib.Path(database)
+
+
+def missing_store_directory(url: str) -> pathlib.Path | None:
+    """The SQLite file of ``url`` when the directory it would be in does not exist, else None.
+
+    Opening would create that directory; a command that expects a store there (any but ``init``)
+    asks first, so a typo in ``store.url`` is named instead of starting an empty store elsewhere.
+    """
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    path = _sqlite_file(parsed)
+    return path if path is not None and not path.parent.is_dir() else None
+
+
+def _open_sqlite(url: URL, *, echo: bool) -> Engine:
+    path = _sqlite_file(url)
+    in_memory = path is None
+    if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
