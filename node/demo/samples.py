@@ -24,6 +24,7 @@ from node.catalog import load_catalog
 from node.demo.layout import demo_plan
 from node.provisioning import bundled_catalog
 from node.sampledata import penalty_rows, write_csv
+from node.yamlfile import load_strict
 
 __all__ = ["Sample", "load_samples", "samples_dir", "write_samples"]
 
@@ -48,7 +49,7 @@ def samples_dir() -> pathlib.Path:
 
 def load_samples(directory: pathlib.Path | None = None) -> list[Sample]:
     base = directory or samples_dir()
-    manifest = yaml.safe_load((base / "manifest.yaml").read_text(encoding="utf-8"))
+    manifest = load_strict((base / "manifest.yaml").read_text(encoding="utf-8"))
     return [Sample(base / s["file"], s["department"], s["item"], int(s["rows"])) for s in manifest["samples"]]
 
 

@@ -33,6 +33,7 @@ import yaml
 
 from node.errors import ConfigError
 from node.values import CHINA
+from node.yamlfile import DuplicateKeyError, load_strict
 
 __all__ = ["WorkingCalendar", "bundled_calendar", "china_date"]
 
@@ -140,9 +141,11 @@ class WorkingCalendar:
 
 def _read_year(file: pathlib.Path) -> Mapping[str, Any]:
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8-sig"))
+        data = load_strict(file.read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    except DuplicateKeyError as exc:  # two `holidays:` lists: the first would be dropped unseen
+        raise ConfigError(f"{file}: {exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: not valid YAML: {exc}") from None
     except ValueError as exc:  # PyYAML building a date it recognised: 2026-02-30

@@ -116,3 +116,10 @@ def test_provisional_years_are_known_and_the_flag_must_be_a_boolean(tmp_path: pa
 
 def test_the_bundled_2027_calendar_is_marked_provisional() -> None:
     assert 2027 in WorkingCalendar.load(bundled_calendar()).provisional
+
+
+def test_a_key_given_twice_in_a_calendar_file_is_refused_naming_it(tmp_path: pathlib.Path) -> None:
+    # Two `holidays:` lists: YAML would keep the second and drop the first without a word.
+    (tmp_path / "x-2026.yaml").write_text("year: 2026\nholidays: [{date: 2026-10-01}]\nholidays: [{date: 2026-10-02}]\n")
+    with pytest.raises(ConfigError, match=r"x-2026\.yaml: holidays: key given twice \(lines 2 and 3\)"):
+        WorkingCalendar.load(tmp_path)
