@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from node.cli import cli, emit_json, handle_errors, open_node
+from node.cli import cli, emit_json, handle_errors, not_blank, open_node
 from node.errors import UsageError
 
 
@@ -105,7 +105,7 @@ def objection() -> None:
 @objection.command("file")
 @click.argument("record_id")
 @click.option("--by", "by", required=True, help="the subject objecting (its USCC or ID number)")
-@click.option("--reason", required=True)
+@click.option("--reason", required=True, callback=not_blank, help="the subject's grounds (kept in the case and the audit log)")
 @click.option("--evidence", type=click.Path(exists=True, dir_okay=False), help="a file supporting the objection")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -258,7 +258,7 @@ def repair() -> None:
 @repair.command("request")
 @click.argument("record_id")
 @click.option("--by", "by", required=True)
-@click.option("--reason", required=True)
+@click.option("--reason", required=True, callback=not_blank)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
@@ -286,7 +286,7 @@ def repair_approve(ctx: click.Context, case_id: str, by: str, note: str, as_json
 
 @repair.command("reject")
 @click.argument("case_id")
-@click.option("--reason", required=True)
+@click.option("--reason", required=True, callback=not_blank)
 @click.option("--by", "by", default="")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context

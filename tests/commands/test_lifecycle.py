@@ -108,3 +108,11 @@ def test_sweep_repair_and_deletion_commands(node_config: tuple[pathlib.Path, lis
     assert refused.exit_code == 2 and "E_DELETION_NOT_ALLOWED" in refused.stderr
     unknown = run("repair", "approve", "nope", config=config)
     assert unknown.exit_code == 1 and "E_REPAIR_UNKNOWN" in unknown.stderr
+
+
+@pytest.mark.parametrize("command", [("objection", "file", "REC", "--by", "X"), ("repair", "request", "REC", "--by", "X"),
+                                     ("repair", "reject", "CASE")])
+def test_a_blank_reason_is_refused_naming_the_option(command: tuple[str, ...], tmp_path: pathlib.Path) -> None:
+    # Refused as the command line is read, before a node is opened: the reason is the case's record.
+    result = run(*command, "--reason", "   ", config=tmp_path / "absent.yaml")
+    assert result.exit_code == 2 and "--reason" in result.stderr and "must not be empty" in result.stderr
