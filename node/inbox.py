@@ -112,7 +112,8 @@ class Inbox:
         errors = self._verifier.verify([records[i] for i in candidates])
         # A revision of a record held here comes through the child its first revision came through.
         revised = {bodies[i].record_id for i in candidates if bodies[i].revision > 1}
-        came_from = self._store.records.arrived_from(revised) if revised else {}
+        trails = self._store.records.trails(revised) if revised else {}
+        came_from = {rid: trail[0].received_from for rid, trail in trails.items()}
         rows: list[RecordRow] = []
         outbox: list[OutboxEntry] = []
         row_seq: list[int] = []

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from node.catalog import Catalog, Item
 from node.conflicts import Conflicts, fact_of
+from node.errors import Problem
 from node.lifecycle.deletion import ON_REQUEST
 from node.preparing import ImportSummary, Prepared, PreparedBatch, Preparer, RowOutcome, chunks, now_ms
 from node.records import body_digest, decode_body, pb, signed_record_bytes
@@ -82,9 +83,19 @@ class Ingest:
             else:
                 changed_heads[p.record_id] = head
         kept = self._decided_for_subject(changed_heads) if changed_heads else {}
+        corrected = self._corrected_away(changed_heads, batch.prepared) if changed_heads else {}
         for p in batch.prepared:
             before = changed_heads.get(p.record_id)
             if before is None:
+                continue
+            if p.record_id in corrected:
+                # The source's own system still holds what an objection corrected (its table was
+                # never fixed): re-exported, it must not quietly undo a decision taken under the
+                # objection procedure (seed 001 附件2; DOMAIN §5). Kept as is, and the source told.
+                warning = Problem("W_CORRECTED_VALUE", "", f"this row repeats what revision {corrected[p.record_id]} "
+                                  "corrected after an objection; the correction stays: correct the source system too",
+                                  p.row, warning=True)
+                outcomes[p.slot] = RowOutcome(p.row, "duplicate", p.record_id, before.revision, (*p.warnings, warning))
                 continue
             status = kept.get(p.record_id, "active")
             changed = pb.RecordBody()
@@ -132,6 +143,21 @@ class Ingest:
             outcome = "accepted" if (p.record_id, revision) in stored else "duplicate"
             outcomes[p.slot] = RowOutcome(p.row, outcome, p.record_id, revision, p.warnings)
         return [outcomes[i] for i in range(batch.size)]
+
+    def _corrected_away(self, heads: Mapping[str, Head], prepared: Sequence[Prepared]) -> dict[str, int]:
+        """Records whose incoming content is one a later correction replaced, with that revision.
+
+        Only the content is compared: a source that changes a value back of its own accord (no
+        correction in between) makes a revision as usual.
+        """
+        incoming = {p.record_id: p.content_digest for p in prepared if p.record_id in heads}
+        out: dict[str, int] = {}
+        for rid, trail in self._store.records.trails([r for r, h in heads.items() if h.revision > 1]).items():
+            said = [t.revision for t in trail if t.content_digest == incoming.get(rid)]
+            fix = next((t.revision for t in trail if said and t.revision > said[-1] and t.status == "corrected"), None)
+            if fix is not None:
+                out[rid] = fix
+        return out
 
     def _decided_for_subject(self, heads: Mapping[str, Head]) -> dict[str, str]:
         """The records among ``heads`` whose state was decided for their subject, with that state.

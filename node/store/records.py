@@ -50,7 +50,7 @@ from node.store.rejections import RejectionKey, RejectionRow, close_matching, in
 from node.store.tables import outbox as outbox_table
 from node.store.tables import record_heads, record_revisions
 
-__all__ = ["AppendResult", "AuditEvent", "Head", "OutboxEntry", "RecordRow", "RecordStore"]
+__all__ = ["AppendResult", "AuditEvent", "Head", "OutboxEntry", "RecordRow", "RecordStore", "Trail"]
 
 Key = tuple[str, int]
 DialectInsert = sqlite.Insert | postgresql.Insert
@@ -107,6 +107,15 @@ class Head:
     item: str
     subject_code: str
     source_unit: str
+
+
+class Trail(NamedTuple):
+    """One revision of a record, as its history is read: who sent it ('' if made here), what it said."""
+
+    revision: int
+    status: str
+    received_from: str
+    content_digest: bytes
 
 
 @dataclass(frozen=True)
@@ -281,17 +290,19 @@ class RecordStore:
                     out[row.record_id] = Head(*row)
         return out
 
-    def arrived_from(self, record_ids: Iterable[str]) -> dict[str, str]:
-        """Who sent each record's first revision held here ('' if it began here), by record id."""
+    def trails(self, record_ids: Iterable[str]) -> dict[str, list[Trail]]:
+        """Each record's revisions held here, oldest first: who sent each, its status and content."""
         r = record_revisions.c
-        out: dict[str, tuple[int, str]] = {}
-        with translated("reading where records came from"), self._engine.connect() as conn:
+        out: dict[str, list[Trail]] = {}
+        with translated("reading records' revisions"), self._engine.connect() as conn:
             for chunk in chunks(sorted(set(record_ids)), _ID_CHUNK):
-                stmt = select(r.record_id, r.revision, r.received_from).where(r.record_id.in_(list(chunk)))
-                for rid, revision, sender in conn.execute(stmt):
-                    if rid not in out or revision < out[rid][0]:
-                        out[rid] = (revision, sender)
-        return {rid: sender for rid, (_, sender) in out.items()}
+                stmt = select(r.record_id, r.revision, r.status, r.received_from, r.content_digest).where(
+                    r.record_id.in_(list(chunk)))
+                for rid, revision, status, sender, digest in conn.execute(stmt):
+                    out.setdefault(rid, []).append(Trail(revision, status, sender, bytes(digest)))
+        for trail in out.values():
+            trail.sort()
+        return out
 
     def current_for_subject(self, subject_code: str, items: Sequence[str] = ()) -> list[RecordRow]:
         """The head revision of every record about ``subject_code`` (of ``items``, if given)."""

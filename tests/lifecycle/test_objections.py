@@ -19,11 +19,13 @@ from node.integrity import verify_store
 from node.lifecycle import objections as sm
 from node.lifecycle.objection_service import ObjectionService
 from node.records import decode_body
+from node.sampledata import penalty_rows
 from node.store.tables import objection_events, record_revisions
 from tests.lifecycle.kit import (
     CITY,
     DEPT,
     DISTRICT,
+    UNIT,
     Clock,
     Kit,
     audit_rows,
@@ -359,3 +361,48 @@ def test_an_objection_to_a_repaired_record_leaves_it_repaired(fed: Federation, a
         assert kit.head(rid).status == "repaired"
         assert not visible(kit, rid).visible  # still not public …
         assert visible(kit, rid, "gov").visible  # … and still shared
+
+
+def test_a_source_re_exporting_what_an_objection_corrected_does_not_undo_the_correction(fed: Federation) -> None:
+    from node.tabular import SourceRow
+
+    rid = fed.records[0]
+    case = fed.desk.file(rid, by=_subject(fed.city, rid), reason="处罚内容有误")
+    fed.down()
+    fed.source.answer(case.case_id, "correct", fields={"CF_NR": "警告，责令改正。"})
+    # The department's own table was never fixed: its next full export carries the old text.
+    rows = [SourceRow(i + 2, {**r, "CF_JDRQ": "2025-09-01", "CF_YXQ": "2026-09-01"})
+            for i, r in enumerate(penalty_rows(4, source_unit=UNIT, seed=1))]
+    out = fed.dept.ingest.ingest_batch(fed.dept.item, rows, source="test.csv", batch_id="again")
+    assert [o.outcome for o in out] == ["duplicate"] * 4
+    assert [p.code for p in out[0].problems] == ["W_CORRECTED_VALUE"] and out[0].problems[0].warning
+    assert out[1].problems == ()
+    head = fed.dept.head(rid)
+    assert (head.revision, head.status, _field(fed.dept, rid, "CF_NR")) == (3, "corrected", "警告，责令改正。")
+    # A source that changes the record again, to something new, still makes its next revision.
+    rows[0] = SourceRow(2, {**rows[0].values, "CF_NR": "警告，责令限期改正。"})
+    out = fed.dept.ingest.ingest_batch(fed.dept.item, rows[:1], source="test.csv", batch_id="changed")
+    assert (out[0].outcome, out[0].revision, out[0].problems) == ("accepted", 4, ())
+    assert _field(fed.dept, rid, "CF_NR") == "警告，责令限期改正。"
+
+
+def test_a_source_re_exporting_a_value_the_platform_corrected_keeps_the_correction(fed: Federation) -> None:
+    from node.tabular import SourceRow
+
+    rid = fed.records[1]
+    # The platform corrects at once when its own copy was wrong; the source's export is right,
+    # so it repeats the corrected content: a plain duplicate, no warning.
+    wrong = decode_body(fed.city.head(rid).body)
+    for f in wrong.fields:
+        if f.name == "CF_NR":
+            f.value = "被平台改错的内容"
+    with fed.city.store.engine.begin() as conn:
+        conn.execute(update(record_revisions).where(record_revisions.c.record_id == rid)
+                     .values(body=wrong.SerializeToString()))
+    fed.desk.file(rid, by=_subject(fed.city, rid), reason="公示内容与处罚决定书不一致")
+    fed.down()
+    rows = [SourceRow(i + 2, {**r, "CF_JDRQ": "2025-09-01", "CF_YXQ": "2026-09-01"})
+            for i, r in enumerate(penalty_rows(4, source_unit=UNIT, seed=1))]
+    out = fed.dept.ingest.ingest_batch(fed.dept.item, rows, source="test.csv", batch_id="again")
+    assert [(o.outcome, o.problems) for o in out] == [("duplicate", ())] * 4
+    assert fed.dept.head(rid).status == "corrected"
