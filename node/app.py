@@ -162,12 +162,12 @@ def build_runtime(node: Node) -> Runtime:
                                  portals=cfg.lifecycle.portals)
     services = [Service("credit.v1.Exchange", exchange.register), Service("credit.v1.Admin", admin.register),
                 Service(QUERY, query.register), Service(LIFECYCLE, lifecycle.register)]
-    services += federation.services(node)
+    services += federation.services(node, contacts.seen)
     server = GrpcServer(node.identity, cfg.server.listen, services, max_workers=cfg.server.max_workers,
                         grace_s=cfg.server.grace_s)
     # Stopped in reverse: the server stops taking records, then the federation's consumers and
     # forwarder; query stops after the server (it closes peer channels).
     # The lifecycle schedule (objection deadlines, archive sweep) stops before the server drains.
     # The adapters come last, so they are the first to stop: no new input while the rest drains.
-    return Runtime(node, [contacts, query, *federation.extensions(node), server,
+    return Runtime(node, [contacts, query, *federation.extensions(node, contacts.seen), server,
                           *schedule_for(desk, cfg.lifecycle, node.store.meta), *build_runners(node)])

@@ -57,8 +57,11 @@ def transports(node: Node) -> dict[str, Callable[[], Transport]]:
     return out
 
 
-def extensions(node: Node) -> list[Any]:
-    """The long-running federation parts of ``node`` (each with ``start``/``stop``)."""
+def extensions(node: Node, seen: Callable[[str], None] = lambda _node_id: None) -> list[Any]:
+    """The long-running federation parts of ``node`` (each with ``start``/``stop``).
+
+    ``seen(node_id)`` is told of every exchange with the parent or a child (``PeerContacts``).
+    """
     from node.downward import Downward
     from node.transport.amqp_consumer import AmqpConsumer
     from node.transport.amqp_topology import down_queue, parse_amqp_url, up_queue
@@ -70,7 +73,8 @@ def extensions(node: Node) -> list[Any]:
     lanes = transports(node)
     if lanes:
         out.append(Forwarder(outbox=node.store.outbox, signer=node.signer, trust=node.trust, transports=lanes,
-                             backoff=backoff, batch=cfg.forwarding.batch, lease_s=cfg.forwarding.lease_s))
+                             backoff=backoff, batch=cfg.forwarding.batch, lease_s=cfg.forwarding.lease_s,
+                             on_contact=seen))
     if cfg.broker.url and cfg.children:
         from node.reconciliation import answer
         from node.transport.amqp_downward import DownwardPublisher, refused_notices
@@ -81,7 +85,7 @@ def extensions(node: Node) -> list[Any]:
                                 answer=lambda child, request: answer(node, child, request),
                                 on_refused=refused_notices(downward))
         out.append(AmqpConsumer(name="amqp inbound", address=own, identity=node.identity, queue=up_queue(cfg.id),
-                                handler=handler, prefetch=cfg.broker.prefetch))
+                                handler=handler, prefetch=cfg.broker.prefetch, on_contact=seen))
         out.append(DownwardPublisher(node, downward, own, backoff))
     parent = cfg.parent
     if parent is not None:
@@ -90,11 +94,11 @@ def extensions(node: Node) -> list[Any]:
 
             out.append(AmqpConsumer(name="amqp downward", address=parse_amqp_url(parent.target, parent.server_name),
                                     identity=node.identity, queue=down_queue(cfg.id),
-                                    handler=DownwardHandler(node, downward), prefetch=1))
+                                    handler=DownwardHandler(node, downward), prefetch=1, on_contact=seen))
         else:
             from node.transport.grpc_downward import DownwardPuller
 
-            out.append(DownwardPuller(node, downward, backoff))
+            out.append(DownwardPuller(node, downward, backoff, on_contact=seen))
         if cfg.forwarding.reconcile_every_s > 0:
             from node.reconciliation import ReconcileSchedule
             from node.transport.reconciliation_client import peer_for
@@ -103,7 +107,7 @@ def extensions(node: Node) -> list[Any]:
     return out
 
 
-def services(node: Node) -> list[Any]:
+def services(node: Node, seen: Callable[[str], None] = lambda _node_id: None) -> list[Any]:
     """gRPC services this node adds to its server (``grpc_server.Service``): ``Federation`` for children."""
     if not node.config.children:
         return []
@@ -111,5 +115,5 @@ def services(node: Node) -> list[Any]:
     from node.transport.federation_service import SERVICE_NAME, FederationService
     from node.transport.grpc_server import Service
 
-    service = FederationService(node, Downward(node))
+    service = FederationService(node, Downward(node), on_contact=seen)
     return [Service(SERVICE_NAME, service.register)]

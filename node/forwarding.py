@@ -114,8 +114,10 @@ class HopSigner:
 class Forwarder:
     def __init__(self, *, outbox: Outbox, signer: Signer, trust: TrustStore,
                  transports: Mapping[str, Callable[[], Transport]], backoff: Backoff, batch: int = 1000,
-                 lease_s: float = 30.0, idle_s: float = 0.1, clock: Callable[[], int] = _now_ms) -> None:
+                 lease_s: float = 30.0, idle_s: float = 0.1, clock: Callable[[], int] = _now_ms,
+                 on_contact: Callable[[str], None] | None = None) -> None:
         self._outbox = outbox
+        self._on_contact = on_contact or (lambda _node_id: None)  # Admin.Status: the parent's last contact
         self._signer = signer
         self._trust = trust
         self._lanes = {dest: _Lane(dest, factory) for dest, factory in transports.items()}
@@ -226,6 +228,7 @@ class Forwarder:
         stats.batches += 1
         stats.sent += len(items)
         stats.last_contact_ms = self._clock()
+        self._on_contact(destination)
         done = [i.id for i, d in zip(items, deliveries, strict=True) if d.taken]
         refused: dict[tuple[str, str], list[int]] = defaultdict(list)
         for item, d in zip(items, deliveries, strict=True):

@@ -68,6 +68,22 @@ def test_records_reach_the_city_exactly_once_with_verified_chains(fed: LocalFede
     assert [(h["signer"], h["to"], h["rule_id"]) for h in route["hops"]] == [
         (DEPT_EAST, "", ""), (DEPT_EAST, EAST, "penalty-to-province"), (EAST, CITY, "penalty-to-province")]
     assert "no further" in route["stops_here"]
+    # Admin.Status: each district has heard from its parent and from its department, on either transport.
+    for district, dept in ((WEST, DEPT_WEST), (EAST, DEPT_EAST)):
+        contacts = last_contacts(fed, district)
+        assert contacts[CITY] > 0 and contacts[dept] > 0, contacts
+    assert last_contacts(fed, CITY)[WEST] > 0
+
+
+def last_contacts(fed: LocalFederation, node_id: str) -> dict[str, int]:
+    from node.identity import load_identity
+    from node.transport import grpc_client
+
+    assert fed.provisioned is not None
+    # Asked as the node itself: a call from a parent or child would count as a contact of its own.
+    me = load_identity(fed.provisioned.dir(node_id) / "identity")
+    with grpc_client.open_channel(fed.provisioned.target(node_id), me, server_name="localhost") as channel:
+        return {p.node_id: p.last_contact_ms for p in grpc_client.status(channel, timeout=10).peers}
 
 
 def test_a_district_killed_mid_stream_and_restarted(fed: LocalFederation) -> None:

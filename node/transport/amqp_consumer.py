@@ -80,8 +80,10 @@ class AmqpConsumer:
     def __init__(self, *, name: str, address: BrokerAddress, identity: LoadedIdentity, queue: str,
                  handler: MessageHandler, prefetch: int = 4, max_deliveries: int = MAX_DELIVERIES,
                  backoff: Backoff | None = None,
-                 on_state: Callable[[str], None] | None = None) -> None:
+                 on_state: Callable[[str], None] | None = None,
+                 on_contact: Callable[[str], None] | None = None) -> None:
         self.name = name
+        self._on_contact = on_contact or (lambda _node_id: None)  # Admin.Status: who was last heard from
         self._address = address
         self._identity = identity
         self._queue = queue
@@ -154,6 +156,7 @@ class AmqpConsumer:
             self._give_up(channel, tag, message, "E_SENDER_UNKNOWN",
                           "message without user_id: the sender cannot be established")
             return
+        self._on_contact(message.sender)
         try:
             reply = self._handler.handle(message)
         except Exception as exc:  # the handler's failure decides the message's fate, whatever it is

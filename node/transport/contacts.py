@@ -1,7 +1,9 @@
 """When did we last hear from each configured peer (parent, children, peers, sources)?
 
-``Admin.Status`` reports it. The servicers (and the forwarder, for the parent) call
-:meth:`PeerContacts.seen`; times live in memory for the running node and are written to
+``Admin.Status`` reports it. Every exchange calls :meth:`PeerContacts.seen`: the servicers for
+their callers, the forwarder after each batch its parent took, the AMQP consumers for each
+message's sender, the downward puller after each pull and the federation service for each child
+that pulls; times live in memory for the running node and are written to
 ``store.meta`` at most every ``persist_every_ms`` per peer (and on :meth:`flush`), so a restart
 still knows the last contact without putting a write on every call of the hot path. Callers that
 are not configured (a government system, an agency) are not tracked: their number is unbounded

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -42,8 +43,10 @@ _MAX_ID = 2**63 - 1
 
 
 class FederationService(frpc.FederationServicer):  # type: ignore[misc]
-    def __init__(self, node: Node, downward: Downward, callers: CallerCache | None = None) -> None:
+    def __init__(self, node: Node, downward: Downward, callers: CallerCache | None = None,
+                 on_contact: Callable[[str], None] | None = None) -> None:
         self._node = node
+        self._on_contact = on_contact or (lambda _node_id: None)
         self._downward = downward
         self._children = {c.id for c in node.config.children}
         self._callers = callers or CallerCache()
@@ -57,6 +60,7 @@ class FederationService(frpc.FederationServicer):  # type: ignore[misc]
         if who.role != "node" or who.node_id not in self._children:
             abort_with(context, NotAuthorizedError(f"{who.node_id} is not a child of {self._node.config.id}",
                                                    code="E_SENDER_NOT_CHILD"))
+        self._on_contact(who.node_id)
         return who.node_id
 
     def Pull(self, request: fpb.PullRequest, context: grpc.ServicerContext) -> fpb.PullResponse:

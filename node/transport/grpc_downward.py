@@ -12,6 +12,7 @@ stops the round and is pulled again (the parent re-sends it when its lease runs 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -38,8 +39,10 @@ TIMEOUT_S = 60.0
 class DownwardPuller(ThreadExtension):
     name = "downward puller"
 
-    def __init__(self, node: Node, downward: Downward, backoff: Backoff, *, idle_s: float = IDLE_S) -> None:
+    def __init__(self, node: Node, downward: Downward, backoff: Backoff, *, idle_s: float = IDLE_S,
+                 on_contact: Callable[[str], None] | None = None) -> None:
         self._node = node
+        self._on_contact = on_contact or (lambda _node_id: None)
         self._downward = downward
         self._backoff = backoff
         self._idle_s = idle_s
@@ -77,6 +80,7 @@ class DownwardPuller(ThreadExtension):
                     self._stop.wait(self._backoff.delay(failures))
                     continue
                 failures = 0
+                self._on_contact(parent.id)
                 if not got:
                     self._stop.wait(self._idle_s)
 
