@@ -232,6 +232,15 @@ class ObjectionService:
         return head.status
 
     @staticmethod
+    def _answer_note(head: RecordRow, case_id: str) -> str:
+        """The source's note on its answer, which reaches the platform only in the answer revision's
+        reason (``objection CASE_ID: ACTION: NOTE``, as :meth:`answer` writes it)."""
+        prefix = f"objection {case_id}: "
+        reason = decode_body(head.body).reason
+        said = reason[len(prefix):].split(": ", 1) if reason.startswith(prefix) else []
+        return said[1] if len(said) == 2 else ""
+
+    @staticmethod
     def _awaits_answer(head: RecordRow, case_id: str, revision: int, case: sm.Case | None) -> bool:
         """The head is the case's mark, or the withdrawal of a late case (the source may still answer)."""
         if case is not None:
@@ -274,7 +283,7 @@ class ObjectionService:
                 closed, steps = sm.answered(case, status=self._answer_status(head, case.case_id),
                                             revision=head.revision, today=today,
                                             now_ms=now, calendar=self._calendar, deadlines=self._deadlines,
-                                            by=head.origin_node)
+                                            by=head.origin_node, note=self._answer_note(head, case.case_id))
                 self.cases.apply(closed, steps, actor=self._node_id, at_ms=now)
                 report.answered.append(case.case_id)
             elif case.state == sm.AWAITING_SOURCE and case.overdue_on(today):

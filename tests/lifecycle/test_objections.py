@@ -111,8 +111,9 @@ def test_correction_round_trip_reaches_every_node(fed: Federation) -> None:
     # The correction is signed by the source department, and names what it supersedes.
     body = decode_body(fed.city.head(rid).body)
     assert body.origin_node == DEPT and body.supersedes_digest == fed.city.store.records.get(rid, 2).body_digest.hex()
-    kinds = [e["kind"] for e in fed.desk.cases.events(case.case_id)]
-    assert kinds == ["filed", "checked", "request_sent", "answered", "result"]
+    events = fed.desk.cases.events(case.case_id)
+    assert [e["kind"] for e in events] == ["filed", "checked", "request_sent", "answered", "result"]
+    assert events[3]["detail"]["note"] == "已核实更正"  # the source's note reached the platform's case
     assert [e["kind"] for e in fed.source.cases.events(case.case_id)] == ["answered"]
     assert [audit_rows(k.store) for k in fed.kits()] > audits
     assert all(a >= b for a, b in zip([audit_rows(k.store) for k in fed.kits()], audits, strict=True))
