@@ -21,7 +21,7 @@ from node.inbox import Inbox
 from node.ingest import Ingest
 from node.pipeline import FileReader, PreparerSetup, PrepareWorker, headers_for, import_file, new_batch_id
 from node.preparing import ImportSummary, Preparer
-from node.releases import Releases
+from node.releases import Releases, RunningCatalog
 from node.routing import Router
 from node.runtime import Runtime
 from node.signing import Signer, Verifier
@@ -169,5 +169,6 @@ def build_runtime(node: Node) -> Runtime:
     # forwarder; query stops after the server (it closes peer channels).
     # The lifecycle schedule (objection deadlines, archive sweep) stops before the server drains.
     # The adapters come last, so they are the first to stop: no new input while the rest drains.
-    return Runtime(node, [contacts, query, *federation.extensions(node, contacts.seen), server,
+    running = RunningCatalog(node.store.meta, node.catalog.version)
+    return Runtime(node, [running, contacts, query, *federation.extensions(node, contacts.seen), server,
                           *schedule_for(desk, cfg.lifecycle, node.store.meta), *build_runners(node)])

@@ -36,13 +36,15 @@ from node.catalog import Catalog, parse_catalog, parse_yaml
 from node.config import NodeConfig
 from node.errors import CatalogError, NodeError, SignatureError, UntrustedSignerError
 from node.identity import LoadedIdentity
+from node.store import Meta
 from node.transport.wire import decode, fpb
 from node.truststore import TrustStore
 
-__all__ = ["Applied", "Releases", "release_statement", "sign_release", "verify_release"]
+__all__ = ["Applied", "Releases", "RunningCatalog", "release_statement", "sign_release", "verify_release"]
 
 DOMAIN = b"credit-node/catalog-release/v1\x00"
 CURRENT = "CURRENT"
+RUNNING_KEY = "catalog.running"  # store meta: the version the node's last start loaded
 RELEASE_FILE = "release.pb"
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.yaml$")
@@ -191,3 +193,23 @@ class Releases:
             shutil.rmtree(tmp, ignore_errors=True)
             raise NodeError(f"cannot keep release {release.version} in {self._dir}: {exc}", code="E_RELEASE_STORE") from None
         return Applied(release.version, True)
+
+
+class RunningCatalog:
+    """A runtime extension that notes, as the node starts, the catalogue version it runs.
+
+    A release applied while the node runs is used from its next start; only the running process
+    knows which one it loaded, so ``downward status`` (another process) reads it here.
+    """
+
+    name = "running-catalogue"
+
+    def __init__(self, meta: Meta, version: str) -> None:
+        self._meta = meta
+        self._version = version
+
+    def start(self) -> None:
+        self._meta.put(RUNNING_KEY, self._version)
+
+    def stop(self) -> None:
+        """Nothing to undo: the value says what the last start ran."""

@@ -165,6 +165,9 @@ def test_a_catalogue_release_signed_by_the_city_reaches_every_node(fed: LocalFed
     for node_id in fed.nodes:
         wait_until(lambda n=node_id: fed.cli_json(n, "downward", "status")["release"] == version, 120,
                    what=f"release {version} at {node_id}")
+    # Held, not yet in use: the running node loaded its catalogue when it started.
+    held = fed.cli_json(DEPT_EAST, "downward", "status")
+    assert held["running"] != version and held["next_start"] == version
     fed.nodes[DEPT_EAST].stop()
     fed.nodes[DEPT_EAST].start()
     assert fed.cli_json(DEPT_EAST, "downward", "status")["running"] == version

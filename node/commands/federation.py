@@ -182,16 +182,21 @@ def release(ctx: click.Context, catalog_dir: str, as_json: bool) -> None:
 def downward_status(ctx: click.Context, as_json: bool) -> None:
     """The catalogue in use and released here, and the notices received from upstream."""
     from node.downward import Downward
+    from node.releases import RUNNING_KEY
 
     with open_node(ctx) as node:
         releases = Downward(node).releases
         notices = [r for r in node.store.rejections.list_rejections() if r.row == 0 and "/" in r.batch_id]
-        data = {"running": node.catalog.version, "release": releases.current_version(),
+        # What the node's last start loaded; a release held since is used from the next start,
+        # which is what this process (a CLI, not the node) has just loaded.
+        running = node.store.meta.get(RUNNING_KEY) or node.catalog.version
+        data = {"running": running, "next_start": node.catalog.version, "release": releases.current_version(),
                 "notices": [{"id": r.batch_id, "record_id": r.record_key, "code": r.code, "message": r.message,
                              "from": r.source} for r in notices]}
     if as_json:
         emit_json(data)
     else:
-        click.echo(f"catalogue running {data['running']}, newest release held {data['release'] or '-'}")
+        pending = f"; the next start uses {data['next_start']}" if data["next_start"] != data["running"] else ""
+        click.echo(f"catalogue running {data['running']}, newest release held {data['release'] or '-'}{pending}")
         for n in data["notices"]:  # type: ignore[attr-defined]
             click.echo(f"  notice {n['id']} from {n['from']}: {n['record_id']}: {n['code']}: {n['message']}")
