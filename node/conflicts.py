@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, or_, select, update
 from sqlalchemy.sql.expression import ClauseElement
 
 from node.catalog import Item
-from node.errors import NotFoundError, UsageError
+from node.errors import ConflictError, NotFoundError, UsageError
 from node.records import decode_body, pb
 from node.store._sql import chunks, execute_many, insert_for, positional_sql, translated, write_transaction
 from node.store.audit import AuditEvent, AuditLog
@@ -256,7 +256,7 @@ class Conflicts:
             if row is None:
                 raise NotFoundError(f"no conflict {conflict_id}")
             if row.state != "open":
-                raise UsageError(f"conflict {conflict_id} is {row.state} already", code="E_CONFLICT_CLOSED")
+                raise ConflictError(f"conflict {conflict_id} is {row.state} already", code="E_CONFLICT_CLOSED")
             if keep not in (row.record_a, row.record_b):
                 raise UsageError(f"--keep must be one of the two records: {row.record_a} or {row.record_b}",
                                  field="keep")

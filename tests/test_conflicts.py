@@ -127,7 +127,7 @@ def test_resolve_via_the_cli_is_recorded_and_audited(tmp_path, ca_dir):
     everything = json.loads(cli("conflicts", "list", "--all", "--json").stdout)
     assert everything[0]["kept_record_id"] == c["record_a"] and everything[0]["resolved_by"] == "city:330100"
     again = cli("conflicts", "resolve", str(c["id"]), "--keep", c["record_a"], "--note", "again")
-    assert again.returncode == 2 and "E_CONFLICT_CLOSED" in again.stderr
+    assert again.returncode == 1 and "E_CONFLICT_CLOSED" in again.stderr
     node = build_node(load_config(cfg))
     actions = [e.action for e in node.store.audit.iter()]
     assert "conflict.resolve" in actions
