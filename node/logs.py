@@ -70,4 +70,7 @@ def configure_logging(node_id: str, *, level: str | int = "INFO", stream: IO[str
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
+    # pika narrates every socket and TLS step at INFO, with object reprs: an operator's log at INFO
+    # is the node's events; the library's detail is there at DEBUG.
+    logging.getLogger("pika").setLevel(logging.WARNING if root.level > logging.DEBUG else logging.NOTSET)
     return handler

@@ -1,0 +1,45 @@
+"""node/logs.py: one JSON line per event, the node's events at INFO and libraries' chatter at DEBUG."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from node.logs import configure_logging
+
+
+@pytest.fixture
+def restored() -> Iterator[None]:
+    root, pika = logging.getLogger(), logging.getLogger("pika")
+    handlers, level, pika_level = list(root.handlers), root.level, pika.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    pika.setLevel(pika_level)
+
+
+def _events(stream: io.StringIO) -> list[str]:
+    return [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+
+
+@pytest.mark.usefixtures("restored")
+def test_at_info_the_node_logs_its_events_and_pika_only_its_warnings() -> None:
+    out = io.StringIO()
+    configure_logging("dept:330102:scjgj", level="INFO", stream=out)
+    logging.getLogger("pika.adapters.utils.io_services_utils").info("Socket connected: %r", object())
+    logging.getLogger("pika.connection").warning("connection.blocked")
+    logging.getLogger("node.forwarding").info("forwarder.connected")
+    assert _events(out) == ["connection.blocked", "forwarder.connected"]
+
+
+@pytest.mark.usefixtures("restored")
+def test_at_debug_pika_says_everything_again() -> None:
+    out = io.StringIO()
+    configure_logging("dept:330102:scjgj", level="INFO", stream=out)
+    configure_logging("dept:330102:scjgj", level="DEBUG", stream=out)
+    logging.getLogger("pika.connection").info("Socket connected")
+    assert _events(out) == ["Socket connected"]
