@@ -7,6 +7,7 @@ is unavailable. User errors print one line, never a traceback.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import os
@@ -33,6 +34,14 @@ def not_blank(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     if value is not None and not value.strip():
         raise click.BadParameter("must not be empty or only spaces")
     return value
+
+
+def when(ms: int | None, *, millis: bool = False) -> str:
+    """A stored time (Unix ms) as operators read it: ISO 8601 in UTC; '' for none."""
+    if not ms:
+        return ""
+    at = dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds" if millis else "seconds")
+    return at.replace("+00:00", "Z")
 
 
 def emit_json(data: object) -> None:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import pathlib
 import sys
 
 import click
 
-from node.cli import STORE_ID, cli, config_path, emit_json, handle_errors, not_blank, open_node
+from node.cli import STORE_ID, cli, config_path, emit_json, handle_errors, not_blank, open_node, when
 from node.errors import UsageError
-
-
-def _when(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @cli.group()
@@ -45,9 +40,9 @@ def explain(ctx: click.Context, record_id: str, revision: int | None, as_json: b
         click.echo(f"{route_.record_id} revision {route_.revision} ({route_.item}), held at {route_.held_at}: {state}")
         for h in route_.hops:
             if h.kind == "origin":
-                click.echo(f"  {h.position}. {_when(h.signed_at_ms)}  made and signed by {h.signer} (origin)")
+                click.echo(f"  {h.position}. {when(h.signed_at_ms, millis=True)}  made and signed by {h.signer} (origin)")
             else:
-                click.echo(f"  {h.position}. {_when(h.signed_at_ms)}  {h.signer} → {h.to}  rule {h.rule_id}")
+                click.echo(f"  {h.position}. {when(h.signed_at_ms, millis=True)}  {h.signer} → {h.to}  rule {h.rule_id}")
         for o in route_.onward:
             extra = f" after {o.attempts} attempt(s): {o.last_error}" if o.last_error else ""
             click.echo(f"  next: → {o.destination}  rule {o.rule_id}: {o.state}{extra}")

@@ -8,14 +8,8 @@ import sys
 
 import click
 
-from node.cli import STORE_ID, cli, emit_json, handle_errors, open_node
+from node.cli import STORE_ID, cli, emit_json, handle_errors, open_node, when
 from node.errors import UsageError
-
-
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @cli.group("rejections")
@@ -37,7 +31,7 @@ def list_rejections(ctx: click.Context, source_unit: str | None, open_only: bool
         found = node.store.rejections.list_rejections(source_unit, open_only, batch_id=batch_id)
     rows = [{"id": r.id, "source_unit": r.source_unit, "item": r.item, "source": r.source, "row": r.row,
              "record_key": r.record_key.replace("\x1f", " / "), "field": r.field, "code": r.code,
-             "message": r.message, "created_at": _when(r.created_at_ms), "closed_at": _when(r.closed_at_ms),
+             "message": r.message, "created_at": when(r.created_at_ms), "closed_at": when(r.closed_at_ms),
              "closed_by": "" if r.closed_at_ms is None else (r.closed_by_record_id or "a later report")}
             for r in found]
     if as_json:

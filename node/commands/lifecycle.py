@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from node.cli import cli, emit_json, handle_errors, not_blank, open_node
+from node.cli import cli, emit_json, handle_errors, not_blank, open_node, when
 from node.errors import UsageError
 
 
@@ -172,7 +172,8 @@ def objection_show(ctx: click.Context, case_id: str, as_json: bool) -> None:
         return
     click.echo(_case_line(case, dt.date.min))
     for e in events:
-        click.echo(f"  {e['at_ms']} {e['actor']} {e['kind']} {e['detail']}")
+        said = ", ".join(f"{k}={v}" for k, v in e["detail"].items() if v not in ("", None, [], {}))
+        click.echo(f"  {when(e['at_ms'])} {e['actor']} {e['kind']}{': ' + said if said else ''}")
 
 
 @objection.command("answer")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import pathlib
+import re
 
 import pytest
 from click.testing import CliRunner, Result
@@ -89,6 +90,10 @@ def test_objection_commands(node_config: tuple[pathlib.Path, list[dict[str, str]
     log = ok("objection", "show", str(case["case_id"]), config=config)
     assert [e["kind"] for e in log["events"]] == [  # type: ignore[union-attr, index]
         "filed", "checked", "request_sent", "answered", "result", "statement"]
+    text = run("objection", "show", str(case["case_id"]), config=config).stdout.splitlines()[1:]
+    # Read by people: times as dates, details as key=value, no Python reprs.
+    assert len(text) == 6 and all(re.match(r"  20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ ", line) for line in text), text
+    assert not any("{" in line for line in text) and "statement: text=仍有异议" in text[-1]
     assert ok("objection", "tick", config=config) == {"answered": [], "overdue": []}
     bad = run("objection", "answer", "nope", "confirm", config=config)
     assert bad.exit_code == 2 and "E_OBJECTION_UNKNOWN" in bad.stderr
