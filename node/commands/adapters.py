@@ -75,7 +75,7 @@ def list_adapters(ctx: click.Context, as_json: bool) -> None:
         return
     for a in out:
         click.echo(f"{a['name']}: {a['kind']} {a['item'] or '(item from file names)'} from {a['source']}"
-                   + (f", position {a['position']}" if a["position"] else ""))
+                   + (f", position after ({_shown_position(a['position'])})" if a["position"] else ""))
     if not out:
         click.echo("no adapters configured")
 
@@ -197,6 +197,13 @@ def _refused_call(counts: Mapping[str, int], refusals: Sequence[Mapping[str, obj
 
 # The codes of NotAuthorizedError and its subclasses (node/errors.py): the caller's rights.
 _REFUSED_CODES = frozenset({NotAuthorizedError.code, BlockedError.code, UnauthenticatedError.code})
+
+
+def _shown_position(position: object) -> str:
+    """A pull's position (the watermark, then the key: ``[type, value]`` pairs) as its values."""
+    if isinstance(position, list):
+        return ", ".join(str(p[1]) if isinstance(p, list) and len(p) == 2 else str(p) for p in position)
+    return str(position)
 
 
 @cli.command("submit")

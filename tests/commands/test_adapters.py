@@ -44,3 +44,10 @@ def test_run_until_idle_names_a_file_it_could_not_read_and_exits_1(tmp_path: pat
     assert result.exit_code == 1, result.output
     out = json.loads(result.output)
     assert [(f["file"], f["code"]) for f in out["failed_files"]] == [("colours.csv", "E_INPUT_HEADER_UNKNOWN")]
+
+
+def test_a_pull_position_is_shown_as_its_values() -> None:
+    from node.commands.adapters import _shown_position
+
+    assert _shown_position([["datetime", "2026-11-20T08:00:00"], ["int", 2]]) == "2026-11-20T08:00:00, 2"
+    assert _shown_position([["hex", "00ff"]]) == "00ff"
