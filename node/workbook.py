@@ -108,6 +108,7 @@ class _Header(NamedTuple):
     codes: list[str | None]
     unnamed: list[int]
     counted: list[int]  # the columns that make a row more than blank (not its 序号)
+    names: list[str]  # the header cells as the file writes them (for messages)
 
 
 def _first_data(rows: Iterator[tuple[int, tuple[object, ...]]],
@@ -136,7 +137,8 @@ def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]], headers: Heade
             codes, combined = headers.resolve_rows(cells, functools.partial(_next_cells, rows, read))
             if combined is not None:  # a header in two rows: the data starts below the second
                 rownum, cells = read[0], tuple(combined)
-            return _Header(rownum, codes, unnamed_columns(cells), counted_columns(cells))
+            return _Header(rownum, codes, unnamed_columns(cells), counted_columns(cells),
+                           [clean_header(c) for c in cells])
     if titles:
         headers.resolve(titles[0])  # a one-column sheet whose column is not known: refused, named
     return None
@@ -173,10 +175,12 @@ def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header,
         if unnamed and (problem := under_unnamed(cells, unnamed, rownum)) is not None:
             yield SourceRow(rownum, {}, problem)
             continue
-        blind = [c for i in marks.uncalculated.get(rownum, ()) if i < width and (c := codes[i]) is not None]
+        blind = [(c, header.names[i]) for i in marks.uncalculated.get(rownum, ())
+                 if i < width and (c := codes[i]) is not None]
         if blind:
+            named = ", ".join(f"{name} ({code})" if name and name != code else code for code, name in blind)
             yield SourceRow(rownum, {}, Problem(
-                "E_FIELD_FORMULA", blind[0], f"{', '.join(blind)}: the cell holds a formula whose "
+                "E_FIELD_FORMULA", blind[0][0], f"{named}: the cell holds a formula whose "
                 "result was never calculated (the file was written by a program, not saved by a spreadsheet "
                 "program): open and save it in Excel or WPS, or write the values", row=rownum))
             continue

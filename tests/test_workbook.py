@@ -68,6 +68,7 @@ def test_a_formula_never_calculated_refuses_its_row_naming_the_field(tmp_path: p
     assert [(r.row, r.problem.code if r.problem else None, r.problem.field if r.problem else None) for r in got] == [
         (2, "E_FIELD_FORMULA", "CF_SXCD"), (3, "E_FIELD_FORMULA", "BZ"), (4, None, None)]
     assert got[2].values["CF_SXCD"] == "严重"
+    assert got[0].problem is not None and got[0].problem.message.startswith("失信程度 (CF_SXCD): the cell holds a formula")
 
 
 def test_an_empty_template_sheet_before_the_data_sheet_gives_way(tmp_path: pathlib.Path):
