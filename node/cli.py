@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 the operation ran and found problems (refused rows, failed checks);
 2 usage or configuration error; 3 refused (no right, no purpose, blocked); 4 a service or peer
-is unavailable. User errors print one line, never a traceback.
+is unavailable; 141 stdout's reader went away (`| head`), said nowhere. User errors print one
+line, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import pathlib
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -27,6 +28,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 STORE_ID = click.IntRange(1, 2**63 - 1)
 DAYS = click.IntRange(1, 36_500)
 SECONDS = click.FloatRange(0, 86_400, min_open=True)
+
+# 128 + SIGPIPE: what a shell reports for a tool that stopped because the reader of its output
+# went away (`| head`). Not 1, which here means "ran and found problems".
+READER_GONE = 141
 
 
 def not_blank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -56,32 +61,53 @@ def report(as_json: bool, data: dict[str, object], text: str) -> None:
         click.echo(text)
 
 
+def _reader_gone() -> NoReturn:
+    """Stop quietly: whoever read stdout has closed it (`credit-node … | head`), so no one is left to
+    tell; the Python docs' recipe (library/signal.html, "Note on SIGPIPE")."""
+    try:
+        # Python flushes stdout again at exit, which would fail the same way and say so on stderr.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a descriptor (a test's) has nothing to flush
+        pass
+    sys.exit(READER_GONE)
+
+
 def handle_errors(fn: F) -> F:
     """Map the exception tree to one line on stderr and the error's exit code (with ``--json``, also
-    ``{"error": {"code", "field", "message"}}`` on stdout)."""
+    ``{"error": {"code", "field", "message"}}`` on stdout); a closed stdout ends it quietly."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
-        except NodeError as exc:
-            if kwargs.get("as_json"):  # a script reading stdout learns why there is no answer
-                emit_json({"error": {"code": exc.code, "field": exc.field, "message": exc.message}})
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except OSError as exc:  # a path given that cannot be read or written: the user's to fix
-            where = f"{exc.filename}: " if exc.filename else ""
-            if kwargs.get("as_json"):
-                emit_json({"error": {"code": "E_IO", "field": "", "message": f"{where}{exc.strerror or exc}"}})
-            click.echo(f"error: E_IO: {where}{exc.strerror or exc}", err=True)
-            sys.exit(UsageError.exit_code)
-        except OverflowError as exc:  # a date or number beyond what can be stored (9999-12-31 + days)
-            if kwargs.get("as_json"):
-                emit_json({"error": {"code": "E_USAGE", "field": "", "message": f"a value is out of range ({exc})"}})
-            click.echo(f"error: E_USAGE: a value is out of range ({exc})", err=True)
-            sys.exit(UsageError.exit_code)
+            return _reported(fn, args, kwargs)
+        except BrokenPipeError:  # from the command's output or from reporting its error there
+            _reader_gone()
 
     return wrapper  # type: ignore[return-value]
+
+
+def _reported(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except NodeError as exc:
+        if kwargs.get("as_json"):  # a script reading stdout learns why there is no answer
+            emit_json({"error": {"code": exc.code, "field": exc.field, "message": exc.message}})
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:  # not the OSError below: a closed stdout is no path for the user to fix
+        raise
+    except OSError as exc:  # a path given that cannot be read or written: the user's to fix
+        where = f"{exc.filename}: " if exc.filename else ""
+        if kwargs.get("as_json"):
+            emit_json({"error": {"code": "E_IO", "field": "", "message": f"{where}{exc.strerror or exc}"}})
+        click.echo(f"error: E_IO: {where}{exc.strerror or exc}", err=True)
+        sys.exit(UsageError.exit_code)
+    except OverflowError as exc:  # a date or number beyond what can be stored (9999-12-31 + days)
+        if kwargs.get("as_json"):
+            emit_json({"error": {"code": "E_USAGE", "field": "", "message": f"a value is out of range ({exc})"}})
+        click.echo(f"error: E_USAGE: a value is out of range ({exc})", err=True)
+        sys.exit(UsageError.exit_code)
 
 
 def config_path(ctx: click.Context) -> pathlib.Path:

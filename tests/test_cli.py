@@ -120,3 +120,24 @@ def test_init_makes_the_directory_of_a_sqlite_store_it_is_given(tmp_path: pathli
     code, out = _run("--config", str(tmp_path / "n" / "node.yaml"), "outbox", "status")
     assert code == 0, out
     assert store.is_file()
+
+
+def test_output_into_a_closed_pipe_ends_quietly_with_141(tmp_path: pathlib.Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from node.cli import READER_GONE
+    from node.provisioning import init_node
+
+    cfg = init_node(tmp_path / "n", node_id="city:330100", level="city")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader (`| head`) is gone before the first line
+    try:
+        for args in (("calendar", "add-days", "2026-09-30", "10"), ("--config", str(cfg), "outbox", "status"),
+                     ("catalog", "template", "no_such_item", "--out", str(tmp_path / "t.csv"), "--json")):
+            run = subprocess.run([sys.executable, "-m", "node", *args], stdout=write_end, stderr=subprocess.PIPE,
+                                 text=True, timeout=60, check=False)
+            assert (run.returncode, run.stderr) == (READER_GONE, ""), args
+    finally:
+        os.close(write_end)
