@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from node.cli import SECONDS, cli, emit_json, handle_errors, node_config, open_node, report
+from node.cli import SECONDS, cli, emit_json, handle_errors, node_config, open_node, report, when
 
 T = TypeVar("T")
 
@@ -253,8 +253,9 @@ def blocks_list(ctx: click.Context, include_lifted: bool, as_json: bool) -> None
         emit_json([b.as_dict() for b in found])
         return
     for b in found:
-        state = "lifted" if b.lifted_at_ms is not None else "blocked"
-        click.echo(f"{b.address} {state} since {b.since_ms} (caller {b.caller}): {b.reason}")
+        since = f"blocked since {when(b.since_ms, millis=True)}"
+        state = since if b.lifted_at_ms is None else f"lifted at {when(b.lifted_at_ms, millis=True)} ({since})"
+        click.echo(f"{b.address} {state} (caller {b.caller}): {b.reason}")
     if not found:
         click.echo("no blocks in force")
 

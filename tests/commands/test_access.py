@@ -219,6 +219,25 @@ def test_blocks_list_and_lift(world: World) -> None:
     assert world.client("lookup", "gov", ORG, "--purpose", "x").exit_code == 0
 
 
+def test_blocks_list_shows_when_a_block_began_and_when_it_was_lifted(world: World) -> None:
+    from node.abuse import Guard
+    from node.config import AbuseConfig
+    from node.store import Store
+
+    blocked_at, lifted_at = 1_796_630_490_892, 1_796_634_090_892  # an hour apart
+    with Store.open(load_config(world.config).store_url) as store:
+        Guard(store, AbuseConfig(), wall_ms=lambda: blocked_at).block("ipv4:10.9.9.9", "public:probe", "burst")
+        assert "ipv4:10.9.9.9 blocked since 2026-12-07T08:01:30.892Z (caller public:probe)" \
+            in world.run("blocks", "list").stdout
+        Guard(store, AbuseConfig(), wall_ms=lambda: lifted_at).lift("ipv4:10.9.9.9")
+    listed = world.run("blocks", "list", "--all").stdout
+    assert ("ipv4:10.9.9.9 lifted at 2026-12-07T09:01:30.892Z (blocked since 2026-12-07T08:01:30.892Z) "
+            "(caller public:probe): burst") in listed
+    as_json = [b for b in json.loads(world.run("blocks", "list", "--all", "--json").stdout)
+               if b["address"] == "ipv4:10.9.9.9"]
+    assert [(b["since_ms"], b["lifted_at_ms"]) for b in as_json] == [(blocked_at, lifted_at)]
+
+
 # --- audit verify: the query log cannot be quietly edited, cut or reordered --------------------------
 def _copy_with(world: World, tmp_path: pathlib.Path, name: str, *statements: str) -> pathlib.Path:
     """A copy of the node's store with ``statements`` applied, and a config pointing at it."""
