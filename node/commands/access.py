@@ -322,14 +322,14 @@ def audit_verify(ctx: click.Context, as_json: bool) -> None:
     with Store.open(config.store_url) as store:
         found = [("query_log", p.seq, p.reason) for p in store.queries.verify()]
         found += [("audit_log", p.seq, p.reason) for p in store.audit.verify()]
-        heads = {"query_log": store.queries.chain.head(store.engine)[0],
-                 "audit_log": store.audit.chain.head(store.engine)[0]}
+        rows = {"query_log": store.queries.chain.count(store.engine),
+                "audit_log": store.audit.chain.count(store.engine)}
     if as_json:
-        emit_json({"ok": not found, "rows": heads,
+        emit_json({"ok": not found, "rows": rows,
                    "problems": [{"log": log, "seq": seq, "reason": why} for log, seq, why in found]})
     else:
         for log, seq, why in found:
             click.echo(f"BAD {log} seq {seq}: {why}")
-        click.echo(f"query log {heads['query_log']} rows, audit log {heads['audit_log']} rows: "
+        click.echo(f"query log {rows['query_log']} rows, audit log {rows['audit_log']} rows: "
                    f"{'OK' if not found else f'{len(found)} problem(s)'}")
     sys.exit(1 if found else 0)

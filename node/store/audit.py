@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, Table, select, text, update
+from sqlalchemy import Connection, Engine, Table, func, select, text, update
 
 from node.store._sql import is_postgres, positional_sql, translated, write_transaction
 from node.store.meta import get_value, put_value
@@ -156,6 +156,11 @@ class HashChainLog:
     def head(self, engine: Engine) -> tuple[int, bytes]:
         with translated(f"reading the head of {self.table.name}"), engine.connect() as conn:
             return self._head(conn)
+
+    def count(self, engine: Engine) -> int:
+        """Rows held, which is less than the head's seq once rows were deleted."""
+        with translated(f"counting {self.table.name}"), engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(self.table)).scalar_one())
 
     def iter(self, engine: Engine, *, after_seq: int = 0, batch: int = 1000) -> Iterator[LogEntry]:
         """Every entry after ``after_seq`` in seq order, read in pages of ``batch`` rows."""

@@ -294,6 +294,18 @@ def test_audit_verify_detects_edited_deleted_and_reordered_rows(world: World, tm
     assert "BAD query_log seq 2" in text_out.stdout and text_out.exit_code == 1
 
 
+def test_audit_verify_counts_the_rows_left_after_the_last_was_deleted(world: World, tmp_path: pathlib.Path) -> None:
+    assert world.client("lookup", "gov", ORG, "--purpose", "审查").exit_code == 0
+    clean = json.loads(world.run("audit", "verify", "--json").stdout)
+    n = clean["rows"]["query_log"]
+    cut = _copy_with(world, tmp_path, "cut", f"DELETE FROM query_log WHERE seq = {n}")
+    r = CliRunner().invoke(cli, ["--config", str(cut), "audit", "verify"])
+    assert r.exit_code == 1
+    assert f"BAD query_log seq {n}: log truncated" in r.stdout  # still the finding it is
+    assert f"query log {n - 1} rows, audit log {clean['rows']['audit_log']} rows: 1 problem(s)" in r.stdout
+    assert json.loads(_audit(cut).stdout)["rows"]["query_log"] == n - 1
+
+
 def test_a_gb18030_list_of_codes_is_read(tmp_path: pathlib.Path) -> None:
     from node.commands.access import read_codes
 
