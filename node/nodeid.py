@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from node.errors import ConfigError
 
-__all__ = ["LEVELS", "MAX_NODE_ID", "ROLES", "Identity", "NodeId", "check_identity", "parse_node_id"]
+__all__ = ["LEVELS", "MAX_NODE_ID", "ROLES", "Identity", "NodeId", "check_identity", "parse_node_id", "role_of"]
 
 LEVELS = ("dept", "district", "city", "province")
 ROLES = ("node", "source", "gov", "agency", "public", "self", "admin", "auditor", "judicial")
@@ -113,6 +113,12 @@ def _check_name(text: str, name: str) -> None:
         raise ConfigError(
             f"node id {text!r}: {name!r} must be 1-32 of a-z, 0-9, '.', '-', '_' (starting with a "
             "letter or digit)", field="node_id")
+
+
+def role_of(node_id: str) -> str:
+    """The one role ``node_id`` can carry: ``node`` for a level id, else its first part."""
+    parsed = parse_node_id(node_id)
+    return "node" if parsed.is_node else parsed.kind
 
 
 def check_identity(node_id: str, role: str) -> Identity:

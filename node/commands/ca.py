@@ -30,20 +30,23 @@ def ca_init(out: str, name: str, as_json: bool) -> None:
 @ca.command("issue")
 @click.option("--ca", "ca_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--id", "node_id", required=True, help="node id, e.g. district:330106")
-@click.option("--role", default="node", show_default=True,
-              help="node | source | gov | agency | public | self | admin | auditor | judicial")
+@click.option("--role", default=None,
+              help="node | source | gov | agency | public | self | admin | auditor | judicial "
+                   "[default: the id's: node for a level id, else its first part]")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--host", "hosts", multiple=True, help="DNS name or IP the certificate serves (repeatable)")
 @click.option("--days", default=825, show_default=True, type=DAYS)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def ca_issue(ca_dir: str, node_id: str, role: str, out: str, hosts: tuple[str, ...], days: int,
+def ca_issue(ca_dir: str, node_id: str, role: str | None, out: str, hosts: tuple[str, ...], days: int,
              as_json: bool) -> None:
     """Issue certificates for NODE_ID into OUT (cert.pem, key.pem, ca.pem, signing keys)."""
     from node.errors import UsageError
     from node.hostnames import host_problem
     from node.identity import issue
+    from node.nodeid import role_of
 
+    role = role or role_of(node_id)  # given, it must still fit the id (issue checks)
     for host in hosts:  # refused before the key is made, naming the option as typed
         if problem := host_problem(host):
             raise UsageError(f"--host {host!r} {problem}", field="host")

@@ -43,3 +43,20 @@ def test_issue_accepts_dns_names_and_ip_addresses(ca_dir: pathlib.Path, tmp_path
                        "127.0.0.1", "::1", "fd00::5")
     assert code == 0, out
     assert (tmp_path / "id" / "cert.pem").is_file()
+
+
+def test_issue_without_role_takes_the_ids_and_a_role_given_must_still_fit(ca_dir: pathlib.Path,
+                                                                          tmp_path: pathlib.Path) -> None:
+    import json
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    base = ["ca", "issue", "--ca", str(ca_dir), "--id", "gov:330100:x"]
+    result = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "gov"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["role"] == "gov"
+    cert = x509.load_pem_x509_certificate((tmp_path / "gov" / "cert.pem").read_bytes())
+    assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)] == ["gov"]
+    result = CliRunner().invoke(cli, [*base, "--role", "node", "--out", str(tmp_path / "wrong")])
+    assert result.exit_code == 2 and "its role must be 'gov'" in result.output
