@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from node.errors import NodeError, NotAuthorizedError, NotFoundError, UsageError
+from node.errors import ConfigError, NodeError, NotAuthorizedError, NotFoundError, UsageError
 from node.lifecycle.revisions import Change, Reviser
 from node.records import STATUSES, body_digest, content_digest, decode_body, pb
 from node.rejection import RejectionRow
@@ -143,6 +143,11 @@ class Downward:
 
     def publish_release(self, path: pathlib.Path) -> Applied:
         """Sign the catalogue at ``path`` as the authority and make it this node's release."""
+        if not self._node.config.catalog.authority:
+            # Checked before signing: the node would refuse its own release (E_RELEASE_AUTHORITY).
+            raise ConfigError(f"catalog.authority is not set, so this node releases no catalogue (the authority "
+                              f"sets it to its own id, {self._me}; every node below, to the authority's)",
+                              field="catalog.authority")
         release = sign_release(self._node.identity, path, now_ms=self._clock())
         return self.releases.apply(release, self._node.trust, "")
 

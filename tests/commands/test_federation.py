@@ -17,3 +17,14 @@ def test_downward_revise_refuses_an_empty_reason_naming_the_option(tmp_path: pat
     assert result.exit_code == 2, result.output
     assert "--reason" in result.output and "empty" in result.output
     assert "Traceback" not in result.output
+
+
+def test_downward_release_on_a_node_without_a_catalogue_authority_is_a_configuration_error(
+        tmp_path: pathlib.Path) -> None:
+    from node.provisioning import bundled_catalog, init_node
+
+    cfg = init_node(tmp_path / "city", node_id="city:330100", level="city")  # catalog.authority unset
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "downward", "release", str(bundled_catalog()), "--json"])
+    assert result.exit_code == 2, result.output
+    assert "E_CONFIG [catalog.authority]: catalog.authority is not set" in result.stderr
+    assert not (tmp_path / "city" / "catalog-releases").exists()
