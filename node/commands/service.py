@@ -22,6 +22,15 @@ def _write_port_file(path: pathlib.Path, address: str) -> None:
     os.replace(tmp, path)
 
 
+def _remove_port_file(path: pathlib.Path, address: str) -> None:
+    """Remove the file once the node has stopped, unless another run has written its own since."""
+    try:
+        if path.read_text(encoding="utf-8").strip() == address:
+            path.unlink()
+    except (OSError, UnicodeDecodeError):
+        pass  # gone already, or not ours to remove
+
+
 @cli.command("start")
 @click.option("--listen", default=None, help="HOST:PORT to serve on (default: server.listen; port 0 = any)")
 @click.option("--port-file", type=click.Path(dir_okay=False), default=None,
@@ -42,12 +51,15 @@ def start(ctx: click.Context, listen: str | None, port_file: str | None, log_lev
         config = dataclasses.replace(config, server=dataclasses.replace(config.server, listen=listen))
     configure_logging(config.id, level=log_level)
 
+    announced: list[str] = []
+
     def announce(runtime: Runtime) -> None:
         address = runtime.extension(GrpcServer).address
         click.echo(f"{config.id} listening on {address}")
         sys.stdout.flush()
         if port_file:
             _write_port_file(pathlib.Path(port_file), address)
+            announced.append(address)
 
     if port_file:
         if not pathlib.Path(port_file).resolve().parent.is_dir():  # found out before serving, not after
@@ -63,6 +75,10 @@ def start(ctx: click.Context, listen: str | None, port_file: str | None, log_lev
             reason = exc.message.removeprefix("server.listen: ")
             raise ConfigError(f"--listen {listen}: {reason}", field="listen") from None
         raise
+    finally:
+        # The address it names is dead now; a script waiting for the file must not find it.
+        if port_file and announced:
+            _remove_port_file(pathlib.Path(port_file), announced[0])
 
 
 def _status_dict(resp: Any) -> dict[str, object]:

@@ -99,6 +99,24 @@ def test_sigint_also_stops_cleanly(started: Started) -> None:
     assert started.process.returncode == 0
 
 
+def test_the_port_file_is_removed_when_the_node_stops(started: Started, tmp_path: pathlib.Path) -> None:
+    port_file = tmp_path / "port"  # where the fixture's node wrote it
+    assert port_file.read_text(encoding="utf-8").strip() == started.address
+    started.process.send_signal(signal.SIGTERM)
+    started.process.communicate(timeout=DEADLINE_S)
+    assert started.process.returncode == 0
+    assert not port_file.exists()
+
+
+def test_a_port_file_another_run_has_rewritten_is_left_alone(started: Started, tmp_path: pathlib.Path) -> None:
+    port_file = tmp_path / "port"
+    port_file.write_text("127.0.0.1:1\n", encoding="utf-8")  # another node's now
+    started.process.send_signal(signal.SIGTERM)
+    started.process.communicate(timeout=DEADLINE_S)
+    assert started.process.returncode == 0
+    assert port_file.read_text(encoding="utf-8") == "127.0.0.1:1\n"
+
+
 def test_status_refused_exits_3(started: Started, pki: Pki) -> None:
     result = _cli("status", "--target", started.address, "--identity", str(pki.dir("agency")))
     assert result.returncode == 3
