@@ -4,7 +4,8 @@ The chain is the proof (DESIGN §2.2): ``chain[0]`` is the origin's signature; e
 the HOP signature of a node that forwarded the record, naming the routing rule it applied and
 when. Link *i* was signed by the node that sent the record to the signer of link *i+1* — or, for
 the last link, to this node, which holds it. What happens next comes from this node's outbox
-(delivered, pending, dead) and its routing rule. The chain is verified before it is explained: an
+(delivered, pending, dead) and its routing rule; a revision that came down from the parent goes
+on only toward its source. The chain is verified before it is explained: an
 explanation of a chain that does not verify says so.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from node.catalog import Catalog
 from node.errors import NodeError, NotFoundError
 from node.records import decode_body, decode_signed, pb
-from node.routing import Router
+from node.routing import DOWN_RULE, Router
 from node.signing import Verifier
 from node.store import Store
 from node.store.deliveries import Deliveries
@@ -93,8 +94,13 @@ def explain_route(*, store: Store, verifier: Verifier, catalog: Catalog, router:
     stops_here = ""
     try:
         item = catalog.item(row.item)
-        planned = router.upward(item.routing.up_to, item.routing.rule_id)
-        if not planned:
+        # What the parent sent down goes on toward its source (the deliveries above), never back up.
+        came_down = router.parent_id is not None and row.received_from == router.parent_id
+        planned = [] if came_down else router.upward(item.routing.up_to, item.routing.rule_id)
+        if came_down:
+            stops_here = (f"revision {row.revision} came down from {row.received_from} (rule {DOWN_RULE}); "
+                          "a revision from above is not sent back up")
+        elif not planned:
             stops_here = (f"rule {item.routing.rule_id} sends {row.item} up to {item.routing.up_to}; "
                           f"{node_id} forwards it no further")
         for dest in planned:

@@ -81,6 +81,28 @@ def test_a_revision_goes_down_only_from_the_parent_and_only_to_where_the_record_
     assert tree[DEPT].store.outbox.status() == {}  # the origin keeps it: nothing goes back up
 
 
+def test_route_explain_of_a_revision_that_came_down_says_so_and_plans_nothing_up(tree: dict[str, Node]) -> None:
+    from node.routes import explain_route
+    from node.routing import Router
+
+    def explain(node_id: str, parent: str, record_id: str) -> dict[str, object]:
+        node = tree[node_id]
+        return explain_route(store=node.store, verifier=node.verifier, catalog=node.catalog,
+                             router=Router(node_id, parent), node_id=node_id, record_id=record_id).as_dict()
+
+    record_id = next(tree[CITY].store.records.iter_revisions()).record_id
+    Downward(tree[CITY]).revise(record_id, status="revoked", reason="撤销")
+    Downward(tree[DISTRICT]).apply(CITY, down(tree, CITY, DISTRICT)[0])
+    at_district = explain(DISTRICT, CITY, record_id)
+    assert [(o["destination"], o["rule_id"]) for o in at_district["onward"]] == [(DEPT, "down-to-source")]
+    assert f"came down from {CITY}" in str(at_district["stops_here"])
+    Downward(tree[DEPT]).apply(DISTRICT, down(tree, DISTRICT, DEPT)[0])
+    at_dept = explain(DEPT, DISTRICT, record_id)
+    assert at_dept["revision"] == 2 and at_dept["onward"] == []  # never "not yet queued" up to the district
+    assert at_dept["stops_here"] == (f"revision 2 came down from {DISTRICT} (rule down-to-source); "
+                                     "a revision from above is not sent back up")
+
+
 def test_a_revision_of_a_record_that_never_came_through_is_refused_alone(tree: dict[str, Node]) -> None:
     ids = iter(dict.fromkeys(r.record_id for r in tree[CITY].store.records.iter_revisions()))
     lost, kept = next(ids), next(ids)
