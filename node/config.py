@@ -258,6 +258,10 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
         problem = check_uscc(cfg.unit, label="unit")
         if problem is not None:
             raise ConfigError(problem.message, field="unit")
+    for i, child in enumerate(cfg.children):
+        _check_units(child.units, f"children[{i}].units", cfg.validation.uscc_allowlist)
+    for i, source in enumerate(cfg.sources):
+        _check_units(source.units, f"sources[{i}].units", cfg.validation.uscc_allowlist)
     names = [adapter_name(a) for a in cfg.adapters]
     for i, n in enumerate(names):
         if n in names[:i]:
@@ -274,6 +278,19 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
     if cfg.level != "province" and cfg.parent is None and cfg.level != "city":
         pass  # a node without a parent simply keeps what it gets (a standalone department is valid)
     return cfg
+
+
+def _check_units(units: tuple[str, ...], path: str, allowlist: tuple[str, ...]) -> None:
+    """Refuse a unit no record can name: it would match nothing, and every row of the peer it was
+    meant for would be refused (E_NOT_AUTHORIZED) while the node ran as if configured."""
+    for j, unit in enumerate(units):
+        where = f"{path}[{j}]"
+        if unit == "*":  # the catalogue's source_units writes "any" so; here it is the empty list
+            raise ConfigError(f"{where}: '*' is no unit; to accept any unit, write units: [] (or leave it out)",
+                              field=where)
+        problem = None if unit in allowlist else check_uscc(unit, label=where)
+        if problem is not None:
+            raise ConfigError(problem.message, field=where)
 
 
 # Counts, sizes and intervals where 0 would stall or break the node (a pool of no threads, batches

@@ -192,3 +192,22 @@ def test_duplicate_yaml_key_check_keeps_env_substitution(tmp_path: pathlib.Path)
                                         "store: {url: '${DB_URL:sqlite:///d.db}'}\n")
     cfg = load_config(tmp_path / "node.yaml", environ={"DB_URL": "postgresql://h/db"})
     assert cfg.store.url == "postgresql://h/db"
+
+
+def test_a_child_unit_written_as_a_star_is_refused_with_the_empty_list_as_the_way_to_say_any():
+    with pytest.raises(ConfigError) as err:
+        parse_config({**BASE, "children": [{"id": "dept:330102:a", "units": ["*"]}]})
+    assert err.value.field == "children[0].units[0]" and "units: []" in err.value.message
+    assert parse_config({**BASE, "children": [{"id": "dept:330102:a", "units": []}]}).children[0].units == ()
+
+
+@pytest.mark.parametrize("section", ["children", "sources"])
+def test_a_unit_that_is_no_valid_uscc_is_refused_naming_its_place(section: str):
+    first = {"id": "dept:330102:a" if section == "children" else "source:330102:a", "units": ["11330102MB0000019G"]}
+    second = {**first, "units": ["11330102MB0000019G", "11330102MB0000019X"]}  # check character wrong
+    with pytest.raises(ConfigError, match="check character") as err:
+        parse_config({**BASE, section: [first, second]})
+    assert err.value.field == f"{section}[1].units[1]"
+    allowed = parse_config({**BASE, section: [first, second],
+                            "validation": {"uscc_allowlist": ["11330102MB0000019X"]}})
+    assert getattr(allowed, section)[1].units == ("11330102MB0000019G", "11330102MB0000019X")
