@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from node.cli import SECONDS, cli, emit_json, handle_errors, node_config
+from node.cli import SECONDS, cli, emit_json, handle_errors, node_config, when
 from node.errors import ConfigError, UsageError
 
 
@@ -101,7 +101,6 @@ def _status_dict(resp: Any) -> dict[str, object]:
 @handle_errors
 def status(target: str, identity_dir: str, server_name: str | None, timeout: float, as_json: bool) -> None:
     """Ask a running node for its status (needs role node, admin, auditor or gov)."""
-    import datetime as dt
 
     from node.identity import load_identity
     from node.transport import grpc_client
@@ -119,6 +118,4 @@ def status(target: str, identity_dir: str, server_name: str | None, timeout: flo
     for c in resp.counts:
         click.echo(f"  {c.item}: {c.records}")
     for p in resp.peers:
-        when = (dt.datetime.fromtimestamp(p.last_contact_ms / 1000, dt.UTC).isoformat(timespec="seconds")
-                if p.last_contact_ms else "never")
-        click.echo(f"  {p.relation} {p.node_id}: last contact {when}")
+        click.echo(f"  {p.relation} {p.node_id}: last contact {when(p.last_contact_ms) or 'never'}")
