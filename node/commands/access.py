@@ -245,6 +245,7 @@ def blocks() -> None:
 @click.pass_context
 @handle_errors
 def blocks_list(ctx: click.Context, include_lifted: bool, as_json: bool) -> None:
+    """Addresses blocked now (with --all, lifted ones too): since when, which caller, why."""
     from node.abuse import Guard
 
     with open_node(ctx) as node:
@@ -285,6 +286,7 @@ def sharing() -> None:
 @click.pass_context
 @handle_errors
 def sharing_suspend(ctx: click.Context, reason: str, as_json: bool) -> None:
+    """Stop all disclosure: Lookup and VerifyList refuse (E_SHARING_SUSPENDED); Submit goes on."""
     from node.abuse import SharingSwitch
 
     with open_node(ctx) as node:
@@ -298,6 +300,7 @@ def sharing_suspend(ctx: click.Context, reason: str, as_json: bool) -> None:
 @click.pass_context
 @handle_errors
 def sharing_resume(ctx: click.Context, as_json: bool) -> None:
+    """Disclose again after ``sharing suspend``."""
     from node.abuse import SharingSwitch
 
     with open_node(ctx) as node:
