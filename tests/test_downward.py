@@ -229,3 +229,32 @@ def test_a_revision_without_a_reason_is_refused_and_nothing_is_stored(tree: dict
     assert err.value.field == "reason"
     head = tree[CITY].store.records.get(record_id)
     assert head is not None and head.revision == 1
+
+
+def test_a_release_the_child_refuses_is_fetched_and_dead_lettered_once(tree: dict[str, Node],
+                                                                       tmp_path: pathlib.Path) -> None:
+    from node.backoff import Backoff
+    from node.releases import version_key
+    from node.transport.grpc_downward import DownwardPuller
+
+    # Signed by the district, which is not the department's authority: refused, not retryable.
+    release = sign_release(tree[DISTRICT].identity, _release_dir(tmp_path, "2027.3", DISTRICT),
+                           now_ms=1_800_000_000_000)
+
+    class Parent:  # what Federation.Pull offers: the release, to a child running an older catalogue
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        def Pull(self, request: fpb.PullRequest, timeout: float) -> fpb.PullResponse:
+            self.asked.append(request.catalog_version)
+            newer = version_key(release.version) > version_key(request.catalog_version or "0")
+            return fpb.PullResponse(messages=[fpb.DownMessage(catalog=release)] if newer else [])
+
+    puller = DownwardPuller(tree[DEPT], Downward(tree[DEPT]), Backoff(min_s=0.1, max_s=0.1))
+    parent = Parent()
+    got = [puller.pull_once(parent, lambda exc: exc) for _ in range(3)]  # type: ignore[arg-type]
+    assert got == [1, 0, 0]  # the refused release is not asked for again
+    assert parent.asked[1:] == ["2027.3", "2027.3"]
+    letters = [d for d in tree[DEPT].store.outbox.dead_letters() if d.kind == "inbound"]
+    assert [d.reason for d in letters] == ["E_RELEASE_AUTHORITY"]
+    assert Downward(tree[DEPT]).releases.current_version() != "2027.3"

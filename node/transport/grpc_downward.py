@@ -48,6 +48,11 @@ class DownwardPuller(ThreadExtension):
         self._idle_s = idle_s
         super().__init__()
         self._acked: list[int] = []
+        # A release this node refused (not signed by its authority, or none configured): the
+        # parent offers a release to every pull from a child running an older catalogue, so
+        # without this each pull fetched and dead-lettered it again, hundreds a second.
+        # Kept in memory: after a restart (with the configuration mended) it is offered again.
+        self._refused_release = ""
         self.applied = 0
         self._channel: grpc.Channel | None = None
 
@@ -88,8 +93,8 @@ class DownwardPuller(ThreadExtension):
         """One pull: acknowledge, fetch, apply. Returns how many messages came."""
         meta = self._node.store.meta
         cursor = int(meta.get(NOTICE_CURSOR_KEY, "0") or 0)
-        running = max((v for v in (self._node.catalog.version, self._downward.releases.current_version()) if v),
-                      key=version_key, default="")
+        running = max((v for v in (self._node.catalog.version, self._downward.releases.current_version(),
+                                   self._refused_release) if v), key=version_key, default="")
         request = fpb.PullRequest(acked=self._acked, catalog_version=running, notice_cursor=cursor, max_records=500)
         try:
             response: fpb.PullResponse = stub.Pull(request, timeout=TIMEOUT_S)
@@ -106,6 +111,9 @@ class DownwardPuller(ThreadExtension):
                     raise  # not acknowledged: the parent sends it again
                 log.warning("downward: refused a message from %s: %s", sender, exc)
                 self._node.store.inbound.add(sender, exc.code, exc.message, message.SerializeToString())
+                if message.HasField("catalog"):
+                    self._refused_release = max((v for v in (self._refused_release, message.catalog.version) if v),
+                                                key=version_key)
             self.applied += 1
             if message.delivery_id:
                 self._acked.append(message.delivery_id)
