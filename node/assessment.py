@@ -14,8 +14,9 @@ unit and item:
   the item has no decision date; ``mean_delay_days`` in working days;
 - ``completeness``: the share of the item's optional fields that the reports filled in.
 
-Reads the node's own store: at a department its own reports, at a district or city those of every
-unit below it (timeliness uses the origin's ``reported_at``, not when the record arrived here).
+Reads the node's own store: at a department its own reports, at a district or city the records of
+every unit below it (timeliness uses the origin's ``reported_at``, not when the record arrived
+here). Refused rows stay at the node that received them, so ``refused`` counts only those.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class IdentityConfig:
     """Where this node's certificates live (DIR with cert.pem, key.pem, ca.pem …)."""
 
     dir: str
-    crl: str = ""  # revocation list (PEM) travelling with the catalogue; '' = none yet
+    crl: str = ""  # the federation CA's revocation list (PEM), read at start; '' = none
 
 
 @dataclass(frozen=True)

@@ -149,8 +149,9 @@ class CallerCache:
     """Checked caller certificates by fingerprint: a call costs a look-up, not a parse and a CA check.
 
     Only what cannot change is remembered (the parse, the CA's signature, the identity, the
-    validity window). The window and the revocation list are checked on every call, because a new
-    CRL can arrive at any time (``TrustStore.load_crl``) and applies to open connections too.
+    validity window). The window and the revocation list are checked on every call: a certificate
+    can expire during a long-lived connection, and a CRL loaded into the trust store
+    (``TrustStore.load_crl``) applies to open connections too.
     """
 
     def __init__(self, max_entries: int = 4096) -> None:
