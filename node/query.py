@@ -53,7 +53,10 @@ def mistyped_code(subject: str, *, field: str, allowlist: Set[str] = frozenset()
                       "mistyped?", field=field, code="E_SUBJECT_CODE_CHECK")
 
 
-def subject_records(store: Store, code: str, items: tuple[str, ...] = ()) -> tuple[str, list[RecordOut]]:
+def subject_records(store: Store, code: str, items: tuple[str, ...] = (), *,
+                    allowlist: Set[str] = frozenset()) -> tuple[str, list[RecordOut]]:
+    """What this node holds about one subject; a mistyped code finding nothing is refused, as a
+    lookup refuses it (``E_SUBJECT_CODE_CHECK``), rather than answered as a clean record."""
     subject = normalized_subject(code)
     out: list[RecordOut] = []
     for row in store.records.current_for_subject(subject, items):
@@ -61,4 +64,6 @@ def subject_records(store: Store, code: str, items: tuple[str, ...] = ()) -> tup
         signed = decode_signed(row.signed)
         out.append(RecordOut(item=row.item, record_id=row.record_id, revision=row.revision, status=row.status,
                              fields=fields_dict(body), signers=[s.signer for s in signed.chain]))
+    if not out and (mistyped := mistyped_code(subject, field="code", allowlist=allowlist)):
+        raise mistyped
     return subject, out

@@ -129,7 +129,8 @@ def query(ctx: click.Context, code: str, items: tuple[str, ...], as_json: bool) 
     with open_node(ctx) as node:
         for item in items:  # a mistyped item would only find nothing
             node.catalog.item(item)
-        subject, records = subject_records(node.store, code, items)
+        subject, records = subject_records(node.store, code, items,
+                                           allowlist=frozenset(node.config.validation.uscc_allowlist))
     if as_json:
         emit_json({"subject": subject, "records": [r.as_dict() for r in records]})
         return

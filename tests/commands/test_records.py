@@ -249,3 +249,13 @@ def test_query_of_an_unknown_item_is_refused_naming_it(node_dir):
     assert r.exit_code == 2
     error = json.loads(r.stdout)["error"]
     assert (error["code"], error["field"]) == ("E_UNKNOWN_ITEM", "item") and "admin_penalti" in error["message"]
+
+
+def test_query_of_a_mistyped_code_is_refused_not_answered_as_a_clean_record(node_dir):
+    # Neither a USCC nor an ID number passes its check on this: found nowhere, it is a typo.
+    r = run(node_dir, "query", "91330102MA2XXXXXXX", "--json")
+    assert r.exit_code == 2
+    error = json.loads(r.stdout)["error"]
+    assert (error["code"], error["field"]) == ("E_SUBJECT_CODE_CHECK", "code")
+    clean = run(node_dir, "query", "91350100M000100Y43", "--json")  # valid, holds nothing here
+    assert clean.exit_code == 0 and json.loads(clean.stdout)["records"] == []
