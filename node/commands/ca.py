@@ -56,6 +56,49 @@ def ca_issue(ca_dir: str, node_id: str, role: str | None, out: str, hosts: tuple
            f"issued {node_id} ({role}) into {path}")
 
 
+@ca.command("revoke")
+@click.argument("target")
+@click.option("--ca", "ca_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--reason", default="unspecified", show_default=True,
+              help="CRL reason: key_compromise, affiliation_changed, superseded, cessation_of_operation, …")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def ca_revoke(target: str, ca_dir: str, reason: str, as_json: bool) -> None:
+    """Revoke TARGET: an issued directory (both its certificates: a node goes as a whole), a
+    certificate file, or a serial number in hex. Kept in the CA's revoked.json; `ca crl` publishes it."""
+    from node.errors import UsageError
+    from node.identity import revoke
+
+    path = pathlib.Path(target)
+    what: pathlib.Path | int
+    if path.exists():
+        what = path
+    else:
+        try:
+            what = int(target.removeprefix("0x").removeprefix("0X"), 16)
+        except ValueError:
+            raise UsageError(f"{target}: neither a certificate file, an issued directory nor a serial number in hex",
+                             field="target") from None
+    serials = revoke(pathlib.Path(ca_dir), what, reason)
+    shown = [f"{s:x}" for s in serials]
+    report(as_json, {"revoked": shown, "reason": reason},
+           f"revoked {', '.join(shown)} ({reason}); publish with: credit-node ca crl --ca {ca_dir} --out FILE")
+
+
+@ca.command("crl")
+@click.option("--ca", "ca_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the CRL file (PEM) to write")
+@click.option("--days", default=30, show_default=True, type=DAYS, help="valid until (next update) in days")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def ca_crl(ca_dir: str, out: str, days: int, as_json: bool) -> None:
+    """Write the CA's signed revocation list: every node's identity.crl (read at start)."""
+    from node.identity import write_crl
+
+    path = write_crl(pathlib.Path(ca_dir), pathlib.Path(out), days=days)
+    report(as_json, {"crl": str(path), "days": days}, f"wrote {path} (valid {days} days)")
+
+
 @cli.command("init")
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--id", "node_id", required=True, help="node id, e.g. dept:330106:scjgj")

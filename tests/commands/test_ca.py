@@ -60,3 +60,29 @@ def test_issue_without_role_takes_the_ids_and_a_role_given_must_still_fit(ca_dir
     assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)] == ["gov"]
     result = CliRunner().invoke(cli, [*base, "--role", "node", "--out", str(tmp_path / "wrong")])
     assert result.exit_code == 2 and "its role must be 'gov'" in result.output
+
+
+def test_revoke_an_issued_node_and_publish_the_crl_that_refuses_it(ca_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    from cryptography import x509
+
+    from node.truststore import TrustStore
+
+    node, other = tmp_path / "node", tmp_path / "other"
+    for out, node_id in ((node, "district:330106"), (other, "district:330108")):
+        assert CliRunner().invoke(cli, ["ca", "issue", "--ca", str(ca_dir), "--id", node_id, "--out", str(out)]).exit_code == 0
+    revoked = CliRunner().invoke(cli, ["ca", "revoke", str(node), "--ca", str(ca_dir), "--reason", "key_compromise"])
+    assert revoked.exit_code == 0, revoked.output
+    crl = tmp_path / "crl.pem"
+    assert CliRunner().invoke(cli, ["ca", "crl", "--ca", str(ca_dir), "--out", str(crl)]).exit_code == 0
+    trust = TrustStore((ca_dir / "ca.pem").read_bytes(), crl.read_bytes())
+    cert = {p: x509.load_pem_x509_certificate((p / "cert.pem").read_bytes()) for p in (node, other)}
+    signing = x509.load_pem_x509_certificate((node / "signing-cert.pem").read_bytes())
+    assert trust.is_revoked(cert[node]) and trust.is_revoked(signing)  # the node goes as a whole
+    assert not trust.is_revoked(cert[other])
+
+
+@pytest.mark.parametrize(("target", "reason", "says"), [("not-a-serial", "unspecified", "neither a certificate"),
+                                                        ("1f", "because", "unknown revocation reason")])
+def test_revoke_refuses_what_it_cannot_revoke(ca_dir: pathlib.Path, target: str, reason: str, says: str) -> None:
+    result = CliRunner().invoke(cli, ["ca", "revoke", target, "--ca", str(ca_dir), "--reason", reason])
+    assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output
