@@ -41,19 +41,25 @@ def ca_init(out: str, name: str, as_json: bool) -> None:
 def ca_issue(ca_dir: str, node_id: str, role: str | None, out: str, hosts: tuple[str, ...], days: int,
              as_json: bool) -> None:
     """Issue certificates for NODE_ID into OUT (cert.pem, key.pem, ca.pem, signing keys)."""
-    from node.errors import UsageError
-    from node.hostnames import host_problem
     from node.identity import issue
     from node.nodeid import role_of
 
     role = role or role_of(node_id)  # given, it must still fit the id (issue checks)
-    for host in hosts:  # refused before the key is made, naming the option as typed
-        if problem := host_problem(host):
-            raise UsageError(f"--host {host!r} {problem}", field="host")
+    _check_hosts(hosts)
     path = issue(pathlib.Path(ca_dir), node_id, role, pathlib.Path(out),
                  hosts=hosts or ("localhost", "127.0.0.1"), days=days)
     report(as_json, {"id": node_id, "role": role, "dir": str(path), "days": days},
            f"issued {node_id} ({role}) into {path}")
+
+
+def _check_hosts(hosts: tuple[str, ...]) -> None:
+    """Refused before a key is made or a file written, naming the option as typed."""
+    from node.errors import UsageError
+    from node.hostnames import host_problem
+
+    for host in hosts:
+        if problem := host_problem(host):
+            raise UsageError(f"--host {host!r} {problem}", field="host")
 
 
 @ca.command("revoke")
@@ -109,16 +115,21 @@ def ca_crl(ca_dir: str, out: str, days: int, as_json: bool) -> None:
               help="CA directory to issue from (default: a new dev CA in DIRECTORY/ca)")
 @click.option("--catalog", "catalog_path", type=click.Path(exists=True), help="catalogue directory")
 @click.option("--listen", default="127.0.0.1:0", show_default=True)
+@click.option("--host", "hosts", multiple=True,
+              help="DNS name or IP the node's certificate serves (repeatable; default localhost and 127.0.0.1)")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def init(directory: str, node_id: str, level: str, unit: str, store_url: str, ca_dir: str | None,
-         catalog_path: str | None, listen: str, as_json: bool) -> None:
+         catalog_path: str | None, listen: str, hosts: tuple[str, ...], as_json: bool) -> None:
     """Write a working node configuration (DIRECTORY/node.yaml) and the node's certificates."""
     from node.provisioning import init_node
 
+    _check_hosts(hosts)
+
     path = init_node(pathlib.Path(directory), node_id=node_id, level=level, unit=unit, store_url=store_url,
                      ca_dir=pathlib.Path(ca_dir) if ca_dir else None,
-                     catalog_path=pathlib.Path(catalog_path) if catalog_path else None, listen=listen)
+                     catalog_path=pathlib.Path(catalog_path) if catalog_path else None, listen=listen,
+                     **({"hosts": hosts} if hosts else {}))
     if as_json:
         emit_json({"config": str(path), "id": node_id, "level": level})
     else:

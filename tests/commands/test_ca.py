@@ -86,3 +86,18 @@ def test_revoke_an_issued_node_and_publish_the_crl_that_refuses_it(ca_dir: pathl
 def test_revoke_refuses_what_it_cannot_revoke(ca_dir: pathlib.Path, target: str, reason: str, says: str) -> None:
     result = CliRunner().invoke(cli, ["ca", "revoke", target, "--ca", str(ca_dir), "--reason", reason])
     assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output
+
+
+def test_init_issues_the_node_certificate_for_the_hosts_given(tmp_path: pathlib.Path, ca_dir: pathlib.Path) -> None:
+    from cryptography import x509
+
+    args = ["init", str(tmp_path / "city"), "--id", "city:330100", "--level", "city", "--ca", str(ca_dir)]
+    result = CliRunner().invoke(cli, [*args, "--host", "city-node.example", "--host", "10.0.0.5"])
+    assert result.exit_code == 0, result.output
+    cert = x509.load_pem_x509_certificate((tmp_path / "city" / "identity" / "cert.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["city-node.example"]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+    bad = CliRunner().invoke(cli, ["init", str(tmp_path / "other"), "--id", "city:330200", "--level", "city",
+                                   "--host", "city node"])
+    assert bad.exit_code == 2 and "--host" in bad.output and not (tmp_path / "other").exists()
