@@ -266,6 +266,10 @@ def _audit(cfg: pathlib.Path) -> Result:
 def test_audit_verify_detects_edited_deleted_and_reordered_rows(world: World, tmp_path: pathlib.Path) -> None:
     for purpose in ("审查一", "审查二", "审查三", "审查四"):
         assert world.client("lookup", "gov", ORG, "--purpose", purpose).exit_code == 0
+    # An audit event of this test's own (the module's other tests may not have run before it).
+    granted = world.run("authz", "grant", PERSON, "--to", "agency:bank9", "--items", "professional_qualification",
+                        "--days", "1", "--json")
+    assert granted.exit_code == 0, granted.output
     r = world.run("audit", "verify", "--json")
     assert r.exit_code == 0, r.output
     clean = json.loads(r.stdout)
