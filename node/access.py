@@ -296,10 +296,14 @@ _DAY: Final = dt.timedelta(days=1)
 
 
 def _date(text: str) -> dt.date | None:
+    """A stored date; None for none, and for one past 2099-12-31 (长期 in the standard's words, and
+    validation stores no later one): stored before that rule, 9999-12-31 overflowed the period
+    arithmetic and broke every lookup of its subject."""
     try:
-        return dt.date.fromisoformat(text) if text else None
+        day = dt.date.fromisoformat(text) if text else None
     except ValueError:
         return None
+    return day if day is not None and day.year < 2100 else None
 
 
 def _add_months(d: dt.date, months: int) -> dt.date:

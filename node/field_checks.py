@@ -49,6 +49,9 @@ _PLAIN_DECIMAL: Final = re.compile(r"([0-9]{1,30})(?:\.([0-9]{1,30}))?")
 # No credit record is dated before this: earlier dates are placeholders ("0001-01-01" for "none"
 # in databases) or a number misread as a day.
 _EARLIEST: Final = "1900-01-01"
+# 2099-12-31 is how the 双公示 standard writes 长期 (no end); a later date is another system's
+# "no end" (9999-12-31 is common) or a typo, and no disclosure period can be counted from it.
+_LATEST: Final = "2099-12-31"
 
 
 def _implausible(iso: str) -> str:
@@ -194,6 +197,16 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
 
     if t == "date":
         not_future = spec.not_future
+        long_term = aliases.get("长期")  # what the field stores for 长期, where it has one
+
+        def beyond(s: str, out: list[Problem], row: int) -> str | None:
+            """A date after 2099-12-31: 长期 where the field has it (said in a warning), else refused."""
+            if long_term:
+                out.append(Problem("W_DATE_LONG_TERM", code, f'{label}: "{s}" is read as 长期, stored as {long_term}',
+                                   row, warning=True))
+                return long_term
+            bad(out, row, "E_FIELD_DATE", f'"{s}" is after {_LATEST}: not a date (write the real date)')
+            return None
 
         def a_date(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:
             if type(v) is str and len(v) == 10 and v[4] == "-" and v[7] == "-":
@@ -207,7 +220,7 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
                     if (not_future and v > today.iso) or v < _EARLIEST:
                         bad(out, row, "E_FIELD_DATE", _implausible(v))
                         return None
-                    return v
+                    return v if v <= _LATEST else beyond(v, out, row)
             if type(v) is str:
                 v = v.strip() if clean else normalize_text(v)
                 v = aliases.get(v, v)
@@ -221,7 +234,7 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
             if (not_future and s > today.iso) or s < _EARLIEST:
                 bad(out, row, "E_FIELD_DATE", _implausible(s))
                 return None
-            return s
+            return s if s <= _LATEST else beyond(s, out, row)
 
         return a_date
 

@@ -639,3 +639,16 @@ def test_control_characters_left_in_cells_do_not_make_another_fact(validator: Va
                                               CF_SY="经查，当事人于2024年1月\x1b销售过期食品。", CF_WFXW="销售不符合食品安全标准的食品\x00"))
     assert clean.ok and dirty.ok, codes(dirty)
     assert (dirty.key, dirty.fields) == (clean.key, clean.fields)
+
+
+@pytest.mark.parametrize("cell", ["9999-12-31", "9999/12/31", 99991231, datetime(9999, 12, 31), "2100-01-01"])
+def test_a_date_past_2099_is_long_term_where_the_field_has_it_and_refused_elsewhere(validator: Validator,
+                                                                                  catalog: Catalog,
+                                                                                  cell: object) -> None:
+    # Another system's "no end": 长期, which the standard writes 2099-12-31, where the field knows it.
+    c = check(validator, catalog, penalty(CF_YXQ=cell))
+    assert c.ok and value(c, "CF_YXQ") == "2099-12-31"
+    assert codes(c) == [("W_DATE_LONG_TERM", "CF_YXQ")] and c.problems[0].warning
+    # 公示截止期 has no 长期: no disclosure period can be counted from such a date.
+    c = check(validator, catalog, penalty(CF_GSJZQ=cell))
+    assert codes(c) == [("E_FIELD_DATE", "CF_GSJZQ")] and "after 2099-12-31" in c.problems[0].message
