@@ -31,6 +31,7 @@ Stable problem codes (part of the wire contract; docs/catalogue.md has the same 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,10 @@ from node.field_checks import Conv, IdCheck, Today, compile_field, identifier_ch
 from node.identifiers import NEEDS_NORMALIZING, NEEDS_NORMALIZING_PROSE, USCC_STAND_IN, normalize_text
 
 __all__ = ["Checked", "Validator"]
+
+
+# 工商注册号 as registrations issued them: 15 digits (GB/T 17710 check digit) since 2007, 13 before.
+_REGISTRATION_NO = re.compile(r"[0-9]{15}|[0-9]{13}")
 
 
 @dataclass(frozen=True)
@@ -265,6 +270,13 @@ class Validator:
         USCC yet, known by its 工商注册号 until it has one (the item's ``subject.stand_in``)."""
         field = item.subject_code_fields[kind]
         instead = item.subject_stand_ins.get(kind, "")
+        if instead and values.get(instead) and not _REGISTRATION_NO.fullmatch(values[instead]):
+            # The subject's own old number, or the row would be filed under whatever the cell holds:
+            # another company's USCC, or a person's ID number shown as the subject's code.
+            problems.append(Problem("E_STAND_IN_FORMAT", instead, f"{item.field(instead).label}: "
+                                    f'"{values[instead]}" is no registration number (15 digits, or 13 in older ones); '
+                                    f"it cannot name the subject in place of {USCC_STAND_IN}", row))
+            return USCC_STAND_IN
         if instead and values.get(instead):
             problems.append(Problem("W_USCC_STAND_IN", field, f"{item.field(field).label}: {USCC_STAND_IN} stands in "
                                     f"for a USCC not issued yet; the subject is known by its "

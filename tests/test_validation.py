@@ -306,6 +306,20 @@ def test_the_stand_in_uscc_stands_for_no_one_else(validator: Validator, catalog:
     assert codes(c) == [("E_USCC_CHECK", "CF_XDR_SHXYM")]
 
 
+@pytest.mark.parametrize("registration", ["91330102MA2B00019Y", "33010219850101105X", "3301026001234", "3301-0260",
+                                          "330102600123"])
+def test_a_stand_in_must_be_a_registration_number(validator: Validator, catalog: Catalog, registration: str) -> None:
+    # Another company's USCC, or a person's ID number shown as the subject's code, would file the
+    # record under someone else; 13 digits is an older registration number, 12 is none.
+    c = check(validator, catalog, penalty(CF_XDR_LB="个体工商户", CF_XDR_SHXYM="00000000000000000X",
+                                          CF_XDR_GSZC=registration, CF_FRDB=None))
+    if registration == "3301026001234":
+        assert c.ok and c.subject_code == registration
+    else:
+        assert codes(c) == [("E_STAND_IN_FORMAT", "CF_XDR_GSZC")], c.problems
+        assert "no registration number" in c.problems[0].message
+
+
 def test_the_stand_in_is_no_source_unit(validator: Validator, catalog: Catalog) -> None:
     assert ("E_USCC_CHECK", "CF_SJLYDM") in codes(check(validator, catalog, penalty(CF_SJLYDM="00000000000000000X")))
 
