@@ -106,7 +106,7 @@ def test_worker_validates_against_the_applied_catalogue_release(tmp_path, monkey
     release = tmp_path / "n" / "catalog-releases" / "2099.1"
     shutil.copytree(bundled_catalog(), release)
     meta = release / "catalog.yaml"
-    meta.write_text(meta.read_text(encoding="utf-8").replace('version: "2026.12.2"', 'version: "2099.1"'),
+    meta.write_text(meta.read_text(encoding="utf-8").replace('version: "2026.12.3"', 'version: "2099.1"'),
                     encoding="utf-8")
     (release.parent / "CURRENT").write_text("2099.1\n", encoding="utf-8")
     item = load_catalog(bundled_catalog()).item("admin_penalty")

@@ -666,3 +666,19 @@ def test_a_date_past_2099_is_long_term_where_the_field_has_it_and_refused_elsewh
     # 公示截止期 has no 长期: no disclosure period can be counted from such a date.
     c = check(validator, catalog, penalty(CF_GSJZQ=cell))
     assert codes(c) == [("E_FIELD_DATE", "CF_GSJZQ")] and "after 2099-12-31" in c.problems[0].message
+
+
+@pytest.mark.parametrize("field", ["CF_XDR_GSZC", "CF_XDR_ZZJG", "CF_XDR_SWDJ", "CF_XDR_SYDW", "CF_XDR_SHZZ"])
+def test_a_natural_person_has_no_organisation_codes(validator: Validator, catalog: Catalog, field: str) -> None:
+    # 双公示 v2.0: a 自然人 is known by 证件类型 and 证件号码; 代码_2-6 left filled would carry what
+    # masking cannot see (a 税务登记号 is often the person's ID number) into public disclosure.
+    c = check(validator, catalog, person_penalty(**{field: "330102198505061234"}))
+    assert ("E_FIELD_FORBIDDEN", field) in codes(c) and not c.ok, c.problems
+
+
+def test_a_natural_persons_licence_has_no_tax_number_either(validator: Validator, catalog: Catalog) -> None:
+    row = {**licence(), "XK_XDR_MC": "李娜", "XK_XDR_LB": "自然人", "XK_XDR_SHXYM": "", "XK_FRDB": "",
+           "XK_XDR_ZJLX": "身份证", "XK_XDR_ZJHM": PERSON}
+    assert check(validator, catalog, row, "admin_license").ok
+    c = check(validator, catalog, {**row, "XK_XDR_SWDJ": "330102198505061234"}, "admin_license")
+    assert codes(c) == [("E_FIELD_FORBIDDEN", "XK_XDR_SWDJ")]
