@@ -425,3 +425,14 @@ def test_malformed_yaml_in_an_item_file_names_the_file_on_one_line(tmp_path: pat
     with pytest.raises(CatalogError) as exc:
         load_catalog(tmp_path)
     assert re.fullmatch(r"bad\.yaml: not valid YAML: .*\(line 2, column \d+\)", exc.value.message)
+
+
+def test_no_amount_column_is_read_in_a_unit_its_header_does_not_name(shipped: Catalog) -> None:
+    # 注册资本 read as 注册资本（万元）would store 5,000,000元 as 5,000,000万元: a column of an
+    # amount in a unit is named with the unit, or refused naming the column meant.
+    for item in shipped.items.values():
+        for f in item.fields:
+            for unit in ("（万元）", "(万元)", "（元）", "(元)"):
+                if f.name.endswith(unit):
+                    bare = f.name.removesuffix(unit)
+                    assert bare not in f.aliases, (item.code, f.code, bare)
