@@ -128,8 +128,11 @@ class Ingest:
         batch_digest = hashlib.sha256(b"".join(r.body_digest for r in rows)).hexdigest()
         audit = AuditEvent(actor=node_id, action="import", subject=batch_id,
                            detail={"item": item.code, "source": source, "stored": len(rows), "digest": batch_digest})
+        # A fact given twice in this batch with other values is refused (E_DUPLICATE_KEY) for the
+        # source to say which is right: the row of it that was taken must not close that at once.
+        disputed = {r.record_key for r in batch.rejections if r.code == "E_DUPLICATE_KEY"}
         closing = [(item.code, p.source_unit, k, p.record_id) for p, _b, _r, _s in pending
-                   for k in (p.key, row_key(source, p.row))]
+                   for k in (p.key, row_key(source, p.row)) if k not in disputed]
         also = [self._conflicts.observer([fact_of(item, r.body) for r in rows])] if self._conflicts else []
         # Revisions were numbered from heads read before the write transaction: if another writer
         # (an adapter, the downward channel, the lifecycle) stored one of those numbers meanwhile,

@@ -68,3 +68,23 @@ def test_problems_of_a_row_naming_no_unit_are_the_nodes_units_and_close_when_it_
         assert node.store.rejections.list_rejections(UNIT) == []
     finally:
         node.close()
+
+
+def test_a_fact_given_twice_with_other_values_stays_refused_until_the_source_says_which(
+        tmp_path: pathlib.Path) -> None:
+    node = build_node(load_config(init_node(tmp_path / "n", node_id="dept:330102:scjgj", level="department",
+                                            unit=UNIT)))
+    try:
+        item = node.catalog.item("admin_penalty")
+        row = dict(next(iter(penalty_rows(1, source_unit=UNIT, seed=5))))
+        other = {**row, "CF_NR": "罚款人民币伍仟元。"}  # the same decision, another content
+        out = node.ingest.ingest_batch(item, [SourceRow(2, row), SourceRow(3, other)], source="f.csv", batch_id="b1")
+        assert [o.outcome for o in out] == ["accepted", "rejected"]
+        [open_] = node.store.rejections.list_rejections(UNIT)  # on the worklist, not closed by row 2
+        assert (open_.code, open_.row) == ("E_DUPLICATE_KEY", 3)
+        # The source says which: the other content, reported again, is the record's next revision.
+        [fixed] = node.ingest.ingest_batch(item, [SourceRow(3, other)], source="f.csv", batch_id="b2")
+        assert (fixed.outcome, fixed.revision) == ("accepted", 2)
+        assert node.store.rejections.list_rejections(UNIT) == []
+    finally:
+        node.close()
