@@ -682,3 +682,14 @@ def test_a_natural_persons_licence_has_no_tax_number_either(validator: Validator
     assert check(validator, catalog, row, "admin_license").ok
     c = check(validator, catalog, {**row, "XK_XDR_SWDJ": "330102198505061234"}, "admin_license")
     assert codes(c) == [("E_FIELD_FORBIDDEN", "XK_XDR_SWDJ")]
+
+
+@pytest.mark.parametrize(("written", "stored"), [("红名单", "守信红名单"), ("守信红名单", "守信红名单"), ("表彰", "表彰奖励")])
+def test_a_red_list_category_as_departments_write_it(validator: Validator, catalog: Catalog, written: str,
+                                                     stored: str) -> None:
+    row = {"HM_ZTMC": "杭州守信有限公司", "HM_ZTLB": "法人及非法人组织", "HM_SHXYM": COMPANY, "HM_MDMC": "浙江省守信企业",
+           "HM_LB": written, "HM_RDYJ": "《浙江省守信激励办法》", "HM_RDWH": "浙信〔2026〕1号", "HM_RDJG": "浙江省发展改革委",
+           "HM_RDJGDM": UNIT, "HM_RDRQ": "2026-02-01", "HM_SJLY": "浙江省发展改革委", "HM_SJLYDM": UNIT}
+    c = check(validator, catalog, row, "red_list")
+    assert c.ok, c.problems
+    assert value(c, "HM_LB") == stored
