@@ -256,7 +256,13 @@ def today_in_china(now: dt.datetime | None = None) -> dt.date:
     return (now or dt.datetime.now(dt.UTC)).astimezone(CHINA).date()
 
 
-def window_state(item: Item, fields: Mapping[str, str], decision_date: str, today: dt.date) -> Window:
+def reported_day(reported_at_ms: int) -> dt.date | None:
+    """The day (in China) a source reported a record revision; None when the body does not say."""
+    return dt.datetime.fromtimestamp(reported_at_ms / 1000, CHINA).date() if reported_at_ms > 0 else None
+
+
+def window_state(item: Item, fields: Mapping[str, str], decision_date: str, today: dt.date,
+                 reported_on: dt.date | None = None) -> Window:
     """Whether ``today`` lies in the record's disclosure period (DOMAIN §4; catalogue rule kinds).
 
     ``open`` inside it, ``closed`` after it (archived: kept, not disclosed), ``not_public`` for a
@@ -271,6 +277,8 @@ def window_state(item: Item, fields: Mapping[str, str], decision_date: str, toda
         end = _add_months(start, rule.period_months) + _DAY if start else None  # 民法典 第二百零一、二百零二条
     elif rule.kind == "while_valid_plus":
         valid_to = _date(fields.get(rule.end_field, "")) if rule.end_field else None
+        if reported_on is not None and rule.ended_field and fields.get(rule.ended_field, "") in rule.ended_values:
+            valid_to = reported_on if valid_to is None or reported_on < valid_to else valid_to  # as ended_by
         end = _add_months(valid_to, rule.period_months) + _DAY if valid_to else None
     elif rule.kind == "penalty_severity":
         severity = rule.severity(fields.get(rule.severity_field, "") if rule.severity_field else "")

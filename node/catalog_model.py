@@ -122,7 +122,9 @@ class DisclosureRule:
 
     - ``from_decision``: ``years``/``months`` from ``start_field`` (default: the decision date);
     - ``while_valid_plus``: while valid (until the date in ``end_field``, or until revoked when
-      it is empty or absent) plus ``years``/``months``;
+      it is empty or absent) plus ``years``/``months``; with ``ended_field``, a record whose
+      field holds one of ``ended_values`` (当前状态 无效: 撤销, 注销 …) ended by the day its
+      source reported it so, if that is earlier;
     - ``penalty_severity``: by the severity in ``severity_field`` (``default_severity`` when the
       field is absent or empty), counted from the decision date; a date in ``end_field``
       (e.g. 公示截止期) set by the source ends it earlier;
@@ -140,6 +142,8 @@ class DisclosureRule:
     severity_field: str = ""
     default_severity: str = ""
     severities: tuple[Severity, ...] = ()
+    ended_field: str = ""
+    ended_values: tuple[str, ...] = ()
 
     @property
     def period_months(self) -> int:

@@ -76,7 +76,8 @@ def _disclosure(o: Obj) -> DisclosureRule:
         kind=o.one_of("kind", DISCLOSURE_KINDS), years=o.count("years"), months=o.count("months"),
         start_field=o.text("start_field", ""), end_field=o.text("end_field", ""),
         severity_field=o.text("severity_field", ""), default_severity=o.text("default_severity", ""),
-        severities=o.objs("severities", _severity))
+        severities=o.objs("severities", _severity), ended_field=o.text("ended_field", ""),
+        ended_values=o.texts("ended_values"))
 
 
 def parse_item(o: Obj) -> Item:
@@ -262,6 +263,13 @@ def _check_disclosure(item: Item, fail: Callable[[str, str], CatalogError],
         declared("disclosure.start_field", d.start_field, ("date",))
     if d.end_field:
         declared("disclosure.end_field", d.end_field, ("date",))
+    if d.ended_field or d.ended_values:
+        if d.kind != "while_valid_plus" or not (d.ended_field and d.ended_values):
+            raise fail("disclosure.ended_field", "ended_field and ended_values go together, in while_valid_plus rules")
+        spec = declared("disclosure.ended_field", d.ended_field, ("enum",))
+        unknown = [v for v in d.ended_values if v not in spec.enum]
+        if unknown:
+            raise fail("disclosure.ended_values", f"not values of {d.ended_field}: {', '.join(unknown)}")
     needs_period = d.kind in ("from_decision", "while_valid_plus")
     if d.kind == "from_decision" and not d.period_months:
         raise fail("disclosure", "from_decision needs years and/or months")

@@ -149,7 +149,8 @@ class Disclosure:
         body = decode_body(row.body)
         wanted = self._rule_fields[row.item]
         rule_values = {f.name: f.value for f in body.fields if f.name in wanted} if wanted else {}
-        window = access.window_state(item, rule_values, row.decision_date, today)
+        reported = access.reported_day(body.reported_at_ms) if item.disclosure.ended_field else None
+        window = access.window_state(item, rule_values, row.decision_date, today, reported)
         facts = access.RecordFacts(row.item, item.disclosure_class, row.subject_code, row.subject_kind,
                                    row.status, window)
         decision = access.decide(caller, facts, self._policy)
@@ -175,7 +176,7 @@ class Disclosure:
 def _rule_fields(item: Item) -> frozenset[str]:
     """The fields an item's disclosure rule reads (dates, severity)."""
     rule = item.disclosure
-    return frozenset(n for n in (rule.start_field, rule.end_field, rule.severity_field) if n)
+    return frozenset(n for n in (rule.start_field, rule.end_field, rule.severity_field, rule.ended_field) if n)
 
 
 class _SqliteReaders:

@@ -436,3 +436,16 @@ def test_no_amount_column_is_read_in_a_unit_its_header_does_not_name(shipped: Ca
                 if f.name.endswith(unit):
                     bare = f.name.removesuffix(unit)
                     assert bare not in f.aliases, (item.code, f.code, bare)
+
+
+def test_an_ended_status_names_values_of_an_enum_field_of_a_while_valid_plus_rule() -> None:
+    item = _minimal_item()
+    item["fields"].append({"code": "T_ZT", "name": "状态", "type": "enum", "enum": ["有效", "注销"]})
+    item["fields"].append({"code": "T_YXQZ", "name": "有效期至", "type": "date"})
+    item["disclosure"] = {"kind": "while_valid_plus", "years": 3, "end_field": "T_YXQZ", "ended_field": "T_ZT",
+                          "ended_values": ["注销"]}
+    assert _load(item).item("test_item").disclosure.ended_values == ("注销",)
+    item["disclosure"]["ended_values"] = ["作废"]
+    assert "not values of T_ZT: 作废" in _refusal(item)
+    item["disclosure"] = {"kind": "while_listed", "ended_field": "T_ZT", "ended_values": ["注销"]}
+    assert "go together, in while_valid_plus rules" in _refusal(item)

@@ -28,7 +28,8 @@ from typing import Final, NamedTuple
 
 from sqlalchemy import and_, select
 
-from node.catalog import Catalog, Item
+from node import access
+from node.catalog import Catalog, DisclosureRule, Item
 from node.lifecycle.revisions import Change, Reviser
 from node.records import decode_body, fields_dict
 from node.store import RecordRow, Store
@@ -64,15 +65,17 @@ def period_end(start: dt.date, months: int) -> dt.date:
     return add_months(start, months) + _DAY
 
 
-def window(item: Item, fields: Mapping[str, str], decision_date: str) -> Window:
-    """The disclosure window of a record of ``item`` with these ``fields`` (pure)."""
+def window(item: Item, fields: Mapping[str, str], decision_date: str, reported_on: dt.date | None = None) -> Window:
+    """The disclosure window of a record of ``item`` with these ``fields`` (pure); ``reported_on``
+    is the day its source reported this revision (for rules with ``ended_field``)."""
     rule = item.disclosure
     decided = _date(decision_date)
     if rule.kind == "from_decision":
         start = _date(fields.get(rule.start_field, "")) if rule.start_field else decided
         return Window(start, period_end(start, rule.period_months) if start else None, None)
     if rule.kind == "while_valid_plus":
-        valid_to = _date(fields.get(rule.end_field, "")) if rule.end_field else None
+        valid_to = ended_by(rule, fields, reported_on,
+                            _date(fields.get(rule.end_field, "")) if rule.end_field else None)
         return Window(decided, add_months(valid_to, rule.period_months) + _DAY if valid_to else None, None)
     if rule.kind == "penalty_severity":
         severity = rule.severity(fields.get(rule.severity_field, "") if rule.severity_field else "")
@@ -177,7 +180,8 @@ class Sweep:
             pending: list[Change] = []
             for row in self._candidates(item, bound, batch):
                 report.examined += 1
-                w = window(item, fields_dict(decode_body(row.body)), row.decision_date)
+                body = decode_body(row.body)
+                w = window(item, fields_dict(body), row.decision_date, access.reported_day(body.reported_at_ms))
                 if w.end is None or day < w.end:
                     continue
                 pending.append(Change(row, "expired", f"disclosure period ended {w.end.isoformat()} "
@@ -244,6 +248,16 @@ class Sweep:
                 rev1.c.origin_node == self._node_id).exists())
         with translated("reading sweep candidates"), self._store.engine.connect() as conn:
             return [RecordRow(*row) for row in conn.execute(stmt)]
+
+
+def ended_by(rule: DisclosureRule, fields: Mapping[str, str], reported_on: dt.date | None,
+             valid_to: dt.date | None) -> dt.date | None:
+    """The end of validity, brought forward to the report day when the record says it has ended
+    (a licence reported 无效: 撤销, 注销 … before its 有效期至); seed 003 篇1 第二十四条 counts the
+    3 years of basic information from that end."""
+    if reported_on is None or not rule.ended_field or fields.get(rule.ended_field, "") not in rule.ended_values:
+        return valid_to
+    return reported_on if valid_to is None or reported_on < valid_to else valid_to
 
 
 def add_months(d: dt.date, months: int) -> dt.date:

@@ -146,9 +146,11 @@ class ObjectionService:
         (seed 001 附件2 一). A government-only (class C) record is objected to like a public one;
         a record archived, revoked or deleted, or past its period, is not."""
         item = self._catalog.item(head.item)
-        fields = fields_dict(decode_body(head.body))
+        body = decode_body(head.body)
         withdrawn = head.status in access.WITHDRAWN_STATUSES
-        if withdrawn or access.window_state(item, fields, head.decision_date, today) == "closed":
+        state = access.window_state(item, fields_dict(body), head.decision_date, today,
+                                    access.reported_day(body.reported_at_ms))
+        if withdrawn or state == "closed":
             raise ConflictError(f"record {head.record_id} is no longer disclosed or shared ({head.status}"
                                 f"{'' if withdrawn else ', past its period'}); an objection concerns information "
                                 "in its period", code="E_OBJECTION_NOT_DISCLOSED")

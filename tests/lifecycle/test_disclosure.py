@@ -214,3 +214,24 @@ def test_an_end_date_stored_past_2099_reads_as_no_end_and_breaks_nothing(catalog
     w = window(item, fields, "2024-03-01")
     assert access.window_state(item, fields, "2024-03-01", D(2026, 1, 1)) == "open"
     assert w.end is None or w.end < D(2100, 1, 1)  # a list's cap from listing still applies
+
+
+@pytest.mark.parametrize(("code", "ended"), [("admin_license", {"XK_ZT": "2"}), ("professional_qualification",
+                                                                             {"ZG_ZT": "注销"})])
+def test_basic_information_reported_ended_is_disclosed_three_years_from_that_report(catalog: Catalog, code: str,
+                                                                                    ended: dict[str, str]) -> None:
+    # seed 003 篇1 第二十四条: 基本信息公开发布期限截至终止之日起满3年. A licence reported 无效 (its
+    # 有效期至 still 长期) ended on the day its source said so; until then it is disclosed.
+    item = catalog.item(code)
+    end_field = item.disclosure.end_field
+    fields = {end_field: "2099-12-31", **ended}
+    reported = D(2022, 1, 10)
+    w = window(item, fields, "2020-05-06", reported)
+    assert w.end == D(2025, 1, 11)
+    for day, state in ((D(2025, 1, 10), "open"), (D(2025, 1, 11), "closed")):
+        assert access.window_state(item, fields, "2020-05-06", day, reported) == state
+    # Still valid: 长期 stays open; and a report date later than 有效期至 does not extend it.
+    still = {end_field: "2099-12-31"}
+    assert access.window_state(item, still, "2020-05-06", D(2030, 1, 1), reported) == "open"
+    early = {end_field: "2021-06-30", **ended}
+    assert window(item, early, "2020-05-06", reported).end == D(2024, 7, 1)
