@@ -172,7 +172,7 @@ def bench_federation(transport: str, records: int, live: int, batch: int, keep: 
         result["verified"] = bool(verify["ok"]) and verify["records"] == accepted + live
         result["verify_s"] = round(time.perf_counter() - t0, 1)
         result["dead_letters"] = sum(fed.dead_letters(n) for n in fed.nodes)
-        result["store"] = "sqlite (WAL, synchronous=NORMAL)"
+        result["store"] = "sqlite (WAL, synchronous=FULL)"
         result["cpus"] = len(os.sched_getaffinity(0))
     finally:
         for proc in fed.nodes.values():

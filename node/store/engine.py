@@ -1,8 +1,9 @@
 """Opening the store's database and bringing its schema up to date.
 
-SQLite (the embedded default) is tuned for one writer and many readers: WAL journal, NORMAL
-synchronous (a commit survives a crash of the process; a power cut can lose the commits since
-the last checkpoint but never corrupts the file), enforced foreign keys, and a busy timeout so concurrent
+SQLite (the embedded default) is tuned for one writer and many readers: WAL journal, FULL
+synchronous (a commit is on disk before it returns: a node acknowledges what it committed, and the
+sender then forgets it, so a commit lost to a power cut would be lost for good, or re-made with
+another body), enforced foreign keys, and a busy timeout so concurrent
 writers queue instead of failing. Write transactions of ``node.store`` begin with BEGIN IMMEDIATE
 (see ``_sql.write_transaction``). PostgreSQL (production) is reached through psycopg 3.
 """
@@ -117,7 +118,7 @@ def _open_sqlite(url: URL, *, echo: bool) -> Engine:
             cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             # The indexes are keyed by digests, so batches touch pages all over them: a page

@@ -146,7 +146,7 @@ def test_sqlite_engine_settings(tmp_path: pathlib.Path) -> None:
     try:
         with engine.connect() as conn:
             assert conn.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
-            assert conn.execute(text("PRAGMA synchronous")).scalar_one() == 1  # NORMAL
+            assert conn.execute(text("PRAGMA synchronous")).scalar_one() == 2  # FULL: an acknowledged commit survives a power cut
             assert conn.execute(text("PRAGMA foreign_keys")).scalar_one() == 1
             assert conn.execute(text("PRAGMA busy_timeout")).scalar_one() >= 1000
         assert path.parent.is_dir()
