@@ -18,11 +18,13 @@ version is the release's and newer than the one in use. Applied releases are kep
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pathlib
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +43,8 @@ from node.transport.wire import decode, fpb
 from node.truststore import TrustStore
 
 __all__ = ["Applied", "Releases", "RunningCatalog", "release_statement", "sign_release", "verify_release"]
+
+log = logging.getLogger(__name__)
 
 DOMAIN = b"credit-node/catalog-release/v1\x00"
 CURRENT = "CURRENT"
@@ -154,10 +158,24 @@ class Releases:
             return ""
 
     def current_path(self) -> pathlib.Path:
-        """The catalogue directory to load: the current applied release, else the configured path."""
+        """The catalogue directory to load: the current applied release, else the configured path.
+
+        A release is used only if its files are still the ones its signed release holds: a file
+        torn by a power cut (or edited) would otherwise keep the node from starting, or run rules
+        nobody signed. Then the configured catalogue runs until the release comes again.
+        """
         version = self.current_version()
         if version and (self._dir / version / CATALOG_META).is_file():
-            return self._dir / version
+            release = self.current_release()
+            try:
+                intact = release is not None and release.version == version and read_catalog_dir(
+                    self._dir / version) == sorted((f.name, bytes(f.content)) for f in release.files)
+            except (OSError, CatalogError):
+                intact = False
+            if intact:
+                return self._dir / version
+            log.warning("releases.damaged", extra={"version": version, "reason": "its files are not the signed ones; "
+                                                   "running the configured catalogue"})
         return self._config.path(self._config.catalog.path)
 
     def current_release(self) -> fpb.CatalogRelease | None:
@@ -179,20 +197,55 @@ class Releases:
         target = self._dir / release.version
         tmp = self._dir / f".{release.version}.{secrets.token_hex(4)}"
         try:
+            self._sweep_leftovers()
             tmp.mkdir(parents=True)
+            # Synced before each rename: after a power cut the release is whole or absent, never
+            # current with a file torn (current_path would refuse it, but a whole one is better).
             for f in release.files:
-                (tmp / f.name).write_bytes(bytes(f.content))
-            (tmp / RELEASE_FILE).write_bytes(release.SerializeToString())
+                _synced_write(tmp / f.name, bytes(f.content))
+            _synced_write(tmp / RELEASE_FILE, release.SerializeToString())
+            _sync_dir(tmp)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
             pointer = self._dir / f".{CURRENT}.{secrets.token_hex(4)}"
-            pointer.write_text(release.version + "\n", encoding="utf-8")
+            _synced_write(pointer, (release.version + "\n").encode())
             os.replace(pointer, self._dir / CURRENT)
+            _sync_dir(self._dir)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise NodeError(f"cannot keep release {release.version} in {self._dir}: {exc}", code="E_RELEASE_STORE") from None
         return Applied(release.version, True)
+
+
+    def _sweep_leftovers(self) -> None:
+        """Remove what an apply killed before its renames left (``.VERSION.xxxxxxxx``), if an hour old."""
+        cutoff = time.time() - 3600
+        for p in self._dir.glob(".*.*"):
+            if not _LEFTOVER.fullmatch(p.name) or p.stat().st_mtime >= cutoff:
+                continue  # not ours, or perhaps another process's apply under way
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+
+
+_LEFTOVER = re.compile(r"\.[A-Za-z0-9._-]+\.[0-9a-f]{8}")
+
+
+def _synced_write(path: pathlib.Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _sync_dir(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class RunningCatalog:

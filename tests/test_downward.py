@@ -258,3 +258,31 @@ def test_a_release_the_child_refuses_is_fetched_and_dead_lettered_once(tree: dic
     letters = [d for d in tree[DEPT].store.outbox.dead_letters() if d.kind == "inbound"]
     assert [d.reason for d in letters] == ["E_RELEASE_AUTHORITY"]
     assert Downward(tree[DEPT]).releases.current_version() != "2027.3"
+
+
+def test_a_release_whose_files_were_torn_gives_way_to_the_configured_catalogue(tree: dict[str, Node],
+                                                                               tmp_path: pathlib.Path) -> None:
+    import os
+    import time
+
+    from node.releases import Releases
+
+    node = tree[DEPT]
+    releases = Releases(node.config)
+    leftover = node.config.path(node.config.catalog.releases) / ".2027.1.deadbeef"
+    leftover.mkdir(parents=True)
+    os.utime(leftover, (time.time() - 7200, time.time() - 7200))  # what a killed apply left, long ago
+    release = sign_release(tree[CITY].identity, _release_dir(tmp_path, "2027.4"), now_ms=1_800_000_000_000)
+    assert releases.apply(release, node.trust, "2026.11").applied
+    assert not leftover.exists()
+    used = releases.current_path()
+    assert used.name == "2027.4"
+    # A power cut tore one of its files after the rename: the node must still start, on the
+    # catalogue it was configured with, not on rules nobody signed.
+    (used / "admin_penalty.yaml").write_text("")
+    assert releases.current_path() == node.config.path(node.config.catalog.path)
+    config_file = node.config.path("node.yaml")
+    assert config_file.exists()
+    restarted = build_node(load_config(config_file))
+    assert restarted.catalog.version != "2027.4"
+    restarted.close()
