@@ -95,8 +95,10 @@ class ObjectionService:
         if applicant != head.subject_code:
             raise NotAuthorizedError("only the subject of a record may object to it",
                                      code="E_OBJECTION_NOT_SUBJECT", field="by")
-        if self.cases.open_for(record_id) is not None or head.status in ("disputed", "withheld"):
-            raise ConflictError(f"record {record_id} is already under objection", code="E_OBJECTION_OPEN")
+        open_case = self.cases.open_for(record_id)
+        if open_case is not None or head.status in ("disputed", "withheld"):
+            named = f": case {open_case.case_id}" if open_case is not None else ""
+            raise ConflictError(f"record {record_id} is already under objection{named}", code="E_OBJECTION_OPEN")
         self._visible_to_subject(head, today)
         name, blob, digest = self._read_evidence(evidence)
         self._not_a_repeat(head, digest)

@@ -100,8 +100,10 @@ class RepairService:
         earliest_repair(self._catalog.item(head.item), head, china_date(now))
         r = repair_requests.c
         with translated("filing a repair request"), write_transaction(self._store.engine) as conn:
-            if conn.execute(select(r.case_id).where(r.record_id == record_id, r.state == REQUESTED)).first():
-                raise ConflictError(f"a repair request for {record_id} is pending", code="E_REPAIR_OPEN")
+            pending = conn.execute(select(r.case_id).where(r.record_id == record_id, r.state == REQUESTED)).first()
+            if pending:  # named: whoever lost the first request's answer learns which case to decide
+                raise ConflictError(f"a repair request for {record_id} is pending: case {pending[0]}",
+                                    code="E_REPAIR_OPEN")
             n = int(conn.execute(select(func.count()).where(r.record_id == record_id)).scalar_one())
             case = RepairCase(f"{record_id}#r{n + 1}", record_id, head.revision, head.item, head.subject_code,
                               applicant, reason.strip(), REQUESTED, "", "", 0, now, None)

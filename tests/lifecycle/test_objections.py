@@ -263,7 +263,7 @@ def test_refusals(fed: Federation, tmp_path: pathlib.Path) -> None:
     assert case.evidence_name == "决定书.pdf" and fed.desk.cases.evidence(case.case_id) == b"%PDF-1.4 evidence"
     with pytest.raises(ConflictError) as twice:
         fed.desk.file(rid, by=subject, reason="again")
-    assert twice.value.code == "E_OBJECTION_OPEN"
+    assert twice.value.code == "E_OBJECTION_OPEN" and case.case_id in twice.value.message
     fed.down()
     with pytest.raises(RecordRejected) as bad:
         fed.source.answer(case.case_id, "correct", fields={"CF_JDRQ": "2025-02-30"})
