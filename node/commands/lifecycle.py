@@ -253,7 +253,7 @@ def disclosure_sweep(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
 # --- credit repair ----------------------------------------------------------------------------
 @cli.group()
 def repair() -> None:
-    """Credit repair (信用修复): request, approve, reject."""
+    """Credit repair (信用修复): request, list, approve, reject."""
 
 
 @repair.command("request")
@@ -268,6 +268,25 @@ def repair_request(ctx: click.Context, record_id: str, by: str, reason: str, as_
     with open_node(ctx) as node:
         case = _desk(node).repairs.request(record_id, by=by, reason=reason)
     emit_json(case.as_dict()) if as_json else click.echo(f"{case.case_id}: requested")
+
+
+@repair.command("list")
+@click.option("--state", type=click.Choice(["requested", "approved", "rejected"]), default=None,
+              help="only cases in this state (default: all)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def repair_list(ctx: click.Context, state: str | None, as_json: bool) -> None:
+    """Repair cases held here, newest first (their ids are what approve and reject take)."""
+    with open_node(ctx) as node:
+        cases = _desk(node).repairs.listing(state)
+    if as_json:
+        emit_json({"cases": [c.as_dict() for c in cases]})
+        return
+    for c in cases:
+        click.echo(f"{c.case_id} [{c.state}] {c.subject_code} requested {when(c.requested_at_ms)}: {c.reason}")
+    if not cases:
+        click.echo("no repair cases")
 
 
 @repair.command("approve")

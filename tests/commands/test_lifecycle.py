@@ -113,6 +113,8 @@ def test_sweep_repair_and_deletion_commands(node_config: tuple[pathlib.Path, lis
     assert refused.exit_code == 2 and "E_DELETION_NOT_ALLOWED" in refused.stderr
     unknown = run("repair", "approve", "nope", config=config)
     assert unknown.exit_code == 1 and "E_REPAIR_UNKNOWN" in unknown.stderr
+    assert ok("repair", "list", config=config) == {"cases": []}  # the early request left no case
+    assert run("repair", "list", "--state", "requested", config=config).stdout.strip() == "no repair cases"
 
 
 @pytest.mark.parametrize("command", [("objection", "file", "REC", "--by", "X"), ("repair", "request", "REC", "--by", "X"),

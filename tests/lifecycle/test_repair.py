@@ -64,6 +64,7 @@ def test_repair_before_the_minimum_period_is_refused_with_the_date(engine: Engin
     with pytest.raises(ConflictError) as twice:
         repairs.request(rid, by=subject, reason="again")
     assert twice.value.code == "E_REPAIR_OPEN" and case.case_id in twice.value.message  # found again by its id
+    assert [c.case_id for c in repairs.listing("requested")] == [case.case_id]  # `repair list --state requested`
     before = audit_rows(kit.store)
     approved = repairs.approve(case.case_id, by="11330102002482970M", note="同意修复")
     assert (approved.state, approved.repaired_revision) == ("approved", 2)
