@@ -133,11 +133,12 @@ class Authorizations:
         now = self._clock()
         t = authorizations.c
         with translated("revoking an authorisation"), write_transaction(self._store.engine) as conn:
-            conn.execute(update(authorizations).where(t.code == digest, t.revoked_at_ms.is_(None))
-                         .values(revoked_at_ms=now))
+            changed = conn.execute(update(authorizations).where(t.code == digest, t.revoked_at_ms.is_(None))
+                                   .values(revoked_at_ms=now)).rowcount
             row = conn.execute(select(authorizations).where(t.code == digest)).one()
-            self._store.audit.append(conn, [AuditEvent(actor, "authz.revoke", row.subject,
-                                                       {"id": digest[:16]})], at_ms=now)
+            if changed:  # the audit log says what happened, once: a second revoke changes nothing
+                self._store.audit.append(conn, [AuditEvent(actor, "authz.revoke", row.subject,
+                                                           {"id": digest[:16]})], at_ms=now)
         return _from_row(row)
 
     def list(self, *, subject: str = "", grantee: str = "") -> list[Authorization]:
