@@ -194,10 +194,8 @@ def test_missed_deadline_withdraws_the_record_until_the_late_answer(fed: Federat
     assert visible(fed.city, rid, disputed="mark").visible and desk.listing(overdue_only=True) == []
 
 
-def test_platform_error_is_corrected_at_once(fed: Federation) -> None:
-    rid = fed.records[0]
-    signed_value = _field(fed.city, rid, "CF_NR")
-    # The city's stored copy differs from what the department signed (a platform error).
+def _altered_at_the_city(fed: Federation, rid: str) -> None:
+    """The city's stored copy no longer what the department signed: a platform error."""
     wrong = decode_body(fed.city.head(rid).body)
     for f in wrong.fields:
         if f.name == "CF_NR":
@@ -205,6 +203,12 @@ def test_platform_error_is_corrected_at_once(fed: Federation) -> None:
     with fed.city.store.engine.begin() as conn:
         conn.execute(update(record_revisions).where(record_revisions.c.record_id == rid)
                      .values(body=wrong.SerializeToString()))
+
+
+def test_platform_error_is_corrected_at_once(fed: Federation) -> None:
+    rid = fed.records[0]
+    signed_value = _field(fed.city, rid, "CF_NR")
+    _altered_at_the_city(fed, rid)
     case = fed.desk.file(rid, by=_subject(fed.city, rid), reason="公示内容与处罚决定书不一致")
     assert (case.state, case.outcome) == (sm.CLOSED, "platform_corrected")
     head = fed.city.head(rid)
@@ -393,13 +397,7 @@ def test_a_source_re_exporting_a_value_the_platform_corrected_keeps_the_correcti
     rid = fed.records[1]
     # The platform corrects at once when its own copy was wrong; the source's export is right,
     # so it repeats the corrected content: a plain duplicate, no warning.
-    wrong = decode_body(fed.city.head(rid).body)
-    for f in wrong.fields:
-        if f.name == "CF_NR":
-            f.value = "被平台改错的内容"
-    with fed.city.store.engine.begin() as conn:
-        conn.execute(update(record_revisions).where(record_revisions.c.record_id == rid)
-                     .values(body=wrong.SerializeToString()))
+    _altered_at_the_city(fed, rid)
     fed.desk.file(rid, by=_subject(fed.city, rid), reason="公示内容与处罚决定书不一致")
     fed.down()
     rows = [SourceRow(i + 2, {**r, "CF_JDRQ": "2025-09-01", "CF_YXQ": "2026-09-01"})
