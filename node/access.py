@@ -290,9 +290,9 @@ def window_state(item: Item, fields: Mapping[str, str], decision_date: str, toda
         cut = _date(fields.get(rule.end_field, "")) if rule.end_field else None  # 公示截止期, inclusive
         if cut is not None and (end is None or cut + _DAY < end):
             end = cut + _DAY
-    elif rule.kind == "while_listed":
-        until = _date(fields.get(rule.end_field, "")) if rule.end_field else None
-        end = until + _DAY if until else None
+    elif rule.kind == "while_listed":  # the earlier of a planned end and an actual removal (disclosure._first)
+        ends = [d for d in (_date(fields.get(f, "")) for f in (rule.end_field, rule.removal_field) if f) if d]
+        end = min(ends) + _DAY if ends else None
         start = _date(decision_date)
         if rule.period_months and start is not None:  # a cap from listing, whatever the end date says
             cap = _add_months(start, rule.period_months) + _DAY

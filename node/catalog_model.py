@@ -128,8 +128,10 @@ class DisclosureRule:
     - ``penalty_severity``: by the severity in ``severity_field`` (``default_severity`` when the
       field is absent or empty), counted from the decision date; a date in ``end_field``
       (e.g. 公示截止期) set by the source ends it earlier;
-    - ``while_listed``: while the list entry stands (until ``end_field`` if given, or removal),
-      and, with ``years``/``months``, at most that long from the listing (decision) date;
+    - ``while_listed``: while the list entry stands (until ``end_field`` if given, or removal:
+      ``removal_field``, the day the entry was taken off, where a list has both a planned end
+      and an actual removal), and, with ``years``/``months``, at most that long from the
+      listing (decision) date;
     - ``permanent``: never expires by time.
     After the period a record is archived: kept, not disclosed.
     """
@@ -144,6 +146,7 @@ class DisclosureRule:
     severities: tuple[Severity, ...] = ()
     ended_field: str = ""
     ended_values: tuple[str, ...] = ()
+    removal_field: str = ""
 
     @property
     def period_months(self) -> int:

@@ -77,7 +77,7 @@ def _disclosure(o: Obj) -> DisclosureRule:
         start_field=o.text("start_field", ""), end_field=o.text("end_field", ""),
         severity_field=o.text("severity_field", ""), default_severity=o.text("default_severity", ""),
         severities=o.objs("severities", _severity), ended_field=o.text("ended_field", ""),
-        ended_values=o.texts("ended_values"))
+        ended_values=o.texts("ended_values"), removal_field=o.text("removal_field", ""))
 
 
 def parse_item(o: Obj) -> Item:
@@ -263,6 +263,10 @@ def _check_disclosure(item: Item, fail: Callable[[str, str], CatalogError],
         declared("disclosure.start_field", d.start_field, ("date",))
     if d.end_field:
         declared("disclosure.end_field", d.end_field, ("date",))
+    if d.removal_field:
+        if d.kind != "while_listed":
+            raise fail("disclosure.removal_field", "a removal date ends while_listed rules only")
+        declared("disclosure.removal_field", d.removal_field, ("date",))
     if d.ended_field or d.ended_values:
         if d.kind != "while_valid_plus" or not (d.ended_field and d.ended_values):
             raise fail("disclosure.ended_field", "ended_field and ended_values go together, in while_valid_plus rules")

@@ -176,7 +176,8 @@ class Disclosure:
 def _rule_fields(item: Item) -> frozenset[str]:
     """The fields an item's disclosure rule reads (dates, severity)."""
     rule = item.disclosure
-    return frozenset(n for n in (rule.start_field, rule.end_field, rule.severity_field, rule.ended_field) if n)
+    return frozenset(n for n in (rule.start_field, rule.end_field, rule.severity_field, rule.ended_field,
+                                 rule.removal_field) if n)
 
 
 class _SqliteReaders:

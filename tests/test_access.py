@@ -262,6 +262,12 @@ D = dt.date.fromisoformat
     ("serious_dishonest_list", {}, "2021-05-01", "2026-05-01", "open"),
     ("serious_dishonest_list", {}, "2021-05-01", "2026-05-02", "closed"),
     ("serious_dishonest_list", {"SX_YXQZ": "2099-12-31"}, "2021-05-01", "2026-05-02", "closed"),
+    # ... or until it is taken off (移出日期), if before the planned end
+    ("serious_dishonest_list", {"SX_YXQZ": "2027-05-01", "SX_YCRQ": "2025-09-01"}, "2025-05-01", "2025-09-01", "open"),
+    ("serious_dishonest_list", {"SX_YXQZ": "2027-05-01", "SX_YCRQ": "2025-09-01"}, "2025-05-01", "2025-09-02",
+     "closed"),
+    ("serious_dishonest_list", {"SX_YXQZ": "2025-08-01", "SX_YCRQ": "2025-09-01"}, "2025-05-01", "2025-08-02",
+     "closed"),
     ("abnormal_operation", {"YC_YCRQ": "2025-06-01"}, "2025-01-01", "2025-06-02", "closed"),
     ("abnormal_operation", {}, "2023-01-01", "2026-01-01", "open"),
     ("abnormal_operation", {}, "2023-01-01", "2026-01-02", "closed"),

@@ -449,3 +449,18 @@ def test_an_ended_status_names_values_of_an_enum_field_of_a_while_valid_plus_rul
     assert "not values of T_ZT: 作废" in _refusal(item)
     item["disclosure"] = {"kind": "while_listed", "ended_field": "T_ZT", "ended_values": ["注销"]}
     assert "go together, in while_valid_plus rules" in _refusal(item)
+
+
+def test_a_list_file_with_a_planned_end_and_a_removal_reads_both(shipped: Catalog, tmp_path: pathlib.Path) -> None:
+    # Departments export both: 有效期至 (planned) and 移出日期 with 移出原因 (done). One field for the
+    # two refused such files whole (two columns meaning one field).
+    from node.tabular import HeaderMap, read_table
+
+    item = shipped.item("serious_dishonest_list")
+    headers = HeaderMap(item.header_map(), frozenset({"SX_ZTMC"}))  # the rows' other columns are not the point
+    p = tmp_path / "sx.csv"
+    p.write_text("失信主体名称,有效期至,移出日期,移出原因\nA公司,2027-05-01,2025-09-01,信用修复后移出\n", encoding="utf-8")
+    [row] = list(read_table(p, headers))
+    assert row.problem is None
+    assert (row.values["SX_YXQZ"], row.values["SX_YCRQ"], row.values["SX_YCYY"]) == ("2027-05-01", "2025-09-01",
+                                                                                        "信用修复后移出")

@@ -91,7 +91,7 @@ def window(item: Item, fields: Mapping[str, str], decision_date: str, reported_o
         min_repair = period_end(decided, severity.min_months) if severity and decided else None
         return Window(decided, end, min_repair)
     if rule.kind == "while_listed":
-        until = _date(fields.get(rule.end_field, "")) if rule.end_field else None
+        until = _first(_date(fields.get(f, "")) for f in (rule.end_field, rule.removal_field) if f)
         end = until + _DAY if until else None
         if rule.period_months and decided is not None:  # a cap from listing, whatever the end date says
             cap = period_end(decided, rule.period_months)
@@ -110,7 +110,8 @@ def latest_closable_decision(item: Item, today: dt.date) -> dt.date | None:
     """
     rule = item.disclosure
     capped_list = rule.kind == "while_listed" and rule.period_months > 0
-    if rule.kind == "permanent" or (rule.kind in ("while_valid_plus", "while_listed") and not rule.end_field
+    ends = rule.end_field or rule.removal_field or rule.ended_field
+    if rule.kind == "permanent" or (rule.kind in ("while_valid_plus", "while_listed") and not ends
                                     and not capped_list):
         return None
     bounds: list[dt.date] = []
@@ -120,10 +121,12 @@ def latest_closable_decision(item: Item, today: dt.date) -> dt.date | None:
         longest = max((s.max_months for s in rule.severities), default=0)
         if longest:
             bounds.append(_before_months(today - _DAY, longest))
-    if rule.end_field:
+    for end_field in (f for f in (rule.end_field, rule.removal_field) if f):
         end_bound = today - _DAY if rule.kind in ("penalty_severity", "while_listed") else \
             _before_months(today - _DAY, rule.period_months)
-        bounds.append(end_bound if _ends_after_decision(item, rule.end_field) else dt.date.max)
+        bounds.append(end_bound if _ends_after_decision(item, end_field) else dt.date.max)
+    if rule.ended_field:  # ended on its report day, which is never before the decision
+        bounds.append(_before_months(today - _DAY, rule.period_months))
     if not bounds:
         return dt.date.max
     return max(bounds)
@@ -248,6 +251,11 @@ class Sweep:
                 rev1.c.origin_node == self._node_id).exists())
         with translated("reading sweep candidates"), self._store.engine.connect() as conn:
             return [RecordRow(*row) for row in conn.execute(stmt)]
+
+
+def _first(days: Iterator[dt.date | None]) -> dt.date | None:
+    """The earliest of the dates given (a planned end and an actual removal), None if none."""
+    return min((d for d in days if d is not None), default=None)
 
 
 def ended_by(rule: DisclosureRule, fields: Mapping[str, str], reported_on: dt.date | None,

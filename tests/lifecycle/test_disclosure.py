@@ -59,7 +59,10 @@ def _random_fields(item_code: str, rng: random.Random, decided: dt.date) -> dict
     field = {"registration": "DJ_ZXRQ", "serious_dishonest_list": "SX_YXQZ", "red_list": "HM_YXQZ",
              "admin_license": "XK_YXQZI", "abnormal_operation": "YC_YCRQ",
              "professional_qualification": "ZG_YXQZ"}.get(item_code)
-    return {field: later} if field and rng.random() < 0.7 else {}
+    out = {field: later} if field and rng.random() < 0.7 else {}
+    if item_code == "serious_dishonest_list" and rng.random() < 0.4:  # taken off, perhaps before the planned end
+        out["SX_YCRQ"] = (decided + dt.timedelta(days=rng.randrange(0, 2000))).isoformat()
+    return out
 
 
 def test_window_agrees_with_the_access_policy_and_the_sweep_bound(catalog: Catalog) -> None:
