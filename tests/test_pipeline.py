@@ -108,6 +108,13 @@ def test_worker_validates_against_the_applied_catalogue_release(tmp_path, monkey
     meta = release / "catalog.yaml"
     meta.write_text(meta.read_text(encoding="utf-8").replace('version: "2026.12.3"', 'version: "2099.1"'),
                     encoding="utf-8")
+    # As an applied release keeps it: its signed copy beside the files (which the node checks).
+    from node.releases import RELEASE_FILE, read_catalog_dir
+    from node.transport.wire import fpb
+
+    kept = fpb.CatalogRelease(version="2099.1", files=[fpb.CatalogFile(name=n, content=c)
+                                                         for n, c in read_catalog_dir(release)])
+    (release / RELEASE_FILE).write_bytes(kept.SerializeToString())
     (release.parent / "CURRENT").write_text("2099.1\n", encoding="utf-8")
     item = load_catalog(bundled_catalog()).item("admin_penalty")
     path = tmp_path / "p.csv"
