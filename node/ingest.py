@@ -16,10 +16,12 @@ import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from node.access import WITHDRAWN_STATUSES
 from node.catalog import Catalog, Item
 from node.conflicts import Conflicts, fact_of
 from node.errors import Problem
 from node.lifecycle.deletion import ON_REQUEST
+from node.lifecycle.revisions import Change, Reviser
 from node.preparing import ImportSummary, Prepared, PreparedBatch, Preparer, RowOutcome, chunks, now_ms
 from node.records import body_digest, decode_body, pb, signed_record_bytes
 from node.rejection import row_key
@@ -69,6 +71,32 @@ class Ingest:
 
     def commit(self, item: Item, batch: PreparedBatch, *, source: str, batch_id: str,
                meta: Mapping[str, str] | None = None) -> list[RowOutcome]:
+        outcomes = self._commit(item, batch, source=source, batch_id=batch_id, meta=meta)
+        # After the batch, in a transaction of its own: a re-report (a duplicate) retires what a
+        # crash between the two left active, so nothing is lost by not sharing the batch's.
+        replaced = {p.replaces: p.record_id for p in batch.prepared if p.replaces}
+        if replaced:
+            self._retire_stand_ins(replaced)
+        return outcomes
+
+    def _retire_stand_ins(self, replaced: Mapping[str, str]) -> None:
+        """Revoke the records 个体工商户 had under their 工商注册号 (the 17 zeros and X standing in for
+        a USCC not issued yet) now that they report under their USCC: the same facts, which would
+        otherwise be disclosed twice, once under a code that is no longer the subject's."""
+        changes = []
+        for rid, head in self._store.records.heads(replaced).items():
+            row = None if head.status in WITHDRAWN_STATUSES else self._store.records.get(rid)
+            if row is not None:
+                changes.append(Change(row, "revoked", f"reported again under its USCC, as record {replaced[rid]}"))
+        if changes:
+            reviser = Reviser(node_id=self.preparer.node_id, catalog=self.catalog, signer=self._signer,
+                              store=self._store, router=self._router, clock=self._clock)
+            reviser.commit(changes, action="stand_in.replaced", subject=changes[0].head.record_id,
+                           detail={"replaced_by": sorted({replaced[c.head.record_id] for c in changes})},
+                           exact=False)
+
+    def _commit(self, item: Item, batch: PreparedBatch, *, source: str, batch_id: str,
+                meta: Mapping[str, str] | None) -> list[RowOutcome]:
         now = self._clock()
         outcomes = batch.outcomes
         heads = self._store.records.heads([p.record_id for p in batch.prepared]) if batch.prepared else {}

@@ -15,10 +15,11 @@ from typing import Any, NamedTuple
 
 from node.catalog import Catalog, Item
 from node.errors import Problem
+from node.identifiers import USCC_STAND_IN
 from node.records import FieldsWriter, content_digest, make_record_id, pb
 from node.rejection import RejectionRow, row_key
 from node.tabular import SourceRow
-from node.validation import Validator
+from node.validation import Checked, Validator
 
 WARNINGS_KEPT = 1000  # per import, for its report
 
@@ -86,6 +87,9 @@ class Prepared(NamedTuple):
     source_unit: str
     decision_date: str
     warnings: tuple[Problem, ...]
+    # The record a 个体工商户 had under its 工商注册号 (the 17 zeros and X standing in for a USCC)
+    # that this row, under its USCC at last, replaces: the same fact. '' for nearly every row.
+    replaces: str = ""
 
 
 @dataclass
@@ -166,7 +170,7 @@ class Preparer:
             body = head + self._fields.encode(c.fields) + tail
             out.prepared.append(Prepared(idx, row.row, rid, digest, body, c.key,
                                          c.subject_code, c.subject_kind, c.source_unit, c.decision_date,
-                                         c.problems))
+                                         c.problems, _replaced(item, c)))
         return out
 
 
@@ -202,3 +206,16 @@ def chunks(rows: Iterable[SourceRow], size: int, *, first: int = 0) -> Iterator[
             limit = size
     if chunk:
         yield chunk
+
+
+def _replaced(item: Item, c: Checked) -> str:
+    """The stand-in record of a 个体工商户 now reported under its USCC (see ``Prepared.replaces``)."""
+    field_code = item.subject_stand_ins.get(c.subject_kind)
+    if not field_code or c.subject_code == USCC_STAND_IN or "@subject_code" not in item.key_fields:
+        return ""
+    registration = next((v for k, v in c.fields if k == field_code), "")
+    if not registration or registration == c.subject_code:
+        return ""
+    parts = c.key.split("\x1f")
+    parts[item.key_fields.index("@subject_code")] = registration
+    return make_record_id(item.code, c.source_unit, "\x1f".join(parts))

@@ -12,6 +12,7 @@ from node.app import Node, build_node
 from node.config import load_config
 from node.errors import StoreError
 from node.provisioning import init_node
+from node.records import decode_body
 from node.sampledata import penalty_rows
 from node.tabular import SourceRow
 
@@ -84,3 +85,26 @@ def test_a_fact_given_twice_with_other_values_stays_refused_until_the_source_say
     [fixed] = node.ingest.ingest_batch(item, [SourceRow(3, other)], source="f.csv", batch_id="b2")
     assert (fixed.outcome, fixed.revision) == ("accepted", 2)
     assert node.store.rejections.list_rejections(UNIT) == []
+
+
+def test_an_individual_business_reported_under_its_uscc_at_last_retires_its_stand_in_record(node: Node) -> None:
+    from node.identifiers import make_uscc
+
+    item = node.catalog.item("admin_penalty")
+    base = dict(next(iter(penalty_rows(1, source_unit=UNIT, seed=5))))
+    stand_in = {**base, "CF_XDR_LB": "个体工商户", "CF_XDR_SHXYM": "00000000000000000X", "CF_XDR_GSZC": "330102600123456",
+                "CF_FRDB": "", "CF_FR_ZJLX": "", "CF_FR_ZJHM": ""}
+    [old] = node.ingest.ingest_batch(item, [SourceRow(2, stand_in)], source="a.csv", batch_id="b1")
+    assert old.outcome == "accepted", old.problems
+    uscc = make_uscc("9", "2", "330102", "MA2C0002")
+    [new] = node.ingest.ingest_batch(item, [SourceRow(2, {**stand_in, "CF_XDR_SHXYM": uscc})], source="a.csv",
+                                     batch_id="b2")
+    assert new.outcome == "accepted" and new.record_id != old.record_id
+    head = node.store.records.get(old.record_id)
+    assert head is not None and (head.revision, head.status) == (2, "revoked")
+    assert new.record_id in decode_body(head.body).reason
+    assert [r.status for r in node.store.records.current_for_subject(uscc)] == ["active"]
+    # Reported again: a duplicate, and nothing more to retire.
+    [again] = node.ingest.ingest_batch(item, [SourceRow(2, {**stand_in, "CF_XDR_SHXYM": uscc})], source="a.csv",
+                                       batch_id="b3")
+    assert again.outcome == "duplicate" and node.store.records.get(old.record_id).revision == 2  # type: ignore[union-attr]
