@@ -13,12 +13,23 @@ this module is the only importer of that generated code.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from node._generated import federation_pb2 as fpb
-from node._generated import federation_pb2_grpc as frpc
 from node.errors import TransportError
 from node.records import pb, varint
+
+if TYPE_CHECKING:
+    from node._generated import federation_pb2_grpc as frpc
+else:
+    def __getattr__(name: str) -> Any:
+        # The service stubs load grpc (~20 MB): a CLI command that only reads a catalogue
+        # release (node.releases, at every start) must not pay for it.
+        if name == "frpc":
+            from node._generated import federation_pb2_grpc
+
+            return federation_pb2_grpc
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["MAX_MESSAGE_BYTES", "MESSAGE_TYPES", "append_hop", "decode", "fpb", "frpc", "malformed", "message_batches",
            "submit_request"]
