@@ -70,11 +70,26 @@ def init_node(directory: pathlib.Path, *, node_id: str, level: str, unit: str = 
 
     if (store_file := missing_store_directory(config.store_url)) is not None:
         store_file.parent.mkdir(parents=True, exist_ok=True)
+    if config.store_url.startswith("sqlite"):
+        # The node's own file, made with its schema now: the first import (or start) does not load
+        # Alembic (~10 MB of its memory) to create it. A server database is the operator's to
+        # reach: it is migrated when the node first opens it.
+        _create_store(config.store_url)
     # Last, and whole or not at all: a node directory with a node.yaml is a finished one.
     tmp = directory / f"{_STAGING}node.yaml"
     tmp.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     os.replace(tmp, config_path)
     return config_path
+
+
+def _create_store(url: str) -> None:
+    from node.store.engine import migrate, open_engine
+
+    engine = open_engine(url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
 
 
 # Where init builds each part before it takes its place, so that a kill at any moment leaves each

@@ -9,12 +9,13 @@ import sys
 from node.provisioning import init_node
 
 
-def test_a_node_built_for_a_one_shot_command_does_not_load_grpc(tmp_path: pathlib.Path) -> None:
+def test_a_node_built_for_a_one_shot_command_loads_neither_grpc_nor_alembic(tmp_path: pathlib.Path) -> None:
     # An import, a query, a verify: grpc (~20 MB, and its threads) is for the running node and the
-    # network clients; the import benchmark's memory floor has no room for it.
+    # network clients, Alembic for a store not made yet (init makes a SQLite one); the import
+    # benchmark's memory floor has no room for either.
     config = init_node(tmp_path / "n", node_id="dept:330102:scjgj", level="department", unit="11330102MB0000019G")
     probe = ("import sys; from node.app import build_node; from node.config import load_config; "
              f"build_node(load_config({str(config)!r})).close(); "
-             "print(sorted({m.split('.')[0] for m in sys.modules} & {'grpc', 'pika'}))")
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'grpc', 'pika', 'alembic'}))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

@@ -48,7 +48,7 @@ def test_an_init_that_died_half_way_can_simply_be_run_again(tmp_path: pathlib.Pa
     monkeypatch.setattr(provisioning.os, "replace", real_replace)
     config = load_config(_init(tmp_path / "n"))
     assert config.id == "dept:330102:scjgj"
-    assert sorted(p.name for p in (tmp_path / "n").iterdir()) == ["ca", "identity", "node.yaml"]
+    assert sorted(p.name for p in (tmp_path / "n").iterdir()) == ["ca", "identity", "node.db", "node.yaml"]
     for key in ("identity/key.pem", "identity/signing-key.pem", "ca/ca-key.pem"):
         assert (tmp_path / "n" / key).stat().st_mode & 0o077 == 0
     assert identity.load_identity(tmp_path / "n" / "identity").node_id == "dept:330102:scjgj"
