@@ -9,9 +9,10 @@ it). Transport ``grpc`` needs nothing else; ``amqp`` needs a broker URL (``node.
 from __future__ import annotations
 
 import pathlib
+import random
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,11 +108,35 @@ def chain_plan() -> FederationLayout:
     ))
 
 
-def free_port() -> int:
-    """A port free right now on loopback (the OS picks; a race with another process is possible)."""
-    with socket.socket() as s:
+def free_port(taken: Collection[int] = ()) -> int:
+    """A port free now on loopback, below the OS's ephemeral range.
+
+    Chosen up front and bound later by the node: a port the OS hands out itself (bind to port 0)
+    comes from the range every outgoing connection on the machine takes its local port from, and
+    one did take it in between (the district then failed to start, "Address already in use").
+    """
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(500):
+        port = rng.randrange(max(1024, low - 10_000), low)
+        if port in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    with socket.socket() as s:  # a crowded machine: the OS's choice, with its small risk
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 @dataclass
@@ -141,7 +166,8 @@ def provision(base: pathlib.Path, layout: FederationLayout, *, transport: Transp
     if not (ca_dir / "ca.pem").exists():
         identity.init_ca(ca_dir, name="credit federation demo CA")
     out = Provisioned(base, layout, transport, ca_dir)
-    out.ports = {n.id: free_port() for n in layout.nodes}
+    for n in layout.nodes:
+        out.ports[n.id] = free_port(taken=out.ports.values())
     catalog = (catalog_path or bundled_catalog()).resolve()
     for plan in layout.nodes:
         directory = base / plan.dirname
