@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
-from node.catalog import Item
+from node.catalog import DisclosureRule, Item
 from node.errors import NotAuthorizedError, UsageError
 from node.identifiers import mask_id_number, normalize_text
 from node.values import CHINA
@@ -54,6 +54,7 @@ __all__ = [
     "admit",
     "classes_for",
     "decide",
+    "ended_by",
     "id_fields",
     "mask_in_place",
     "mask_view",
@@ -261,6 +262,16 @@ def reported_day(reported_at_ms: int) -> dt.date | None:
     return dt.datetime.fromtimestamp(reported_at_ms / 1000, CHINA).date() if reported_at_ms > 0 else None
 
 
+def ended_by(rule: DisclosureRule, fields: Mapping[str, str], reported_on: dt.date | None,
+             valid_to: dt.date | None) -> dt.date | None:
+    """The end of validity, brought forward to the report day when the record says it has ended
+    (a licence reported 无效: 撤销, 注销 … before its 有效期至); seed 003 篇1 第二十四条 counts the
+    3 years of basic information from that end."""
+    if reported_on is None or not rule.ended_field or fields.get(rule.ended_field, "") not in rule.ended_values:
+        return valid_to
+    return reported_on if valid_to is None or reported_on < valid_to else valid_to
+
+
 def window_state(item: Item, fields: Mapping[str, str], decision_date: str, today: dt.date,
                  reported_on: dt.date | None = None) -> Window:
     """Whether ``today`` lies in the record's disclosure period (DOMAIN §4; catalogue rule kinds).
@@ -277,8 +288,7 @@ def window_state(item: Item, fields: Mapping[str, str], decision_date: str, toda
         end = _add_months(start, rule.period_months) + _DAY if start else None  # 民法典 第二百零一、二百零二条
     elif rule.kind == "while_valid_plus":
         valid_to = _date(fields.get(rule.end_field, "")) if rule.end_field else None
-        if reported_on is not None and rule.ended_field and fields.get(rule.ended_field, "") in rule.ended_values:
-            valid_to = reported_on if valid_to is None or reported_on < valid_to else valid_to  # as ended_by
+        valid_to = ended_by(rule, fields, reported_on, valid_to)
         end = _add_months(valid_to, rule.period_months) + _DAY if valid_to else None
     elif rule.kind == "penalty_severity":
         severity = rule.severity(fields.get(rule.severity_field, "") if rule.severity_field else "")

@@ -29,7 +29,7 @@ from typing import Final, NamedTuple
 from sqlalchemy import and_, select
 
 from node import access
-from node.catalog import Catalog, DisclosureRule, Item
+from node.catalog import Catalog, Item
 from node.lifecycle.revisions import Change, Reviser
 from node.records import decode_body, fields_dict
 from node.store import RecordRow, Store
@@ -74,7 +74,7 @@ def window(item: Item, fields: Mapping[str, str], decision_date: str, reported_o
         start = _date(fields.get(rule.start_field, "")) if rule.start_field else decided
         return Window(start, period_end(start, rule.period_months) if start else None, None)
     if rule.kind == "while_valid_plus":
-        valid_to = ended_by(rule, fields, reported_on,
+        valid_to = access.ended_by(rule, fields, reported_on,
                             _date(fields.get(rule.end_field, "")) if rule.end_field else None)
         return Window(decided, add_months(valid_to, rule.period_months) + _DAY if valid_to else None, None)
     if rule.kind == "penalty_severity":
@@ -256,16 +256,6 @@ class Sweep:
 def _first(days: Iterator[dt.date | None]) -> dt.date | None:
     """The earliest of the dates given (a planned end and an actual removal), None if none."""
     return min((d for d in days if d is not None), default=None)
-
-
-def ended_by(rule: DisclosureRule, fields: Mapping[str, str], reported_on: dt.date | None,
-             valid_to: dt.date | None) -> dt.date | None:
-    """The end of validity, brought forward to the report day when the record says it has ended
-    (a licence reported 无效: 撤销, 注销 … before its 有效期至); seed 003 篇1 第二十四条 counts the
-    3 years of basic information from that end."""
-    if reported_on is None or not rule.ended_field or fields.get(rule.ended_field, "") not in rule.ended_values:
-        return valid_to
-    return reported_on if valid_to is None or reported_on < valid_to else valid_to
 
 
 def add_months(d: dt.date, months: int) -> dt.date:
