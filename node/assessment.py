@@ -16,7 +16,11 @@ unit and item:
 
 Reads the node's own store: at a department its own reports, at a district or city the records of
 every unit below it (timeliness uses the origin's ``reported_at``, not when the record arrived
-here). Refused rows stay at the node that received them, so ``refused`` counts only those.
+here). Refused rows stay at the node that refused them; their counts come up with reconciliation
+(``node.tallies``), so ``refused`` is this node's own refusals plus the tallies its children last
+sent for the nodes below (each refused row is counted at one node only: no row is counted twice).
+Below, a fact counts on the day of its latest refusal: for a period that ends before that day it is
+left out, though its origin counts it if it was refused inside the period too.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from node.catalog import Catalog, Item
 from node.records import decode_body
 from node.store._sql import translated
 from node.store.tables import record_revisions, rejections
+from node.store.tallies import TallyStore
 from node.values import CHINA
 
 __all__ = ["SourceReport", "Weekdays", "WorkingDays", "assess", "working_days_for"]
@@ -171,6 +176,8 @@ def assess(engine: Engine, catalog: Catalog, *, since: dt.date, until: dt.date |
         else:
             r.late += 1
     for unit, item, refused in _refusals(engine, since_ms, until_ms, source_unit):
+        entry(unit, item).refused += refused
+    for unit, item, refused in TallyStore(engine).refused(since, until, source_unit):
         entry(unit, item).refused += refused
     return [reports[k] for k in sorted(reports)]
 

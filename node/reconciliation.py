@@ -12,6 +12,9 @@ as the records (``Federation.Reconcile`` over grpc, a request/reply on the broke
    delivery of it is still under way — and reports revisions only the parent holds, and revisions
    both hold with different bodies (which no replay can fix: an operator's matter).
 
+Round 1 also carries the child's refusal tallies (``node.tallies``): refused rows stay where they
+were refused, their counts go up so the nodes above can assess the units below them.
+
 ``ReconcileSchedule`` runs it every ``forwarding.reconcile_every_s`` seconds; the CLI on demand.
 """
 
@@ -28,6 +31,7 @@ from node.runtime import ThreadExtension
 from node.store.deliveries import Deliveries
 from node.store.digests import Bucket, HeldDigests, Scope
 from node.store.records import OutboxEntry
+from node.tallies import accept, snapshot
 from node.transport.wire import fpb
 
 if TYPE_CHECKING:
@@ -57,6 +61,9 @@ class ReconcileReport:
     dead_lettered: int = 0  # of those, dead letters waiting for an operator (outbox replay), not re-sent
     parent_only: list[tuple[str, int]] = field(default_factory=list)
     conflicting: list[tuple[str, int]] = field(default_factory=list)
+    tallies_sent: int = 0  # refusal counts per (origin, source unit, item, day)
+    tallies_kept: int = 0
+    tallies_ignored: int = 0  # by the parent: not the child's to send (the parent logs why)
 
     @property
     def in_sync(self) -> bool:
@@ -67,7 +74,8 @@ class ReconcileReport:
                 "differing": [{"item": i, "day": d} for i, d in self.differing], "missing": self.missing,
                 "replayed": self.replayed, "in_flight": self.in_flight, "dead_lettered": self.dead_lettered,
                 "parent_only": [{"record_id": r, "revision": v} for r, v in self.parent_only],
-                "conflicting": [{"record_id": r, "revision": v} for r, v in self.conflicting]}
+                "conflicting": [{"record_id": r, "revision": v} for r, v in self.conflicting],
+                "tallies": {"sent": self.tallies_sent, "kept": self.tallies_kept, "ignored": self.tallies_ignored}}
 
 
 def child_scope(node: Node) -> tuple[Scope, dict[str, str]]:
@@ -86,6 +94,8 @@ def answer(node: Node, child: str, request: fpb.ReconcileRequest) -> fpb.Reconci
     scope = Scope(received_from=child)
     digests = HeldDigests(node.store.engine)
     response = fpb.ReconcileResponse()
+    if request.HasField("refusals"):
+        response.tallies_kept, response.tallies_ignored = accept(node, child, request.refusals)
     if request.buckets:
         theirs = {(b.item, b.day): (b.count, bytes(b.digest)) for b in request.buckets}
         mine = digests.buckets(scope)
@@ -107,8 +117,12 @@ def reconcile_with_parent(node: Node, peer: ReconcilePeer) -> ReconcileReport:
     digests = HeldDigests(node.store.engine)
     mine = digests.buckets(scope)
     report = ReconcileReport(parent, buckets=len(mine))
+    refusals = snapshot(node)
+    report.tallies_sent = sum(len(t.days) for t in refusals.tallies)
     first = peer.ask(fpb.ReconcileRequest(buckets=[fpb.DayDigest(item=i, day=d, count=n, digest=h)
-                                                   for (i, d), (n, h) in sorted(mine.items())]))
+                                                   for (i, d), (n, h) in sorted(mine.items())],
+                                          refusals=refusals))
+    report.tallies_kept, report.tallies_ignored = first.tallies_kept, first.tallies_ignored
     report.differing = sorted((b.item, b.day) for b in first.differing)
     deliveries = Deliveries(node.store.engine)
     # A revision the parent refused for good sits in the dead letters until an operator replays it
@@ -155,8 +169,8 @@ class ReconcileSchedule(ThreadExtension):
                 continue
             finally:
                 peer.close()
-            log.info("reconcile: %d buckets, %d differing, %d missing, %d replayed", report.buckets,
-                     len(report.differing), report.missing, report.replayed)
+            log.info("reconcile: %d buckets, %d differing, %d missing, %d replayed, %d refusal tallies kept",
+                     report.buckets, len(report.differing), report.missing, report.replayed, report.tallies_kept)
             if self._on_report is not None:
                 self._on_report(report)
 

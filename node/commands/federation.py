@@ -125,6 +125,9 @@ def reconcile(ctx: click.Context, with_: str, as_json: bool) -> None:
             click.echo(f"  only at the parent: {rid}@{rev}")
         for rid, rev in report.conflicting[:20]:
             click.echo(f"  different bodies: {rid}@{rev}")
+        if report.tallies_sent or report.tallies_ignored:
+            click.echo(f"  refusal tallies: {report.tallies_sent} sent, {report.tallies_kept} kept, "
+                       f"{report.tallies_ignored} ignored (the parent logs why)")
     sys.exit(1 if report.parent_only or report.conflicting else 0)
 
 

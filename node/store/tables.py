@@ -38,6 +38,7 @@ __all__ = [
     "query_log",
     "record_heads",
     "record_revisions",
+    "refusal_tallies",
     "rejections",
     "repair_requests",
 ]
@@ -166,6 +167,23 @@ rejections = Table(
     Column("closed_by_record_id", String(RECORD_ID_LEN), nullable=True),
     Index(None, "item", "source_unit", "record_key"),
     Index(None, "source_unit", "closed_at_ms"),
+)
+
+
+# Refusal counts of the units below, as the children last reported them with reconciliation
+# (node/tallies.py): a snapshot per child, replaced whole, never added to.
+refusal_tallies = Table(
+    "refusal_tallies",
+    metadata,
+    Column("origin", String(NODE_ID_LEN), nullable=False),  # the node holding the refused rows
+    Column("source_unit", String(CODE_LEN), nullable=False),
+    Column("item", String(CODE_LEN), nullable=False),
+    Column("day", String(10), nullable=False),  # Beijing date of the facts' latest refusal
+    Column("refused", Integer, nullable=False),
+    Column("received_from", String(NODE_ID_LEN), nullable=False),  # the child whose snapshot it is
+    Column("received_at_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("origin", "source_unit", "item", "day"),
+    Index(None, "received_from"),
 )
 
 

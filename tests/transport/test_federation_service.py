@@ -1,13 +1,25 @@
-"""``Federation.Pull`` against a real node: what a child may ask, and what it may not."""
+"""``Federation`` against a real node: what a child may ask and send, and what it may not."""
 
 from __future__ import annotations
+
+import datetime as dt
+import pathlib
 
 import grpc
 import pytest
 
+from node.app import Node, build_node
+from node.assessment import assess
+from node.config import parse_config
+from node.provisioning import bundled_catalog
+from node.reconciliation import reconcile_with_parent
+from node.tabular import SourceRow
+from node.transport.reconciliation_client import GrpcReconcilePeer
 from node.transport.wire import fpb, frpc
+from node.values import CHINA
 
 from .conftest import Running
+from .nodes import CHILD_ID, OTHER_UNIT, PARENT_ID, UNIT, penalty_values
 
 
 def _pull(running: Running, who: str, request: fpb.PullRequest) -> fpb.PullResponse:
@@ -35,3 +47,66 @@ def test_a_node_that_is_not_a_child_may_not_pull(running: Running) -> None:
     with pytest.raises(grpc.RpcError) as info:
         _pull(running, "stranger", fpb.PullRequest())
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def _department(running: Running, work: pathlib.Path) -> Node:
+    """The registered child (a department of UNIT) with the running node as its parent, over grpc."""
+    return build_node(parse_config({
+        "id": CHILD_ID, "level": "department", "unit": UNIT,
+        "identity": {"dir": str(running.pki.dir("child"))},
+        "store": {"url": f"sqlite:///{work / 'dept.db'}"},
+        "catalog": {"path": str(bundled_catalog())},
+        "parent": {"id": PARENT_ID, "target": running.address},
+    }, base_dir=str(work)))
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(CHINA).date()
+
+
+def test_a_departments_refusals_reach_its_districts_assessment_through_reconciliation(
+        running: Running, tmp_path: pathlib.Path) -> None:
+    district = running.node
+    with _department(running, tmp_path) as dept:
+        rows = penalty_values(5)
+        rows[1]["CF_CFLB"] = "批评教育"
+        rows[3]["CF_WSH"] = ""
+        item = dept.catalog.item("admin_penalty")
+        for batch in ("b1", "b2"):  # the same file twice: its two bad rows are two refused rows
+            dept.ingest.ingest_batch(item, [SourceRow(i + 2, r) for i, r in enumerate(rows)], source="p.csv",
+                                     batch_id=batch)
+        before = assess(district.store.engine, district.catalog, since=_today())
+        assert [r.refused for r in before if r.source_unit == UNIT] in ([], [0])
+        reports = []
+        for _ in range(2):  # reconciling again sends the same snapshot: nothing counted twice
+            peer = GrpcReconcilePeer(dept)
+            try:
+                reports.append(reconcile_with_parent(dept, peer).as_dict())
+            finally:
+                peer.close()
+        mine = assess(dept.store.engine, dept.catalog, since=_today())
+    (row,) = assess(district.store.engine, district.catalog, since=_today())
+    assert (row.source_unit, row.item, row.refused) == (UNIT, "admin_penalty", 2)
+    assert [r.refused for r in mine] == [2]  # the department counts them the same way
+    assert [r["tallies"] for r in reports] == [{"sent": 1, "kept": 1, "ignored": 0}] * 2
+
+
+def test_refusal_tallies_the_child_may_not_send_are_not_stored(running: Running) -> None:
+    day = _today().isoformat()
+
+    def tally(origin: str, unit: str, item: str = "admin_penalty") -> fpb.RefusalTally:
+        return fpb.RefusalTally(origin=origin, source_unit=unit, item=item, days=[fpb.RefusalCount(day=day, refused=4)])
+
+    request = fpb.ReconcileRequest(refusals=fpb.RefusalSnapshot(tallies=[
+        tally(CHILD_ID, UNIT),
+        tally(CHILD_ID, OTHER_UNIT),  # not a unit the child may report for
+        tally(PARENT_ID, UNIT),  # the parent's own refusals are its own to count
+        fpb.RefusalTally(origin=CHILD_ID, source_unit=UNIT, item="admin_license",
+                         days=[fpb.RefusalCount(day="yesterday", refused=1)]),
+    ]))
+    with running.channel("child") as channel:
+        answer: fpb.ReconcileResponse = frpc.FederationStub(channel).Reconcile(request, timeout=30)
+    assert (answer.tallies_kept, answer.tallies_ignored) == (1, 3)
+    node = running.node
+    assert [(r.source_unit, r.item, r.refused) for r in assess(node.store.engine, node.catalog, since=_today())] \
+        == [(UNIT, "admin_penalty", 4)]
