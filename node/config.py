@@ -94,7 +94,7 @@ class ForwardingConfig:
     min_backoff_s: float = 0.5
     max_backoff_s: float = 60.0
     lease_s: float = 30.0  # a delivery claimed by a forwarder that died is retried after this
-    reconcile_every_s: float = 0.0  # compare digests with the parent this often; 0 = on demand only
+    reconcile_every_s: float = 3600.0  # compare digests (and send refusal tallies) this often; 0 = on demand only
 
 
 @dataclass(frozen=True)
