@@ -44,6 +44,20 @@ def _ack(seq: int, outcome: RowOutcome) -> pb.Ack:
     return ack
 
 
+def _repeated_field(rec: pb.UnsignedRecord) -> Problem:
+    # A dict keeps the last of two values: one of them would be dropped unseen, whichever the
+    # source meant (a file with two columns for one field is refused for the same reason).
+    names = [f.name for f in rec.fields]
+    seen: set[str] = set()
+    for name in names:  # a set, not a scan per field: a record of a million fields is one message
+        if name in seen:
+            break
+        seen.add(name)
+    count = names.count(name)
+    return Problem("E_FIELD_DUPLICATE", name, f"{name or '(no name)'} is given {count} times in this record; "
+                   "give each field once")
+
+
 class SourceIntake:
     def __init__(self, *, catalog: Catalog, ingest: Ingest, sources: Sequence[SourceConfig]) -> None:
         self._catalog = catalog
@@ -70,7 +84,8 @@ class SourceIntake:
                 acks[i] = rejected_ack(seq, exc.code, exc.message, "item")
                 continue
             values = {f.name: f.value for f in rec.fields}
-            problem = self._unit_problem(allowed, item, values)
+            problem = _repeated_field(rec) if len(values) < len(rec.fields) else None
+            problem = problem or self._unit_problem(allowed, item, values)
             if problem is not None:
                 acks[i] = rejected_ack(seq, problem.code, problem.message, problem.field)
                 continue

@@ -151,6 +151,21 @@ def test_unsigned_records_are_checked_like_an_import(running: Running) -> None:
         (REJECTED, "E_UNKNOWN_ITEM", "item", 3)
 
 
+def test_an_unsigned_record_naming_a_field_twice_is_refused_naming_it(running: Running) -> None:
+    # Two values for one field: whichever was kept, the other was dropped without a word.
+    twice, same, fine = unsigned_records(3, start_no=720)
+    number = next(f.value for f in twice.fields if f.name == "CF_WSH")
+    twice.fields.add(name="CF_WSH", value=number + "之一")
+    same.fields.add(name="CF_WSH", value=next(f.value for f in same.fields if f.name == "CF_WSH"))
+    acks = _acks(_submit(running, "source", [pb.SubmitRequest(unsigned=[twice, same, fine])]))
+    assert [a.outcome for a in acks] == [REJECTED, REJECTED, ACCEPTED]
+    for ack, row in zip(acks[:2], (1, 2), strict=True):
+        [rejection] = ack.rejections
+        assert (rejection.code, rejection.field, rejection.row) == ("E_FIELD_DUPLICATE", "CF_WSH", row)
+        assert "CF_WSH is given 2 times" in rejection.message
+    assert _stored_revisions(running) == 1
+
+
 def test_a_source_may_only_report_for_its_units(running: Running) -> None:
     acks = _acks(_submit(running, "source", [pb.SubmitRequest(unsigned=unsigned_records(2, unit=OTHER_UNIT))]))
     assert {(a.outcome, a.rejections[0].code) for a in acks} == {(REJECTED, "E_NOT_AUTHORIZED")}
