@@ -34,14 +34,16 @@ from typing import TypeAlias
 
 import grpc
 
-from node.errors import NodeError, StoreError
+from node.errors import NodeError, StoreError, UsageError
 from node.inbox import Inbox
 from node.nodeid import Identity
 from node.records import pb, rpc
 from node.transport.contacts import PeerContacts
+from node.transport.grpc_server import MAX_MESSAGE_BYTES
 from node.transport.peers import CallerCache, abort_with_async, check_role, vetted_caller
 from node.transport.registration import register
 from node.transport.sources import SourceIntake, rejected_ack
+from node.transport.wire import MAX_SUBMIT_RECORDS
 from node.truststore import TrustStore
 
 __all__ = ["SERVICE_NAME", "ExchangeService"]
@@ -57,6 +59,8 @@ _SUBMITTERS = frozenset({NODE, SOURCE})
 READ_AHEAD = 8
 GROUP_RECORDS = 8_192
 _LOGGED_REJECTIONS = 20  # per batch: enough to diagnose, never a flood from a misbehaving sender
+_SHORT_MESSAGE = 200  # characters of a rejection's message kept when a response would not fit
+_SHORT_REJECTIONS = 5  # rejections per ack kept then
 _Context: TypeAlias = grpc.aio.ServicerContext[pb.SubmitRequest, pb.SubmitResponse]
 
 
@@ -88,9 +92,15 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
             while (first := held.pop() if held else await ahead.get()) is not None:
                 if isinstance(first, Exception):
                     raise first
-                group = [first]
-                _gather(group, ahead, held)
                 self._contacts.seen(who.node_id)
+                count = len(first.records) + len(first.unsigned)
+                if count > MAX_SUBMIT_RECORDS:
+                    await abort_with_async(context, UsageError(
+                        f"{count} records in one SubmitRequest; at most {MAX_SUBMIT_RECORDS}: send them as several "
+                        "requests on the stream (nothing of this one was stored)",
+                        field="records" if first.records else "unsigned", code="E_BATCH_TOO_LARGE"))
+                group = [first]
+                _gather(group, ahead, held)  # never takes a request over the limit (GROUP_RECORDS is less)
                 try:
                     acks = await loop.run_in_executor(None, self._group, who, group, seq)
                 except StoreError as exc:
@@ -105,7 +115,7 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
                 start = 0
                 for request in group:  # one response per request, as the sender sent them
                     end = start + len(request.records) + len(request.unsigned)
-                    yield pb.SubmitResponse(acks=acks[start:end])
+                    yield _fitting(pb.SubmitResponse(acks=acks[start:end]))
                     start = end
         finally:
             reader.cancel()
@@ -233,3 +243,21 @@ def _gather(group: list[pb.SubmitRequest], ahead: asyncio.Queue[pb.SubmitRequest
             return
         group.append(nxt)
         count += len(nxt.records) + len(nxt.unsigned)
+
+
+def _fitting(response: pb.SubmitResponse) -> pb.SubmitResponse:
+    """``response``, its rejections shortened if it would not fit in one message.
+
+    The batch is committed by now: an answer grpc cannot send would leave the sender retrying
+    records already stored. Only refusals echoing huge values (up to the request's own size) get
+    there; every ack stays, with the code, field and row of its first refusals.
+    """
+    if response.ByteSize() <= MAX_MESSAGE_BYTES - 1024:
+        return response
+    for ack in response.acks:
+        if len(ack.rejections) > _SHORT_REJECTIONS:
+            del ack.rejections[_SHORT_REJECTIONS:]
+        for rejection in ack.rejections:
+            if len(rejection.message) > _SHORT_MESSAGE:
+                rejection.message = rejection.message[:_SHORT_MESSAGE] + "…"
+    return response

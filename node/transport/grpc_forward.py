@@ -22,7 +22,7 @@ from node.identity import LoadedIdentity
 from node.records import pb
 from node.transport.base import ACCEPTED, DUPLICATE, REJECTED, Delivery, DeliveryState
 from node.transport.grpc_client import error_from_rpc, open_channel
-from node.transport.wire import submit_request
+from node.transport.wire import MAX_SUBMIT_RECORDS, submit_request
 
 __all__ = ["SUBMIT_METHOD", "GrpcForward"]
 
@@ -78,7 +78,10 @@ class GrpcForward:
         call = self._open().stream_stream(SUBMIT_METHOD, request_serializer=_raw,
                                           response_deserializer=pb.SubmitResponse.FromString)
         try:
-            responses = list(call(iter([submit_request(records, certificates)]), timeout=self._timeout_s))
+            # A batch over what a parent takes in one request goes as several on the one stream.
+            requests = [submit_request(records[i:i + MAX_SUBMIT_RECORDS], certificates)
+                        for i in range(0, len(records), MAX_SUBMIT_RECORDS)]
+            responses = list(call(iter(requests), timeout=self._timeout_s))
         except grpc.RpcError as exc:
             error = error_from_rpc(exc)
             if error.retryable:

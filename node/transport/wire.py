@@ -31,7 +31,7 @@ else:
             return federation_pb2_grpc
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["MAX_MESSAGE_BYTES", "MESSAGE_TYPES", "append_hop", "decode", "fpb", "frpc", "malformed", "message_batches",
+__all__ = ["MAX_MESSAGE_BYTES", "MAX_SUBMIT_RECORDS", "MESSAGE_TYPES", "append_hop", "decode", "fpb", "frpc", "malformed", "message_batches",
            "submit_request"]
 
 M = TypeVar("M")  # a generated protobuf message class
@@ -63,6 +63,11 @@ def submit_request(records: Sequence[bytes], certificates: Sequence[bytes] = ())
     parts.extend(_field(_CERTIFICATES_TAG, c) for c in certificates)
     return b"".join(parts)
 
+
+# Records (signed and unsigned) per SubmitRequest a node takes over grpc (Exchange.Submit), as
+# `submit --batch`: an empty UnsignedRecord is 2 bytes and its refusal ~250, so without a cap a
+# 1 MB request was answered by more than a message may hold, after its batch had committed.
+MAX_SUBMIT_RECORDS = 10_000
 
 # The most one AMQP message carries: a sender splits a batch to stay under it, a receiver refuses
 # a message over it (non-retryable, dead-lettered) instead of holding it all in memory at once.

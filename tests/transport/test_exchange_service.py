@@ -166,6 +166,51 @@ def test_an_unsigned_record_naming_a_field_twice_is_refused_naming_it(running: R
     assert _stored_revisions(running) == 1
 
 
+def test_a_request_of_more_records_than_the_limit_ends_the_call_before_anything_is_stored(
+        running: Running) -> None:
+    # 2 bytes a record, ~250 bytes a refusal: the answer to a 1 MB request would not fit in a message.
+    from node.errors import UsageError
+    from node.transport.wire import MAX_SUBMIT_RECORDS
+
+    first = pb.SubmitRequest(unsigned=unsigned_records(1, start_no=740))
+    flood = pb.SubmitRequest(unsigned=[pb.UnsignedRecord()] * (MAX_SUBMIT_RECORDS + 1))
+    answered: list[pb.SubmitResponse] = []
+    with running.channel("source") as channel, pytest.raises(UsageError) as err:
+        answered.extend(grpc_client.submit(channel, [first, flood], timeout=60))
+    assert (err.value.code, err.value.field) == ("E_BATCH_TOO_LARGE", "unsigned")
+    assert f"at most {MAX_SUBMIT_RECORDS}" in err.value.message
+    assert _stored_revisions(running) == 1  # the request before it was stored (and answered)
+    acks = _acks(_submit(running, "source", [pb.SubmitRequest(unsigned=unsigned_records(2, start_no=741))]))
+    assert [a.outcome for a in acks] == [ACCEPTED] * 2
+
+
+def test_an_answer_that_would_not_fit_in_a_message_keeps_every_ack_with_shorter_refusals(
+        serve: Callable[..., Running], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Refusals echo the values they refuse: a batch of huge bad values is answered by more bytes
+    # than it was sent in. The batch is stored by then; the answer must still leave. A server
+    # sending at most 64 KB stands for the 64 MB one, whose answers would take that much here.
+    from node.transport import exchange_service, grpc_server
+
+    limit = 64 * 1024
+    options = tuple((k, limit if k == "grpc.max_send_message_length" else v) for k, v in grpc_server._SERVER_OPTIONS)
+    monkeypatch.setattr(grpc_server, "_SERVER_OPTIONS", options)
+    monkeypatch.setattr(exchange_service, "MAX_MESSAGE_BYTES", limit, raising=False)
+    running = serve()
+    records = unsigned_records(40, start_no=760)
+    for record in records:
+        for f in record.fields:
+            if f.name == "CF_XDR_LB":
+                f.value = "法" * 4000  # not one of the enum's values, and echoed in the refusal
+    acks = _acks(_submit(running, "source", [pb.SubmitRequest(unsigned=records),
+                                             pb.SubmitRequest(unsigned=unsigned_records(1, start_no=800))]))
+    assert [a.seq for a in acks] == list(range(41))
+    assert {a.outcome for a in acks[:40]} == {REJECTED} and acks[40].outcome == ACCEPTED
+    for ack in acks[:40]:
+        assert 1 <= len(ack.rejections) <= 5
+        assert all(len(r.message) <= 201 for r in ack.rejections)
+        assert "CF_XDR_LB" in {r.field for r in ack.rejections} and ack.rejections[0].row == ack.seq + 1
+
+
 def test_a_source_may_only_report_for_its_units(running: Running) -> None:
     acks = _acks(_submit(running, "source", [pb.SubmitRequest(unsigned=unsigned_records(2, unit=OTHER_UNIT))]))
     assert {(a.outcome, a.rejections[0].code) for a in acks} == {(REJECTED, "E_NOT_AUTHORIZED")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import socket
 import threading
 
@@ -9,10 +10,11 @@ import pytest
 
 from node.errors import PeerUnavailableError, TransportError
 from node.records import pb
+from node.transport.base import ACCEPTED
 from node.transport.grpc_forward import CONNECT_TIMEOUT_S, GrpcForward
 
 from .conftest import Running
-from .nodes import PARENT_ID
+from .nodes import PARENT_ID, Pki, child_records
 
 
 def test_a_call_the_parent_refuses_as_a_whole_is_a_retryable_delivery_failure(running: Running) -> None:
@@ -54,3 +56,20 @@ def test_interrupt_ends_a_wait_for_a_parent_that_never_answers(running: Running)
             assert not thread.is_alive(), "interrupt did not end the connect"
     assert len(failed) == 1 and isinstance(failed[0], PeerUnavailableError)
     assert "interrupted" in failed[0].message
+
+
+def test_a_batch_over_what_the_parent_takes_in_one_request_goes_as_several(
+        running: Running, pki: Pki, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # forwarding.batch may be set above the parent's per-request cap (10,000; 2 here for both sides).
+    from node.transport import exchange_service, grpc_forward
+
+    monkeypatch.setattr(grpc_forward, "MAX_SUBMIT_RECORDS", 2)
+    monkeypatch.setattr(exchange_service, "MAX_SUBMIT_RECORDS", 2)
+    records, cert = child_records(pki, tmp_path, 5)
+    forward = GrpcForward(peer=PARENT_ID, target=running.address, identity=pki.identity("child"))
+    try:
+        forward.connect()
+        deliveries = forward.send([r.SerializeToString() for r in records], [cert])
+    finally:
+        forward.close()
+    assert [d.state for d in deliveries] == [ACCEPTED] * 5
