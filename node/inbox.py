@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from node.catalog import Catalog
+from node.catalog import Catalog, Item
 from node.config import ChildConfig
 from node.conflicts import Conflicts, Fact, compared_fields, substance
 from node.errors import NodeError, Problem
@@ -145,7 +145,7 @@ class Inbox:
                 receipts[i] = self._reject(start_seq + i, body, "E_RECORD_ID",
                                            "record id does not match the item's natural key", "record_id")
                 continue
-            header = header_problem(body, checked, raw)
+            header = header_problem(body, checked, raw, item)
             if header is not None:
                 receipts[i] = Receipt(start_seq + i, body.record_id, body.revision, REJECTED, header)
                 continue
@@ -240,7 +240,8 @@ def rec_body(rec: pb.SignedRecord) -> bytes:
     return bytes(rec.body)
 
 
-def header_problem(body: pb.RecordBody, checked: Checked, raw: Mapping[str, str] | None = None) -> Problem | None:
+def header_problem(body: pb.RecordBody, checked: Checked, raw: Mapping[str, str] | None = None,
+                   item: Item | None = None) -> Problem | None:
     """What of a received body's header disagrees with its own fields, as re-validated here.
 
     The header (subject, source unit, decision date) is what the store indexes and what access
@@ -262,8 +263,21 @@ def header_problem(body: pb.RecordBody, checked: Checked, raw: Mapping[str, str]
                                                   f"({derived!r})")
     # What is disclosed is what was checked: values as validation writes them (docs/protocol.md).
     sent = raw if raw is not None else {f.name: f.value for f in body.fields}
+    # A view shows the body's fields as they are: a field given twice shows a value nobody checked
+    # (validation kept the last), one the item does not declare a value nobody checked at all.
+    if len(sent) < len(body.fields):
+        seen: set[str] = set()
+        for f in body.fields:
+            if f.name in seen:
+                return Problem("E_BODY_NOT_NORMALISED", f.name, f"{f.name} is given more than once; an origin "
+                               "writes each field once")
+            seen.add(f.name)
     if tuple(sent.items()) == checked.fields:  # the usual body: all of it, in catalogue order
         return None
+    unknown = next((name for name in sent if item is not None and not item.has_field(name)), None)
+    if unknown is not None:
+        return Problem("E_BODY_NOT_NORMALISED", unknown, f"{unknown} is not a field of {body.item} here; "
+                       "an origin writes the item's fields only")
     normalised = dict(checked.fields)
     for name, value in sent.items():
         if normalised.get(name, value) != value:

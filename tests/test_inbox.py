@@ -166,6 +166,25 @@ def test_a_field_not_written_as_validation_writes_it_is_refused(federation, fiel
     assert district.inbox.receive([honest], sender=DEPT_A)[0].outcome == "accepted"
 
 
+@pytest.mark.parametrize(("extra", "value"), [
+    ("CF_XDR_MC", "别的公司"),  # the view would show both names; validation kept only the last
+    ("CF_WSH", None),  # the same value again: still not what an origin writes
+    ("CF_XDR_ZJHM_2", "110101199003070011"),  # no field of the item: disclosed as sent, never checked
+])
+def test_a_signed_body_giving_a_field_twice_or_one_the_item_lacks_is_refused(federation, extra: str,
+                                                                             value: str | None):
+    district, a, _b = federation
+    learn(district, a)
+    [honest] = reported(a, UNIT_A, list(penalty_rows(1, source_unit=UNIT_A, division="330106", seed=5)))
+    body = _body(honest)
+    given = {f.name: f.value for f in body.fields}
+    body.fields.insert(0, pb.Field(name=extra, value=value if value is not None else given[extra]))
+    [receipt] = district.inbox.receive(resigned(a, [body]), sender=DEPT_A)
+    assert receipt.outcome == "rejected" and receipt.problem is not None
+    assert (receipt.problem.code, receipt.problem.field) == ("E_BODY_NOT_NORMALISED", extra)
+    assert district.inbox.receive([honest], sender=DEPT_A)[0].outcome == "accepted"
+
+
 def test_a_header_naming_an_allowed_unit_over_fields_of_another_is_refused(federation):
     district, _a, b = federation  # DEPT_B may report for UNIT_B only
     learn(district, b)
