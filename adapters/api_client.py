@@ -57,7 +57,10 @@ class Pusher:
 
         self._channel: grpc.Channel = open_channel(target, load_identity(pathlib.Path(identity_dir)),
                                                    server_name=server_name)
-        self._batch = max(1, batch)
+        from node.transport.wire import MAX_SUBMIT_RECORDS
+
+        # A node takes at most MAX_SUBMIT_RECORDS per request; a larger batch would end the call.
+        self._batch = min(max(1, batch), MAX_SUBMIT_RECORDS)
         self._window = max(1, window)
         self._timeout = timeout_s
 

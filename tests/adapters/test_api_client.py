@@ -77,6 +77,19 @@ def test_push_streams_many_rows_in_a_bounded_window(served: Any):
     assert sum(node.store.records.counts().values()) == 3000
 
 
+def test_a_batch_over_what_a_node_takes_per_request_is_sent_as_several(served: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    from node.transport import exchange_service, wire
+
+    _node, address, source_dir, _cfg = served
+    monkeypatch.setattr(wire, "MAX_SUBMIT_RECORDS", 4)  # 10,000 at both ends, 4 here
+    monkeypatch.setattr(exchange_service, "MAX_SUBMIT_RECORDS", 4)
+    rows = ((i + 1, r) for i, r in enumerate(penalty_rows(10, source_unit=UNIT, seed=13)))
+    with Pusher(address, source_dir, batch=50) as pusher:
+        outcomes = [a.outcome for a in pusher.push("admin_penalty", rows)]
+    assert outcomes == ["accepted"] * 10
+
+
 def test_an_unknown_item_is_refused_per_row(served: Any):
     _node, address, source_dir, _cfg = served
     with Pusher(address, source_dir) as pusher:
