@@ -78,6 +78,7 @@ class Demo:
             ("a revision made at the city travels down to its source", self._downward),
             ("objection round trip: filed at the city, corrected by the source, shown at the city",
              self._objection),
+            ("refused rows counted at the city (reconcile department → district → city)", self._assessed),
             ("no dead letters, nothing pending", self._clean),
         ]
         try:
@@ -212,6 +213,24 @@ class Demo:
         closed = self.fed.cli_json(CITY, "objection", "show", case_id)
         return (f"{case_id}: marked at {dept.id} as revision {marked}, corrected there as revision {revision}, "
                 f"shown at the city; case {closed['case']['state']}")
+
+    def _assessed(self) -> str:
+        # Refused rows stay at the department; reconciliation carries their counts up, so the
+        # city's assessment (report sources) sees which source reports badly.
+        since = time.strftime("%Y-%m-%d", time.gmtime(self.started_import_ms / 1000 - 86_400))
+        counted: dict[str, int] = {}
+        for dept in self.fed.layout.departments:
+            own = self.fed.cli_json(dept.id, "report", "sources", "--since", since)["sources"]
+            counted.update({f"{r['source_unit']}/{r['item']}": r["refused"] for r in own if r["refused"]})
+            assert dept.parent is not None
+            for node_id in (dept.id, dept.parent):
+                done = self.fed.cli_json(node_id, "reconcile", "--with", "parent")
+                check(done["in_sync"], f"{node_id} is not in sync with its parent: {done}")
+        check(bool(counted), "no department refused a row: nothing to count")
+        city = self.fed.cli_json(CITY, "report", "sources", "--since", since)["sources"]
+        at_city = {f"{r['source_unit']}/{r['item']}": r["refused"] for r in city if r["refused"]}
+        check(at_city == counted, f"the city counts {at_city}, the departments {counted}")
+        return "; ".join(f"{key}: {n} refused" for key, n in sorted(at_city.items()))
 
     def _clean(self) -> str:
         self.fed.wait_drained(DEADLINE_S)
