@@ -3,13 +3,15 @@
 The system authenticates with its own certificate (role ``source``, listed under ``sources:`` in
 the node's config) over mutual TLS and streams batches of ``UnsignedRecord``\\ s to
 ``Exchange.Submit``; the node validates and signs them exactly as a file import would and answers
-every record with an ack — accepted, duplicate, or rejected with code, field and reason. That ack
-is the source's feedback: :class:`RowAck` carries it back with the row number the system used.
+every record with an ack — accepted, duplicate, or rejected with code, field and reason, and any
+warnings (``W_…``) whatever the outcome. That ack is the source's feedback: :class:`RowAck`
+carries it back with the row number the system used.
 
     from adapters.api_client import Pusher
     with Pusher("node.example:7443", "/etc/credit/source-identity") as pusher:
         for ack in pusher.push("admin_penalty", rows):      # rows: (row number, {code: value})
             if ack.outcome == "rejected": ...
+            for w in ack.warnings: ...                       # e.g. W_FIELD_UNKNOWN: a field dropped
 
 Memory stays bounded for any number of rows: at most ``window`` batches are in flight, the next
 is sent when an answer comes back.
@@ -44,7 +46,8 @@ class RowAck:
     outcome: str  # accepted | duplicate | rejected
     record_id: str = ""
     revision: int = 0
-    problems: tuple[Problem, ...] = ()
+    problems: tuple[Problem, ...] = ()  # why it was rejected
+    warnings: tuple[Problem, ...] = ()  # W_… notes, whatever the outcome (a field dropped as unknown …)
 
 
 class Pusher:
@@ -105,7 +108,9 @@ class Pusher:
                 slots.release()
                 for number, ack in zip(numbers, response.acks, strict=True):
                     yield RowAck(number, _OUTCOMES.get(ack.outcome, "rejected"), ack.record_id, ack.revision,
-                                 tuple(Problem(r.code, r.field, r.message, row=number) for r in ack.rejections))
+                                 tuple(Problem(r.code, r.field, r.message, row=number) for r in ack.rejections),
+                                 tuple(Problem(w.code, w.field, w.message, row=number, warning=True)
+                                       for w in ack.warnings))
         finally:
             stop.set()
 

@@ -3,7 +3,8 @@
 ``adapters run`` runs the configured adapters in the foreground (``start`` runs them next to the
 gRPC server); ``--until-idle`` takes in what is there and exits, for cron jobs and scripts.
 ``submit`` is the push client for a department system or an operator: a CSV/XLSX file or JSON
-lines ({code: value} per line) sent over mutual TLS, with every refusal printed by its row.
+lines ({code: value} per line) sent over mutual TLS, with every refusal printed by its row, and
+the warnings (``W_…``) as ``import`` prints them.
 """
 
 from __future__ import annotations
@@ -195,6 +196,8 @@ def _refused_call(counts: Mapping[str, int], refusals: Sequence[Mapping[str, obj
                              code=str(refusals[0]["code"]), field=str(refusals[0]["field"]))
 
 
+_WARNINGS_SHOWN = 50  # in text; --json lists up to WARNINGS_KEPT
+
 # The codes of NotAuthorizedError and its subclasses (node/errors.py): the caller's rights.
 _REFUSED_CODES = frozenset({NotAuthorizedError.code, BlockedError.code, UnauthenticatedError.code})
 
@@ -219,8 +222,9 @@ def _shown_position(position: object) -> str:
 @handle_errors
 def submit(source: str, item: str, target: str, identity_dir: str, server_name: str | None,
            catalog_dir: str | None, batch: int, as_json: bool) -> None:
-    """Push a CSV/XLSX file, or JSON lines (FILE or - for stdin), to a node; refusals come back by row."""
+    """Push a CSV/XLSX file, or JSON lines (FILE or - for stdin), to a node; refusals and warnings come back by row."""
     from adapters.api_client import Pusher
+    from node.preparing import WARNINGS_KEPT
 
     if source == "-":
         rows: Iterator[Any] = _json_lines(sys.stdin)
@@ -252,11 +256,16 @@ def submit(source: str, item: str, target: str, identity_dir: str, server_name: 
 
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
     refusals: list[dict[str, object]] = []
+    warnings = 0
+    warned: list[dict[str, object]] = []  # the first WARNINGS_KEPT, as import keeps them
     with Pusher(target, identity_dir, server_name=server_name, batch=batch) as pusher:
         for ack in pusher.push(item, sendable()):
             counts[ack.outcome] += 1
             refusals.extend({"row": ack.row, "field": p.field, "code": p.code, "message": p.message}
                             for p in ack.problems)
+            warnings += len(ack.warnings)
+            warned.extend({"row": ack.row, "field": w.field, "code": w.code, "message": w.message,
+                           "outcome": ack.outcome} for w in ack.warnings[:WARNINGS_KEPT - len(warned)])
     if failed:
         raise failed[0]
     _refused_call(counts, refusals)
@@ -265,11 +274,19 @@ def submit(source: str, item: str, target: str, identity_dir: str, server_name: 
     refusals.sort(key=lambda r: int(str(r["row"])))
     if as_json:
         emit_json({"accepted": counts["accepted"], "duplicates": counts["duplicate"],
-                   "rejected": counts["rejected"], "rejections": refusals})
+                   "rejected": counts["rejected"], "warnings": warnings, "rejections": refusals,
+                   "warned": [{k: v for k, v in w.items() if k != "outcome"} for w in warned]})
     else:
         click.echo(f"{source}: {counts['accepted']} accepted, {counts['duplicate']} duplicates, "
-                   f"{counts['rejected']} rejected")
+                   f"{counts['rejected']} rejected, {warnings} warnings")
         for r in refusals:
             where = f" {r['field']}" if r["field"] else ""
             click.echo(f"  row {r['row']}{where}: {r['code']}: {r['message']}")
+        # Capped as import caps them: a file with one stray column warns on every row.
+        for w in warned[:_WARNINGS_SHOWN]:
+            where = f" {w['field']}" if w["field"] else ""
+            label = "accepted with a warning" if w["outcome"] == "accepted" else "warning"
+            click.echo(f"  row {w['row']}{where}: {w['code']}: {w['message']} ({label})")
+        if warnings > _WARNINGS_SHOWN:
+            click.echo(f"  … {warnings - _WARNINGS_SHOWN} more warnings (use --json for the first {WARNINGS_KEPT})")
     sys.exit(1 if counts["rejected"] else 0)

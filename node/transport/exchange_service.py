@@ -11,8 +11,9 @@ For each ``SubmitRequest`` on the stream, in order:
    validates and signs them as their origin (``node.transport.sources``).
 
 Each request is answered with one ``SubmitResponse`` holding an ``Ack`` per record, signed records
-first, then unsigned ones, ``seq`` counting records over the whole stream (0-based). Acks leave
-only after the batch is committed (DESIGN §2.5).
+first, then unsigned ones, ``seq`` counting records over the whole stream (0-based); an unsigned
+record's ack also carries the validator's warnings (``W_…``), as a file import lists them. Acks
+leave only after the batch is committed (DESIGN §2.5).
 
 The handler is a coroutine on the server's event loop: it reads the stream there and hands each
 batch to a thread (the loop's default executor), so no thread ever touches the call. With a plain
@@ -190,9 +191,10 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
     @staticmethod
     def _log_batch(who: Identity, acks: Sequence[pb.Ack]) -> None:
         counts = {pb.Ack.ACCEPTED: 0, pb.Ack.DUPLICATE: 0, pb.Ack.REJECTED: 0}
-        logged = 0
+        logged = warnings = 0
         for ack in acks:
             counts[ack.outcome] = counts.get(ack.outcome, 0) + 1
+            warnings += len(ack.warnings)
             if ack.outcome == pb.Ack.REJECTED and logged < _LOGGED_REJECTIONS:
                 logged += 1
                 first = ack.rejections[0] if ack.rejections else pb.Rejection()
@@ -202,7 +204,7 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
         log.info("submit.batch", extra={"peer": who.node_id, "records": len(acks),
                                         "accepted": counts[pb.Ack.ACCEPTED],
                                         "duplicates": counts[pb.Ack.DUPLICATE],
-                                        "rejected": counts[pb.Ack.REJECTED]})
+                                        "rejected": counts[pb.Ack.REJECTED], "warnings": warnings})
 
 
 async def _read_ahead(requests: AsyncIterable[pb.SubmitRequest],
@@ -246,18 +248,20 @@ def _gather(group: list[pb.SubmitRequest], ahead: asyncio.Queue[pb.SubmitRequest
 
 
 def _fitting(response: pb.SubmitResponse) -> pb.SubmitResponse:
-    """``response``, its rejections shortened if it would not fit in one message.
+    """``response``, its refusals and warnings shortened if it would not fit in one message.
 
     The batch is committed by now: an answer grpc cannot send would leave the sender retrying
-    records already stored. Only refusals echoing huge values (up to the request's own size) get
-    there; every ack stays, with the code, field and row of its first refusals.
+    records already stored. Only refusals and warnings echoing huge values (up to the request's
+    own size: a warning names every unknown field given) get there; every ack stays, with the
+    code, field and row of its first refusals and warnings.
     """
     if response.ByteSize() <= MAX_MESSAGE_BYTES - 1024:
         return response
     for ack in response.acks:
-        if len(ack.rejections) > _SHORT_REJECTIONS:
-            del ack.rejections[_SHORT_REJECTIONS:]
-        for rejection in ack.rejections:
-            if len(rejection.message) > _SHORT_MESSAGE:
-                rejection.message = rejection.message[:_SHORT_MESSAGE] + "…"
+        for notes in (ack.rejections, ack.warnings):
+            if len(notes) > _SHORT_REJECTIONS:
+                del notes[_SHORT_REJECTIONS:]
+            for note in notes:
+                if len(note.message) > _SHORT_MESSAGE:
+                    note.message = note.message[:_SHORT_MESSAGE] + "…"
     return response

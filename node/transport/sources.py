@@ -36,11 +36,13 @@ def rejected_ack(seq: int, code: str, message: str, field: str = "", record_id: 
 def _ack(seq: int, outcome: RowOutcome) -> pb.Ack:
     ack = pb.Ack(record_id=outcome.record_id, revision=outcome.revision,
                  outcome=_OUTCOMES.get(outcome.outcome, pb.Ack.REJECTED), seq=seq)
-    if ack.outcome == pb.Ack.REJECTED:
-        ack.rejections.extend(pb.Rejection(code=p.code, field=p.field, message=p.message, row=p.row)
-                              for p in outcome.problems if not p.warning)
-        if not ack.rejections:  # pragma: no cover - ingest always says why
-            ack.rejections.append(pb.Rejection(code="E_RECORD_REJECTED", message="rejected"))
+    for p in outcome.problems:
+        # Warnings go back whatever the outcome: an accepted record may have lost a misspelt field
+        # (W_FIELD_UNKNOWN), and a pusher has no result file to read that in.
+        (ack.warnings if p.warning else ack.rejections).append(
+            pb.Rejection(code=p.code, field=p.field, message=p.message, row=p.row or outcome.row))
+    if ack.outcome == pb.Ack.REJECTED and not ack.rejections:  # pragma: no cover - ingest always says why
+        ack.rejections.append(pb.Rejection(code="E_RECORD_REJECTED", message="rejected"))
     return ack
 
 

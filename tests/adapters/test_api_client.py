@@ -90,6 +90,23 @@ def test_a_batch_over_what_a_node_takes_per_request_is_sent_as_several(served: A
     assert outcomes == ["accepted"] * 10
 
 
+def test_push_acks_carry_the_nodes_warnings_whatever_the_outcome(served: Any):
+    _node, address, source_dir, _cfg = served
+    rows = rows_with_mistakes(6)[:4]
+    for _n, r in rows:
+        r["CF_BEIZHU"] = "a field the item does not have: dropped, and the source told"
+    with Pusher(address, source_dir) as pusher:
+        acks = list(pusher.push("admin_penalty", rows))
+        again = list(pusher.push("admin_penalty", rows[:1]))
+    assert [a.outcome for a in acks] == ["accepted", "accepted", "rejected", "accepted"]
+    for ack in [*acks, *again]:
+        [warning] = ack.warnings
+        assert (warning.code, warning.row, warning.warning) == ("W_FIELD_UNKNOWN", ack.row, True)
+        assert "CF_BEIZHU" in warning.message
+    assert again[0].outcome == "duplicate"
+    assert [p.code for p in acks[2].problems] and not any(p.warning for p in acks[2].problems)
+
+
 def test_an_unknown_item_is_refused_per_row(served: Any):
     _node, address, source_dir, _cfg = served
     with Pusher(address, source_dir) as pusher:
@@ -136,6 +153,20 @@ def test_submit_json_lines_from_stdin(served: Any):
     assert out["rejections"][0]["row"] == 3 and out["rejections"][0]["code"] == "E_ROW_MALFORMED"
     again = json.loads(_submit(address, source_dir, "-", stdin="\n".join(lines) + "\n").stdout)
     assert again["duplicates"] == 5
+
+
+def test_submit_reports_warnings_with_their_rows_as_import_does(served: Any):
+    _node, address, source_dir, _cfg = served
+    rows = list(penalty_rows(3, source_unit=UNIT, seed=9))
+    rows[1]["CF_BEIZHU"] = "dropped"
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    done = _submit(address, source_dir, "-", stdin="\n".join(lines) + "\n")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["accepted"], out["rejected"], out["warnings"], out["rejections"]) == (3, 0, 1, [])
+    [warned] = out["warned"]
+    assert (warned["row"], warned["code"], warned["field"]) == (2, "W_FIELD_UNKNOWN", "")
+    assert "CF_BEIZHU" in warned["message"]
 
 
 def test_a_node_certificate_cannot_push_unsigned_records(served: Any, tmp_path: pathlib.Path):

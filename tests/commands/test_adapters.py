@@ -1,12 +1,17 @@
-"""``credit-node submit``: what fails before anything is sent is told as itself."""
+"""``credit-node submit``: what fails before anything is sent is told as itself; what the node
+answers is printed by row."""
 
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Iterable, Iterator
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from node.cli import cli
+from node.errors import Problem
 
 
 def test_submitting_for_an_unknown_item_is_named_before_connecting(tmp_path: pathlib.Path) -> None:
@@ -51,3 +56,41 @@ def test_a_pull_position_is_shown_as_its_values() -> None:
 
     assert _shown_position([["datetime", "2026-11-20T08:00:00"], ["int", 2]]) == "2026-11-20T08:00:00, 2"
     assert _shown_position([["hex", "00ff"]]) == "00ff"
+
+
+class _AnsweringPusher:
+    """Stands for the node: each row accepted with a warning, except row 3, rejected with one too."""
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        pass
+
+    def __enter__(self) -> _AnsweringPusher:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        pass
+
+    def push(self, _item: str, rows: Iterable[tuple[int, Any]]) -> Iterator[Any]:
+        from adapters.api_client import RowAck
+
+        for number, _values in rows:
+            warning = Problem("W_FIELD_UNKNOWN", "", "columns not in admin_penalty ignored: BEIZHU", number, True)
+            problems = (Problem("E_FIELD_DATE", "CF_JDRQ", "no such date", number),) if number == 3 else ()
+            yield RowAck(number, "rejected" if problems else "accepted", "", 0, problems, (warning,))
+
+
+def test_submit_prints_the_warnings_the_node_answers_with_after_the_refusals(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("adapters.api_client.Pusher", _AnsweringPusher)
+    (tmp_path / "id").mkdir()
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"CF_WSH": "x"}\n' * 55, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["submit", str(rows), "--item", "admin_penalty", "--target", "127.0.0.1:1",
+                                      "--identity", str(tmp_path / "id")])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"{rows}: 54 accepted, 0 duplicates, 1 rejected, 55 warnings"
+    assert lines[1] == "  row 3 CF_JDRQ: E_FIELD_DATE: no such date"
+    assert lines[2] == "  row 1: W_FIELD_UNKNOWN: columns not in admin_penalty ignored: BEIZHU (accepted with a warning)"
+    assert lines[4] == "  row 3: W_FIELD_UNKNOWN: columns not in admin_penalty ignored: BEIZHU (warning)"
+    assert lines[-1] == "  … 5 more warnings (use --json for the first 1000)" and len(lines) == 2 + 50 + 1

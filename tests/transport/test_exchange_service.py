@@ -184,18 +184,40 @@ def test_a_request_of_more_records_than_the_limit_ends_the_call_before_anything_
     assert [a.outcome for a in acks] == [ACCEPTED] * 2
 
 
-def test_an_answer_that_would_not_fit_in_a_message_keeps_every_ack_with_shorter_refusals(
-        serve: Callable[..., Running], monkeypatch: pytest.MonkeyPatch) -> None:
-    # Refusals echo the values they refuse: a batch of huge bad values is answered by more bytes
-    # than it was sent in. The batch is stored by then; the answer must still leave. A server
-    # sending at most 64 KB stands for the 64 MB one, whose answers would take that much here.
+def test_warnings_reach_a_pushing_source_in_its_acks_whatever_the_outcome(running: Running) -> None:
+    # A file import lists them in its result; a source that pushes has nothing but its acks.
+    typo, bad = unsigned_records(2, start_no=730)
+    for record in (typo, bad):
+        record.fields.add(name="CF_WSH_TYPO", value="x")  # dropped as unknown: the source must hear it
+    next(f for f in bad.fields if f.name == "CF_JDRQ").value = "2024-02-30"
+    acks = _acks(_submit(running, "source", [pb.SubmitRequest(unsigned=[typo, bad])]))
+    assert [a.outcome for a in acks] == [ACCEPTED, REJECTED]
+    for ack in acks:
+        [warning] = ack.warnings
+        assert (warning.code, warning.row) == ("W_FIELD_UNKNOWN", ack.seq + 1)
+        assert "CF_WSH_TYPO" in warning.message
+    assert not acks[0].rejections and {r.code for r in acks[1].rejections} == {"E_FIELD_DATE"}
+    [again] = _acks(_submit(running, "source", [pb.SubmitRequest(unsigned=[typo])]))
+    assert again.outcome == DUPLICATE and [w.code for w in again.warnings] == ["W_FIELD_UNKNOWN"]
+
+
+def _small_answers(serve: Callable[..., Running], monkeypatch: pytest.MonkeyPatch) -> Running:
+    """A node sending at most 64 KB a message, standing for the 64 MB one, whose answers would take
+    that much here."""
     from node.transport import exchange_service, grpc_server
 
     limit = 64 * 1024
     options = tuple((k, limit if k == "grpc.max_send_message_length" else v) for k, v in grpc_server._SERVER_OPTIONS)
     monkeypatch.setattr(grpc_server, "_SERVER_OPTIONS", options)
     monkeypatch.setattr(exchange_service, "MAX_MESSAGE_BYTES", limit, raising=False)
-    running = serve()
+    return serve()
+
+
+def test_an_answer_that_would_not_fit_in_a_message_keeps_every_ack_with_shorter_refusals(
+        serve: Callable[..., Running], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Refusals echo the values they refuse: a batch of huge bad values is answered by more bytes
+    # than it was sent in. The batch is stored by then; the answer must still leave.
+    running = _small_answers(serve, monkeypatch)
     records = unsigned_records(40, start_no=760)
     for record in records:
         for f in record.fields:
@@ -209,6 +231,21 @@ def test_an_answer_that_would_not_fit_in_a_message_keeps_every_ack_with_shorter_
         assert 1 <= len(ack.rejections) <= 5
         assert all(len(r.message) <= 201 for r in ack.rejections)
         assert "CF_XDR_LB" in {r.field for r in ack.rejections} and ack.rejections[0].row == ack.seq + 1
+
+
+def test_an_answer_too_big_for_a_message_by_its_warnings_keeps_them_shortened(
+        serve: Callable[..., Running], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A warning names every unknown field given: huge names make an answer of accepted records
+    # bigger than a message.
+    running = _small_answers(serve, monkeypatch)
+    records = unsigned_records(40, start_no=820)
+    for record in records:
+        record.fields.add(name="未知" * 2000, value="x")
+    acks = _acks(_submit(running, "source", [pb.SubmitRequest(unsigned=records)]))
+    assert [a.outcome for a in acks] == [ACCEPTED] * 40
+    for ack in acks:
+        [warning] = ack.warnings
+        assert warning.code == "W_FIELD_UNKNOWN" and len(warning.message) <= 201 and warning.row == ack.seq + 1
 
 
 def test_a_source_may_only_report_for_its_units(running: Running) -> None:
