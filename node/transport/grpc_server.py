@@ -19,8 +19,9 @@ waits (``Admin.Echo``, a local ``Query.Lookup``) costs no thread hand-off, and
 lookup (docs/decisions/grpc-asyncio-server.md).
 
 Besides the node's services the server runs the standard ``grpc.health.v1.Health`` service
-(``SERVING`` for ``""`` and every registered service while running, ``NOT_SERVING`` while
-draining) and server reflection, so ``grpcurl`` and load balancers work without the .proto files.
+(``SERVING`` for ``""`` and every registered service, health and reflection included, while
+running, ``NOT_SERVING`` while draining) and server reflection, so ``grpcurl`` and load balancers
+work without the .proto files.
 """
 
 from __future__ import annotations
@@ -144,10 +145,12 @@ class GrpcServer:
         server = grpc.aio.server(migration_thread_pool=pool, options=_SERVER_OPTIONS)
         for service in self._services:
             service.register(server)
-        names = [s.name for s in self._services]
+        # Health and reflection are services of the server too: a probe that checks each name
+        # reflection lists must not find one of them unknown (NOT_FOUND).
+        names = [s.name for s in self._services] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
         status = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(status, server)
-        reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection(names, server)
         try:
             port = server.add_secure_port(self._listen, grpc_server_credentials(self._identity))
         except RuntimeError:  # grpcio >= 1.50 raises instead of returning 0

@@ -123,6 +123,13 @@ def test_health_is_serving_for_the_server_and_every_service(shared: Running) -> 
             grpc_client.health(channel, "credit.v1.Nope", timeout=DEADLINE_S)
 
 
+def test_health_is_serving_for_the_health_and_reflection_services_themselves(shared: Running) -> None:
+    # A probe that checks every service reflection lists must not find two of them unknown.
+    with shared.channel("gov") as channel:
+        for service in ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"):
+            assert grpc_client.health(channel, service, timeout=DEADLINE_S) == "SERVING"
+
+
 def test_reflection_lists_the_services(shared: Running) -> None:
     with shared.channel("gov") as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
