@@ -142,6 +142,13 @@ class PeerUnavailableError(TransportError):
     code = "E_PEER_UNAVAILABLE"
 
 
+class MessageTooLargeError(TransportError):
+    """A gRPC message over a side's size limit: sending it again gives the same, so not retryable."""
+
+    code = "E_MESSAGE_TOO_LARGE"
+    retryable = False
+
+
 class IntegrityError(NodeError):
     """Stored data or a log chain does not verify: tampering or corruption."""
 

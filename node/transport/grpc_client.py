@@ -3,13 +3,16 @@
 Every ``grpc.RpcError`` is turned into the node's exception tree here, by status code, keeping
 the server's stable code from the ``credit-error-code`` trailing metadata
 (:func:`error_from_rpc`): ``UNAVAILABLE``/``DEADLINE_EXCEEDED`` → :class:`PeerUnavailableError`
-(retryable), ``UNAUTHENTICATED``/``PERMISSION_DENIED``/``RESOURCE_EXHAUSTED`` →
-:class:`NotAuthorizedError` (refused), and so on (docs/protocol.md, "gRPC"). A failed TLS
+(retryable), ``UNAUTHENTICATED``/``PERMISSION_DENIED`` → :class:`NotAuthorizedError` (refused),
+and so on (docs/protocol.md, "gRPC"). ``RESOURCE_EXHAUSTED`` is a refusal only when the node sent
+it with its code (``E_RATE_LIMITED``); grpc's own, without one, is a message over a size limit
+(:class:`MessageTooLargeError`, naming the limit) or another transport failure. A failed TLS
 handshake cannot be told apart from a peer that is down: grpc reports both as ``UNAVAILABLE``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 
 import grpc
@@ -19,6 +22,7 @@ from node.errors import (
     BlockedError,
     ConflictError,
     IntegrityError,
+    MessageTooLargeError,
     NodeError,
     NotAuthorizedError,
     NotFoundError,
@@ -38,6 +42,10 @@ KEEPALIVE_MS = 30_000
 
 _REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
             grpc.StatusCode.RESOURCE_EXHAUSTED)
+# grpc's words for a message over a limit: "SERVER: Received message larger than max (N vs. M)".
+_TOO_LARGE = re.compile(r"(SERVER|CLIENT): (Received|Sent) message larger than max \((\d+) vs\. (\d+)\)")
+_WHOSE = {("SERVER", "Received"): "the peer's receive", ("SERVER", "Sent"): "the peer's send",
+          ("CLIENT", "Received"): "this client's receive", ("CLIENT", "Sent"): "this client's send"}
 _UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
                 grpc.StatusCode.ABORTED)
 _BY_STATUS: dict[grpc.StatusCode, type[NodeError]] = {
@@ -102,6 +110,9 @@ def error_from_rpc(error: grpc.RpcError) -> NodeError:
     code = str(trailing.get(CODE_KEY, "")) or None
     field = str(trailing.get(FIELD_KEY, ""))
     message = _strip_code(details, code)
+    if status == grpc.StatusCode.RESOURCE_EXHAUSTED and code is None:
+        # Not the node's refusal (that carries its code): grpc's own, which no right would change.
+        return _exhausted(details)
     if status in _REFUSED:
         cls: type[NodeError] = BlockedError if code == BlockedError.code else NotAuthorizedError
         return cls(message, field=field, code=code)
@@ -112,6 +123,17 @@ def error_from_rpc(error: grpc.RpcError) -> NodeError:
     if status == grpc.StatusCode.UNIMPLEMENTED:
         return TransportError(f"the peer does not implement this call: {message}", code="E_UNIMPLEMENTED")
     return NodeError(message, field=field, code=code or "E_REMOTE")
+
+
+def _exhausted(details: str) -> TransportError:
+    found = _TOO_LARGE.search(details)
+    if found is not None:
+        side, way, size, limit = found.groups()
+        return MessageTooLargeError(f"a message of {int(size):,} bytes is over {_WHOSE[side, way]} limit of "
+                                    f"{int(limit):,} bytes ({details}); send less in one call")
+    if "larger than max" in details:
+        return MessageTooLargeError(f"a message is over a size limit ({details}); send less in one call")
+    return TransportError(f"the call ran out of a resource: {details}")
 
 
 def _strip_code(details: str, code: str | None) -> str:
