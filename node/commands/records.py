@@ -107,12 +107,17 @@ def import_(ctx: click.Context, path: str, item: str, encoding: str | None, as_j
     else:
         click.echo(f"{file.name}: {summary.accepted} accepted, {summary.duplicates} duplicates, "
                    f"{summary.rejected} rejected, {summary.warnings} warnings")
-        for label, shown in (("", rejections), (" (accepted with a warning)", warned)):
+        from node.preparing import WARNINGS_KEPT
+
+        # A warning may sit on an accepted, a duplicate or a refused row: it is labelled as one only.
+        for label, shown, total, more in (("", rejections, len(rejections), "use --json for all"),
+                                          (" (warning)", warned, summary.warnings,
+                                           f"--json lists the first {WARNINGS_KEPT:,}")):
             for r in shown[:50]:
                 where = f" {r['field']}" if r["field"] else ""
                 click.echo(f"  row {r['row']}{where}: {r['code']}: {r['message']}{label}")
-            if len(shown) > 50:
-                click.echo(f"  … {len(shown) - 50} more (use --json for all)")
+            if total > 50:
+                click.echo(f"  … {total - 50} more ({more})")
     sys.exit(1 if summary.rejected else 0)
 
 
