@@ -277,9 +277,10 @@ def window_state(item: Item, fields: Mapping[str, str], decision_date: str, toda
     """Whether ``today`` lies in the record's disclosure period (DOMAIN §4; catalogue rule kinds).
 
     ``open`` inside it, ``closed`` after it (archived: kept, not disclosed), ``not_public`` for a
-    penalty whose severity class is never published (``max_months: 0``). A date the rule needs
-    but the record lacks leaves the period open: validation has already required what is
-    required, so an absent optional end date means "until further notice".
+    penalty whose severity class is never published (``max_months: 0``), until its
+    ``shared_months`` end. A date the rule needs but the record lacks leaves the period open:
+    validation has already required what is required, so an absent optional end date means
+    "until further notice".
     """
     rule = item.disclosure
     end: dt.date | None = None  # first day the record is no longer disclosed
@@ -293,6 +294,9 @@ def window_state(item: Item, fields: Mapping[str, str], decision_date: str, toda
     elif rule.kind == "penalty_severity":
         severity = rule.severity(fields.get(rule.severity_field, "") if rule.severity_field else "")
         start = _date(decision_date)
+        if severity is not None and severity.max_months == 0 and start is not None:
+            # Shared with government only, and only for its period (seed 003 篇2 第二十四条(二)).
+            return "closed" if today >= _add_months(start, severity.shared_months) + _DAY else "not_public"
         if severity is not None and severity.max_months == 0:
             return "not_public"
         if severity is not None and start is not None:

@@ -114,6 +114,10 @@ class Severity:
     values: tuple[str, ...]  # values of the severity field that mean this class
     min_months: int  # earliest end (repair may be applied for after it)
     max_months: int  # latest end; 0 = not disclosed publicly at all
+    # A class never published (max_months 0) is still shared with government and shown to its
+    # subject, and that sharing is a disclosure with a limit too (披露 = 公开、共享或者查询, seed 003
+    # 篇5 第十九条; 监管信息最长不得超过三年, 篇2 第二十四条(二)): its end, from the decision date.
+    shared_months: int = 0
 
 
 @dataclass(frozen=True)

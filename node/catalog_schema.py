@@ -68,7 +68,7 @@ def _cross_rule(o: Obj) -> CrossRule:
 
 def _severity(o: Obj) -> Severity:
     return Severity(name=o.text("name"), values=o.texts("values"), min_months=o.count("min_months"),
-                    max_months=o.count("max_months"))
+                    max_months=o.count("max_months"), shared_months=o.count("shared_months"))
 
 
 def _disclosure(o: Obj) -> DisclosureRule:
@@ -297,6 +297,10 @@ def _check_disclosure(item: Item, fail: Callable[[str, str], CatalogError],
     for i, s in enumerate(d.severities):
         if s.min_months > s.max_months:
             raise fail(f"disclosure.severities[{i}]", "min_months exceeds max_months")
+        # Without it a class never published would be shared for ever (seed 003 篇2 第二十四条(二)).
+        if (s.max_months == 0) != (s.shared_months > 0):
+            raise fail(f"disclosure.severities[{i}]", "a class with max_months 0 (not published) needs "
+                       "shared_months (how long it stays shared with government); other classes take none")
     if d.severity_field:
         spec = declared("disclosure.severity_field", d.severity_field, ("enum",))
         covered = {v for s in d.severities for v in s.values}

@@ -245,7 +245,9 @@ D = dt.date.fromisoformat
     ("admin_penalty", {"CF_SXCD": "严重"}, "2025-01-31", "2028-01-31", "open"),
     ("admin_penalty", {"CF_SXCD": "严重"}, "2025-01-31", "2028-02-01", "closed"),
     ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-02-01", "not_public"),  # minor: not published
-    ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-05-01", "not_public"),
+    # ... and shared with government for 3 months only (seed 003 篇2 第二十四条(二); DOMAIN §4)
+    ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-04-30", "not_public"),
+    ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-05-01", "closed"),
     ("admin_penalty", {"CF_GSJZQ": "2025-03-01"}, "2025-01-31", "2025-03-01", "open"),
     ("admin_penalty", {"CF_GSJZQ": "2025-03-01"}, "2025-01-31", "2025-03-02", "closed"),
     # inspections: 3 years from the decision

@@ -88,7 +88,7 @@ def _refusal(item: dict[str, Any]) -> str:
 
 # --- the shipped release ------------------------------------------------------------------------
 def test_shipped_catalogue_loads_with_its_version_and_items(shipped: Catalog) -> None:
-    assert shipped.version == "2026.12.3"
+    assert shipped.version == "2026.12.4"
     assert {"admin_penalty", "admin_license", "registration", "serious_dishonest_list", "red_list",
             "abnormal_operation", "professional_qualification", "admin_inspection"} <= set(shipped.items)
 
@@ -143,8 +143,8 @@ def test_routing_and_disclosure_of_the_shipped_items(shipped: Catalog) -> None:
     assert (internal.disclosure_class, internal.routing.up_to) == ("C", "city")
     penalty = shipped.item("admin_penalty").disclosure
     assert penalty.kind == "penalty_severity"
-    assert [(s.name, s.min_months, s.max_months) for s in penalty.severities] == \
-        [("minor", 0, 0), ("ordinary", 3, 12), ("serious", 12, 36)]
+    assert [(s.name, s.min_months, s.max_months, s.shared_months) for s in penalty.severities] == \
+        [("minor", 0, 0, 3), ("ordinary", 3, 12, 0), ("serious", 12, 36, 0)]
     assert penalty.severity("") is not None and penalty.severity("").name == "ordinary"  # type: ignore[union-attr]
     assert penalty.severity("严重").name == "serious"  # type: ignore[union-attr]
     assert shipped.item("registration").disclosure.period_months == 36
@@ -325,6 +325,18 @@ def test_penalty_severity_rule_needs_a_default_class_and_a_decision_date() -> No
     item["disclosure"] = {"kind": "penalty_severity", "default_severity": "ordinary",
                           "severities": [{"name": "ordinary", "min_months": 3, "max_months": 12}]}
     assert "decision_date_field" in _refusal(item)
+
+
+def test_a_severity_class_never_published_needs_its_sharing_period() -> None:
+    """Otherwise it would be shared with government for ever (seed 003 篇2 第二十四条(二))."""
+    item = _minimal_item()
+    item["fields"].append({"code": "T_RQ", "name": "决定日期", "type": "date", "required": True})
+    item["decision_date_field"] = "T_RQ"
+    item["disclosure"] = {"kind": "penalty_severity", "default_severity": "minor",
+                          "severities": [{"name": "minor", "min_months": 0, "max_months": 0}]}
+    assert "needs shared_months" in _refusal(item)
+    item["disclosure"]["severities"] = [{"name": "minor", "min_months": 0, "max_months": 3, "shared_months": 3}]
+    assert "needs shared_months" in _refusal(item)
 
 
 def test_from_decision_rule_needs_a_period() -> None:

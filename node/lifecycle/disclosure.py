@@ -81,8 +81,9 @@ def window(item: Item, fields: Mapping[str, str], decision_date: str, reported_o
         severity = rule.severity(fields.get(rule.severity_field, "") if rule.severity_field else "")
         if severity is None or decided is None:
             end = None
-        elif severity.max_months == 0:  # never published: no public window to end (access: not_public)
-            return Window(decided, None, period_end(decided, severity.min_months))
+        elif severity.max_months == 0:  # never published (access: not_public); shared until its end
+            return Window(decided, period_end(decided, severity.shared_months),
+                          period_end(decided, severity.min_months))
         else:
             end = period_end(decided, severity.max_months)
         cut = _date(fields.get(rule.end_field, "")) if rule.end_field else None  # 公示截止期, inclusive
@@ -118,7 +119,7 @@ def latest_closable_decision(item: Item, today: dt.date) -> dt.date | None:
     if (rule.kind == "from_decision" and not rule.start_field) or capped_list:
         bounds.append(_before_months(today - _DAY, rule.period_months))
     elif rule.kind == "penalty_severity":
-        longest = max((s.max_months for s in rule.severities), default=0)
+        longest = max((max(s.max_months, s.shared_months) for s in rule.severities), default=0)
         if longest:
             bounds.append(_before_months(today - _DAY, longest))
     for end_field in (f for f in (rule.end_field, rule.removal_field) if f):

@@ -31,9 +31,23 @@ def test_penalty_window_by_severity(catalog: Catalog) -> None:
     # 第二百零一、二百零二条): the window's end is the first day after them.
     assert window(item, {"CF_SXCD": "严重"}, decided) == (D(2024, 1, 31), D(2027, 2, 1), D(2025, 2, 1))
     assert window(item, {}, decided) == (D(2024, 1, 31), D(2025, 2, 1), D(2024, 5, 1))  # ordinary
-    assert window(item, {"CF_SXCD": "轻微"}, decided) == (D(2024, 1, 31), None, D(2024, 2, 1))  # not published
+    assert window(item, {"CF_SXCD": "轻微"}, decided) == (D(2024, 1, 31), D(2024, 5, 1), D(2024, 2, 1))  # not published
     # 公示截止期 set by the source ends it earlier (inclusive): the next day is the first one withheld.
     assert window(item, {"CF_SXCD": "严重", "CF_GSJZQ": "2024-06-30"}, decided).end == D(2024, 7, 1)
+
+
+def test_a_minor_penalty_leaves_government_sharing_after_its_period(catalog: Catalog) -> None:
+    """轻微 is never published, but not shared for ever: 监管信息最长不得超过三年 (seed 003 篇2
+    第二十四条(二)), 不良记录披露期限为5年 (篇5 第二十条, 披露 including sharing, 第十九条); the shipped
+    catalogue keeps it 3 months (DOMAIN §4: minor ≤ 3 months), then it is archived."""
+    item = catalog.item("admin_penalty")
+    minor = {"CF_SXCD": "轻微"}
+    assert window(item, minor, "2026-01-10") == (D(2026, 1, 10), D(2026, 4, 11), D(2026, 1, 11))
+    assert access.window_state(item, minor, "2026-01-10", D(2026, 4, 10)) == "not_public"  # its last day
+    assert access.window_state(item, minor, "2026-01-10", D(2026, 4, 11)) == "closed"
+    assert access.window_state(item, minor, "2022-01-10", D(2026, 12, 7)) == "closed"
+    bound = latest_closable_decision(item, D(2026, 4, 11))
+    assert bound is not None and bound >= D(2026, 1, 10)
 
 
 def test_other_rule_kinds(catalog: Catalog) -> None:
@@ -238,3 +252,12 @@ def test_basic_information_reported_ended_is_disclosed_three_years_from_that_rep
     assert access.window_state(item, still, "2020-05-06", D(2030, 1, 1), reported) == "open"
     early = {end_field: "2021-06-30", **ended}
     assert window(item, early, "2020-05-06", reported).end == D(2024, 7, 1)
+
+
+def test_sweep_archives_minor_penalties_past_their_sharing_period(
+        engine: Engine, ids: dict[str, LoadedIdentity], catalog: Catalog, clock: Clock) -> None:
+    kit = make_kit(engine, DEPT, parent=DISTRICT, ids=ids, catalog=catalog, clock=clock)
+    record_ids = kit.import_penalties(12, CF_SXCD="轻微")  # decided 2024-01 … 2025-08: all past 3 months
+    report = Sweep(store=kit.store, catalog=catalog, reviser=kit.reviser, node_id=DEPT, today=clock.today).run()
+    assert {r for r, _v, _i in report.moved} == set(record_ids)
+    assert {kit.head(rid).status for rid in record_ids} == {"expired"}
