@@ -311,6 +311,8 @@ def window_state(item: Item, fields: Mapping[str, str], decision_date: str, toda
         if rule.period_months and start is not None:  # a cap from listing, whatever the end date says
             cap = _add_months(start, rule.period_months) + _DAY
             end = cap if end is None or cap < end else end
+        if end is None and start is not None and rule.open_ended_period_months and rule.gives_no_end(fields):
+            end = _add_months(start, rule.open_ended_period_months) + _DAY  # seed 003 篇1 第二十四条(二)
     return "closed" if end is not None and today >= end else "open"
 
 

@@ -135,7 +135,9 @@ class DisclosureRule:
     - ``while_listed``: while the list entry stands (until ``end_field`` if given, or removal:
       ``removal_field``, the day the entry was taken off, where a list has both a planned end
       and an actual removal), and, with ``years``/``months``, at most that long from the
-      listing (decision) date;
+      listing (decision) date; with ``open_ended_years``/``open_ended_months``, an entry that
+      gives no end date at all ends that long after listing (提示信息 without a validity: 3 years,
+      seed 003 篇1 第二十四条(二));
     - ``permanent``: never expires by time.
     After the period a record is archived: kept, not disclosed.
     """
@@ -151,10 +153,20 @@ class DisclosureRule:
     ended_field: str = ""
     ended_values: tuple[str, ...] = ()
     removal_field: str = ""
+    open_ended_years: int = 0
+    open_ended_months: int = 0
 
     @property
     def period_months(self) -> int:
         return self.years * 12 + self.months
+
+    @property
+    def open_ended_period_months(self) -> int:
+        return self.open_ended_years * 12 + self.open_ended_months
+
+    def gives_no_end(self, fields: Mapping[str, str]) -> bool:
+        """A list entry that states neither a planned end nor a removal (a stored 长期 is an end)."""
+        return not any(fields.get(f, "") for f in (self.end_field, self.removal_field) if f)
 
     def severity(self, value: str) -> Severity | None:
         """The severity class a severity-field value names (the default class for '')."""

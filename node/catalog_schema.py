@@ -77,7 +77,8 @@ def _disclosure(o: Obj) -> DisclosureRule:
         start_field=o.text("start_field", ""), end_field=o.text("end_field", ""),
         severity_field=o.text("severity_field", ""), default_severity=o.text("default_severity", ""),
         severities=o.objs("severities", _severity), ended_field=o.text("ended_field", ""),
-        ended_values=o.texts("ended_values"), removal_field=o.text("removal_field", ""))
+        ended_values=o.texts("ended_values"), removal_field=o.text("removal_field", ""),
+        open_ended_years=o.count("open_ended_years"), open_ended_months=o.count("open_ended_months"))
 
 
 def parse_item(o: Obj) -> Item:
@@ -263,6 +264,8 @@ def _check_disclosure(item: Item, fail: Callable[[str, str], CatalogError],
         declared("disclosure.start_field", d.start_field, ("date",))
     if d.end_field:
         declared("disclosure.end_field", d.end_field, ("date",))
+    if d.open_ended_period_months and d.kind != "while_listed":
+        raise fail("disclosure.open_ended_years", "open_ended_years/months bound while_listed rules only")
     if d.removal_field:
         if d.kind != "while_listed":
             raise fail("disclosure.removal_field", "a removal date ends while_listed rules only")

@@ -88,7 +88,7 @@ def _refusal(item: dict[str, Any]) -> str:
 
 # --- the shipped release ------------------------------------------------------------------------
 def test_shipped_catalogue_loads_with_its_version_and_items(shipped: Catalog) -> None:
-    assert shipped.version == "2026.12.4"
+    assert shipped.version == "2026.12.5"
     assert {"admin_penalty", "admin_license", "registration", "serious_dishonest_list", "red_list",
             "abnormal_operation", "professional_qualification", "admin_inspection"} <= set(shipped.items)
 
@@ -337,6 +337,14 @@ def test_a_severity_class_never_published_needs_its_sharing_period() -> None:
     assert "needs shared_months" in _refusal(item)
     item["disclosure"]["severities"] = [{"name": "minor", "min_months": 0, "max_months": 3, "shared_months": 3}]
     assert "needs shared_months" in _refusal(item)
+
+
+def test_an_open_ended_period_bounds_lists_only() -> None:
+    item = _minimal_item()
+    item["disclosure"] = {"kind": "permanent", "open_ended_years": 3}
+    assert "while_listed rules only" in _refusal(item)
+    item["disclosure"] = {"kind": "while_listed", "open_ended_years": 3}
+    assert _load(item).item("test_item").disclosure.open_ended_period_months == 36
 
 
 def test_from_decision_rule_needs_a_period() -> None:

@@ -97,6 +97,8 @@ def window(item: Item, fields: Mapping[str, str], decision_date: str, reported_o
         if rule.period_months and decided is not None:  # a cap from listing, whatever the end date says
             cap = period_end(decided, rule.period_months)
             end = cap if end is None or cap < end else end
+        if end is None and decided is not None and rule.open_ended_period_months and rule.gives_no_end(fields):
+            end = period_end(decided, rule.open_ended_period_months)  # seed 003 篇1 第二十四条(二)
         return Window(decided, end, None)
     return Window(decided, None, None)  # permanent
 
@@ -110,14 +112,19 @@ def latest_closable_decision(item: Item, today: dt.date) -> dt.date | None:
     every decision date qualifies (``date.max``).
     """
     rule = item.disclosure
-    capped_list = rule.kind == "while_listed" and rule.period_months > 0
+    # A list ends by time after its cap, or after its open-ended period (no end date given): the
+    # shorter one closes the most recent listings.
+    list_months = [m for m in (rule.period_months, rule.open_ended_period_months) if m]
+    capped_list = rule.kind == "while_listed" and bool(list_months)
     ends = rule.end_field or rule.removal_field or rule.ended_field
     if rule.kind == "permanent" or (rule.kind in ("while_valid_plus", "while_listed") and not ends
                                     and not capped_list):
         return None
     bounds: list[dt.date] = []
-    if (rule.kind == "from_decision" and not rule.start_field) or capped_list:
+    if rule.kind == "from_decision" and not rule.start_field:
         bounds.append(_before_months(today - _DAY, rule.period_months))
+    elif capped_list:
+        bounds.append(_before_months(today - _DAY, min(list_months)))
     elif rule.kind == "penalty_severity":
         longest = max((max(s.max_months, s.shared_months) for s in rule.severities), default=0)
         if longest:

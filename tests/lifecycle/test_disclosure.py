@@ -15,6 +15,7 @@ from node.catalog import Catalog
 from node.identity import LoadedIdentity
 from node.integrity import verify_store
 from node.lifecycle.disclosure import Sweep, add_months, latest_closable_decision, window
+from node.lifecycle.measures import measures_for
 from node.records import body_digest, content_digest, decode_body, make_record_id, pb
 from node.signing import Signer
 from node.store import RecordRow
@@ -48,6 +49,22 @@ def test_a_minor_penalty_leaves_government_sharing_after_its_period(catalog: Cat
     assert access.window_state(item, minor, "2022-01-10", D(2026, 12, 7)) == "closed"
     bound = latest_closable_decision(item, D(2026, 4, 11))
     assert bound is not None and bound >= D(2026, 1, 10)
+
+
+def test_a_red_list_entry_without_validity_is_disclosed_3_years(catalog: Catalog) -> None:
+    """表彰奖励 is 提示信息 (seed 003 篇1 第十五条(一)): 存在有效期的…与有效期一致；不存在有效期的
+    公开发布期限为3年 (第二十四条(二)). An entry with a validity keeps it, 长期 included; one without
+    ends 3 years after its 认定日期, and its incentive measures with it."""
+    red = catalog.item("red_list")
+    assert window(red, {}, "2023-06-15") == (D(2023, 6, 15), D(2026, 6, 16), None)
+    assert access.window_state(red, {}, "2023-06-15", D(2026, 6, 15)) == "open"  # its last day
+    assert access.window_state(red, {}, "2023-06-15", D(2026, 6, 16)) == "closed"
+    assert window(red, {"HM_YXQZ": "2028-12-31"}, "2023-06-15").end == D(2029, 1, 1)  # 与有效期一致
+    assert window(red, {"HM_YXQZ": "2099-12-31"}, "2023-06-15").end == D(2100, 1, 1)  # 长期
+    bound = latest_closable_decision(red, D(2026, 6, 16))
+    assert bound is not None and bound >= D(2023, 6, 15)
+    assert measures_for(red, "active", access.window_state(red, {}, "2023-06-15", D(2026, 6, 15)))
+    assert measures_for(red, "active", access.window_state(red, {}, "2023-06-15", D(2026, 6, 16))) == ()
 
 
 def test_other_rule_kinds(catalog: Catalog) -> None:
