@@ -66,9 +66,16 @@ def _cross_rule(o: Obj) -> CrossRule:
                      when=o.objs("when", _condition), word=o.text("word", ""))
 
 
+DEFAULT_SHARED_MONTHS = 3
+
+
 def _severity(o: Obj) -> Severity:
+    max_months = o.count("max_months")
+    # A class never published and written before shared_months existed (a signed release still
+    # held by nodes) keeps loading, with DOMAIN §4's bound for such penalties (≤ 3 months).
     return Severity(name=o.text("name"), values=o.texts("values"), min_months=o.count("min_months"),
-                    max_months=o.count("max_months"), shared_months=o.count("shared_months"))
+                    max_months=max_months,
+                    shared_months=o.count("shared_months", DEFAULT_SHARED_MONTHS if max_months == 0 else 0))
 
 
 def _disclosure(o: Obj) -> DisclosureRule:
@@ -301,9 +308,12 @@ def _check_disclosure(item: Item, fail: Callable[[str, str], CatalogError],
         if s.min_months > s.max_months:
             raise fail(f"disclosure.severities[{i}]", "min_months exceeds max_months")
         # Without it a class never published would be shared for ever (seed 003 篇2 第二十四条(二)).
-        if (s.max_months == 0) != (s.shared_months > 0):
+        if s.max_months == 0 and s.shared_months == 0:
             raise fail(f"disclosure.severities[{i}]", "a class with max_months 0 (not published) needs "
-                       "shared_months (how long it stays shared with government); other classes take none")
+                       "shared_months > 0 (how long it stays shared with government)")
+        if s.max_months > 0 and s.shared_months:
+            raise fail(f"disclosure.severities[{i}]", "shared_months is for a class with max_months 0 (not "
+                       "published); a published class is shared as long as it is published")
     if d.severity_field:
         spec = declared("disclosure.severity_field", d.severity_field, ("enum",))
         covered = {v for s in d.severities for v in s.values}

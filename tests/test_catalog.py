@@ -327,16 +327,27 @@ def test_penalty_severity_rule_needs_a_default_class_and_a_decision_date() -> No
     assert "decision_date_field" in _refusal(item)
 
 
-def test_a_severity_class_never_published_needs_its_sharing_period() -> None:
+def test_a_severity_class_never_published_has_a_sharing_period() -> None:
     """Otherwise it would be shared with government for ever (seed 003 篇2 第二十四条(二))."""
     item = _minimal_item()
     item["fields"].append({"code": "T_RQ", "name": "决定日期", "type": "date", "required": True})
     item["decision_date_field"] = "T_RQ"
     item["disclosure"] = {"kind": "penalty_severity", "default_severity": "minor",
-                          "severities": [{"name": "minor", "min_months": 0, "max_months": 0}]}
-    assert "needs shared_months" in _refusal(item)
+                          "severities": [{"name": "minor", "min_months": 0, "max_months": 0, "shared_months": 0}]}
+    assert "needs shared_months > 0" in _refusal(item)
     item["disclosure"]["severities"] = [{"name": "minor", "min_months": 0, "max_months": 3, "shared_months": 3}]
-    assert "needs shared_months" in _refusal(item)
+    assert "shared_months is for a class with max_months 0" in _refusal(item)
+
+
+def test_a_class_never_published_written_before_shared_months_loads_with_three_months() -> None:
+    """Releases signed before the key existed are still held by nodes: they must keep loading."""
+    item = _minimal_item()
+    item["fields"].append({"code": "T_RQ", "name": "决定日期", "type": "date", "required": True})
+    item["decision_date_field"] = "T_RQ"
+    item["disclosure"] = {"kind": "penalty_severity", "default_severity": "minor",
+                          "severities": [{"name": "minor", "min_months": 0, "max_months": 0}]}
+    [severity] = _load(item).items["test_item"].disclosure.severities
+    assert severity.shared_months == 3
 
 
 def test_an_open_ended_period_bounds_lists_only() -> None:
