@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Set
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from typing import Final
 
 from node.errors import Problem
@@ -166,6 +166,9 @@ def _birth(value: str) -> date | None:
         return None
 
 
+_BEIJING = timezone(timedelta(hours=8))
+
+
 def check_id_number(value: str, *, field: str = "", label: str = "公民身份号码",
                     today: date | None = None) -> Problem | None:
     """``None`` if ``value`` is a valid 18-character resident ID number, else the problem."""
@@ -174,7 +177,8 @@ def check_id_number(value: str, *, field: str = "", label: str = "公民身份�
             else "must be 17 digits and a check digit 0-9 or X"
         return Problem("E_ID_FORMAT", field, f'{label}: "{mask_id_number(value)}" {why}')
     born = _birth(value)
-    if born is None or born < _EARLIEST_BIRTH or born > (today or date.today()):
+    # A birth date is a Beijing date: one that is today there (00:00-08:00) is tomorrow in UTC.
+    if born is None or born < _EARLIEST_BIRTH or born > (today or datetime.now(_BEIJING).date()):
         return Problem("E_ID_BIRTHDATE", field,
                        f'{label}: "{mask_id_number(value)}" has no real birth date in positions 7-14')
     if id_check_char(value[:17]) != value[17]:

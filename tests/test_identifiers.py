@@ -241,3 +241,22 @@ def test_normalize_prose_keeps_chinese_punctuation_and_line_breaks() -> None:
 def test_control_characters_are_not_text(raw: str, plain: str, prose: str) -> None:
     assert normalize_text(raw) == plain
     assert normalize_text(raw, prose=True) == prose
+
+
+def test_a_birth_date_that_is_today_in_beijing_is_real_while_utc_is_still_on_the_day_before(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    import node.identifiers as identifiers
+
+    class EarlyMorningInBeijing(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> EarlyMorningInBeijing:  # type: ignore[override]
+            utc = cls(2026, 12, 7, 23, 30, tzinfo=dt.UTC)  # 07:30 on 12-08 in Beijing
+            return utc.astimezone(tz) if tz else utc.replace(tzinfo=None)  # type: ignore[return-value]
+
+    monkeypatch.setattr(identifiers, "datetime", EarlyMorningInBeijing)
+    born_today = identifiers.make_id_number("330102", date(2026, 12, 8), "001")
+    assert identifiers.check_id_number(born_today) is None
+    born_tomorrow = identifiers.make_id_number("330102", date(2026, 12, 9), "001")
+    assert identifiers.check_id_number(born_tomorrow).code == "E_ID_BIRTHDATE"  # type: ignore[union-attr]
