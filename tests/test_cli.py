@@ -98,6 +98,21 @@ def test_with_json_a_path_that_cannot_be_written_is_a_json_error(tmp_path) -> No
     assert json.loads(r.stdout)["error"]["code"] == "E_IO"
 
 
+def test_a_postgresql_database_that_does_not_exist_is_one_line_exit_2(tmp_path: pathlib.Path,
+                                                                      pg_database_url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    from node.provisioning import init_node
+
+    missing = make_url(pg_database_url).set(database="credit_test_not_created").render_as_string(hide_password=False)
+    cfg = init_node(tmp_path / "n", node_id="city:330100", level="city", store_url=missing)
+    for args in (("outbox", "status"), ("verify",), ("audit", "verify")):
+        code, out = _run("--config", str(cfg), *args)
+        assert code == 2, (args, out)
+        assert 'E_CONFIG' in out and 'database "credit_test_not_created" does not exist' in out, out
+        assert "sqlalche.me" not in out and "migration" not in out and len(out.strip().splitlines()) == 1, out
+
+
 def test_a_sqlite_store_in_a_directory_that_does_not_exist_is_refused_not_created(tmp_path: pathlib.Path) -> None:
     from node.provisioning import init_node
 

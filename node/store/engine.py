@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from node.errors import ConfigError, StoreError
+from node.store.reach import connect
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -43,6 +44,10 @@ POOL_OVERFLOW = 32
 # a lookup touches a dozen pages scattered over the file, and each one outside the map is a
 # read() syscall; mapped file pages are shared page cache, not memory the process owns.
 READER_MMAP_BYTES = 2**31 - 1
+# How long to wait for a database server to answer a new connection. libpq waits without limit:
+# a server that takes the connection and never answers (hung, or another service on its port)
+# would hold every command, and a starting node, for good. A URL's own connect_timeout wins.
+CONNECT_TIMEOUT_S = 10
 
 
 def normalise_url(url: str) -> URL:
@@ -72,10 +77,15 @@ def open_engine(url: str, *, echo: bool = False) -> Engine:
     try:
         if parsed.get_backend_name() == "sqlite":
             return _open_sqlite(parsed, echo=echo)
-        return create_engine(parsed, echo=echo, pool_pre_ping=True, max_overflow=POOL_OVERFLOW)
-    except (ArgumentError, NoSuchModuleError) as exc:  # a driver not installed, a malformed SQLite URL
+        connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT_S}
+        return create_engine(parsed, echo=echo, pool_pre_ping=True, max_overflow=POOL_OVERFLOW,
+                             connect_args=connect_args)
+    except (ArgumentError, NoSuchModuleError) as exc:  # an unknown driver, a malformed SQLite URL
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"store url cannot be used: {first}", field="store.url") from None
+    except ImportError as exc:  # a driver SQLAlchemy knows, not installed here (postgresql+psycopg2)
+        raise ConfigError(f"store url cannot be used: the driver of {parsed.drivername} is not installed "
+                          f"({exc}); PostgreSQL is reached through postgresql+psycopg", field="store.url") from None
 
 
 def _sqlite_file(url: URL) -> pathlib.Path | None:
@@ -152,7 +162,7 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
     cfg = alembic_config()
     try:
-        with engine.begin() as conn:
+        with connect(engine) as conn, conn.begin():
             if conn.dialect.name == "sqlite":
                 # pysqlite runs DDL outside any transaction unless one was begun explicitly: a
                 # crash half-way would leave tables without their version, and every later start
@@ -162,13 +172,14 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     except SQLAlchemyError as exc:
-        raise StoreError(f"migration failed: {exc}") from exc
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise StoreError(f"migration failed: {first[0] if first else type(exc).__name__}") from exc
 
 
 def _current_revision(engine: Engine) -> str | None:
     """The store's schema revision, or None if it has none yet (or it cannot be read here)."""
-    try:
-        with engine.connect() as conn:
+    with connect(engine) as conn:  # a store that cannot be reached is said so here, in one line
+        try:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except SQLAlchemyError:
-        return None  # no table yet: Alembic creates it (and reports what is really wrong)
+        except SQLAlchemyError:
+            return None  # no table yet: Alembic creates it (and reports what is really wrong)

@@ -32,3 +32,87 @@ def test_a_malformed_store_url_is_a_config_error_that_keeps_its_password(url: st
     with pytest.raises(ConfigError) as caught:
         open_engine(url)
     assert caught.value.field == "store.url" and "SECRET" not in caught.value.message
+
+
+def _opened(url: str) -> None:
+    from node.store import migrate, open_engine
+
+    engine = open_engine(url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+
+
+def test_a_database_that_does_not_exist_is_a_config_error_naming_it(pg_database_url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    from node.errors import ConfigError
+
+    url = make_url(pg_database_url).set(database="credit_test_no_such_db").render_as_string(hide_password=False)
+    with pytest.raises(ConfigError) as caught:
+        _opened(url)
+    message = caught.value.message
+    assert caught.value.field == "store.url" and caught.value.exit_code == 2
+    assert '"credit_test_no_such_db" does not exist' in message, message
+    assert "migration" not in message and "sqlalche.me" not in message and "\n" not in message
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_server_that_refuses_the_connection_is_unavailable_in_one_line() -> None:
+    from node.errors import StoreError
+
+    port = _closed_port()
+    with pytest.raises(StoreError) as caught:
+        _opened(f"postgresql+psycopg://postgres:SECRET@127.0.0.1:{port}/x")
+    message = caught.value.message
+    assert caught.value.exit_code == 4 and caught.value.field == "store.url"
+    assert f"127.0.0.1:{port}" in message and "refused" in message.lower(), message
+    assert "migration" not in message and "sqlalche.me" not in message and "\n" not in message
+    assert "SECRET" not in message
+
+
+@pytest.mark.parametrize(("default_s", "query"), [(1, ""), (60, "?connect_timeout=1")])
+def test_a_server_that_never_answers_fails_within_the_connect_timeout(
+        monkeypatch: pytest.MonkeyPatch, default_s: int, query: str) -> None:
+    import socket
+    import threading
+    import time
+
+    from node.errors import StoreError
+    from node.store import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "CONNECT_TIMEOUT_S", default_s)
+    # Takes the TCP connection (the kernel does, from the backlog) and never says a word; closed
+    # after 15 s so that a store waiting without limit fails this test instead of hanging it.
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(4)
+        port = mute.getsockname()[1]
+        closer = threading.Timer(15, mute.close)
+        closer.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(StoreError) as caught:
+                _opened(f"postgresql+psycopg://postgres@127.0.0.1:{port}/x{query}")
+        finally:
+            closer.cancel()
+    assert time.monotonic() - started < 10
+    assert f"127.0.0.1:{port}" in caught.value.message and caught.value.exit_code == 4
+
+
+def test_a_driver_that_is_not_installed_is_a_config_error() -> None:
+    from node.errors import ConfigError
+    from node.store import open_engine
+
+    with pytest.raises(ConfigError) as caught:
+        open_engine("postgresql+pg8000://u:SECRET@h/x")
+    assert caught.value.field == "store.url" and "pg8000" in caught.value.message
+    assert "SECRET" not in caught.value.message

@@ -1,0 +1,59 @@
+"""The first connection to the store, and what an operator is told when it cannot be made.
+
+Every command opens the store before doing anything, so a wrong ``store.url`` or a server that is
+down shows here first. SQLAlchemy's text for it spans lines and ends in a link to its own
+documentation; the operator needs the server, the database and the one line libpq gave. A
+database that does not exist, or a user the server refuses, is the configuration's fault (exit 2,
+as a SQLite store in a missing directory is); a server that cannot be reached is a service
+unavailable (exit 4), which trying again later may cure.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+
+from node.errors import ConfigError, NodeError, StoreError
+
+__all__ = ["connect"]
+
+# libpq's own words for a server that answered and said no (psycopg gives no SQLSTATE for them).
+_REFUSED_BY_SERVER = re.compile(
+    r'database ".*" does not exist|role ".*" does not exist|password authentication failed'
+    r"|no pg_hba\.conf entry|permission denied for database|no password supplied"
+)
+
+
+def connect(engine: Engine) -> Connection:
+    """A connection from ``engine``; failing to make one raises the error the operator should see."""
+    try:
+        return engine.connect()
+    except DBAPIError as exc:
+        raise connection_failure(engine.url, exc) from None
+
+
+def connection_failure(url: URL, exc: DBAPIError) -> NodeError:
+    reason = _reason(exc)
+    if url.get_backend_name() == "sqlite":
+        return StoreError(f"cannot open the store {url.database}: {reason}", field="store.url")
+    where = f"{url.host}:{url.port or 5432}" if url.host else "the local socket"
+    if _REFUSED_BY_SERVER.search(reason):
+        return ConfigError(f"the database server at {where} refused the store: {reason} "
+                           "(the database and its user are made on the server beforehand; the node "
+                           "makes its own tables)", field="store.url")
+    return StoreError(f"cannot reach the database server at {where}: {reason}", field="store.url")
+
+
+def _reason(exc: DBAPIError) -> str:
+    """libpq's reason on one line, without the preamble that repeats the host or its hint below."""
+    lines = [line.strip() for line in str(exc.orig).splitlines() if line.strip()]
+    if not lines:
+        return type(exc.orig).__name__
+    # Several addresses tried: libpq lists each failure on a line of its own, after a heading.
+    text = " ".join(lines) if lines[0].endswith(":") else lines[0]
+    if "failed: " in text:
+        text = text.rsplit("failed: ", 1)[1]
+    return " ".join(text.split()).removeprefix("FATAL: ")
