@@ -72,5 +72,9 @@ def configure_logging(node_id: str, *, level: str | int = "INFO", stream: IO[str
     root.setLevel(level if isinstance(level, int) else level.upper())
     # pika narrates every socket and TLS step at INFO, with object reprs: an operator's log at INFO
     # is the node's events; the library's detail is there at DEBUG.
-    logging.getLogger("pika").setLevel(logging.WARNING if root.level > logging.DEBUG else logging.NOTSET)
+    # Likewise Alembic, migrating a new server store at start, lists each of its plugins set up
+    # (seven lines of "setup plugin …"); its "Running upgrade A -> B" lines stay, the operator's news.
+    quiet = logging.WARNING if root.level > logging.DEBUG else logging.NOTSET
+    logging.getLogger("pika").setLevel(quiet)
+    logging.getLogger("alembic.runtime.plugins").setLevel(quiet)
     return handler

@@ -14,12 +14,13 @@ from node.logs import configure_logging
 
 @pytest.fixture
 def restored() -> Iterator[None]:
-    root, pika = logging.getLogger(), logging.getLogger("pika")
-    handlers, level, pika_level = list(root.handlers), root.level, pika.level
+    root, pika, plugins = logging.getLogger(), logging.getLogger("pika"), logging.getLogger("alembic.runtime.plugins")
+    handlers, level, pika_level, plugins_level = list(root.handlers), root.level, pika.level, plugins.level
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
     pika.setLevel(pika_level)
+    plugins.setLevel(plugins_level)
 
 
 def _events(stream: io.StringIO) -> list[str]:
@@ -34,6 +35,15 @@ def test_at_info_the_node_logs_its_events_and_pika_only_its_warnings() -> None:
     logging.getLogger("pika.connection").warning("connection.blocked")
     logging.getLogger("node.forwarding").info("forwarder.connected")
     assert _events(out) == ["connection.blocked", "forwarder.connected"]
+
+
+@pytest.mark.usefixtures("restored")
+def test_at_info_a_migration_logs_its_steps_not_alembics_plugins() -> None:
+    out = io.StringIO()
+    configure_logging("dept:330102:scjgj", level="INFO", stream=out)
+    logging.getLogger("alembic.runtime.plugins").info("setup plugin %s", "alembic.autogenerate.schemas")
+    logging.getLogger("alembic.runtime.migration").info("Running upgrade %s -> %s", "0006", "0007")
+    assert _events(out) == ["Running upgrade 0006 -> 0007"]
 
 
 @pytest.mark.usefixtures("restored")
