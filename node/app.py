@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from node.catalog import Catalog, load_catalog
 from node.config import NodeConfig
 from node.conflicts import Conflicts
-from node.errors import NodeError
+from node.errors import ConfigError, NodeError
 from node.identity import LoadedIdentity, load_identity
 from node.inbox import Inbox
 from node.ingest import Ingest
@@ -99,6 +99,23 @@ def conflict_detection(config: NodeConfig, store: Store) -> Conflicts | None:
     return Conflicts(store.engine, actor=config.id)
 
 
+# The node a store belongs to, set by the first node that opens it.
+OWNER_KEY = "store.owner"
+
+
+def _claim_store(store: Store, config: NodeConfig) -> None:
+    """Refuse a store another node holds: two node.yaml naming one database (easily done on a
+    shared PostgreSQL server) would mix their records, and each would fail to verify the other's."""
+    # A read first: the common case (the store is this node's) takes no write transaction.
+    owner = store.meta.get(OWNER_KEY) or store.meta.claim(OWNER_KEY, config.id)
+    if owner != config.id:
+        from sqlalchemy.engine import make_url
+
+        where = make_url(config.store_url).render_as_string(hide_password=True)
+        raise ConfigError(f"the store {where} belongs to node {owner}, not {config.id}: every node needs a "
+                          "store of its own (on a shared server, a database of its own)", field="store.url")
+
+
 def build_node(config: NodeConfig, *, migrate_store: bool = True) -> Node:
     # The newest catalogue release this node applied (signed by its authority), else the configured one.
     catalog_dir = Releases(config).current_path()
@@ -106,9 +123,14 @@ def build_node(config: NodeConfig, *, migrate_store: bool = True) -> Node:
     identity = load_identity(config.path(config.identity.dir))
     trust = load_trust(config, identity)
     engine = open_engine(config.store_url)
-    if migrate_store:
-        migrate(engine)
-    store = Store(engine)
+    try:
+        if migrate_store:
+            migrate(engine)
+        store = Store(engine)
+        _claim_store(store, config)
+    except BaseException:
+        engine.dispose()
+        raise
     for der in store.certificates.all():  # signers learned from children: stored chains verify after a restart
         with contextlib.suppress(NodeError):  # one that no longer vets stays unknown (E_SIGNER_UNKNOWN)
             trust.add_certificate(der)

@@ -19,3 +19,22 @@ def test_a_node_built_for_a_one_shot_command_loads_neither_grpc_nor_alembic(tmp_
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'grpc', 'pika', 'alembic'}))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_store_another_node_holds_is_refused_naming_its_node(tmp_path: pathlib.Path, db_url: str) -> None:
+    import pytest
+
+    from node.app import build_node
+    from node.config import load_config
+    from node.errors import ConfigError
+
+    # Two node.yaml naming one database, as is easily done on a shared PostgreSQL server.
+    dept = load_config(init_node(tmp_path / "dept", node_id="dept:330102:scjgj", level="department",
+                                 unit="11330102MB0000019G", store_url=db_url))
+    city = load_config(init_node(tmp_path / "city", node_id="city:330100", level="city", store_url=db_url))
+    build_node(dept).close()
+    with pytest.raises(ConfigError) as caught:
+        build_node(city)
+    assert caught.value.field == "store.url" and caught.value.exit_code == 2
+    assert "belongs to node dept:330102:scjgj, not city:330100" in caught.value.message
+    build_node(dept).close()  # its own node still opens it

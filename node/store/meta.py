@@ -36,6 +36,16 @@ class Meta:
         with translated(f"writing meta {key!r}"), write_transaction(self._engine) as conn:
             put_value(conn, key, value)
 
+    def claim(self, key: str, value: str) -> str:
+        """``key``'s value, set to ``value`` first if it has none (one transaction: of two writers
+        claiming at once, one sets it and the other reads what it set)."""
+        with translated(f"writing meta {key!r}"), write_transaction(self._engine) as conn:
+            held = get_value(conn, key)
+            if held is None:
+                conn.execute(insert_for(conn, meta).values(key=key, value=value).on_conflict_do_nothing())
+                held = get_value(conn, key)
+        return value if held is None else held
+
     def drop(self, key: str, *, also: Callable[[Connection, str | None], None] | None = None) -> str | None:
         """Forget ``key``; its value, if it had one. ``also`` runs in the same transaction with that
         value (the audit event that says so commits with it, or neither does)."""
