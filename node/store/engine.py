@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from node.errors import ConfigError, StoreError
-from node.store.reach import connect
+from node.store.reach import connect, migration_failure
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -172,8 +172,7 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     except SQLAlchemyError as exc:
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        raise StoreError(f"migration failed: {first[0] if first else type(exc).__name__}") from exc
+        raise migration_failure(exc) from exc
 
 
 def _current_revision(engine: Engine) -> str | None:

@@ -14,11 +14,11 @@ import re
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from node.errors import ConfigError, NodeError, StoreError
 
-__all__ = ["connect"]
+__all__ = ["connect", "connection_failure", "migration_failure"]
 
 # libpq's own words for a server that answered and said no (psycopg gives no SQLSTATE for them).
 _REFUSED_BY_SERVER = re.compile(
@@ -45,6 +45,22 @@ def connection_failure(url: URL, exc: DBAPIError) -> NodeError:
                            "(the database and its user are made on the server beforehand; the node "
                            "makes its own tables)", field="store.url")
     return StoreError(f"cannot reach the database server at {where}: {reason}", field="store.url")
+
+
+# PostgreSQL's insufficient_privilege: the store's user may not create the tables.
+_NO_PRIVILEGE = "42501"
+
+
+def migration_failure(exc: SQLAlchemyError) -> NodeError:
+    """What a failed schema migration tells the operator: one line, the database's own words."""
+    orig = getattr(exc, "orig", None)
+    lines = str(orig or exc).strip().splitlines()
+    first = lines[0] if lines else type(exc).__name__
+    if getattr(orig, "sqlstate", None) == _NO_PRIVILEGE:
+        # Not an outage (exit 4): trying again changes nothing until someone grants the right.
+        return ConfigError(f"the store's user may not make the node's tables: {first} (the node makes and "
+                           "migrates its own tables: its user needs CREATE on the schema)", field="store.url")
+    return StoreError(f"migration failed: {first}")
 
 
 def _reason(exc: DBAPIError) -> str:

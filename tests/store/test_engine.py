@@ -116,3 +116,31 @@ def test_a_driver_that_is_not_installed_is_a_config_error() -> None:
         open_engine("postgresql+pg8000://u:SECRET@h/x")
     assert caught.value.field == "store.url" and "pg8000" in caught.value.message
     assert "SECRET" not in caught.value.message
+
+
+def test_a_user_that_may_not_create_the_tables_is_a_config_error(pg_database_url: str) -> None:
+    import secrets
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from node.errors import ConfigError
+
+    base = make_url(pg_database_url)
+    role, schema, secret = f"credit_ro_{secrets.token_hex(4)}", f"t_ro_{secrets.token_hex(4)}", secrets.token_hex(8)
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:  # a login with USAGE on its schema, not CREATE
+        conn.execute(text(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{secret}'"))
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        conn.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
+    try:
+        url = base.set(username=role, password=secret).update_query_dict({"options": f"-csearch_path={schema}"})
+        with pytest.raises(ConfigError) as caught:
+            _opened(url.render_as_string(hide_password=False))
+        assert caught.value.field == "store.url" and caught.value.exit_code == 2
+        assert "permission denied" in caught.value.message and "\n" not in caught.value.message
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
+        admin.dispose()
