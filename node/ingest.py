@@ -19,10 +19,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from node.access import WITHDRAWN_STATUSES
 from node.catalog import Catalog, Item
 from node.conflicts import Conflicts, fact_of
-from node.errors import Problem
+from node.errors import Problem, StoreError
 from node.lifecycle.deletion import ON_REQUEST
 from node.lifecycle.revisions import Change, Reviser
-from node.preparing import ImportSummary, Prepared, PreparedBatch, Preparer, RowOutcome, chunks, now_ms
+from node.preparing import (
+    IMPORT_RACE_RETRIES,
+    ImportSummary,
+    Prepared,
+    PreparedBatch,
+    Preparer,
+    RowOutcome,
+    chunks,
+    now_ms,
+)
 from node.records import body_digest, decode_body, pb, signed_record_bytes
 from node.rejection import row_key
 from node.routing import Router
@@ -54,7 +63,9 @@ class Ingest:
         """Import a stream of rows in bounded batches; each batch commits on its own."""
         total = ImportSummary(batch_id=uuid.uuid4().hex)
         for chunk in chunks(rows, batch_rows):
-            total.count(self.ingest_batch(item, chunk, source=source, batch_id=total.batch_id))
+            prepared = self.preparer.prepare(item, chunk, source=source, batch_id=total.batch_id)
+            total.count(self.commit(item, prepared, source=source, batch_id=total.batch_id,
+                                    race_retries=IMPORT_RACE_RETRIES))
             if progress is not None:
                 progress(len(chunk))
         return total
@@ -70,8 +81,17 @@ class Ingest:
                            source=source, batch_id=batch_id, meta=meta)
 
     def commit(self, item: Item, batch: PreparedBatch, *, source: str, batch_id: str,
-               meta: Mapping[str, str] | None = None) -> list[RowOutcome]:
-        outcomes = self._commit(item, batch, source=source, batch_id=batch_id, meta=meta)
+               meta: Mapping[str, str] | None = None, race_retries: int = 0) -> list[RowOutcome]:
+        """Store a prepared batch. ``race_retries``: times the batch is taken again, its heads read
+        anew, when another writer stored a revision it numbered (``E_REVISION_RACE``: nothing of it
+        was stored); a file import retries, an adapter's pull is polled again instead."""
+        for attempt in range(race_retries + 1):
+            try:
+                outcomes = self._commit(item, batch, source=source, batch_id=batch_id, meta=meta)
+                break
+            except StoreError as exc:
+                if exc.code != "E_REVISION_RACE" or attempt == race_retries:
+                    raise
         # After the batch, in a transaction of its own: a re-report (a duplicate) retires what a
         # crash between the two left active, so nothing is lost by not sharing the batch's.
         replaced = {p.replaces: p.record_id for p in batch.prepared if p.replaces}

@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 from node import errors
 from node.catalog import Item, load_catalog
 from node.errors import NodeError
-from node.preparing import ImportSummary, PreparedBatch, Preparer, chunks
+from node.preparing import IMPORT_RACE_RETRIES, ImportSummary, PreparedBatch, Preparer, chunks
 from node.tabular import HeaderMap, SourceRow, read_table
 from node.validation import Validator
 
@@ -293,7 +293,8 @@ def import_file(ingest: Ingest, setup: PreparerSetup, reader: FileReader, *, siz
     gc.disable()
     try:
         for prepared, nbytes in worker.run(reader):
-            summary.count(ingest.commit(item, prepared, source=reader.source, batch_id=reader.batch_id))
+            summary.count(ingest.commit(item, prepared, source=reader.source, batch_id=reader.batch_id,
+                                        race_retries=IMPORT_RACE_RETRIES))
             if on_bytes is not None and nbytes > seen_bytes:
                 on_bytes(nbytes - seen_bytes)
                 seen_bytes = nbytes

@@ -22,6 +22,9 @@ from node.tabular import SourceRow
 from node.validation import Checked, Validator
 
 WARNINGS_KEPT = 1000  # per import, for its report
+# Another writer (an adapter, the lifecycle) storing a revision a batch numbered refuses the batch
+# whole (E_REVISION_RACE); a file import takes it again, its heads read anew, up to this often.
+IMPORT_RACE_RETRIES = 3
 
 __all__ = ["ImportSummary", "Prepared", "PreparedBatch", "Preparer", "RowOutcome", "chunks", "now_ms"]
 

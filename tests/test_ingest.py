@@ -108,3 +108,26 @@ def test_an_individual_business_reported_under_its_uscc_at_last_retires_its_stan
     [again] = node.ingest.ingest_batch(item, [SourceRow(2, {**stand_in, "CF_XDR_SHXYM": uscc})], source="a.csv",
                                        batch_id="b3")
     assert again.outcome == "duplicate" and node.store.records.get(old.record_id).revision == 2  # type: ignore[union-attr]
+
+
+def test_a_file_import_takes_a_batch_again_when_another_writer_numbered_its_revision_first(
+        node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    item = node.catalog.item("admin_penalty")
+    row = dict(next(iter(penalty_rows(1, source_unit=UNIT, seed=6))))
+    [first] = node.ingest.ingest_batch(item, [SourceRow(2, row)], source="a.csv", batch_id="b1")
+    ours, theirs = {**row, "CF_NR_FK": "7"}, {**row, "CF_NR_FK": "8"}
+    real_heads = node.store.records.heads
+    raced: list[bool] = []
+
+    def heads_then_another_writer(ids: Any) -> Any:
+        seen = real_heads(ids)
+        if not raced:
+            raced.append(True)
+            node.ingest.ingest_batch(item, [SourceRow(2, theirs)], source="b.csv", batch_id="b2")
+        return seen
+
+    monkeypatch.setattr(node.store.records, "heads", heads_then_another_writer)
+    summary = node.ingest.import_rows(item, [SourceRow(2, ours)], source="a.csv")
+    assert (summary.accepted, summary.rejected) == (1, 0)
+    head = node.store.records.heads([first.record_id])[first.record_id]
+    assert head.revision == 3  # ours, on top of the other writer's revision 2: neither lost
