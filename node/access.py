@@ -37,6 +37,7 @@ from node.values import CHINA
 
 __all__ = [
     "MARK_ARCHIVED",
+    "MARK_CHECKING",
     "MARK_DELETED",
     "MARK_DISPUTED",
     "MARK_NOT_PUBLIC",
@@ -74,6 +75,7 @@ MARK_ARCHIVED: Final = "已过公示期"
 MARK_REVOKED: Final = "已撤销"
 MARK_DELETED: Final = "已删除"
 MARK_WITHHELD: Final = "不再向社会披露"
+MARK_CHECKING: Final = "信息核查中"
 
 QUERY_ROLES: Final = ("public", "self", "agency", "gov", "judicial")
 PURPOSE_ROLES: Final = ("gov", "judicial")
@@ -112,7 +114,7 @@ class Policy:
 @dataclass(frozen=True)
 class Decision:
     visible: bool
-    reason: str = ""  # why a record is withheld: class | disputed | window | not_public | status:<s>
+    reason: str = ""  # why a record is withheld: class | disputed | checking | window | not_public | status:<s>
     mask_ids: bool = False  # natural persons' ID numbers (and a natural person's subject code)
     marks: tuple[str, ...] = ()
 
@@ -177,6 +179,10 @@ def decide(caller: Caller, record: RecordFacts, policy: Policy) -> Decision:
         return Decision(False, "class", mask)
     if caller.role == "judicial":  # 第二十八条: judicial requests see archived records too
         return Decision(True, "", mask, _judicial_marks(record))
+    if record.status == "checking":
+        # 在信息核查期间，该条信息记录应当暂停披露 (seed 003 篇2 第三十三条): the platform doubts it,
+        # so neither access.disputed nor the subject's own view shows it meanwhile.
+        return Decision(False, "checking", mask)
     withdrawn = _WITHDRAWN.get(record.status)
     if withdrawn is not None:
         return Decision(False, f"status:{record.status}", mask)
@@ -210,6 +216,8 @@ def _judicial_marks(record: RecordFacts) -> tuple[str, ...]:
         marks.append(MARK_NOT_PUBLIC)
     if record.status in ("disputed", "withheld"):
         marks.append(MARK_DISPUTED)
+    if record.status == "checking":
+        marks.append(MARK_CHECKING)
     return tuple(marks)
 
 

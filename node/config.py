@@ -152,6 +152,8 @@ class LifecycleConfig:
     result_days: int = 5  # the applicant is told the result (篇5 第三十一条, 篇1 第三十四条)
     statement_days: int = 30  # calendar days a 申请人存疑 statement is kept (seed 001 附件2 六(五))
     statement_within_days: int = 5  # after the result, to attach a statement (seed 001 附件2 六(三))
+    # The source checks a record the platform doubts (信息自查: seed 003 篇2 第三十三条; 篇1 第十一条: 5)
+    check_source_days: int = 15
     deletion_days: int = 2  # own commendations removed on request (seed 003 篇5 第二十九条)
     evidence_max_bytes: int = 10_485_760  # an objection's evidence file
     # Ids of the `gov` certificates of credit portals, which sign subjects in and act for the subject

@@ -42,8 +42,10 @@ __all__ = [
 ]
 
 # ``withheld``: under objection and its source unit missed the deadline to verify it, so no longer
-# disclosed to society (不再向社会披露, seed 003 篇5 第三十一条) until the source answers.
-STATUSES = ("active", "disputed", "withheld", "corrected", "confirmed", "deleted", "repaired", "expired", "revoked")
+# disclosed to society (不再向社会披露, seed 003 篇5 第三十一条) until the source answers. ``checking``:
+# the platform's own check (信息自查), 暂停披露 until the source answers (seed 003 篇2 第三十三条).
+STATUSES = ("active", "disputed", "withheld", "checking", "corrected", "confirmed", "deleted", "repaired",
+            "expired", "revoked")
 
 
 # Bounds a receiver holds a child's records to. Every field has its catalogue length, so a real

@@ -1,4 +1,4 @@
-"""Feedback to sources and about them: ``rejections list``, ``conflicts list|resolve``, ``report sources``."""
+"""Feedback to sources and about them: ``rejections list``, ``conflicts list|resolve|check``, ``report sources``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from node.cli import STORE_ID, cli, emit_json, handle_errors, open_node, when
+from node.cli import STORE_ID, cli, emit_json, handle_errors, not_blank, open_node, when
 from node.errors import UsageError
 
 
@@ -94,6 +94,26 @@ def resolve_conflict(ctx: click.Context, conflict_id: int, keep: str, note: str,
         emit_json(c.as_dict())
     else:
         click.echo(f"conflict #{c.id} resolved: kept {c.kept_record_id}")
+
+
+@conflicts_group.command("check")
+@click.argument("conflict_id", type=STORE_ID)
+@click.option("--reason", required=True, callback=not_blank, help="why both reports are checked (kept in each case)")
+@click.option("--by", "by", default="", help="the operator opening them (default: this node)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def check_conflict(ctx: click.Context, conflict_id: int, reason: str, by: str, as_json: bool) -> None:
+    """Open a platform check (信息自查) of each side: both suspended, both source units asked."""
+    from node.lifecycle.desk import build_desk
+
+    with open_node(ctx) as node:
+        cases = build_desk(node).checks.from_conflict(conflict_id, reason=reason, by=by)
+    if as_json:
+        emit_json({"conflict": conflict_id, "cases": [c.as_dict() for c in cases]})
+    else:
+        for c in cases:
+            click.echo(f"{c.case_id}: 暂停披露; the source unit answers by {c.source_due}")
 
 
 @cli.group("report")

@@ -1,4 +1,4 @@
-"""``credit-node calendar | objection | disclosure | repair | deletion``: a record's life after collection.
+"""``credit-node calendar | objection | check | disclosure | repair | deletion``: a record's life after collection.
 
 Thin commands: parse, call one function of ``node.lifecycle``, print, exit (docs/lifecycle.md).
 """
@@ -93,7 +93,9 @@ def _case_line(case: Any, today: dt.date) -> str:
     late = " OVERDUE" if case.overdue_on(today) else ""
     due = f" source due {case.source_due}" if case.source_due and case.state != "closed" else ""
     outcome = f" → {case.outcome}" if case.outcome else ""
-    return f"{case.case_id} [{case.state}{outcome}]{late} filed {case.filed_on}{due} by {case.applicant}: {case.reason}"
+    kind = "check " if case.kind == "check" else ""
+    return (f"{kind}{case.case_id} [{case.state}{outcome}]{late} filed {case.filed_on}{due} by {case.applicant}: "
+            f"{case.reason}")
 
 
 # --- objections ---------------------------------------------------------------------------------
@@ -126,12 +128,14 @@ def objection_file(ctx: click.Context, record_id: str, by: str, reason: str, evi
 
 @objection.command("list")
 @click.option("--overdue", is_flag=True, help="only cases whose source missed its deadline")
+@click.option("--kind", type=click.Choice(["objection", "check"]), default=None,
+              help="only a subject's objections, or the platform's checks (default: both)")
 @click.option("--requests", is_flag=True, help="records marked elsewhere that this node's source unit must answer")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
-def objection_list(ctx: click.Context, overdue: bool, requests: bool, as_json: bool) -> None:
-    """Objection cases kept at this node (newest first)."""
+def objection_list(ctx: click.Context, overdue: bool, kind: str | None, requests: bool, as_json: bool) -> None:
+    """Objection and check cases kept at this node (newest first)."""
     from node.lifecycle.objections import case_id_for
 
     with open_node(ctx) as node:
@@ -145,7 +149,7 @@ def objection_list(ctx: click.Context, overdue: bool, requests: bool, as_json: b
             for f in [] if as_json else found:
                 click.echo(f"{f['case_id']} {f['item']} {f['subject_code']} (marked by {f['marked_by']})")
             return
-        cases = desk.objections.listing(overdue_only=overdue)
+        cases = [c for c in desk.objections.listing(overdue_only=overdue) if kind in (None, c.kind)]
         today = desk.objections.today()
     if as_json:
         emit_json({"cases": [c.as_dict() | {"overdue": c.overdue_on(today)} for c in cases]})
@@ -225,6 +229,30 @@ def objection_tick(ctx: click.Context, as_json: bool) -> None:
         emit_json(report.as_dict())
     else:
         click.echo(f"{len(report.answered)} answered, {len(report.overdue)} overdue")
+
+
+# --- platform checks -----------------------------------------------------------------------------
+@cli.group()
+def check() -> None:
+    """Platform checks (信息自查, seed 003 篇2 第三十三条): cases kept, answered and listed as objections."""
+
+
+@check.command("open")
+@click.argument("record_id")
+@click.option("--reason", required=True, callback=not_blank, help="what the platform found untrue or incomplete")
+@click.option("--by", "by", default="", help="the operator opening it (default: this node)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def check_open(ctx: click.Context, record_id: str, reason: str, by: str, as_json: bool) -> None:
+    """Suspend RECORD_ID from disclosure (暂停披露) and ask its source unit to check it."""
+    with open_node(ctx) as node:
+        case = _desk(node).checks.open(record_id, reason=reason, by=by)
+    if as_json:
+        emit_json(case.as_dict())
+    else:
+        click.echo(f"{case.case_id}: 暂停披露; the source unit answers by {case.source_due} "
+                   "(objection answer CASE_ID confirm|correct|revoke)")
 
 
 # --- disclosure periods ---------------------------------------------------------------------------

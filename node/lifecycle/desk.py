@@ -1,4 +1,4 @@
-"""The lifecycle desk of one node: its objections, repairs, deletions and archive sweep.
+"""The lifecycle desk of one node: its objections and checks, repairs, deletions and archive sweep.
 
 Built from a :class:`node.app.Node` (its store, catalogue, signer, router) and the ``lifecycle``
 and ``access`` sections of its configuration, so the CLI, a scheduler or a gRPC portal all act
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from node import access
 from node.lifecycle.calendar import WorkingCalendar, bundled_calendar, china_date
+from node.lifecycle.checks import PlatformChecks
 from node.lifecycle.deletion import DeletionService
 from node.lifecycle.disclosure import Sweep
 from node.lifecycle.objection_service import ObjectionService
@@ -42,6 +43,7 @@ class Desk:
     repairs: RepairService
     deletions: DeletionService
     sweep: Sweep
+    checks: PlatformChecks
 
 
 def build_desk(node: Node, *, clock: Callable[[], int] = _now_ms) -> Desk:
@@ -54,7 +56,8 @@ def build_desk(node: Node, *, clock: Callable[[], int] = _now_ms) -> Desk:
     validator = Validator(node.catalog, uscc_allowlist=cfg.validation.uscc_allowlist, source_unit=node.own_unit,
                           allow_other_units=cfg.validation.allow_other_units)
     deadlines = Deadlines(check_days=life.check_days, source_days=life.source_days, result_days=life.result_days,
-                          statement_days=life.statement_days, statement_within_days=life.statement_within_days)
+                          statement_days=life.statement_days, statement_within_days=life.statement_within_days,
+                          check_source_days=life.check_source_days)
     objections = ObjectionService(node_id=cfg.id, store=node.store, catalog=node.catalog, reviser=reviser,
                                   verifier=node.verifier, validator=validator, calendar=calendar,
                                   deadlines=deadlines, policy=access.Policy(disputed=cfg.access.disputed),
@@ -64,4 +67,6 @@ def build_desk(node: Node, *, clock: Callable[[], int] = _now_ms) -> Desk:
                                 calendar=calendar, deadline_days=life.deletion_days, clock=clock)
     sweep = Sweep(store=node.store, catalog=node.catalog, reviser=reviser, node_id=cfg.id, scope=life.sweep_scope,
                   today=lambda: china_date(clock()))
-    return Desk(calendar, reviser, objections, repairs, deletions, sweep)
+    checks = PlatformChecks(node_id=cfg.id, store=node.store, catalog=node.catalog, reviser=reviser,
+                            cases=objections.cases, calendar=calendar, deadlines=deadlines, clock=clock)
+    return Desk(calendar, reviser, objections, repairs, deletions, sweep, checks)

@@ -39,9 +39,9 @@ from node.store.tables import record_heads, record_revisions
 __all__ = ["ARCHIVED_STATUSES", "Sweep", "SweepReport", "Window", "add_months", "period_end", "window"]
 
 _DAY: Final = dt.timedelta(days=1)
-# Heads that are not swept: already withdrawn, or under objection (the case decides first).
+# Heads that are not swept: already withdrawn, or under objection or check (the case decides first).
 ARCHIVED_STATUSES: Final = ("expired", "revoked", "deleted")
-_SKIPPED: Final = (*ARCHIVED_STATUSES, "disputed", "withheld")
+_SKIPPED: Final = (*ARCHIVED_STATUSES, "disputed", "withheld", "checking")
 _BATCH: Final = 2000
 
 

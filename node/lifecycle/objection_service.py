@@ -36,7 +36,11 @@ from node.store._sql import translated
 from node.store.tables import record_heads
 from node.validation import Checked, Validator
 
-__all__ = ["Answer", "Evidence", "ObjectionService", "TickReport"]
+__all__ = ["UNDER_CASE", "Answer", "Evidence", "ObjectionService", "TickReport", "in_period"]
+
+# Statuses of a record whose objection or check awaits its source's answer.
+UNDER_CASE = ("disputed", "withheld", "checking")
+MARKS = ("disputed", "checking")  # the revision that opens a case: nothing answered yet
 
 
 @dataclass(frozen=True)
@@ -96,10 +100,12 @@ class ObjectionService:
             raise NotAuthorizedError("only the subject of a record may object to it",
                                      code="E_OBJECTION_NOT_SUBJECT", field="by")
         open_case = self.cases.open_for(record_id)
-        if open_case is not None or head.status in ("disputed", "withheld"):
+        if open_case is not None or head.status in UNDER_CASE:
+            # Under the platform's check too: its answer settles the record first; object after it.
             named = f": case {open_case.case_id}" if open_case is not None else ""
-            raise ConflictError(f"record {record_id} is already under objection{named}", code="E_OBJECTION_OPEN")
-        self._visible_to_subject(head, today)
+            raise ConflictError(f"record {record_id} is already under objection or check{named}",
+                                code="E_OBJECTION_OPEN")
+        in_period(self._catalog, head, today, "an objection")
         name, blob, digest = self._read_evidence(evidence)
         self._not_a_repeat(head, digest)
         signed = decode_signed(head.signed)
@@ -141,22 +147,6 @@ class ObjectionService:
                     "and has not changed since: a new objection needs new evidence (seed 001 附件2 四(二))",
                     code="E_OBJECTION_REPEATED")
 
-    def _visible_to_subject(self, head: RecordRow, today: dt.date) -> None:
-        """A subject objects to what the system records about it within the record's period,
-        whichever callers it is disclosed or shared to: 系统记载的自身公共信用信息 (seed 003 篇1
-        第三十二条), sharing counting as disclosure (篇5 第十九条、第三十条), 在公共信用信息有效期内
-        (seed 001 附件2 一). A government-only (class C) record is objected to like a public one;
-        a record archived, revoked or deleted, or past its period, is not."""
-        item = self._catalog.item(head.item)
-        body = decode_body(head.body)
-        withdrawn = head.status in access.WITHDRAWN_STATUSES
-        state = access.window_state(item, fields_dict(body), head.decision_date, today,
-                                    access.reported_day(body.reported_at_ms))
-        if withdrawn or state == "closed":
-            raise ConflictError(f"record {head.record_id} is no longer disclosed or shared ({head.status}"
-                                f"{'' if withdrawn else ', past its period'}); an objection concerns information "
-                                "in its period", code="E_OBJECTION_NOT_DISCLOSED")
-
     def _read_evidence(self, path: pathlib.Path | Evidence | None) -> tuple[str, bytes | None, bytes | None]:
         if path is None:
             return "", None, None
@@ -197,7 +187,8 @@ class ObjectionService:
         if checked is not None and self._unchanged(head, checked):
             raise UsageError("the correction changes nothing; answer 'confirm' instead", field="field",
                              code="E_CORRECTION_UNCHANGED")
-        reason = f"objection {case_id}: {action}" + (f": {note.strip()}" if note.strip() else "")
+        label = "check" if head.status == "checking" else "objection"
+        reason = f"{label} {case_id}: {action}" + (f": {note.strip()}" if note.strip() else "")
         who = by or self._node_id
         # A repaired record stays repaired whatever the objection found (信用修复 decided, seed 000
         # 第二十四条): confirmed or corrected, it is still shared with government only.
@@ -228,20 +219,14 @@ class ObjectionService:
     def _answer_status(head: RecordRow, case_id: str) -> str:
         """What the source answered, as a status: a repaired record's answer keeps it ``repaired``,
         and says in its reason whether it was confirmed or corrected."""
-        if head.status == "repaired":
-            prefix = f"objection {case_id}: "
-            reason = decode_body(head.body).reason
-            if reason.startswith(prefix):
-                return sm.ACTIONS.get(reason[len(prefix):].split(":", 1)[0], head.status)
-        return head.status
+        said = _said(head, case_id) if head.status == "repaired" else None
+        return head.status if said is None else sm.ACTIONS.get(said.split(":", 1)[0], head.status)
 
     @staticmethod
     def _answer_note(head: RecordRow, case_id: str) -> str:
         """The source's note on its answer, which reaches the platform only in the answer revision's
-        reason (``objection CASE_ID: ACTION: NOTE``, as :meth:`answer` writes it)."""
-        prefix = f"objection {case_id}: "
-        reason = decode_body(head.body).reason
-        said = reason[len(prefix):].split(": ", 1) if reason.startswith(prefix) else []
+        reason (``objection|check CASE_ID: ACTION: NOTE``, as :meth:`answer` writes it)."""
+        said = (_said(head, case_id) or "").split(": ", 1)
         return said[1] if len(said) == 2 else ""
 
     @staticmethod
@@ -250,7 +235,7 @@ class ObjectionService:
         if case is not None:
             return head.revision in (revision, case.withdrawn_revision)
         if head.revision == revision:
-            return head.status == "disputed"
+            return head.status in ("disputed", "checking")
         # ``deleted``: how stores of earlier versions withdrew a late case.
         return head.status in ("withheld", "deleted") and decode_body(head.body).reason.startswith(
             f"objection {case_id}:")
@@ -283,13 +268,18 @@ class ObjectionService:
         report = TickReport()
         for case in self.cases.open_cases():
             head = self._head(case.record_id)
-            if head.revision > max(case.revision, case.withdrawn_revision) and head.status != "disputed":
+            if head.revision > max(case.revision, case.withdrawn_revision) and head.status not in MARKS:
                 closed, steps = sm.answered(case, status=self._answer_status(head, case.case_id),
                                             revision=head.revision, today=today,
                                             now_ms=now, calendar=self._calendar, deadlines=self._deadlines,
                                             by=head.origin_node, note=self._answer_note(head, case.case_id))
                 self.cases.apply(closed, steps, actor=self._node_id, at_ms=now)
                 report.answered.append(case.case_id)
+            elif case.state == sm.AWAITING_SOURCE and case.overdue_on(today) and case.kind == sm.CHECK:
+                # Already suspended from everyone: the case is late, the record stays as it is.
+                late, steps = sm.overdue(case, withdrawn_revision=0, today=today, now_ms=now)
+                self.cases.apply(late, steps, actor=self._node_id, at_ms=now)
+                report.overdue.append(case.case_id)
             elif case.state == sm.AWAITING_SOURCE and case.overdue_on(today):
                 self._withdraw(case, head, today, now)
                 report.overdue.append(case.case_id)
@@ -330,7 +320,7 @@ class ObjectionService:
         the verification requests its source unit must answer), the overdue ones (``withheld``) too."""
         h = record_heads.c
         with translated("reading records under objection"), self._store.engine.connect() as conn:
-            ids = [r for (r,) in conn.execute(select(h.record_id).where(h.status.in_(("disputed", "withheld")))
+            ids = [r for (r,) in conn.execute(select(h.record_id).where(h.status.in_(UNDER_CASE))
                                               .order_by(h.record_id))]
         rows = [self._head(rid) for rid in ids]
         return [r for r in rows if r.origin_node != self._node_id]
@@ -350,6 +340,32 @@ class ObjectionService:
         if head is None:
             raise NotFoundError(f"no record {record_id} at this node", field="record_id")
         return head
+
+
+def in_period(catalog: Catalog, head: RecordRow, today: dt.date, what: str) -> None:
+    """A subject objects to what the system records about it within the record's period,
+    whichever callers it is disclosed or shared to: 系统记载的自身公共信用信息 (seed 003 篇1
+    第三十二条), sharing counting as disclosure (篇5 第十九条、第三十条), 在公共信用信息有效期内
+    (seed 001 附件2 一). A government-only (class C) record is objected to like a public one;
+    a record archived, revoked or deleted, or past its period, is not (nor checked: nothing is disclosed)."""
+    item = catalog.item(head.item)
+    body = decode_body(head.body)
+    withdrawn = head.status in access.WITHDRAWN_STATUSES
+    state = access.window_state(item, fields_dict(body), head.decision_date, today,
+                                access.reported_day(body.reported_at_ms))
+    if withdrawn or state == "closed":
+        raise ConflictError(f"record {head.record_id} is no longer disclosed or shared ({head.status}"
+                            f"{'' if withdrawn else ', past its period'}); {what} concerns information "
+                            "in its period", code="E_OBJECTION_NOT_DISCLOSED")
+
+
+def _said(head: RecordRow, case_id: str) -> str | None:
+    """What an answer revision's reason says after its case label (None: not an answer to ``case_id``)."""
+    reason = decode_body(head.body).reason
+    for label in ("objection", "check"):
+        if reason.startswith(prefix := f"{label} {case_id}: "):
+            return reason[len(prefix):]
+    return None
 
 
 def _via(steps: list[sm.Step], via: str) -> list[sm.Step]:

@@ -20,6 +20,13 @@ The procedure, as the seeds write it (DOMAIN §5):
 6. **Statement** — an applicant who still disagrees may add a statement (申请人存疑) within 5
    working days of the result, kept 30 days (seed 001 附件2 六(三)(五); 篇1 第三十四条(二)).
 
+A **platform check** (信息自查, seed 003 篇2 第三十三条; 篇1 第十一条) is a case of kind ``check``:
+the platform itself found the record untrue or incomplete, so no subject applies (``applicant`` is
+the node that opened it). The record is 暂停披露 to everyone meanwhile (status ``checking``), the
+source unit is told as for an objection and answers the same way, by ``check_source_days``
+(篇2 第三十三条: 15; 篇1 第十一条: 5). A late source makes it ``overdue`` without a withdrawal: the
+record is already suspended from everyone, and ``withheld`` would give it back to government.
+
 States: ``awaiting_source`` → ``closed``; ``awaiting_source`` → ``overdue`` → ``closed``; a case
 the platform corrects at once is ``closed`` when filed. The case log is kept permanently (附件2
 八(一)): every step is an event, nothing is deleted.
@@ -39,8 +46,10 @@ from node.lifecycle.calendar import WorkingCalendar
 __all__ = [
     "ACTIONS",
     "AWAITING_SOURCE",
+    "CHECK",
     "CLOSED",
     "MAX_TEXT_CHARS",
+    "OBJECTION",
     "OVERDUE",
     "Case",
     "Deadlines",
@@ -49,6 +58,7 @@ __all__ = [
     "applicant_text",
     "case_id_for",
     "filed",
+    "opened",
     "outcome_of",
     "overdue",
     "parse_case_id",
@@ -59,6 +69,8 @@ __all__ = [
 AWAITING_SOURCE: Final = "awaiting_source"
 OVERDUE: Final = "overdue"
 CLOSED: Final = "closed"
+OBJECTION: Final = "objection"  # a case's kind: filed by the subject
+CHECK: Final = "check"  # opened by the platform itself (信息自查)
 MAX_TEXT_CHARS: Final = 2_000  # an objection's reason, a statement: a few paragraphs, not a file
 
 # An answer and the status of the revision it makes.
@@ -79,6 +91,7 @@ class Deadlines:
     result_days: int = 5
     statement_days: int = 30
     statement_within_days: int = 5
+    check_source_days: int = 15
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,7 @@ class Case:
     answer_revision: int = 0  # the revision that answered the case
     statement: str = ""
     statement_until: str = ""
+    kind: str = OBJECTION
 
     def overdue_on(self, today: dt.date) -> bool:
         """Past the source's deadline without an answer (whether or not a tick has noticed)."""
@@ -188,6 +202,20 @@ def filed(*, case_id: str, record_id: str, revision: int, item: str, subject_cod
                                                 "due": case.source_due})]
 
 
+def opened(*, case_id: str, record_id: str, revision: int, item: str, subject_code: str, opener: str,
+           reason: str, today: dt.date, now_ms: int, calendar: WorkingCalendar, deadlines: Deadlines,
+           sent_to: str = "", detail: Mapping[str, object] | None = None) -> tuple[Case, list[Step]]:
+    """A platform check opened by ``opener`` (this node), sent to the source at once: the notice is
+    due within 5 working days (篇2 第三十三条), and sending it with the suspension meets that."""
+    reason = applicant_text(reason, "reason", "a check needs its reason", "E_CHECK_REASON")
+    due = calendar.add_working_days(today, deadlines.check_source_days).isoformat()
+    case = Case(case_id=case_id, record_id=record_id, revision=revision, item=item, subject_code=subject_code,
+                applicant=opener, reason=reason, state=AWAITING_SOURCE, filed_on=today.isoformat(),
+                filed_at_ms=now_ms, updated_at_ms=now_ms, source_due=due, kind=CHECK)
+    return case, [Step("opened", {"reason": reason, **(detail or {})}),
+                  Step("request_sent", {"to": sent_to or "this node (the source unit's own)", "due": due})]
+
+
 def outcome_of(status: str) -> str:
     return _OUTCOMES.get(status, status)
 
@@ -209,6 +237,8 @@ def overdue(case: Case, *, withdrawn_revision: int, today: dt.date, now_ms: int)
     """The source missed its deadline: the record was withdrawn by ``withdrawn_revision``."""
     if case.state != AWAITING_SOURCE or not case.overdue_on(today):
         raise ConflictError(f"case {case.case_id} is not overdue", code="E_OBJECTION_STATE")
+    if case.kind == CHECK:  # still 暂停披露: nothing to withdraw (withdrawn_revision stays 0)
+        withdrawn_revision = 0
     out = replace(case, state=OVERDUE, withdrawn_revision=withdrawn_revision, updated_at_ms=now_ms)
     return out, [Step("overdue", {"due": case.source_due, "withdrawn_revision": withdrawn_revision})]
 
@@ -219,6 +249,9 @@ def with_statement(case: Case, *, by: str, text: str, today: dt.date, now_ms: in
     if by != case.applicant:
         raise NotAuthorizedError("only the applicant may add a statement to its case",
                                  code="E_STATEMENT_NOT_APPLICANT", field="by")
+    if case.kind == CHECK:
+        raise ConflictError(f"case {case.case_id} is the platform's own check: no applicant adds a statement",
+                            code="E_OBJECTION_STATE")
     if case.state != CLOSED:
         raise ConflictError(f"case {case.case_id} has no result yet ({case.state})", code="E_OBJECTION_STATE")
     text = applicant_text(text, "text", "the statement is empty", "E_STATEMENT_EMPTY")

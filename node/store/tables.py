@@ -322,7 +322,7 @@ objections = Table(
     Column("revision", Integer, nullable=False),  # the revision the case stored (disputed or corrected)
     Column("item", String(CODE_LEN), nullable=False),
     Column("subject_code", String(CODE_LEN), nullable=False),
-    Column("applicant", String(CODE_LEN), nullable=False),
+    Column("applicant", String(CODE_LEN), nullable=False),  # the subject; a check: the platform node opening it
     Column("reason", Text, nullable=False),
     Column("evidence_name", String(255), nullable=False),  # '' when none
     Column("evidence_digest", LargeBinary(32), nullable=True),
@@ -339,6 +339,7 @@ objections = Table(
     Column("statement_until", String(10), nullable=False),
     Column("filed_at_ms", BigInteger, nullable=False),
     Column("updated_at_ms", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False, server_default="objection"),  # objection | check (信息自查)
     CheckConstraint("state IN ('awaiting_source', 'overdue', 'closed')", name="state"),
     Index(None, "record_id"),
     Index(None, "state", "source_due"),

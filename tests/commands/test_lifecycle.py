@@ -123,3 +123,35 @@ def test_a_blank_reason_is_refused_naming_the_option(command: tuple[str, ...], t
     # Refused as the command line is read, before a node is opened: the reason is the case's record.
     result = run(*command, "--reason", "   ", config=tmp_path / "absent.yaml")
     assert result.exit_code == 2 and "--reason" in result.stderr and "must not be empty" in result.stderr
+
+
+def test_check_commands(tmp_path: pathlib.Path, node_config: tuple[pathlib.Path, list[dict[str, str]]]) -> None:
+    dept, dept_rows = node_config
+    city = init_node(tmp_path / "city", node_id="city:330100", level="city")  # its own SQLite store
+    decided = china_date(int(dt.datetime.now(dt.UTC).timestamp() * 1000)) - dt.timedelta(days=21)
+    rows = [{**r, "CF_JDRQ": decided.isoformat(), "CF_YXQ": (decided + dt.timedelta(days=365)).isoformat()}
+            for r in penalty_rows(2, source_unit=UNIT, seed=6)]
+    csv = tmp_path / "city-penalties.csv"
+    write_csv(csv, load_catalog(bundled_catalog()).item("admin_penalty"), iter(rows))
+    assert ok("import", str(csv), "--item", "admin_penalty", config=city)["accepted"] == 2
+    subject = _subject(rows[0])
+    rid = _record_id(city, subject)
+
+    case = ok("check", "open", rid, "--reason", "与登记机关信息不一致", "--by", "operator-01", config=city)
+    assert (case["kind"], case["state"], case["applicant"]) == ("check", "awaiting_source", "city:330100")
+    assert ok("query", subject, config=city)["records"][0]["status"] == "checking"  # type: ignore[index]
+    again = run("check", "open", rid, "--reason", "x", config=city)
+    assert again.exit_code == 1 and "E_OBJECTION_OPEN" in again.stderr
+    assert [c["case_id"] for c in ok("objection", "list", "--kind", "check", config=city)["cases"]] == [  # type: ignore[index, union-attr]
+        case["case_id"]]
+    assert ok("objection", "list", "--kind", "objection", config=city)["cases"] == []
+    log = ok("objection", "show", str(case["case_id"]), config=city)
+    assert [e["kind"] for e in log["events"]] == ["opened", "request_sent"]  # type: ignore[union-attr, index]
+    answer = ok("objection", "answer", str(case["case_id"]), "confirm", config=city)
+    assert answer["status"] == "confirmed" and answer["case"]["outcome"] == "confirmed"  # type: ignore[index]
+    assert ok("query", subject, config=city)["records"][0]["status"] == "confirmed"  # type: ignore[index]
+
+    unknown = run("conflicts", "check", "99", "--reason", "两个来源不一致", config=city)
+    assert unknown.exit_code == 1 and "E_NOT_FOUND" in unknown.stderr
+    at_source = run("check", "open", _record_id(dept, _subject(dept_rows[0])), "--reason", "自查", config=dept)
+    assert at_source.exit_code == 3 and "E_CHECK_NOT_PLATFORM" in at_source.stderr

@@ -25,6 +25,7 @@ from node.identity import LoadedIdentity, init_ca, issue, load_identity
 from node.inbox import Inbox
 from node.ingest import Ingest
 from node.lifecycle.calendar import WorkingCalendar, bundled_calendar
+from node.lifecycle.checks import PlatformChecks
 from node.lifecycle.objection_service import ObjectionService
 from node.lifecycle.objections import Deadlines
 from node.lifecycle.revisions import Reviser
@@ -213,3 +214,13 @@ def visible(kit: Kit, record_id: str, role: str = "public", disputed: str = "sus
                                access.window_state(item, fields, head.decision_date, kit.clock.today()))
     node_id = f"self:{head.subject_code.lower()}" if role == "self" else f"{role}:x"
     return access.decide(access.Caller(node_id, role, "duty"), facts, access.Policy(disputed=disputed))  # type: ignore[arg-type]
+
+
+def platform_checks(kit: Kit, service: ObjectionService) -> PlatformChecks:
+    """The node's platform checks, sharing ``service``'s case store (as ``build_desk`` wires them)."""
+    s = kit.settings
+    return PlatformChecks(
+        node_id=kit.node_id, store=kit.store, catalog=kit.catalog, reviser=kit.reviser, cases=service.cases,
+        calendar=kit.calendar, clock=kit.clock,
+        deadlines=Deadlines(s.check_days, s.source_days, s.result_days, s.statement_days, s.statement_within_days,
+                            s.check_source_days))
