@@ -41,6 +41,8 @@ from node.store.records import AuditEvent, Head, OutboxEntry, RecordRow
 from node.tabular import SourceRow
 
 BATCH_ROWS = 2000
+# Statuses a changed re-report keeps: decided for the subject, or set while a case is open.
+_KEPT_WHILE_CHANGED = frozenset({"repaired", "disputed", "withheld", "checking"})
 
 
 class Ingest:
@@ -150,8 +152,12 @@ class Ingest:
             changed.ParseFromString(p.body)
             changed.revision = before.revision + 1
             changed.status = status
-            changed.reason = "source report changed" if status == "active" else \
-                f"source report changed; stays {status}, as decided for its subject"
+            if status == "active":
+                changed.reason = "source report changed"
+            elif status in ("repaired", "deleted"):
+                changed.reason = f"source report changed; stays {status}, as decided for its subject"
+            else:
+                changed.reason = f"source report changed; stays {status} while its case is open"
             changed.supersedes_digest = before.body_digest.hex()
             pending.append((p, changed.SerializeToString(), before.revision + 1, status))
         if not pending:
@@ -219,7 +225,10 @@ class Ingest:
         第二十九条) stays deleted. Departments re-export whole tables, so any edit (a remark)
         would otherwise publish the record again.
         """
-        out = {rid: "repaired" for rid, h in heads.items() if h.status == "repaired"}
+        # A record under objection or under the platform's check keeps its mark (or its suspension)
+        # until the case ends: a changed export is the source's news, not the case's outcome
+        # (001 附件2 六(一); seed 003 篇2 第三十三条), and the case's answer revises on top of it.
+        out = {rid: h.status for rid, h in heads.items() if h.status in _KEPT_WHILE_CHANGED}
         for rid, h in heads.items():
             if h.status == "deleted":  # rare: one read each
                 row = self._store.records.get(rid, h.revision)

@@ -405,3 +405,23 @@ def test_a_source_re_exporting_a_value_the_platform_corrected_keeps_the_correcti
     out = fed.dept.ingest.ingest_batch(fed.dept.item, rows, source="test.csv", batch_id="again")
     assert [(o.outcome, o.problems) for o in out] == [("duplicate", ())] * 4
     assert fed.dept.head(rid).status == "corrected"
+
+
+def test_a_source_changing_a_record_under_objection_keeps_it_marked_until_the_case_ends(fed: Federation) -> None:
+    from node.tabular import SourceRow
+
+    rid = fed.records[3]
+    case = fed.desk.file(rid, by=_subject(fed.city, rid), reason="处罚内容有误")
+    fed.down()
+    assert fed.dept.head(rid).status == "disputed"
+    # The department's next export changes the record before it answers the verification request.
+    rows = [SourceRow(i + 2, {**r, "CF_JDRQ": "2025-09-01", "CF_YXQ": "2026-09-01"})
+            for i, r in enumerate(penalty_rows(4, source_unit=UNIT, seed=1))]
+    rows[3] = SourceRow(5, {**rows[3].values, "CF_NR": "警告，责令限期改正。"})
+    out = fed.dept.ingest.ingest_batch(fed.dept.item, rows[3:], source="test.csv", batch_id="changed")
+    assert out[0].outcome == "accepted" and out[0].record_id == rid
+    fed.up()
+    for kit in (fed.dept, fed.city):
+        head = kit.head(rid)
+        assert head.status == "disputed" and _field(kit, rid, "CF_NR") == "警告，责令限期改正。"
+    assert fed.desk.cases.get(case.case_id).state == sm.AWAITING_SOURCE
