@@ -127,11 +127,13 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
         if len(group) == 1:
             return self._batch(who, group[0], seq)
         merged = pb.SubmitRequest(certificates=group[0].certificates)
+        starts = []
         for request in group:
+            starts.append(len(merged.records) + len(merged.unsigned))
             merged.records.extend(request.records)
             merged.unsigned.extend(request.unsigned)
         try:
-            return self._batch(who, merged, seq, strict=True)
+            return self._batch(who, merged, seq, strict=True, starts=starts)
         except StoreError:
             raise
         except NodeError:
@@ -140,14 +142,15 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
                 acks += self._batch(who, request, seq + len(acks))
             return acks
 
-    def _batch(self, who: Identity, request: pb.SubmitRequest, seq: int, *, strict: bool = False) -> list[pb.Ack]:
+    def _batch(self, who: Identity, request: pb.SubmitRequest, seq: int, *, strict: bool = False,
+               starts: Sequence[int] = ()) -> list[pb.Ack]:
         if request.certificates:
             self._learn(who, request.certificates)
         acks: list[pb.Ack] = []
         if request.records:
             acks += self._signed(who, request.records, seq, strict=strict)
         if request.unsigned:
-            acks += self._unsigned(who, request.unsigned, seq + len(acks), strict=strict)
+            acks += self._unsigned(who, request.unsigned, seq + len(acks), strict=strict, starts=starts)
         self._log_batch(who, acks)
         return acks
 
@@ -175,12 +178,12 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
         return [r.to_ack() for r in receipts]
 
     def _unsigned(self, who: Identity, records: Sequence[pb.UnsignedRecord], seq: int, *,
-                  strict: bool = False) -> list[pb.Ack]:
+                  strict: bool = False, starts: Sequence[int] = ()) -> list[pb.Ack]:
         if who.role != SOURCE:
             message = f"{who.node_id} (role {who.role}) may not send unsigned records; only sources may"
             return [rejected_ack(seq + i, "E_NOT_AUTHORIZED", message) for i in range(len(records))]
         try:
-            return self._intake.receive(records, source=who.node_id, start_seq=seq)
+            return self._intake.receive(records, source=who.node_id, start_seq=seq, starts=starts)
         except StoreError:
             raise
         except NodeError as exc:

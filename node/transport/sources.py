@@ -9,6 +9,7 @@ import (validation, record ids, revisions, duplicates) and signs the accepted on
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from collections.abc import Mapping, Sequence
 
@@ -17,7 +18,7 @@ from node.config import SourceConfig
 from node.errors import NodeError, Problem
 from node.identifiers import normalize_text
 from node.ingest import BATCH_ROWS, Ingest
-from node.preparing import RowOutcome
+from node.preparing import PreparedBatch, RowOutcome
 from node.records import pb
 from node.tabular import SourceRow
 
@@ -66,11 +67,13 @@ class SourceIntake:
         self._ingest = ingest
         self._sources: Mapping[str, SourceConfig] = {s.id: s for s in sources}
 
-    def receive(self, records: Sequence[pb.UnsignedRecord], *, source: str, start_seq: int) -> list[pb.Ack]:
+    def receive(self, records: Sequence[pb.UnsignedRecord], *, source: str, start_seq: int,
+                starts: Sequence[int] = ()) -> list[pb.Ack]:
         """One ack per record, in order; ``seq`` counts from ``start_seq``.
 
         ``row`` in a rejection is the record's 1-based position in the stream. Infrastructure
-        errors (StoreError) propagate: nothing of the failed batch was stored.
+        errors (StoreError) propagate: nothing of the failed batch was stored. ``starts``: where
+        the requests of a group begin in ``records`` (ascending), when several are received as one.
         """
         acks: dict[int, pb.Ack] = {}
         allowed = self._sources.get(source)
@@ -94,12 +97,17 @@ class SourceIntake:
             groups.setdefault(item.code, []).append((i, SourceRow(row=seq + 1, values=values)))
         for code, rows in groups.items():
             item = self._catalog.item(code)
-            for start in range(0, len(rows), BATCH_ROWS):
-                chunk = rows[start:start + BATCH_ROWS]
-                outcomes = self._ingest.ingest_batch(item, [r for _i, r in chunk], source=source,
-                                                     batch_id=uuid.uuid4().hex)
+            while rows:
+                chunk, batch_id = rows[:BATCH_ROWS], uuid.uuid4().hex
+                prepared = self._ingest.prepare(item, [r for _i, r in chunk], source=source, batch_id=batch_id)
+                cut = _later_request_repeating(prepared, [i for i, _r in chunk], starts)
+                if cut:
+                    chunk = chunk[:cut]
+                    prepared = self._ingest.prepare(item, [r for _i, r in chunk], source=source, batch_id=batch_id)
+                outcomes = self._ingest.commit(item, prepared, source=source, batch_id=batch_id)
                 for (i, _row), outcome in zip(chunk, outcomes, strict=True):
                     acks[i] = _ack(start_seq + i, outcome)
+                rows = rows[len(chunk):]
         return [acks[i] for i in range(len(records))]
 
     @staticmethod
@@ -114,3 +122,26 @@ class SourceIntake:
         return Problem("E_NOT_AUTHORIZED", item.source_unit_field,
                        f"{source.id} may not report for source unit {unit or '(none given)'}; "
                        f"its units: {', '.join(source.units)}")
+
+
+def _later_request_repeating(batch: PreparedBatch, indexes: Sequence[int], starts: Sequence[int]) -> int:
+    """Where to end ``batch`` (a position in it) so that no request repeats a fact of an earlier
+    request of its group; 0 when none does.
+
+    One batch takes a fact once: a repeat with other values is refused (E_DUPLICATE_KEY), as in a
+    file. Requests are the source's news in order, so a changed fact in a later request is the
+    next revision, as if the requests had come one by one: that request starts the next batch.
+    """
+    if len(starts) < 2:
+        return 0
+    first = {p.record_id: p.slot for p in batch.prepared}
+    cut = 0
+    for slot, outcome in batch.outcomes.items():
+        earlier = first.get(outcome.record_id) if outcome.record_id and not outcome.revision else None
+        if earlier is None or earlier == slot:
+            continue
+        request = bisect.bisect_right(starts, indexes[slot])
+        if bisect.bisect_right(starts, indexes[earlier]) != request:
+            begins = bisect.bisect_left(indexes, starts[request - 1])
+            cut = begins if not cut else min(cut, begins)
+    return cut
