@@ -123,7 +123,9 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
 
     def _group(self, who: Identity, group: Sequence[pb.SubmitRequest], seq: int) -> list[pb.Ack]:
         """One transaction for the requests of a group; a refusal of it is retried request by request,
-        so that it refuses only the request it concerns, as if the requests had come one by one."""
+        so that it refuses only the request it concerns, as if the requests had come one by one. A
+        source's fact repeated in a later request starts a batch of its own there (``SourceIntake``):
+        changed, it is the record's next revision, not a fact given twice in one batch."""
         if len(group) == 1:
             return self._batch(who, group[0], seq)
         merged = pb.SubmitRequest(certificates=group[0].certificates)
