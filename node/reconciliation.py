@@ -41,6 +41,7 @@ __all__ = ["ReconcilePeer", "ReconcileReport", "ReconcileSchedule", "answer", "r
 
 log = logging.getLogger(__name__)
 
+FIRST_ROUND_AFTER_S = 300.0
 DETAIL_CHUNK = 50  # buckets whose keys are asked for in one request (a bucket holds a day of an item)
 
 
@@ -160,7 +161,12 @@ class ReconcileSchedule(ThreadExtension):
         super().__init__()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._every_s):
+        # The first round soon after start, not a whole period later: a node restarted more often
+        # than it reconciles (an hour by default) would otherwise never send its tallies nor
+        # repair what its parent lacks.
+        wait = min(self._every_s, FIRST_ROUND_AFTER_S)
+        while not self._stop.wait(wait):
+            wait = self._every_s
             peer = self._peer_factory()
             try:
                 report = reconcile_with_parent(self._node, peer)

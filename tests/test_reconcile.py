@@ -127,3 +127,29 @@ def test_a_revision_in_the_dead_letters_is_counted_not_resent_every_cycle(tmp_pa
         assert (again.replayed, again.in_flight, again.dead_lettered) == (0, 3, 1)
     finally:
         node.close()
+
+
+def test_the_schedule_runs_its_first_round_soon_after_start_not_a_whole_period_later(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from node import reconciliation
+
+    ran = threading.Event()
+
+    class Peer:
+        def close(self) -> None:
+            pass
+
+    def reconcile(_node: object, _peer: object) -> reconciliation.ReconcileReport:
+        ran.set()
+        return reconciliation.ReconcileReport("city:330100")
+
+    monkeypatch.setattr(reconciliation, "reconcile_with_parent", reconcile)
+    monkeypatch.setattr(reconciliation, "FIRST_ROUND_AFTER_S", 0.05)
+    schedule = reconciliation.ReconcileSchedule(object(), Peer, every_s=3600.0)  # type: ignore[arg-type]
+    schedule.start()
+    try:
+        assert ran.wait(30), "no reconciliation within 30 s of start with an hourly schedule"
+    finally:
+        schedule.stop()
