@@ -27,6 +27,7 @@ from node.transport.wire import MAX_SUBMIT_RECORDS, submit_request
 __all__ = ["SUBMIT_METHOD", "GrpcForward"]
 
 SUBMIT_METHOD = "/credit.v1.Exchange/Submit"
+HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"  # an empty request: the server as a whole
 CONNECT_TIMEOUT_S = 10.0
 _STATES: dict[int, DeliveryState] = {pb.Ack.ACCEPTED: ACCEPTED, pb.Ack.DUPLICATE: DUPLICATE}
 
@@ -57,18 +58,29 @@ class GrpcForward:
         return self._channel
 
     def connect(self) -> None:
-        self._ready = grpc.channel_ready_future(self._open())
+        # Readiness is a health check that waits for the connection (wait_for_ready), not
+        # grpc.channel_ready_future: that one's polling thread raised 'Channel closed!' when a
+        # stopping node closed the channel under it, a traceback in a thread nobody owns.
+        check = self._open().unary_unary(HEALTH_CHECK_METHOD, request_serializer=_raw, response_deserializer=_raw)
+        ready = check.future(b"", timeout=CONNECT_TIMEOUT_S, wait_for_ready=True)
+        self._ready = ready
         try:
             if self._interrupted:
-                self._ready.cancel()
-            self._ready.result(timeout=CONNECT_TIMEOUT_S)
-        except grpc.FutureTimeoutError:
-            self.close()
-            raise PeerUnavailableError(f"{self._peer} at {self._target}: no connection within "
-                                       f"{CONNECT_TIMEOUT_S:g}s (peer down, or TLS handshake refused)") from None
+                ready.cancel()
+            ready.result()
         except grpc.FutureCancelledError:
             self.close()
             raise PeerUnavailableError(f"{self._peer}: connecting was interrupted (the node is stopping)") from None
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            if code in (grpc.StatusCode.OK, grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND,
+                        grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+                return  # an answer, if not a health one: the connection (and its handshake) is up
+            self.close()
+            if code == grpc.StatusCode.CANCELLED or self._interrupted:
+                raise PeerUnavailableError(f"{self._peer}: connecting was interrupted (the node is stopping)") from None
+            raise PeerUnavailableError(f"{self._peer} at {self._target}: no connection within "
+                                       f"{CONNECT_TIMEOUT_S:g}s (peer down, or TLS handshake refused)") from None
         finally:
             self._ready = None
 
