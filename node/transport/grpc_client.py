@@ -92,11 +92,16 @@ def _checked_target(target: str) -> str:
 
 def wait_ready(channel: grpc.Channel, timeout: float) -> None:
     """Block until the channel is connected (handshake done) or raise PeerUnavailableError."""
+    # A health check that waits for the connection, not grpc.channel_ready_future, whose polling
+    # thread raises 'Channel closed!' when the channel is closed soon after (node/transport/grpc_forward.py).
     try:
-        grpc.channel_ready_future(channel).result(timeout=timeout)
-    except grpc.FutureTimeoutError:  # not concurrent.futures.TimeoutError: grpc has its own
-        raise PeerUnavailableError(f"no connection within {timeout:g}s (peer down, or TLS handshake "
-                                   "refused)") from None
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout,
+                                                  wait_for_ready=True)
+    except grpc.RpcError as exc:
+        if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise PeerUnavailableError(f"no connection within {timeout:g}s (peer down, or TLS handshake "
+                                       "refused)") from None
+        raise error_from_rpc(exc) from None
 
 
 def error_from_rpc(error: grpc.RpcError) -> NodeError:
