@@ -113,6 +113,21 @@ class WorkingCalendar:
                 left -= 1
         return day
 
+    def add_calendar_days(self, start: dt.date, n: int) -> dt.date:
+        """The last day of a period of ``n`` calendar days from ``start`` (``n`` >= 0).
+
+        ``start`` does not count (民法典 第二百零一条); a last day that is a rest day moves to the
+        first working day after it (第二百零三条: 法定休假日 ends the period the day after the rest),
+        and a make-up working day (调休上班) is a working day like any other.
+        """
+        day = start + dt.timedelta(days=n)
+        for _ in range(_MAX_STEPS):
+            if self.is_working_day(day):
+                return day
+            day += _DAY
+        raise ConfigError(f"no working day within {_MAX_STEPS} days after {start + dt.timedelta(days=n)}: "
+                          "check the calendar files")
+
     def working_days_between(self, a: dt.date, b: dt.date) -> int:
         """Working days in (a, b]: after ``a`` up to and including ``b``; negative when b < a.
 

@@ -21,7 +21,8 @@ from node.errors import ConflictError, NotAuthorizedError, NotFoundError
 from node.identifiers import normalize_text
 from node.lifecycle import objections as sm
 from node.lifecycle.calendar import WorkingCalendar, china_date
-from node.lifecycle.objection_service import UNDER_CASE, in_period
+from node.lifecycle.disclosure import in_period
+from node.lifecycle.objection_service import UNDER_CASE
 from node.lifecycle.objection_store import ObjectionStore
 from node.lifecycle.revisions import Change, Reviser
 from node.routing import level_of

@@ -30,13 +30,14 @@ from sqlalchemy import and_, select
 
 from node import access
 from node.catalog import Catalog, Item
+from node.errors import ConflictError
 from node.lifecycle.revisions import Change, Reviser
 from node.records import decode_body, fields_dict
 from node.store import RecordRow, Store
 from node.store._sql import translated
 from node.store.tables import record_heads, record_revisions
 
-__all__ = ["ARCHIVED_STATUSES", "Sweep", "SweepReport", "Window", "add_months", "period_end", "window"]
+__all__ = ["ARCHIVED_STATUSES", "Sweep", "SweepReport", "Window", "add_months", "in_period", "period_end", "window"]
 
 _DAY: Final = dt.timedelta(days=1)
 # Heads that are not swept: already withdrawn, or under objection or check (the case decides first).
@@ -284,3 +285,20 @@ def _date(text: str) -> dt.date | None:
     except ValueError:
         return None
     return day if day is not None and day.year < 2100 else None
+
+
+def in_period(catalog: Catalog, head: RecordRow, today: dt.date, what: str) -> None:
+    """A subject objects to what the system records about it within the record's period,
+    whichever callers it is disclosed or shared to: 系统记载的自身公共信用信息 (seed 003 篇1
+    第三十二条), sharing counting as disclosure (篇5 第十九条、第三十条), 在公共信用信息有效期内
+    (seed 001 附件2 一). A government-only (class C) record is objected to like a public one;
+    a record archived, revoked or deleted, or past its period, is not (nor checked: nothing is disclosed)."""
+    item = catalog.item(head.item)
+    body = decode_body(head.body)
+    withdrawn = head.status in access.WITHDRAWN_STATUSES
+    state = access.window_state(item, fields_dict(body), head.decision_date, today,
+                                access.reported_day(body.reported_at_ms))
+    if withdrawn or state == "closed":
+        raise ConflictError(f"record {head.record_id} is no longer disclosed or shared ({head.status}"
+                            f"{'' if withdrawn else ', past its period'}); {what} concerns information "
+                            "in its period", code="E_OBJECTION_NOT_DISCLOSED")

@@ -25,8 +25,10 @@ from node import access
 from node.catalog import Catalog
 from node.errors import ConflictError, NotAuthorizedError, NotFoundError, RecordRejected, UsageError
 from node.identifiers import normalize_text
+from node.lifecycle import case_limit
 from node.lifecycle import objections as sm
 from node.lifecycle.calendar import WorkingCalendar, china_date
+from node.lifecycle.disclosure import in_period
 from node.lifecycle.objection_store import ObjectionStore
 from node.lifecycle.revisions import Change, Reviser
 from node.records import decode_body, decode_signed, fields_dict, make_record_id
@@ -36,7 +38,7 @@ from node.store._sql import translated
 from node.store.tables import record_heads
 from node.validation import Checked, Validator
 
-__all__ = ["UNDER_CASE", "Answer", "Evidence", "ObjectionService", "TickReport", "in_period"]
+__all__ = ["UNDER_CASE", "Answer", "Evidence", "ObjectionService", "TickReport"]
 
 # Statuses of a record whose objection or check awaits its source's answer.
 UNDER_CASE = ("disputed", "withheld", "checking")
@@ -64,9 +66,10 @@ class Answer:
 class TickReport:
     answered: list[str] = field(default_factory=list)
     overdue: list[str] = field(default_factory=list)
+    past_limit: list[str] = field(default_factory=list)  # flagged in this tick (seed 001 附件2 三)
 
     def as_dict(self) -> dict[str, object]:
-        return {"answered": self.answered, "overdue": self.overdue}
+        return {"answered": self.answered, "overdue": self.overdue, "past_limit": self.past_limit}
 
 
 class ObjectionService:
@@ -267,6 +270,7 @@ class ObjectionService:
         today = china_date(now)
         report = TickReport()
         for case in self.cases.open_cases():
+            case = self._with_limit(case, now)
             head = self._head(case.record_id)
             if head.revision > max(case.revision, case.withdrawn_revision) and head.status not in MARKS:
                 closed, steps = sm.answered(case, status=self._answer_status(head, case.case_id),
@@ -283,7 +287,32 @@ class ObjectionService:
             elif case.state == sm.AWAITING_SOURCE and case.overdue_on(today):
                 self._withdraw(case, head, today, now)
                 report.overdue.append(case.case_id)
+            if case.case_id not in report.answered and case_limit.past_limit(case, today):
+                self._flag_limit(case.case_id, today, now, report)
         return report
+
+    def _with_limit(self, case: sm.Case, now: int) -> sm.Case:
+        """A case filed before cases had a limit gets it (a migration cannot read the calendar)."""
+        case, steps = case_limit.with_limit(case, calendar=self._calendar, now_ms=now)
+        if steps:
+            self.cases.apply(case, steps, actor=self._node_id, at_ms=now)
+        return case
+
+    def _flag_limit(self, case_id: str, today: dt.date, now: int, report: TickReport) -> None:
+        """Log once that an open case is past its limit (read again: this tick may have withdrawn it)."""
+        if any(e["kind"] == "limit_passed" for e in self.cases.events(case_id)):
+            return
+        case = self.cases.get(case_id)
+        self.cases.apply(case, case_limit.limit_passed(case), actor=self._node_id, at_ms=now)
+        report.past_limit.append(case_id)
+
+    def extend(self, case_id: str, *, working_days: int, approval: str) -> sm.Case:
+        """The case's limit extended as the credit authority approved (seed 001 附件2 三)."""
+        now = self._clock()
+        case, steps = case_limit.extended(self.cases.get(case_id), days=working_days, approval=approval,
+                                          today=china_date(now), now_ms=now, calendar=self._calendar)
+        self.cases.apply(case, steps, actor=self._node_id, at_ms=now)
+        return case
 
     def _withdraw(self, case: sm.Case, head: RecordRow, today: dt.date, now: int) -> None:
         reason = (f"objection {case.case_id}: the source unit did not answer by {case.source_due}; "
@@ -307,13 +336,24 @@ class ObjectionService:
         self.cases.apply(case, _via(steps, via), actor=self._node_id, at_ms=now)
         return case
 
+    def withdraw_statement(self, case_id: str, *, by: str, via: str = "") -> sm.Case:
+        """The applicant's statement no longer shown (seed 001 附件2 七). Like the statement itself, it
+        lives in the case at this node and travels in no revision, so nothing else is stored."""
+        now = self._clock()
+        case, steps = sm.without_statement(self.cases.get(case_id), by=normalize_text(by).upper(),
+                                           today=china_date(now), now_ms=now)
+        self.cases.apply(case, _via(steps, via), actor=self._node_id, at_ms=now)
+        return case
+
     def today(self) -> dt.date:
         return china_date(self._clock())
 
     def listing(self, *, overdue_only: bool = False) -> list[sm.Case]:
         today = china_date(self._clock())
         cases = self.cases.open_cases() if overdue_only else self.cases.cases()
-        return [c for c in cases if c.overdue_on(today)] if overdue_only else cases
+        if not overdue_only:
+            return cases
+        return [c for c in cases if c.overdue_on(today) or case_limit.past_limit(c, today)]
 
     def requests(self) -> list[RecordRow]:
         """Records marked 异议正在处理 by another node and awaiting an answer here (at a department:
@@ -340,23 +380,6 @@ class ObjectionService:
         if head is None:
             raise NotFoundError(f"no record {record_id} at this node", field="record_id")
         return head
-
-
-def in_period(catalog: Catalog, head: RecordRow, today: dt.date, what: str) -> None:
-    """A subject objects to what the system records about it within the record's period,
-    whichever callers it is disclosed or shared to: 系统记载的自身公共信用信息 (seed 003 篇1
-    第三十二条), sharing counting as disclosure (篇5 第十九条、第三十条), 在公共信用信息有效期内
-    (seed 001 附件2 一). A government-only (class C) record is objected to like a public one;
-    a record archived, revoked or deleted, or past its period, is not (nor checked: nothing is disclosed)."""
-    item = catalog.item(head.item)
-    body = decode_body(head.body)
-    withdrawn = head.status in access.WITHDRAWN_STATUSES
-    state = access.window_state(item, fields_dict(body), head.decision_date, today,
-                                access.reported_day(body.reported_at_ms))
-    if withdrawn or state == "closed":
-        raise ConflictError(f"record {head.record_id} is no longer disclosed or shared ({head.status}"
-                            f"{'' if withdrawn else ', past its period'}); {what} concerns information "
-                            "in its period", code="E_OBJECTION_NOT_DISCLOSED")
 
 
 def _said(head: RecordRow, case_id: str) -> str | None:

@@ -18,7 +18,11 @@ The procedure, as the seeds write it (DOMAIN §5):
 5. **Result** — the applicant is told within 5 working days of the answer (篇5 第三十一条, 篇1
    第三十四条); here the result is recorded when the answer is, so the case closes with it.
 6. **Statement** — an applicant who still disagrees may add a statement (申请人存疑) within 5
-   working days of the result, kept 30 days (seed 001 附件2 六(三)(五); 篇1 第三十四条(二)).
+   working days of the result, kept 30 days (seed 001 附件2 六(三)(五); 篇1 第三十四条(二)), and
+   have it withdrawn (附件2 七: within 5 working days; done here at once).
+
+The whole case is done within 30 days of filing, longer by at most 15 working days when the
+city's credit authority approves (seed 001 附件2 三): ``limit_due``, ``node.lifecycle.case_limit``.
 
 A **platform check** (信息自查, seed 003 篇2 第三十三条; 篇1 第十一条) is a case of kind ``check``:
 the platform itself found the record untrue or incomplete, so no subject applies (``applicant`` is
@@ -46,6 +50,7 @@ from node.lifecycle.calendar import WorkingCalendar
 __all__ = [
     "ACTIONS",
     "AWAITING_SOURCE",
+    "CASE_DAYS",
     "CHECK",
     "CLOSED",
     "MAX_TEXT_CHARS",
@@ -64,6 +69,7 @@ __all__ = [
     "parse_case_id",
     "platform_erred",
     "with_statement",
+    "without_statement",
 ]
 
 AWAITING_SOURCE: Final = "awaiting_source"
@@ -71,6 +77,8 @@ OVERDUE: Final = "overdue"
 CLOSED: Final = "closed"
 OBJECTION: Final = "objection"  # a case's kind: filed by the subject
 CHECK: Final = "check"  # opened by the platform itself (信息自查)
+# Calendar days a subject's objection is done in (受理、核查、修改和反馈, seed 001 附件2 三).
+CASE_DAYS: Final = 30
 MAX_TEXT_CHARS: Final = 2_000  # an objection's reason, a statement: a few paragraphs, not a file
 
 # An answer and the status of the revision it makes.
@@ -126,6 +134,8 @@ class Case:
     statement: str = ""
     statement_until: str = ""
     kind: str = OBJECTION
+    limit_due: str = ""  # the case's own limit (附件2 三); '' for a check, and for cases filed before it
+    extended_days: int = 0  # working days the limit was extended by, in total (at most 15)
 
     def overdue_on(self, today: dt.date) -> bool:
         """Past the source's deadline without an answer (whether or not a tick has noticed)."""
@@ -187,9 +197,10 @@ def filed(*, case_id: str, record_id: str, revision: int, item: str, subject_cod
     case = Case(case_id=case_id, record_id=record_id, revision=revision, item=item, subject_code=subject_code,
                 applicant=applicant, reason=reason, state=AWAITING_SOURCE, filed_on=today.isoformat(),
                 filed_at_ms=now_ms, updated_at_ms=now_ms, evidence_name=evidence_name,
-                evidence_digest=evidence_digest)
+                evidence_digest=evidence_digest, limit_due=calendar.add_calendar_days(today, CASE_DAYS).isoformat())
     steps = [Step("filed", {"reason": case.reason, "evidence": evidence_name,
-                            "evidence_sha256": evidence_digest.hex() if evidence_digest else ""}),
+                            "evidence_sha256": evidence_digest.hex() if evidence_digest else "",
+                            "limit_due": case.limit_due}),
              Step("checked", {"platform_erred": erred, "due": check_due, "on": today.isoformat()})]
     if erred:
         case = replace(case, state=CLOSED, outcome="platform_corrected", answer_revision=revision,
@@ -266,6 +277,21 @@ def with_statement(case: Case, *, by: str, text: str, today: dt.date, now_ms: in
     until = (today + dt.timedelta(days=deadlines.statement_days)).isoformat()
     out = replace(case, statement=text, statement_until=until, updated_at_ms=now_ms)
     return out, [Step("statement", {"text": out.statement, "until": until})]
+
+
+def without_statement(case: Case, *, by: str, today: dt.date, now_ms: int) -> tuple[Case, list[Step]]:
+    """The applicant's own statement withdrawn (异议标注撤销, seed 001 附件2 七(三): within 5 working
+    days; 三: 7). Only one still shown: an expired one is no longer shown, so nothing is withdrawn."""
+    if by != case.applicant:
+        raise NotAuthorizedError("only the applicant may withdraw its statement",
+                                 code="E_STATEMENT_NOT_APPLICANT", field="by")
+    if not case.statement_shown_on(today):
+        ended = f" (it was shown until {case.statement_until})" if case.statement else ""
+        raise ConflictError(f"case {case.case_id} has no statement shown{ended}", code="E_STATEMENT_NONE")
+    # The row is what callers see; the text stays in the log, kept permanently (附件2 八(一)).
+    out = replace(case, statement="", statement_until="", updated_at_ms=now_ms)
+    return out, [Step("statement_withdrawn", {"text": case.statement, "was_until": case.statement_until,
+                                              "on": today.isoformat()})]
 
 
 def _d(text: str) -> dt.date:

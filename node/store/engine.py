@@ -29,7 +29,7 @@ MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent / "migrations"
 # The newest migration (tests/store/test_migrations.py holds it equal to the scripts' head). A
 # store already there is opened without loading Alembic, whose import and script scan cost
 # every CLI command about a third of a second.
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 
 BUSY_TIMEOUT_MS = 30_000
 PAGE_SIZE = 16_384

@@ -340,6 +340,9 @@ objections = Table(
     Column("filed_at_ms", BigInteger, nullable=False),
     Column("updated_at_ms", BigInteger, nullable=False),
     Column("kind", String(16), nullable=False, server_default="objection"),  # objection | check (信息自查)
+    # The case's own limit (seed 001 附件2 三: 30 days, + at most 15 working days approved); '' for a check
+    Column("limit_due", String(10), nullable=False, server_default=""),
+    Column("extended_days", Integer, nullable=False, server_default="0"),
     CheckConstraint("state IN ('awaiting_source', 'overdue', 'closed')", name="state"),
     Index(None, "record_id"),
     Index(None, "state", "source_due"),

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from node.catalog import load_catalog
 from node.cli import cli
-from node.lifecycle.calendar import china_date
+from node.lifecycle.calendar import WorkingCalendar, bundled_calendar, china_date
 from node.provisioning import bundled_catalog, init_node
 from node.sampledata import penalty_rows, unit_uscc, write_csv
 
@@ -94,9 +94,46 @@ def test_objection_commands(node_config: tuple[pathlib.Path, list[dict[str, str]
     # Read by people: times as dates, details as key=value, no Python reprs.
     assert len(text) == 6 and all(re.match(r"  20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ ", line) for line in text), text
     assert not any("{" in line for line in text) and "statement: text=仍有异议" in text[-1]
-    assert ok("objection", "tick", config=config) == {"answered": [], "overdue": []}
+    assert ok("objection", "tick", config=config) == {"answered": [], "overdue": [], "past_limit": []}
     bad = run("objection", "answer", "nope", "confirm", config=config)
     assert bad.exit_code == 2 and "E_OBJECTION_UNKNOWN" in bad.stderr
+    assert ok("verify", config=config)["ok"] is True
+
+
+def test_objection_limit_extension_and_statement_withdrawal_commands(
+        node_config: tuple[pathlib.Path, list[dict[str, str]]]) -> None:
+    config, rows = node_config
+    subject = _subject(rows[2])
+    rid = _record_id(config, subject)
+    cal = WorkingCalendar.load(bundled_calendar())
+    today = china_date(int(dt.datetime.now(dt.UTC).timestamp() * 1000))
+    limit = cal.add_calendar_days(today, 30)  # seed 001 附件2 三, off rest days
+    case = ok("objection", "file", rid, "--by", subject, "--reason", "处罚对象有误", config=config)
+    case_id = str(case["case_id"])
+    assert case["limit_due"] == limit.isoformat() and case["extended_days"] == 0
+    listed = ok("objection", "list", config=config)["cases"][0]  # type: ignore[index]
+    assert listed["limit_due"] == limit.isoformat() and listed["past_limit"] is False
+    assert f"limit {limit.isoformat()}" in run("objection", "list", config=config).stdout
+
+    too_long = run("objection", "extend", case_id, "--working-days", "16", "--approval", "批复", config=config)
+    assert too_long.exit_code == 2 and "E_EXTENSION_TOO_LONG" in too_long.stderr
+    longer = ok("objection", "extend", case_id, "--working-days", "5", "--approval", "杭信用办〔2026〕12号",
+                config=config)
+    assert longer["limit_due"] == cal.add_working_days(limit, 5).isoformat() and longer["extended_days"] == 5
+    shown = run("objection", "show", case_id, config=config).stdout
+    assert f"limit {longer['limit_due']} (extended 5)" in shown and "approval=杭信用办〔2026〕12号" in shown
+    assert ok("objection", "show", case_id, config=config)["case"]["past_limit"] is False  # type: ignore[index]
+
+    ok("objection", "answer", case_id, "confirm", config=config)
+    ok("objection", "statement", case_id, "--by", subject, "--text", "仍有异议", config=config)
+    other = run("objection", "withdraw-statement", case_id, "--by", "91350100M000100Y43", config=config)
+    assert other.exit_code == 3 and "E_STATEMENT_NOT_APPLICANT" in other.stderr
+    withdrawn = ok("objection", "withdraw-statement", case_id, "--by", subject, config=config)
+    assert withdrawn["statement"] == "" and withdrawn["statement_until"] == ""
+    events = ok("objection", "show", case_id, config=config)["events"]
+    assert [e["kind"] for e in events][-2:] == ["statement", "statement_withdrawn"]  # type: ignore[index, union-attr]
+    again = run("objection", "withdraw-statement", case_id, "--by", subject, config=config)
+    assert again.exit_code == 1 and "E_STATEMENT_NONE" in again.stderr
     assert ok("verify", config=config)["ok"] is True
 
 

@@ -123,3 +123,16 @@ def test_a_key_given_twice_in_a_calendar_file_is_refused_naming_it(tmp_path: pat
     (tmp_path / "x-2026.yaml").write_text("year: 2026\nholidays: [{date: 2026-10-01}]\nholidays: [{date: 2026-10-02}]\n")
     with pytest.raises(ConfigError, match=r"x-2026\.yaml: holidays: key given twice \(lines 2 and 3\)"):
         WorkingCalendar.load(tmp_path)
+
+
+@pytest.mark.parametrize(("start", "days", "last"), [
+    (dt.date(2026, 3, 2), 30, dt.date(2026, 4, 1)),
+    (dt.date(2026, 3, 13), 30, dt.date(2026, 4, 13)),  # a Sunday: the Monday
+    (dt.date(2026, 9, 1), 30, dt.date(2026, 10, 8)),  # in 国庆: the day after the holiday
+    (dt.date(2026, 1, 15), 30, dt.date(2026, 2, 14)),  # a Saturday worked (调休): stays
+    (dt.date(2026, 10, 1), 0, dt.date(2026, 10, 8)),
+])
+def test_a_period_of_calendar_days_ends_off_rest_days(cal: WorkingCalendar, start: dt.date, days: int,
+                                                      last: dt.date) -> None:
+    # 民法典 第二百零三条: a last day that is a rest day moves to the day after the rest.
+    assert cal.add_calendar_days(start, days) == last
