@@ -1,7 +1,8 @@
 """The ``Lifecycle`` service: a subject's objections (异议) over gRPC, for a portal.
 
-``FileObjection``, ``GetObjection`` and ``AttachStatement`` do what ``credit-node objection file``,
-``objection show`` and ``objection statement`` do, through the same
+``FileObjection``, ``GetObjection``, ``AttachStatement`` and ``WithdrawStatement`` do what
+``credit-node objection file``, ``objection show``, ``objection statement`` and
+``objection withdraw-statement`` do, through the same
 :class:`node.lifecycle.objection_service.ObjectionService` (docs/lifecycle.md).
 
 Who may call is decided from the caller's certificate (``caller_identity``), never from the
@@ -29,6 +30,7 @@ from node.access import self_subject
 from node.errors import NodeError, NotAuthorizedError, NotFoundError, UsageError
 from node.identifiers import normalize_text
 from node.lifecycle import objections as sm
+from node.lifecycle.case_limit import past_limit
 from node.lifecycle.objection_service import Evidence, ObjectionService
 from node.nodeid import Identity
 from node.records import pb, rpc
@@ -98,6 +100,18 @@ class LifecycleService(rpc.LifecycleServicer):  # type: ignore[misc]
         except NodeError as exc:
             abort_with(context, exc)
 
+    def WithdrawStatement(self, request: pb.WithdrawStatementRequest,
+                          context: grpc.ServicerContext) -> pb.ObjectionCase:
+        who = self._caller(context, "withdraw a statement")
+        try:
+            subject = _acting_for(who, request.subject_code)
+            case_id = _case_id(request.case_id)
+            with _only_own_cases(case_id, subject):
+                case = self._objections.withdraw_statement(case_id, by=subject, via=who.node_id)
+            return self._view(case)
+        except NodeError as exc:
+            abort_with(context, exc)
+
     # --- common -------------------------------------------------------------------------------
     def _caller(self, context: grpc.ServicerContext, what: str) -> Identity:
         who = caller_identity(context, self._trust, cache=self._callers)
@@ -115,7 +129,8 @@ class LifecycleService(rpc.LifecycleServicer):  # type: ignore[misc]
             filed_on=case.filed_on, source_due=case.source_due, result_due=case.result_due,
             closed_on=case.closed_on, overdue=case.overdue_on(self._objections.today()),
             evidence_name=case.evidence_name, evidence_digest=case.evidence_digest or b"",
-            statement=case.statement, statement_until=case.statement_until)
+            statement=case.statement, statement_until=case.statement_until, limit_due=case.limit_due,
+            extended_days=case.extended_days, past_limit=past_limit(case, self._objections.today()))
         if steps:
             out.steps.extend(pb.ObjectionStep(kind=str(e["kind"]), at_ms=int(e["at_ms"]), state=str(e["state"] or ""))
                              for e in self._objections.cases.events(case.case_id))

@@ -21,6 +21,7 @@ import pytest
 
 from node.access import MARK_DISPUTED
 from node.identity import issue, load_identity
+from node.lifecycle.calendar import WorkingCalendar, bundled_calendar
 from node.lifecycle.desk import build_desk
 from node.lifecycle.schedule import LifecycleSchedule
 from node.records import decode_body, pb, rpc
@@ -295,6 +296,31 @@ def test_the_case_is_read_back_with_its_log_and_takes_the_applicants_statement(p
                             ("not-a-case", grpc.StatusCode.INVALID_ARGUMENT)):
         assert refused(lambda case_id=case_id: me.GetObjection(pb.GetObjectionRequest(case_id=case_id),
                                                                timeout=DEADLINE_S)) == (status, "E_OBJECTION_UNKNOWN")
+
+
+def test_the_applicant_withdraws_its_statement_and_reads_the_case_limit(portal: Portal) -> None:
+    subject, other = portal.subjects[:2]
+    me = portal.own(subject)
+    filed = me.FileObjection(pb.FileObjectionRequest(record_id=portal.records[subject], reason="处罚对象有误"),
+                             timeout=DEADLINE_S)
+    limit = WorkingCalendar.load(bundled_calendar()).add_calendar_days(_today(), 30)  # seed 001 附件2 三
+    assert (filed.limit_due, filed.extended_days, filed.past_limit) == (limit.isoformat(), 0, False)
+    build_desk(portal.running.node).objections.answer(filed.case_id, "confirm")
+    me.AttachStatement(pb.AttachStatementRequest(case_id=filed.case_id, text="仍有异议"), timeout=DEADLINE_S)
+    withdraw = pb.WithdrawStatementRequest(case_id=filed.case_id)
+    # another subject, or a portal naming one, learns nothing: a case that does not exist
+    assert refused(lambda: portal.own(other).WithdrawStatement(withdraw, timeout=DEADLINE_S)) == (
+        grpc.StatusCode.NOT_FOUND, "E_OBJECTION_UNKNOWN")
+    assert refused(lambda: portal.stub("gov").WithdrawStatement(pb.WithdrawStatementRequest(
+        case_id=filed.case_id, subject_code=other), timeout=DEADLINE_S)) == (
+        grpc.StatusCode.NOT_FOUND, "E_OBJECTION_UNKNOWN")
+    withdrawn = portal.stub("gov").WithdrawStatement(pb.WithdrawStatementRequest(
+        case_id=filed.case_id, subject_code=subject), timeout=DEADLINE_S)
+    assert (withdrawn.statement, withdrawn.statement_until) == ("", "")
+    read = me.GetObjection(pb.GetObjectionRequest(case_id=filed.case_id), timeout=DEADLINE_S)
+    assert read.statement == "" and read.steps[-1].kind == "statement_withdrawn"
+    assert refused(lambda: me.WithdrawStatement(withdraw, timeout=DEADLINE_S)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "E_STATEMENT_NONE")
 
 
 # --- evidence --------------------------------------------------------------------------------------
