@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -224,3 +224,41 @@ def platform_checks(kit: Kit, service: ObjectionService) -> PlatformChecks:
         calendar=kit.calendar, clock=kit.clock,
         deadlines=Deadlines(s.check_days, s.source_days, s.result_days, s.statement_days, s.statement_within_days,
                             s.check_source_days))
+
+
+@dataclass
+class Federation:
+    """A department, its district and their city, holding four penalties the department reported."""
+
+    dept: Kit
+    district: Kit
+    city: Kit
+    desk: ObjectionService  # at the city: where subjects file, and the platform's own cases
+    checks: PlatformChecks  # at the city, sharing the desk's cases
+    source: ObjectionService  # at the department, where the source unit answers
+    records: list[str]
+
+    def up(self) -> None:
+        carry_up(self.dept, self.district)
+        carry_up(self.district, self.city)
+
+    def down(self) -> None:
+        carry_down(self.city, self.district)
+        carry_down(self.district, self.dept)
+
+    def kits(self) -> tuple[Kit, Kit, Kit]:
+        return self.dept, self.district, self.city
+
+
+def three_levels(engine: Engine, more_engines: Callable[[], Engine], *, ids: dict[str, LoadedIdentity],
+                 catalog: Catalog, clock: Clock) -> Federation:
+    dept = make_kit(engine, DEPT, parent=DISTRICT, ids=ids, catalog=catalog, clock=clock)
+    district = make_kit(more_engines(), DISTRICT, parent=CITY, children=[DEPT], ids=ids, catalog=catalog,
+                        clock=clock)
+    city = make_kit(more_engines(), CITY, parent=None, children=[DISTRICT], ids=ids, catalog=catalog, clock=clock)
+    # Decided in 2025 with no severity: ordinary, disclosed for 12 months, so still open in March 2026.
+    records = dept.import_penalties(4, CF_JDRQ="2025-09-01", CF_YXQ="2026-09-01")
+    desk = objection_service(city)
+    fed = Federation(dept, district, city, desk, platform_checks(city, desk), objection_service(dept), records)
+    fed.up()
+    return fed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import Engine
@@ -16,61 +15,26 @@ from node.errors import ConflictError, NotAuthorizedError
 from node.identity import LoadedIdentity
 from node.integrity import verify_store
 from node.lifecycle import objections as sm
-from node.lifecycle.checks import PlatformChecks
-from node.lifecycle.objection_service import ObjectionService
 from node.records import decode_body
 from node.store._sql import write_transaction
 from tests.lifecycle.kit import (
     CITY,
-    DEPT,
     DISTRICT,
     Clock,
+    Federation,
     Kit,
-    carry_down,
-    carry_up,
-    make_kit,
-    objection_service,
     platform_checks,
+    three_levels,
     visible,
 )
 
 ROLES = ("public", "self", "agency", "gov")
 
 
-@dataclass
-class Federation:
-    dept: Kit
-    district: Kit
-    city: Kit
-    desk: ObjectionService  # at the city: the platform's cases
-    checks: PlatformChecks  # at the city, sharing the desk's cases
-    source: ObjectionService  # at the department, where the source unit answers
-    records: list[str]
-
-    def up(self) -> None:
-        carry_up(self.dept, self.district)
-        carry_up(self.district, self.city)
-
-    def down(self) -> None:
-        carry_down(self.city, self.district)
-        carry_down(self.district, self.dept)
-
-    def kits(self) -> tuple[Kit, Kit, Kit]:
-        return self.dept, self.district, self.city
-
-
 @pytest.fixture
 def fed(engine: Engine, more_engines: Callable[[], Engine], ids: dict[str, LoadedIdentity], catalog: Catalog,
         clock: Clock) -> Federation:
-    dept = make_kit(engine, DEPT, parent=DISTRICT, ids=ids, catalog=catalog, clock=clock)
-    district = make_kit(more_engines(), DISTRICT, parent=CITY, children=[DEPT], ids=ids, catalog=catalog,
-                        clock=clock)
-    city = make_kit(more_engines(), CITY, parent=None, children=[DISTRICT], ids=ids, catalog=catalog, clock=clock)
-    records = dept.import_penalties(4, CF_JDRQ="2025-09-01", CF_YXQ="2026-09-01")
-    desk = objection_service(city)
-    fed = Federation(dept, district, city, desk, platform_checks(city, desk), objection_service(dept), records)
-    fed.up()
-    return fed
+    return three_levels(engine, more_engines, ids=ids, catalog=catalog, clock=clock)
 
 
 def _suspended_everywhere_but_for_judicial(kit: Kit, rid: str) -> None:

@@ -6,7 +6,6 @@ import datetime as dt
 import itertools
 import pathlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import Engine, func, select, update
@@ -17,59 +16,26 @@ from node.errors import ConflictError, NotAuthorizedError, RecordRejected, Usage
 from node.identity import LoadedIdentity
 from node.integrity import verify_store
 from node.lifecycle import objections as sm
-from node.lifecycle.objection_service import ObjectionService
 from node.records import decode_body
 from node.sampledata import penalty_rows
 from node.store.tables import objection_events, record_revisions
 from tests.lifecycle.kit import (
-    CITY,
     DEPT,
-    DISTRICT,
     UNIT,
     Clock,
+    Federation,
     Kit,
     audit_rows,
-    carry_down,
-    carry_up,
-    make_kit,
     objection_service,
+    three_levels,
     visible,
 )
-
-
-@dataclass
-class Federation:
-    dept: Kit
-    district: Kit
-    city: Kit
-    desk: ObjectionService  # at the city, where subjects file
-    source: ObjectionService  # at the department, where the source unit answers
-    records: list[str]
-
-    def up(self) -> None:
-        carry_up(self.dept, self.district)
-        carry_up(self.district, self.city)
-
-    def down(self) -> None:
-        carry_down(self.city, self.district)
-        carry_down(self.district, self.dept)
-
-    def kits(self) -> tuple[Kit, Kit, Kit]:
-        return self.dept, self.district, self.city
 
 
 @pytest.fixture
 def fed(engine: Engine, more_engines: Callable[[], Engine], ids: dict[str, LoadedIdentity], catalog: Catalog,
         clock: Clock) -> Federation:
-    dept = make_kit(engine, DEPT, parent=DISTRICT, ids=ids, catalog=catalog, clock=clock)
-    district = make_kit(more_engines(), DISTRICT, parent=CITY, children=[DEPT], ids=ids, catalog=catalog,
-                        clock=clock)
-    city = make_kit(more_engines(), CITY, parent=None, children=[DISTRICT], ids=ids, catalog=catalog, clock=clock)
-    # Decided in 2025 with no severity: ordinary, disclosed for 12 months, so still open in March 2026.
-    records = dept.import_penalties(4, CF_JDRQ="2025-09-01", CF_YXQ="2026-09-01")
-    fed = Federation(dept, district, city, objection_service(city), objection_service(dept), records)
-    fed.up()
-    return fed
+    return three_levels(engine, more_engines, ids=ids, catalog=catalog, clock=clock)
 
 
 def _subject(kit: Kit, record_id: str) -> str:
