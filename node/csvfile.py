@@ -22,6 +22,8 @@ from node.tabular import (
     SourceRow,
     clean_header,
     counted_columns,
+    is_fill_notes,
+    is_total,
     under_unnamed,
     unnamed_columns,
 )
@@ -247,9 +249,11 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
         if not every_column_mapped and not any(cells[i].strip() for i in counted if i < len(cells)):
             continue  # only its row number (序号) filled in: a template numbered in advance
         if first_data:
+            if headers.repeats(cells, codes) or is_fill_notes(cells):
+                continue  # the header again in its other form (codes under names), or a row of 必填/选填
             first_data = False
-            if headers.repeats(cells, codes):
-                continue  # the header again, in its other form (codes under names, or names under codes)
+        if is_total(cells):
+            continue  # a row of sums (合计) under the data: no record
         first_line, last_line = taken[0][0], taken[-1][0]
         if last_line > first_line and _swallows_rows(cells, delimiter, width):
             yield SourceRow(record, {}, Problem(

@@ -26,6 +26,13 @@ MAX_TITLE_ROWS = 10
 
 # A note above the header: a short label, a full-width or ASCII colon, then its value.
 _LABELLED = re.compile(r"^[^:：]{1,12}[:：]")
+# A cell of the row templates put under the header to say which columns must be filled in
+# ("必填", "选填", "条件必填", "必填，18位"): never a value of any field.
+_FILL_NOTE = re.compile(r"(?:是否)?(?:有?条件)?(?:必填|选填|非必填|可选|可填|必录|选录|非必录)项?(?:[\W_].*)?", re.S)
+# The first cell of a row of sums under the data ("合计", "总计：6条"); the cells after it are numbers.
+_TOTAL = re.compile(r"(?:合|总|小|共)\s*计(?:[\W_].*)?", re.S)
+_TOTAL_START = frozenset("合总小共")
+_COUNT = re.compile(r"[0-9][0-9,.\s]*(?:万元|元|条|件|笔|户|家|人|次)?")
 
 
 class SourceRow(NamedTuple):
@@ -146,6 +153,36 @@ class HeaderMap:
             raise InputFileError(f"missing required column(s): {', '.join(missing)}",
                                  code="E_INPUT_HEADER_MISSING")
         return codes
+
+
+def is_fill_notes(cells: Sequence[object]) -> bool:
+    """Whether a row under the header only says which columns are required (必填 / 选填): a note
+    of the template, never a record."""
+    filled = [t for t in (clean_header(c) for c in cells) if t]
+    return bool(filled) and all(_FILL_NOTE.fullmatch(t) for t in filled)
+
+
+def is_total(cells: Sequence[object]) -> bool:
+    """Whether a row is a row of sums (合计) under the data: its first filled cell says so and
+    every other filled cell is a number. Called for every row: it returns at the first filled cell
+    of a record."""
+    first = True
+    for c in cells:
+        if c is None:
+            continue
+        if isinstance(c, str):
+            t = c.strip()
+            if not t:
+                continue
+            if first:
+                if t[0] not in _TOTAL_START or not _TOTAL.fullmatch(t):
+                    return False
+                first = False
+            elif not _COUNT.fullmatch(t):
+                return False
+        elif first or isinstance(c, bool) or not isinstance(c, int | float):
+            return False
+    return not first
 
 
 def counted_columns(header_row: Sequence[object]) -> list[int]:

@@ -22,6 +22,8 @@ from node.tabular import (
     SourceRow,
     clean_header,
     counted_columns,
+    is_fill_notes,
+    is_total,
     under_unnamed,
     unnamed_columns,
 )
@@ -66,7 +68,7 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
                 continue
             if header is None:
                 continue
-            first_data = _first_data(rows, header)
+            first_data = _first_data(rows, header, headers)
             if first_data is None and found:
                 continue  # a second template left empty: nothing to take from it
             # A template left empty before the data sheet gives way to it.
@@ -84,7 +86,7 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
                                     f"{names}: unhide the data sheet)", field=error.field, code=error.code)
             raise error
         _title, header, data, _has_data, sheet = found[0]
-        rows_out = _sheet_rows(data, header, headers, sheet_marks(sheet))
+        rows_out = _sheet_rows(data, header, sheet_marks(sheet))
         if wb.epoch == CALENDAR_MAC_1904:
             rows_out = _in_1904_system(rows_out)
         yield from rows_out
@@ -111,10 +113,12 @@ class _Header(NamedTuple):
     names: list[str]  # the header cells as the file writes them (for messages)
 
 
-def _first_data(rows: Iterator[tuple[int, tuple[object, ...]]],
-                header: _Header) -> tuple[int, tuple[object, ...]] | None:
+def _first_data(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header,
+                headers: HeaderMap) -> tuple[int, tuple[object, ...]] | None:
+    """The first row under the header that may be a record: not the header again in its other
+    form (codes under names), nor a row of 必填/选填 notes; a template holding only those is empty."""
     for rownum, cells in rows:
-        if _filled(cells, header):
+        if _filled(cells, header) and not headers.repeats(cells, header.codes) and not is_fill_notes(cells):
             return rownum, cells
     return None
 
@@ -152,21 +156,16 @@ def _next_cells(rows: Iterator[tuple[int, tuple[object, ...]]], read: list[int])
     return got[1]
 
 
-def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header, headers: HeaderMap,
+def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header,
                 marks: SheetMarks) -> Iterator[SourceRow]:
     codes, unnamed = header.codes, header.unnamed
     width = len(codes)
-    first_data = True
     merged = _Merged([m for m in marks.merged if m[0] > header.row])  # of the data, not of the titles
     for rownum, cells in rows:
         if merged.pending:
             cells = merged.fill(rownum, cells)
-        if not _filled(cells, header):
-            continue
-        if first_data:
-            first_data = False
-            if headers.repeats(cells, codes):
-                continue  # the header again, in its other form
+        if not _filled(cells, header) or is_total(cells):
+            continue  # blank, or a row of sums (合计) under the data
         if len(cells) > width and _any_value(cells[width:]):
             beyond = [i + 1 for i in range(width, len(cells)) if _any_value((cells[i],))]
             yield SourceRow(rownum, {}, Problem("E_ROW_SHAPE", "", f"column {', '.join(map(str, beyond[:5]))} has a "

@@ -480,3 +480,20 @@ def test_a_workbook_named_csv_is_named_for_what_it_is(tmp_path: pathlib.Path, da
     with pytest.raises(InputFileError) as caught:
         rows(p)
     assert caught.value.code == "E_INPUT_FORMAT" and says in caught.value.message
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_a_row_of_required_marks_under_the_header_is_no_record(tmp_path: pathlib.Path, suffix: str):
+    p = tmp_path / f"notes{suffix}"
+    _write_table(p, [["*行政相对人名称", "*处罚决定日期", "备注"], ["必填", "必填（YYYY-MM-DD）", "选填"],
+                     ["某公司", "2024-03-01", "必填"]])  # a value that is a word of the notes is still data
+    assert [(r.row, r.values, r.problem) for r in rows(p)] == [
+        (3, {"CF_XDR_MC": "某公司", "CF_JDRQ": "2024-03-01", "BZ": "必填"}, None)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_a_row_of_sums_under_the_data_is_no_record(tmp_path: pathlib.Path, suffix: str):
+    p = tmp_path / f"total{suffix}"
+    _write_table(p, [["行政相对人名称", "处罚决定日期", "备注"], ["合计公司", "2024-03-01", ""],
+                     ["某公司", "2024-03-02", "合计"], ["合 计", "", "2条"], ["总计：2条", "", ""]])
+    assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(2, "合计公司"), (3, "某公司")]

@@ -170,3 +170,29 @@ def test_a_workbook_in_the_1904_date_system_dates_its_bare_serials_from_1904(tmp
     wb.save(p)
     [row] = rows(p)
     assert parse_date(row.values["CF_GSJZQ"]) == "2020-02-29"
+
+
+def test_a_row_of_sums_with_its_formula_under_the_data_is_no_record(tmp_path: pathlib.Path):
+    p = tmp_path / "total.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["序号", *HEADER])
+    ws.append([1, "公司1", "一般", None, "罚款0.5万元"])
+    ws.append([2, "公司2", "一般", None, None])
+    ws.append(["合计", None, None, None, 0.5])  # the sum a spreadsheet saved for =SUM(E2:E3)
+    wb.save(p)
+    assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(2, "公司1"), (3, "公司2")]
+
+
+def test_a_template_sheet_holding_only_its_required_marks_gives_way_to_the_data_sheet(tmp_path: pathlib.Path):
+    p = tmp_path / "marks.xlsx"
+    wb = openpyxl.Workbook()
+    wb.active.title = "模板"
+    wb.active.append(HEADER)
+    wb.active.append(["必填", "选填", "选填", "选填"])
+    data = wb.create_sheet("2026年3月")
+    data.append(HEADER)
+    data.append(["必填", "选填", "选填", "选填"])
+    data.append(["公司1", "一般", None, None])
+    wb.save(p)
+    assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(3, "公司1")]
