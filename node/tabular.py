@@ -20,6 +20,8 @@ from node.errors import InputFileError, Problem
 
 # Columns spreadsheets add for the people filling them in, never data: read past, not refused.
 _BOOKKEEPING: frozenset[str] = frozenset({normalize_header(h) for h in ("序号", "行号", "NO.", "NO")})
+# Names a spreadsheet program gives a workbook; only .xlsx/.xlsm are read, the others named for what they hold.
+_WORKBOOKS: frozenset[str] = frozenset({".xlsx", ".xlsm", ".xls", ".et", ".xlt", ".ett", ".xltx"})
 # How many title or note rows (one filled cell, not a known header) may sit above the header row.
 MAX_TITLE_ROWS = 10
 
@@ -210,9 +212,10 @@ def read_table(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None =
                on_bytes: Callable[[int], None] | None = None) -> Iterator[SourceRow]:
     """Rows of a .csv or .xlsx file; ``on_bytes`` sees how far a CSV has been read (progress)."""
     suffix = path.suffix.lower()
-    if suffix in (".xlsx", ".xlsm"):
-        from node.workbook import read_xlsx  # a module of its own, loaded for workbooks only
+    if suffix in _WORKBOOKS:
+        from node.workbook import read_xlsx, refuse_non_xlsx  # a module of its own, loaded for workbooks only
 
+        refuse_non_xlsx(path)
         return read_xlsx(path, headers)
     if suffix in (".csv", ".txt", ""):
         from node.csvfile import read_csv  # CSV's own module, as workbooks have theirs

@@ -29,12 +29,51 @@ from node.tabular import (
 )
 from node.values import from_1904_workbook
 
-__all__ = ["read_xlsx"]
+__all__ = ["read_xlsx", "refuse_non_xlsx"]
 
 # What a damaged workbook raises while its rows are read (the archive opened, a sheet's XML or
 # compression broken further in).
 _DAMAGE: tuple[type[Exception], ...] = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, KeyError,
                                         ValueError, OSError)
+
+
+_OLE2 = b"\xd0\xcf\x11\xe0"  # the Compound File signature (.xls, .et, an encrypted .xlsx)
+_RESAVE = "open it in Excel or WPS and save it as an Excel 工作簿 (.xlsx), or as CSV"
+
+
+def refuse_non_xlsx(path: pathlib.Path) -> None:
+    """Refuse a file named like a workbook that is no .xlsx, saying what it is: an operator sees
+    only a spreadsheet that opens in Excel, and "File is not a zip file" tells them nothing."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError as exc:
+        raise InputFileError(f"cannot open {path.name}: {exc.strerror}") from None
+    suffix = path.suffix.lower()
+    if head.startswith(b"PK\x03\x04"):
+        if suffix in (".xlsx", ".xlsm"):
+            return
+        raise InputFileError(f"{path.name} is an .xlsx workbook named {suffix}: name it .xlsx", code="E_INPUT_FORMAT")
+    if not head.strip():
+        raise InputFileError(f"{path.name} is empty", code="E_INPUT_EMPTY")
+    if head.startswith(_OLE2):
+        # Excel and WPS keep a workbook with a password to open it in this container too.
+        if "EncryptedPackage".encode("utf-16-le") in head:
+            why = "is protected by a password to open it: remove the password (文件 → 信息 → 保护工作簿) and save it again"
+        else:
+            why = f"is in the old Excel 97-2003 (.xls) or WPS (.et) format, not .xlsx: {_RESAVE}"
+    else:
+        text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+        if text.startswith((b"<html", b"<!doctype html", b"<table", b"<meta")) or b"<table" in text:
+            # What many web systems hand out as "Excel": an HTML table under a spreadsheet name.
+            why = f"is a web page (an HTML table) saved under a spreadsheet name, not a workbook: {_RESAVE}"
+        elif text.startswith(b"<?xml") and b"urn:schemas-microsoft-com:office:spreadsheet" in text:
+            why = f"is an Excel 2003 XML spreadsheet, not .xlsx: {_RESAVE}"
+        elif b"\x00" not in head:
+            why = "is a text file (a CSV?), not a workbook: if it is CSV, name it .csv"
+        else:
+            why = f"is not an .xlsx workbook (its content is no spreadsheet this node reads): {_RESAVE}"
+    raise InputFileError(f"{path.name} {why}", code="E_INPUT_FORMAT")
 
 
 def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:

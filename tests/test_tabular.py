@@ -113,7 +113,7 @@ def test_xlsx_with_date_cells(tmp_path: pathlib.Path):
 def test_not_an_xlsx_is_a_clear_error(tmp_path: pathlib.Path):
     p = tmp_path / "fake.xlsx"
     p.write_text("not a zip")
-    with pytest.raises(InputFileError, match="not a readable"):
+    with pytest.raises(InputFileError, match="is a text file"):
         rows(p)
 
 
@@ -497,3 +497,25 @@ def test_a_row_of_sums_under_the_data_is_no_record(tmp_path: pathlib.Path, suffi
     _write_table(p, [["行政相对人名称", "处罚决定日期", "备注"], ["合计公司", "2024-03-01", ""],
                      ["某公司", "2024-03-02", "合计"], ["合 计", "", "2条"], ["总计：2条", "", ""]])
     assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(2, "合计公司"), (3, "某公司")]
+
+
+_ENCRYPTED = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 500 + "EncryptedPackage".encode("utf-16-le")
+
+
+@pytest.mark.parametrize(("name", "data", "says"), [
+    ("renamed.xlsx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "old Excel 97-2003 (.xls)"),
+    ("report.et", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "old Excel 97-2003 (.xls) or WPS (.et)"),
+    ("locked.xlsx", _ENCRYPTED, "protected by a password"),
+    ("export.xls", "<html><body><table><tr><td>行政相对人名称</td></tr></table>".encode(), "web page"),
+    ("export.xls", b'<?xml version="1.0"?><Workbook xmlns="urn:schemas-microsoft-com:office:spreadsheet">',
+     "Excel 2003 XML"),
+    ("data.xlsx", "行政相对人名称,处罚决定日期\n某公司,2024-03-01\n".encode("gbk"), "name it .csv"),
+    ("book.xls", b"PK\x03\x04" + b"\x00" * 100, "an .xlsx workbook named .xls"),
+])
+def test_a_file_named_as_a_workbook_that_is_no_xlsx_is_named_for_what_it_is(tmp_path: pathlib.Path, name: str,
+                                                                            data: bytes, says: str):
+    p = tmp_path / name
+    p.write_bytes(data)
+    with pytest.raises(InputFileError) as caught:
+        rows(p)
+    assert caught.value.code == "E_INPUT_FORMAT" and says in caught.value.message
