@@ -30,8 +30,10 @@ from node.identifiers import (
 from node.values import (
     CHINA,
     BadValue,
+    amount_in_unit,
     canonical_decimal,
     cell_text,
+    column_unit,
     decimal_places,
     parse_date,
     parse_decimal,
@@ -239,6 +241,7 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
         return a_date
 
     lo, hi, scale, whole = spec.minimum, spec.maximum, spec.scale, t == "integer"
+    unit = column_unit(spec.name)
     # Plain "123.45" needs no Decimal: canonical form by string operations (the same result as
     # canonical_decimal) when no bound needs a numeric comparison. Most amounts take this path.
     fast = hi is None and (lo is None or lo <= 0) and not whole
@@ -255,8 +258,15 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
         try:
             d = parse_decimal(v)
         except BadValue as exc:
-            bad(out, row, "E_FIELD_NUMBER", str(exc))
-            return None
+            refused = str(exc)
+            try:  # perhaps an amount written with its unit (0.5万元)
+                in_unit = amount_in_unit(normalize_text(v), unit) if unit and isinstance(v, str) else None
+            except BadValue as why:
+                refused, in_unit = str(why), None
+            if in_unit is None:
+                bad(out, row, "E_FIELD_NUMBER", refused)
+                return None
+            d = in_unit
         reason = ""
         shown = v if isinstance(v, str) else canonical_decimal(d)  # a float as the spreadsheet showed it
         if whole and d != d.to_integral_value():

@@ -16,7 +16,7 @@ from typing import Final
 
 from node.identifiers import normalize_text
 
-__all__ = ["CHINA", "BadValue", "Serial1904Float", "Serial1904Int", "canonical_decimal", "cell_text", "from_1904_workbook", "parse_date", "parse_decimal", "specified_value", "split_multi"]
+__all__ = ["CHINA", "BadValue", "Serial1904Float", "Serial1904Int", "amount_in_unit", "canonical_decimal", "cell_text", "column_unit", "from_1904_workbook", "parse_date", "parse_decimal", "specified_value", "split_multi"]
 
 # Beijing time (no DST): the regulations' dates are Beijing dates, and so is the day an instant
 # with a time zone (a TIMESTAMPTZ column) falls on.
@@ -227,6 +227,44 @@ def parse_decimal(v: object) -> Decimal:
     if isinstance(v, Decimal):
         return _bounded(v, str(v))
     raise BadValue(f"expected a number, got {type(v).__name__}")
+
+
+# An amount written with its currency or unit: "0.5万元", "5000元", "¥100", "人民币2,000元".
+_WITH_UNIT: Final = re.compile(r"(人民币|[¥￥])?\s*(.*?)\s*(万元|万|元)?")
+_IN_WORDS: Final = re.compile(r"[零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟]")
+# The unit a column's name states: 罚款金额（万元）, 金额(单位：元).
+_COLUMN_UNIT: Final = re.compile(r"[(（](?:单位[:：]\s*)?(万元|元)[)）]\s*$")
+
+
+def column_unit(name: str) -> str:
+    """The unit (元 or 万元) a column's name states, or ''."""
+    m = _COLUMN_UNIT.search(name)
+    return m[1] if m else ""
+
+
+def amount_in_unit(s: str, unit: str) -> Decimal | None:
+    """An amount written with its unit or currency (``0.5万元``) in a column whose name states
+    ``unit``: the number, when the unit written is the column's. Another unit, a currency sign
+    alone, or figures in words are refused with what to write: a converted or guessed amount
+    would be stored 10,000 times off whenever the guess is wrong. None: ``s`` has no unit nor currency."""
+    m = _WITH_UNIT.fullmatch(s)
+    if m is None or not (m[1] or m[3]):
+        return None
+    written = "万元" if m[3] == "万" else m[3]
+    try:
+        d = parse_decimal(m[2])
+    except BadValue:
+        if _IN_WORDS.search(m[2]):
+            raise BadValue(f'"{s}" is written in words: write the amount in figures, in {unit}') from None
+        raise BadValue(f'"{s}" is not a number') from None
+    if not written:
+        raise BadValue(f'"{s}" does not say whether it is in 元 or 万元 (the column is in {unit}): write the '
+                       "number alone, in " + unit) from None
+    if written != unit:
+        meant = d / 10000 if written == "元" else d * 10000
+        raise BadValue(f'"{s}" is in {written} and the column is in {unit}: write {canonical_decimal(meant)} '
+                       "(amounts are not converted on import)")
+    return d
 
 
 def decimal_places(d: Decimal) -> int:

@@ -175,6 +175,29 @@ def test_bad_amounts_are_refused(validator: Validator, catalog: Catalog, cell: o
     assert ("E_FIELD_NUMBER", "CF_NR_FK") in codes(check(validator, catalog, penalty(CF_NR_FK=cell)))
 
 
+@pytest.mark.parametrize(("cell", "canonical"), [("0.5万元", "0.5"), ("1,200 万元", "1200"), ("人民币2万元", "2"),
+                                                 ("０.５万", "0.5")])
+def test_an_amount_written_with_the_columns_own_unit_is_read(validator: Validator, catalog: Catalog, cell: str,
+                                                             canonical: str) -> None:
+    c = check(validator, catalog, penalty(CF_NR_FK=cell))
+    assert c.ok, c.problems
+    assert value(c, "CF_NR_FK") == canonical
+
+
+@pytest.mark.parametrize(("cell", "says"), [
+    ("5000元", '"5000元" is in 元 and the column is in 万元: write 0.5'),
+    ("人民币1,500元", "write 0.15"),
+    ("壹万元", "written in words: write the amount in figures, in 万元"),
+    ("一万五千元", "written in words"),
+    ("¥100", "does not say whether it is in 元 or 万元"),
+])
+def test_an_amount_in_another_unit_or_in_words_is_refused_saying_what_to_write(validator: Validator,
+                                                                               catalog: Catalog, cell: str,
+                                                                               says: str) -> None:
+    c = check(validator, catalog, penalty(CF_NR_FK=cell))
+    assert codes(c) == [("E_FIELD_NUMBER", "CF_NR_FK")] and says in c.problems[0].message, c.problems
+
+
 def test_a_refused_spreadsheet_number_is_shown_as_the_spreadsheet_showed_it(validator: Validator,
                                                                              catalog: Catalog) -> None:
     c = check(validator, catalog, penalty(CF_NR_FK=1 / 3))
