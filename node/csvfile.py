@@ -13,6 +13,7 @@ import codecs
 import csv
 import io
 import pathlib
+import re
 from collections.abc import Callable, Iterator, Sequence
 
 from node.errors import InputFileError, Problem
@@ -244,8 +245,11 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
                                                 row=record))
             continue
         record += 1
-        if not "".join(cells).strip():  # blank (or only spaces): one C call, not one per cell
+        joined = "".join(cells)
+        if not joined.strip():  # blank (or only spaces): one C call, not one per cell
             continue
+        if '="' in joined:
+            cells = _text_formulas_read(cells)
         if not every_column_mapped and not any(cells[i].strip() for i in counted if i < len(cells)):
             continue  # only its row number (序号) filled in: a template numbered in advance
         if first_data:
@@ -295,6 +299,15 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
         else:
             values = {code: cells[i] for i, code in enumerate(codes) if code is not None and i < len(cells)}
         yield SourceRow(record, values)
+
+
+# ="0123": how exports keep a code's leading zeros and its digits when Excel opens the CSV (a
+# formula whose value is that text); the value is the text, "" inside it a quote.
+_TEXT_FORMULA = re.compile(r'\s*="((?:[^"]|"")*)"\s*')
+
+
+def _text_formulas_read(cells: list[str]) -> list[str]:
+    return [m[1].replace('""', '"') if (m := _TEXT_FORMULA.fullmatch(c)) else c for c in cells]
 
 
 def _unclosed_at_end(taken: Sequence[tuple[int, str]]) -> bool:

@@ -519,3 +519,13 @@ def test_a_file_named_as_a_workbook_that_is_no_xlsx_is_named_for_what_it_is(tmp_
     with pytest.raises(InputFileError) as caught:
         rows(p)
     assert caught.value.code == "E_INPUT_FORMAT" and says in caught.value.message
+
+
+def test_a_cell_exported_as_excels_text_formula_is_read_as_its_text(tmp_path: pathlib.Path):
+    p = tmp_path / "export.csv"
+    p.write_bytes('行政相对人名称,处罚决定日期,备注\r\n="某公司",="2024-03-01",\r\n'
+                  '另一公司,2024-03-02,"=""引用"""\r\n第三公司,2024-03-03,"=""a"" b"\r\n'.encode("gbk"))
+    assert [r.values for r in rows(p)] == [
+        {"CF_XDR_MC": "某公司", "CF_JDRQ": "2024-03-01", "BZ": ""},
+        {"CF_XDR_MC": "另一公司", "CF_JDRQ": "2024-03-02", "BZ": "引用"},
+        {"CF_XDR_MC": "第三公司", "CF_JDRQ": "2024-03-03", "BZ": '="a" b'}]  # not a text formula: as written
