@@ -260,3 +260,10 @@ def test_a_birth_date_that_is_today_in_beijing_is_real_while_utc_is_still_on_the
     assert identifiers.check_id_number(born_today) is None
     born_tomorrow = identifiers.make_id_number("330102", date(2026, 12, 9), "001")
     assert identifiers.check_id_number(born_tomorrow).code == "E_ID_BIRTHDATE"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("check", "value"), [(check_id_number, "3.30102E+17"), (check_uscc, "9.13301E+17"),
+                                              (check_id_number, "1.1E17")])
+def test_a_number_a_spreadsheet_wrote_in_scientific_notation_is_named_so(check, value: str):
+    p = check(value)
+    assert p is not None and p.code.endswith("_FORMAT") and "scientific notation" in p.message
