@@ -27,7 +27,12 @@ LEVELS_UP: Final = ("department", "district", "city", "province", "national")
 SUBJECT_CODE: Final = "@subject_code"  # pseudo-field usable in key_fields
 KEY_PSEUDO_FIELDS: Final = (SUBJECT_CODE, "@subject_kind")
 
-_HEADER_DECORATION: Final = re.compile(r"^\*+|\*+$|\((必填|选填|可选|非必填)\)$")
+# Marks of a required column (*, ★, ※) at either end, a trailing colon, a trailing (必填).
+_HEADER_DECORATION: Final = re.compile(r"^[*★☆※]+|[*★☆※]+$|[:：]$|\((必填|选填|可选|非必填)\)$")
+# Other brackets templates put a unit or a note in (罚款金额【万元】, 罚款金额[万元]) are parentheses;
+# so is a unit after a slash (罚款金额/万元).
+_BRACKETS: Final = str.maketrans("【】[]〔〕", "()()()")
+_UNIT_SLASH: Final = re.compile(r"/((?:万)?元)$")
 # A trailing note on how to fill the column in (a date format, an example, 长期填2099/12/31) is no
 # part of its name; a unit (元, 万元) is, and stays.
 _HEADER_HINT: Final = re.compile(r"\((?:[^()]*(?:YYYY|格式|填|例|如)[^()]*)\)$")
@@ -42,7 +47,7 @@ def normalize_header(header: str) -> str:
     and the decorations templates add (a leading ``*``, a trailing ``(必填)`` or ``(YYYY/MM/DD)``)
     dropped.
     """
-    h = "".join(normalize_text(header).split()).upper()
+    h = _UNIT_SLASH.sub(r"(\1)", "".join(normalize_text(header).split()).upper().translate(_BRACKETS))
     return _UNIT_LABEL.sub("(", _HEADER_HINT.sub("", _HEADER_DECORATION.sub("", h)))
 
 

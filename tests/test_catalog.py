@@ -182,6 +182,17 @@ def test_header_map_accepts_names_codes_aliases_in_any_width_and_case(shipped: C
         assert normalize_header(other) not in headers
 
 
+def test_a_header_marked_with_a_star_or_a_colon_or_its_unit_in_other_brackets_is_the_column(shipped: Catalog) -> None:
+    headers = shipped.item("admin_penalty").header_map()
+    for header in ("★行政相对人名称", "※行政相对人名称", "行政相对人名称：", "行政相对人名称:"):
+        assert headers.get(normalize_header(header)) == "CF_XDR_MC", header
+    for header in ("罚款金额【万元】", "罚款金额[万元]", "罚款金额/万元", "罚款金额 / 万元"):
+        assert headers.get(normalize_header(header)) == "CF_NR_FK", header
+    assert headers.get(normalize_header("处罚决定日期【YYYY-MM-DD】")) == "CF_JDRQ"
+    for other in ("罚款金额【元】", "罚款金额/元"):  # still another unit
+        assert normalize_header(other) not in headers
+
+
 def test_unknown_item_names_the_code_and_the_known_items(shipped: Catalog) -> None:
     with pytest.raises(UnknownItemError) as exc:
         shipped.item("admin_pentaly")
