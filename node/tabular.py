@@ -169,6 +169,7 @@ def is_total(cells: Sequence[object]) -> bool:
     every other filled cell is a number. Called for every row: it returns at the first filled cell
     of a record."""
     first = True
+    label = ""
     for c in cells:
         if c is None:
             continue
@@ -179,8 +180,8 @@ def is_total(cells: Sequence[object]) -> bool:
             if first:
                 if t[0] not in _TOTAL_START or not _TOTAL.fullmatch(t):
                     return False
-                first = False
-            elif not _COUNT.fullmatch(t):
+                first, label = False, t
+            elif t != label and not _COUNT.fullmatch(t):  # the label again: a block merged across columns
                 return False
         elif first or isinstance(c, bool) or not isinstance(c, int | float):
             return False

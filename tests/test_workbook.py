@@ -196,3 +196,15 @@ def test_a_template_sheet_holding_only_its_required_marks_gives_way_to_the_data_
     data.append(["公司1", "一般", None, None])
     wb.save(p)
     assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(3, "公司1")]
+
+
+def test_a_row_of_sums_whose_label_is_merged_across_columns_is_no_record(tmp_path: pathlib.Path):
+    p = tmp_path / "total.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(HEADER)
+    ws.append(["公司1", "一般", None, None])
+    ws.append(["合计", None, None, 1])
+    ws.merge_cells("A3:C3")
+    wb.save(p)
+    assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(2, "公司1")]
