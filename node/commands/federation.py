@@ -96,7 +96,10 @@ def definitions(ctx: click.Context, edges: tuple[str, ...], out: str | None) -> 
 @click.pass_context
 @handle_errors
 def reconcile(ctx: click.Context, with_: str, as_json: bool) -> None:
-    """Compare per-item, per-day digests with the parent; re-enqueue what it lacks.
+    """Compare per-item, per-day digests with the parent; re-enqueue what it lacks; send the refusal tallies.
+
+    The tallies (distinct refused facts per origin node, source unit, item and day: this node's and those
+    held from below) are what 'report sources' at the parent counts as refused.
 
     Exit 0 in sync (or repaired by replay), 1 when something no replay can fix remains (revisions only
     the parent holds, or held with different bodies), 4 when the parent does not answer.

@@ -143,7 +143,10 @@ def _day(text: str, option: str) -> dt.date:
 @handle_errors
 def report_sources(ctx: click.Context, since: str, until: str | None, within_days: int, source_unit: str | None,
                    as_json: bool, as_csv: bool) -> None:
-    """Reporting assessment (绩效考核) per source unit and item: volume, refusals, timeliness, completeness."""
+    """Reporting assessment (绩效考核) per source unit and item: volume, refusals, timeliness, completeness.
+
+    Above a department, the refusals below are counted as each child's last 'reconcile' sent them.
+    """
     from node.assessment import COLUMNS, assess, working_days_for
 
     first = _day(since, "since")

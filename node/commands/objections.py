@@ -56,7 +56,8 @@ def _case_json(case: Any, today: dt.date) -> dict[str, object]:
 # --- objections ---------------------------------------------------------------------------------
 @cli.group()
 def objection() -> None:
-    """Objections (异议): file, answer, deadlines, statements (docs/lifecycle.md)."""
+    """Objections (异议): file, answer, deadlines, the 30-day limit and its extension, statements and their
+    withdrawal (docs/lifecycle.md)."""
 
 
 @objection.command("file")
@@ -228,7 +229,10 @@ def objection_tick(ctx: click.Context, as_json: bool) -> None:
 # --- platform checks -----------------------------------------------------------------------------
 @cli.group()
 def check() -> None:
-    """Platform checks (信息自查, seed 003 篇2 第三十三条): cases kept, answered and listed as objections."""
+    """Platform checks (信息自查, seed 003 篇2 第三十三条): cases kept, answered and listed as objections.
+
+    'conflicts check' opens one for each side of a conflict between two sources.
+    """
 
 
 @check.command("open")
