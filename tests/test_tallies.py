@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import pathlib
 from types import SimpleNamespace
 from typing import Any
@@ -9,12 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from node import tallies
 from node.config import ChildConfig
 from node.errors import NotAuthorizedError
 from node.rejection import RejectionRow
 from node.store import migrate, open_engine
 from node.store.rejections import RejectionStore
-from node.store.tallies import Tally, TallyStore
+from node.store.tallies import Tally, TallyStore, beijing_day
 from node.tallies import accept, snapshot
 from node.transport.wire import fpb
 
@@ -41,7 +43,7 @@ def node(engine: Engine, node_id: str, *children: ChildConfig) -> Any:
 def test_a_district_sends_its_own_refusals_and_those_it_holds_from_below(engine: Engine) -> None:
     RejectionStore(engine).add([RejectionRow("b", "push", DIRECT, "admin_penalty", 0, "k", "", "E_X", "m", MS)])
     TallyStore(engine).replace(DEPT, [Tally(DEPT, UNIT, "admin_penalty", "2026-01-19", 3)], now_ms=MS)
-    sent = snapshot(node(engine, WEST))
+    sent = snapshot(node(engine, WEST), now_ms=MS)
     assert [(t.origin, t.source_unit, t.item, [(c.day, c.refused) for c in t.days]) for t in sent.tallies] == [
         (DEPT, UNIT, "admin_penalty", [("2026-01-19", 3)]),
         (WEST, DIRECT, "admin_penalty", [("2026-01-20", 1)]),
@@ -56,7 +58,7 @@ def test_a_parent_keeps_only_what_the_child_may_report(engine: Engine, second: E
     city = node(second, CITY, ChildConfig(WEST, units=(UNIT,), items=("admin_penalty",)), ChildConfig(EAST))
     caplog.set_level("WARNING", logger="node.tallies")
     # The district's own unit DIRECT is not one the city lets it report for; admin_license neither.
-    assert accept(city, WEST, snapshot(node(engine, WEST)), now_ms=MS) == (1, 2)
+    assert accept(city, WEST, snapshot(node(engine, WEST), now_ms=MS), now_ms=MS) == (1, 2)
     assert f"may not report for source unit {DIRECT}" in caplog.text and "may not report admin_license" in caplog.text
     assert TallyStore(second).held() == [Tally(DEPT, UNIT, "admin_penalty", "2026-01-19", 3)]
 
@@ -71,3 +73,51 @@ def test_a_parent_keeps_only_what_the_child_may_report(engine: Engine, second: E
                                          Tally("dept:330106:scjgj", UNIT, "admin_penalty", "2026-01-19", 5)]
     with pytest.raises(NotAuthorizedError):
         accept(city, "district:330999", claims)
+
+
+def _day(days_before: int) -> str:
+    return (dt.date.fromisoformat(beijing_day(MS)) - dt.timedelta(days=days_before)).isoformat()
+
+
+def test_a_snapshot_covers_its_window_and_the_parent_keeps_earlier_days(engine: Engine, second: Engine) -> None:
+    old, recent = _day(tallies.TALLY_DAYS + 30), _day(3)
+    TallyStore(engine).replace(DEPT, [Tally(DEPT, UNIT, "admin_penalty", old, 4),
+                                      Tally(DEPT, UNIT, "admin_penalty", recent, 2)], now_ms=MS)
+    sent = snapshot(node(engine, WEST), now_ms=MS)
+    assert sent.since == _day(tallies.TALLY_DAYS)
+    assert [(c.day, c.refused) for t in sent.tallies for c in t.days] == [(recent, 2)]
+    # The city holds both days from the district's earlier snapshot; the new one replaces its own days only.
+    city = node(second, CITY, ChildConfig(WEST))
+    TallyStore(second).replace(WEST, [Tally(DEPT, UNIT, "admin_penalty", old, 4),
+                                      Tally(DEPT, UNIT, "admin_penalty", recent, 9)], now_ms=MS)
+    assert accept(city, WEST, sent, now_ms=MS) == (1, 0)
+    assert TallyStore(second).held() == [Tally(DEPT, UNIT, "admin_penalty", old, 4),
+                                         Tally(DEPT, UNIT, "admin_penalty", recent, 2)]
+
+
+def test_a_snapshot_too_big_for_one_request_sends_its_newest_days(engine: Engine, monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    units = [f"11330102MB{n:07d}X" for n in range(40)]
+    TallyStore(engine).replace(DEPT, [Tally(DEPT, u, "admin_penalty", _day(d), 1) for u in units for d in range(300)],
+                               now_ms=MS)
+    monkeypatch.setattr(tallies, "TALLY_BYTES", 64 << 10)
+    caplog.set_level("WARNING", logger="node.tallies")
+    sent = snapshot(node(engine, WEST), now_ms=MS)
+    days = sorted({c.day for t in sent.tallies for c in t.days})
+    assert len(sent.SerializeToString()) <= 64 << 10
+    assert days[-1] == _day(0) and days[0] == sent.since > _day(300)  # the newest days, without a gap
+    assert len(days) == (dt.date.fromisoformat(days[-1]) - dt.date.fromisoformat(days[0])).days + 1
+    assert f"refusal tallies from {sent.since} on only" in caplog.text
+
+
+def test_a_parent_ignores_days_before_the_snapshots_first_day_and_a_first_day_that_is_no_date(
+        engine: Engine) -> None:
+    city = node(engine, CITY, ChildConfig(WEST))
+    counts = [fpb.RefusalCount(day=_day(10), refused=1), fpb.RefusalCount(day=_day(1), refused=2)]
+    sent = fpb.RefusalSnapshot(tallies=[fpb.RefusalTally(origin=DEPT, source_unit=UNIT, item="admin_penalty",
+                                                         days=counts)], since=_day(5))
+    assert accept(city, WEST, sent, now_ms=MS) == (1, 1)
+    assert TallyStore(engine).held() == [Tally(DEPT, UNIT, "admin_penalty", _day(1), 2)]
+    sent.since = "last year"
+    assert accept(city, WEST, sent, now_ms=MS) == (0, 1)
+    assert TallyStore(engine).held() == [Tally(DEPT, UNIT, "admin_penalty", _day(1), 2)]

@@ -8,7 +8,8 @@ refusal, so the days from ``since`` to today add up to what the origin itself co
 counts it if it was also refused inside the period: the days carry counts, not facts.)
 
 The tallies of the nodes below are held as the children last sent them (``node.tallies``): a
-child's snapshot replaces all that child sent before, so nothing is ever counted twice.
+child's snapshot replaces what that child sent before for the days it covers, so nothing is
+ever counted twice from one snapshot to the next.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class TallyStore:
         with translated("reading refusal tallies"), self._engine.connect() as conn:
             return [Tally(o, u, i, d, int(n)) for o, u, i, d, n in conn.execute(stmt)]
 
-    def replace(self, child: str, tallies: Sequence[Tally], now_ms: int) -> dict[str, str]:
-        """``child``'s snapshot: what it sent before goes, ``tallies`` stay (one per key).
+    def replace(self, child: str, tallies: Sequence[Tally], now_ms: int, *, since: str = "") -> dict[str, str]:
+        """``child``'s snapshot of the days from ``since`` (every day if ""): what it sent before for
+        those days goes, ``tallies`` stay (one per key).
 
         An origin whose tallies are held from another child is not taken from this one (a node has
         one way up; two children both counting it would count it twice): returned, with that child.
@@ -73,9 +75,9 @@ class TallyStore:
         t = refusal_tallies.c
         taken: dict[str, str] = {}
         with translated("storing refusal tallies"), write_transaction(self._engine) as conn:
-            conn.execute(delete(refusal_tallies).where(t.received_from == child))
+            conn.execute(delete(refusal_tallies).where(t.received_from == child, t.day >= since))
             for part in chunks(sorted({x.origin for x in tallies})):
-                stmt = select(t.origin, t.received_from).distinct().where(t.origin.in_(part))
+                stmt = select(t.origin, t.received_from).distinct().where(t.origin.in_(part), t.received_from != child)
                 taken.update((o, r) for o, r in conn.execute(stmt))
             kept = [x for x in tallies if x.origin not in taken]
             if kept:
