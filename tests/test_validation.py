@@ -509,6 +509,18 @@ def test_licence_open_ended_validity_and_order(validator: Validator, catalog: Ca
     assert check(validator, catalog, dict(row, XK_ZT=2), "admin_license").ok
 
 
+@pytest.mark.parametrize(("cell", "stored"), [("其他－备案", "其他-备案"), ("其他（备案）", "其他-备案"), ("其他：备案", "其他-备案"),
+                                              ("核准", "核准"), ("登记许可", "登记"), ("其他", "其他")])
+def test_a_licence_category_other_carries_what_it_stands_for(validator: Validator, catalog: Catalog, cell: str,
+                                                             stored: str) -> None:
+    # 双公示 v2.0 行政许可: 许可类别 其他 names the specific kind, as 处罚类别 其他 does.
+    c = check(validator, catalog, {**licence(), "XK_XKLB": cell}, "admin_license")
+    assert c.ok, c.problems
+    assert value(c, "XK_XKLB") == stored
+    bad = check(validator, catalog, {**licence(), "XK_XKLB": "备案"}, "admin_license")
+    assert codes(bad) == [("E_FIELD_ENUM", "XK_XKLB")] and "许可类别 (XK_XKLB)" in bad.problems[0].message
+
+
 # --- source units --------------------------------------------------------------------------------
 def test_department_refuses_rows_of_another_unit(validator: Validator, catalog: Catalog) -> None:
     c = check(validator, catalog, penalty(CF_SJLYDM=OTHER_UNIT))
