@@ -728,3 +728,22 @@ def test_a_red_list_category_as_departments_write_it(validator: Validator, catal
     c = check(validator, catalog, row, "red_list")
     assert c.ok, c.problems
     assert value(c, "HM_LB") == stored
+
+
+@pytest.mark.parametrize(("item", "row", "field"), [
+    ("registration", registration(DJ_ZT="存续", DJ_ZXRQ=""), "DJ_YYQXZI"),
+    ("red_list", {"HM_ZTMC": "杭州守信有限公司", "HM_ZTLB": "法人及非法人组织", "HM_SHXYM": COMPANY, "HM_MDMC": "浙江省守信企业",
+                  "HM_LB": "守信红名单", "HM_RDYJ": "《浙江省守信激励办法》", "HM_RDWH": "浙信〔2026〕1号", "HM_RDJG": "浙江省发展改革委",
+                  "HM_RDJGDM": UNIT, "HM_RDRQ": "2026-02-01", "HM_SJLY": "浙江省发展改革委", "HM_SJLYDM": UNIT}, "HM_YXQZ"),
+    ("professional_qualification", {"ZG_XM": "李娜", "ZG_ZJLX": "身份证", "ZG_ZJHM": PERSON, "ZG_ZGLB": "职业资格",
+                                    "ZG_ZGMC": "执业药师", "ZG_ZSBH": "ZY2024001", "ZG_QDRQ": "2024-06-01", "ZG_ZT": "有效",
+                                    "ZG_FZJG": "浙江省药品监督管理局", "ZG_SJLY": "浙江省药品监督管理局", "ZG_SJLYDM": UNIT}, "ZG_YXQZ"),
+    ("admin_license", licence(), "XK_YXQZI"),
+    ("admin_penalty", penalty(), "CF_YXQ")])
+@pytest.mark.parametrize("cell", ["长期", "长期有效"])
+def test_every_field_that_knows_long_term_reads_it_as_departments_write_it(validator: Validator, catalog: Catalog,
+                                                                           item: str, row: dict[str, Any], field: str,
+                                                                           cell: str) -> None:
+    c = check(validator, catalog, {**row, field: cell}, item)
+    assert c.ok, c.problems
+    assert value(c, field) == "2099-12-31"
