@@ -128,7 +128,11 @@ def _choices(values: tuple[str, ...]) -> str:
 def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Conv:
     """The converter of ``spec``; ``check`` (if any) runs on the normalised value."""
     code, label, maxlen, t = spec.code, spec.label, spec.max_length, spec.type
-    aliases = dict(spec.value_aliases)
+    # Keys as the cells they meet: a cell is normalised before the lookup (（ → (, ， → ,), so an
+    # alias copied with a standard's full-width punctuation would otherwise never match.
+    compact_key = t in ("code", "uscc", "id_number", "org_code")
+    aliases = {(normalize_text(k).replace(" ", "").upper() if compact_key else normalize_text(k, prose=t == "text")): v
+               for k, v in spec.value_aliases}
 
     def bad(out: list[Problem], row: int, problem_code: str, reason: str) -> None:
         out.append(Problem(problem_code, code, f"{label}: {reason}", row))

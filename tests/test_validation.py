@@ -747,3 +747,34 @@ def test_every_field_that_knows_long_term_reads_it_as_departments_write_it(valid
     c = check(validator, catalog, {**row, field: cell}, item)
     assert c.ok, c.problems
     assert value(c, field) == "2099-12-31"
+
+
+@pytest.mark.parametrize(("written", "stored"), [("存续（在营、开业、在册）", "存续"), ("吊销，未注销", "吊销"),
+                                                 ("吊销，已注销", "注销"), ("吊销,未注销", "吊销")])
+def test_a_registration_status_as_the_enterprise_credit_publicity_system_writes_it(validator: Validator,
+                                                                                   catalog: Catalog, written: str,
+                                                                                   stored: str) -> None:
+    row = registration(DJ_ZT=written, DJ_ZXRQ="" if stored == "存续" else "2024-06-30")
+    c = check(validator, catalog, row, "registration")
+    assert c.ok, c.problems
+    assert value(c, "DJ_ZT") == stored
+
+
+def test_a_value_alias_written_with_full_width_punctuation_matches_the_cell() -> None:
+    # Cells are normalised (（ → (, ， → ,) before the lookup: an alias copied from a standard's
+    # table with its full-width punctuation must be normalised too, or it never matches.
+    doc = {"version": "t", "items": {"st": {
+        "name": "状态事项", "category": "行政管理信息", "subject_kinds": ["legal_person"], "disclosure_class": "C",
+        "disclosure": {"kind": "while_listed"}, "routing": {"rule_id": "st", "up_to": "city"},
+        "subject": {"name_field": "S_MC", "code_fields": {"legal_person": "S_DM"}},
+        "source_unit_field": "S_LYDM", "key_fields": ["@subject_code"],
+        "fields": [{"code": "S_MC", "name": "名称", "type": "string", "required": True},
+                   {"code": "S_DM", "name": "代码", "type": "uscc", "required": True},
+                   {"code": "S_ZT", "name": "状态", "type": "enum", "enum": ["存续"],
+                    "value_aliases": {"存续（在营、开业、在册）": "存续"}},
+                   {"code": "S_LYDM", "name": "来源单位代码", "type": "uscc", "required": True}]}}}
+    cat = parse_catalog([("t.yaml", doc)])
+    c = Validator(cat, today=TODAY).check(cat.item("st"), {"S_MC": "甲", "S_DM": COMPANY, "S_LYDM": UNIT,
+                                                            "S_ZT": "存续（在营、开业、在册）"})
+    assert c.ok, c.problems
+    assert value(c, "S_ZT") == "存续"
