@@ -251,9 +251,11 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
         raise ConfigError(f"level: {cfg.level!r}, but the node id {cfg.id!r} names level {named!r}", field="level")
     _check_quantities(cfg, "")
     for i, code in enumerate(cfg.validation.uscc_allowlist):
-        # The list excuses a failed check character only; a code no USCC can be would never match.
-        problem = check_uscc(normalize_text(code).replace(" ", "").upper(), label=f"validation.uscc_allowlist[{i}]")
-        if problem is not None and problem.code == "E_USCC_FORMAT":
+        # The list excuses a failed check character, or an authority/category GB 32100's table does
+        # not have yet; a code no USCC can be (length, alphabet, division) would never match.
+        listed = normalize_text(code).replace(" ", "").upper()
+        problem = check_uscc(listed, label=f"validation.uscc_allowlist[{i}]", allowlist=frozenset({listed}))
+        if problem is not None and not problem.warning:
             raise ConfigError(problem.message, field=f"validation.uscc_allowlist[{i}]")
     if cfg.unit and cfg.unit not in cfg.validation.uscc_allowlist:
         # Every record this node signs as its origin names this unit; a typo would be signed in.

@@ -8,6 +8,9 @@ Decisions (see docs/catalogue.md):
 - A USCC on the allow-list (legally issued early pilot codes that fail a check character) is
   accepted with the warning ``W_USCC_ALLOWLISTED``, never silently. The allow-list exempts both
   check characters, because an operator listed that exact code; length and charset still apply.
+- Positions 1-2 must be an authority/category pair of GB 32100's table and positions 3-8 digits
+  (``E_USCC_FORMAT``): a code outside them passing both checks was computed, not issued. The
+  allow-list admits a pair an amendment adds after this table; never letters in the division.
 - 15-digit first-generation ID numbers are refused (``E_ID_FORMAT``): those cards ceased to be valid
   on 2013-01-01 and a 15-digit number carries no check digit, so nothing could be verified.
   :func:`id15_to_id18` converts legacy data for an adapter that has to migrate it deliberately.
@@ -49,6 +52,13 @@ __all__ = [
 USCC_ALPHABET: Final = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # 31 chars: no I, O, Z, S, V
 _USCC_RE: Final = re.compile(r"[0-9A-HJ-NP-RTUWXY]{18}")
 _USCC_VALUE: Final = {c: i for i, c in enumerate(USCC_ALPHABET)}
+# Position 1 (登记管理部门码) → the position-2 categories (机构类别码) GB 32100-2015 and its amendment
+# define: 1 机构编制, 2 外交, 3 司法行政, 4 文化, 5 民政, 6 旅游, 7 宗教, 8 工会, 9 市场监管 (工商),
+# A 中央军委改革和编制办公室, N 农业, Y 其他. A pair outside it passing both checks was computed, not
+# issued; one a later amendment adds is admitted through the allow-list (with its warning).
+_USCC_KINDS: Final = {"1": "1239", "2": "19", "3": "123459", "4": "19", "5": "1239", "6": "129", "7": "129",
+                      "8": "19", "9": "123", "A": "19", "N": "1239", "Y": "1"}
+_USCC_KIND_PAIRS: Final = frozenset(a + k for a, ks in _USCC_KINDS.items() for k in ks)
 _USCC_WEIGHTS: Final = tuple(pow(3, i, 31) for i in range(17))
 # GB 11714 values letters A=10 … Z=35 over the full Latin alphabet, unlike the USCC table.
 _ORG_VALUE: Final = {**{str(d): d for d in range(10)}, **{chr(ord("A") + i): 10 + i for i in range(26)}}
@@ -96,6 +106,18 @@ _SCIENTIFIC_WHY = ("was written in scientific notation by a spreadsheet, which h
                    "column as text (文本) and enter the numbers again")
 
 
+def _unknown_kind(value: str) -> str:
+    """Why positions 1-2 are no 登记管理部门码 and 机构类别码 of GB 32100, or '' when they are."""
+    categories = _USCC_KINDS.get(value[0])
+    if categories is None:
+        return (f'has "{value[0]}" in position 1, which is no registration authority (登记管理部门码) of '
+                f"GB 32100 (one of {''.join(_USCC_KINDS)})")
+    if value[1] not in categories:
+        return (f'has "{value[1]}" in position 2, which is no category (机构类别码) of registration authority '
+                f"{value[0]} in GB 32100 (one of {categories})")
+    return ""
+
+
 def check_uscc(value: str, *, field: str = "", label: str = "统一社会信用代码",
                allowlist: Set[str] = frozenset()) -> Problem | None:
     """``None`` if ``value`` (upper-cased, normalised) is a valid USCC, else the problem."""
@@ -105,14 +127,24 @@ def check_uscc(value: str, *, field: str = "", label: str = "统一社会信用�
             else _SCIENTIFIC_WHY if _SCIENTIFIC.fullmatch(value) \
             else f"must be 18 characters of 0-9 and A-Y without I, O, Z, S, V (got {len(value)})"
         return Problem("E_USCC_FORMAT", field, f'{label}: "{value}" {why}')
+    if not value[2:8].isdigit():
+        return Problem("E_USCC_FORMAT", field, f'{label}: "{value}" has "{value[2:8]}" in positions 3-8, which '
+                       "hold the registering authority's division code: 6 digits (GB/T 2260)")
+    # The stand-in 双公示 v2.0 allows (00…0X) keeps its own message: it fails position 18.
+    kind_ok = value[:2] in _USCC_KIND_PAIRS or value == USCC_STAND_IN
     org_ok = _ORG_BY_REMAINDER[sum(map(_get, _ORG_TERMS, value[8:16])) % 11] == value[16]
-    if org_ok and _USCC_BY_REMAINDER[sum(map(_get, _USCC_TERMS, value)) % 31] == value[17]:
+    if kind_ok and org_ok and _USCC_BY_REMAINDER[sum(map(_get, _USCC_TERMS, value)) % 31] == value[17]:
         return None  # the usual case, kept free of function calls: it runs for every code of every row
+    if not kind_ok and value not in allowlist:
+        return Problem("E_USCC_FORMAT", field, f'{label}: "{value}" {_unknown_kind(value)}')
     failed = [] if org_ok else ["E_USCC_ORG_CHECK"]
     if uscc_check_char(value[:17]) != value[17]:
         failed.append("E_USCC_CHECK")
     which = " and ".join("organisation-code check (pos 17)" if c == "E_USCC_ORG_CHECK"
                          else "check character (pos 18)" for c in failed)
+    if not failed:  # only positions 1-2 are amiss, and the code is allow-listed
+        return Problem("W_USCC_ALLOWLISTED", field, f'{label}: "{value}" {_unknown_kind(value)}, but is on the '
+                       "allow-list of issued codes", warning=True)
     if value in allowlist:
         return Problem("W_USCC_ALLOWLISTED", field,
                        f'{label}: "{value}" fails its {which} but is on the allow-list of issued codes',

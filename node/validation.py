@@ -18,7 +18,7 @@ Stable problem codes (part of the wire contract; docs/catalogue.md has the same 
 ``E_CROSS_FIELD``      a cross-field rule of the item failed (dates in order, fine amount …)
 ``E_SOURCE_UNIT``      the 数据来源单位 is not this department, or may not report the item
 ``E_SUBJECT_KIND``     the subject's kind is not one the item carries
-``E_USCC_FORMAT``      USCC: not 18 characters of the GB 32100 alphabet
+``E_USCC_FORMAT``      USCC: not 18 characters of the GB 32100 alphabet, or not its structure
 ``E_USCC_ORG_CHECK``   USCC: the inner GB 11714 organisation-code check (pos 17) fails
 ``E_USCC_CHECK``       USCC: the check character (pos 18) fails
 ``E_ID_FORMAT``        ID number: not 17 digits + 0-9/X (15-digit legacy numbers included)

@@ -131,6 +131,16 @@ def test_an_allow_list_entry_no_uscc_could_be_is_refused_naming_its_place(entry:
     assert parse_config({**BASE, "validation": {"uscc_allowlist": [" 11330102mb0000019x "]}})
 
 
+def test_an_allow_list_entry_may_be_of_a_category_gb32100s_table_lacks_but_not_of_a_lettered_division():
+    from node.identifiers import make_uscc
+
+    newer = make_uscc("9", "4", "330102", "MA2K3L4P")  # an authority/category a later amendment might add
+    assert parse_config({**BASE, "validation": {"uscc_allowlist": [newer]}})
+    with pytest.raises(ConfigError) as err:
+        parse_config({**BASE, "validation": {"uscc_allowlist": [make_uscc("9", "1", "33AB02", "MA2K3L4P")]}})
+    assert err.value.field == "validation.uscc_allowlist[0]" and "positions 3-8" in err.value.message
+
+
 def test_a_node_id_that_is_not_one_is_refused():
     with pytest.raises(ConfigError, match=r"id: node id 'garbage'"):
         parse_config({**BASE, "id": "garbage"})

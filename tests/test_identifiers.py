@@ -267,3 +267,62 @@ def test_a_birth_date_that_is_today_in_beijing_is_real_while_utc_is_still_on_the
 def test_a_number_a_spreadsheet_wrote_in_scientific_notation_is_named_so(check, value: str):
     p = check(value)
     assert p is not None and p.code.endswith("_FORMAT") and "scientific notation" in p.message
+
+
+# --- USCC structure (GB 32100-2015 and its amendment): checked against an implementation written
+# here from the standard's text, not with the module's own functions.
+_GB32100_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+# 登记管理部门码 → its 机构类别码 (1 机构编制, 2 外交, 3 司法行政, 4 文化, 5 民政, 6 旅游, 7 宗教, 8 工会,
+# 9 市场监管/工商, A 中央军委改革和编制办公室, N 农业, Y 其他).
+_GB32100_KINDS = {"1": "1239", "2": "19", "3": "123459", "4": "19", "5": "1239", "6": "129", "7": "129",
+                  "8": "19", "9": "123", "A": "19", "N": "1239", "Y": "1"}
+
+
+def _gb11714(body: str) -> str:
+    total = sum((int(c) if c.isdigit() else ord(c) - ord("A") + 10) * w
+                for c, w in zip(body, (3, 7, 9, 10, 5, 8, 4, 2), strict=True))
+    c = 11 - total % 11
+    return "X" if c == 10 else "0" if c == 11 else str(c)
+
+
+def _gb32100(first16: str) -> str:
+    first17 = first16 + _gb11714(first16[8:16])
+    total = sum(_GB32100_ALPHABET.index(c) * pow(3, i, 31) for i, c in enumerate(first17))
+    return first17 + _GB32100_ALPHABET[(31 - total % 31) % 31]
+
+
+def test_the_independent_implementation_gives_the_standards_example() -> None:
+    assert _gb32100("91350100M000100Y") == STANDARD_EXAMPLE
+
+
+@pytest.mark.parametrize("kind", [a + k for a, ks in _GB32100_KINDS.items() for k in ks])
+def test_every_authority_and_category_the_standard_defines_is_valid(kind: str) -> None:
+    for body in ("MA2K3L4P", "00000001", "L1234567"):
+        code = _gb32100(f"{kind}330102{body}")
+        assert check_uscc(code) is None, code
+
+
+@pytest.mark.parametrize(("kind", "position"), [("01", "position 1"), ("B1", "position 1"), ("X1", "position 1"),
+                                                ("94", "position 2"), ("1A", "position 2"), ("Y2", "position 2"),
+                                                ("50", "position 2"), ("N4", "position 2")])
+def test_an_authority_or_category_the_standard_does_not_define_is_a_format_error(kind: str, position: str) -> None:
+    # Both check characters are right: such a code was computed, never issued.
+    code = _gb32100(f"{kind}330102MA2K3L4P")
+    p = check_uscc(code, field="CF_XDR_SHXYM", label="统一社会信用代码 (CF_XDR_SHXYM)")
+    assert p is not None and (p.code, p.field, p.warning) == ("E_USCC_FORMAT", "CF_XDR_SHXYM", False)
+    assert p.message.startswith("统一社会信用代码 (CF_XDR_SHXYM): ") and position in p.message
+
+
+@pytest.mark.parametrize("division", ["33AB02", "3301K2", "HJ0102"])
+def test_a_division_code_with_letters_is_a_format_error(division: str) -> None:
+    p = check_uscc(_gb32100(f"91{division}MA2K3L4P"))
+    assert p is not None and p.code == "E_USCC_FORMAT" and "positions 3-8" in p.message
+
+
+def test_the_allow_list_can_admit_a_category_added_after_this_table() -> None:
+    # An amendment may add a category; an operator who lists that exact code accepts it, with a warning.
+    code = _gb32100("94330102MA2K3L4P")
+    p = check_uscc(code, allowlist=frozenset({code}))
+    assert p is not None and p.warning and p.code == "W_USCC_ALLOWLISTED"
+    letters = _gb32100("9133AB02MA2K3L4P")
+    assert _code(letters, allowlist=frozenset({letters})) == "E_USCC_FORMAT"
