@@ -326,3 +326,21 @@ def test_the_allow_list_can_admit_a_category_added_after_this_table() -> None:
     assert p is not None and p.warning and p.code == "W_USCC_ALLOWLISTED"
     letters = _gb32100("9133AB02MA2K3L4P")
     assert _code(letters, allowlist=frozenset({letters})) == "E_USCC_FORMAT"
+
+
+def _gb11643(first17: str) -> str:
+    total = sum(int(c) * w for c, w in zip(first17, (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2), strict=True))
+    return first17 + "10X98765432"[total % 11]
+
+
+@pytest.mark.parametrize("first17", ["11010519491231002", "33010220000229123", "33010219960229004",
+                                     # 港澳台居民居住证 numbers follow GB 11643 with division 810000/820000/830000
+                                     "81000019900101000", "82000019851231011", "83000019700615002"])
+def test_id_numbers_with_a_check_computed_from_the_standard_are_valid(first17: str) -> None:
+    assert check_id_number(_gb11643(first17), today=date(2026, 11, 22)) is None
+
+
+@pytest.mark.parametrize("first17", ["33010219000229123", "33010221000229123", "33010220230229123"])
+def test_a_29_february_of_a_year_without_one_is_no_birth_date(first17: str) -> None:
+    p = check_id_number(_gb11643(first17), today=date(2026, 11, 22))
+    assert p is not None and p.code == "E_ID_BIRTHDATE"
