@@ -30,6 +30,7 @@ _SEPARATED: Final = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})" + _TIME)
 _CHINESE: Final = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*[日号]"
                              r"(?:\s*\d{1,2}\s*(?::|时|点)\s*\d{1,2}\s*分?(?:\s*(?::\s*)?\d{1,2}\s*秒?)?)?")
 _COMPACT: Final = re.compile(r"(\d{4})(\d{2})(\d{2})")
+_DAY_NUMBER: Final = re.compile(r"[1-9][0-9]{4}(?:\.[0-9]+)?")  # 10000-99999: Excel's days of 1927-2173
 _FIRST_SERIAL: Final = 2101  # 1905-10-01: every year 1900-2100 typed as a number lies below it
 _EXCEL_EPOCH: Final = date(1899, 12, 30)  # serial 1 = 1900-01-01 once Excel's fake 1900-02-29 is past
 _EXCEL_MAX: Final = 2958465  # 9999-12-31
@@ -172,6 +173,11 @@ def parse_date(v: object) -> str:
             return _ymd(m[1], m[3], m[4], s)
         if (m := _CHINESE.fullmatch(s)) or (m := _COMPACT.fullmatch(s)):
             return _ymd(m[1], m[2], m[3], s)
+        if _DAY_NUMBER.fullmatch(s):
+            # Excel's day count, saved as text (a CSV of a General-formatted column). Text does not
+            # say whether it counted from 1900 or 1904 (1,462 days apart): not read, but named.
+            raise BadValue(f'"{s}" is a spreadsheet day number ({_from_number(float(s), s)} if counted from 1900, '
+                           "as Excel does), not a date: format the column as a date (YYYY-MM-DD) and save again")
         raise BadValue(f'"{s}" is not a date (use YYYY-MM-DD)')
     if isinstance(v, datetime):
         return (v.astimezone(CHINA) if v.tzinfo is not None else v).date().isoformat()

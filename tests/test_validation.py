@@ -153,6 +153,18 @@ def test_non_dates_are_refused(validator: Validator, catalog: Catalog, cell: obj
     assert ("E_FIELD_DATE", "CF_JDRQ") in codes(check(validator, catalog, penalty(CF_JDRQ=cell)))
 
 
+@pytest.mark.parametrize("cell", ["45352", "45352.0", "45352.5"])
+def test_a_spreadsheet_day_number_written_as_text_is_refused_saying_what_it_is(validator: Validator,
+                                                                             catalog: Catalog, cell: str) -> None:
+    # A CSV saved from a General-formatted date column holds Excel's day count. A CSV does not say
+    # whether it counted from 1900 or 1904 (1,462 days apart), so it is not read as a date; the
+    # message says what the number is and what to do, not only "use YYYY-MM-DD".
+    c = check(validator, catalog, penalty(CF_JDRQ=cell))
+    assert codes(c) == [("E_FIELD_DATE", "CF_JDRQ")]
+    assert "处罚决定日期 (CF_JDRQ)" in c.problems[0].message and "2024-03-01" in c.problems[0].message
+    assert "day number" in c.problems[0].message
+
+
 def test_decision_date_in_the_future_is_refused(validator: Validator, catalog: Catalog) -> None:
     c = check(validator, catalog, penalty(CF_JDRQ="2026-11-23", CF_YXQ="2027-11-23"))
     assert codes(c) == [("E_FIELD_DATE", "CF_JDRQ")] and "future" in c.problems[0].message
