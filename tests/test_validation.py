@@ -790,3 +790,19 @@ def test_a_value_alias_written_with_full_width_punctuation_matches_the_cell() ->
                                                             "S_ZT": "存续（在营、开业、在册）"})
     assert c.ok, c.problems
     assert value(c, "S_ZT") == "存续"
+
+
+_KIND_FIELDS = {"admin_penalty": "CF_XDR_LB", "admin_license": "XK_XDR_LB", "registration": "DJ_ZTLB",
+                "serious_dishonest_list": "SX_ZTLB", "red_list": "HM_ZTLB", "abnormal_operation": "YC_ZTLB",
+                "admin_inspection": "JC_XDR_LB"}
+
+
+@pytest.mark.parametrize("item", sorted(_KIND_FIELDS))
+@pytest.mark.parametrize("written", ["法人和非法人组织", "法人及其他组织", "法人和其他组织", "非法人组织", "企业", "法人"])
+def test_an_organisation_is_one_whichever_items_column_names_its_kind(catalog: Catalog, item: str,
+                                                                      written: str) -> None:
+    # One spelling accepted for 行政处罚 and refused for 红名单 would return a department's rows for
+    # a word the standard's own texts use (法人和其他组织 is GB 32100's title).
+    spec = catalog.item(item).field(_KIND_FIELDS[item])
+    canon = dict(spec.value_aliases).get(written, written)
+    assert canon == "法人及非法人组织", (item, written)
