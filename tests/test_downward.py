@@ -286,3 +286,42 @@ def test_a_release_whose_files_were_torn_gives_way_to_the_configured_catalogue(t
     restarted = build_node(load_config(config_file))
     assert restarted.catalog.version != "2027.4"
     restarted.close()
+
+
+def test_the_puller_asks_for_unacknowledged_messages_again_after_a_start_or_a_response_cut_short(
+        tree: dict[str, Node]) -> None:
+    from node.backoff import Backoff
+    from node.errors import StoreError
+    from node.transport.grpc_downward import DownwardPuller
+
+    class Parent:
+        def __init__(self) -> None:
+            self.asked: list[tuple[bool, list[int]]] = []
+            self.answer: list[fpb.DownMessage] = []
+
+        def Pull(self, request: fpb.PullRequest, timeout: float) -> fpb.PullResponse:
+            self.asked.append((request.resend_unacked, list(request.acked)))
+            return fpb.PullResponse(messages=self.answer)
+
+    downward = Downward(tree[DEPT])
+    puller = DownwardPuller(tree[DEPT], downward, Backoff(min_s=0.1, max_s=0.1))
+    parent = Parent()
+    puller.pull_once(parent, lambda exc: exc)  # type: ignore[arg-type]
+    puller.pull_once(parent, lambda exc: exc)  # type: ignore[arg-type]
+    assert parent.asked == [(True, []), (False, [])]  # the first pull after a start asks for what was leased
+
+    applied: list[int] = []
+
+    def apply(sender: str, message: fpb.DownMessage) -> str:
+        if message.delivery_id == 3:
+            raise StoreError("the store is busy")  # retryable: stop here, unacknowledged
+        applied.append(message.delivery_id)
+        return "applied"
+
+    downward.apply = apply  # type: ignore[method-assign]
+    parent.answer = [fpb.DownMessage(delivery_id=i) for i in (1, 2, 3, 4)]
+    with pytest.raises(StoreError):
+        puller.pull_once(parent, lambda exc: exc)  # type: ignore[arg-type]
+    parent.answer = []
+    puller.pull_once(parent, lambda exc: exc)  # type: ignore[arg-type]
+    assert applied == [1, 2] and parent.asked[-1] == (True, [1, 2])  # 3 and 4 are asked for again now

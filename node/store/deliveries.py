@@ -98,3 +98,12 @@ class Deliveries:
                                                            o.state == "pending")
                                       .values(state="done", last_error="")).rowcount
         return count
+
+    def release(self, destination: str, now_ms: int) -> int:
+        """Make the pending deliveries to ``destination`` due at ``now_ms``: a lease a receiver that
+        restarted will never answer need not run out first (a repeat is a duplicate there)."""
+        o = outbox.c
+        with translated("releasing leased deliveries"), write_transaction(self._engine) as conn:
+            return int(conn.execute(update(outbox).where(o.destination == destination, o.state == "pending",
+                                                         o.next_attempt_ms > now_ms)
+                                    .values(next_attempt_ms=now_ms)).rowcount)

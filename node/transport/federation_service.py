@@ -76,13 +76,18 @@ class FederationService(frpc.FederationServicer):  # type: ignore[misc]
         if request.notice_cursor > _MAX_ID or any(d > _MAX_ID for d in request.acked):
             raise UsageError(f"acked ids and notice_cursor are at most {_MAX_ID}", field="acked")
         store = self._node.store
-        if request.acked:
+        now = time.time_ns() // 1_000_000
+        if request.acked or request.resend_unacked:
             from node.store.deliveries import Deliveries
 
-            Deliveries(store.engine).done_for(child, list(request.acked))
+            deliveries = Deliveries(store.engine)
+            if request.acked:
+                deliveries.done_for(child, list(request.acked))
+            if request.resend_unacked:
+                deliveries.release(child, now)
         response = fpb.PullResponse(notice_cursor=request.notice_cursor)
         limit = min(request.max_records or MAX_PULL, MAX_PULL)
-        items = store.outbox.claim(child, limit, time.time_ns() // 1_000_000, lease_ms=LEASE_MS)
+        items = store.outbox.claim(child, limit, now, lease_ms=LEASE_MS)
         if items:
             payload, certificates = self._hops.prepare(items)
             for item, record in zip(items, payload, strict=True):

@@ -48,6 +48,9 @@ class DownwardPuller(ThreadExtension):
         self._idle_s = idle_s
         super().__init__()
         self._acked: list[int] = []
+        # Until a response has been applied whole, what the parent leased us may be lost with us
+        # (a crash) or half-applied: ask for it again at once rather than after its lease.
+        self._resend = True
         # A release this node refused (not signed by its authority, or none configured): the
         # parent offers a release to every pull from a child running an older catalogue, so
         # without this each pull fetched and dead-lettered it again, hundreds a second.
@@ -95,7 +98,9 @@ class DownwardPuller(ThreadExtension):
         cursor = int(meta.get(NOTICE_CURSOR_KEY, "0") or 0)
         running = max((v for v in (self._node.catalog.version, self._downward.releases.current_version(),
                                    self._refused_release) if v), key=version_key, default="")
-        request = fpb.PullRequest(acked=self._acked, catalog_version=running, notice_cursor=cursor, max_records=500)
+        request = fpb.PullRequest(acked=self._acked, catalog_version=running, notice_cursor=cursor, max_records=500,
+                                  resend_unacked=self._resend)
+        self._resend = True
         try:
             response: fpb.PullResponse = stub.Pull(request, timeout=TIMEOUT_S)
         except grpc.RpcError as exc:
@@ -119,4 +124,5 @@ class DownwardPuller(ThreadExtension):
                 self._acked.append(message.delivery_id)
         if response.notice_cursor != cursor:
             meta.put(NOTICE_CURSOR_KEY, str(response.notice_cursor))
+        self._resend = False
         return len(response.messages)

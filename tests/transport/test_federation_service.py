@@ -13,6 +13,8 @@ from node.assessment import assess
 from node.config import parse_config
 from node.provisioning import bundled_catalog
 from node.reconciliation import reconcile_with_parent
+from node.store.deliveries import Deliveries
+from node.store.records import OutboxEntry
 from node.tabular import SourceRow
 from node.transport.reconciliation_client import GrpcReconcilePeer
 from node.transport.wire import fpb, frpc
@@ -110,3 +112,20 @@ def test_refusal_tallies_the_child_may_not_send_are_not_stored(running: Running)
     node = running.node
     assert [(r.source_unit, r.item, r.refused) for r in assess(node.store.engine, node.catalog, since=_today())] \
         == [(UNIT, "admin_penalty", 4)]
+
+
+def test_what_a_child_was_sent_and_never_acknowledged_comes_again_at_once_when_it_asks(running: Running) -> None:
+    node = running.node
+    item = node.catalog.item("admin_penalty")
+    node.ingest.ingest_batch(item, [SourceRow(2, penalty_values(1, start_no=901)[0])], source="t", batch_id="b")
+    (rid,) = [r.record_id for r in node.store.records.iter_revisions()]
+    Deliveries(node.store.engine).add([OutboxEntry(rid, 1, CHILD_ID, "down-to-source")])
+
+    def sent(request: fpb.PullRequest) -> list[int]:
+        return [m.delivery_id for m in _pull(running, "child", request).messages if m.delivery_id]
+
+    first = sent(fpb.PullRequest())
+    assert len(first) == 1
+    assert sent(fpb.PullRequest()) == []  # leased to the child: not sent twice meanwhile
+    assert sent(fpb.PullRequest(resend_unacked=True)) == first  # the child restarted: due again now
+    assert sent(fpb.PullRequest(acked=first, resend_unacked=True)) == []  # acknowledged: done, not released
