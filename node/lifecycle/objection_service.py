@@ -14,7 +14,6 @@ case: no longer disclosed to society, government sharing keeps it marked). Every
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import pathlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from node.lifecycle import case_limit
 from node.lifecycle import objections as sm
 from node.lifecycle.calendar import WorkingCalendar, china_date
 from node.lifecycle.disclosure import in_period
+from node.lifecycle.evidence import Evidence, read_evidence
 from node.lifecycle.objection_store import ObjectionStore
 from node.lifecycle.revisions import Change, Reviser
 from node.records import decode_body, decode_signed, fields_dict, make_record_id
@@ -38,19 +38,11 @@ from node.store._sql import translated
 from node.store.tables import record_heads
 from node.validation import Checked, Validator
 
-__all__ = ["UNDER_CASE", "Answer", "Evidence", "ObjectionService", "TickReport"]
+__all__ = ["UNDER_CASE", "Answer", "ObjectionService", "TickReport"]
 
 # Statuses of a record whose objection or check awaits its source's answer.
 UNDER_CASE = ("disputed", "withheld", "checking")
 MARKS = ("disputed", "checking")  # the revision that opens a case: nothing answered yet
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """Evidence sent as bytes (a portal's upload) rather than read from a file (the CLI)."""
-
-    name: str
-    data: bytes
 
 
 @dataclass(frozen=True)
@@ -103,13 +95,16 @@ class ObjectionService:
             raise NotAuthorizedError("only the subject of a record may object to it",
                                      code="E_OBJECTION_NOT_SUBJECT", field="by")
         open_case = self.cases.open_for(record_id)
+        if open_case is not None and _same_filing(open_case, applicant, reason,
+                                                  read_evidence(evidence, self._evidence_max)[2]):
+            return open_case  # the call repeated (its answer lost on the way): the same case, no second effect
         if open_case is not None or head.status in UNDER_CASE:
             # Under the platform's check too: its answer settles the record first; object after it.
             named = f": case {open_case.case_id}" if open_case is not None else ""
             raise ConflictError(f"record {record_id} is already under objection or check{named}",
                                 code="E_OBJECTION_OPEN")
         in_period(self._catalog, head, today, "an objection")
-        name, blob, digest = self._read_evidence(evidence)
+        name, blob, digest = read_evidence(evidence, self._evidence_max)
         self._not_a_repeat(head, digest)
         signed = decode_signed(head.signed)
         erred = sm.platform_erred(head.body, bytes(signed.body), self._verifier.verify([signed])[0] is None)
@@ -149,24 +144,6 @@ class ObjectionService:
                     f"record {head.record_id} was confirmed on {case.closed_on} after objection {case.case_id} "
                     "and has not changed since: a new objection needs new evidence (seed 001 附件2 四(二))",
                     code="E_OBJECTION_REPEATED")
-
-    def _read_evidence(self, path: pathlib.Path | Evidence | None) -> tuple[str, bytes | None, bytes | None]:
-        if path is None:
-            return "", None, None
-        if isinstance(path, Evidence):
-            if len(path.data) > self._evidence_max:
-                raise UsageError(f"evidence {path.name} is {len(path.data)} bytes; at most {self._evidence_max}",
-                                 field="evidence", code="E_EVIDENCE_TOO_LARGE")
-            return path.name, path.data, hashlib.sha256(path.data).digest()
-        try:
-            size = path.stat().st_size
-            if size > self._evidence_max:
-                raise UsageError(f"evidence {path.name} is {size} bytes; at most {self._evidence_max}",
-                                 field="evidence", code="E_EVIDENCE_TOO_LARGE")
-            data = path.read_bytes()
-        except OSError as exc:
-            raise UsageError(f"cannot read evidence {path}: {exc.strerror}", field="evidence") from None
-        return path.name, data, hashlib.sha256(data).digest()
 
     # --- answering (at the source unit's node, or where the case is kept) ------------------------
     def answer(self, case_id: str, action: str, *, fields: Mapping[str, str] | None = None, note: str = "",
@@ -396,3 +373,8 @@ def _via(steps: list[sm.Step], via: str) -> list[sm.Step]:
     if not via or not steps:
         return steps
     return [sm.Step(steps[0].kind, {**steps[0].detail, "via": via}), *steps[1:]]
+
+
+def _same_filing(case: sm.Case, applicant: str, reason: str, evidence_digest: bytes | None) -> bool:
+    return (case.kind == sm.OBJECTION and case.applicant == applicant and case.reason == reason
+            and case.evidence_digest == evidence_digest)

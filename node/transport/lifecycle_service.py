@@ -31,7 +31,8 @@ from node.errors import NodeError, NotAuthorizedError, NotFoundError, UsageError
 from node.identifiers import normalize_text
 from node.lifecycle import objections as sm
 from node.lifecycle.case_limit import past_limit
-from node.lifecycle.objection_service import Evidence, ObjectionService
+from node.lifecycle.evidence import Evidence
+from node.lifecycle.objection_service import ObjectionService
 from node.nodeid import Identity
 from node.records import pb, rpc
 from node.transport.peers import CallerCache, abort_with, caller_identity, require_role

@@ -162,7 +162,26 @@ def test_a_second_objection_to_a_record_under_objection_is_refused(portal: Porta
     subject = portal.subjects[0]
     request = pb.FileObjectionRequest(record_id=portal.records[subject], reason="有误")
     portal.own(subject).FileObjection(request, timeout=DEADLINE_S)
-    assert refused(lambda: portal.own(subject).FileObjection(request, timeout=DEADLINE_S)) == (
+    other = pb.FileObjectionRequest(record_id=portal.records[subject], reason="金额有误")
+    assert refused(lambda: portal.own(subject).FileObjection(other, timeout=DEADLINE_S)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "E_OBJECTION_OPEN")
+
+
+def test_a_filing_sent_again_after_its_answer_was_lost_gets_the_same_case_and_no_second_mark(
+        portal: Portal) -> None:
+    subject = portal.subjects[0]
+    request = pb.FileObjectionRequest(record_id=portal.records[subject], reason="有误", evidence_name="决定书.pdf",
+                                      evidence=b"%PDF-1.4 evidence")
+    first = portal.own(subject).FileObjection(request, timeout=DEADLINE_S)
+    head = portal.running.node.store.records.get(portal.records[subject])
+    again = portal.own(subject).FileObjection(request, timeout=DEADLINE_S)  # a retry after a cut connection
+    assert again.case_id == first.case_id and again.state == first.state
+    assert portal.running.node.store.records.get(portal.records[subject]) == head  # no second 异议 mark
+    assert [c.case_id for c in build_desk(portal.running.node).objections.cases.cases_for(
+        portal.records[subject])] == [first.case_id]
+    other_evidence = pb.FileObjectionRequest(record_id=portal.records[subject], reason="有误",
+                                             evidence_name="决定书.pdf", evidence=b"%PDF-1.4 other")
+    assert refused(lambda: portal.own(subject).FileObjection(other_evidence, timeout=DEADLINE_S)) == (
         grpc.StatusCode.FAILED_PRECONDITION, "E_OBJECTION_OPEN")
 
 
