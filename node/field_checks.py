@@ -138,9 +138,11 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
         out.append(Problem(problem_code, code, f"{label}: {reason}", row))
 
     if t == "enum":
+        # 其它 is how many departments write 其他 ("other"); no catalogue value differs by it alone.
         canon = {**{v: v for v in spec.enum}, **aliases}
+        canon = {**{k.replace("其他", "其它"): v for k, v in canon.items() if "其他" in k}, **canon}
         multi = spec.multi
-        specified = spec.specified
+        specified = (*spec.specified, *(v.replace("其他", "其它") for v in spec.specified if "其他" in v))
         combos: dict[str, str] = {}  # multi cells seen → canonical: a few combinations recur
 
         def an_enum(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:

@@ -294,7 +294,7 @@ def specified_value(s: str, specified: Collection[str]) -> str | None:
     if m is None or m[1] not in specified:
         return None
     detail = (m[2] or m[3] or "").strip()
-    return f"{m[1]}-{detail}" if detail else None
+    return f"{m[1].replace('其它', '其他')}-{detail}" if detail else None
 
 
 def split_multi(s: str, canon: Mapping[str, str],

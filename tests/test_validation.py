@@ -522,7 +522,8 @@ def test_licence_open_ended_validity_and_order(validator: Validator, catalog: Ca
 
 
 @pytest.mark.parametrize(("cell", "stored"), [("其他－备案", "其他-备案"), ("其他（备案）", "其他-备案"), ("其他：备案", "其他-备案"),
-                                              ("核准", "核准"), ("登记许可", "登记"), ("其他", "其他")])
+                                              ("核准", "核准"), ("登记许可", "登记"), ("其他", "其他"),
+                                              ("其它", "其他"), ("其它（备案）", "其他-备案")])
 def test_a_licence_category_other_carries_what_it_stands_for(validator: Validator, catalog: Catalog, cell: str,
                                                              stored: str) -> None:
     # 双公示 v2.0 行政许可: 许可类别 其他 names the specific kind, as 处罚类别 其他 does.
@@ -806,3 +807,17 @@ def test_an_organisation_is_one_whichever_items_column_names_its_kind(catalog: C
     spec = catalog.item(item).field(_KIND_FIELDS[item])
     canon = dict(spec.value_aliases).get(written, written)
     assert canon == "法人及非法人组织", (item, written)
+
+
+@pytest.mark.parametrize(("item", "row", "field", "cell", "stored"), [
+    ("admin_penalty", penalty, "CF_CFLB", "罚款;其它-责令改正", "罚款;其他-责令改正"),
+    ("admin_penalty", penalty, "CF_XDR_LB", "法人和其它组织", "法人及非法人组织"),
+    ("admin_license", licence, "XK_XKLB", "其它", "其他"),
+])
+def test_a_category_written_with_the_variant_other_reads_as_the_catalogues(
+        validator: Validator, catalog: Catalog, item: str, row: Any, field: str,
+        cell: str, stored: str) -> None:
+    # 其它 and 其他 are both written for "other"; departments' systems use either.
+    c = check(validator, catalog, {**row(), field: cell}, item)
+    assert c.ok, c.problems
+    assert value(c, field) == stored
