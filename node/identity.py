@@ -5,9 +5,8 @@ every TLS stack in the federation (grpc, RabbitMQ/Erlang, Python ssl) accepts, a
 certificate for record signatures. Both name the node id in the subject CN and its role in the OU
 (grammar: :mod:`node.nodeid`); the trust decisions live in :mod:`node.truststore`.
 
-Private keys are written 0600 from the first byte (created with ``os.open(..., 0o600)``, then
-renamed into place so a reader never sees half a key) and are never logged: the dataclasses here
-leave them out of ``repr``. The CA keeps its revocations in ``revoked.json`` next to its key.
+Private keys are written 0600 from the first byte (``os.open(..., 0o600)``, then linked into place)
+and never logged (out of every ``repr``). The CA keeps its revocations in ``revoked.json``.
 """
 
 from __future__ import annotations
@@ -35,10 +34,8 @@ from node.hostnames import host_problem
 from node.nodeid import LEVELS, ROLES, Identity, NodeId, check_identity, parse_node_id
 from node.truststore import TrustStore, identity_of, key_id_of
 
-__all__ = [
-    "LEVELS", "ROLES", "Identity", "LoadedIdentity", "NodeId", "NodeKeys", "TrustStore", "check_identity",
-    "identity_of", "init_ca", "issue", "key_id_of", "load_identity", "parse_node_id", "revoke", "write_crl",
-]
+__all__ = ["LEVELS", "ROLES", "Identity", "LoadedIdentity", "NodeId", "NodeKeys", "TrustStore", "check_identity",
+           "identity_of", "init_ca", "issue", "key_id_of", "load_identity", "parse_node_id", "revoke", "write_crl"]
 
 CA_CERT, CA_KEY, CA_STATE = "ca.pem", "ca-key.pem", "revoked.json"
 TLS_CERT, TLS_KEY = "cert.pem", "key.pem"
@@ -152,16 +149,16 @@ def init_ca(out_dir: Path, *, name: str = "credit federation dev CA", days: int 
     return out_dir
 
 
-def issue(ca_dir: Path, node_id: str, role: str, out_dir: Path, *,
-          hosts: Sequence[str] = ("localhost", "127.0.0.1"), days: int = 825,
-          not_before: datetime | None = None) -> Path:
+def issue(ca_dir: Path, node_id: str, role: str, out_dir: Path, *, hosts: Sequence[str] | None = None,
+          days: int = 825, not_before: datetime | None = None) -> Path:
     """Issue a node's TLS and signing certificates into ``out_dir``; returns ``out_dir``.
 
-    Writes ``cert.pem``/``key.pem`` (ECDSA P-256, clientAuth+serverAuth, SAN = ``hosts`` plus
-    ``urn:credit-node:<id>``), ``signing-cert.pem``/``signing-key.pem`` (Ed25519,
+    Writes ``cert.pem``/``key.pem`` (ECDSA P-256, SAN = ``hosts`` plus ``urn:credit-node:<id>``;
+    what it may do: :func:`_tls_usage`), ``signing-cert.pem``/``signing-key.pem`` (Ed25519,
     digitalSignature + contentCommitment) and ``ca.pem``. Refuses to overwrite existing files.
     """
     check_identity(node_id, role)
+    hosts = hosts if hosts is not None else ("localhost", "127.0.0.1") if role == "node" else ()
     if days < 1:
         raise ConfigError("days must be at least 1", field="days")
     ca_cert, ca_key = _load_ca(ca_dir)
@@ -178,8 +175,7 @@ def issue(ca_dir: Path, node_id: str, role: str, out_dir: Path, *,
     tls_key = ec.generate_private_key(ec.SECP256R1())
     tls = _leaf_builder(ca_cert, node_id, role, tls_key.public_key(), start, end, sans)
     tls = tls.add_extension(_key_usage(key_agreement=True), critical=True)
-    tls = tls.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH,
-                                                   ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    tls = tls.add_extension(x509.ExtendedKeyUsage(_tls_usage(role, bool(hosts))), critical=False)
     sign_key = ed25519.Ed25519PrivateKey.generate()
     signing = _leaf_builder(ca_cert, node_id, role, sign_key.public_key(), start, end,
                             [x509.UniformResourceIdentifier(URI_PREFIX + node_id)])
@@ -191,6 +187,13 @@ def issue(ca_dir: Path, node_id: str, role: str, out_dir: Path, *,
     _write_cert(out_dir / SIGNING_CERT, signing.sign(ca_key, hashes.SHA256()))
     _write_cert(out_dir / CA_CERT, ca_cert)
     return out_dir
+
+
+def _tls_usage(role: str, serves: bool) -> list[x509.ObjectIdentifier]:
+    """A node's calls and serves, a caller's only calls, a service's (a broker) only serves: clients check
+    only the CA and host name, so a citizen's that could serve would pass for a parent (certs/README.md)."""
+    client, server = ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH
+    return [client, server] if role == "node" else [server] if serves else [client]
 
 
 def _host_name(host: str) -> x509.GeneralName:

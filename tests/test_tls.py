@@ -189,3 +189,71 @@ def test_amqp_context_checks_the_broker_host_name(pki: dict[str, LoadedIdentity]
     finally:
         t.join(DEADLINE_S)
         sock.close()
+
+
+# --- only a node's certificate serves: a caller's cannot pose as a parent, peer or broker --------
+@pytest.fixture(scope="module")
+def callers(pki: dict[str, LoadedIdentity], tmp_path_factory: pytest.TempPathFactory) -> dict[str, LoadedIdentity]:
+    """Certificates issued as `ca issue` issues them: callers without --host, a broker with one."""
+    base = tmp_path_factory.mktemp("callers")
+    ca = pki["server"].directory.parent / "ca"
+    ids = {
+        "gov": issue(ca, "gov:330100:fgw", "gov", base / "gov"),
+        "self": issue(ca, "self:91330102mb0000019g", "self", base / "self"),
+        "broker": issue(ca, "admin:broker", "admin", base / "broker", hosts=("localhost", "127.0.0.1")),
+    }
+    return {name: load_identity(d) for name, d in ids.items()}
+
+
+def _serve_echo(identity: LoadedIdentity) -> tuple[grpc.Server, int]:
+    handler = grpc.method_handlers_generic_handler("test.Echo", {
+        "Echo": grpc.unary_unary_rpc_method_handler(lambda request, _context: b"served|" + request),
+    })
+    srv = grpc.server(ThreadPoolExecutor(max_workers=2), handlers=[handler])
+    port = srv.add_secure_port("localhost:0", grpc_server_credentials(identity))
+    srv.start()
+    return srv, port
+
+
+@pytest.mark.parametrize("caller", ["gov", "self"])
+def test_a_callers_certificate_cannot_serve_as_a_node(pki: dict[str, LoadedIdentity],
+                                                      callers: dict[str, LoadedIdentity], caller: str) -> None:
+    # A citizen's or an agency's certificate answering at a parent's address would be sent the
+    # child's records and acks would be believed: a node's client must refuse it in the handshake.
+    srv, port = _serve_echo(callers[caller])
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            _call(port, grpc_channel_credentials(pki["client"]))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        srv.stop(grace=None)
+
+
+def test_a_callers_certificate_cannot_serve_as_a_broker(pki: dict[str, LoadedIdentity],
+                                                        callers: dict[str, LoadedIdentity]) -> None:
+    sock, server_ctx = _tls_server(callers["gov"])
+    seen: list[object] = []
+    t = threading.Thread(target=_serve_once, args=(sock, server_ctx, seen))
+    t.start()
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _connect(sock.getsockname()[1], amqp_ssl_context(pki["client"]))
+    finally:
+        t.join(DEADLINE_S)
+        sock.close()
+
+
+def test_a_brokers_certificate_serves_but_cannot_call_a_node(server: int, pki: dict[str, LoadedIdentity],
+                                                             callers: dict[str, LoadedIdentity]) -> None:
+    srv, port = _serve_echo(callers["broker"])
+    try:
+        assert _call(port, grpc_channel_credentials(pki["client"])) == b"served|ping"
+    finally:
+        srv.stop(grace=None)
+    with pytest.raises(grpc.RpcError) as err:
+        _call(server, grpc_channel_credentials(callers["broker"]))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_callers_still_call_a_node(server: int, callers: dict[str, LoadedIdentity]) -> None:
+    assert _call(server, grpc_channel_credentials(callers["gov"])) == b"gov:330100:fgw|ping"

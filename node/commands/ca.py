@@ -34,7 +34,9 @@ def ca_init(out: str, name: str, as_json: bool) -> None:
               help="node | source | gov | agency | public | self | admin | auditor | judicial "
                    "[default: the id's: node for a level id, else its first part]")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--host", "hosts", multiple=True, help="DNS name or IP the certificate serves (repeatable)")
+@click.option("--host", "hosts", multiple=True,
+              help="DNS name or IP the certificate serves (repeatable) [default for a node: localhost, 127.0.0.1; "
+                   "another role serves nothing unless given: then it only serves, as a broker]")
 @click.option("--days", default=825, show_default=True, type=DAYS)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -47,7 +49,7 @@ def ca_issue(ca_dir: str, node_id: str, role: str | None, out: str, hosts: tuple
     role = role or role_of(node_id)  # given, it must still fit the id (issue checks)
     _check_hosts(hosts)
     path = issue(pathlib.Path(ca_dir), node_id, role, pathlib.Path(out),
-                 hosts=hosts or ("localhost", "127.0.0.1"), days=days)
+                 hosts=hosts or None, days=days)
     report(as_json, {"id": node_id, "role": role, "dir": str(path), "days": days},
            f"issued {node_id} ({role}) into {path}")
 

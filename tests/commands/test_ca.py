@@ -101,3 +101,17 @@ def test_init_issues_the_node_certificate_for_the_hosts_given(tmp_path: pathlib.
     bad = CliRunner().invoke(cli, ["init", str(tmp_path / "other"), "--id", "city:330200", "--level", "city",
                                    "--host", "city node"])
     assert bad.exit_code == 2 and "--host" in bad.output and not (tmp_path / "other").exists()
+
+
+def test_a_callers_certificate_names_no_host_and_only_calls(ca_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    result = CliRunner().invoke(cli, ["ca", "issue", "--ca", str(ca_dir), "--id", "agency:330100:bank1",
+                                      "--out", str(tmp_path / "agency")])
+    assert result.exit_code == 0, result.output
+    cert = x509.load_pem_x509_certificate((tmp_path / "agency" / "cert.pem").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [n.value for n in san] == ["urn:credit-node:agency:330100:bank1"]
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH]
