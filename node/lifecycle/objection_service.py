@@ -353,6 +353,8 @@ class ObjectionService:
         return out
 
     def _head(self, record_id: str) -> RecordRow:
+        if not record_id.isprintable():  # no record id has a control character; PostgreSQL refuses a NUL
+            raise NotFoundError(f"no record {record_id!r} at this node", field="record_id")
         head = self._store.records.get(record_id)
         if head is None:
             raise NotFoundError(f"no record {record_id} at this node", field="record_id")

@@ -46,6 +46,7 @@ from typing import Final
 from node.errors import ConflictError, NotAuthorizedError, UsageError
 from node.identifiers import normalize_text
 from node.lifecycle.calendar import WorkingCalendar
+from node.records import MAX_REVISION
 
 __all__ = [
     "ACTIONS",
@@ -160,7 +161,10 @@ def case_id_for(record_id: str, revision: int) -> str:
 
 def parse_case_id(case_id: str) -> tuple[str, int]:
     record_id, sep, rev = case_id.rpartition("@")
-    if not sep or not record_id or not rev.isdigit() or int(rev) < 1:
+    # What no case can have is refused here, before a query: a NUL fails PostgreSQL as if it were
+    # down, and '²' passes isdigit() but not int().
+    if (not sep or not record_id or not record_id.isprintable() or not (rev.isascii() and rev.isdigit())
+            or len(rev) > len(str(MAX_REVISION)) or not 1 <= int(rev) <= MAX_REVISION):
         raise UsageError(f"{case_id!r} is not a case id (RECORD_ID@REVISION)", field="case_id",
                          code="E_OBJECTION_UNKNOWN")
     return record_id, int(rev)

@@ -19,7 +19,6 @@ caller's certificate id is kept in the case log (``via``).
 
 from __future__ import annotations
 
-import pathlib
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Final
@@ -43,7 +42,6 @@ __all__ = ["FILING_ROLES", "SERVICE_NAME", "LifecycleService"]
 
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["Lifecycle"].full_name
 FILING_ROLES: Final = frozenset({"self", "gov"})
-MAX_EVIDENCE_NAME: Final = 200  # characters of an evidence file name kept
 _NOT_APPLICANT: Final = frozenset({"E_OBJECTION_NOT_SUBJECT", "E_STATEMENT_NOT_APPLICANT"})
 
 
@@ -181,6 +179,5 @@ def _case_id(text: str) -> str:
 
 
 def _evidence(name: str, data: bytes) -> Evidence:
-    """Only the last part of the name a client sends is kept (it names a file, not a path)."""
-    base = pathlib.PurePosixPath(name.replace("\\", "/")).name.strip()[:MAX_EVIDENCE_NAME]
-    return Evidence(base or "evidence", bytes(data))
+    """Only the last part of the name a client sends is kept (``evidence_name``: it names a file)."""
+    return Evidence(name, bytes(data))
