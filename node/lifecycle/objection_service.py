@@ -353,12 +353,16 @@ class ObjectionService:
         return out
 
     def _head(self, record_id: str) -> RecordRow:
-        if not record_id.isprintable():  # no record id has a control character; PostgreSQL refuses a NUL
-            raise NotFoundError(f"no record {record_id!r} at this node", field="record_id")
-        head = self._store.records.get(record_id)
+        head = self._store.records.get(record_id) if record_id.isprintable() else None  # PostgreSQL refuses a NUL
         if head is None:
-            raise NotFoundError(f"no record {record_id} at this node", field="record_id")
+            raise no_record(record_id)
         return head
+
+
+def no_record(record_id: str) -> NotFoundError:
+    """What a caller hears of a record this node does not hold (or that is not the caller's to know of)."""
+    shown = record_id if record_id.isprintable() else repr(record_id)
+    return NotFoundError(f"no record {shown} at this node", field="record_id")
 
 
 def _said(head: RecordRow, case_id: str) -> str | None:

@@ -11,9 +11,10 @@ request: a ``self`` certificate (``self:<subject code>``) acts for its own subje
 acts for the subject it names. Any other ``gov`` certificate, and every other role, is refused
 (``E_NOT_AUTHORIZED``): an objection suspends a record, so not every government user may file one
 in a subject's name. The subject acted for must be the record's
-subject (``E_OBJECTION_NOT_SUBJECT``, as at the CLI); a case is read and given a statement only by its
+subject, else the record answers as one that does not exist (``NOT_FOUND``, ``E_NOT_FOUND``; at the
+CLI ``E_OBJECTION_NOT_SUBJECT``); a case is read and given a statement only by its
 applicant: to anyone else it answers as a case that does not exist (``NOT_FOUND``,
-``E_OBJECTION_UNKNOWN``), so no one learns that another subject's record is disputed. The
+``E_OBJECTION_UNKNOWN``), so no one learns that another subject's record is held or disputed. The
 caller's certificate id is kept in the case log (``via``).
 """
 
@@ -31,7 +32,7 @@ from node.identifiers import normalize_text
 from node.lifecycle import objections as sm
 from node.lifecycle.case_limit import past_limit
 from node.lifecycle.evidence import Evidence
-from node.lifecycle.objection_service import ObjectionService
+from node.lifecycle.objection_service import ObjectionService, no_record
 from node.nodeid import Identity
 from node.records import pb, rpc
 from node.transport.peers import CallerCache, abort_with, caller_identity, require_role
@@ -69,8 +70,15 @@ class LifecycleService(rpc.LifecycleServicer):  # type: ignore[misc]
             if not record_id:
                 raise UsageError("give the record id the objection concerns", field="record_id")
             evidence = _evidence(request.evidence_name, request.evidence) if request.evidence else None
-            case = self._objections.file(record_id, by=subject, reason=request.reason, evidence=evidence,
-                                         via=who.node_id)
+            try:
+                case = self._objections.file(record_id, by=subject, reason=request.reason, evidence=evidence,
+                                             via=who.node_id)
+            except NotAuthorizedError as exc:
+                if exc.code != "E_OBJECTION_NOT_SUBJECT":
+                    raise
+                # Another subject's record: answered as an unknown one, or an id computed from public
+                # facts (item, unit, decision number, subject) would tell whether it is held here.
+                raise no_record(record_id) from None
             return self._view(case)
         except NodeError as exc:
             abort_with(context, exc)
