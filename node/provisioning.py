@@ -77,7 +77,10 @@ def init_node(directory: pathlib.Path, *, node_id: str, level: str, unit: str = 
         _create_store(config.store_url)
     # Last, and whole or not at all: a node directory with a node.yaml is a finished one.
     tmp = directory / f"{_STAGING}node.yaml"
-    tmp.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    tmp.unlink(missing_ok=True)  # one a killed init left
+    # The owner's alone: store.url may carry the database's password.
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as fh:
+        fh.write(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
     os.replace(tmp, config_path)
     return config_path
 

@@ -75,3 +75,15 @@ def test_an_identity_of_another_node_left_there_is_not_taken_over(tmp_path: path
     identity.issue(ca, "dept:330102:other", "node", tmp_path / "n" / "identity")
     with pytest.raises(UsageError):
         provisioning.init_node(tmp_path / "n", node_id="dept:330102:scjgj", level="department", unit=UNIT, ca_dir=ca)
+
+
+def test_the_config_and_the_store_are_the_owners_alone(tmp_path: pathlib.Path) -> None:
+    # node.yaml may hold the store's password (--store postgresql://user:password@…), and the store
+    # every record unmasked (class C, ID numbers), the query log and the authorisations.
+    old = __import__("os").umask(0o022)
+    try:
+        provisioning.init_node(tmp_path / "n", node_id="city:330100", level="city")
+    finally:
+        __import__("os").umask(old)
+    for name in ("node.yaml", "node.db"):
+        assert (tmp_path / "n" / name).stat().st_mode & 0o077 == 0, name

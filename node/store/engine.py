@@ -10,6 +10,7 @@ writers queue instead of failing. Write transactions of ``node.store`` begin wit
 
 from __future__ import annotations
 
+import os
 import pathlib
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +118,15 @@ def _open_sqlite(url: URL, *, echo: bool) -> Engine:
         except OSError as exc:
             raise StoreError(f"cannot create the directory of {path}: {exc}") from None
     engine = create_engine(url, echo=echo, **({} if in_memory else {"max_overflow": POOL_OVERFLOW}))
+    if path is not None:  # after create_engine: a URL it refuses leaves no file behind
+        try:
+            # Made here, not by SQLite under the umask (often 0644): the store holds every record
+            # unmasked, the query log and the authorisations. Its -wal and -shm take its mode.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot create the store file {path}: {exc}") from None
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -144,3 +144,25 @@ def test_a_user_that_may_not_create_the_tables_is_a_config_error(pg_database_url
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
             conn.execute(text(f'DROP ROLE "{role}"'))
         admin.dispose()
+
+
+def test_a_new_sqlite_store_and_its_journal_are_the_owners_alone(tmp_path) -> None:
+    import os
+
+    from node.store import migrate, open_engine
+
+    old = os.umask(0o022)
+    try:
+        engine = open_engine(f"sqlite:///{tmp_path / 'store' / 'node.db'}")
+        try:
+            migrate(engine)
+            with engine.connect() as conn:  # WAL: the -wal and -shm files exist while connected
+                conn.execute(text("SELECT 1"))
+                files = sorted(p.name for p in (tmp_path / "store").iterdir())
+                assert "node.db-wal" in files
+                for name in files:
+                    assert (tmp_path / "store" / name).stat().st_mode & 0o077 == 0, name
+        finally:
+            engine.dispose()
+    finally:
+        os.umask(old)
