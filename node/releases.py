@@ -50,8 +50,8 @@ DOMAIN = b"credit-node/catalog-release/v1\x00"
 CURRENT = "CURRENT"
 RUNNING_KEY = "catalog.running"  # store meta: the version the node's last start loaded
 RELEASE_FILE = "release.pb"
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.yaml$")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch: "$" would let a final "\n" in
+_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.yaml")
 
 
 def _lp(data: bytes) -> bytes:
@@ -111,8 +111,8 @@ def verify_release(release: fpb.CatalogRelease, trust: TrustStore, authority: st
         raise SignatureError(f"release signed by {release.authority!r}; this node accepts only {authority!r}",
                              code="E_RELEASE_AUTHORITY")
     files = [(f.name, bytes(f.content)) for f in release.files]
-    bad = [n for n, _ in files if not _FILE.match(n)]
-    if bad or len({n for n, _ in files}) != len(files) or not _VERSION.match(release.version):
+    bad = [n for n, _ in files if not _FILE.fullmatch(n)]
+    if bad or len({n for n, _ in files}) != len(files) or not _VERSION.fullmatch(release.version):
         raise CatalogError(f"release {release.version!r}: bad or repeated file names {bad}")
     try:
         cert = x509.load_der_x509_certificate(bytes(release.certificate))

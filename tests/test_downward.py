@@ -325,3 +325,22 @@ def test_the_puller_asks_for_unacknowledged_messages_again_after_a_start_or_a_re
     parent.answer = []
     puller.pull_once(parent, lambda exc: exc)  # type: ignore[arg-type]
     assert applied == [1, 2] and parent.asked[-1] == (True, [1, 2])  # 3 and 4 are asked for again now
+
+
+@pytest.mark.parametrize("rename", ["{}\n", "../{}", ".{}", "sub/{}"])
+def test_a_signed_release_naming_a_file_outside_plain_names_is_refused(tree: dict[str, Node], tmp_path: pathlib.Path,
+                                                                        rename: str) -> None:
+    # Even the authority's signature does not make a name with a line break (or a path) one the
+    # node writes into its releases directory.
+    from node.releases import release_statement
+
+    good = sign_release(tree[CITY].identity, _release_dir(tmp_path, "2027.5"), now_ms=1_800_000_000_000)
+    last = good.files[-1].name  # an item file: the catalogue still loads with it renamed
+    files = [(rename.format(f.name) if f.name == last else f.name, bytes(f.content)) for f in good.files]
+    statement = release_statement(good.version, good.authority, good.signed_at_ms, files)
+    forged = fpb.CatalogRelease(version=good.version, authority=good.authority, signed_at_ms=good.signed_at_ms,
+                                files=[fpb.CatalogFile(name=n, content=c) for n, c in files],
+                                certificate=good.certificate, signature=tree[CITY].identity.signing_key.sign(statement))
+    with pytest.raises(NodeError) as err:
+        verify_release(forged, tree[DEPT].trust, CITY)
+    assert err.value.code == "E_CATALOG" and "file names" in err.value.message
