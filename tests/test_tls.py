@@ -165,30 +165,27 @@ def test_amqp_context_completes_mutual_tls(pki: dict[str, LoadedIdentity]) -> No
     assert (("commonName", "district:330106"),) in peer["subject"]
 
 
-def test_amqp_context_refuses_a_broker_from_another_ca(pki: dict[str, LoadedIdentity]) -> None:
-    sock, server_ctx = _tls_server(pki["foreign"])
+def _amqp_client_refuses(broker: LoadedIdentity, client: LoadedIdentity, *, host: str = "localhost",
+                         match: str | None = None) -> None:
+    """A node's amqp TLS context refuses, in the handshake, a broker serving with ``broker``."""
+    sock, server_ctx = _tls_server(broker)
     seen: list[object] = []
     t = threading.Thread(target=_serve_once, args=(sock, server_ctx, seen))
     t.start()
     try:
-        with pytest.raises(ssl.SSLCertVerificationError):
-            _connect(sock.getsockname()[1], amqp_ssl_context(pki["client"]))
+        with pytest.raises(ssl.SSLCertVerificationError, match=match):
+            _connect(sock.getsockname()[1], amqp_ssl_context(client), host=host)
     finally:
         t.join(DEADLINE_S)
         sock.close()
+
+
+def test_amqp_context_refuses_a_broker_from_another_ca(pki: dict[str, LoadedIdentity]) -> None:
+    _amqp_client_refuses(pki["foreign"], pki["client"])
 
 
 def test_amqp_context_checks_the_broker_host_name(pki: dict[str, LoadedIdentity]) -> None:
-    sock, server_ctx = _tls_server(pki["server"])
-    seen: list[object] = []
-    t = threading.Thread(target=_serve_once, args=(sock, server_ctx, seen))
-    t.start()
-    try:
-        with pytest.raises(ssl.SSLCertVerificationError, match="match"):
-            _connect(sock.getsockname()[1], amqp_ssl_context(pki["client"]), host="broker.example")
-    finally:
-        t.join(DEADLINE_S)
-        sock.close()
+    _amqp_client_refuses(pki["server"], pki["client"], host="broker.example", match="match")
 
 
 # --- only a node's certificate serves: a caller's cannot pose as a parent, peer or broker --------
@@ -231,16 +228,7 @@ def test_a_callers_certificate_cannot_serve_as_a_node(pki: dict[str, LoadedIdent
 
 def test_a_callers_certificate_cannot_serve_as_a_broker(pki: dict[str, LoadedIdentity],
                                                         callers: dict[str, LoadedIdentity]) -> None:
-    sock, server_ctx = _tls_server(callers["gov"])
-    seen: list[object] = []
-    t = threading.Thread(target=_serve_once, args=(sock, server_ctx, seen))
-    t.start()
-    try:
-        with pytest.raises(ssl.SSLCertVerificationError):
-            _connect(sock.getsockname()[1], amqp_ssl_context(pki["client"]))
-    finally:
-        t.join(DEADLINE_S)
-        sock.close()
+    _amqp_client_refuses(callers["gov"], pki["client"])
 
 
 def test_a_brokers_certificate_serves_but_cannot_call_a_node(server: int, pki: dict[str, LoadedIdentity],
