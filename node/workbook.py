@@ -76,11 +76,35 @@ def refuse_non_xlsx(path: pathlib.Path) -> None:
     raise InputFileError(f"{path.name} {why}", code="E_INPUT_FORMAT")
 
 
+# openpyxl holds a workbook's shared strings (each distinct text in it) in memory whole, and a part
+# of a zip may claim gigabytes in a few kilobytes. Real parts are XML, which compresses 5-30 times.
+MAX_PART_BYTES = 1 << 30
+MAX_PART_RATIO = 200
+_RATIO_FROM_BYTES = 64 << 20
+
+
+def refuse_bomb(path: pathlib.Path) -> None:
+    """Refuse a workbook with a part bigger than any real one, or compressed as no XML compresses."""
+    try:
+        with zipfile.ZipFile(path) as book:
+            parts = book.infolist()
+    except _DAMAGE as exc:
+        raise InputFileError(f"{path.name} is not a readable .xlsx workbook: {exc}", code="E_INPUT_FORMAT") from None
+    for part in parts:
+        ratio = part.file_size / max(part.compress_size, 1)
+        if part.file_size > MAX_PART_BYTES or (part.file_size > _RATIO_FROM_BYTES and ratio > MAX_PART_RATIO):
+            raise InputFileError(
+                f"{path.name}: its part {part.filename} would unpack to {part.file_size >> 20} MB from "
+                f"{part.compress_size >> 10} KB, which no real workbook does (at most {MAX_PART_BYTES >> 20} MB, "
+                f"{MAX_PART_RATIO} times): {_RESAVE}", code="E_INPUT_FORMAT")
+
+
 def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
     import openpyxl  # imported late: only xlsx imports pay for it
     from openpyxl.utils.datetime import CALENDAR_MAC_1904
     from openpyxl.utils.exceptions import InvalidFileException
 
+    refuse_bomb(path)
     try:
         wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:

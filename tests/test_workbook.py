@@ -208,3 +208,28 @@ def test_a_row_of_sums_whose_label_is_merged_across_columns_is_no_record(tmp_pat
     ws.merge_cells("A3:C3")
     wb.save(p)
     assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(2, "公司1")]
+
+
+def test_a_workbook_with_a_part_that_would_unpack_to_far_more_than_any_real_one_is_refused(tmp_path: pathlib.Path):
+    real = tmp_path / "real.xlsx"
+    wb = openpyxl.Workbook()
+    wb.active.append(HEADER)
+    wb.active.append(["公司1", "一般", "2025-01-01", "x"])
+    wb.save(real)
+    bomb = tmp_path / "bomb.xlsx"
+    sheet = "xl/worksheets/sheet1.xml"
+    with zipfile.ZipFile(real) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            if info.filename != sheet:
+                out.writestr(info, src.read(info))
+                continue
+            text = src.read(info)
+            with out.open(sheet, "w") as part:  # the same sheet with 96 MB of blanks before its rows
+                part.write(text[:text.index(b"<sheetData")])
+                for _ in range(96):
+                    part.write(b" " * (1 << 20))
+                part.write(text[text.index(b"<sheetData"):])
+    assert rows(real)[0].values["CF_XDR_MC"] == "公司1"
+    with pytest.raises(InputFileError) as refused:
+        rows(bomb)
+    assert refused.value.code == "E_INPUT_FORMAT" and sheet in refused.value.message
