@@ -37,12 +37,13 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from node.errors import ConfigError
 from node.identity import LoadedIdentity
 from node.tls import grpc_server_credentials
 from node.transport.handler_pool import HandlerPool
+from node.transport.registration import register
 
 __all__ = ["MAX_MESSAGE_BYTES", "GrpcServer", "Service", "split_host_port"]
 
@@ -148,9 +149,12 @@ class GrpcServer:
         # Health and reflection are services of the server too: a probe that checks each name
         # reflection lists must not find one of them unknown (NOT_FOUND).
         names = [s.name for s in self._services] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
+        # Registered as the node's own services are: a request that is no message is answered
+        # INVALID_ARGUMENT / E_BAD_REQUEST, not UNKNOWN with protobuf's words and a logged traceback.
         status = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(status, server)
-        reflection.enable_server_reflection(names, server)
+        register(health_pb2_grpc.add_HealthServicer_to_server, status, health.SERVICE_NAME, server)
+        register(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, reflection.aio.ReflectionServicer(names),
+                 reflection.SERVICE_NAME, server)
         try:
             port = server.add_secure_port(self._listen, grpc_server_credentials(self._identity))
         except RuntimeError:  # grpcio >= 1.50 raises instead of returning 0
