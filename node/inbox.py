@@ -111,7 +111,10 @@ class Inbox:
         candidates = [i for i in range(len(records)) if i in bodies]
         errors = self._verifier.verify([records[i] for i in candidates])
         # A revision of a record held here comes through the child its first revision came through.
-        revised = {bodies[i].record_id for i in candidates if bodies[i].revision > 1}
+        # An id with a control character is no record's (refused below, E_RECORD_ID): not looked up,
+        # PostgreSQL refuses a NUL and would fail the whole batch as an outage.
+        revised = {bodies[i].record_id for i in candidates
+                   if bodies[i].revision > 1 and bodies[i].record_id.isprintable()}
         trails = self._store.records.trails(revised) if revised else {}
         came_from = {rid: trail[0].received_from for rid, trail in trails.items()}
         rows: list[RecordRow] = []

@@ -343,3 +343,21 @@ def test_open_submit_streams_hold_no_handler_thread_and_cancelling_them_leaves_t
             assert [a.outcome for a in after] == [ACCEPTED] * 2
     finally:
         next(served, None)
+
+
+@pytest.mark.parametrize("record_id", ["admin_penalty-\x00", "admin_penalty-0\n1"])
+def test_a_record_id_no_record_can_have_is_refused_alone_on_any_store(
+        serve: Callable[..., Running], db_url: str, signed: tuple[list[pb.SignedRecord], bytes], record_id: str) -> None:
+    # A later revision of a record is looked up first (which child its first revision came
+    # through): asked for an id with a NUL, PostgreSQL failed the whole stream as a store outage
+    # (UNAVAILABLE), which the child's forwarder retries for ever, good records and all.
+    running = serve(store={"url": db_url})
+    records, cert = signed
+    body = pb.RecordBody(record_id=record_id, revision=2, item="admin_penalty", origin_node=CHILD_ID)
+    forged = pb.SignedRecord(body=body.SerializeToString(), chain=[pb.Signature(
+        kind=pb.ORIGIN, signer=CHILD_ID, key_id=records[0].chain[0].key_id, batch_root=b"r" * 32,
+        signature=b"s" * 64, leaf_count=1)])
+    acks = _acks(_submit(running, "child", [pb.SubmitRequest(records=[records[0], forged], certificates=[cert])]))
+    assert [(a.seq, a.outcome) for a in acks] == [(0, ACCEPTED), (1, REJECTED)]
+    assert acks[1].rejections[0].code.startswith("E_")
+    assert _stored_revisions(running) == 1
