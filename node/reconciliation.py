@@ -104,8 +104,11 @@ def answer(node: Node, child: str, request: fpb.ReconcileRequest) -> fpb.Reconci
             if theirs.get(key) != mine.get(key):
                 count, digest = mine.get(key, (0, b""))
                 response.differing.append(fpb.DayDigest(item=key[0], day=key[1], count=count, digest=digest))
-    if request.detail:
-        held = digests.held(scope, [(b.item, b.day) for b in request.detail])
+    # A bucket named with a control character holds nothing here (no row's item or day has one);
+    # not asked of the store, which would refuse a NUL as an outage.
+    detail = [(b.item, b.day) for b in request.detail if (b.item + b.day).isprintable()]
+    if detail:
+        held = digests.held(scope, detail)
         response.held.extend(fpb.HeldRevision(record_id=rid, revision=rev, body_digest=digest)
                              for (rid, rev), (_bucket, digest) in sorted(held.items()))
     return response

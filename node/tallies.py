@@ -119,6 +119,8 @@ def _not_its_to_send(config: ChildConfig, not_below: set[str], tally: fpb.Refusa
     if not (0 < len(tally.origin) <= NODE_ID_LEN and len(tally.source_unit) <= CODE_LEN
             and 0 < len(tally.item) <= CODE_LEN):
         return "an entry without an origin or an item, or with a name too long"
+    if not (tally.origin + tally.source_unit + tally.item).isprintable():  # a NUL: PostgreSQL refuses the row
+        return "an entry with a control character in a name"
     if tally.origin in not_below:
         return f"origin {tally.origin} is not below {config.id}"
     if config.units and tally.source_unit not in config.units:

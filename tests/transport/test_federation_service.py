@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import pathlib
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -112,6 +113,26 @@ def test_refusal_tallies_the_child_may_not_send_are_not_stored(running: Running)
     node = running.node
     assert [(r.source_unit, r.item, r.refused) for r in assess(node.store.engine, node.catalog, since=_today())] \
         == [(UNIT, "admin_penalty", 4)]
+
+
+def test_names_with_a_nul_in_a_reconciliation_are_held_nowhere_and_ignored_on_any_store(
+        serve: Callable[..., Running], db_url: str) -> None:
+    # PostgreSQL refuses a NUL in a query or a row: sent as they were, these ended the call as a
+    # store outage (UNAVAILABLE), which the child retries every round.
+    running = serve(store={"url": db_url})
+    day = _today().isoformat()
+
+    def tally(origin: str, item: str) -> fpb.RefusalTally:
+        return fpb.RefusalTally(origin=origin, source_unit=UNIT, item=item, days=[fpb.RefusalCount(day=day, refused=2)])
+
+    request = fpb.ReconcileRequest(
+        detail=[fpb.DayDigest(item="admin_penalty\x00", day=day), fpb.DayDigest(item="admin_penalty", day=day + "\x00")],
+        refusals=fpb.RefusalSnapshot(tallies=[tally(CHILD_ID, "admin_penalty"), tally(CHILD_ID + "\x00", "admin_penalty"),
+                                              tally(CHILD_ID, "admin_penalty\x00")]))
+    with running.channel("child") as channel:
+        answer: fpb.ReconcileResponse = frpc.FederationStub(channel).Reconcile(request, timeout=30)
+    assert list(answer.held) == []
+    assert (answer.tallies_kept, answer.tallies_ignored) == (1, 2)
 
 
 def test_what_a_child_was_sent_and_never_acknowledged_comes_again_at_once_when_it_asks(running: Running) -> None:
