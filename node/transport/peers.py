@@ -80,6 +80,10 @@ _MAX_DETAILS_CHARS = 1000
 
 
 def status_for(error: NodeError) -> grpc.StatusCode:
+    if isinstance(error, StoreError) and not error.retryable:
+        # A constraint the request broke (E_STORE_CONSTRAINT): UNAVAILABLE would tell the caller
+        # the node is down and to try again, which gives the same failure every time.
+        return grpc.StatusCode.INTERNAL
     for cls in type(error).__mro__:
         status = _STATUS.get(cls)
         if status is not None:

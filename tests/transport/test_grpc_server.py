@@ -233,6 +233,12 @@ def test_errors_map_to_status_codes(error: NodeError, status: grpc.StatusCode) -
     assert status_for(error) == status
 
 
+def test_a_store_error_that_trying_again_cannot_mend_is_internal_not_an_outage() -> None:
+    constraint = StoreError("storing records: NUL in a text value", code="E_STORE_CONSTRAINT")
+    constraint.retryable = False  # as node.store._sql.translated makes it
+    assert status_for(constraint) == grpc.StatusCode.INTERNAL
+
+
 def _failing_service(servicer: object) -> Callable[[grpc.aio.Server], None]:
     def register(server: grpc.aio.Server) -> None:
         wrapped: Any = guarded(servicer, "test.Failing")  # as every service registers its servicer
