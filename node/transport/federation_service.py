@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from node.errors import NodeError, NotAuthorizedError, StoreError, UsageError
+from node.errors import NodeError, NotAuthorizedError, UsageError
 from node.forwarding import HopSigner
 from node.releases import version_key
 from node.transport.peers import CallerCache, abort_with, caller_identity
@@ -69,7 +69,7 @@ class FederationService(frpc.FederationServicer):  # type: ignore[misc]
             return self._pull(child, request)
         except NodeError as exc:
             log.warning("federation.pull_failed", extra={"peer": child, "code": exc.code, "reason": exc.message})
-            abort_with(context, exc, grpc.StatusCode.UNAVAILABLE if isinstance(exc, StoreError) else None)
+            abort_with(context, exc)
 
     def _pull(self, child: str, request: fpb.PullRequest) -> fpb.PullResponse:
         # Ids and cursors are the store's signed 64-bit integers; a larger uint64 is no id we gave.
@@ -108,4 +108,4 @@ class FederationService(frpc.FederationServicer):  # type: ignore[misc]
         try:
             return answer(self._node, child, request)
         except NodeError as exc:
-            abort_with(context, exc, grpc.StatusCode.UNAVAILABLE if isinstance(exc, StoreError) else None)
+            abort_with(context, exc)
