@@ -314,6 +314,9 @@ def _feedback_table(spec: str) -> Table:
         Column("reported_at", DateTime, nullable=False),
         Index(None, "source_table", "source_key"),
         schema=schema or None,
+        # Whatever the database's default (latin1, gbk on legacy systems): keys, values and
+        # reasons are any Chinese text, rare characters included.
+        mysql_charset="utf8mb4", mariadb_charset="utf8mb4",
     )
 
 

@@ -542,3 +542,31 @@ def test_a_watermark_in_the_future_is_got_past_by_resetting_the_position(make_no
     assert unknown.exit_code == 2 and "no database adapter" in unknown.output
     pull.close()
     src.dispose()
+
+
+@pytest.mark.parametrize(("charset", "scheme"), [("latin1", "mysql+pymysql"), ("gbk", "mariadb+pymysql")])
+def test_feedback_table_holds_any_text_whatever_the_mariadb_databases_default_charset(
+        dept: Node, mariadb_source_url: str, charset: str, scheme: str):
+    # Legacy department databases default to latin1 or gbk: a feedback table created in that
+    # charset could not hold a refused row's Chinese key (latin1) or a rare character (gbk), and
+    # every later poll failed at the same feedback write.
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(mariadb_source_url)
+    table = penalty_table(item)
+    rows = list(penalty_db_rows(item, 12, unit=UNIT))
+    rows[4]["cf_jdrq"] = None  # refused
+    rows[4]["cf_wsh"] = "杭上市监罚〔2026〕𠀀5号"
+    create_and_fill(src, table, rows)
+    with src.begin() as conn:
+        conn.execute(text(f"ALTER DATABASE `{make_url(mariadb_source_url).database}` CHARACTER SET {charset}"))
+        conn.execute(text("CREATE VIEW v_cases AS SELECT cf_wsh AS ajh, cf_penalties.* FROM cf_penalties"))
+    url = make_url(mariadb_source_url).set(drivername=scheme).render_as_string(hide_password=False)
+    pull = pull_for(dept, url, table="v_cases", key=("ajh",), feedback_table="credit_feedback", name="database:v")
+    assert drain(pull) == 12
+    assert drain(pull) == 0
+    with src.connect() as conn:
+        fb = conn.execute(text("SELECT source_key, field, code, reason FROM credit_feedback")).all()
+    assert [(k, f, c) for k, f, c, _r in fb] == [("杭上市监罚〔2026〕𠀀5号", "CF_JDRQ", "E_FIELD_REQUIRED")]
+    assert "处罚决定日期" in fb[0][3]
+    pull.close()
+    src.dispose()
