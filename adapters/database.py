@@ -55,7 +55,7 @@ from adapters.table_pages import (
 from node.access import today_in_china
 from node.catalog import Catalog, Item
 from node.config import DatabaseAdapterConfig
-from node.errors import ConfigError, Problem, UsageError
+from node.errors import ConfigError, Problem, TransportError, UsageError
 from node.pipeline import PrepareWorker, ahead
 from node.preparing import PreparedBatch, RowOutcome
 from node.tabular import SourceRow
@@ -101,6 +101,7 @@ class DatabasePull:
         self._engine: Engine | None = None
         self._plan: _Plan | None = None
         self._feedback: Table | None = None
+        self._codes_read: tuple[str, ...] | None = None  # the fields the last shape read had columns for
         # With ``workers``, pages are read and prepared in a worker process (what ``sink.prepare``
         # would do there), so reading, validation and this process's signing and storing run on
         # two cores; without, on a thread of this process.
@@ -112,11 +113,18 @@ class DatabasePull:
     # --- Source ------------------------------------------------------------------------------
     def poll(self) -> int:
         """Take in new or changed rows, up to ``POLL_ROWS``; returns how many (0 = nothing new)."""
-        plan = self._prepare()
-        if self._feedback is not None:
-            self._catch_up_feedback(plan)
-        after = self._position(self.position_key)
-        return self._pull(plan, after, upto=None, page_rows=self._cfg.page_rows, commit_position=True)
+        try:
+            plan = self._prepare()
+            if self._feedback is not None:
+                self._catch_up_feedback(plan)
+            after = self._position(self.position_key)
+            return self._pull(plan, after, upto=None, page_rows=self._cfg.page_rows, commit_position=True)
+        except TransportError:
+            # The source failed; its shape may have changed too (a column dropped, a view or table
+            # replaced): the next poll reads the shape again instead of repeating the same failing
+            # query until the node restarts.
+            self._plan = self._feedback = None
+            raise
 
     def close(self) -> None:
         if self._worker is not None:
@@ -221,7 +229,13 @@ class DatabasePull:
             elif f.required:
                 raise ConfigError(f"adapter {self.name}: {cfg.table} has no column for the required field "
                                   f"{f.code} ({f.name}); map it under columns:", field=f"columns.{f.code}")
-        self._plan = _Plan(table, order, (*(c for _f, c in fields), *order), tuple(f for f, _c in fields))
+        codes = tuple(f for f, _c in fields)
+        if self._codes_read is not None and (lost := [c for c in self._codes_read if c not in codes]):
+            self._log.warning("adapter.fields_not_read", extra={
+                "adapter": self.name, "fields": lost,
+                "reason": f"{cfg.table} no longer has their columns: these optional fields are read as empty"})
+        self._codes_read = codes
+        self._plan = _Plan(table, order, (*(c for _f, c in fields), *order), codes)
         self._warn_unplaced(table, order)
         if cfg.feedback_table:
             self._feedback = _feedback_table(cfg.feedback_table)

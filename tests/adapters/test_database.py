@@ -570,3 +570,46 @@ def test_feedback_table_holds_any_text_whatever_the_mariadb_databases_default_ch
     assert "处罚决定日期" in fb[0][3]
     pull.close()
     src.dispose()
+
+
+def _without(table: Any, *dropped: str) -> Any:
+    from sqlalchemy import Column, MetaData, Table
+
+    return Table(table.name, MetaData(), *(Column(c.name, c.type) for c in table.columns if c.name not in dropped))
+
+
+def test_a_column_dropped_after_the_start_fails_one_poll_then_the_table_is_read_in_its_new_shape(
+        dept: Node, source_url: str, caplog: pytest.LogCaptureFixture):
+    import logging
+
+    # The shape read at the first poll was kept for good: a dropped optional column failed every
+    # poll until the node restarted (and then read the table at once), a dropped required one
+    # never said which field was now missing.
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(source_url)
+    table = penalty_table(item)
+    create_and_fill(src, table, penalty_db_rows(item, 10, unit=UNIT))
+    pull = pull_for(dept, source_url, worker=True)
+    assert drain(pull) == 10
+    with src.begin() as conn:
+        conn.execute(text("ALTER TABLE cf_penalties DROP COLUMN bz"))
+    insert_rows(src, _without(table, "bz"), ({k: v for k, v in r.items() if k != "bz"}
+                                            for r in penalty_db_rows(item, 3, unit=UNIT, start=50, seed=4)))
+    with pytest.raises(TransportError) as failed:
+        pull.poll()
+    assert failed.value.code == "E_ADAPTER_SOURCE" and "bz" in failed.value.message
+    with caplog.at_level(logging.WARNING, logger="adapters.database"):
+        assert drain(pull) == 3
+    [warned] = [r for r in caplog.records if r.getMessage() == "adapter.fields_not_read"]
+    assert warned.fields == ["BZ"]  # type: ignore[attr-defined]
+    assert records(dept) == 13
+    with src.begin() as conn:
+        conn.execute(text("ALTER TABLE cf_penalties DROP COLUMN cf_wsh"))
+    insert_rows(src, _without(table, "bz", "cf_wsh"), ({k: v for k, v in r.items() if k not in ("bz", "cf_wsh")}
+                                                      for r in penalty_db_rows(item, 1, unit=UNIT, start=60, seed=5)))
+    with pytest.raises(TransportError):
+        pull.poll()
+    with pytest.raises(ConfigError, match="required field CF_WSH"):
+        pull.poll()
+    pull.close()
+    src.dispose()
