@@ -35,6 +35,11 @@ __all__ = ["read_xlsx", "refuse_non_xlsx"]
 # compression broken further in).
 _DAMAGE: tuple[type[Exception], ...] = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, KeyError,
                                         ValueError, OSError)
+# What openpyxl itself raises on parts it cannot take: a style of the wrong kind (TypeError, e.g.
+# "expected <class 'openpyxl.styles.fills.Fill'>" for the empty <fill/> some exporters write), a
+# cell naming a shared string or style the workbook lacks (IndexError). Caught only around
+# openpyxl's own calls, so that an error of this module is never passed off as a damaged file.
+_OPENPYXL_DAMAGE: tuple[type[Exception], ...] = (*_DAMAGE, TypeError, IndexError)
 
 
 _OLE2 = b"\xd0\xcf\x11\xe0"  # the Compound File signature (.xls, .et, an encrypted .xlsx)
@@ -107,8 +112,9 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
     refuse_bomb(path)
     try:
         wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (InvalidFileException, zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
-        raise InputFileError(f"{path.name} is not a readable .xlsx workbook: {exc}", code="E_INPUT_FORMAT") from None
+    except (InvalidFileException, *_OPENPYXL_DAMAGE) as exc:
+        raise InputFileError(f"{path.name} is not a readable .xlsx workbook ({exc}): {_RESAVE}",
+                             code="E_INPUT_FORMAT") from None
     try:
         # The visible sheet whose header names the columns: workbooks often open with a sheet of
         # instructions (填报说明) and keep the data on the next one; a hidden sheet (an example,
@@ -123,7 +129,7 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
             # Read-only mode trusts the size the writing tool recorded, and some record it wrong:
             # rows and columns past it would be dropped without a word.
             ws.reset_dimensions()  # type: ignore[union-attr]
-            rows = enumerate(ws.iter_rows(values_only=True), start=1)
+            rows = enumerate(_cell_values(ws, path), start=1)
             try:
                 header = _sheet_header(rows, headers)
             except InputFileError as exc:
@@ -154,10 +160,27 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
             rows_out = _in_1904_system(rows_out)
         yield from rows_out
     except _DAMAGE as exc:
-        raise InputFileError(f"{path.name} is damaged and cannot be read to the end ({type(exc).__name__}: {exc}); "
-                             "save it again from the spreadsheet program", code="E_INPUT_FORMAT") from None
+        raise _damaged(path, exc) from None
     finally:
         wb.close()
+
+
+def _damaged(path: pathlib.Path, exc: Exception) -> InputFileError:
+    return InputFileError(f"{path.name} is damaged and cannot be read to the end ({type(exc).__name__}: {exc}); "
+                          "save it again from the spreadsheet program", code="E_INPUT_FORMAT")
+
+
+def _cell_values(ws: Any, path: pathlib.Path) -> Iterator[tuple[object, ...]]:
+    """A sheet's rows of values, openpyxl's failures on a damaged sheet made a file error."""
+    rows = ws.iter_rows(values_only=True)
+    while True:
+        try:
+            cells = next(rows)
+        except StopIteration:
+            return
+        except _OPENPYXL_DAMAGE as exc:
+            raise _damaged(path, exc) from None
+        yield cells
 
 
 def _in_1904_system(rows: Iterator[SourceRow]) -> Iterator[SourceRow]:

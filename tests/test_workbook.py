@@ -233,3 +233,45 @@ def test_a_workbook_with_a_part_that_would_unpack_to_far_more_than_any_real_one_
     with pytest.raises(InputFileError) as refused:
         rows(bomb)
     assert refused.value.code == "E_INPUT_FORMAT" and sheet in refused.value.message
+
+
+def _rewritten(src: pathlib.Path, dst: pathlib.Path, part: str, old: bytes, new: bytes) -> None:
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in z.infolist():
+            data = z.read(info)
+            if info.filename == part:
+                assert old in data
+                data = data.replace(old, new, 1)
+            out.writestr(info, data)
+
+
+def test_a_workbook_whose_styles_openpyxl_cannot_take_is_a_file_error_not_a_traceback(tmp_path: pathlib.Path):
+    # Some exporters write a fill with no pattern (<fill/>): openpyxl raises TypeError ("expected
+    # <class 'openpyxl.styles.fills.Fill'>") while it opens the workbook.
+    real = tmp_path / "real.xlsx"
+    wb = openpyxl.Workbook()
+    wb.active.append(HEADER)
+    wb.active.append(["公司1", "一般", "2025-01-01", "x"])
+    wb.save(real)
+    with zipfile.ZipFile(real) as z:
+        styles = z.read("xl/styles.xml")
+    start = styles.index(b"<fill>")
+    odd = tmp_path / "odd-styles.xlsx"
+    _rewritten(real, odd, "xl/styles.xml", styles[start:styles.index(b"</fill>", start) + 7], b"<fill/>")
+    with pytest.raises(InputFileError) as refused:
+        rows(odd)
+    assert refused.value.code == "E_INPUT_FORMAT" and "odd-styles.xlsx" in refused.value.message
+
+
+def test_a_cell_naming_a_shared_string_the_workbook_lacks_is_a_file_error_not_a_traceback(tmp_path: pathlib.Path):
+    real = tmp_path / "real.xlsx"
+    wb = openpyxl.Workbook()
+    wb.active.append(HEADER)
+    wb.active.append(["公司1", "一般", "2025-01-01", 7])
+    wb.save(real)
+    bad = tmp_path / "bad-strings.xlsx"
+    # The number in D2 becomes a reference to shared string 999, which does not exist.
+    _rewritten(real, bad, "xl/worksheets/sheet1.xml", b'<c r="D2" t="n"><v>7</v>', b'<c r="D2" t="s"><v>999</v>')
+    with pytest.raises(InputFileError) as refused:
+        rows(bad)
+    assert refused.value.code == "E_INPUT_FORMAT" and "bad-strings.xlsx" in refused.value.message
