@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from node.catalog import Catalog, Item
 from node.errors import Problem
-from node.identifiers import USCC_STAND_IN
+from node.identifiers import USCC_STAND_IN, mask_id_number
 from node.records import FieldsWriter, content_digest, make_record_id, pb
 from node.rejection import RejectionRow, row_key
 from node.tabular import SourceRow
@@ -158,7 +158,7 @@ class Preparer:
                     out.outcomes[idx] = RowOutcome(row.row, "duplicate", rid, 0, c.problems)
                 else:
                     p = Problem("E_DUPLICATE_KEY", item.key_fields[0] if item.key_fields else "",
-                                f"the same fact ({c.key.replace(chr(31), ' ')}) appears at row {seen[0]} "
+                                f"the same fact ({_shown_key(item, c)}) appears at row {seen[0]} "
                                 "with other values", row=row.row)
                     out.outcomes[idx] = RowOutcome(row.row, "rejected", rid, 0, (p,))
                     out.rejections.append(_rejection(batch_id, source, item, row.row, c.key, c.source_unit,
@@ -175,6 +175,17 @@ class Preparer:
                                          c.subject_code, c.subject_kind, c.source_unit, c.decision_date,
                                          c.problems, _replaced(item, c)))
         return out
+
+
+def _shown_key(item: Item, c: Checked) -> str:
+    """A record's natural key for a message, a person's ID number in it masked as every problem
+    message shows one (the refusal is kept, listed and written to result files)."""
+    parts = c.key.split("\x1f")
+    for i, k in enumerate(item.key_fields[:len(parts)]):
+        if (c.subject_kind == "natural_person" if k == "@subject_code"
+                else item.has_field(k) and item.field(k).type == "id_number"):
+            parts[i] = mask_id_number(parts[i])
+    return " ".join(parts)
 
 
 def _refusal_key(item: Item, key: str, problems: Sequence[Problem], source: str, row: int) -> str:

@@ -85,8 +85,10 @@ def cell_text(v: object, *, prose: bool = False) -> str:
         # Excel stores long numbers typed into a cell (registration numbers) as floats.
         if v.is_integer():
             if abs(v) >= _EXACT_FLOAT_INT:
-                raise BadValue(f"the spreadsheet holds {v:.0f} as a number, which has lost its last digits; "
-                               "format the column as text and enter the value again")
+                # Shown as the spreadsheet shows it (3.30102E+17), not written out: the digits
+                # past the 15th are gone, and the first ones may be a person's ID number.
+                raise BadValue(f"the spreadsheet holds the number {_as_excel_shows(v)}, which has lost its last "
+                               "digits; format the column as text and enter the value again")
             return str(int(v))
         return _shown(v)
     if isinstance(v, Decimal):
@@ -98,6 +100,12 @@ def cell_text(v: object, *, prose: bool = False) -> str:
     if isinstance(v, date):
         return v.isoformat()
     raise BadValue(f"expected text, got {type(v).__name__}")
+
+
+def _as_excel_shows(v: float) -> str:
+    """A large number as a General-formatted cell shows it: ``3.30102E+17``."""
+    mantissa, exponent = f"{v:.5E}".split("E")
+    return f"{mantissa.rstrip('0').rstrip('.')}E{exponent[0]}{exponent[1:].lstrip('0') or '0'}"
 
 
 def _ymd(y: str, m: str, d: str, shown: str) -> str:

@@ -228,6 +228,16 @@ def test_an_id_number_the_spreadsheet_stored_as_a_number_is_refused_not_stored_w
     assert codes(c) == [("E_FIELD_TYPE", "CF_XDR_ZJHM")] and "text" in c.problems[0].message
 
 
+def test_an_id_number_the_spreadsheet_stored_as_a_number_is_not_written_out_in_the_refusal(
+        validator: Validator, catalog: Catalog) -> None:
+    # Problem messages show ID numbers masked: the number's first 15 digits are still the person's
+    # (division, birth date, sequence). The refusal shows it as the spreadsheet shows it.
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJHM=float(PERSON[:17] + "0")))
+    [p] = c.problems
+    assert PERSON[:15] not in p.message and PERSON[6:14] not in p.message
+    assert "3.30102E+17" in p.message and "text" in p.message
+
+
 def test_the_future_begins_at_beijing_midnight_not_the_hosts(monkeypatch: pytest.MonkeyPatch,
                                                              catalog: Catalog) -> None:
     import node.field_checks as field_checks
