@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import click
 
 from node.cli import cli, config_path, emit_json, handle_errors, open_node
+from node.errors import NodeError
 
 
 class _Progress:
@@ -88,6 +89,14 @@ def import_(ctx: click.Context, path: str, item: str, encoding: str | None, as_j
             with _stop_between_batches(progress):
                 summary = node.import_file(file, item, encoding=encoding, on_bytes=progress.on_bytes,
                                            progress=progress.on_batch)
+        except NodeError as exc:
+            # A file refused part-way (a broken character, a damaged sheet): the batches before
+            # were committed, and the refusal alone would read as if nothing had been imported.
+            if not progress.committed or type(exc).__init__ is not NodeError.__init__:
+                raise
+            raise type(exc)(f"{exc.message}. The {progress.committed:,} rows before it were committed (stored, "
+                            "or refused and listed by rejections list): fix the file and import it again; rows "
+                            "already stored count as duplicates", field=exc.field, code=exc.code) from None
         except (_Stopped, KeyboardInterrupt) as exc:
             progress.close()
             count = f"{'at least ' if isinstance(exc, KeyboardInterrupt) else ''}{progress.committed}"

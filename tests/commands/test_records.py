@@ -217,6 +217,24 @@ def test_import_as_subprocess_exit_codes(node_dir, item, tmp_path):
     assert json.loads(first.stdout)["accepted"] == 5
 
 
+def test_a_file_error_after_batches_were_committed_says_how_many_rows_were_kept(node_dir, item, tmp_path):
+    # A UTF-16 file ("Unicode text") with a broken character near its end: the batches read before
+    # it are committed, and the refusal of the file must not read as if nothing had been imported.
+    text = tmp_path / "p.csv"
+    write_csv(text, item, penalty_rows(8_300, source_unit=UNIT, seed=5), encoding="utf-8")
+    data = text.read_text(encoding="utf-8").encode("utf-16")
+    at = data.index("〕8290号".encode("utf-16-le"))
+    broken = tmp_path / "unicode.txt"
+    broken.write_bytes(data[:at] + b"\x00\xdc" + data[at:])  # a lone low surrogate
+    result = run(node_dir, "import", str(broken), "--item", "admin_penalty", "--json")
+    assert result.exit_code == 2
+    error = json.loads(result.output.splitlines()[0])["error"]  # then the same error on stderr
+    with db(node_dir).connect() as conn:
+        kept = conn.execute(sa.text("select count(*) from record_revisions")).scalar()
+    assert error["code"] == "E_INPUT_ENCODING" and kept
+    assert f"{kept:,} rows before it were committed" in error["message"] and "again" in error["message"]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_import_says_what_it_kept_and_a_second_run_finishes_it(node_dir, item, tmp_path, signum):
     # Big enough for the worker process (over 4 MiB) and for many batches after the first one.
