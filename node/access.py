@@ -104,6 +104,9 @@ class RecordFacts:
     subject_kind: str
     status: str
     window: Window = "open"
+    # A ``disputed`` record that was repaired (信用修复) when the objection marked it: the mark does
+    # not publish it again, it stays government-only (node.disclosure reads it from the history).
+    repaired: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,12 +193,14 @@ def decide(caller: Caller, record: RecordFacts, policy: Policy) -> Decision:
         return Decision(False, "window", mask)
     marks: list[str] = []
     own = caller.role == "self" and self_subject(caller.node_id) == record.subject_code
-    private = _PRIVATE.get(record.status) or (MARK_NOT_PUBLIC if record.window == "not_public" else None)
+    private_status = "repaired" if record.repaired else record.status
+    private = _PRIVATE.get(private_status) or (MARK_NOT_PUBLIC if record.window == "not_public" else None)
     if private is not None:
         # Repaired (信用修复), withheld and never-published records stay in government sharing
-        # only, and the subject still sees its own, marked (查询自身非公开信息, seed 003 篇5 第二十三条).
+        # only, and the subject still sees its own, marked (查询自身非公开信息, seed 003 篇5 第二十三条);
+        # a repaired record under objection too: the subject's objection does not publish it again.
         if "C" not in classes and not own:
-            return Decision(False, f"status:{record.status}" if record.status in _PRIVATE else "not_public", mask)
+            return Decision(False, f"status:{private_status}" if private_status in _PRIVATE else "not_public", mask)
         marks.append(private)
     if record.status in ("disputed", "withheld"):  # a withheld record's objection is still open
         if policy.disputed == "suspend" and not own:
@@ -212,6 +217,8 @@ def _judicial_marks(record: RecordFacts) -> tuple[str, ...]:
         marks.append(MARK_ARCHIVED)
     if record.status in _PRIVATE:
         marks.append(_PRIVATE[record.status])
+    elif record.repaired:
+        marks.append(MARK_REPAIRED)
     elif record.window == "not_public":
         marks.append(MARK_NOT_PUBLIC)
     if record.status in ("disputed", "withheld"):

@@ -152,9 +152,20 @@ class Disclosure:
         reported = access.reported_day(body.reported_at_ms) if item.disclosure.ended_field else None
         window = access.window_state(item, rule_values, row.decision_date, today, reported)
         facts = access.RecordFacts(row.item, item.disclosure_class, row.subject_code, row.subject_kind,
-                                   row.status, window)
+                                   row.status, window, row.status == "disputed" and self._repaired_before(row))
         decision = access.decide(caller, facts, self._policy)
         return (item, body, decision, window) if decision.visible else None
+
+    def _repaired_before(self, row: StoredRecord) -> bool:
+        """Whether a record under objection (``disputed``, rare) was repaired when it was marked:
+        its latest revision before the mark (and before any source report kept disputed meanwhile)
+        is ``repaired``. The objection's answer keeps it repaired (ObjectionService.answer); until
+        then the mark must not publish it again."""
+        r = record_revisions.c
+        stmt = (select(r.status).where(r.record_id == row.record_id, r.revision < row.revision,
+                                       r.status != "disputed").order_by(r.revision.desc()).limit(1))
+        with translated("reading a record's history"), self._engine.connect() as conn:
+            return conn.execute(stmt).scalar() == "repaired"
 
     def _fill(self, view: pb.RecordView, row: StoredRecord, item: Item, body: pb.RecordBody,
               decision: access.Decision, window: str) -> None:

@@ -334,6 +334,36 @@ def test_an_objection_to_a_repaired_record_leaves_it_repaired(fed: Federation, a
         assert visible(kit, rid, "gov").visible  # … and still shared
 
 
+def test_an_objection_to_a_repaired_record_does_not_publish_it_again_while_marked(fed: Federation) -> None:
+    """Repair took the record out of public disclosure (DOMAIN §5: 信用修复); the subject's own
+    objection must not bring it back. Under ``access.disputed: mark`` (Shenzhen: 注明该信息处于异议状态,
+    seed 003 篇2 第三十六条) the mark is added to what each caller could see before: government and
+    the subject see it marked 已信用修复 and 异议正在处理; the public still does not."""
+    from node.disclosure import Disclosure
+    from node.lifecycle.revisions import Change
+
+    rid = fed.records[2]
+    fed.city.reviser.commit([Change(fed.city.head(rid), "repaired", "信用修复: approved")], action="repair.approve",
+                            subject=rid)
+    fed.down()
+    subject = _subject(fed.city, rid)
+    fed.desk.file(rid, by=subject, reason="处罚内容有误")
+    fed.down()
+    today = fed.city.clock.today()
+    for kit in fed.kits():
+        assert kit.head(rid).status == "disputed"
+        reader = Disclosure(kit.store.engine, kit.catalog, kit.node_id, access.Policy(disputed="mark"))
+        row = next(r for r in reader.current(subject) if r.record_id == rid)
+        public = access.Caller("public:x", "public")
+        assert reader.view(row, public, today) is None, kit.node_id  # not public again
+        gov = reader.view(row, access.Caller("gov:x", "gov", "duty"), today)
+        assert gov is not None and {access.MARK_REPAIRED, access.MARK_DISPUTED} <= set(gov.marks)
+        own = reader.view(row, access.Caller(f"self:{subject.lower()}", "self"), today)
+        assert own is not None and access.MARK_DISPUTED in own.marks
+        judicial = reader.view(row, access.Caller("judicial:x", "judicial", "letter"), today)
+        assert judicial is not None and access.MARK_REPAIRED in judicial.marks
+
+
 def test_a_source_re_exporting_what_an_objection_corrected_does_not_undo_the_correction(fed: Federation) -> None:
     from node.tabular import SourceRow
 
