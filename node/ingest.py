@@ -220,7 +220,7 @@ class Ingest:
         """The records among ``heads`` whose state was decided for their subject, with that state.
 
         A source re-reporting a changed fact makes its next revision, but does not undo what was
-        decided for the subject meanwhile: a repaired record (信用修复, seed 000 第二十四条) stays
+        decided for the subject meanwhile: a repaired record (信用修复, seed 000 第十八条(三): 信用修复申请进行核实、办理) stays
         out of public disclosure, a commendation deleted at its subject's request (seed 003 篇5
         第二十九条) stays deleted. Departments re-export whole tables, so any edit (a remark)
         would otherwise publish the record again.

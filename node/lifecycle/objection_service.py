@@ -171,7 +171,7 @@ class ObjectionService:
         reason = f"{label} {case_id}: {action}" + (f": {note.strip()}" if note.strip() else "")
         who = by or self._node_id
         # A repaired record stays repaired whatever the objection found (信用修复 decided, seed 000
-        # 第二十四条): confirmed or corrected, it is still shared with government only.
+        # 第十八条(三)): confirmed or corrected, it is still shared with government only.
         stored = "repaired" if status in ("confirmed", "corrected") and self._was_repaired(record_id, revision) \
             else status
         new_case, steps = (sm.answered(case, status=status, revision=head.revision + 1, today=today, now_ms=now,
