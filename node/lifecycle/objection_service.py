@@ -27,6 +27,7 @@ from node.identifiers import normalize_text
 from node.lifecycle import case_limit
 from node.lifecycle import objections as sm
 from node.lifecycle.calendar import WorkingCalendar, china_date
+from node.lifecycle.deletion import ON_REQUEST
 from node.lifecycle.disclosure import in_period
 from node.lifecycle.evidence import Evidence, read_evidence
 from node.lifecycle.objection_store import ObjectionStore
@@ -253,7 +254,8 @@ class ObjectionService:
                 closed, steps = sm.answered(case, status=self._answer_status(head, case.case_id),
                                             revision=head.revision, today=today,
                                             now_ms=now, calendar=self._calendar, deadlines=self._deadlines,
-                                            by=head.origin_node, note=self._answer_note(head, case.case_id))
+                                            by=head.origin_node, note=self._answer_note(head, case.case_id),
+                                            outcome=_requested_deletion(head))
                 self.cases.apply(closed, steps, actor=self._node_id, at_ms=now)
                 report.answered.append(case.case_id)
             elif case.state == sm.AWAITING_SOURCE and case.overdue_on(today) and case.kind == sm.CHECK:
@@ -372,6 +374,15 @@ def _said(head: RecordRow, case_id: str) -> str | None:
         if reason.startswith(prefix := f"{label} {case_id}: "):
             return reason[len(prefix):]
     return None
+
+
+def _requested_deletion(head: RecordRow) -> str:
+    """``deleted_on_request`` when the subject's own deletion request (seed 003 篇5 第二十九条) ended
+    the case, '' otherwise: a ``deleted`` head alone reads as 'unverifiable' (篇5 第三十二条), a
+    finding the platform did not make, in a log kept permanently (seed 001 附件2 八(一))."""
+    if head.status == "deleted" and decode_body(head.body).reason.startswith(ON_REQUEST):
+        return "deleted_on_request"
+    return ""
 
 
 def _via(steps: list[sm.Step], via: str) -> list[sm.Step]:

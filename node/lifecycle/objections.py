@@ -236,12 +236,13 @@ def outcome_of(status: str) -> str:
 
 
 def answered(case: Case, *, status: str, revision: int, today: dt.date, now_ms: int, calendar: WorkingCalendar,
-             deadlines: Deadlines, by: str, note: str = "") -> tuple[Case, list[Step]]:
-    """The source answered (``status`` of the revision it made): the result is recorded with it."""
+             deadlines: Deadlines, by: str, note: str = "", outcome: str = "") -> tuple[Case, list[Step]]:
+    """The source answered (``status`` of the revision it made): the result is recorded with it.
+    ``outcome`` names what ended the case when its status alone would misname it."""
     if case.state == CLOSED:
         raise ConflictError(f"case {case.case_id} is closed ({case.outcome})", code="E_OBJECTION_STATE")
     late = case.overdue_on(today)
-    out = replace(case, state=CLOSED, outcome=outcome_of(status), answer_revision=revision,
+    out = replace(case, state=CLOSED, outcome=outcome or outcome_of(status), answer_revision=revision,
                   closed_on=today.isoformat(), updated_at_ms=now_ms,
                   result_due=calendar.add_working_days(today, deadlines.result_days).isoformat())
     return out, [Step("answered", {"status": status, "revision": revision, "by": by, "note": note, "late": late}),

@@ -186,3 +186,23 @@ def test_a_repair_approved_at_the_district_stops_disclosure_below_and_above(
     for kit in (dept, district, city):
         assert kit.head(rid).status == "repaired" and kit.head(rid).revision == 2, kit.node_id
         assert not visible(kit, rid).visible, kit.node_id
+
+
+def test_a_deletion_on_request_during_an_objection_is_logged_as_such_not_as_unverifiable(
+        engine: Engine, ids: dict[str, LoadedIdentity], catalog: Catalog, clock: Clock) -> None:
+    """The subject deletes its own commendation while its objection to it runs (seed 003 篇5 第二十九条:
+    within 2 working days, whatever else is pending). The case then ends by that deletion, and its
+    log, kept permanently and truthfully (seed 001 附件2 八(一)), says so: not 'unverifiable', which
+    records that the platform could not verify the information (篇5 第三十二条: 删除并记录删除原因)."""
+    from tests.lifecycle.kit import objection_service
+
+    dept = make_kit(engine, DEPT, parent=DISTRICT, ids=ids, catalog=catalog, clock=clock)
+    rid = _red_list(dept)
+    desk = objection_service(dept)
+    case = desk.file(rid, by=ORG, reason="认定日期有误")
+    deletions = DeletionService(node_id=DEPT, store=dept.store, catalog=catalog, reviser=dept.reviser,
+                                calendar=dept.calendar, deadline_days=2, clock=clock)
+    deletions.request(rid, by=ORG, reason="本单位申请删除")
+    assert desk.tick().answered == [case.case_id]
+    closed = desk.cases.get(case.case_id)
+    assert (closed.state, closed.outcome) == ("closed", "deleted_on_request")
