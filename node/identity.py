@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from node.errors import ConfigError, UntrustedSignerError
-from node.hostnames import host_problem
+from node.hostnames import host_problem, node_name
 from node.nodeid import LEVELS, ROLES, Identity, NodeId, check_identity, parse_node_id
 from node.truststore import TrustStore, identity_of, key_id_of
 
@@ -38,8 +38,7 @@ __all__ = ["LEVELS", "ROLES", "Identity", "LoadedIdentity", "NodeId", "NodeKeys"
            "identity_of", "init_ca", "issue", "key_id_of", "load_identity", "parse_node_id", "revoke", "write_crl"]
 
 CA_CERT, CA_KEY, CA_STATE = "ca.pem", "ca-key.pem", "revoked.json"
-TLS_CERT, TLS_KEY = "cert.pem", "key.pem"
-SIGNING_CERT, SIGNING_KEY = "signing-cert.pem", "signing-key.pem"
+TLS_CERT, TLS_KEY, SIGNING_CERT, SIGNING_KEY = "cert.pem", "key.pem", "signing-cert.pem", "signing-key.pem"
 URI_PREFIX = "urn:credit-node:"
 _ORG = "credit federation"
 _SKEW = timedelta(minutes=5)  # backdate not_before so a peer whose clock is behind accepts it
@@ -153,9 +152,9 @@ def issue(ca_dir: Path, node_id: str, role: str, out_dir: Path, *, hosts: Sequen
           days: int = 825, not_before: datetime | None = None) -> Path:
     """Issue a node's TLS and signing certificates into ``out_dir``; returns ``out_dir``.
 
-    Writes ``cert.pem``/``key.pem`` (ECDSA P-256, SAN = ``hosts`` plus ``urn:credit-node:<id>``;
-    what it may do: :func:`_tls_usage`), ``signing-cert.pem``/``signing-key.pem`` (Ed25519,
-    digitalSignature + contentCommitment) and ``ca.pem``. Refuses to overwrite existing files.
+    Writes ``cert.pem``/``key.pem`` (ECDSA P-256; SAN: ``hosts``, ``urn:credit-node:<id>``, a node's
+    :func:`~node.hostnames.node_name`; uses: :func:`_tls_usage`), ``signing-cert.pem``/``signing-key.pem``
+    (Ed25519, digitalSignature + contentCommitment) and ``ca.pem``. Refuses to overwrite existing files.
     """
     check_identity(node_id, role)
     hosts = hosts if hosts is not None else ("localhost", "127.0.0.1") if role == "node" else ()
@@ -166,6 +165,8 @@ def issue(ca_dir: Path, node_id: str, role: str, out_dir: Path, *, hosts: Sequen
     end = min(start + timedelta(days=days), ca_cert.not_valid_after_utc)
     sans: list[x509.GeneralName] = [_host_name(h) for h in hosts]
     sans.append(x509.UniformResourceIdentifier(URI_PREFIX + node_id))
+    if role == "node":  # the name its callers check, whatever address they reach it by
+        sans.append(x509.DNSName(node_name(node_id)))
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # it holds private keys: its owner's alone
     targets = [out_dir / n for n in (TLS_CERT, TLS_KEY, SIGNING_CERT, SIGNING_KEY, CA_CERT)]
     clash = [str(p) for p in targets if p.exists()]

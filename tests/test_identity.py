@@ -118,7 +118,8 @@ def test_issued_files_modes_and_contents(district: Path) -> None:
     assert tls.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == "node"
     assert isinstance(tls.public_key(), ec.EllipticCurvePublicKey)
     san = tls.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    # The hosts, and the node's own name, which its children and peers check (node.hostnames).
+    assert san.get_values_for_type(x509.DNSName) == ["localhost", "district.330106.node.invalid"]
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["urn:credit-node:district:330106"]
     eku = tls.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value

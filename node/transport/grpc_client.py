@@ -30,6 +30,7 @@ from node.errors import (
     TransportError,
     UsageError,
 )
+from node.hostnames import node_name
 from node.identity import LoadedIdentity
 from node.records import pb, rpc
 from node.tls import grpc_channel_credentials
@@ -57,12 +58,15 @@ _BY_STATUS: dict[grpc.StatusCode, type[NodeError]] = {
 }
 
 
-def open_channel(target: str, identity: LoadedIdentity, *, server_name: str | None = None) -> grpc.Channel:
+def open_channel(target: str, identity: LoadedIdentity, *, server_name: str | None = None,
+                 node_id: str | None = None) -> grpc.Channel:
     """A mutual-TLS channel to ``target`` (``host:port``) presenting ``identity``.
 
-    ``server_name`` is the name the server's certificate must carry when ``target`` is an address
-    it does not list (``grpc.ssl_target_name_override``). Keepalive pings every 30 s notice a dead
-    peer on a long-lived stream.
+    The server's certificate must carry ``server_name``, else the name of ``node_id`` when the
+    server is a known node (a parent, a peer region: ``node.hostnames.node_name``, so no other
+    node's certificate passes at that address), else the host of ``target``
+    (``grpc.ssl_target_name_override``). Keepalive pings every 30 s notice a dead peer on a
+    long-lived stream.
     """
     options: list[tuple[str, str | int]] = [
         ("grpc.keepalive_time_ms", KEEPALIVE_MS),
@@ -71,8 +75,8 @@ def open_channel(target: str, identity: LoadedIdentity, *, server_name: str | No
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
-    if server_name:
-        options.append(("grpc.ssl_target_name_override", server_name))
+    if server_name or node_id:
+        options.append(("grpc.ssl_target_name_override", server_name or node_name(node_id or "")))
     return grpc.secure_channel(_checked_target(target), grpc_channel_credentials(identity), options=options)
 
 

@@ -74,7 +74,8 @@ class DownwardPuller(ThreadExtension):
         parent = self._node.config.parent
         assert parent is not None
         failures = 0
-        with open_channel(parent.target, self._node.identity, server_name=parent.server_name or None) as channel:
+        with open_channel(parent.target, self._node.identity, server_name=parent.server_name or None,
+                          node_id=parent.id) as channel:
             self._channel = channel
             stub = frpc.FederationStub(channel)  # type: ignore[no-untyped-call]
             while not self._stop.is_set():

@@ -54,7 +54,8 @@ class GrpcForward:
 
     def _open(self) -> grpc.Channel:
         if self._channel is None:
-            self._channel = open_channel(self._target, self._identity, server_name=self._server_name)
+            self._channel = open_channel(self._target, self._identity, server_name=self._server_name,
+                                         node_id=self._peer)
         return self._channel
 
     def connect(self) -> None:
@@ -79,8 +80,10 @@ class GrpcForward:
             self.close()
             if code == grpc.StatusCode.CANCELLED or self._interrupted:
                 raise PeerUnavailableError(f"{self._peer}: connecting was interrupted (the node is stopping)") from None
+            whose = f"the name {self._server_name}" if self._server_name else f"node {self._peer}'s"
             raise PeerUnavailableError(f"{self._peer} at {self._target}: no connection within "
-                                       f"{CONNECT_TIMEOUT_S:g}s (peer down, or TLS handshake refused)") from None
+                                       f"{CONNECT_TIMEOUT_S:g}s (peer down, or TLS handshake refused: its "
+                                       f"certificate must be {whose}, from the federation CA)") from None
         finally:
             self._ready = None
 

@@ -345,9 +345,10 @@ def build_query_service(node: Any, *, callers: CallerCache | None = None,
 
     cfg = node.config
     store: Store = node.store
-    by_target = {p.target: p.server_name or None for p in cfg.peers}
+    by_target = {p.target: p for p in cfg.peers}
     factory = channel_factory or (lambda target: open_channel(target, node.identity,
-                                                              server_name=by_target.get(target)))
+                                                              server_name=by_target[target].server_name or None,
+                                                              node_id=by_target[target].id))
     fanout = Fanout(cfg.id, node.identity.signing_key, node.identity.signing_cert_der, cfg.peers,
                     factory) if cfg.peers else None
     delegators = {p.id for p in cfg.peers} | ({cfg.parent.id} if cfg.parent else set())

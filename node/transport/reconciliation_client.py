@@ -36,7 +36,8 @@ class GrpcReconcilePeer:
 
         parent = node.config.parent
         assert parent is not None
-        self._channel = open_channel(parent.target, node.identity, server_name=parent.server_name or None)
+        self._channel = open_channel(parent.target, node.identity, server_name=parent.server_name or None,
+                                     node_id=parent.id)
         self._stub = frpc.FederationStub(self._channel)  # type: ignore[no-untyped-call]
         self._timeout_s = timeout_s
 

@@ -29,7 +29,7 @@ def _issue(ca_dir: pathlib.Path, out: pathlib.Path, *hosts: str) -> tuple[int, s
 
 @pytest.mark.parametrize("host", ["node one.example", "node.example:50051", "https://node.example", "-node.example",
                                   "node-.example", "a..example", "*.example.org", "节点.example", "x" * 64 + ".example",
-                                  "10.0.0.256", ""])
+                                  "10.0.0.256", "", "city.330100.node.invalid", "NODE.INVALID"])
 def test_issue_refuses_a_host_that_is_no_dns_name_or_ip(ca_dir: pathlib.Path, tmp_path: pathlib.Path,
                                                          host: str) -> None:
     code, out = _issue(ca_dir, tmp_path / "id", "localhost", host)
@@ -96,7 +96,7 @@ def test_init_issues_the_node_certificate_for_the_hosts_given(tmp_path: pathlib.
     assert result.exit_code == 0, result.output
     cert = x509.load_pem_x509_certificate((tmp_path / "city" / "identity" / "cert.pem").read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert names.get_values_for_type(x509.DNSName) == ["city-node.example"]
+    assert names.get_values_for_type(x509.DNSName) == ["city-node.example", "city.330100.node.invalid"]
     assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
     bad = CliRunner().invoke(cli, ["init", str(tmp_path / "other"), "--id", "city:330200", "--level", "city",
                                    "--host", "city node"])

@@ -73,3 +73,20 @@ def test_a_batch_over_what_the_parent_takes_in_one_request_goes_as_several(
     finally:
         forward.close()
     assert [d.state for d in deliveries] == [ACCEPTED] * 5
+
+
+def test_a_server_at_the_parents_address_with_another_nodes_certificate_is_not_taken_for_the_parent(
+        running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server there is PARENT_ID, its certificate valid, from the CA and for that host: a child
+    # configured with another parent must not send it records (identity = certificate, not address).
+    from node.transport import grpc_forward
+
+    monkeypatch.setattr(grpc_forward, "CONNECT_TIMEOUT_S", 2.0)  # the handshake fails at once; retries until then
+    forward = GrpcForward(peer="city:330100", target=running.address, identity=running.pki.identity("child"))
+    try:
+        with pytest.raises(PeerUnavailableError) as failed:
+            forward.connect()
+        assert "certificate must be node city:330100's" in failed.value.message
+    finally:
+        forward.close()
+    assert PARENT_ID != "city:330100"
