@@ -54,12 +54,12 @@ class Pusher:
     """One mutual-TLS connection to a node; ``push`` may be called again on it."""
 
     def __init__(self, target: str, identity_dir: str | pathlib.Path, *, server_name: str | None = None,
-                 batch: int = 500, window: int = 8, timeout_s: float | None = None) -> None:
+                 node_id: str | None = None, batch: int = 500, window: int = 8, timeout_s: float | None = None) -> None:
         from node.identity import load_identity
         from node.transport.grpc_client import open_channel
 
         self._channel: grpc.Channel = open_channel(target, load_identity(pathlib.Path(identity_dir)),
-                                                   server_name=server_name)
+                                                   server_name=server_name, node_id=node_id)
         from node.transport.wire import MAX_SUBMIT_RECORDS
 
         # A node takes at most MAX_SUBMIT_RECORDS per request; a larger batch would end the call.

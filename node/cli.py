@@ -41,6 +41,26 @@ def not_blank(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     return value
 
 
+def node_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Callback for ``--node``: a node's id (the server a client means), checked by its grammar."""
+    if value is None:
+        return None
+    from node.errors import ConfigError
+    from node.nodeid import parse_node_id
+
+    try:
+        parsed = parse_node_id(value)
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message) from None
+    if not parsed.is_node:
+        raise click.BadParameter(f"{value!r} is a caller's id, not a node's (city:330100, dept:330102:scjgj …)")
+    return value
+
+
+# A client's check of the server it reaches: a node's id (its certificate's name for it), or a host.
+NODE_HELP = "the node TARGET must be (its certificate is checked for this id, not for TARGET's host)"
+
+
 def when(ms: int | None, *, millis: bool = False) -> str:
     """A stored time (Unix ms) as operators read it: ISO 8601 in UTC; '' for none."""
     if not ms:

@@ -18,7 +18,18 @@ from typing import Any, TypeVar
 
 import click
 
-from node.cli import SECONDS, cli, emit_json, handle_errors, node_config, open_node, report, when
+from node.cli import (
+    NODE_HELP,
+    SECONDS,
+    cli,
+    emit_json,
+    handle_errors,
+    node_config,
+    node_id,
+    open_node,
+    report,
+    when,
+)
 
 T = TypeVar("T")
 
@@ -54,16 +65,17 @@ def _context(purpose: str, authz: str) -> Any:
     return pb.CallerContext(purpose=purpose, authorization_code=authz)
 
 
-def _stub(target: str, identity_dir: str, server_name: str | None) -> Any:
+def _stub(target: str, identity_dir: str, server_name: str | None, node: str | None) -> Any:
     from node.identity import load_identity
     from node.records import rpc
     from node.transport.grpc_client import open_channel
 
-    channel = open_channel(target, load_identity(pathlib.Path(identity_dir)), server_name=server_name)
+    channel = open_channel(target, load_identity(pathlib.Path(identity_dir)), server_name=server_name, node_id=node)
     return rpc.QueryStub(channel)  # type: ignore[no-untyped-call]
 
 
 def _client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--node", default=None, callback=node_id, help=NODE_HELP)(fn)
     fn = click.option("--server-name", default=None, help="name in the server's certificate, if not TARGET's host")(fn)
     fn = click.option("--identity", "identity_dir", required=True, type=click.Path(exists=True, file_okay=False),
                       help="directory with cert.pem, key.pem, ca.pem")(fn)
@@ -88,12 +100,12 @@ def _view_dict(v: Any) -> dict[str, object]:
 @click.option("--timeout", default=10.0, show_default=True, type=SECONDS, help="seconds")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def lookup(code: str, target: str, identity_dir: str, server_name: str | None, purpose: str, authz: str,
-           items: tuple[str, ...], timeout: float, as_json: bool) -> None:
+def lookup(code: str, target: str, identity_dir: str, server_name: str | None, node: str | None, purpose: str,
+           authz: str, items: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Records of one subject (USCC or ID number) that this caller may see, from a node."""
     from node.records import pb
 
-    stub = _stub(target, identity_dir, server_name)
+    stub = _stub(target, identity_dir, server_name, node)
     request = pb.LookupRequest(subject_code=code, items=list(items), context=_context(purpose, authz))
     answer = _call(lambda: stub.Lookup(request, timeout=timeout))
     records = [_view_dict(v) for v in answer.records]
@@ -142,13 +154,13 @@ def read_codes(path: pathlib.Path) -> list[str]:
 @click.option("--timeout", default=60.0, show_default=True, type=SECONDS, help="seconds")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def verify_list(file: str, target: str, identity_dir: str, server_name: str | None, purpose: str,
+def verify_list(file: str, target: str, identity_dir: str, server_name: str | None, node: str | None, purpose: str,
                 items: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """核查: check many subjects against the red and black lists in one call."""
     from node.records import pb
 
     codes = read_codes(pathlib.Path(file))
-    stub = _stub(target, identity_dir, server_name)
+    stub = _stub(target, identity_dir, server_name, node)
     request = pb.VerifyListRequest(subject_codes=codes, items=list(items), context=_context(purpose, ""))
     answer = _call(lambda: stub.VerifyList(request, timeout=timeout))
     hits = [{"subject_code": h.subject_code, "subject_name": h.subject_name, "item": h.item,

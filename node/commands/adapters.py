@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from node.cli import cli, emit_json, handle_errors, open_node, report
+from node.cli import NODE_HELP, cli, emit_json, handle_errors, node_id, open_node, report
 from node.errors import (
     BlockedError,
     InputFileError,
@@ -216,11 +216,12 @@ def _shown_position(position: object) -> str:
 @click.option("--identity", "identity_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="directory with the source system's cert.pem, key.pem, ca.pem")
 @click.option("--server-name", default=None, help="name the node's certificate carries, if not TARGET's host")
+@click.option("--node", default=None, callback=node_id, help=NODE_HELP)
 @click.option("--catalog", "catalog_dir", default=None, help="catalogue for CSV/XLSX headers (default: bundled)")
 @click.option("--batch", default=500, show_default=True, type=click.IntRange(1, 10_000), help="records per request")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @handle_errors
-def submit(source: str, item: str, target: str, identity_dir: str, server_name: str | None,
+def submit(source: str, item: str, target: str, identity_dir: str, server_name: str | None, node: str | None,
            catalog_dir: str | None, batch: int, as_json: bool) -> None:
     """Push a CSV/XLSX file, or JSON lines (FILE or - for stdin), to a node; refusals and warnings come back by row."""
     from adapters.api_client import Pusher
@@ -258,7 +259,7 @@ def submit(source: str, item: str, target: str, identity_dir: str, server_name: 
     refusals: list[dict[str, object]] = []
     warnings = 0
     warned: list[dict[str, object]] = []  # the first WARNINGS_KEPT, as import keeps them
-    with Pusher(target, identity_dir, server_name=server_name, batch=batch) as pusher:
+    with Pusher(target, identity_dir, server_name=server_name, node_id=node, batch=batch) as pusher:
         for ack in pusher.push(item, sendable()):
             counts[ack.outcome] += 1
             refusals.extend({"row": ack.row, "field": p.field, "code": p.code, "message": p.message}

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from node.cli import SECONDS, cli, emit_json, handle_errors, node_config, when
+from node.cli import NODE_HELP, SECONDS, cli, emit_json, handle_errors, node_config, node_id, when
 from node.errors import ConfigError, UsageError
 
 
@@ -96,10 +96,12 @@ def _status_dict(resp: Any) -> dict[str, object]:
 @click.option("--identity", "identity_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="directory with cert.pem, key.pem, ca.pem and the signing files")
 @click.option("--server-name", default=None, help="name the server's certificate carries, if not TARGET's host")
+@click.option("--node", default=None, callback=node_id, help=NODE_HELP)
 @click.option("--timeout", default=10.0, show_default=True, type=SECONDS, help="seconds")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def status(target: str, identity_dir: str, server_name: str | None, timeout: float, as_json: bool) -> None:
+def status(target: str, identity_dir: str, server_name: str | None, node: str | None, timeout: float,
+           as_json: bool) -> None:
     """Ask a running node for its status (needs role node, admin, auditor or gov)."""
 
     from node.identity import load_identity
@@ -107,7 +109,7 @@ def status(target: str, identity_dir: str, server_name: str | None, timeout: flo
 
     me = load_identity(pathlib.Path(identity_dir))
     # A service that does not answer is a TransportError: exit 4, as for every command.
-    with grpc_client.open_channel(target, me, server_name=server_name) as channel:
+    with grpc_client.open_channel(target, me, server_name=server_name, node_id=node) as channel:
         resp = grpc_client.status(channel, timeout=timeout)
     data = _status_dict(resp)
     if as_json:

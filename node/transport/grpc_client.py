@@ -126,6 +126,9 @@ def error_from_rpc(error: grpc.RpcError) -> NodeError:
         cls: type[NodeError] = BlockedError if code == BlockedError.code else NotAuthorizedError
         return cls(message, field=field, code=code)
     if status in _UNAVAILABLE:
+        if "Hostname Verification Check failed" in message:  # grpc's words; the name is ours to explain
+            message = ("the server's certificate is not for the name checked (the node id the server must "
+                       f"be, the server name given, or the target's host): {message}")
         return PeerUnavailableError(message, field=field, code=code)
     if status in _BY_STATUS:
         return _BY_STATUS[status](message, field=field, code=code)

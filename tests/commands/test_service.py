@@ -123,6 +123,19 @@ def test_status_refused_exits_3(started: Started, pki: Pki) -> None:
     assert "E_NOT_AUTHORIZED" in result.stderr
 
 
+def test_status_with_node_checks_the_servers_certificate_is_that_nodes(started: Started, pki: Pki) -> None:
+    base = ("status", "--target", started.address, "--identity", str(pki.dir("gov")), "--timeout", "3")
+    named = _cli(*base, "--node", PARENT_ID, "--json")
+    assert named.returncode == 0, named.stderr
+    assert json.loads(named.stdout)["node_id"] == PARENT_ID
+    other = _cli(*base, "--node", "city:330100")  # a valid certificate at TARGET, but not that node's
+    assert other.returncode == 4, other.stderr
+    assert other.stderr.startswith("error: E_PEER_UNAVAILABLE: the server's certificate is not for the name"), \
+        other.stderr
+    caller = _cli(*base, "--node", "gov:330100:fgw")
+    assert caller.returncode == 2 and "not a node's" in caller.stderr
+
+
 def test_status_of_a_node_that_is_not_there_exits_4(pki: Pki) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
