@@ -11,6 +11,7 @@ import contextlib
 import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from node.catalog import Catalog, load_catalog
 from node.config import NodeConfig
@@ -165,7 +166,7 @@ def build_runtime(node: Node) -> Runtime:
     from node.transport.grpc_server import GrpcServer, Service
     from node.transport.lifecycle_service import SERVICE_NAME as LIFECYCLE
     from node.transport.lifecycle_service import LifecycleService
-    from node.transport.peers import CallerCache
+    from node.transport.peers import CallerCache, vetted_caller
     from node.transport.query_service import SERVICE_NAME as QUERY
     from node.transport.query_service import build_query_service
     from node.transport.sources import SourceIntake
@@ -185,8 +186,12 @@ def build_runtime(node: Node) -> Runtime:
     services = [Service("credit.v1.Exchange", exchange.register), Service("credit.v1.Admin", admin.register),
                 Service(QUERY, query.register), Service(LIFECYCLE, lifecycle.register)]
     services += federation.services(node, contacts.seen)
+
+    def admit(context: Any) -> None:  # health and reflection: a revoked certificate is refused there too
+        vetted_caller(context, node.trust, cache=callers)
+
     server = GrpcServer(node.identity, cfg.server.listen, services, max_workers=cfg.server.max_workers,
-                        grace_s=cfg.server.grace_s)
+                        grace_s=cfg.server.grace_s, admit=admit)
     # Stopped in reverse: the server stops taking records, then the federation's consumers and
     # forwarder; query stops after the server (it closes peer channels).
     # The lifecycle schedule (objection deadlines, archive sweep) stops before the server drains.

@@ -102,9 +102,12 @@ def wait_ready(channel: grpc.Channel, timeout: float) -> None:
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout,
                                                   wait_for_ready=True)
     except grpc.RpcError as exc:
-        if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise PeerUnavailableError(f"no connection within {timeout:g}s (peer down, or TLS handshake "
                                        "refused)") from None
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return  # an answer (this caller refused, told again at its first real call): connected
         raise error_from_rpc(exc) from None
 
 

@@ -43,7 +43,7 @@ from node.errors import ConfigError
 from node.identity import LoadedIdentity
 from node.tls import grpc_server_credentials
 from node.transport.handler_pool import HandlerPool
-from node.transport.registration import register
+from node.transport.registration import Admit, register
 
 __all__ = ["MAX_MESSAGE_BYTES", "GrpcServer", "Service", "split_host_port"]
 
@@ -99,13 +99,14 @@ def bind_failure(host: str, port: int) -> str:
 
 class GrpcServer:
     def __init__(self, identity: LoadedIdentity, listen: str, services: Sequence[Service], *,
-                 max_workers: int = 16, grace_s: float = 10.0) -> None:
+                 max_workers: int = 16, grace_s: float = 10.0, admit: Admit | None = None) -> None:
         self._host, self._port_wanted = split_host_port(listen)
         self._listen = listen
         self._identity = identity
         self._services = tuple(services)
         self._max_workers = max_workers
         self._grace_s = grace_s
+        self._admit = admit  # health and reflection check no caller of their own: this one, if given
         self._running: _Running | None = None
         self._port = 0
         self._lock = threading.Lock()
@@ -152,9 +153,9 @@ class GrpcServer:
         # Registered as the node's own services are: a request that is no message is answered
         # INVALID_ARGUMENT / E_BAD_REQUEST, not UNKNOWN with protobuf's words and a logged traceback.
         status = health_aio.HealthServicer()
-        register(health_pb2_grpc.add_HealthServicer_to_server, status, health.SERVICE_NAME, server)
+        register(health_pb2_grpc.add_HealthServicer_to_server, status, health.SERVICE_NAME, server, admit=self._admit)
         register(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, reflection.aio.ReflectionServicer(names),
-                 reflection.SERVICE_NAME, server)
+                 reflection.SERVICE_NAME, server, admit=self._admit)
         try:
             port = server.add_secure_port(self._listen, grpc_server_credentials(self._identity))
         except RuntimeError:  # grpcio >= 1.50 raises instead of returning 0

@@ -98,3 +98,23 @@ def test_health_and_reflection_still_answer_good_requests(shared: Running) -> No
         answers = list(reflect.ServerReflectionInfo(iter(asks), timeout=DEADLINE_S))
     assert answers[0].file_descriptor_response.file_descriptor_proto
     assert answers[1].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+def test_a_revoked_certificate_is_refused_by_health_and_reflection_too(shared: Running) -> None:
+    # The TLS handshake lets a revoked certificate in (grpc's Python API takes no CRL): every
+    # service must refuse it, these two included, or it learns the node's state and schema.
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with shared.channel("revoked") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+        calls = [lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=DEADLINE_S),
+                 lambda: next(health.Watch(health_pb2.HealthCheckRequest(), timeout=DEADLINE_S)),
+                 lambda: list(reflect.ServerReflectionInfo(
+                     iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=DEADLINE_S))]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert dict(refused.value.trailing_metadata() or ())[CODE_KEY] == "E_UNAUTHENTICATED"
