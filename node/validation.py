@@ -14,6 +14,7 @@ Stable problem codes (part of the wire contract; docs/catalogue.md has the same 
 ``E_FIELD_ENUM``       not one of the field's values (multi fields: names the unknown parts)
 ``E_FIELD_DATE``       not a date, an impossible date (2024-02-30), or a future decision date
 ``E_FIELD_NUMBER``     not a number, out of bounds, too many decimals, not whole
+``E_FIELD_ENCODING``   Chinese text (GBK or UTF-8 bytes) read as latin1: ``º¼ÖÝ`` for 杭州
 ``E_FIELD_FORBIDDEN``  a field that must be empty under a condition (e.g. 法定代表人 of 自然人)
 ``E_CROSS_FIELD``      a cross-field rule of the item failed (dates in order, fine amount …)
 ``E_SOURCE_UNIT``      the 数据来源单位 is not this department, or may not report the item
@@ -42,7 +43,7 @@ from typing import Final
 from node.catalog import Catalog, Condition, Item
 from node.cross_rules import failure_test
 from node.errors import Problem
-from node.field_checks import Conv, IdCheck, Today, compile_field, identifier_check
+from node.field_checks import Conv, IdCheck, Today, compile_field, identifier_check, misread_as_latin1
 from node.identifiers import NEEDS_NORMALIZING, NEEDS_NORMALIZING_PROSE, USCC_STAND_IN, normalize_text
 
 __all__ = ["Checked", "Validator"]
@@ -158,6 +159,28 @@ _SPREADSHEET_ERRORS: Final = frozenset({"#N/A", "#VALUE!", "#REF!", "#DIV/0!", "
 _ADULT: Final = 18
 _ADULT_FROM_16: Final = 16
 _SHORT: Final = max(len(v) for v in _NO_VALUE | _SPREADSHEET_ERRORS) + 4  # longer cells are values: no lookup
+# The fast path's test for "nothing to normalise", widened by U+00A1-U+00FF: a cell with a latin1
+# letter or sign takes the slow path, where one made only of such characters is tested for Chinese
+# read through a latin1 connection (mojibake). One character class, so no cost on other cells.
+_LATIN1: Final = "\u00a1-\u00ff]"
+_SHOWN: Final = 40  # characters of a garbled cell (and of what it should read) a message shows
+_DIRT: Final = re.compile(NEEDS_NORMALIZING.pattern[:-1] + _LATIN1)
+_DIRT_PROSE: Final = re.compile(NEEDS_NORMALIZING_PROSE.pattern[:-1] + _LATIN1)
+
+
+def _misread(cell: str, code: str, plan: _Plan, problems: list[Problem], row: int) -> bool:
+    """True (after its problem) for a cell of Chinese text garbled by a latin1 connection."""
+    found = misread_as_latin1(cell)
+    if found is None:
+        return False
+    charset, text = found
+    # UTF-8 read as latin1 holds C1 controls (U+0080-U+009F): shown escaped, not written into a result file.
+    shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in cell[:_SHOWN])
+    shown, text = shown + ("…" if len(cell) > _SHOWN else ""), text[:_SHOWN] + ("…" if len(text) > _SHOWN else "")
+    problems.append(Problem("E_FIELD_ENCODING", code, f'{plan.item.field(code).label}: "{shown}" is {charset} '
+                            f'text read as latin1 (it reads "{text}"); read the source with its own character set '
+                            f"({charset}, e.g. the database connection's charset), not latin1", row))
+    return True
 
 
 def _is_value(cell: str, code: str, plan: _Plan, problems: list[Problem], invalid: set[str], row: int) -> bool:
@@ -204,6 +227,10 @@ class Validator:
             # stripped: C-level tests here instead of a normalisation call per cell.
             ok = type(v) is str and (v.isprintable() if v.isascii() else dirt(v) is None) and "  " not in v
             if type(v) is str and len(v) <= _SHORT and not _is_value(v, code, plan, problems, invalid, row):
+                continue
+            if (not ok and type(v) is str and not v.isascii() and max(v) <= "\xff"
+                    and _misread(v, code, plan, problems, row)):
+                invalid.add(code)
                 continue
             if ok and plain >= 0:  # the commonest case: clean text within its length
                 s = v.strip()  # type: ignore[attr-defined]
@@ -366,7 +393,7 @@ class Validator:
             plain = -1
             if f.type in ("string", "text") and not f.value_aliases:
                 plain = f.max_length or 1 << 62
-            dirt = (NEEDS_NORMALIZING_PROSE if f.type == "text" else NEEDS_NORMALIZING).search
+            dirt = (_DIRT_PROSE if f.type == "text" else _DIRT).search
             convs.append((f.code, compile_field(f, check=check, today=self._today), plain, dirt))
         required = [f for f in item.fields if f.required]
         by_value, general = _conditional(item, actions)

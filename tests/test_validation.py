@@ -273,6 +273,34 @@ def test_a_spreadsheet_error_value_is_refused_as_such(validator: Validator, cata
     assert codes(c) == [("E_FIELD_SPREADSHEET_ERROR", "CF_NR_FK")] and "#DIV/0!" in c.problems[0].message
 
 
+def _through_latin1(text: str, charset: str) -> str:
+    """``text`` as a legacy system wrote it in ``charset`` and a latin1 connection read it back."""
+    return text.encode(charset).decode("latin1")
+
+
+@pytest.mark.parametrize("charset", ["gbk", "utf-8"])
+@pytest.mark.parametrize(("field", "text"), [
+    ("CF_XDR_MC", "杭州张三餐饮有限公司"), ("CF_XDR_MC", "ABC科技（杭州）有限公司"), ("CF_FRDB", "张三"),
+    ("CF_SY", "经查，当事人于2024年1月销售过期食品。"), ("CF_CFLB", "罚款")])
+def test_text_a_latin1_connection_garbled_is_refused_naming_what_it_should_read(
+        validator: Validator, catalog: Catalog, charset: str, field: str, text: str) -> None:
+    garbled = _through_latin1(text, charset)
+    c = check(validator, catalog, penalty(**{field: garbled}))
+    assert codes(c) == [("E_FIELD_ENCODING", field)], c.problems
+    message = c.problems[0].message
+    assert text in message and charset.upper() in message and "character set" in message
+    assert message.isprintable()  # UTF-8 through latin1 holds C1 controls: escaped in the message
+
+
+@pytest.mark.parametrize("name", ["Société Générale", "Müller GmbH", "Größe & Söhne", "São Paulo Comércio Ltda",
+                                  "Distribuição e Comunicações S.A.", "Ærøskøbing Café", "25°C ±2", "买买提·艾力"])
+def test_western_text_with_accented_letters_is_not_taken_for_garbled_text(
+        validator: Validator, catalog: Catalog, name: str) -> None:
+    c = check(validator, catalog, penalty(CF_XDR_MC=name, BZ=name))
+    assert c.ok and c.problems == (), c.problems
+    assert value(c, "CF_XDR_MC") == name and value(c, "BZ") == name
+
+
 @pytest.mark.parametrize("cell", ["0001-01-01", "1899-12-31", datetime(1, 1, 1)])
 def test_dates_before_1900_are_placeholders_not_dates(validator: Validator, catalog: Catalog, cell: object) -> None:
     c = check(validator, catalog, penalty(CF_JDRQ=cell))
