@@ -139,6 +139,8 @@ class Preparer:
                                                  self._validator.source_unit, row.problem, now))
                 continue
             c = check(item, row.values, row.row)
+            if row.warning is not None:  # the file's word on the row (a hidden row) comes first
+                c = dataclasses.replace(c, problems=(row.warning, *c.problems))
             if not c.ok:
                 out.outcomes[idx] = RowOutcome(row.row, "rejected", problems=c.problems)
                 key = _refusal_key(item, c.key, c.problems, source, row.row)

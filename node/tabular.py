@@ -47,6 +47,7 @@ class SourceRow(NamedTuple):
     row: int
     values: Mapping[str, object]
     problem: Problem | None = None  # the row could not be parsed at all
+    warning: Problem | None = None  # read, but with a word for its sender (W_ROW_HIDDEN: a hidden row)
 
 
 def _without_unit(key: str) -> str:

@@ -60,3 +60,19 @@ def test_a_companys_fact_given_twice_with_other_values_names_its_code_in_full() 
     batch = _prepared([SourceRow(2, company), SourceRow(3, {**company, "CF_SY": "另一事实"})])
     [refusal] = batch.rejections
     assert refusal.code == "E_DUPLICATE_KEY" and company["CF_XDR_SHXYM"] in refusal.message
+
+
+def test_the_files_warning_on_a_row_goes_with_the_rows_own_problems_whether_accepted_or_refused() -> None:
+    from node.errors import Problem
+
+    def hidden(row: int) -> Problem:
+        return Problem("W_ROW_HIDDEN", "", f"row {row} is hidden in the sheet", row=row, warning=True)
+
+    good, bad = list(penalty_rows(2, source_unit=UNIT))
+    batch = _prepared([SourceRow(2, good, warning=hidden(2)),
+                       SourceRow(3, {**bad, "CF_JDRQ": "2024-02-30"}, warning=hidden(3))])
+    [accepted] = batch.prepared
+    assert accepted.row == 2 and [p.code for p in accepted.warnings] == ["W_ROW_HIDDEN"]
+    refused = batch.outcomes[1]
+    assert refused.outcome == "rejected" and [p.code for p in refused.problems][:1] == ["W_ROW_HIDDEN"]
+    assert [r.code for r in batch.rejections] == ["E_FIELD_DATE"]  # a warning is no refusal to list

@@ -275,3 +275,26 @@ def test_a_cell_naming_a_shared_string_the_workbook_lacks_is_a_file_error_not_a_
     with pytest.raises(InputFileError) as refused:
         rows(bad)
     assert refused.value.code == "E_INPUT_FORMAT" and "bad-strings.xlsx" in refused.value.message
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_a_hidden_or_filtered_out_row_is_read_with_a_warning_naming_it(tmp_path: pathlib.Path, filtered: bool):
+    p = tmp_path / "hidden.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(HEADER)
+    for i in range(1, 5):
+        ws.append([f"公司{i}", "一般", None, "x" if i % 2 else "y"])
+    ws.row_dimensions[3].hidden = True  # 公司2
+    ws.row_dimensions[5].hidden = True  # 公司4
+    if filtered:  # Excel hides the rows its filter leaves out the same way, with the filter on the sheet
+        ws.auto_filter.ref = "A1:D5"
+        ws.auto_filter.add_filter_column(3, ["x"])
+    wb.save(p)
+    got = rows(p)
+    assert [(r.row, r.values["CF_XDR_MC"], r.problem, r.warning.code if r.warning else None) for r in got] == [
+        (2, "公司1", None, None), (3, "公司2", None, "W_ROW_HIDDEN"), (4, "公司3", None, None),
+        (5, "公司4", None, "W_ROW_HIDDEN")]
+    warning = got[1].warning
+    assert warning is not None and warning.warning and warning.row == 3
+    assert ("filtered out" in warning.message) is filtered and "read like every other row" in warning.message

@@ -162,7 +162,10 @@ def _json_lines(stream: Any) -> Iterator[tuple[int, Mapping[str, Any]] | Problem
         yield number, value
 
 
-def _table_rows(path: pathlib.Path, item_code: str, catalog_dir: str | None) -> Iterator[Any]:
+def _table_rows(path: pathlib.Path, item_code: str, catalog_dir: str | None,
+                file_warnings: dict[int, Problem]) -> Iterator[Any]:
+    """A file's rows to send, or the problem of a row that cannot be read; the file's own word on a
+    row that is sent (W_ROW_HIDDEN) is kept in ``file_warnings`` by row, to go with the node's answer."""
     from node.catalog import load_catalog
     from node.provisioning import bundled_catalog
     from node.tabular import HeaderMap, read_table
@@ -170,6 +173,8 @@ def _table_rows(path: pathlib.Path, item_code: str, catalog_dir: str | None) -> 
     item = load_catalog(pathlib.Path(catalog_dir) if catalog_dir else bundled_catalog()).item(item_code)
     headers = HeaderMap(item.header_map(), frozenset(f.code for f in item.fields if f.required))
     for row in read_table(path, headers):
+        if row.warning is not None and row.problem is None:
+            file_warnings[row.row] = row.warning
         yield row.problem if row.problem is not None else (row.row, row.values)
 
 
@@ -227,6 +232,7 @@ def submit(source: str, item: str, target: str, identity_dir: str, server_name: 
     from adapters.api_client import Pusher
     from node.preparing import WARNINGS_KEPT
 
+    file_warnings: dict[int, Problem] = {}
     if source == "-":
         rows: Iterator[Any] = _json_lines(sys.stdin)
     elif source.lower().endswith((".jsonl", ".json", ".ndjson")):
@@ -235,7 +241,7 @@ def submit(source: str, item: str, target: str, identity_dir: str, server_name: 
         path = pathlib.Path(source)
         if not path.exists():
             raise InputFileError(f"{source}: no such file")
-        rows = _table_rows(path, item, catalog_dir)
+        rows = _table_rows(path, item, catalog_dir, file_warnings)
     local: list[Problem] = []
     failed: list[NodeError] = []
     # The first row is read before connecting: an unknown item or column fails here, named,
@@ -264,9 +270,11 @@ def submit(source: str, item: str, target: str, identity_dir: str, server_name: 
             counts[ack.outcome] += 1
             refusals.extend({"row": ack.row, "field": p.field, "code": p.code, "message": p.message}
                             for p in ack.problems)
-            warnings += len(ack.warnings)
+            # A row's warnings: the file's (a hidden row, read before the row was sent), then the node's.
+            row_warnings = ((file_warnings.pop(ack.row),) if ack.row in file_warnings else ()) + tuple(ack.warnings)
+            warnings += len(row_warnings)
             warned.extend({"row": ack.row, "field": w.field, "code": w.code, "message": w.message,
-                           "outcome": ack.outcome} for w in ack.warnings[:WARNINGS_KEPT - len(warned)])
+                           "outcome": ack.outcome} for w in row_warnings[:WARNINGS_KEPT - len(warned)])
     if failed:
         raise failed[0]
     _refused_call(counts, refusals)

@@ -100,6 +100,23 @@ def test_xlsx_gets_an_xlsx_result(dept: Node, tmp_path: pathlib.Path):
     assert (folder / "done" / "penalties.xlsx").exists()
 
 
+def test_a_hidden_row_of_a_workbook_is_imported_and_named_in_the_result(dept: Node, tmp_path: pathlib.Path):
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder, item="admin_penalty")
+    item = dept.catalog.item("admin_penalty")
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append([f.name for f in item.fields])
+    for row in penalty_rows(5, source_unit=UNIT):
+        ws.append([row.get(f.code, "") for f in item.fields])
+    ws.row_dimensions[4].hidden = True
+    wb.save(folder / "penalties.xlsx")
+    two_polls(drop)
+    assert counts(dept) == 5  # the file holds the row: it is read
+    result = read_result(folder / "penalties.xlsx.result.xlsx")
+    assert [(r["row"], r["code"]) for r in result] == [("4", "W_ROW_HIDDEN")]
+
+
 def test_half_written_file_is_never_read(dept: Node, tmp_path: pathlib.Path):
     folder = tmp_path / "drop"
     drop = drop_for(dept, folder)

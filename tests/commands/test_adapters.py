@@ -94,3 +94,41 @@ def test_submit_prints_the_warnings_the_node_answers_with_after_the_refusals(
     assert lines[2] == "  row 1: W_FIELD_UNKNOWN: columns not in admin_penalty ignored: BEIZHU (accepted with a warning)"
     assert lines[4] == "  row 3: W_FIELD_UNKNOWN: columns not in admin_penalty ignored: BEIZHU (warning)"
     assert lines[-1] == "  … 5 more warnings (use --json for the first 1000)" and len(lines) == 2 + 50 + 1
+
+
+class _SilentPusher(_AnsweringPusher):
+    """Stands for the node: every row accepted, without a word."""
+
+    def push(self, _item: str, rows: Iterable[tuple[int, Any]]) -> Iterator[Any]:
+        from adapters.api_client import RowAck
+
+        for number, _values in rows:
+            yield RowAck(number, "accepted", "", 0, (), ())
+
+
+def test_submit_names_a_hidden_row_of_a_workbook_it_sent(tmp_path: pathlib.Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import openpyxl
+
+    from node.catalog import load_catalog
+    from node.provisioning import bundled_catalog
+    from node.sampledata import penalty_rows, unit_uscc
+
+    monkeypatch.setattr("adapters.api_client.Pusher", _SilentPusher)
+    (tmp_path / "id").mkdir()
+    path = tmp_path / "rows.xlsx"
+    fields = load_catalog(bundled_catalog()).item("admin_penalty").fields
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append([f.name for f in fields])
+    for row in penalty_rows(3, source_unit=unit_uscc("330102", "MB000001")):
+        ws.append([row.get(f.code, "") for f in fields])
+    ws.row_dimensions[3].hidden = True
+    wb.save(path)
+    result = CliRunner().invoke(cli, ["submit", str(path), "--item", "admin_penalty", "--target", "127.0.0.1:1",
+                                      "--identity", str(tmp_path / "id")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"{path}: 3 accepted, 0 duplicates, 0 rejected, 1 warnings"
+    assert lines[1].startswith("  row 3: W_ROW_HIDDEN: row 3 is hidden in the sheet") and len(lines) == 2
+    assert lines[1].endswith("(accepted with a warning)")
