@@ -1,4 +1,4 @@
-"""The drop folder: a department saves CSV/XLSX files in the catalogue templates, the node takes them in.
+"""The drop folder: a department saves CSV/XLSX (or .txt) files in the catalogue templates, the node takes them in.
 
 Each file is one batch. A file is read only once it is complete: dotfiles, ``*.part``, ``*.tmp``
 and Excel lock files are never touched, and a file must show the same size and modification time
@@ -40,7 +40,9 @@ __all__ = ["RESULT_COLUMNS", "FileDrop", "FileOutcome", "ResultWriter"]
 
 RESULT_COLUMNS = ("row", "field", "field_name", "code", "reason")
 
-TABLE_SUFFIXES = (".csv", ".xlsx", ".xlsm")
+# .txt is CSV-like text too: what Excel's "Unicode text" (UTF-16, tab-separated) and "Text (tab
+# delimited)" exports are named; credit-node import reads it the same way.
+TABLE_SUFFIXES = (".csv", ".txt", ".xlsx", ".xlsm")
 # Names office tools, browsers and copy programs use while a file is still being written.
 _IN_PROGRESS = re.compile(r"(^\.|^~\$|\.(part|partial|tmp|temp|crdownload|download|filepart)$)", re.IGNORECASE)
 _ANSWERS = re.compile(r"\.(result\.csv|result\.xlsx|ready)$", re.IGNORECASE)
@@ -142,7 +144,7 @@ class FileDrop:
                 item_code = item.code
                 if path.suffix.lower() not in TABLE_SUFFIXES:
                     raise InputFileError(f"{path.name}: unsupported file type {path.suffix or '(none)'!r}; "
-                                         "save it as .csv or .xlsx", code="E_INPUT_FORMAT")
+                                         "save it as .csv, .txt or .xlsx", code="E_INPUT_FORMAT")
                 headers = HeaderMap(item.header_map(), frozenset(f.code for f in item.fields if f.required))
                 rows = read_table(path, headers, encoding=self._cfg.encoding or None)
                 for chunk in chunks(rows, self._batch_rows):

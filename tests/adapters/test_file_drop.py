@@ -184,6 +184,20 @@ def test_a_marker_older_than_its_file_is_left_from_before_and_does_not_count(dep
     assert counts(dept) == 10 and not marker.exists()
 
 
+def test_excels_unicode_text_export_dropped_as_txt_is_imported(dept: Node, tmp_path: pathlib.Path):
+    # Excel's 另存为 "Unicode 文本 (*.txt)": UTF-16 with a BOM, cells separated by tabs.
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder)
+    item = dept.catalog.item("admin_penalty")
+    lines = ["\t".join(f.name for f in item.fields)]
+    lines += ["\t".join(row.get(f.code, "") for f in item.fields) for row in penalty_rows(6, source_unit=UNIT)]
+    (folder / "admin_penalty_11月.txt").write_bytes("\r\n".join(lines).encode("utf-16"))
+    two_polls(drop)
+    assert counts(dept) == 6
+    assert (folder / "done" / "admin_penalty_11月.txt").exists()
+    assert read_result(folder / "admin_penalty_11月.txt.result.csv") == []
+
+
 @pytest.mark.parametrize(("name", "content", "code"), [
     ("admin_penalty_bad_header.csv", "行政相对人名称,颜色\n某公司,红\n", "E_INPUT_HEADER_UNKNOWN"),
     ("admin_penalty_missing.csv", "行政相对人名称\n某公司\n", "E_INPUT_HEADER_MISSING"),
