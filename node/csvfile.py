@@ -113,15 +113,16 @@ def read_csv(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None = N
         delimiter = _delimiter(head.decode(enc, errors="replace"), headers)
         bad: set[int] = set()
         if enc.startswith(("utf-16", "utf-32")):
-            # Two- and four-byte encodings (Excel's "Unicode text"): their lines cannot be split as bytes.
-            lines: Iterator[str] = _text_lines(io.TextIOWrapper(fh, encoding=enc, newline=""), path.name, enc)
+            # Two- and four-byte encodings (Excel's "Unicode text"): their lines cannot be split as
+            # bytes. A broken character (half a surrogate pair) passes as itself and refuses its row.
+            wide = io.TextIOWrapper(fh, encoding=enc, errors="surrogatepass", newline="")
+            lines: Iterator[str] = _text_lines(wide, path.name, enc, bad.add)
         elif _cr_ended(head):
             # Lines ended by CR alone (classic Mac OS, Mac Excel, some old exports), line breaks in
-            # cells perhaps LF: read with universal newlines.
-            lines = _text_lines(io.TextIOWrapper(fh, encoding="utf-8-sig" if enc == "utf-8" else enc, newline=None),
-                                path.name, enc)
+            # cells perhaps LF: read with universal newlines, bad bytes kept apart to refuse their row.
+            lines = _text_lines(io.TextIOWrapper(fh, encoding="utf-8-sig" if enc == "utf-8" else enc,
+                                                 errors="surrogateescape", newline=None), path.name, enc, bad.add)
         else:
-            bad = set()
             lines = _decoded_lines(fh, enc, bad.add, on_bytes)  # type: ignore[arg-type]
         yield from _rows_from_lines(lines, headers, bad, path.name, delimiter)
 
@@ -133,10 +134,22 @@ def _cr_ended(head: bytes) -> bool:
     return crlf == 0 and cr > head.count(b"\n") - crlf
 
 
-def _text_lines(text: io.TextIOWrapper, name: str, encoding: str) -> Iterator[str]:
+# What no correctly decoded text holds: a lone surrogate, here half of a broken UTF-16 character
+# (errors="surrogatepass") or a byte not valid in the encoding (errors="surrogateescape").
+_UNDECODED = re.compile("[\ud800-\udfff]")
+
+
+def _text_lines(text: io.TextIOWrapper, name: str, encoding: str, on_error: Callable[[int], None]) -> Iterator[str]:
+    """Lines of a file read as text; a line with a character that did not decode is reported by
+    number (its row is refused, E_ROW_ENCODING) and given with U+FFFD in its place."""
     try:
-        yield from text
-    except UnicodeError as exc:  # undecodable bytes, a cut-off last character, a UTF-16 file without BOM
+        for lineno, line in enumerate(text, start=1):
+            if _UNDECODED.search(line) is None:
+                yield line
+            else:
+                on_error(lineno)
+                yield _UNDECODED.sub("\ufffd", line)
+    except UnicodeError as exc:  # a cut-off last character (odd length), a file not UTF-16 at all
         why = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
         raise InputFileError(f"{name}: the file is not valid {encoding} ({why}); give the right --encoding, "
                              "or save the file again", code="E_INPUT_ENCODING") from None

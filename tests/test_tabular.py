@@ -436,6 +436,30 @@ def test_a_file_that_is_not_the_utf16_it_seems_is_an_input_error(tmp_path: pathl
     assert caught.value.code == "E_INPUT_ENCODING" and "utf-16" in caught.value.message
 
 
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_a_broken_utf16_character_refuses_only_its_row(tmp_path: pathlib.Path, codec: str):
+    # A lone surrogate (half of a character outside the BMP, the other half lost): as a bad UTF-8
+    # line, only the row holding it is refused; rows before and after it are read.
+    bom = codecs.BOM_UTF16_LE if codec == "utf-16-le" else codecs.BOM_UTF16_BE
+    lone = "\ud842".encode(codec, "surrogatepass")
+    p = tmp_path / "u.txt"
+    p.write_bytes(bom + "行政相对人名称\t处罚决定日期\t备注\r\nA\t2024-03-01\tx\r\n".encode(codec)
+                  + "B\t2024-03-02\t".encode(codec) + lone + "\r\nC\t2024-03-03\t\U00020bb7\r\n".encode(codec))
+    got = rows(p)
+    assert [(r.row, r.problem.code if r.problem else r.values["CF_XDR_MC"]) for r in got] == [
+        (2, "A"), (3, "E_ROW_ENCODING"), (4, "C")]
+    assert got[2].values["BZ"] == "\U00020bb7"  # a character outside the BMP, whole, is no fault
+
+
+def test_a_bad_byte_in_a_file_with_lines_ended_by_cr_refuses_only_its_row(tmp_path: pathlib.Path):
+    p = tmp_path / "mac.csv"
+    p.write_bytes("行政相对人名称,处罚决定日期,备注\rA,2024-03-01,x\r".encode() + b"B,2024-03-02,\xff\xfe\r"
+                  + b"C,2024-03-03,y\r")
+    got = rows(p, encoding="utf-8")
+    assert [(r.row, r.problem.code if r.problem else r.values["CF_XDR_MC"]) for r in got] == [
+        (2, "A"), (3, "E_ROW_ENCODING"), (4, "C")]
+
+
 def test_mac_excel_csv_ends_lines_with_cr_and_breaks_cells_with_lf(tmp_path: pathlib.Path):
     p = tmp_path / "mac.csv"
     p.write_bytes('行政相对人名称,处罚决定日期,备注\r某公司,2024-03-01,"第一行\n第二行"\r另一公司,2024-03-02,x\r'.encode())

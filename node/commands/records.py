@@ -90,7 +90,7 @@ def import_(ctx: click.Context, path: str, item: str, encoding: str | None, as_j
                 summary = node.import_file(file, item, encoding=encoding, on_bytes=progress.on_bytes,
                                            progress=progress.on_batch)
         except NodeError as exc:
-            # A file refused part-way (a broken character, a damaged sheet): the batches before
+            # A file refused part-way (a UTF-16 file cut short, a damaged sheet): the batches before
             # were committed, and the refusal alone would read as if nothing had been imported.
             if not progress.committed or type(exc).__init__ is not NodeError.__init__:
                 raise
