@@ -5,10 +5,15 @@ with a key pasted twice would silently run with whichever came last. :func:`load
 :class:`DuplicateKeyError` naming the dotted path of the key and both lines; callers turn it into
 their own error (``E_CONFIG``, ``E_CATALOG``). Merge keys (``<<``) may still be overridden by an
 explicit key, which is what they are for.
+
+An integer is one only as plain decimal digits: YAML 1.1 would read ``010`` as 8 (octal),
+``1:30`` as 90 (base 60), ``0x1F`` and ``1_000`` as numbers too, and an enum code or a unit
+written so would change without a word. Those stay the text they are.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -20,6 +25,25 @@ __all__ = ["DuplicateKeyError", "load_strict"]
 # (the node, its import worker) reads the whole catalogue at start. Construction stays Python.
 _BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_INT_TAG = "tag:yaml.org,2002:int"
+_DECIMAL = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
+
+
+def _resolvers(keep: set[str] | None) -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
+    """The implicit resolvers of the safe loader, integers as plain decimals only.
+
+    ``keep`` limits the other tags resolved (``None``: all of them).
+    """
+    base: dict[Any, list[tuple[str, re.Pattern[str]]]] = _BASE.yaml_implicit_resolvers
+    out: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
+    for first, entries in base.items():
+        kept = [(tag, rx) for tag, rx in entries if tag != _INT_TAG and (keep is None or tag in keep)]
+        if kept:
+            out[first] = kept
+    if keep is None or _INT_TAG in keep:
+        for first in "-+0123456789":
+            out.setdefault(first, []).append((_INT_TAG, _DECIMAL))
+    return out
 
 
 class DuplicateKeyError(ValueError):
@@ -62,6 +86,8 @@ def _path_to(root: Node, target: MappingNode) -> str | None:
 
 class StrictLoader(_BASE):  # type: ignore[misc]
     """The safe loader, refusing a mapping that gives the same key twice."""
+
+    yaml_implicit_resolvers = _resolvers(None)
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, MappingNode):

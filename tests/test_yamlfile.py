@@ -24,3 +24,14 @@ def test_a_merge_key_may_still_be_overridden() -> None:
 
 def test_distinct_keys_load_as_before() -> None:
     assert load_strict("a: 1\nb: {c: [1, 2]}\n") == {"a": 1, "b": {"c": [1, 2]}}
+
+
+@pytest.mark.parametrize("written", ["010", "01", "0x1F", "0b101", "1_000", "1:30", "+010"])
+def test_a_number_yaml_1_1_would_read_in_another_base_stays_as_written(written: str) -> None:
+    # An enum code 010 must not become "8", nor 1:30 the number 90 (YAML 1.1 octal, sexagesimal).
+    assert load_strict(f"v: {written}\n") == {"v": written}
+
+
+@pytest.mark.parametrize(("written", "value"), [("42", 42), ("-7", -7), ("0", 0), ("+3", 3)])
+def test_a_plain_decimal_integer_is_still_an_integer(written: str, value: int) -> None:
+    assert load_strict(f"v: {written}\n") == {"v": value}
