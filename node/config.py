@@ -340,7 +340,9 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         raise ConfigError(f"{p}: not a UTF-8 text file (byte {exc.start}): is it the node's YAML "
                           "configuration?") from None
     try:
-        data = load_strict(text) or {}
+        # Plain scalars as text: each setting's declared type reads it, so YAML 1.1 never turns a
+        # name `no` into False or 1.10 into 1.1 before it gets there.
+        data = load_strict(text, typed=False) or {}
     except DuplicateKeyError as exc:
         raise ConfigError(f"{p}: {exc}", field=exc.path) from None
     except yaml.YAMLError as exc:

@@ -77,8 +77,8 @@ def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str] | None) 
         _key_type, inner_type = typing.get_args(tp)
         return {str(k): _convert(inner_type, v, f"{path}.{k}", environ) for k, v in value.items()}
     if tp is bool:
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected true or false, got {value!r}", field=path)
         return value

@@ -116,6 +116,17 @@ class StrictLoader(_BASE):  # type: ignore[misc]
             raise DuplicateKeyError(path, dup.first.start_mark.line + 1, dup.second.start_mark.line + 1) from None
 
 
-def load_strict(text: str) -> Any:
-    """The one YAML document in ``text``; :class:`DuplicateKeyError` for a key given twice."""
-    return yaml.load(text, Loader=StrictLoader)
+class _TextLoader(StrictLoader):
+    """Every plain scalar but null is the text written: the reader's types decide what it is."""
+
+    yaml_implicit_resolvers = _resolvers({_MERGE_TAG, "tag:yaml.org,2002:null"})
+
+
+def load_strict(text: str, *, typed: bool = True) -> Any:
+    """The one YAML document in ``text``; :class:`DuplicateKeyError` for a key given twice.
+
+    ``typed=False`` reads every plain scalar but null (``~``, empty) as text, for a reader that
+    converts by declared types (the node's configuration): ``no`` under a name is then ``'no'``,
+    not False, and ``1.10`` is ``'1.10'``.
+    """
+    return yaml.load(text, Loader=StrictLoader if typed else _TextLoader)

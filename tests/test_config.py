@@ -59,7 +59,10 @@ def test_relative_sqlite_path_resolves_against_config_dir(tmp_path: pathlib.Path
 @pytest.mark.parametrize("line", ["bogus: 2026-13-01", "bogus: 2026-02-30"])
 def test_an_impossible_date_anywhere_is_a_config_error(tmp_path: pathlib.Path, line: str):
     (tmp_path / "node.yaml").write_text(f"id: city:330100\nlevel: city\n{line}\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="a value cannot be read"):
+    with pytest.raises(ConfigError, match="bogus"):  # a date-looking value is text: the key is judged
+        load_config(tmp_path / "node.yaml")
+    (tmp_path / "node.yaml").write_text(f"id: city:330100\nlevel: city\nbogus: !!timestamp {line.split()[1]}\n")
+    with pytest.raises(ConfigError, match="a value cannot be read"):  # asked for as a date, it cannot be one
         load_config(tmp_path / "node.yaml")
 
 
@@ -221,3 +224,31 @@ def test_a_unit_that_is_no_valid_uscc_is_refused_naming_its_place(section: str):
     allowed = parse_config({**BASE, section: [first, second],
                             "validation": {"uscc_allowlist": ["11330102MB0000019X"]}})
     assert getattr(allowed, section)[1].units == ("11330102MB0000019G", "11330102MB0000019X")
+
+
+def _config_file(tmp_path: pathlib.Path, extra: str) -> pathlib.Path:
+    p = tmp_path / "node.yaml"
+    p.write_text("id: dept:330102:scjgj\nlevel: department\nunit: 11330102MB0000019G\nidentity: {dir: id}\n"
+                 + extra, encoding="utf-8")
+    return p
+
+
+@pytest.mark.parametrize("written", ["no", "yes", "on", "off", "true", "0755", "12:30", "1.10", "2026-01-01"])
+def test_a_text_setting_is_read_as_written_not_as_a_yaml_1_1_boolean_or_number(tmp_path: pathlib.Path,
+                                                                              written: str):
+    # server_name: no was the text 'False', 0755 was '493', 12:30 was '750' (base 60).
+    cfg = load_config(_config_file(tmp_path, f"parent:\n  id: district:330102\n  target: h:1\n"
+                                             f"  server_name: {written}\n"))
+    assert cfg.parent is not None and cfg.parent.server_name == written
+
+
+@pytest.mark.parametrize(("written", "value"), [("yes", True), ("on", True), ("true", True), ("True", True),
+                                                ("no", False), ("off", False), ("false", False)])
+def test_a_boolean_setting_takes_the_words_yaml_1_1_took(tmp_path: pathlib.Path, written: str, value: bool):
+    cfg = load_config(_config_file(tmp_path, f"validation: {{allow_other_units: {written}}}\n"))
+    assert cfg.validation.allow_other_units is value
+
+
+def test_numbers_in_a_config_file_are_still_numbers(tmp_path: pathlib.Path):
+    cfg = load_config(_config_file(tmp_path, "server: {max_workers: 8, grace_s: 2.5}\n"))
+    assert cfg.server.max_workers == 8 and cfg.server.grace_s == 2.5
