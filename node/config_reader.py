@@ -20,23 +20,57 @@ from node.errors import ConfigError
 
 __all__ = ["build_dataclass", "expand_env"]
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 T = TypeVar("T")
 
 
 def expand_env(value: str, environ: Mapping[str, str] | None = None) -> str:
+    """``${NAME}`` and ``${NAME:default}`` replaced; a default may itself hold references
+    (``${A:${B:x}}``), expanded only when it is used. Text that is no reference stays as it is."""
     env = os.environ if environ is None else environ
+    out: list[str] = []
+    i = 0
+    while (start := value.find("${", i)) >= 0:
+        out.append(value[i:start])
+        name = _NAME.match(value, start + 2)
+        after = name.end() if name else -1
+        if name is None or after >= len(value) or value[after] not in ":}":
+            out.append("${")
+            i = start + 2
+            continue
+        end, default = after, None
+        if value[after] == ":":
+            end = _closing_brace(value, after + 1)
+            if end < 0:
+                out.append("${")
+                i = start + 2
+                continue
+            default = value[after + 1:end]
+        if name.group() in env:
+            out.append(env[name.group()])
+        elif default is None:
+            raise ConfigError(f"environment variable {name.group()} is not set and has no default")
+        else:
+            out.append(expand_env(default, env))
+        i = end + 1
+    out.append(value[i:])
+    return "".join(out)
 
-    def sub(m: re.Match[str]) -> str:
-        name, default = m.group(1), m.group(2)
-        if name in env:
-            return env[name]
-        if default is None:
-            raise ConfigError(f"environment variable {name} is not set and has no default")
-        return default
 
-    return _ENV.sub(sub, value)
+def _closing_brace(value: str, i: int) -> int:
+    """The index of the ``}`` closing a reference whose default starts at ``i`` (-1: none)."""
+    depth = 1
+    while i < len(value):
+        if value.startswith("${", i):
+            depth, i = depth + 1, i + 2
+            continue
+        if value[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
 
 
 def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str] | None) -> Any:

@@ -252,3 +252,20 @@ def test_a_boolean_setting_takes_the_words_yaml_1_1_took(tmp_path: pathlib.Path,
 def test_numbers_in_a_config_file_are_still_numbers(tmp_path: pathlib.Path):
     cfg = load_config(_config_file(tmp_path, "server: {max_workers: 8, grace_s: 2.5}\n"))
     assert cfg.server.max_workers == 8 and cfg.server.grace_s == 2.5
+
+
+@pytest.mark.parametrize(("environ", "expanded"), [({}, "sqlite:///x.db"), ({"B": "pg://b"}, "pg://b"),
+                                                   ({"A": "pg://a"}, "pg://a")])
+def test_a_default_may_itself_name_a_variable(environ: dict[str, str], expanded: str):
+    # ${A:${B:x}} was cut at the first }: A unset gave the text '${B:sqlite:///x.db}' as the value.
+    assert expand_env("${A:${B:sqlite:///x.db}}", environ) == expanded
+
+
+def test_an_inner_variable_is_needed_only_when_its_default_is_used():
+    assert expand_env("${A:${B}}", {"A": "a"}) == "a"
+    with pytest.raises(ConfigError, match="B is not set"):
+        expand_env("${A:${B}}", {})
+
+
+def test_text_around_and_between_references_is_kept():
+    assert expand_env("u:${P:pw}@h/${D:db}}x ${ and $", {}) == "u:pw@h/db}x ${ and $"
