@@ -32,7 +32,7 @@ from node.catalog_model import (
 )
 from node.catalog_reader import Obj
 from node.errors import CatalogError
-from node.identifiers import check_uscc
+from node.identifiers import check_uscc, normalize_text
 
 _CODE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _ITEM_RE: Final = re.compile(r"[a-z][a-z0-9_]*")
@@ -249,6 +249,11 @@ def _check_field(f: FieldSpec, where: str) -> None:
     for raw, canon in f.value_aliases:
         if f.enum and canon not in f.enum:
             raise fail(f"value_aliases.{raw}", f"{canon!r} is not one of the enum values")
+        # A cell is normalised before the alias lookup, and an alias wins over an enum value:
+        # one naming another value would turn every report of that value into its target.
+        if f.enum and (cell := normalize_text(raw)) in f.enum and cell != canon:
+            raise fail(f"value_aliases.{raw}", f"{cell!r} is an enum value itself; an alias would turn it into "
+                                               f"{canon!r}")
     numeric = f.type in ("decimal", "integer")
     if not numeric and (f.minimum is not None or f.maximum is not None or f.scale is not None):
         raise fail("minimum", "minimum, maximum and scale apply to decimal and integer fields")

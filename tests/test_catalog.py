@@ -506,3 +506,19 @@ def test_a_list_file_with_a_planned_end_and_a_removal_reads_both(shipped: Catalo
     assert row.problem is None
     assert (row.values["SX_YXQZ"], row.values["SX_YCRQ"], row.values["SX_YCYY"]) == ("2027-05-01", "2025-09-01",
                                                                                         "信用修复后移出")
+
+
+@pytest.mark.parametrize("alias", ["乙", "乙 ", "乙\u3000"])
+def test_a_value_alias_that_is_itself_another_enum_value_is_refused(alias: str) -> None:
+    # It silently turned every reported 乙 into 甲.
+    item = _minimal_item()
+    item["fields"].append({"code": "T_LB", "name": "类别", "type": "enum", "enum": ["甲", "乙"],
+                           "value_aliases": {alias: "甲", "丙": "甲"}})
+    assert re.search(r"fields\[4\]\.value_aliases\.乙: '乙' is an enum value itself", _refusal(item))
+
+
+def test_a_value_alias_naming_its_own_enum_value_is_harmless() -> None:
+    item = _minimal_item()
+    item["fields"].append({"code": "T_LB", "name": "类别", "type": "enum", "enum": ["甲", "乙"],
+                           "value_aliases": {"乙": "乙"}})
+    assert _load(item).items["test_item"].fields[-1].value_aliases == (("乙", "乙"),)
