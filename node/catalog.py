@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,6 +64,8 @@ __all__ = [
 ]
 
 META_FILE = "catalog.yaml"
+# fullmatch: "$" would let a final "\n" in
+VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def _read_yaml(path: pathlib.Path) -> Any:
@@ -118,6 +121,10 @@ def parse_catalog(documents: list[tuple[str, Any]]) -> Catalog:
         try:
             if n == 0:
                 version = doc.text("version")
+                if not VERSION_RE.fullmatch(version):
+                    # Every record carries it and a signed release names it: a release name or nothing.
+                    raise CatalogError(f"version: {version[:40]!r} is no release name (1-64 letters, digits, "
+                                       "'.', '_' or '-', beginning with a letter or digit)", field="version")
                 authority = doc.text("authority", "")
                 description = doc.text("description", "")
                 bodies = _items_of(doc)

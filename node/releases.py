@@ -34,7 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from node.catalog import META_FILE as CATALOG_META
-from node.catalog import Catalog, parse_catalog, parse_yaml
+from node.catalog import VERSION_RE, Catalog, parse_catalog, parse_yaml
 from node.config import NodeConfig
 from node.errors import CatalogError, NodeError, SignatureError, UntrustedSignerError
 from node.identity import LoadedIdentity
@@ -50,7 +50,6 @@ DOMAIN = b"credit-node/catalog-release/v1\x00"
 CURRENT = "CURRENT"
 RUNNING_KEY = "catalog.running"  # store meta: the version the node's last start loaded
 RELEASE_FILE = "release.pb"
-_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch: "$" would let a final "\n" in
 _FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.yaml")
 
 
@@ -112,7 +111,7 @@ def verify_release(release: fpb.CatalogRelease, trust: TrustStore, authority: st
                              code="E_RELEASE_AUTHORITY")
     files = [(f.name, bytes(f.content)) for f in release.files]
     bad = [n for n, _ in files if not _FILE.fullmatch(n)]
-    if bad or len({n for n, _ in files}) != len(files) or not _VERSION.fullmatch(release.version):
+    if bad or len({n for n, _ in files}) != len(files) or not VERSION_RE.fullmatch(release.version):
         raise CatalogError(f"release {release.version!r}: bad or repeated file names {bad}")
     try:
         cert = x509.load_der_x509_certificate(bytes(release.certificate))

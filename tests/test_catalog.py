@@ -522,3 +522,10 @@ def test_a_value_alias_naming_its_own_enum_value_is_harmless() -> None:
     item["fields"].append({"code": "T_LB", "name": "类别", "type": "enum", "enum": ["甲", "乙"],
                            "value_aliases": {"乙": "乙"}})
     assert _load(item).items["test_item"].fields[-1].value_aliases == (("乙", "乙"),)
+
+
+@pytest.mark.parametrize("version", ["", "2026 12", "2026/12", "v" * 65, "-2026"])
+def test_a_version_no_release_could_carry_is_refused_at_load(version: str) -> None:
+    # It validated, then every record carried it, and downward release could not sign it.
+    with pytest.raises(CatalogError, match=r"test\.yaml: version: "):
+        parse_catalog([("test.yaml", {"version": version, "items": {"test_item": _minimal_item()}})])
