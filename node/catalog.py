@@ -38,7 +38,7 @@ from node.catalog_model import (
 from node.catalog_reader import Obj
 from node.catalog_schema import parse_item
 from node.errors import CatalogError
-from node.yamlfile import DuplicateKeyError, load_strict
+from node.yamlfile import DuplicateKeyError, load_strict, yaml_problem
 
 __all__ = [
     "CROSS_RULE_KINDS",
@@ -86,10 +86,7 @@ def parse_yaml(name: str, text: str) -> Any:
     except DuplicateKeyError as exc:
         raise CatalogError(f"{name}: {exc}", field=exc.path) from None
     except yaml.YAMLError as exc:
-        # One line: the problem and where, not the multi-line excerpt PyYAML quotes.
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise CatalogError(f"{name}: not valid YAML: {getattr(exc, 'problem', None) or 'cannot be parsed'}{where}") from None
+        raise CatalogError(f"{name}: {yaml_problem(exc, text)}") from None
     except ValueError as exc:  # PyYAML building a value it recognised: 2026-13-01 as a date
         raise CatalogError(f"{name}: a value cannot be read ({exc}); quote it if it is text") from None
 

@@ -23,7 +23,7 @@ from node.errors import ConfigError
 from node.identifiers import check_uscc, normalize_text
 from node.nodeid import parse_node_id
 from node.routing import level_of
-from node.yamlfile import DuplicateKeyError, load_strict
+from node.yamlfile import DuplicateKeyError, load_strict, yaml_problem
 
 # user:password@ in a URL — the password up to the last @, even with / # ? in it, as the URL
 # parsers read it — and a password given as a query parameter: the parts show-config hides.
@@ -346,10 +346,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     except DuplicateKeyError as exc:
         raise ConfigError(f"{p}: {exc}", field=exc.path) from None
     except yaml.YAMLError as exc:
-        # The problem and where, never the snippet PyYAML quotes: the file may not be ours.
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise ConfigError(f"{p}: not valid YAML: {getattr(exc, 'problem', None) or 'cannot be parsed'}{where}") from None
+        raise ConfigError(f"{p}: {yaml_problem(exc, text)}") from None
     except ValueError as exc:  # PyYAML building a value it recognised: 2026-13-01 as a date
         raise ConfigError(f"{p}: a value cannot be read ({exc}); quote it if it is text") from None
     if not isinstance(data, Mapping):

@@ -130,3 +130,16 @@ def load_strict(text: str, *, typed: bool = True) -> Any:
     not False, and ``1.10`` is ``'1.10'``.
     """
     return yaml.load(text, Loader=StrictLoader if typed else _TextLoader)
+
+
+def yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """``exc`` in one line: the problem and where, never the excerpt PyYAML quotes (the file may
+    not be ours), and what a tab there means, which PyYAML's words do not say."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    hint = ""
+    if mark is not None:
+        line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+        if "\t" in line[:mark.column + 1]:
+            hint = ": a tab, which YAML does not take for indentation; indent with spaces"
+    return f"not valid YAML: {getattr(exc, 'problem', None) or 'cannot be parsed'}{where}{hint}"

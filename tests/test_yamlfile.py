@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from node.yamlfile import DuplicateKeyError, load_strict
+from node.yamlfile import DuplicateKeyError, load_strict, yaml_problem
 
 
 @pytest.mark.parametrize(("text", "path"), [
@@ -35,3 +36,18 @@ def test_a_number_yaml_1_1_would_read_in_another_base_stays_as_written(written: 
 @pytest.mark.parametrize(("written", "value"), [("42", 42), ("-7", -7), ("0", 0), ("+3", 3)])
 def test_a_plain_decimal_integer_is_still_an_integer(written: str, value: int) -> None:
     assert load_strict(f"v: {written}\n") == {"v": value}
+
+
+@pytest.mark.parametrize("text", ["id: x\nidentity:\n\tdir: a\n", "id: x\nidentity:\n  dir:\ta\n  \tother: b\n"])
+def test_a_tab_where_yaml_fails_is_named_with_the_remedy(text: str) -> None:
+    with pytest.raises(yaml.YAMLError) as failed:
+        load_strict(text)
+    message = yaml_problem(failed.value, text)
+    assert message.startswith("not valid YAML: ") and "(line " in message
+    assert message.endswith("a tab, which YAML does not take for indentation; indent with spaces")
+
+
+def test_a_yaml_error_without_a_tab_gets_no_tab_hint() -> None:
+    with pytest.raises(yaml.YAMLError) as failed:
+        load_strict("id: [unclosed\n")
+    assert "tab" not in yaml_problem(failed.value, "id: [unclosed\n")
