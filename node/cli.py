@@ -107,8 +107,34 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _not_utf8(ctx: click.Context | None) -> UsageError | None:
+    """The refusal of a text argument holding bytes that are not UTF-8 (a GBK terminal, a latin-1
+    script): Python keeps each as a lone surrogate, which no store, peer or log can take. A path is
+    the file system's, whatever its bytes, and is left to the command."""
+    if ctx is None:
+        return None
+    for param in ctx.command.params:
+        if isinstance(param.type, click.Path):
+            continue
+        value = ctx.params.get(param.name or "")
+        for text in value if isinstance(value, tuple) else (value,):
+            if not isinstance(text, str):
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                name = (param.opts[0] if param.opts else param.name or "").lstrip("-")
+                shown = param.opts[0] if isinstance(param, click.Option) else name.upper()
+                byte = text[exc.start].encode("utf-8", "surrogateescape").hex()
+                return UsageError(f"{shown} is not UTF-8 text (byte 0x{byte} at character {exc.start + 1}): "
+                                  "give it from a UTF-8 terminal or script", field=name)
+    return None
+
+
 def _reported(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     try:
+        if (refused := _not_utf8(click.get_current_context(silent=True))) is not None:
+            raise refused
         return fn(*args, **kwargs)
     except NodeError as exc:
         if kwargs.get("as_json"):  # a script reading stdout learns why there is no answer

@@ -156,3 +156,25 @@ def test_output_into_a_closed_pipe_ends_quietly_with_141(tmp_path: pathlib.Path)
             assert (run.returncode, run.stderr) == (READER_GONE, ""), args
     finally:
         os.close(write_end)
+
+
+def test_an_argument_that_is_not_utf8_is_a_usage_error_naming_it(tmp_path: pathlib.Path) -> None:
+    import json
+
+    from node.provisioning import init_node
+
+    # A byte that is not UTF-8 (a GBK terminal, a script's latin-1 text) reaches Python as a lone
+    # surrogate; stored or sent, it raised UnicodeEncodeError from the database with a traceback.
+    cfg = str(init_node(tmp_path / "n", node_id="city:330100", level="city"))
+    bad = b"\xff".decode("utf-8", "surrogateescape")
+    for field, args in (("record_id", ("route", "explain", bad)),
+                        ("source", ("rejections", "list", "--source", bad)),
+                        ("subject", ("authz", "list", "--subject", bad)),
+                        ("reason", ("sharing", "suspend", "--reason", f"maintenance {bad}")),
+                        ("case_id", ("objection", "show", bad)),
+                        ("encoding", ("import", str(cfg), "--item", "admin_penalty", "--encoding", bad))):
+        r = CliRunner().invoke(cli, ["--config", cfg, *args, "--json"])
+        assert r.exit_code == 2, (args, r.output)
+        error = json.loads(r.stdout)["error"]
+        assert (error["code"], error["field"]) == ("E_USAGE", field), (args, error)
+        assert "UTF-8" in error["message"]
