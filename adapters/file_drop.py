@@ -32,6 +32,7 @@ from adapters.base import Sink
 from node.catalog import Catalog, Item
 from node.config import FileAdapterConfig
 from node.errors import InputFileError, NodeError, Problem, UnknownItemError
+from node.identifiers import readable_name
 from node.ingest import BATCH_ROWS
 from node.preparing import chunks
 from node.tabular import HeaderMap, read_table
@@ -137,6 +138,7 @@ class FileDrop:
         accepted = duplicates = rejected = 0
         error: NodeError | None = None
         item_code = ""
+        source = readable_name(path.name)  # a name saved on a GBK system: stored and logged as text
         writer = ResultWriter(result_path)
         try:
             try:
@@ -148,9 +150,9 @@ class FileDrop:
                 headers = HeaderMap(item.header_map(), frozenset(f.code for f in item.fields if f.required))
                 rows = read_table(path, headers, encoding=self._cfg.encoding or None)
                 for chunk in chunks(rows, self._batch_rows):
-                    outcomes = self._sink.commit(item, self._sink.prepare(item, chunk, source=path.name,
+                    outcomes = self._sink.commit(item, self._sink.prepare(item, chunk, source=source,
                                                                           batch_id=batch_id),
-                                                 source=path.name, batch_id=batch_id)
+                                                 source=source, batch_id=batch_id)
                     for o in outcomes:
                         if o.outcome == "accepted":
                             accepted += 1

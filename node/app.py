@@ -17,6 +17,7 @@ from node.catalog import Catalog, load_catalog
 from node.config import NodeConfig
 from node.conflicts import Conflicts
 from node.errors import ConfigError, NodeError
+from node.identifiers import readable_name
 from node.identity import LoadedIdentity, load_identity
 from node.inbox import Inbox
 from node.ingest import Ingest
@@ -58,7 +59,7 @@ class Node:
                     progress: Callable[[int], None] | None = None) -> ImportSummary:
         """Import one CSV/XLSX file of catalogue item ``item_code`` (streamed, batch by batch)."""
         item = self.catalog.item(item_code)  # an unknown item is a usage error before any work starts
-        reader = FileReader(item=item_code, source=path.name, batch_id=new_batch_id(), path=str(path),
+        reader = FileReader(item=item_code, source=readable_name(path.name), batch_id=new_batch_id(), path=str(path),
                             encoding=encoding, headers=headers_for(item))
         return import_file(self.ingest, self.preparer_setup, reader, size=path.stat().st_size,
                            on_bytes=on_bytes, progress=progress)

@@ -45,6 +45,7 @@ __all__ = [
     "mask_id_number",
     "normalize_text",
     "org_check_char",
+    "readable_name",
     "uscc_check_char",
 ]
 
@@ -300,3 +301,12 @@ def normalize_text(s: str, *, prose: bool = False) -> str:
     if (s.isprintable() if s.isascii() else NEEDS_NORMALIZING.search(s) is None) and "  " not in s:
         return s.strip()
     return " ".join(s.translate(_FOLD_ALL).split())
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def readable_name(name: str) -> str:
+    """A file's name as text that can be stored, sent and shown: each byte that is not UTF-8 (a name
+    made on a GBK system), which Python keeps as a lone surrogate, becomes U+FFFD, as ``ls`` shows it."""
+    return _LONE_SURROGATE.sub("\ufffd", name)

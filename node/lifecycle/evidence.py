@@ -7,7 +7,7 @@ import pathlib
 from dataclasses import dataclass
 
 from node.errors import UsageError
-from node.identifiers import normalize_text
+from node.identifiers import normalize_text, readable_name
 
 __all__ = ["MAX_EVIDENCE_NAME", "Evidence", "evidence_name", "read_evidence"]
 
@@ -29,7 +29,7 @@ def evidence_name(sent: str) -> str:
     NUL could not even be stored in PostgreSQL (the filing failed as a store outage, retried for
     good), and a line break or escape sequence would forge lines on an operator's terminal.
     """
-    text = " ".join(normalize_text(sent, prose=True).split())  # control characters dropped
+    text = " ".join(normalize_text(readable_name(sent), prose=True).split())  # control characters dropped
     base = text.replace("\\", "/").rsplit("/", 1)[-1].strip()[:MAX_EVIDENCE_NAME].strip()
     return base if base not in ("", ".", "..") else "evidence"
 

@@ -363,3 +363,17 @@ def test_a_file_the_reader_cannot_cope_with_goes_to_failed_and_the_next_file_is_
     assert (folder / "failed" / "admin_penalty_odd.csv").exists()
     assert [r["code"] for r in read_result(folder / "admin_penalty_odd.csv.result.csv")] == ["E_INPUT_UNREADABLE"]
     assert (folder / "done" / "admin_penalty_next.csv").exists() and counts(dept) == 4
+
+
+def test_a_file_whose_name_is_not_utf8_is_imported_and_its_rejections_kept_under_a_readable_name(
+        dept: Node, tmp_path: pathlib.Path):
+    # Saved on a GBK system: Python keeps the name's bytes as lone surrogates, which the store refused
+    # (UnicodeEncodeError) at the first batch.
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder)
+    name = "admin_penalty_" + os.fsdecode("处罚".encode("gbk")) + ".csv"
+    write_penalties(folder / name, dept, 20, bad_every=10)
+    drop.poll()
+    two_polls(drop)
+    assert (folder / "done" / name).exists() and counts(dept) == 18
+    assert {r.source for r in dept.store.rejections.list_rejections(UNIT)} == {"admin_penalty_" + "\ufffd" * 4 + ".csv"}

@@ -192,3 +192,16 @@ def test_check_commands(tmp_path: pathlib.Path, node_config: tuple[pathlib.Path,
     assert unknown.exit_code == 1 and "E_NOT_FOUND" in unknown.stderr
     at_source = run("check", "open", _record_id(dept, _subject(dept_rows[0])), "--reason", "自查", config=dept)
     assert at_source.exit_code == 3 and "E_CHECK_NOT_PLATFORM" in at_source.stderr
+
+
+def test_evidence_whose_file_name_is_not_utf8_is_filed_under_a_readable_name(
+        node_config: tuple[pathlib.Path, list[dict[str, str]]], tmp_path: pathlib.Path) -> None:
+    import os
+
+    config, rows = node_config
+    subject = _subject(rows[0])
+    evidence = tmp_path / os.fsdecode("处罚".encode("gbk") + b".pdf")  # a name made on a GBK system
+    evidence.write_bytes(b"%PDF evidence")
+    case = ok("objection", "file", _record_id(config, subject), "--by", subject, "--reason", "处罚内容有误",
+              "--evidence", str(evidence), config=config)
+    assert case["evidence_name"] == "\ufffd" * 4 + ".pdf"

@@ -277,3 +277,16 @@ def test_query_of_a_mistyped_code_is_refused_not_answered_as_a_clean_record(node
     assert (error["code"], error["field"]) == ("E_SUBJECT_CODE_CHECK", "code")
     clean = run(node_dir, "query", "91350100M000100Y43", "--json")  # valid, holds nothing here
     assert clean.exit_code == 0 and json.loads(clean.stdout)["records"] == []
+
+
+def test_a_file_whose_name_is_not_utf8_is_imported_and_its_rows_listed_under_a_readable_name(node_dir, item, tmp_path):
+    # A name made on a GBK system (处罚 in GBK): Python keeps its bytes as lone surrogates, which
+    # the store could not take (a UnicodeEncodeError traceback, nothing imported).
+    path = tmp_path / os.fsdecode("处罚".encode("gbk") + b".csv")
+    write_csv(path, item, penalty_rows(20, source_unit=UNIT, bad_every=10))
+    result = run(node_dir, "import", str(path), "--item", "admin_penalty", "--json")
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["accepted"] == 18
+    listed = run(node_dir, "rejections", "list", "--json")
+    assert listed.exit_code == 0
+    assert {r["source"] for r in json.loads(listed.stdout)} == {"\ufffd" * 4 + ".csv"}
