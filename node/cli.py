@@ -70,7 +70,11 @@ def when(ms: int | None, *, millis: bool = False) -> str:
 
 
 def emit_json(data: object) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, sort_keys=False))
+    """``data`` as one line of JSON, valid UTF-8 whatever it holds: a path's bytes that are not UTF-8
+    (lone surrogates, printed as the raw bytes) come out as U+FFFD, as ``ls`` shows them."""
+    from node.identifiers import readable_name
+
+    click.echo(readable_name(json.dumps(data, ensure_ascii=False, sort_keys=False)))
 
 
 def report(as_json: bool, data: dict[str, object], text: str) -> None:

@@ -178,3 +178,17 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error_naming_it(tmp_path: pathl
         error = json.loads(r.stdout)["error"]
         assert (error["code"], error["field"]) == ("E_USAGE", field), (args, error)
         assert "UTF-8" in error["message"]
+
+
+def test_with_json_a_path_that_is_not_utf8_comes_out_as_valid_utf8(tmp_path: pathlib.Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = os.fsencode(tmp_path) + b"/t\xff.csv"  # a byte no UTF-8 text holds
+    run = subprocess.run([sys.executable, "-m", "node", "catalog", "template", "admin_penalty", "--out", out,
+                          "--json"], capture_output=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.decode("utf-8"))["out"] == f"{tmp_path}/t\ufffd.csv"  # as ls shows it
+    assert os.path.exists(out)
