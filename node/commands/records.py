@@ -100,9 +100,12 @@ def import_(ctx: click.Context, path: str, item: str, encoding: str | None, as_j
         except (_Stopped, KeyboardInterrupt) as exc:
             progress.close()
             count = f"{'at least ' if isinstance(exc, KeyboardInterrupt) else ''}{progress.committed}"
-            click.echo(f"error: E_INTERRUPTED: the import of {file.name} was stopped after {count} rows; those "
-                       "are committed (stored, or refused and listed). Import the file again to finish: rows "
-                       "already stored count as duplicates", err=True)
+            message = (f"the import of {file.name} was stopped after {count} rows; those are committed (stored, "
+                       "or refused and listed). Import the file again to finish: rows already stored count as "
+                       "duplicates")
+            if as_json:  # a script reading stdout learns why there is no summary
+                emit_json({"error": {"code": "E_INTERRUPTED", "field": "", "message": message}})
+            click.echo(f"error: E_INTERRUPTED: {message}", err=True)
             sys.exit(INTERRUPTED_EXIT)
         finally:
             progress.close()

@@ -290,3 +290,24 @@ def test_a_file_whose_name_is_not_utf8_is_imported_and_its_rows_listed_under_a_r
     listed = run(node_dir, "rejections", "list", "--json")
     assert listed.exit_code == 0
     assert {r["source"] for r in json.loads(listed.stdout)} == {"\ufffd" * 4 + ".csv"}
+
+
+def test_an_interrupted_import_with_json_says_so_in_json_on_stdout(node_dir, item, tmp_path, monkeypatch):
+    from node.commands import records
+
+    path = tmp_path / "p.csv"
+    write_csv(path, item, penalty_rows(12_000, source_unit=UNIT, seed=4))  # more than one batch
+    on_batch = records._Progress.on_batch
+
+    def ctrl_c_after_the_first_batch(self: records._Progress, rows: int) -> None:
+        if not self.committed:
+            os.kill(os.getpid(), signal.SIGINT)  # taken by the import's handler: it stops after this batch
+        on_batch(self, rows)
+
+    monkeypatch.setattr(records._Progress, "on_batch", ctrl_c_after_the_first_batch)
+    result = run(node_dir, "import", str(path), "--item", "admin_penalty", "--json")
+    assert result.exit_code == 130
+    error = json.loads(result.stdout)["error"]
+    with db(node_dir).connect() as conn:
+        kept = conn.execute(sa.text("select count(*) from record_revisions")).scalar()
+    assert error["code"] == "E_INTERRUPTED" and f"stopped after {kept} rows" in error["message"]
