@@ -2,8 +2,8 @@
 
 Exit codes: 0 success; 1 the operation ran and found problems (refused rows, failed checks);
 2 usage or configuration error; 3 refused (no right, no purpose, blocked); 4 a service or peer
-is unavailable; 141 stdout's reader went away (`| head`), said nowhere. User errors print one
-line, never a traceback.
+is unavailable; 130 stopped by Ctrl-C; 141 stdout's reader went away (`| head`), said nowhere.
+User errors print one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ SECONDS = click.FloatRange(0, 86_400, min_open=True)
 # 128 + SIGPIPE: what a shell reports for a tool that stopped because the reader of its output
 # went away (`| head`). Not 1, which here means "ran and found problems".
 READER_GONE = 141
+
+# 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C. Not 1 either.
+INTERRUPTED = 130
 
 
 def not_blank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -153,6 +156,12 @@ def _reported(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, A
             emit_json({"error": {"code": "E_IO", "field": "", "message": f"{where}{exc.strerror or exc}"}})
         click.echo(f"error: E_IO: {where}{exc.strerror or exc}", err=True)
         sys.exit(UsageError.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C: click would say "Aborted!" and exit 1, "ran and found problems"
+        message = "stopped by Ctrl-C before the command finished"
+        if kwargs.get("as_json"):
+            emit_json({"error": {"code": "E_INTERRUPTED", "field": "", "message": message}})
+        click.echo(f"error: E_INTERRUPTED: {message}", err=True)
+        sys.exit(INTERRUPTED)
     except OverflowError as exc:  # a date or number beyond what can be stored (9999-12-31 + days)
         if kwargs.get("as_json"):
             emit_json({"error": {"code": "E_USAGE", "field": "", "message": f"a value is out of range ({exc})"}})
@@ -217,9 +226,9 @@ def main() -> None:
         emit_json({"error": {"code": "E_USAGE", "field": field, "message": exc.format_message()}})
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # Ctrl-C before a command started
         click.echo("Aborted!", err=True)
-        sys.exit(1)
+        sys.exit(INTERRUPTED)
 
 
 # Command groups live in node/commands/, one module per concept; importing them registers them.

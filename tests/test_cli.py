@@ -192,3 +192,21 @@ def test_with_json_a_path_that_is_not_utf8_comes_out_as_valid_utf8(tmp_path: pat
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.decode("utf-8"))["out"] == f"{tmp_path}/t\ufffd.csv"  # as ls shows it
     assert os.path.exists(out)
+
+
+def test_ctrl_c_during_any_command_exits_130_not_1_which_means_problems_found(tmp_path: pathlib.Path,
+                                                                               monkeypatch) -> None:
+    import json
+
+    import node.integrity
+    from node.provisioning import init_node
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(node.integrity, "verify_store", interrupted)
+    cfg = str(init_node(tmp_path / "n", node_id="city:330100", level="city"))
+    r = CliRunner().invoke(cli, ["--config", cfg, "verify"])
+    assert r.exit_code == 130 and "E_INTERRUPTED" in r.stderr and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["--config", cfg, "verify", "--json"])
+    assert r.exit_code == 130 and json.loads(r.stdout)["error"]["code"] == "E_INTERRUPTED"

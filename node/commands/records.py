@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import click
 
-from node.cli import cli, config_path, emit_json, handle_errors, open_node
+from node.cli import INTERRUPTED, cli, config_path, emit_json, handle_errors, open_node
 from node.errors import NodeError
 
 
@@ -49,7 +49,7 @@ class _Stopped(Exception):
     """A signal asked the import to stop; it stops between two batches."""
 
 
-INTERRUPTED_EXIT = 130  # the shell's code for a command ended by Ctrl-C
+INTERRUPTED_EXIT = INTERRUPTED  # the shell's code for a command ended by Ctrl-C
 
 
 @contextlib.contextmanager
