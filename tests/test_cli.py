@@ -210,3 +210,20 @@ def test_ctrl_c_during_any_command_exits_130_not_1_which_means_problems_found(tm
     assert r.exit_code == 130 and "E_INTERRUPTED" in r.stderr and "Traceback" not in r.output
     r = CliRunner().invoke(cli, ["--config", cfg, "verify", "--json"])
     assert r.exit_code == 130 and json.loads(r.stdout)["error"]["code"] == "E_INTERRUPTED"
+
+
+def test_a_store_file_that_is_not_a_database_is_a_configuration_error_not_an_outage(tmp_path: pathlib.Path) -> None:
+    import json
+
+    from node.provisioning import init_node
+
+    # store.url naming another file (a typo, the node.yaml itself): trying again later cures nothing,
+    # so not exit 4 (a service unavailable), which a supervisor would retry for ever.
+    cfg = init_node(tmp_path / "n", node_id="city:330100", level="city")
+    (tmp_path / "n" / "node.db").write_bytes(b"not a database, some other file " * 64)
+    for args in (("outbox", "status"), ("verify",), ("query", "91350100M000100Y43")):
+        r = CliRunner().invoke(cli, ["--config", str(cfg), *args, "--json"])
+        assert r.exit_code == 2, (args, r.output)
+        error = json.loads(r.stdout)["error"]
+        assert (error["code"], error["field"]) == ("E_CONFIG", "store.url"), error
+        assert str(tmp_path / "n" / "node.db") in error["message"] and "not a SQLite database" in error["message"]

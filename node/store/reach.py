@@ -3,9 +3,9 @@
 Every command opens the store before doing anything, so a wrong ``store.url`` or a server that is
 down shows here first. SQLAlchemy's text for it spans lines and ends in a link to its own
 documentation; the operator needs the server, the database and the one line libpq gave. A
-database that does not exist, or a user the server refuses, is the configuration's fault (exit 2,
-as a SQLite store in a missing directory is); a server that cannot be reached is a service
-unavailable (exit 4), which trying again later may cure.
+database that does not exist, a user the server refuses, or a SQLite file that is not a database is
+the configuration's fault (exit 2, as a SQLite store in a missing directory is); a server that
+cannot be reached is a service unavailable (exit 4), which trying again later may cure.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ _REFUSED_BY_SERVER = re.compile(
     r"|no pg_hba\.conf entry|permission denied for database|no password supplied"
 )
 
+# SQLite's words for a file that is something else (sqlite3_errstr(SQLITE_NOTADB); older builds add
+# "encrypted or").
+_NOT_SQLITE = re.compile(r"file (is encrypted or )?is not a database")
+
 
 def connect(engine: Engine) -> Connection:
     """A connection from ``engine``; failing to make one raises the error the operator should see."""
@@ -38,6 +42,9 @@ def connect(engine: Engine) -> Connection:
 def connection_failure(url: URL, exc: DBAPIError) -> NodeError:
     reason = _reason(exc)
     if url.get_backend_name() == "sqlite":
+        if _NOT_SQLITE.search(reason):  # another file named: no later try cures it
+            return ConfigError(f"cannot open the store {url.database}: it is not a SQLite database ({reason}): "
+                               "store.url names another file?", field="store.url")
         return StoreError(f"cannot open the store {url.database}: {reason}", field="store.url")
     where = f"{url.host}:{url.port or 5432}" if url.host else "the local socket"
     if _REFUSED_BY_SERVER.search(reason):
