@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from node.cli import STORE_ID, cli, config_path, emit_json, handle_errors, not_blank, open_node, when
 from node.errors import UsageError
+
+if TYPE_CHECKING:
+    from node.transport.amqp_topology import Edge
 
 
 @cli.group()
@@ -68,12 +72,7 @@ def definitions(ctx: click.Context, edges: tuple[str, ...], out: str | None) -> 
     from node.transport.amqp_topology import Edge
     from node.transport.amqp_topology import definitions as build
 
-    pairs: list[Edge] = []
-    for edge in edges:
-        child, sep, parent = edge.partition("=")
-        if not sep or not child or not parent:
-            raise UsageError(f"--edge {edge!r}: expected CHILD=PARENT", field="edge")
-        pairs.append(Edge(child, parent))
+    pairs = [_edge(edge) for edge in edges]
     if not pairs:
         from node.config import load_config
 
@@ -87,6 +86,30 @@ def definitions(ctx: click.Context, edges: tuple[str, ...], out: str | None) -> 
         click.echo(f"wrote {out}")
     else:
         click.echo(text)
+
+
+def _edge(text: str) -> Edge:
+    """``--edge CHILD=PARENT``: two node ids, the child's level below its parent's (dept < district <
+    city < province); anything else would make broker users and queues no node ever uses."""
+    from node.errors import ConfigError
+    from node.nodeid import LEVELS, parse_node_id
+    from node.transport.amqp_topology import Edge
+
+    child, sep, parent = text.partition("=")
+    if not sep or not child or not parent:
+        raise UsageError(f"--edge {text!r}: expected CHILD=PARENT", field="edge")
+    try:
+        ids = parse_node_id(child), parse_node_id(parent)
+    except ConfigError as exc:
+        raise UsageError(f"--edge {text!r}: {exc.message}", field="edge") from None
+    for given, parsed in zip((child, parent), ids, strict=True):
+        if not parsed.is_node:
+            raise UsageError(f"--edge {text!r}: {given!r} is a caller's id, not a node's "
+                             "(dept:330102:scjgj, district:330102, city:330100 …)", field="edge")
+    if LEVELS.index(ids[0].kind) >= LEVELS.index(ids[1].kind):
+        raise UsageError(f"--edge {text!r}: a {ids[0].kind} does not report to a {ids[1].kind} "
+                         "(CHILD=PARENT, the child first)", field="edge")
+    return Edge(child, parent)
 
 
 @cli.command("reconcile")
