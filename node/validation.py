@@ -183,9 +183,13 @@ def _misread(cell: str, code: str, plan: _Plan, problems: list[Problem], row: in
     return True
 
 
+_BLANKS: Final = " \t\r\n\u3000\u00a0"
+_NOT_VALUES: Final = _NO_VALUE | _SPREADSHEET_ERRORS
+
+
 def _is_value(cell: str, code: str, plan: _Plan, problems: list[Problem], invalid: set[str], row: int) -> bool:
     """False for a placeholder (the cell counts as empty) or a spreadsheet error (a problem)."""
-    s = cell.strip(" \t\r\n\u3000\u00a0")
+    s = cell.strip(_BLANKS)
     if s in _NO_VALUE:
         return False
     if s in _SPREADSHEET_ERRORS:
@@ -223,15 +227,20 @@ class Validator:
             v = get(code)
             if v is None or v == "":
                 continue
-            # Clean text (nothing normalize_text would change but outer whitespace) is only
-            # stripped: C-level tests here instead of a normalisation call per cell.
-            ok = type(v) is str and (v.isprintable() if v.isascii() else dirt(v) is None) and "  " not in v
-            if type(v) is str and len(v) <= _SHORT and not _is_value(v, code, plan, problems, invalid, row):
-                continue
-            if (not ok and type(v) is str and not v.isascii() and max(v) <= "\xff"
-                    and _misread(v, code, plan, problems, row)):
-                invalid.add(code)
-                continue
+            if type(v) is str:
+                # Clean text (nothing normalize_text would change but outer whitespace) is only
+                # stripped: C-level tests here instead of a normalisation call per cell.
+                ascii_only = v.isascii()
+                ok = (v.isprintable() if ascii_only else dirt(v) is None) and "  " not in v
+                # Most short cells are values: one C-level lookup before any call.
+                if (len(v) <= _SHORT and v.strip(_BLANKS) in _NOT_VALUES
+                        and not _is_value(v, code, plan, problems, invalid, row)):
+                    continue
+                if not ok and not ascii_only and max(v) <= "\xff" and _misread(v, code, plan, problems, row):
+                    invalid.add(code)
+                    continue
+            else:
+                ok = False
             if ok and plain >= 0:  # the commonest case: clean text within its length
                 s = v.strip()  # type: ignore[attr-defined]
                 if len(s) <= plain:
