@@ -56,42 +56,6 @@ _EARLIEST: Final = "1900-01-01"
 _LATEST: Final = "2099-12-31"
 
 
-# CJK ideographs (unified, extension A, compatibility): what a garbled Chinese value reads as.
-_CJK: Final = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_ASCII_LETTERS: Final = re.compile("[A-Za-z]")
-
-
-def misread_as_latin1(value: str) -> tuple[str, str] | None:
-    """(charset, text) when ``value`` is Chinese text whose GBK or UTF-8 bytes were read as latin1.
-
-    A legacy database written in GBK and read through a latin1 connection gives
-    ``º¼ÖÝÕÅÈý`` for 杭州张三. Callers pass only values with a character in U+0080-U+00FF and
-    none above U+00FF (such a value holds no Chinese, so it cannot be Chinese read correctly).
-    Its latin1 bytes are the source's bytes: garbled when they decode strictly as UTF-8 into
-    text with Chinese in it, or as GBK into text that is mostly Chinese, every character made of
-    two non-ASCII bytes. Western text passes: an accented letter stands between ASCII letters
-    (``Société``: é and t would be one GBK character), and where two meet (``Größe``: öß) one
-    ideograph among the Latin letters is not Chinese text.
-    """
-    raw = value.encode("latin1")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    else:
-        return ("UTF-8", text) if _CJK.search(text) else None
-    try:
-        text = raw.decode("gbk")
-    except UnicodeDecodeError:
-        return None
-    high = len(raw) - len(value.encode("ascii", "ignore"))
-    cjk = len(_CJK.findall(text))
-    if (high % 2 == 0 and len(text) == len(value) - high // 2  # no ASCII byte inside a character
-            and cjk >= 2 and 2 * cjk >= len(_ASCII_LETTERS.findall(text))):
-        return "GBK", text
-    return None
-
-
 def _implausible(iso: str) -> str:
     return f'"{iso}" is before 1900: a placeholder, not a date' if iso < _EARLIEST else f'"{iso}" is in the future'
 

@@ -41,10 +41,11 @@ from types import MappingProxyType
 from typing import Final
 
 from node.catalog import Catalog, Condition, Item
+from node.cells import BLANKS, DIRT, DIRT_PROSE, NOT_VALUES, SHORT, is_value, misread
 from node.cross_rules import failure_test
 from node.errors import Problem
-from node.field_checks import Conv, IdCheck, Today, compile_field, identifier_check, misread_as_latin1
-from node.identifiers import NEEDS_NORMALIZING, NEEDS_NORMALIZING_PROSE, USCC_STAND_IN, normalize_text
+from node.field_checks import Conv, IdCheck, Today, compile_field, identifier_check
+from node.identifiers import USCC_STAND_IN, normalize_text
 
 __all__ = ["Checked", "Validator"]
 
@@ -148,56 +149,8 @@ class _Plan:
     units: frozenset[str] | None  # units that may report the item; None = any
 
 
-# What departments write in a cell that has no value ("无", "/", "-", "null"): an empty cell, so a
-# required field so written is missing, not filled. Compared after normalisation (full width folded).
-_NO_VALUE_ASCII = ("/", "-", "--", "null", "NULL", "Null", "none", "None", "NONE", "N/A", "n/a", "NA")
-_FULL_WIDTH = {c: c + 0xFEE0 for c in range(0x21, 0x7F)}
-_NO_VALUE: Final = frozenset({"无", "—", "——", *_NO_VALUE_ASCII, *(v.translate(_FULL_WIDTH) for v in _NO_VALUE_ASCII)})
-# Error values a spreadsheet shows when a formula failed: never data.
-_SPREADSHEET_ERRORS: Final = frozenset({"#N/A", "#VALUE!", "#REF!", "#DIV/0!", "#NUM!", "#NAME?", "#NULL!",
-                                        "#SPILL!", "#CALC!", "#GETTING_DATA"})
 _ADULT: Final = 18
 _ADULT_FROM_16: Final = 16
-_SHORT: Final = max(len(v) for v in _NO_VALUE | _SPREADSHEET_ERRORS) + 4  # longer cells are values: no lookup
-# The fast path's test for "nothing to normalise", widened by U+00A1-U+00FF: a cell with a latin1
-# letter or sign takes the slow path, where one made only of such characters is tested for Chinese
-# read through a latin1 connection (mojibake). One character class, so no cost on other cells.
-_LATIN1: Final = "\u00a1-\u00ff]"
-_SHOWN: Final = 40  # characters of a garbled cell (and of what it should read) a message shows
-_DIRT: Final = re.compile(NEEDS_NORMALIZING.pattern[:-1] + _LATIN1)
-_DIRT_PROSE: Final = re.compile(NEEDS_NORMALIZING_PROSE.pattern[:-1] + _LATIN1)
-
-
-def _misread(cell: str, code: str, plan: _Plan, problems: list[Problem], row: int) -> bool:
-    """True (after its problem) for a cell of Chinese text garbled by a latin1 connection."""
-    found = misread_as_latin1(cell)
-    if found is None:
-        return False
-    charset, text = found
-    # UTF-8 read as latin1 holds C1 controls (U+0080-U+009F): shown escaped, not written into a result file.
-    shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in cell[:_SHOWN])
-    shown, text = shown + ("…" if len(cell) > _SHOWN else ""), text[:_SHOWN] + ("…" if len(text) > _SHOWN else "")
-    problems.append(Problem("E_FIELD_ENCODING", code, f'{plan.item.field(code).label}: "{shown}" is {charset} '
-                            f'text read as latin1 (it reads "{text}"); read the source with its own character set '
-                            f"({charset}, e.g. the database connection's charset), not latin1", row))
-    return True
-
-
-_BLANKS: Final = " \t\r\n\u3000\u00a0"
-_NOT_VALUES: Final = _NO_VALUE | _SPREADSHEET_ERRORS
-
-
-def _is_value(cell: str, code: str, plan: _Plan, problems: list[Problem], invalid: set[str], row: int) -> bool:
-    """False for a placeholder (the cell counts as empty) or a spreadsheet error (a problem)."""
-    s = cell.strip(_BLANKS)
-    if s in _NO_VALUE:
-        return False
-    if s in _SPREADSHEET_ERRORS:
-        problems.append(Problem("E_FIELD_SPREADSHEET_ERROR", code, f"{plan.item.field(code).label}: the cell holds "
-                                f"the spreadsheet error {s} (a formula failed), not a value", row))
-        invalid.add(code)
-        return False
-    return True
 
 
 class Validator:
@@ -233,10 +186,10 @@ class Validator:
                 ascii_only = v.isascii()
                 ok = (v.isprintable() if ascii_only else dirt(v) is None) and "  " not in v
                 # Most short cells are values: one C-level lookup before any call.
-                if (len(v) <= _SHORT and v.strip(_BLANKS) in _NOT_VALUES
-                        and not _is_value(v, code, plan, problems, invalid, row)):
+                if (len(v) <= SHORT and v.strip(BLANKS) in NOT_VALUES
+                        and not is_value(v, code, plan.item, problems, invalid, row)):
                     continue
-                if not ok and not ascii_only and max(v) <= "\xff" and _misread(v, code, plan, problems, row):
+                if not ok and not ascii_only and max(v) <= "\xff" and misread(v, code, plan.item, problems, row):
                     invalid.add(code)
                     continue
             else:
@@ -402,7 +355,7 @@ class Validator:
             plain = -1
             if f.type in ("string", "text") and not f.value_aliases:
                 plain = f.max_length or 1 << 62
-            dirt = (_DIRT_PROSE if f.type == "text" else _DIRT).search
+            dirt = (DIRT_PROSE if f.type == "text" else DIRT).search
             convs.append((f.code, compile_field(f, check=check, today=self._today), plain, dirt))
         required = [f for f in item.fields if f.required]
         by_value, general = _conditional(item, actions)
