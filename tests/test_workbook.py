@@ -210,12 +210,17 @@ def test_a_row_of_sums_whose_label_is_merged_across_columns_is_no_record(tmp_pat
     assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(2, "公司1")]
 
 
-def test_a_workbook_with_a_part_that_would_unpack_to_far_more_than_any_real_one_is_refused(tmp_path: pathlib.Path):
-    real = tmp_path / "real.xlsx"
+def _one_row_workbook(path: pathlib.Path, last: object = "x") -> pathlib.Path:
+    """A well-formed workbook: the header and one row, its last cell ``last``."""
     wb = openpyxl.Workbook()
     wb.active.append(HEADER)
-    wb.active.append(["公司1", "一般", "2025-01-01", "x"])
-    wb.save(real)
+    wb.active.append(["公司1", "一般", "2025-01-01", last])
+    wb.save(path)
+    return path
+
+
+def test_a_workbook_with_a_part_that_would_unpack_to_far_more_than_any_real_one_is_refused(tmp_path: pathlib.Path):
+    real = _one_row_workbook(tmp_path / "real.xlsx")
     bomb = tmp_path / "bomb.xlsx"
     sheet = "xl/worksheets/sheet1.xml"
     with zipfile.ZipFile(real) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
@@ -248,11 +253,7 @@ def _rewritten(src: pathlib.Path, dst: pathlib.Path, part: str, old: bytes, new:
 def test_a_workbook_whose_styles_openpyxl_cannot_take_is_a_file_error_not_a_traceback(tmp_path: pathlib.Path):
     # Some exporters write a fill with no pattern (<fill/>): openpyxl raises TypeError ("expected
     # <class 'openpyxl.styles.fills.Fill'>") while it opens the workbook.
-    real = tmp_path / "real.xlsx"
-    wb = openpyxl.Workbook()
-    wb.active.append(HEADER)
-    wb.active.append(["公司1", "一般", "2025-01-01", "x"])
-    wb.save(real)
+    real = _one_row_workbook(tmp_path / "real.xlsx")
     with zipfile.ZipFile(real) as z:
         styles = z.read("xl/styles.xml")
     start = styles.index(b"<fill>")
@@ -264,11 +265,7 @@ def test_a_workbook_whose_styles_openpyxl_cannot_take_is_a_file_error_not_a_trac
 
 
 def test_a_cell_naming_a_shared_string_the_workbook_lacks_is_a_file_error_not_a_traceback(tmp_path: pathlib.Path):
-    real = tmp_path / "real.xlsx"
-    wb = openpyxl.Workbook()
-    wb.active.append(HEADER)
-    wb.active.append(["公司1", "一般", "2025-01-01", 7])
-    wb.save(real)
+    real = _one_row_workbook(tmp_path / "real.xlsx", 7)
     bad = tmp_path / "bad-strings.xlsx"
     # The number in D2 becomes a reference to shared string 999, which does not exist.
     _rewritten(real, bad, "xl/worksheets/sheet1.xml", b'<c r="D2" t="n"><v>7</v>', b'<c r="D2" t="s"><v>999</v>')

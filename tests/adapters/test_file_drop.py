@@ -83,16 +83,21 @@ def test_gbk_csv_is_read(dept: Node, tmp_path: pathlib.Path):
     assert counts(dept) == 30
 
 
-def test_xlsx_gets_an_xlsx_result(dept: Node, tmp_path: pathlib.Path):
-    folder = tmp_path / "drop"
-    drop = drop_for(dept, folder, item="admin_penalty")
-    item = dept.catalog.item("admin_penalty")
+def penalty_workbook(node: Node, n: int, *, bad_every: int = 0) -> openpyxl.Workbook:
+    """The 行政处罚 template's headers and ``n`` sample rows, every ``bad_every``-th one bad."""
+    item = node.catalog.item("admin_penalty")
     wb = openpyxl.Workbook()
     ws = wb.active
     ws.append([f.name for f in item.fields])
-    for row in penalty_rows(20, source_unit=UNIT, bad_every=5):
+    for row in penalty_rows(n, source_unit=UNIT, bad_every=bad_every):
         ws.append([row.get(f.code, "") for f in item.fields])
-    wb.save(folder / "penalties.xlsx")
+    return wb
+
+
+def test_xlsx_gets_an_xlsx_result(dept: Node, tmp_path: pathlib.Path):
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder, item="admin_penalty")
+    penalty_workbook(dept, 20, bad_every=5).save(folder / "penalties.xlsx")
     two_polls(drop)
     result = read_result(folder / "penalties.xlsx.result.xlsx")
     assert len({r["row"] for r in result}) == 4
@@ -103,13 +108,8 @@ def test_xlsx_gets_an_xlsx_result(dept: Node, tmp_path: pathlib.Path):
 def test_a_hidden_row_of_a_workbook_is_imported_and_named_in_the_result(dept: Node, tmp_path: pathlib.Path):
     folder = tmp_path / "drop"
     drop = drop_for(dept, folder, item="admin_penalty")
-    item = dept.catalog.item("admin_penalty")
-    wb = openpyxl.Workbook()
-    ws = wb.active
-    ws.append([f.name for f in item.fields])
-    for row in penalty_rows(5, source_unit=UNIT):
-        ws.append([row.get(f.code, "") for f in item.fields])
-    ws.row_dimensions[4].hidden = True
+    wb = penalty_workbook(dept, 5)
+    wb.active.row_dimensions[4].hidden = True
     wb.save(folder / "penalties.xlsx")
     two_polls(drop)
     assert counts(dept) == 5  # the file holds the row: it is read
