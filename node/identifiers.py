@@ -119,17 +119,33 @@ def _unknown_kind(value: str) -> str:
     return ""
 
 
+def _quoted(value: str) -> str:
+    """``value`` as a USCC problem quotes it: masked when it reads as a person's ID number (18 or 15
+    digits holding a birth date), whatever its check digit."""
+    if _ID_RE.fullmatch(value):
+        born = _birth(value)
+    elif len(value) == 15 and value.isdigit():
+        born = _birth(f"{value[:6]}19{value[6:]}")
+    else:
+        return value
+    return mask_id_number(value) if born is not None and born >= _EARLIEST_BIRTH else value
+
+
 def check_uscc(value: str, *, field: str = "", label: str = "统一社会信用代码",
                allowlist: Set[str] = frozenset()) -> Problem | None:
-    """``None`` if ``value`` (upper-cased, normalised) is a valid USCC, else the problem."""
+    """``None`` if ``value`` (upper-cased, normalised) is a valid USCC, else the problem.
+
+    A person's ID number given as the code (a 自然人's 证件号码 in the USCC column) is quoted
+    masked, as every problem message shows one.
+    """
     if not _USCC_RE.fullmatch(value):
         bad = sorted({c for c in value if c not in _USCC_VALUE})
         why = f"contains {''.join(bad)!r}, not allowed in a USCC" if bad and len(value) == 18 \
             else _SCIENTIFIC_WHY if _SCIENTIFIC.fullmatch(value) \
             else f"must be 18 characters of 0-9 and A-Y without I, O, Z, S, V (got {len(value)})"
-        return Problem("E_USCC_FORMAT", field, f'{label}: "{value}" {why}')
+        return Problem("E_USCC_FORMAT", field, f'{label}: "{_quoted(value)}" {why}')
     if not value[2:8].isdigit():
-        return Problem("E_USCC_FORMAT", field, f'{label}: "{value}" has "{value[2:8]}" in positions 3-8, which '
+        return Problem("E_USCC_FORMAT", field, f'{label}: "{_quoted(value)}" has "{value[2:8]}" in positions 3-8, which '
                        "hold the registering authority's division code: 6 digits (GB/T 2260)")
     # The stand-in 双公示 v2.0 allows (00…0X) keeps its own message: it fails position 18.
     kind_ok = value[:2] in _USCC_KIND_PAIRS or value == USCC_STAND_IN
@@ -137,21 +153,21 @@ def check_uscc(value: str, *, field: str = "", label: str = "统一社会信用�
     if kind_ok and org_ok and _USCC_BY_REMAINDER[sum(map(_get, _USCC_TERMS, value)) % 31] == value[17]:
         return None  # the usual case, kept free of function calls: it runs for every code of every row
     if not kind_ok and value not in allowlist:
-        return Problem("E_USCC_FORMAT", field, f'{label}: "{value}" {_unknown_kind(value)}')
+        return Problem("E_USCC_FORMAT", field, f'{label}: "{_quoted(value)}" {_unknown_kind(value)}')
     failed = [] if org_ok else ["E_USCC_ORG_CHECK"]
     if uscc_check_char(value[:17]) != value[17]:
         failed.append("E_USCC_CHECK")
     which = " and ".join("organisation-code check (pos 17)" if c == "E_USCC_ORG_CHECK"
                          else "check character (pos 18)" for c in failed)
     if not failed:  # only positions 1-2 are amiss, and the code is allow-listed
-        return Problem("W_USCC_ALLOWLISTED", field, f'{label}: "{value}" {_unknown_kind(value)}, but is on the '
+        return Problem("W_USCC_ALLOWLISTED", field, f'{label}: "{_quoted(value)}" {_unknown_kind(value)}, but is on the '
                        "allow-list of issued codes", warning=True)
     if value in allowlist:
         return Problem("W_USCC_ALLOWLISTED", field,
-                       f'{label}: "{value}" fails its {which} but is on the allow-list of issued codes',
+                       f'{label}: "{_quoted(value)}" fails its {which} but is on the allow-list of issued codes',
                        warning=True)
     # The inner check first: a code passing pos 18 but failing it was computed, not issued.
-    return Problem(failed[0], field, f'{label}: "{value}" fails its {which}')
+    return Problem(failed[0], field, f'{label}: "{_quoted(value)}" fails its {which}')
 
 
 # What 双公示 v2.0 lets a 个体工商户 without a USCC yet report in its place (its 工商注册号 is then

@@ -344,3 +344,19 @@ def test_id_numbers_with_a_check_computed_from_the_standard_are_valid(first17: s
 def test_a_29_february_of_a_year_without_one_is_no_birth_date(first17: str) -> None:
     p = check_id_number(_gb11643(first17), today=date(2026, 11, 22))
     assert p is not None and p.code == "E_ID_BIRTHDATE"
+
+
+def test_uscc_problem_quotes_a_persons_id_number_masked() -> None:
+    # A 自然人's 证件号码 typed into the USCC column: the refusal is kept, listed, logged and sent
+    # back, so it must not write the person's number out.
+    for value in (ID_EXAMPLE, "110105194912310021", "110105491231002"):  # valid, bad check, 15 digits
+        p = check_uscc(value, field="CF_XDR_SHXYM")
+        assert p is not None
+        assert "19491231" not in p.message and "491231" not in p.message, p.message
+    p = check_uscc(ID_EXAMPLE)
+    assert p is not None and '"1101**********002X"' in p.message
+
+
+def test_uscc_problem_quotes_a_mistyped_code_in_full() -> None:
+    p = check_uscc("91350100M000100Y4Z")
+    assert p is not None and '"91350100M000100Y4Z"' in p.message
