@@ -40,12 +40,14 @@ __all__ = [
     "id_check_char",
     "is_valid_id_number",
     "is_valid_uscc",
+    "looks_like_id_number",
     "make_id_number",
     "make_uscc",
     "mask_id_number",
     "normalize_text",
     "org_check_char",
     "readable_name",
+    "shown_subject_code",
     "uscc_check_char",
 ]
 
@@ -119,16 +121,29 @@ def _unknown_kind(value: str) -> str:
     return ""
 
 
-def _quoted(value: str) -> str:
-    """``value`` as a USCC problem quotes it: masked when it reads as a person's ID number (18 or 15
-    digits holding a birth date), whatever its check digit."""
+def looks_like_id_number(value: str) -> bool:
+    """Whether ``value`` reads as a person's ID number: 18 (or legacy 15) digits holding a birth
+    date, whatever its check digit."""
     if _ID_RE.fullmatch(value):
         born = _birth(value)
     elif len(value) == 15 and value.isdigit():
         born = _birth(f"{value[:6]}19{value[6:]}")
     else:
+        return False
+    return born is not None and born >= _EARLIEST_BIRTH
+
+
+def shown_subject_code(value: str) -> str:
+    """A subject code as an operator's list shows it when whose it is is not known: a USCC as it
+    is, anything else (an ID number, a passport number) masked."""
+    if _USCC_RE.fullmatch(value) and not looks_like_id_number(value):
         return value
-    return mask_id_number(value) if born is not None and born >= _EARLIEST_BIRTH else value
+    return mask_id_number(value)
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a USCC problem quotes it: masked when it reads as a person's ID number."""
+    return mask_id_number(value) if looks_like_id_number(value) else value
 
 
 def check_uscc(value: str, *, field: str = "", label: str = "统一社会信用代码",

@@ -7,8 +7,14 @@ should not have to load SQLAlchemy to do so.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["RejectionRow", "row_key"]
+from node.identifiers import looks_like_id_number, mask_id_number, shown_subject_code
+
+if TYPE_CHECKING:
+    from node.catalog_model import Item
+
+__all__ = ["RejectionRow", "row_key", "shown_record_key"]
 
 
 @dataclass(frozen=True)
@@ -34,3 +40,25 @@ def row_key(source: str, row: int) -> str:
     supersedes or, when accepted, closes it.
     """
     return f"row:{row}@{source}"[:255]
+
+
+def shown_record_key(key: str, item: Item | None) -> str:
+    """A stored ``record_key`` as lists show it: its parts joined by `` / ``, a person's ID number
+    in it masked (the key keeps it whole, to match the corrected report).
+
+    The subject code part is masked unless it is a USCC (whose subject kind is not stored with the
+    refusal); an ``id_number`` field's part always; of an item the catalogue no longer has, every
+    part that reads as an ID number.
+    """
+    if key.startswith("row:"):
+        return key
+    parts = key.split("\x1f")
+    if item is None:
+        return " / ".join(mask_id_number(p) if looks_like_id_number(p) else p for p in parts)
+    for i, part in enumerate(parts):
+        name = item.key_fields[i] if i < len(item.key_fields) else ""
+        if name == "@subject_code":
+            parts[i] = shown_subject_code(part) if part else part
+        elif part and item.has_field(name) and item.field(name).type == "id_number":
+            parts[i] = mask_id_number(part)
+    return " / ".join(parts)

@@ -27,10 +27,13 @@ def rejections_group() -> None:
 def list_rejections(ctx: click.Context, source_unit: str | None, open_only: bool, batch_id: str | None,
                     as_json: bool) -> None:
     """Refused rows with their field, code and reason; closed ones say what closed them."""
+    from node.rejection import shown_record_key
+
     with open_node(ctx) as node:
         found = node.store.rejections.list_rejections(source_unit, open_only, batch_id=batch_id)
+        items = node.catalog.items
     rows = [{"id": r.id, "source_unit": r.source_unit, "item": r.item, "source": r.source, "row": r.row,
-             "record_key": r.record_key.replace("\x1f", " / "), "field": r.field, "code": r.code,
+             "record_key": shown_record_key(r.record_key, items.get(r.item)), "field": r.field, "code": r.code,
              "message": r.message, "created_at": when(r.created_at_ms), "closed_at": when(r.closed_at_ms),
              "closed_by": "" if r.closed_at_ms is None else (r.closed_by_record_id or "a later report")}
             for r in found]
