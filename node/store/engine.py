@@ -32,6 +32,8 @@ MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent / "migrations"
 # every CLI command about a third of a second.
 HEAD_REVISION = "0009"
 
+# The PostgreSQL advisory lock a migration holds (any fixed number; per database).
+MIGRATION_LOCK_KEY = 0x63726564_6D696772  # "credmigr"
 BUSY_TIMEOUT_MS = 30_000
 PAGE_SIZE = 16_384
 CACHE_KIB = 16_384
@@ -179,6 +181,11 @@ def migrate(engine: Engine, revision: str = "head") -> None:
                 # failing on "table already exists". Inside BEGIN, the schema change is all or
                 # nothing (PostgreSQL's DDL is transactional anyway).
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                # Two commands started at once on a new database would both create the tables, and
+                # the later fail on the earlier's (duplicate key in pg_type). One at a time: held to
+                # the commit, after which Alembic finds the schema the other made.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     except SQLAlchemyError as exc:

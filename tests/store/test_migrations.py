@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -59,6 +60,33 @@ def test_migrate_twice_is_a_no_op(db_url: str, make_row: object) -> None:
         assert _schema(engine) == before
         assert _version(engine) == _head()
         assert RecordStore(engine).get("r1") is not None
+    finally:
+        engine.dispose()
+
+
+_MIGRATE_AT = """
+import sys, time
+from node.store import migrate, open_engine
+engine = open_engine(sys.argv[1])
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+migrate(engine)
+"""
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_commands_migrating_a_new_server_store_at_once_all_open_it(db_url: str) -> None:
+    # A server database is migrated by the first command that opens it (init makes only SQLite
+    # stores): commands started together on a new one (two imports, a start and an import) each
+    # find no schema and migrate it; the later ones must wait for the first, not fail on its tables.
+    at = time.time() + 3  # every process imported and connected: they migrate together
+    procs = [subprocess.Popen([sys.executable, "-c", _MIGRATE_AT, db_url, str(at)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [proc.communicate(timeout=120) for proc in procs]
+    assert [(proc.returncode, err.strip().splitlines()[-1:]) for proc, (_, err) in zip(procs, results, strict=True)] \
+        == [(0, [])] * len(procs)
+    engine = open_engine(db_url)
+    try:
+        assert _version(engine) == _head()
     finally:
         engine.dispose()
 
