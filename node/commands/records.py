@@ -94,9 +94,11 @@ def import_(ctx: click.Context, path: str, item: str, encoding: str | None, as_j
             # were committed, and the refusal alone would read as if nothing had been imported.
             if not progress.committed or type(exc).__init__ is not NodeError.__init__:
                 raise
+            # A store that failed (the server restarted, the session was ended) is no fault of the file.
+            then = "once the store answers, import it again" if exc.retryable else "fix the file and import it again"
             raise type(exc)(f"{exc.message}. The {progress.committed:,} rows before it were committed (stored, "
-                            "or refused and listed by rejections list): fix the file and import it again; rows "
-                            "already stored count as duplicates", field=exc.field, code=exc.code) from None
+                            f"or refused and listed by rejections list): {then}; rows already stored count as "
+                            "duplicates", field=exc.field, code=exc.code) from None
         except (_Stopped, KeyboardInterrupt) as exc:
             progress.close()
             count = f"{'at least ' if isinstance(exc, KeyboardInterrupt) else ''}{progress.committed}"

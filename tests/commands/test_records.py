@@ -9,6 +9,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 
 import openpyxl
 import pytest
@@ -311,3 +312,58 @@ def test_an_interrupted_import_with_json_says_so_in_json_on_stdout(node_dir, ite
     with db(node_dir).connect() as conn:
         kept = conn.execute(sa.text("select count(*) from record_revisions")).scalar()
     assert error["code"] == "E_INTERRUPTED" and f"stopped after {kept} rows" in error["message"]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_an_import_cut_off_from_its_server_store_says_to_import_again_not_to_fix_the_file(
+        tmp_path, item, db_url, monkeypatch):
+    # The server restarted, or an administrator ended the node's sessions, after the first batch:
+    # the file is fine, and the operator is told the store failed and to import it again.
+    from node.commands import records
+
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "pg"), "--id", "dept:330102:scjgj", "--level",
+                                      "department", "--unit", UNIT, "--store", db_url])
+    assert result.exit_code == 0, result.output
+    node_dir = tmp_path / "pg"
+    path = tmp_path / "p.csv"
+    write_csv(path, item, penalty_rows(12_000, source_unit=UNIT, seed=4))  # more than one batch
+    on_batch = records._Progress.on_batch
+    admin = sa.create_engine(db_url)
+
+    def sessions_ended_after_the_first_batch(self: records._Progress, rows: int) -> None:
+        on_batch(self, rows)
+        if self.committed != rows:
+            return
+        # The next batch's transaction waits on a lock held here, and is ended while it waits.
+        holder = admin.connect()
+        holder.begin()
+        holder.execute(sa.text("lock table record_revisions in access exclusive mode"))
+
+        def end_the_waiting_session() -> None:
+            with admin.connect() as conn:
+                ended = False
+                while not ended:
+                    ended = bool(conn.execute(sa.text(
+                        "select count(pg_terminate_backend(pid)) from pg_stat_activity where "
+                        "datname = current_database() and wait_event_type = 'Lock'")).scalar())
+                    conn.commit()
+            holder.rollback()
+            holder.close()
+
+        threading.Thread(target=end_the_waiting_session, daemon=True).start()
+
+    monkeypatch.setattr(records._Progress, "on_batch", sessions_ended_after_the_first_batch)
+    try:
+        cut = run(node_dir, "import", str(path), "--item", "admin_penalty", "--json")
+        assert cut.exit_code == 4, cut.output
+        error = json.loads(cut.stdout.splitlines()[0])["error"]
+        with admin.connect() as conn:
+            kept = conn.execute(sa.text("select count(*) from record_revisions")).scalar()
+        assert error["code"] == "E_STORE" and kept
+        assert f"{kept:,} rows before it were committed" in error["message"]
+        assert "fix the file" not in error["message"] and "import it again" in error["message"]
+        monkeypatch.setattr(records._Progress, "on_batch", on_batch)
+        again = json.loads(run(node_dir, "import", str(path), "--item", "admin_penalty", "--json").stdout)
+        assert (again["duplicates"], again["accepted"] + again["duplicates"] + again["rejected"]) == (kept, 12_000)
+    finally:
+        admin.dispose()
