@@ -125,6 +125,10 @@ def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str] | None) 
     raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover - programming error
 
 
+_LARGEST_INT = 2**63 - 1  # what the store's integers hold
+_LARGEST_FLOAT = 1e9  # seconds: about 31 years, under threading.TIMEOUT_MAX
+
+
 def _number(tp: type[int] | type[float], value: Any, path: str) -> int | float:
     """An int or float setting: ``2.7`` is no count and ``true`` no number; nan and inf are no setting.
 
@@ -139,6 +143,10 @@ def _number(tp: type[int] | type[float], value: Any, path: str) -> int | float:
         raise ConfigError(f"{path}: expected a number, got {value!r}", field=path)
     if not math.isfinite(value):
         raise ConfigError(f"{path}: expected a finite number, got {value!r}", field=path)
+    if abs(value) > (_LARGEST_INT if tp is int else _LARGEST_FLOAT):
+        # No setting is that large; taken, it would fail later, far from its key (a thread's wait
+        # beyond threading.TIMEOUT_MAX, an id the store cannot hold).
+        raise ConfigError(f"{path}: {value!r} is larger than any setting takes", field=path)
     if tp is int:
         if isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"{path}: expected a whole number, got {value!r}", field=path)

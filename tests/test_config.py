@@ -104,6 +104,14 @@ def test_numbers_of_the_wrong_kind_are_refused_with_their_path(key, value):
         parse_config({**BASE, "forwarding": {key: value}})
 
 
+@pytest.mark.parametrize(("section", "key", "value"), [("server", "grace_s", 1e300), ("server", "grace_s", "1e10"),
+                                                       ("server", "max_workers", 10**30),
+                                                       ("forwarding", "batch", "99999999999999999999")])
+def test_a_number_larger_than_any_setting_takes_is_refused_with_its_path(section, key, value):
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}: .* is larger than any setting takes"):
+        parse_config({**BASE, section: {key: value}})
+
+
 def test_numbers_from_the_environment_are_read_as_numbers():
     cfg = parse_config({**BASE, "forwarding": {"batch": "${BATCH:250}", "min_backoff_s": "${B:0.5}"}})
     assert cfg.forwarding.batch == 250 and cfg.forwarding.min_backoff_s == 0.5
