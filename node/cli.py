@@ -232,4 +232,4 @@ def main() -> None:
 
 
 # Command groups live in node/commands/, one module per concept; importing them registers them.
-from node.commands import access, adapters, ca, catalog, demo, federation, feedback, lifecycle, objections, outbox, records, service  # noqa: E402, F401, I001
+from node.commands import access, adapters, backup, ca, catalog, demo, federation, feedback, lifecycle, objections, outbox, records, service  # noqa: E402, F401, I001
