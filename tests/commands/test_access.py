@@ -323,3 +323,48 @@ def test_the_cli_grants_as_many_days_as_an_authorisation_may_last() -> None:
     from node.commands.access import AUTHZ_MAX_DAYS
 
     assert AUTHZ_MAX_DAYS == MAX_DAYS
+
+
+def _verify_list(tmp_path: pathlib.Path, content: bytes) -> Result:
+    """``verify-list`` of a file holding ``content``: refused before any node is called."""
+    codes = tmp_path / "codes.txt"
+    codes.write_bytes(content)
+    return CliRunner().invoke(cli, ["verify-list", str(codes), "--target", "127.0.0.1:1", "--json",
+                                    "--identity", str(tmp_path)])
+
+
+@pytest.mark.parametrize("content", [
+    f"统一社会信用代码\n{ORG}\n".encode() + "杭州某某公司\n".encode("gbk") + b"91110000600037341L\n",  # GBK in UTF-8
+    b"code\n" + b"\x80\x81\xfe\xff" * 8 + b"\n",  # bytes in no encoding
+])
+def test_a_list_of_codes_that_is_not_text_is_refused_naming_the_line(tmp_path: pathlib.Path, content: bytes) -> None:
+    r = _verify_list(tmp_path, content)
+    assert r.exit_code == 2, r.output
+    error = json.loads(r.stdout)["error"]
+    assert error["code"] == "E_INPUT_ENCODING" and error["field"] == "FILE"
+    assert error["message"].startswith(("codes.txt line 3: not UTF-8 text, as the lines before it are",
+                                        "codes.txt line 2: not text: neither UTF-8 nor GB18030"))
+    assert "Traceback" not in r.output
+
+
+def test_a_list_of_codes_in_gbk_or_with_a_bom_is_read(tmp_path: pathlib.Path) -> None:
+    from node.commands.access import read_codes
+
+    p = tmp_path / "codes.txt"
+    p.write_bytes(f"统一社会信用代码\n{ORG}\n".encode("gbk"))
+    assert read_codes(p) == [ORG]
+    p.write_bytes(f"{ORG}\n{ORG2}\n".encode("utf-8-sig"))
+    assert read_codes(p) == [ORG, ORG2]
+
+
+@pytest.mark.parametrize(("content", "line"), [
+    ("91330102MA2K3L4P5\ufffd\n", 1),  # a U+FFFD left by an earlier conversion
+    (f"{ORG}\n\n9133 0102 MA2K\n", 3),
+    (f"名称,code\n甲,{ORG}\n乙,杭州某某公司\n", 3),  # the name pasted into the code column
+])
+def test_codes_that_are_no_identifier_are_refused_naming_the_line(tmp_path: pathlib.Path, content: str,
+                                                                  line: int) -> None:
+    r = _verify_list(tmp_path, content.encode())
+    assert r.exit_code == 2, r.output
+    error = json.loads(r.stdout)["error"]
+    assert error["code"] == "E_SUBJECT_CODE_CHECK" and f"line {line}: " in error["message"]
