@@ -16,6 +16,7 @@ costs a dictionary lookup, not a query.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections.abc import Callable
@@ -24,14 +25,15 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from node.config import AbuseConfig
-from node.errors import BlockedError, NotAuthorizedError, NotFoundError
+from node.errors import BlockedError, NotAuthorizedError, NotFoundError, UsageError
 from node.store import AuditEvent, Store
 from node.store._sql import translated, write_transaction
 from node.store.meta import put_value
 from node.store.tables import blocks
 
 __all__ = ["SHARING_KEY", "Block", "Guard", "RateLimitedError", "SharingSuspendedError", "SharingSwitch",
-           "address_of"]
+           "address_of",
+           "blocked_address"]
 
 SHARING_KEY = "sharing_suspended"
 _MAX_BUCKETS = 10_000  # idle buckets are pruned beyond this many callers
@@ -59,6 +61,31 @@ def address_of(peer: str) -> str:
     if kind == "ipv4":
         return f"{kind}:{rest.rpartition(':')[0] or rest}"
     return peer
+
+
+def blocked_address(text: str) -> str:
+    """An address as an operator names it to ``blocks lift``: as ``blocks list`` shows it
+    (``ipv4:10.0.0.7``, ``ipv6:[::1]``, a ``unix:`` peer), or a bare IP address, given its prefix.
+    Anything else is a usage error: looked up, it could only be "no block in force"."""
+    kind, _, rest = text.partition(":")
+    if kind in ("unix", "unix-abstract") and rest:
+        return text
+    if kind == "ipv4":
+        candidate, version = rest, 4
+    elif kind == "ipv6" and rest.startswith("[") and rest.endswith("]"):
+        candidate, version = rest[1:-1], 6
+    else:  # a bare address
+        candidate, version = text.removeprefix("[").removesuffix("]"), 0
+    try:
+        ip = ipaddress.ip_address(candidate)
+    except ValueError:
+        ip = None
+    if ip is None or version not in (0, ip.version):
+        raise UsageError(f"{text!r} is not an IP address as `blocks list` shows it (ipv4:10.0.0.7, "
+                         "ipv6:[2001:db8::7], or a bare 10.0.0.7)", field="ADDRESS")
+    if version:
+        return text
+    return f"ipv4:{candidate}" if ip.version == 4 else f"ipv6:[{candidate}]"
 
 
 @dataclass(frozen=True)

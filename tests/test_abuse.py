@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 
-from node.abuse import Guard, RateLimitedError, SharingSuspendedError, SharingSwitch, address_of
+from node.abuse import (
+    Guard,
+    RateLimitedError,
+    SharingSuspendedError,
+    SharingSwitch,
+    address_of,
+    blocked_address,
+)
 from node.config import AbuseConfig
-from node.errors import BlockedError, NotFoundError
+from node.errors import BlockedError, NotFoundError, UsageError
 from node.store import Store
 
 
@@ -32,6 +39,22 @@ def store(engine: Engine) -> Store:
 ])
 def test_address_of_drops_the_port(peer: str, address: str) -> None:
     assert address_of(peer) == address
+
+
+@pytest.mark.parametrize(("given", "address"), [
+    ("ipv4:10.0.0.7", "ipv4:10.0.0.7"), ("10.0.0.7", "ipv4:10.0.0.7"), ("ipv6:[::1]", "ipv6:[::1]"),
+    ("::1", "ipv6:[::1]"), ("[2001:db8::7]", "ipv6:[2001:db8::7]"), ("unix:/run/node.sock", "unix:/run/node.sock"),
+])
+def test_an_address_to_lift_is_taken_as_blocks_list_shows_it_or_bare(given: str, address: str) -> None:
+    assert blocked_address(given) == address
+
+
+@pytest.mark.parametrize("given", ["notanip", "ipv4:10.0.0.300", "ipv4:::1", "ipv6:::1", "ipv6:[10.0.0.7]",
+                                   "10.0.0.0/24", "unix:", ""])
+def test_an_address_to_lift_that_is_no_ip_address_is_a_usage_error(given: str) -> None:
+    with pytest.raises(UsageError, match="is not an IP address") as caught:
+        blocked_address(given)
+    assert caught.value.field == "ADDRESS" and caught.value.exit_code == 2
 
 
 def test_token_bucket_allows_burst_then_rate(store: Store) -> None:

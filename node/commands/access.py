@@ -321,9 +321,10 @@ def blocks_list(ctx: click.Context, include_lifted: bool, as_json: bool) -> None
 @click.pass_context
 @handle_errors
 def blocks_lift(ctx: click.Context, address: str, as_json: bool) -> None:
-    """Lift the block on ADDRESS (as ``blocks list`` shows it, e.g. ipv4:10.0.0.7)."""
-    from node.abuse import Guard
+    """Lift the block on ADDRESS (as ``blocks list`` shows it, e.g. ipv4:10.0.0.7, or a bare IP)."""
+    from node.abuse import Guard, blocked_address
 
+    address = blocked_address(address)  # before the store is opened: a typo is named at once
     with open_node(ctx) as node:
         n = Guard(node.store, node.config.abuse).lift(address, actor=_actor())
     report(as_json, {"address": address, "lifted": n}, f"lifted {n} block(s) on {address}")

@@ -368,3 +368,23 @@ def test_codes_that_are_no_identifier_are_refused_naming_the_line(tmp_path: path
     assert r.exit_code == 2, r.output
     error = json.loads(r.stdout)["error"]
     assert error["code"] == "E_SUBJECT_CODE_CHECK" and f"line {line}: " in error["message"]
+
+
+@pytest.mark.parametrize("address", ["notanip", "ipv4:10.0.0.300", "ipv4:::1", "ipv6:10.0.0.7", "10.0.0.0/24", ""])
+def test_blocks_lift_of_something_that_is_no_ip_address_is_a_usage_error(world: World, address: str) -> None:
+    r = world.run("blocks", "lift", address, "--json")
+    assert r.exit_code == 2, r.output
+    error = json.loads(r.stdout)["error"]
+    assert error["code"] == "E_USAGE" and error["field"] == "ADDRESS" and "is not an IP address" in error["message"]
+
+
+def test_blocks_lift_takes_a_bare_ip_address(world: World) -> None:
+    from node.abuse import Guard
+    from node.config import AbuseConfig
+    from node.store import Store
+
+    with Store.open(load_config(world.config).store_url) as store:
+        Guard(store, AbuseConfig()).block("ipv4:10.8.8.8", "public:portal", "test burst")
+    r = world.run("blocks", "lift", "10.8.8.8", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"address": "ipv4:10.8.8.8", "lifted": 1}
