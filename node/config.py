@@ -18,7 +18,7 @@ from typing import Any, Final, Literal, cast
 
 import yaml
 
-from node.config_reader import build_dataclass
+from node.config_reader import build_dataclass, required_keys
 from node.errors import ConfigError
 from node.identifiers import check_uscc, normalize_text
 from node.nodeid import parse_node_id
@@ -342,13 +342,17 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     try:
         # Plain scalars as text: each setting's declared type reads it, so YAML 1.1 never turns a
         # name `no` into False or 1.10 into 1.1 before it gets there.
-        data = load_strict(text, typed=False) or {}
+        data = load_strict(text, typed=False)
     except DuplicateKeyError as exc:
         raise ConfigError(f"{p}: {exc}", field=exc.path) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: {yaml_problem(exc, text)}") from None
     except ValueError as exc:  # PyYAML building a value it recognised: 2026-13-01 as a date
         raise ConfigError(f"{p}: a value cannot be read ({exc}); quote it if it is text") from None
+    if data is None or data == {}:  # 0 bytes, only comments, or `{}`: not one key to name as missing
+        raise ConfigError(f"{p}: the file is empty (no settings); a node's configuration gives at least "
+                          f"{', '.join(required_keys(NodeConfig))} (and unit, for a department); "
+                          "`credit-node init` writes one")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{p}: the top level must be a mapping")
     return parse_config(data, base_dir=str(p.resolve().parent), environ=environ)

@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from node.errors import ConfigError
 
-__all__ = ["build_dataclass", "expand_env"]
+__all__ = ["build_dataclass", "expand_env", "required_keys"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -167,6 +167,19 @@ def _by_kind(options: list[Any], value: Any, path: str) -> Any:
             return option
         allowed.extend(names)
     raise ConfigError(f"{path}.kind: {value['kind']!r} is not one of {', '.join(allowed)}", field=f"{path}.kind")
+
+
+def required_keys(cls: type[Any], path: str = "") -> list[str]:
+    """The dotted keys a file must give for ``cls``: its fields without a default, and theirs."""
+    hints = typing.get_type_hints(cls)
+    out: list[str] = []
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            tp = hints[f.name]
+            sub = f"{path}{f.name}"
+            nested = dataclasses.is_dataclass(tp) and isinstance(tp, type)
+            out.extend(required_keys(tp, f"{sub}.") if nested else [sub])
+    return out
 
 
 def _shown_key(key: object) -> str:

@@ -277,3 +277,24 @@ def test_an_inner_variable_is_needed_only_when_its_default_is_used():
 
 def test_text_around_and_between_references_is_kept():
     assert expand_env("u:${P:pw}@h/${D:db}}x ${ and $", {}) == "u:pw@h/db}x ${ and $"
+
+
+@pytest.mark.parametrize("content", ["", "# the city's node\n\n   \n", "---\n", "{}\n"])
+def test_an_empty_config_file_is_said_to_be_empty_naming_the_keys_it_needs(tmp_path: pathlib.Path,
+                                                                            content: str) -> None:
+    p = tmp_path / "node.yaml"
+    p.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"node\.yaml: the file is empty \(no settings\); a node's configuration "
+                                          r"gives at least id, level, identity\.dir \(and unit, for a department\)"):
+        load_config(p)
+
+
+def test_an_empty_config_file_is_refused_in_one_line_by_a_command(tmp_path: pathlib.Path) -> None:
+    from click.testing import CliRunner
+
+    from node.cli import cli
+
+    (tmp_path / "node.yaml").write_bytes(b"")
+    r = CliRunner().invoke(cli, ["--config", str(tmp_path / "node.yaml"), "blocks", "list"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert r.stderr.startswith("error: E_CONFIG: ") and "the file is empty" in r.stderr and "id, level" in r.stderr
