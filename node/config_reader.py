@@ -2,7 +2,8 @@
 
 Each value is converted to its field's annotated type (nested dataclasses, tagged unions chosen
 by ``kind``, literals, tuples, mappings, numbers, booleans, strings), with ``${ENV}`` and
-``${ENV:default}`` expanded in strings first. Every refusal names the dotted path of the key.
+``${ENV:default}`` expanded in strings first (``$${`` for a literal ``${``). Every refusal names
+the dotted path of the key.
 """
 
 from __future__ import annotations
@@ -27,11 +28,16 @@ T = TypeVar("T")
 
 def expand_env(value: str, environ: Mapping[str, str] | None = None) -> str:
     """``${NAME}`` and ``${NAME:default}`` replaced; a default may itself hold references
-    (``${A:${B:x}}``), expanded only when it is used. Text that is no reference stays as it is."""
+    (``${A:${B:x}}``), expanded only when it is used. ``$${`` is a literal ``${`` (a password or a
+    template that holds one), whatever follows it. Other text that is no reference stays as it is."""
     env = os.environ if environ is None else environ
     out: list[str] = []
     i = 0
     while (start := value.find("${", i)) >= 0:
+        if start > i and value[start - 1] == "$":  # escaped: `$${` is `${`, and what follows is text
+            out.append(value[i:start - 1] + "${")
+            i = start + 2
+            continue
         out.append(value[i:start])
         name = _NAME.match(value, start + 2)
         after = name.end() if name else -1

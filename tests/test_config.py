@@ -279,6 +279,24 @@ def test_text_around_and_between_references_is_kept():
     assert expand_env("u:${P:pw}@h/${D:db}}x ${ and $", {}) == "u:pw@h/db}x ${ and $"
 
 
+@pytest.mark.parametrize(("value", "expanded"), [
+    ("pa$${word}", "pa${word}"),  # what would be a reference (and refused: word is not set)
+    ("$${A}-${A}", "${A}-a"),
+    ("${NOPE:x$${y}z}", "x${y}z"),  # in a default, as it is used
+    ("$${A:b}", "${A:b}"),
+    ("cost $5, $$ and $${", "cost $5, $$ and ${"),
+])
+def test_a_doubled_dollar_is_a_literal_reference_start(value: str, expanded: str) -> None:
+    assert expand_env(value, {"A": "a"}) == expanded
+
+
+def test_a_password_holding_a_literal_reference_start_reaches_the_setting(tmp_path: pathlib.Path) -> None:
+    p = tmp_path / "node.yaml"
+    p.write_text("id: city:330100\nlevel: city\nidentity: {dir: id}\n"
+                 "store: {url: 'postgresql://node:pa$${w}@db/credit'}\n", encoding="utf-8")
+    assert load_config(p, environ={}).store.url == "postgresql://node:pa${w}@db/credit"
+
+
 @pytest.mark.parametrize("content", ["", "# the city's node\n\n   \n", "---\n", "{}\n"])
 def test_an_empty_config_file_is_said_to_be_empty_naming_the_keys_it_needs(tmp_path: pathlib.Path,
                                                                             content: str) -> None:
