@@ -111,6 +111,16 @@ def missing_store_directory(url: str) -> pathlib.Path | None:
     return path if path is not None and not path.parent.is_dir() else None
 
 
+def _unwritable(path: pathlib.Path) -> str:
+    """Why the node cannot write its SQLite store ``path`` ('' if it seems it could)."""
+    if not os.access(path, os.W_OK):
+        return "the file is read-only"
+    journal = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    if not os.access(path.parent, os.W_OK) and not all(os.access(j, os.W_OK) for j in journal):
+        return f"its directory {path.parent} is read-only (SQLite keeps the store's journal, {path.name}-wal, there)"
+    return ""
+
+
 def _open_sqlite(url: URL, *, echo: bool) -> Engine:
     path = _sqlite_file(url)
     in_memory = path is None
@@ -129,6 +139,18 @@ def _open_sqlite(url: URL, *, echo: bool) -> Engine:
             pass
         except OSError as exc:
             raise StoreError(f"cannot create the store file {path}: {exc}") from None
+
+    if path is not None:
+        @event.listens_for(engine, "handle_error")
+        def _on_error(context: Any) -> None:
+            # SQLite's words ("attempt to write a readonly database", "unable to open database
+            # file") name neither the file nor why: the operator needs both.
+            name = getattr(context.original_exception, "sqlite_errorname", "")
+            if name.startswith("SQLITE_READONLY") or (name == "SQLITE_CANTOPEN" and path.exists()):
+                why = _unwritable(path)
+                if why:
+                    raise StoreError(f"the store {path} cannot be written: {why}; make it writable for the "
+                                     "user the node runs as", field="store.url") from context.original_exception
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

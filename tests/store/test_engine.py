@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import os
+import pathlib
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import pytest
 from sqlalchemy import Engine, text
 
 from node.config import ServerConfig
+from node.errors import StoreError
 
 
 def test_every_server_thread_and_the_event_loop_get_a_connection_at_once(engine: Engine) -> None:
@@ -166,3 +171,57 @@ def test_a_new_sqlite_store_and_its_journal_are_the_owners_alone(tmp_path) -> No
             engine.dispose()
     finally:
         os.umask(old)
+
+
+@contextmanager
+def _read_only(path: pathlib.Path) -> Iterator[None]:
+    """``path`` (a file or directory) read-only to this process: by its mode, or for root, whom modes
+    do not stop, as immutable (chattr +i); skipped where neither is possible."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~0o222)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a path read-only for root here (chattr +i)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def _store_at(tmp_path: pathlib.Path) -> tuple[pathlib.Path, str]:
+    from node.store import migrate, open_engine
+
+    db = tmp_path / "node.db"
+    engine = open_engine(f"sqlite:///{db}")
+    migrate(engine)
+    engine.dispose()  # the last connection closed: SQLite removes the journal files
+    return db, f"sqlite:///{db}"
+
+
+def test_a_read_only_store_file_is_named_as_what_cannot_be_written(tmp_path: pathlib.Path) -> None:
+    from node.store import Store
+
+    db, url = _store_at(tmp_path)
+    with _read_only(db), Store.open(url) as store:
+        assert store.meta.get("store.owner") is None  # reading it goes on
+        with pytest.raises(StoreError) as caught:
+            store.meta.put("store.owner", "city:330100")
+    assert caught.value.message == f"the store {db} cannot be written: the file is read-only; make it writable " \
+                                   "for the user the node runs as"
+    assert caught.value.exit_code == 4 and caught.value.field == "store.url"
+
+
+def test_a_store_in_a_read_only_directory_is_named_as_what_cannot_be_written(tmp_path: pathlib.Path) -> None:
+    from node.store import Store
+
+    db, url = _store_at(tmp_path)
+    with _read_only(tmp_path), pytest.raises(StoreError) as caught:
+        Store.open(url).close()
+    assert caught.value.message.startswith(f"the store {db} cannot be written: its directory {tmp_path} is "
+                                           "read-only (SQLite keeps the store's journal, node.db-wal, there)")
+    assert caught.value.exit_code == 4
