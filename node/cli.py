@@ -181,9 +181,11 @@ def node_config(ctx: click.Context) -> Any:
     directory that does not exist is refused (a typo would otherwise start an empty store there)."""
     from node.config import load_config
     from node.errors import ConfigError
+    from node.logs import log_node
     from node.store.engine import missing_store_directory
 
     config = load_config(config_path(ctx))
+    log_node(config.id)
     path = missing_store_directory(config.store_url)
     if path is not None:
         raise ConfigError(f"store.url: no store at {path}: the directory {path.parent} does not exist "
@@ -204,6 +206,9 @@ def open_node(ctx: click.Context) -> Any:
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None) -> None:
     """Federated exchange node for public credit information (公共信用信息)."""
+    from node.logs import configure_command_logging
+
+    configure_command_logging()  # a library's warning: a JSON line on stderr, never text among the output
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_file
 

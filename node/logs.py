@@ -7,7 +7,10 @@ codes. Values under names that look like key material are replaced, so a careles
 never put a key or a secret into a log file.
 
 Configured once by the long-running ``start`` command (:func:`configure_logging`); library code
-only calls ``logging.getLogger(__name__)`` and never configures anything itself.
+only calls ``logging.getLogger(__name__)`` and never configures anything itself. A one-shot command
+(:func:`configure_command_logging`) sends only warnings and errors of libraries (psycopg's, Python
+warnings) as the same JSON lines to stderr: never plain text, and never on stdout, where a
+``--json`` command's answer is.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "configure_command_logging", "configure_logging", "log_node"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -39,14 +42,14 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self, node_id: str) -> None:
         super().__init__()
-        self._node_id = node_id
+        self.node_id = node_id
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "event": record.getMessage(),
-            "node": self._node_id,
+            "node": self.node_id,
         }
         for name, value in vars(record).items():
             if name in _RESERVED or name.startswith("_") or name in out:
@@ -78,3 +81,42 @@ def configure_logging(node_id: str, *, level: str | int = "INFO", stream: IO[str
     logging.getLogger("pika").setLevel(quiet)
     logging.getLogger("alembic.runtime.plugins").setLevel(quiet)
     return handler
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler writing to whatever ``sys.stderr`` is when a record comes (as logging's last resort
+    does): a command run inside another program (a test's runner) may swap it."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: IO[str]) -> None:
+        pass
+
+
+def configure_command_logging(node_id: str = "") -> logging.Handler:
+    """For a one-shot command: records at WARNING and above (a library's: psycopg's "error ignored in
+    rollback") and Python warnings as JSON lines on stderr, where Python would print their bare text.
+    Does nothing more once done (or once :func:`configure_logging` has set the process up)."""
+    logging.captureWarnings(True)
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler.formatter, JsonFormatter):
+            return handler
+    handler = _Stderr()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(JsonFormatter(node_id))
+    root.addHandler(handler)
+    return handler
+
+
+def log_node(node_id: str) -> None:
+    """Name the node in the JSON lines of a command, once its configuration is read."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, JsonFormatter):
+            handler.formatter.node_id = node_id

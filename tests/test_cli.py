@@ -227,3 +227,27 @@ def test_a_store_file_that_is_not_a_database_is_a_configuration_error_not_an_out
         error = json.loads(r.stdout)["error"]
         assert (error["code"], error["field"]) == ("E_CONFIG", "store.url"), error
         assert str(tmp_path / "n" / "node.db") in error["message"] and "not a SQLite database" in error["message"]
+
+
+def test_a_library_warning_in_a_json_command_is_a_json_log_line_on_stderr(tmp_path: pathlib.Path, monkeypatch) -> None:
+    import json
+    import logging
+
+    import node.store.engine
+    from node.provisioning import init_node
+
+    cfg = init_node(tmp_path / "n", node_id="city:330100", level="city")
+    opened = node.store.engine.missing_store_directory
+
+    def warned(url: str) -> pathlib.Path | None:  # what psycopg says of a session ended under it
+        logging.getLogger("psycopg").warning("error ignored in rollback on %s: %s", "<conn>", "server closed")
+        logging.getLogger("psycopg").info("not an operator's news")
+        return opened(url)
+
+    monkeypatch.setattr(node.store.engine, "missing_store_directory", warned)
+    r = CliRunner().invoke(cli, ["--config", str(cfg), "audit", "verify", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["ok"] is True  # stdout: the answer alone
+    [line] = [json.loads(line) for line in r.stderr.splitlines()]
+    assert (line["level"], line["node"]) == ("warning", "city:330100")
+    assert line["event"] == "error ignored in rollback on <conn>: server closed"

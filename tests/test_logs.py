@@ -53,3 +53,24 @@ def test_at_debug_pika_says_everything_again() -> None:
     configure_logging("dept:330102:scjgj", level="DEBUG", stream=out)
     logging.getLogger("pika.connection").info("Socket connected")
     assert _events(out) == ["Socket connected"]
+
+
+def test_a_commands_python_warnings_and_library_warnings_are_json_lines_on_stderr_only() -> None:
+    import subprocess
+    import sys
+
+    script = ("import logging, warnings\n"
+              "from node.logs import configure_command_logging, log_node\n"
+              "configure_command_logging()\n"
+              "log_node('city:330100')\n"
+              "print('{\"answer\": 1}')\n"
+              "warnings.warn('a deprecated call', DeprecationWarning)\n"
+              "logging.getLogger('psycopg').warning('error ignored in rollback')\n"
+              "logging.getLogger('psycopg').info('detail')\n")
+    run = subprocess.run([sys.executable, "-W", "always", "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert json.loads(run.stdout) == {"answer": 1}
+    lines = [json.loads(line) for line in run.stderr.splitlines()]
+    assert [(x["level"], x["node"]) for x in lines] == [("warning", "city:330100")] * 2
+    assert "DeprecationWarning: a deprecated call" in lines[0]["event"]
+    assert lines[1]["event"] == "error ignored in rollback"
