@@ -199,4 +199,20 @@ def build_runtime(node: Node) -> Runtime:
     # The adapters come last, so they are the first to stop: no new input while the rest drains.
     running = RunningCatalog(node.store.meta, node.catalog.version)
     return Runtime(node, [running, contacts, query, *federation.extensions(node, contacts.seen), server,
-                          *schedule_for(desk, cfg.lifecycle, node.store.meta), *build_runners(node)])
+                          *metrics_for(node, contacts), *schedule_for(desk, cfg.lifecycle, node.store.meta),
+                          *build_runners(node)])
+
+
+def metrics_for(node: Node, contacts: Any) -> list[Any]:
+    """The metrics endpoint, when ``metrics.listen`` names one."""
+    if not node.config.metrics.listen:
+        return []
+    from prometheus_client import CollectorRegistry
+
+    from node.metrics import MetricsServer, NodeCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(node_id=node.config.id, level=node.config.level,
+                                     catalog_version=node.catalog.version, store=node.store,
+                                     contacts=contacts.snapshot))
+    return [MetricsServer(node.identity, node.trust, node.config.metrics.listen, registry)]

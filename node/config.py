@@ -119,6 +119,13 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics over mutual TLS (node/metrics.py, docs/operations.md)."""
+
+    listen: str = ""  # HOST:PORT of GET /metrics while `start` runs; '' = not served
+
+
+@dataclass(frozen=True)
 class AccessConfig:
     """Disclosure rules that are local practice rather than law (docs/access.md)."""
 
@@ -211,6 +218,7 @@ class NodeConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     abuse: AbuseConfig = field(default_factory=AbuseConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     parent: ParentConfig | None = None
     children: tuple[ChildConfig, ...] = ()

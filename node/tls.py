@@ -19,7 +19,8 @@ from node.identity import LoadedIdentity
 from node.nodeid import Identity
 from node.truststore import TrustStore
 
-__all__ = ["amqp_ssl_context", "grpc_channel_credentials", "grpc_server_credentials", "peer_identity"]
+__all__ = ["amqp_ssl_context", "grpc_channel_credentials", "grpc_server_credentials", "https_server_context",
+           "peer_identity"]
 
 _PEER_CERT_KEY = "x509_pem_cert"  # grpc's auth context property holding the peer's leaf (PEM)
 
@@ -55,6 +56,16 @@ def amqp_ssl_context(identity: LoadedIdentity) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_verify_locations(cadata=identity.ca_pem.decode("ascii"))
     # ssl can only read a key from a file; the directory is the one load_identity checked (0600).
+    ctx.load_cert_chain(certfile=str(identity.tls_cert_path), keyfile=str(identity.tls_key_path))
+    return ctx
+
+
+def https_server_context(identity: LoadedIdentity) -> ssl.SSLContext:
+    """Server context for the metrics endpoint: our TLS certificate, a client certificate from the CA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=identity.ca_pem.decode("ascii"))
     ctx.load_cert_chain(certfile=str(identity.tls_cert_path), keyfile=str(identity.tls_key_path))
     return ctx
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select
 
 from node.store._sql import translated, write_transaction
 from node.store.tables import dead_letters
@@ -97,6 +97,13 @@ class InboundDeadLetters:
         )
         with translated("marking dead letters replayed"), write_transaction(self._engine) as conn:
             return conn.execute(stmt).rowcount
+
+    def count(self) -> int:
+        """Letters not replayed yet: what an operator still has to look at."""
+        d = dead_letters.c
+        stmt = select(func.count()).where(d.kind == "inbound", d.replayed_at_ms.is_(None))
+        with translated("counting dead letters"), self._engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
 
     def letters(self, *, include_replayed: bool = False) -> list[DeadLetter]:
         with translated("reading dead letters"), self._engine.connect() as conn:

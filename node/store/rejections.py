@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
 from node.rejection import RejectionRow, row_key
 from node.store._sql import translated, write_transaction
@@ -127,6 +127,12 @@ class RejectionStore:
     def add(self, rows: Sequence[RejectionRow], *, now_ms: int | None = None) -> None:
         with translated("storing rejections"), write_transaction(self._engine) as conn:
             insert_rejections(conn, rows, now_ms=now_ms)
+
+    def open_count(self) -> int:
+        """Refused rows not corrected yet, of every source unit."""
+        stmt = select(func.count()).select_from(rejections).where(rejections.c.closed_at_ms.is_(None))
+        with translated("counting rejections"), self._engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
 
     def list_rejections(
         self, source_unit: str | None = None, open_only: bool = True, *, batch_id: str | None = None
