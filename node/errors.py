@@ -125,6 +125,12 @@ class DeadlineError(NodeError):
     code = "E_DEADLINE"
 
 
+class UnimplementedError(NodeError):
+    """A method this node's servicer does not implement (a client built from a newer .proto)."""
+
+    code = "E_UNIMPLEMENTED"
+
+
 # --- infrastructure (wrapped at the boundary) --------------------------------------------------
 class StoreError(NodeError):
     code = "E_STORE"

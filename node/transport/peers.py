@@ -40,6 +40,7 @@ from node.errors import (
     StoreError,
     TransportError,
     UnauthenticatedError,
+    UnimplementedError,
     UntrustedSignerError,
     UsageError,
 )
@@ -63,6 +64,7 @@ _STATUS: dict[type[NodeError], grpc.StatusCode] = {
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     ConflictError: grpc.StatusCode.FAILED_PRECONDITION,
     DeadlineError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    UnimplementedError: grpc.StatusCode.UNIMPLEMENTED,
     StoreError: grpc.StatusCode.UNAVAILABLE,
     TransportError: grpc.StatusCode.UNAVAILABLE,
     IntegrityError: grpc.StatusCode.DATA_LOSS,

@@ -6,7 +6,10 @@ exception — would reach the client as grpc's ``UNKNOWN`` carrying the exceptio
 ``credit-error-code``. The wrapper gives such calls the answer docs/protocol.md promises for
 a bug (``INTERNAL``, code ``E_INTERNAL``, nothing of the exception's text) and logs the traceback
 here, where an operator can read it. A ``NodeError`` that escapes is answered as the handlers
-would have answered it. Each service registers its servicer through :func:`guarded`, which also
+would have answered it. A method the servicer leaves to its generated base (which raises
+``NotImplementedError``: a client built from a newer .proto, such as ``Health.List`` on an older
+health servicer) is answered ``UNIMPLEMENTED`` / ``E_UNIMPLEMENTED``, as grpc answers a method it
+does not know, and is not logged as a failure. Each service registers its servicer through :func:`guarded`, which also
 moves plain handlers off the live call (``node.transport.threaded``).
 """
 
@@ -19,7 +22,7 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
-from node.errors import NodeError
+from node.errors import NodeError, UnimplementedError
 from node.transport.peers import abort_with, abort_with_async, end_with
 from node.transport.threaded import Aborted, on_thread
 
@@ -57,6 +60,9 @@ class _Guarded:
 def _answer(exc: Exception, method: str) -> NodeError:
     if isinstance(exc, NodeError):
         return exc
+    if type(exc) is NotImplementedError:
+        log.info("call.unimplemented", extra={"method": method, "code": UnimplementedError.code})
+        return UnimplementedError(f"{method} is not implemented by this node")
     log.error("call.failed", exc_info=exc, extra={"method": method, "code": "E_INTERNAL"})
     return _INTERNAL
 

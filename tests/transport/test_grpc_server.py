@@ -27,10 +27,11 @@ from node.errors import (
     UsageError,
 )
 from node.identity import issue, load_identity
-from node.records import pb
+from node.records import pb, rpc
 from node.transport import grpc_client
 from node.transport.grpc_server import GrpcServer, Service, split_host_port
 from node.transport.peers import CODE_KEY, status_for
+from node.transport.registration import register
 from node.transport.unforeseen import guarded
 
 from .conftest import DEADLINE_S, Running
@@ -128,6 +129,30 @@ def test_health_is_serving_for_the_health_and_reflection_services_themselves(sha
     with shared.channel("gov") as channel:
         for service in ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"):
             assert grpc_client.health(channel, service, timeout=DEADLINE_S) == "SERVING"
+
+
+def test_a_method_the_servicer_does_not_implement_is_unimplemented_not_internal(
+        pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    class Partial(rpc.AdminServicer):  # type: ignore[misc]
+        def Echo(self, request: pb.EchoRequest, context: grpc.ServicerContext) -> pb.EchoResponse:
+            return pb.EchoResponse(payload=request.payload)  # Status left to the generated base
+
+    service = Service("credit.v1.Admin", lambda server: register(
+        rpc.add_AdminServicer_to_server, Partial(), "credit.v1.Admin", server))
+    server = GrpcServer(pki.identity("parent"), "127.0.0.1:0", [service])
+    server.start()
+    try:
+        with grpc_client.open_channel(server.address, pki.identity("gov")) as channel:
+            stub = channel.unary_unary("/credit.v1.Admin/Status", request_serializer=pb.StatusRequest.SerializeToString,
+                                       response_deserializer=pb.StatusResponse.FromString)
+            with pytest.raises(grpc.RpcError) as err:
+                stub(pb.StatusRequest(), timeout=DEADLINE_S)
+    finally:
+        server.stop()
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert dict(err.value.trailing_metadata() or ())[CODE_KEY] == "E_UNIMPLEMENTED"
+    assert "credit.v1.Admin/Status" in (err.value.details() or "")
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # a client's question, not a node failure
 
 
 def test_reflection_lists_the_services(shared: Running) -> None:
