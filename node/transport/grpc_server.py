@@ -20,7 +20,7 @@ lookup (docs/decisions/grpc-asyncio-server.md).
 
 Besides the node's services the server runs the standard ``grpc.health.v1.Health`` service
 (``SERVING`` for ``""`` and every registered service, health and reflection included, while
-running, ``NOT_SERVING`` while draining) and server reflection, so ``grpcurl`` and load balancers
+running, ``NOT_SERVING`` while draining; ``List`` gives them all at once) and server reflection, so ``grpcurl`` and load balancers
 work without the .proto files.
 """
 
@@ -63,6 +63,17 @@ _SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.so_reuseport", 0),  # a second node on the same port must fail to start, not share it
 )
+
+
+class _Health(health_aio.HealthServicer):  # type: ignore[misc]
+    """grpcio-health's asyncio servicer with ``List``, which its generated base leaves unimplemented
+    although the health.proto it ships declares it (what ``Check`` answers, for every name)."""
+
+    async def List(self, request: health_pb2.HealthListRequest,
+                   context: grpc.aio.ServicerContext[object, object]) -> health_pb2.HealthListResponse:
+        statuses = dict(self._server_status)  # Check's own table; copied: set() may run meanwhile
+        return health_pb2.HealthListResponse(statuses={
+            name: health_pb2.HealthCheckResponse(status=status) for name, status in statuses.items()})
 
 
 @dataclass(frozen=True)
@@ -142,7 +153,7 @@ class GrpcServer:
             self._running, self._port = _Running(loop, thread, pool, server, status), port
         log.info("server.started", extra={"address": self.address, "services": [s.name for s in self._services]})
 
-    async def _serve(self, pool: HandlerPool) -> tuple[grpc.aio.Server, health_aio.HealthServicer, int]:
+    async def _serve(self, pool: HandlerPool) -> tuple[grpc.aio.Server, _Health, int]:
         # grpc.aio objects belong to the loop they are made on: everything here runs on it.
         server = grpc.aio.server(migration_thread_pool=pool, options=_SERVER_OPTIONS)
         for service in self._services:
@@ -152,7 +163,7 @@ class GrpcServer:
         names = [s.name for s in self._services] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
         # Registered as the node's own services are: a request that is no message is answered
         # INVALID_ARGUMENT / E_BAD_REQUEST, not UNKNOWN with protobuf's words and a logged traceback.
-        status = health_aio.HealthServicer()
+        status = _Health()
         register(health_pb2_grpc.add_HealthServicer_to_server, status, health.SERVICE_NAME, server, admit=self._admit)
         register(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, reflection.aio.ReflectionServicer(names),
                  reflection.SERVICE_NAME, server, admit=self._admit)
@@ -203,7 +214,7 @@ class _Running:
     thread: threading.Thread
     pool: HandlerPool
     server: grpc.aio.Server
-    health: health_aio.HealthServicer
+    health: _Health
 
 
 def _close(loop: asyncio.AbstractEventLoop, thread: threading.Thread, pool: HandlerPool) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from node.errors import (
@@ -129,6 +130,16 @@ def test_health_is_serving_for_the_health_and_reflection_services_themselves(sha
     with shared.channel("gov") as channel:
         for service in ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"):
             assert grpc_client.health(channel, service, timeout=DEADLINE_S) == "SERVING"
+
+
+def test_health_list_names_every_service_with_its_status(shared: Running) -> None:
+    # Health.List is in the current grpc.health.v1 proto: a generic probe asks it for everything at once.
+    with shared.channel("gov") as channel:
+        answer = health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=DEADLINE_S)
+    statuses = {name: health_pb2.HealthCheckResponse.ServingStatus.Name(s.status)
+                for name, s in answer.statuses.items()}
+    for service in ("", *SERVICES, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"):
+        assert statuses[service] == "SERVING"
 
 
 def test_a_method_the_servicer_does_not_implement_is_unimplemented_not_internal(
