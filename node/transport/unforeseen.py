@@ -33,7 +33,12 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _INTERNAL = NodeError("the node failed to answer this call; the failure is logged there", code="E_INTERNAL")
-_PASS = (grpc.aio.AbortError, Aborted)  # a handler's own abort: already answered
+# A handler's own abort: already answered. And grpc's own failure to send on a call that is over
+# (``ExecuteBatchError``, an ``InternalError``: the client cancelled or its deadline passed while
+# the handler decided): nothing can be answered any more, and grpc itself drops it quietly when
+# the client has left. Taken for a bug, it logged call.failed and a second abort that grpc logged
+# as "Abort already called!".
+_PASS = (grpc.aio.AbortError, grpc.aio.InternalError, Aborted)
 
 
 def guarded(servicer: T, service: str, *, unwrapped: Collection[str] = ()) -> T:

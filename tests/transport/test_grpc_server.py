@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import queue
 import threading
 import time
@@ -31,7 +34,7 @@ from node.identity import issue, load_identity
 from node.records import pb, rpc
 from node.transport import grpc_client
 from node.transport.grpc_server import GrpcServer, Service, split_host_port
-from node.transport.peers import CODE_KEY, status_for
+from node.transport.peers import CODE_KEY, abort_with_async, status_for
 from node.transport.registration import register
 from node.transport.unforeseen import guarded
 
@@ -278,16 +281,45 @@ def test_a_store_error_that_trying_again_cannot_mend_is_internal_not_an_outage()
 def _failing_service(servicer: object) -> Callable[[grpc.aio.Server], None]:
     def register(server: grpc.aio.Server) -> None:
         wrapped: Any = guarded(servicer, "test.Failing")  # as every service registers its servicer
-        handlers = {
-            "Plain": grpc.unary_unary_rpc_method_handler(wrapped.Plain, request_deserializer=bytes,
-                                                         response_serializer=bytes),
-            "Async": grpc.unary_unary_rpc_method_handler(wrapped.Async, request_deserializer=bytes,
-                                                         response_serializer=bytes),
-            "Stream": grpc.unary_stream_rpc_method_handler(wrapped.Stream, request_deserializer=bytes,
-                                                           response_serializer=bytes),
-        }
+        kinds = {"Plain": grpc.unary_unary_rpc_method_handler, "Async": grpc.unary_unary_rpc_method_handler,
+                 "Stream": grpc.unary_stream_rpc_method_handler}
+        handlers = {name: kind(getattr(wrapped, name), request_deserializer=bytes, response_serializer=bytes)
+                    for name, kind in kinds.items() if hasattr(servicer, name)}
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Failing", handlers),))
     return register
+
+
+def test_a_refusal_for_a_call_its_client_has_left_is_not_logged_as_a_node_failure(
+        pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    # A caller whose deadline passes (or who cancels) while its refusal is being decided: grpc can
+    # no longer send the status. That is the client's leaving, not a bug: no call.failed, no
+    # second abort ("Abort already called!") logged by grpc.
+    started, finished = threading.Event(), threading.Event()
+
+    class Late:
+        async def Async(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            over = asyncio.Event()
+            context.add_done_callback(lambda _call: over.set())
+            try:
+                started.set()
+                with contextlib.suppress(asyncio.CancelledError):  # grpc cancels it when the client leaves
+                    await over.wait()
+                await abort_with_async(context, UsageError("refused", code="E_USAGE"))
+            finally:
+                finished.set()
+
+    server = GrpcServer(pki.identity("parent"), "127.0.0.1:0", [Service("test.Failing", _failing_service(Late()))])
+    server.start()
+    try:
+        with grpc_client.open_channel(server.address, pki.identity("gov")) as channel:
+            future = channel.unary_unary("/test.Failing/Async", request_serializer=bytes,
+                                         response_deserializer=bytes).future(b"x", timeout=DEADLINE_S)
+            assert started.wait(DEADLINE_S)
+            future.cancel()
+            assert finished.wait(DEADLINE_S)
+    finally:
+        server.stop()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_an_unforeseen_failure_is_internal_with_its_code_and_a_known_error_keeps_its_own(pki: Pki) -> None:
