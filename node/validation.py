@@ -52,6 +52,16 @@ __all__ = ["Checked", "Validator"]
 
 # 工商注册号 as registrations issued them: 15 digits (GB/T 17710 check digit) since 2007, 13 before.
 _REGISTRATION_NO = re.compile(r"[0-9]{15}|[0-9]{13}")
+_NAMED = 10  # unknown columns a warning names; the rest are counted
+_NAME_CHARS = 64
+
+
+def _few(names: Iterable[str]) -> str:
+    """The first names in order, each cut to a readable length, and how many more there are: a
+    pushed row may carry any number of fields, and the warning is echoed in its ack."""
+    ordered = sorted(names)
+    shown = ", ".join(n if len(n) <= _NAME_CHARS else n[:_NAME_CHARS] + "…" for n in ordered[:_NAMED])
+    return shown if len(ordered) <= _NAMED else f"{shown} and {len(ordered) - _NAMED:,} more"
 
 
 @dataclass(frozen=True)
@@ -206,9 +216,8 @@ class Validator:
             elif s is None:
                 invalid.add(code)
         if not plan.codes.issuperset(raw):
-            extra = ", ".join(sorted(str(k) for k in raw if k not in plan.codes))
-            problems.append(Problem("W_FIELD_UNKNOWN", "", f"columns not in {item.code} ignored: {extra}",
-                                    row, warning=True))
+            problems.append(Problem("W_FIELD_UNKNOWN", "", f"columns not in {item.code} ignored: "
+                                    f"{_few(str(k) for k in raw if k not in plan.codes)}", row, warning=True))
         if not values.keys() >= plan.required:
             for code, msg in plan.required_msgs:
                 if code not in values and code not in invalid:
