@@ -77,6 +77,18 @@ class Problem:
     warning: bool = False
 
 
+MESSAGE_CHARS = 500  # of a problem's message quoting a value: what a reader needs, whatever was sent
+
+
+def clipped(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """``text`` cut in its middle to about ``limit`` characters: a refusal quoting a huge value
+    keeps its start (the value's beginning) and its end (what was expected instead)."""
+    if len(text) <= limit:
+        return text
+    half = max(1, (limit - 30) // 2)
+    return f"{text[:half]}…[{len(text) - 2 * half:,} characters]…{text[-half:]}"
+
+
 class RecordRejected(NodeError):
     """A record failed validation; carries every problem found, not only the first."""
 

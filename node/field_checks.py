@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from node.access import today_in_china
 from node.catalog import FieldSpec
-from node.errors import Problem
+from node.errors import Problem, clipped
 from node.identifiers import (
     USCC_STAND_IN,
     canonical_org_code,
@@ -135,7 +135,7 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
                for k, v in spec.value_aliases}
 
     def bad(out: list[Problem], row: int, problem_code: str, reason: str) -> None:
-        out.append(Problem(problem_code, code, f"{label}: {reason}", row))
+        out.append(Problem(problem_code, code, f"{label}: {clipped(reason)}", row))  # a cell may be huge
 
     if t == "enum":
         # 其它 is how many departments write 其他 ("other"); no catalogue value differs by it alone.

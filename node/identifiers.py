@@ -26,7 +26,7 @@ from collections.abc import Set
 from datetime import date, datetime, timedelta, timezone
 from typing import Final
 
-from node.errors import Problem
+from node.errors import Problem, clipped
 
 __all__ = [
     "NEEDS_NORMALIZING",
@@ -143,7 +143,7 @@ def shown_subject_code(value: str) -> str:
 
 def _quoted(value: str) -> str:
     """``value`` as a USCC problem quotes it: masked when it reads as a person's ID number."""
-    return mask_id_number(value) if looks_like_id_number(value) else value
+    return mask_id_number(value) if looks_like_id_number(value) else clipped(value, 100)
 
 
 def check_uscc(value: str, *, field: str = "", label: str = "统一社会信用代码",

@@ -652,6 +652,17 @@ def test_the_unknown_columns_warning_names_a_few_and_counts_the_rest(validator: 
     assert "19,990 more" in warning.message
 
 
+@pytest.mark.parametrize("field", ["CF_CFLB", "CF_JDRQ", "CF_NR_FK", "CF_XDR_LB", "CF_XDR_SHXYM", "CF_CFJGDM"])
+def test_a_refusal_quotes_a_huge_value_cut_with_its_start_and_end(
+        validator: Validator, catalog: Catalog, field: str) -> None:
+    # The message goes back in the ack, into the rejections kept and the log: a 100,000-character
+    # cell must not come back whole (a request of such rows made acks of megabytes).
+    c = check(validator, catalog, penalty(**{field: "法" * 100_000}))
+    [problem] = [p for p in c.problems if p.field == field]
+    assert len(problem.message) <= 600
+    assert "…" in problem.message and "法法" in problem.message
+
+
 def test_spreadsheet_cells_validate_like_text_cells(validator: Validator, catalog: Catalog) -> None:
     text = check(validator, catalog, penalty())
     cells = check(validator, catalog, penalty(CF_JDRQ=datetime(2024, 3, 1), CF_YXQ=45717, CF_NR_FK=1.0,
