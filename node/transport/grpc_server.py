@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -41,6 +42,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from node.errors import ConfigError
 from node.identity import LoadedIdentity
+from node.records import pb
 from node.tls import grpc_server_credentials
 from node.transport.handler_pool import HandlerPool
 from node.transport.registration import Admit, register
@@ -74,6 +76,31 @@ class _Health(health_aio.HealthServicer):  # type: ignore[misc]
         statuses = dict(self._server_status)  # Check's own table; copied: set() may run meanwhile
         return health_pb2.HealthListResponse(statuses={
             name: health_pb2.HealthCheckResponse(status=status) for name, status in statuses.items()})
+
+
+class _ReflectionPool:
+    """The default descriptor pool as reflection reads it, with the file of a method found too:
+    protobuf's upb pool finds messages, fields, enums and services by name but no method
+    (``credit.v1.Exchange.Submit``), which ``grpcurl describe`` asks reflection for."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    def FindFileContainingSymbol(self, symbol: str) -> Any:
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            service, _, method = symbol.rpartition(".")
+            try:
+                found = self._pool.FindServiceByName(service)
+            except KeyError:
+                raise KeyError(symbol) from None
+            if method not in found.methods_by_name:
+                raise KeyError(symbol) from None
+            return found.file
 
 
 @dataclass(frozen=True)
@@ -165,7 +192,8 @@ class GrpcServer:
         # INVALID_ARGUMENT / E_BAD_REQUEST, not UNKNOWN with protobuf's words and a logged traceback.
         status = _Health()
         register(health_pb2_grpc.add_HealthServicer_to_server, status, health.SERVICE_NAME, server, admit=self._admit)
-        register(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, reflection.aio.ReflectionServicer(names),
+        register(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, reflection.aio.ReflectionServicer(
+                     names, pool=_ReflectionPool(pb.DESCRIPTOR.pool)),
                  reflection.SERVICE_NAME, server, admit=self._admit)
         try:
             port = server.add_secure_port(self._listen, grpc_server_credentials(self._identity))

@@ -179,6 +179,20 @@ def test_reflection_lists_the_services(shared: Running) -> None:
     assert "grpc.health.v1.Health" in names
 
 
+def test_reflection_finds_the_file_of_a_method_as_of_any_other_symbol(shared: Running) -> None:
+    # grpcurl's `describe credit.v1.Exchange.Submit` asks for the file containing the method.
+    with shared.channel("gov") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        symbols = ("credit.v1.Exchange", "credit.v1.Exchange.Submit", "credit.v1.Admin.Status", "credit.v1.Nope.Submit",
+                   "credit.v1.Exchange.Nope")
+        requests = [reflection_pb2.ServerReflectionRequest(file_containing_symbol=s) for s in symbols]
+        answers = list(stub.ServerReflectionInfo(iter(requests), timeout=DEADLINE_S))
+    found = [a.WhichOneof("message_response") for a in answers]
+    assert found == ["file_descriptor_response"] * 3 + ["error_response"] * 2
+    assert answers[1].file_descriptor_response == answers[0].file_descriptor_response
+    assert answers[3].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+
+
 def test_a_second_server_on_the_same_port_fails_to_start(shared: Running, pki: Pki) -> None:
     other = GrpcServer(pki.identity("parent"), shared.address, [])
     with pytest.raises(ConfigError, match=r"cannot listen .*: Address already in use") as exc:
