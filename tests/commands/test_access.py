@@ -310,14 +310,6 @@ def test_audit_verify_counts_the_rows_left_after_the_last_was_deleted(world: Wor
     assert json.loads(_audit(cut).stdout)["rows"]["query_log"] == n - 1
 
 
-def test_a_gb18030_list_of_codes_is_read(tmp_path: pathlib.Path) -> None:
-    from node.commands.access import read_codes
-
-    p = tmp_path / "codes.csv"
-    p.write_bytes("名称,统一社会信用代码\n杭州某某公司,91330102MA2K3L4P5Q\n".encode("gb18030"))
-    assert read_codes(p) == ["91330102MA2K3L4P5Q"]
-
-
 def test_the_cli_grants_as_many_days_as_an_authorisation_may_last() -> None:
     from node.authz import MAX_DAYS
     from node.commands.access import AUTHZ_MAX_DAYS
@@ -345,16 +337,6 @@ def test_a_list_of_codes_that_is_not_text_is_refused_naming_the_line(tmp_path: p
     assert error["message"].startswith(("codes.txt line 3: not UTF-8 text, as the lines before it are",
                                         "codes.txt line 2: not text: neither UTF-8 nor GB18030"))
     assert "Traceback" not in r.output
-
-
-def test_a_list_of_codes_in_gbk_or_with_a_bom_is_read(tmp_path: pathlib.Path) -> None:
-    from node.commands.access import read_codes
-
-    p = tmp_path / "codes.txt"
-    p.write_bytes(f"统一社会信用代码\n{ORG}\n".encode("gbk"))
-    assert read_codes(p) == [ORG]
-    p.write_bytes(f"{ORG}\n{ORG2}\n".encode("utf-8-sig"))
-    assert read_codes(p) == [ORG, ORG2]
 
 
 @pytest.mark.parametrize(("content", "line"), [
