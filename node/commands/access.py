@@ -148,13 +148,18 @@ def verify_list(file: str, target: str, identity_dir: str, server_name: str | No
              "status": h.status, "marks": list(h.marks)}
             for h in answer.hits]
     if as_json:
-        emit_json({"checked": answer.checked, "hits": hits})
+        emit_json({"checked": answer.checked, "hits": hits, "unchecked": list(answer.unchecked)})
         return
     for h in hits:
         marked = f" [{'; '.join(h['marks'])}]" if h["marks"] else ""  # type: ignore[arg-type]
         click.echo(f"{h['subject_code']} {h['subject_name']}: {h['item']} since {h['listed_on']}{marked} "
                    f"({'; '.join(h['measures'])})")  # type: ignore[arg-type]
     click.echo(f"checked {answer.checked} subjects: {len(hits)} hit(s)")
+    if answer.unchecked:
+        shown = ", ".join(answer.unchecked[:10]) + (f" and {len(answer.unchecked) - 10} more" if len(answer.unchecked) > 10
+                                                    else "")
+        click.echo(f"{len(answer.unchecked)} code(s) carry no check digit (not a USCC or an 18-digit ID number), so "
+                   f"a mistyped one reads as on no list: {shown}")
 
 
 # --- node-side switches (need --config) ---------------------------------------------------------------

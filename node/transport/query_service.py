@@ -221,7 +221,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
                                        listed_on=row.decision_date, measures=list(view.measures),
                                        subject_name=view.subject_name, status=view.status, marks=list(view.marks)))
         _log(log.entry(len(hits)), self._recorder.record)
-        return pb.VerifyListResponse(hits=hits, checked=len(codes))
+        return pb.VerifyListResponse(hits=hits, checked=len(codes), unchecked=[c for c in codes if len(c) != 18])
 
     # --- common ------------------------------------------------------------------------------------
     def _gate(self, context: _AnyContext, cost: int = 1) -> tuple[Identity, str]:

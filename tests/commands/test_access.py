@@ -128,7 +128,19 @@ def test_verify_list_from_lines_and_from_csv(world: World, tmp_path: pathlib.Pat
             (ORG2, "red_list"), (ORG, "serious_dishonest_list")]
     r = world.client("verify-list", "gov", str(lines), "--purpose", "核查")
     assert "checked 3 subjects: 2 hit(s)" in r.stdout
+    assert "no check digit" not in r.stdout
     assert world.client("verify-list", "gov", str(lines)).exit_code == 3
+
+
+def test_verify_list_names_the_codes_it_could_not_check(world: World, tmp_path: pathlib.Path) -> None:
+    lines = tmp_path / "codes.txt"
+    lines.write_text(f"{ORG}\nE12345678\n", encoding="utf-8")
+    r = world.client("verify-list", "gov", str(lines), "--purpose", "核查")
+    assert r.exit_code == 0, r.output
+    assert "1 code(s) carry no check digit (not a USCC or an 18-digit ID number), so a mistyped one reads as on " \
+           "no list: E12345678" in r.stdout
+    out = json.loads(world.client("verify-list", "gov", str(lines), "--purpose", "核查", "--json").stdout)
+    assert out["unchecked"] == ["E12345678"] and out["checked"] == 2
 
 
 def test_authz_grant_use_list_revoke(world: World) -> None:

@@ -338,6 +338,14 @@ def test_a_mistyped_code_is_refused_not_answered_as_a_clean_subject(server: Serv
     assert list(lookup(server, "public", "E12345678").records) == []
 
 
+def test_codes_without_a_check_digit_are_named_in_the_answer(server: Server) -> None:
+    answer = server.stub(CALLERS["gov"]).VerifyList(pb.VerifyListRequest(
+        subject_codes=[ORG, "e12345678", "330102800101001", ORG], context=pb.CallerContext(purpose="核查")), timeout=10)
+    assert answer.checked == 3
+    # a passport and an old 15-digit ID number: a typo in either would read as "on no list"
+    assert list(answer.unchecked) == ["E12345678", "330102800101001"]
+
+
 # --- abuse protection --------------------------------------------------------------------------------
 def test_a_verify_list_refused_for_its_size_costs_no_tokens(pki: Pki, store: Store, tags: dict[str, str]) -> None:
     cfg = AbuseConfig(rate_per_s=0.01, burst=3, block_after=100, cache_s=0.0)
