@@ -23,7 +23,7 @@ from node.lifecycle.calendar import WorkingCalendar
 from node.lifecycle.disclosure import Sweep
 from node.lifecycle.objection_service import ObjectionService, TickReport
 from node.lifecycle.objections import OVERDUE
-from node.lifecycle.schedule import LAST_ROUND_KEY, LifecycleSchedule, Round, schedule_for
+from node.lifecycle.schedule import LAST_ROUND_KEY, LAST_SWEEP_KEY, LifecycleSchedule, Round, schedule_for
 from node.sampledata import penalty_rows
 from node.tabular import SourceRow
 from tests.lifecycle.kit import DEPT, UNIT, Clock, Kit, make_kit, objection_service
@@ -87,9 +87,10 @@ def test_a_round_withdraws_records_whose_source_is_late_and_archives_what_is_pas
     assert late.sweep is not None and late.sweep.moved == []
     assert [kit.head(r).status for r in world.recent[1:]] == ["active", "active"]
 
-    again = schedule.run_once()  # idempotent: nothing moves twice
-    assert again.tick == TickReport([], []) and again.sweep is not None and again.sweep.moved == []
+    again = schedule.run_once()  # idempotent: nothing moves twice; the day's sweep is done
+    assert again.tick == TickReport([], []) and again.sweep is None and again.swept_already
     assert again.as_dict()["errors"] == []
+    assert world.schedule().run_once().sweep.moved == []  # type: ignore[union-attr]  # sweeping again moves nothing
 
 
 def test_a_failing_step_is_reported_and_the_other_step_still_runs(world: World) -> None:
@@ -201,3 +202,17 @@ def test_a_confirmed_calendar_gives_no_warning(world: World, caplog: pytest.LogC
     with caplog.at_level(logging.WARNING, logger="node.lifecycle.schedule"):
         world.schedule(calendar=calendar).run_once()
     assert [r for r in caplog.records if r.getMessage().startswith("lifecycle.calendar")] == []
+
+
+def test_the_sweep_runs_once_a_day_whatever_the_interval_and_a_restart_remembers_it(world: World) -> None:
+    meta = world.kit.store.meta
+    first = world.schedule(state=meta).run_once()
+    assert first.sweep is not None and sorted(r for r, _v, _i in first.sweep.moved) == sorted(world.old)
+    assert meta.get(LAST_SWEEP_KEY) == "2026-03-02"
+    restarted = world.schedule(state=meta)  # the same day, after a restart: not swept again
+    later = restarted.run_once()
+    assert later.sweep is None and later.swept_already and later.tick == TickReport([], [])
+    world.kit.clock.set_day(dt.date(2026, 3, 3))
+    next_day = restarted.run_once()
+    assert next_day.sweep is not None and not next_day.swept_already
+    assert meta.get(LAST_SWEEP_KEY) == "2026-03-03"
