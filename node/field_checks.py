@@ -46,6 +46,17 @@ IdCheck = Callable[[str, list[Problem], int], None]
 _GOOD_CODES_MAX: Final = 200_000  # bound of the cache of valid USCCs
 _COMBOS_MAX: Final = 4096  # bound of a multi-valued enum field's cache of combinations
 _PLAIN_DECIMAL: Final = re.compile(r"([0-9]{1,30})(?:\.([0-9]{1,30}))?")
+# Excel's mark for "keep this as text" ('0571, '330102…): typed before a code, an ID number, a date
+# or an amount so the spreadsheet does not turn it into a number. Exports that want the same in
+# Excel write it into the CSV cell itself. It is never part of such a value.
+TEXT_MARK: Final = "'"
+# The types whose values never start with the mark (free text and names keep it).
+MARKED_TYPES: Final = frozenset({"code", "uscc", "id_number", "org_code", "enum", "date", "decimal", "integer"})
+
+
+def _unmarked(s: str) -> str:
+    """``s`` without Excel's leading text mark (and the spaces after it)."""
+    return s[1:].strip() if s[:1] == TEXT_MARK else s
 
 
 # No credit record is dated before this: earlier dates are placeholders ("0001-01-01" for "none"
@@ -125,9 +136,15 @@ def _choices(values: tuple[str, ...]) -> str:
     return shown + (f" … ({len(values)} values)" if len(values) > 8 else "")
 
 
-def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Conv:
-    """The converter of ``spec``; ``check`` (if any) runs on the normalised value."""
+def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today, key: bool = False) -> Conv:
+    """The converter of ``spec``; ``check`` (if any) runs on the normalised value.
+
+    A leading :data:`TEXT_MARK` is read past in the fields of :data:`MARKED_TYPES`, and in a text
+    field that is part of the item's natural key (``key``: a 文号, whose copy with the mark would
+    otherwise be another record).
+    """
     code, label, maxlen, t = spec.code, spec.label, spec.max_length, spec.type
+    marked = key or t in MARKED_TYPES
     # Keys as the cells they meet: a cell is normalised before the lookup (（ → (, ， → ,), so an
     # alias copied with a standard's full-width punctuation would otherwise never match.
     compact_key = t in ("code", "uscc", "id_number", "org_code")
@@ -154,6 +171,11 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
             c = canon.get(s)
             if c is not None or not s:
                 return c or ""
+            if s[0] == TEXT_MARK:
+                s = _unmarked(s)
+                c = canon.get(s)
+                if c is not None or not s:
+                    return c or ""
             if multi:
                 c = combos.get(s)
                 if c is not None:
@@ -185,6 +207,8 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
             except BadValue as exc:
                 bad(out, row, "E_FIELD_TYPE", str(exc))
                 return None
+            if marked and s[:1] == TEXT_MARK:
+                s = _unmarked(s)
             if compact:
                 s = s.replace(" ", "").upper()
                 if org:
@@ -230,7 +254,7 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
                         return None
                     return v if v <= _LATEST else beyond(v, out, row)
             if type(v) is str:
-                v = v.strip() if clean else normalize_text(v)
+                v = _unmarked(v.strip() if clean else normalize_text(v))
                 v = aliases.get(v, v)
                 if not v:
                     return ""
@@ -254,7 +278,7 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today) -> Co
 
     def a_number(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:
         if type(v) is str:
-            v = v.strip() if clean else normalize_text(v)
+            v = _unmarked(v.strip() if clean else normalize_text(v))
             if not v:
                 return ""
             if fast and (m := _PLAIN_DECIMAL.fullmatch(v)):

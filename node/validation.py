@@ -362,10 +362,11 @@ class Validator:
                 msg = f"{f.label}: must be empty when {_describe(f.forbidden_when, item)}"
                 actions.append((f.forbidden_when, (FORBIDDEN, f.code, msg, None)))
             plain = -1
-            if f.type in ("string", "text") and not f.value_aliases:
+            key = f.code in item.key_fields  # a 文号: read past Excel's text mark, so takes the converter
+            if f.type in ("string", "text") and not f.value_aliases and not key:
                 plain = f.max_length or 1 << 62
             dirt = (DIRT_PROSE if f.type == "text" else DIRT).search
-            convs.append((f.code, compile_field(f, check=check, today=self._today), plain, dirt))
+            convs.append((f.code, compile_field(f, check=check, today=self._today, key=key), plain, dirt))
         required = [f for f in item.fields if f.required]
         by_value, general = _conditional(item, actions)
         return _Plan(

@@ -882,3 +882,40 @@ def test_a_category_written_with_the_variant_other_reads_as_the_catalogues(
     c = check(validator, catalog, {**row(), field: cell}, item)
     assert c.ok, c.problems
     assert value(c, field) == stored
+
+
+# --- Excel's text mark ('0571) -------------------------------------------------------------------
+def test_excels_text_mark_before_a_code_a_date_an_amount_or_a_category_is_read_past(validator: Validator,
+                                                                                    catalog: Catalog) -> None:
+    # Typed so that the spreadsheet keeps the value as text, or written into a CSV cell by an export
+    # that wants the same in Excel: never part of the value, so the row reads as it would without it.
+    clean = check(validator, catalog, penalty())
+    marked = check(validator, catalog, penalty(
+        CF_XDR_SHXYM="'" + COMPANY, CF_CFJGDM="'" + UNIT, CF_SJLYDM="' " + UNIT, CF_XDR_LB="'法人及非法人组织",
+        CF_CFLB="'罚款;没收违法所得", CF_NR_FK="'1", CF_NR_WFFF="＇0.05", CF_JDRQ="'20240301", CF_YXQ="'2025-03-01",
+        CF_WSH="'杭上市监罚〔2024〕12号"))
+    assert marked.ok, marked.problems
+    assert marked.fields == clean.fields and marked.key == clean.key
+    person = check(validator, catalog, person_penalty(CF_XDR_ZJHM="'" + PERSON, CF_XDR_ZJLX="'身份证"))
+    assert person.ok, person.problems
+    assert person.subject_code == PERSON
+    fine = check(validator, catalog, penalty(CF_NR_FK="'0571", CF_CFLB="罚款", CF_NR="罚款571万元。"))
+    assert value(fine, "CF_NR_FK") == "571"
+
+
+def test_a_text_mark_stays_in_names_and_free_text(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_XDR_MC="'A' 餐饮店", BZ="'见附件'", CF_SY="'说明'：经查属实。"))
+    assert c.ok, c.problems
+    assert (value(c, "CF_XDR_MC"), value(c, "BZ"), value(c, "CF_SY")) == ("'A' 餐饮店", "'见附件'", "'说明'：经查属实。")
+
+
+def test_a_cell_holding_only_the_text_mark_is_empty(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_GSJZQ="'", CF_JDRQ="'"))
+    assert codes(c) == [("E_FIELD_REQUIRED", "CF_JDRQ")]
+    assert value(c, "CF_GSJZQ") == ""
+
+
+def test_a_marked_value_that_is_wrong_is_refused_as_without_the_mark(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_XDR_SHXYM="'" + COMPANY[:-1] + "0", CF_JDRQ="'2024-02-30"))
+    assert codes(c) == [("E_USCC_CHECK", "CF_XDR_SHXYM"), ("E_FIELD_DATE", "CF_JDRQ")]
+    assert [p.message.split(": ", 1)[1][:2] for p in c.problems] == ['"9', '"2']  # quoted without the mark
