@@ -23,8 +23,10 @@ from node.tabular import (
     SourceRow,
     clean_header,
     counted_columns,
-    is_fill_notes,
+    is_footer,
+    is_notes,
     is_total,
+    refused_header,
     under_unnamed,
     unnamed_columns,
 )
@@ -234,7 +236,10 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
         except (StopIteration, csv.Error):
             return None
 
-    codes, combined = headers.resolve_rows(header_row, below)
+    try:
+        codes, combined = headers.resolve_rows(header_row, below)
+    except InputFileError as exc:
+        raise refused_header(exc, record, header_row, headers, len(titles)) from None
     if combined is not None:  # a header in two rows
         record += 1
         header_row = [clean_header(c) for c in combined]
@@ -266,11 +271,11 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
         if not every_column_mapped and not any(cells[i].strip() for i in counted if i < len(cells)):
             continue  # only its row number (序号) filled in: a template numbered in advance
         if first_data:
-            if headers.repeats(cells, codes) or is_fill_notes(cells):
-                continue  # the header again in its other form (codes under names), or a row of 必填/选填
+            if headers.repeats(cells, codes) or is_notes(cells, header_row):
+                continue  # the header again in its other form (codes under names), or a row of notes (填写说明)
             first_data = False
-        if is_total(cells):
-            continue  # a row of sums (合计) under the data: no record
+        if is_total(cells) or is_footer(cells):
+            continue  # a row of sums (合计) under the data, or the form's closing line (填表人：…): no record
         first_line, last_line = taken[0][0], taken[-1][0]
         if last_line > first_line and _swallows_rows(cells, delimiter, width):
             yield SourceRow(record, {}, Problem(

@@ -31,9 +31,27 @@ _LABELLED = re.compile(r"^[^:：]{1,12}[:：]")
 # A cell of the row templates put under the header to say which columns must be filled in
 # ("必填", "选填", "条件必填", "必填，18位"): never a value of any field.
 _FILL_NOTE = re.compile(r"(?:是否)?(?:有?条件)?(?:必填|选填|非必填|可选|可填|必录|选录|非必录)项?(?:[\W_].*)?", re.S)
+# What else a row of notes under the header says of its column (the 双公示 templates' own: "必填项，
+# 填写…", "涉及自然人时此项为必填项…", "格式为YYYY/MM/DD"; others: "18位", "文本，最多200字", "请填写…",
+# "VARCHAR(200)"): words no value of a record is made of alone.
+_NOTE_WORDS = re.compile(r"必填|选填|必录|选录|此项|本项|该项|填写|填报|请输入|请选择|格式|例如|示例|样例|不填|留空|"
+                         r"可为空|YYYY|yyyy|[0-9]+\s*位|(?:最多|不超过|不多于|最长|至多)\s*[0-9]+\s*个?(?:汉?字|字符|位)|"
+                         r"[0-9]+\s*个?(?:汉?字|字符)以内")
+_NOTE_TYPE = re.compile(r"(?:(?:文本|字符串?|数字|数值|日期|时间|整数|小数|枚举|代码)(?:型|类型|格式)?"
+                        r"|(?i:n?varchar2?|char|date|datetime|timestamp|number|numeric|decimal|int|integer|string))"
+                        r"(?:\s*[(（][0-9,， ]+[)）])?(?:[\W_].*)?", re.S)
+# The label opening a row of notes, or of an example, under the header (填写说明：…, 注：…, 示例).
+_NOTE_LABEL = re.compile(r"(?:(?:填写|填报|填表)?说明|注意事项|注|示例|样例|举例|范例|例)(?:\s*[:：(（].*)?", re.S)
 # The first cell of a row of sums under the data ("合计", "总计：6条"); the cells after it are numbers.
 _TOTAL = re.compile(r"(?:合|总|小|共)\s*计(?:[\W_].*)?", re.S)
 _TOTAL_START = frozenset("合总小共")
+# The first cell of the lines forms end with, under the data: who filled the sheet in and who
+# checked it (填表人：张三  审核人：李四  填报日期：…), the unit's seal, a footnote (注：…).
+_FOOTER = re.compile(r"(?:(?:填表|填报|制表|审核|审批|复核|经办|联系)人?|(?:单位|部门)?负责人|分管领导|联系电话|电话|"
+                     r"(?:填表|填报|制表|报送|审核)日期|(?:填报|报送|制表)单位|注)\s*(?:[(（][^)）]{0,10}[)）])?\s*[:：].*",
+                     re.S)
+_FOOTER_START = frozenset("填制审复经联负单部分电报注")
+_FOOTER_CELLS = 8  # a line of signatures has a few cells; a record has a dozen required ones
 _COUNT = re.compile(r"[0-9][0-9,.\s]*(?:万元|元|条|件|笔|户|家|人|次)?")
 
 
@@ -158,11 +176,55 @@ class HeaderMap:
         return codes
 
 
+def refused_header(exc: InputFileError, row: int, cells: Sequence[object], headers: HeaderMap, titles: int,
+                   sheet: str = "") -> InputFileError:
+    """``exc``, a refusal of the row taken for the header, naming that row (and sheet); when the row
+    names no column at all, why it was taken for the header: it is the first with several cells
+    filled, or the first after as many title rows as are read past."""
+    where = f"sheet 「{sheet}」 row {row}" if sheet else f"row {row}"
+    message = f"{where}, read as the header: {exc.message}"
+    if exc.code == "E_INPUT_HEADER_UNKNOWN" and not headers.known([clean_header(c) for c in cells]):
+        if titles >= MAX_TITLE_ROWS:
+            message += (f"; it names no column: the header row (the field names or column codes) must come within "
+                        f"the first {MAX_TITLE_ROWS + 1} rows, as at most {MAX_TITLE_ROWS} title or note rows above "
+                        "it are read past")
+        else:
+            message += ("; it names no column: the header row (the field names or column codes, as `catalog "
+                        "template` writes them) must be the first row with several cells filled")
+    return InputFileError(message, field=exc.field, code=exc.code)
+
+
 def is_fill_notes(cells: Sequence[object]) -> bool:
     """Whether a row under the header only says which columns are required (必填 / 选填): a note
     of the template, never a record."""
     filled = [t for t in (clean_header(c) for c in cells) if t]
     return bool(filled) and all(_FILL_NOTE.fullmatch(t) for t in filled)
+
+
+def is_notes(cells: Sequence[object], names: Sequence[object]) -> bool:
+    """Whether a row under the header (``names``) explains how to fill the columns in, rather than
+    holding a record: the 填写说明 row of a template, a note (注：带*为必填项), an example row
+    (示例, …). Asked only of the rows between the header and the first record.
+
+    It is one when its first filled cell is such a label, or when at least two thirds of its filled
+    cells read as notes: 必填/选填 and the words of instructions (请填写, 此项, 格式, 18位, 最多200字),
+    a type (文本, 日期型, VARCHAR(200)), or the column's own name (请填写行政相对人名称). A record's
+    names, codes, dates and amounts are none of these.
+    """
+    filled = [(i, t) for i, t in enumerate(clean_header(c) for c in cells) if t]
+    if not filled:
+        return False
+    if _NOTE_LABEL.fullmatch(filled[0][1]):
+        return True
+    notes = 0
+    for i, t in filled:
+        if _FILL_NOTE.fullmatch(t) or _NOTE_WORDS.search(t) or _NOTE_TYPE.fullmatch(t):
+            notes += 1
+            continue
+        name = normalize_header(clean_header(names[i])) if i < len(names) else ""
+        if len(name) >= 2 and name not in _BOOKKEEPING and name in normalize_header(t):
+            notes += 1
+    return 3 * notes >= 2 * len(filled)
 
 
 def is_total(cells: Sequence[object]) -> bool:
@@ -187,6 +249,25 @@ def is_total(cells: Sequence[object]) -> bool:
         elif first or isinstance(c, bool) or not isinstance(c, int | float):
             return False
     return not first
+
+
+def is_footer(cells: Sequence[object]) -> bool:
+    """Whether a row under the data is the form's closing line (填表人：…, 审核人：…, 填报单位（盖章）：,
+    注：…): its first filled cell is such a label, and it has few filled cells. Called for every
+    row: it returns at the first filled cell of a record."""
+    filled = 0
+    for c in cells:
+        if c is None:
+            continue
+        t = c.strip() if isinstance(c, str) else str(c)
+        if not t:
+            continue
+        if not filled and (t[0] not in _FOOTER_START or not _FOOTER.fullmatch(t)):
+            return False
+        filled += 1
+        if filled > _FOOTER_CELLS:
+            return False
+    return filled > 0
 
 
 def counted_columns(header_row: Sequence[object]) -> list[int]:

@@ -22,8 +22,10 @@ from node.tabular import (
     SourceRow,
     clean_header,
     counted_columns,
-    is_fill_notes,
+    is_footer,
+    is_notes,
     is_total,
+    refused_header,
     under_unnamed,
     unnamed_columns,
 )
@@ -85,6 +87,8 @@ def refuse_non_xlsx(path: pathlib.Path) -> None:
 # of a zip may claim gigabytes in a few kilobytes. Real parts are XML, which compresses 5-30 times.
 MAX_PART_BYTES = 1 << 30
 MAX_PART_RATIO = 200
+# The namespace of Excel's "Strict Open XML Spreadsheet" (.xlsx too), which openpyxl does not read.
+_STRICT = b"purl.oclc.org/ooxml/spreadsheetml/main"
 _RATIO_FROM_BYTES = 64 << 20
 
 
@@ -93,6 +97,13 @@ def refuse_bomb(path: pathlib.Path) -> None:
     try:
         with zipfile.ZipFile(path) as book:
             parts = book.infolist()
+            if any(part.filename == "xl/workbook.xml" and part.file_size < MAX_PART_BYTES for part in parts):
+                with book.open("xl/workbook.xml") as xml:
+                    strict = _STRICT in xml.read(4096)
+                if strict:
+                    # openpyxl reads no sheet of it, and the file would read as one without a header.
+                    raise InputFileError(f'{path.name} is saved as "Strict Open XML", which this node does not '
+                                         f"read: {_RESAVE}", code="E_INPUT_FORMAT")
     except _DAMAGE as exc:
         raise InputFileError(f"{path.name} is not a readable .xlsx workbook: {exc}", code="E_INPUT_FORMAT") from None
     for part in parts:
@@ -131,7 +142,7 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
             ws.reset_dimensions()  # type: ignore[union-attr]
             rows = enumerate(_cell_values(ws, path), start=1)
             try:
-                header = _sheet_header(rows, headers)
+                header = _sheet_header(rows, headers, ws.title)
             except InputFileError as exc:
                 refused = refused or exc
                 continue
@@ -202,9 +213,11 @@ class _Header(NamedTuple):
 def _first_data(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header,
                 headers: HeaderMap) -> tuple[int, tuple[object, ...]] | None:
     """The first row under the header that may be a record: not the header again in its other
-    form (codes under names), nor a row of 必填/选填 notes; a template holding only those is empty."""
+    form (codes under names), nor a row of notes (必填/选填, 填写说明, an example); a template holding
+    only those is empty."""
     for rownum, cells in rows:
-        if _filled(cells, header) and not headers.repeats(cells, header.codes) and not is_fill_notes(cells):
+        if (_filled(cells, header) and not headers.repeats(cells, header.codes)
+                and not is_notes(cells, header.names)):
             return rownum, cells
     return None
 
@@ -216,7 +229,8 @@ def _chain(first: tuple[int, tuple[object, ...]] | None,
         yield from rest
 
 
-def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]], headers: HeaderMap) -> _Header | None:
+def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]], headers: HeaderMap,
+                  sheet: str = "") -> _Header | None:
     """A sheet's header row, read past the titles above it; None for an empty sheet."""
     titles: list[list[object]] = []
     for rownum, cells in rows:
@@ -224,7 +238,10 @@ def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]], headers: Heade
             titles.append(list(cells))
         elif any(clean_header(c) for c in cells):
             read: list[int] = []  # the number of the row below, if it was read
-            codes, combined = headers.resolve_rows(cells, functools.partial(_next_cells, rows, read))
+            try:
+                codes, combined = headers.resolve_rows(cells, functools.partial(_next_cells, rows, read))
+            except InputFileError as exc:
+                raise refused_header(exc, rownum, cells, headers, len(titles), sheet) from None
             if combined is not None:  # a header in two rows: the data starts below the second
                 rownum, cells = read[0], tuple(combined)
             return _Header(rownum, codes, unnamed_columns(cells), counted_columns(cells),
@@ -250,8 +267,8 @@ def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header,
     for rownum, cells in rows:
         if merged.pending:
             cells = merged.fill(rownum, cells)
-        if not _filled(cells, header) or is_total(cells):
-            continue  # blank, or a row of sums (合计) under the data
+        if not _filled(cells, header) or is_total(cells) or is_footer(cells):
+            continue  # blank, a row of sums (合计) under the data, or the form's closing line (填表人：…)
         if len(cells) > width and _any_value(cells[width:]):
             beyond = [i + 1 for i in range(width, len(cells)) if _any_value((cells[i],))]
             yield SourceRow(rownum, {}, Problem("E_ROW_SHAPE", "", f"column {', '.join(map(str, beyond[:5]))} has a "

@@ -516,6 +516,44 @@ def test_a_row_of_required_marks_under_the_header_is_no_record(tmp_path: pathlib
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+@pytest.mark.parametrize("notes", [
+    # The 双公示 templates' own row of instructions under the header.
+    ["必填项，填写公民、法人及非法人组织名称", "必填项，填写做出行政处罚决定的具体日期，格式为YYYY/MM/DD", "选填项，填写其他需要补充的信息"],
+    ["请填写行政相对人名称", "请填写处罚决定日期", "请填写备注"],  # each column's own name
+    ["文本，最多200字", "日期型（YYYY-MM-DD）", ""],
+    ["VARCHAR(200)", "DATE", "VARCHAR2(500)"],
+    ["填写说明：带*为必填项", "", ""],  # a note across the columns, or an example row, by its label
+    ["注：日期格式为YYYY-MM-DD", "", ""],
+    ["示例", "2024-01-01", "这一行是示例"],
+])
+def test_a_row_explaining_the_columns_under_the_header_is_no_record(tmp_path: pathlib.Path, suffix: str,
+                                                                    notes: list[str]):
+    p = tmp_path / f"notes{suffix}"
+    _write_table(p, [["*行政相对人名称", "*处罚决定日期", "备注"], notes, ["某公司", "2024-03-01", ""],
+                     ["请填写公司", "2024-03-02", "此项必填"]])  # below the first record, every row is data
+    assert [(r.row, r.values["CF_XDR_MC"], r.values.get("BZ") or "", r.problem) for r in rows(p)] == [
+        (3, "某公司", "", None), (4, "请填写公司", "此项必填", None)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_a_record_right_under_the_header_is_not_taken_for_notes(tmp_path: pathlib.Path, suffix: str):
+    # One cell of a record may hold a word of the notes: it takes most of them to make a row of notes.
+    p = tmp_path / f"record{suffix}"
+    _write_table(p, [["行政相对人名称", "处罚决定日期", "备注"], ["某公司", "2024-03-01", "未按规定填写年报"]])
+    assert [(r.row, r.values["BZ"]) for r in rows(p)] == [(2, "未按规定填写年报")]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_the_forms_closing_lines_under_the_data_are_no_records(tmp_path: pathlib.Path, suffix: str):
+    p = tmp_path / f"footer{suffix}"
+    _write_table(p, [["行政相对人名称", "处罚决定日期", "备注"], ["某公司", "2024-03-01", ""],
+                     ["填表人：张三", "审核人：李四", "填报日期：2024年3月5日"], ["填表人：", "张三", ""],
+                     ["", "", "填报单位（盖章）："], ["注：本表数据截至2024年3月5日", "", ""],
+                     ["联想公司", "2024-03-02", ""]])
+    assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(2, "某公司"), (7, "联想公司")]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
 def test_a_row_of_sums_under_the_data_is_no_record(tmp_path: pathlib.Path, suffix: str):
     p = tmp_path / f"total{suffix}"
     _write_table(p, [["行政相对人名称", "处罚决定日期", "备注"], ["合计公司", "2024-03-01", ""],
@@ -553,3 +591,34 @@ def test_a_cell_exported_as_excels_text_formula_is_read_as_its_text(tmp_path: pa
         {"CF_XDR_MC": "某公司", "CF_JDRQ": "2024-03-01", "BZ": ""},
         {"CF_XDR_MC": "另一公司", "CF_JDRQ": "2024-03-02", "BZ": "引用"},
         {"CF_XDR_MC": "第三公司", "CF_JDRQ": "2024-03-03", "BZ": '="a" b'}]  # not a text formula: as written
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_a_refused_header_names_its_row(tmp_path: pathlib.Path, suffix: str):
+    p = tmp_path / f"colours{suffix}"
+    _write_table(p, [["行政处罚信息"], ["行政相对人名称", "处罚决定日期", "颜色"], ["A", "2024-03-01", "红"]])
+    with pytest.raises(InputFileError) as err:
+        rows(p)
+    where = "row 2" if suffix == ".csv" else "sheet 「Sheet」 row 2"
+    assert err.value.code == "E_INPUT_HEADER_UNKNOWN"
+    assert err.value.message == f"{where}, read as the header: unknown column(s): 颜色"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_a_header_below_more_title_rows_than_are_read_past_is_refused_saying_so(tmp_path: pathlib.Path,
+                                                                                 suffix: str):
+    p = tmp_path / f"deep{suffix}"
+    _write_table(p, [[f"说明第{n}条"] for n in range(1, 13)] + [["行政相对人名称", "处罚决定日期"], ["A", "2024-03-01"]])
+    with pytest.raises(InputFileError) as err:
+        rows(p)
+    assert "row 11, read as the header: unknown column(s): 说明第11条" in err.value.message
+    assert "must come within the first 11 rows" in err.value.message
+
+
+def test_a_file_without_a_header_is_refused_saying_what_the_header_is(tmp_path: pathlib.Path):
+    p = tmp_path / "data.csv"
+    p.write_text("某公司,2024-03-01\n", encoding="utf-8")
+    with pytest.raises(InputFileError) as err:
+        rows(p)
+    assert err.value.message.startswith("row 1, read as the header: unknown column(s): 某公司, 2024-03-01; it names "
+                                        "no column")

@@ -264,6 +264,18 @@ def test_a_workbook_whose_styles_openpyxl_cannot_take_is_a_file_error_not_a_trac
     assert refused.value.code == "E_INPUT_FORMAT" and "odd-styles.xlsx" in refused.value.message
 
 
+def test_a_workbook_saved_as_strict_open_xml_is_refused_saying_so(tmp_path: pathlib.Path):
+    # Excel's "Strict Open XML Spreadsheet" is an .xlsx in other namespaces: openpyxl finds no sheet in
+    # it, and the file read as one without a header row.
+    real = _one_row_workbook(tmp_path / "real.xlsx")
+    strict = tmp_path / "strict.xlsx"
+    _rewritten(real, strict, "xl/workbook.xml", b"http://schemas.openxmlformats.org/spreadsheetml/2006/main",
+               b"http://purl.oclc.org/ooxml/spreadsheetml/main")
+    with pytest.raises(InputFileError) as refused:
+        rows(strict)
+    assert refused.value.code == "E_INPUT_FORMAT" and "Strict Open XML" in refused.value.message
+
+
 def test_a_cell_naming_a_shared_string_the_workbook_lacks_is_a_file_error_not_a_traceback(tmp_path: pathlib.Path):
     real = _one_row_workbook(tmp_path / "real.xlsx", 7)
     bad = tmp_path / "bad-strings.xlsx"
