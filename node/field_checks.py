@@ -20,6 +20,7 @@ from node.access import today_in_china
 from node.catalog import FieldSpec
 from node.errors import Problem, clipped
 from node.identifiers import (
+    SCIENTIFIC_WHY,
     USCC_STAND_IN,
     canonical_org_code,
     check_id_number,
@@ -46,6 +47,9 @@ IdCheck = Callable[[str, list[Problem], int], None]
 _GOOD_CODES_MAX: Final = 200_000  # bound of the cache of valid USCCs
 _COMBOS_MAX: Final = 4096  # bound of a multi-valued enum field's cache of combinations
 _PLAIN_DECIMAL: Final = re.compile(r"([0-9]{1,30})(?:\.([0-9]{1,30}))?")
+# A long number as Excel's General format shows it, and a CSV it saves keeps it (3.30102E+14): the
+# sign written, as Excel writes it, so that a code such as 3E125 is not taken for one.
+_SCIENTIFIC: Final = re.compile(r"[0-9](?:\.[0-9]+)?E\+[0-9]{1,2}")
 # Excel's mark for "keep this as text" ('0571, '330102…): typed before a code, an ID number, a date
 # or an amount so the spreadsheet does not turn it into a number. Exports that want the same in
 # Excel write it into the CSV cell itself. It is never part of such a value.
@@ -199,6 +203,9 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today, key: 
         prose = t == "text"
         compact = t in ("code", "uscc", "id_number", "org_code")  # identifiers hold no spaces
         org = t == "org_code"
+        # Fields of digits with no check of their own (uscc, id_number and org_code have theirs, which
+        # mask a person's ID number) that a spreadsheet may have shown in scientific notation.
+        cut_short = t == "code" or key
 
         def text(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:
             try:
@@ -213,6 +220,11 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today, key: 
                 s = s.replace(" ", "").upper()
                 if org:
                     s = canonical_org_code(s)
+            if cut_short and "E+" in s and _SCIENTIFIC.fullmatch(s):
+                # A registration number or a 文号 of digits that Excel showed as 3.30102E+14 and a CSV kept
+                # so: its digits past the sixth are gone (identifiers' own checks say the same).
+                bad(out, row, "E_FIELD_TYPE", f'"{s}" {SCIENTIFIC_WHY}')
+                return None
             if aliases:
                 s = aliases.get(s, s)
             if maxlen and len(s) > maxlen and check is None:

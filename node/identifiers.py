@@ -31,6 +31,7 @@ from node.errors import Problem, clipped
 __all__ = [
     "NEEDS_NORMALIZING",
     "NEEDS_NORMALIZING_PROSE",
+    "SCIENTIFIC_WHY",
     "USCC_STAND_IN",
     "canonical_org_code",
     "check_id_number",
@@ -105,8 +106,8 @@ def make_uscc(authority: str, kind: str, division: str, org_body8: str) -> str:
 # A long number a spreadsheet showed in scientific notation and wrote out so (a CSV saved by Excel):
 # its digits past the sixth are gone.
 _SCIENTIFIC = re.compile(r"[0-9](?:\.[0-9]+)?E\+?[0-9]{1,3}")
-_SCIENTIFIC_WHY = ("was written in scientific notation by a spreadsheet, which has lost its digits: format the "
-                   "column as text (文本) and enter the numbers again")
+SCIENTIFIC_WHY = ("was written in scientific notation by a spreadsheet, which has lost its digits: format the "
+                  "column as text (文本) and enter the numbers again")
 
 
 def _unknown_kind(value: str) -> str:
@@ -156,7 +157,7 @@ def check_uscc(value: str, *, field: str = "", label: str = "统一社会信用�
     if not _USCC_RE.fullmatch(value):
         bad = sorted({c for c in value if c not in _USCC_VALUE})
         why = f"contains {''.join(bad)!r}, not allowed in a USCC" if bad and len(value) == 18 \
-            else _SCIENTIFIC_WHY if _SCIENTIFIC.fullmatch(value) \
+            else SCIENTIFIC_WHY if _SCIENTIFIC.fullmatch(value) \
             else f"must be 18 characters of 0-9 and A-Y without I, O, Z, S, V (got {len(value)})"
         return Problem("E_USCC_FORMAT", field, f'{label}: "{_quoted(value)}" {why}')
     if not value[2:8].isdigit():
@@ -246,7 +247,7 @@ def check_id_number(value: str, *, field: str = "", label: str = "公民身份�
     """``None`` if ``value`` is a valid 18-character resident ID number, else the problem."""
     if not _ID_RE.fullmatch(value):
         why = "is a 15-digit legacy number; convert it to 18 digits" if len(value) == 15 and value.isdigit() \
-            else _SCIENTIFIC_WHY if _SCIENTIFIC.fullmatch(value) \
+            else SCIENTIFIC_WHY if _SCIENTIFIC.fullmatch(value) \
             else "must be 17 digits and a check digit 0-9 or X"
         return Problem("E_ID_FORMAT", field, f'{label}: "{mask_id_number(value)}" {why}')
     born = _birth(value)

@@ -919,3 +919,18 @@ def test_a_marked_value_that_is_wrong_is_refused_as_without_the_mark(validator: 
     c = check(validator, catalog, penalty(CF_XDR_SHXYM="'" + COMPANY[:-1] + "0", CF_JDRQ="'2024-02-30"))
     assert codes(c) == [("E_USCC_CHECK", "CF_XDR_SHXYM"), ("E_FIELD_DATE", "CF_JDRQ")]
     assert [p.message.split(": ", 1)[1][:2] for p in c.problems] == ['"9', '"2']  # quoted without the mark
+
+
+@pytest.mark.parametrize(("field", "cell"), [("CF_XDR_GSZC", "3.30102E+14"), ("CF_XDR_SWDJ", "3.30102E+14"),
+                                             ("CF_WSH", "2.024E+11"), ("CF_XDR_GSZC", "'3.30102E+14")])
+def test_a_code_a_csv_kept_in_scientific_notation_is_refused_not_stored(validator: Validator, catalog: Catalog,
+                                                                       field: str, cell: str) -> None:
+    # Excel shows a long number typed into a General cell as 3.30102E+14, and a CSV saved from it
+    # keeps just that: the registration number's digits past the sixth are gone.
+    c = check(validator, catalog, penalty(**{field: cell}))
+    assert codes(c) == [("E_FIELD_TYPE", field)] and "scientific notation" in c.problems[0].message
+
+
+def test_a_code_with_an_e_among_its_digits_is_still_a_code(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_XDR_SYDW="3E125", CF_WSH="杭上市监罚〔2024〕1E+2号"))
+    assert c.ok, c.problems
