@@ -101,6 +101,9 @@ def read_csv(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None = N
         head = fh.read(_SNIFF_BYTES)
         if not head.strip():
             raise InputFileError(f"{path.name} is empty", code="E_INPUT_EMPTY")
+        if not head.strip(b"\x00 \t\r\n"):
+            raise InputFileError(f"{path.name} holds nothing but NUL bytes (a copy or a download that did not "
+                                 "finish): send the file again", code="E_INPUT_EMPTY")
         if head.startswith(b"PK\x03\x04"):
             raise InputFileError(f"{path.name} is a workbook (.xlsx), not text: name it .xlsx", code="E_INPUT_FORMAT")
         if head.startswith(b"\xd0\xcf\x11\xe0"):

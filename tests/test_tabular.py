@@ -622,3 +622,13 @@ def test_a_file_without_a_header_is_refused_saying_what_the_header_is(tmp_path: 
         rows(p)
     assert err.value.message.startswith("row 1, read as the header: unknown column(s): 某公司, 2024-03-01; it names "
                                         "no column")
+
+
+def test_a_file_of_nul_bytes_is_refused_saying_so(tmp_path: pathlib.Path):
+    # What a copy that never finished leaves (the space reserved, nothing written): it read as a
+    # header with one cell, refused for every required column missing.
+    p = tmp_path / "zeros.csv"
+    p.write_bytes(b"\x00" * 4096)
+    with pytest.raises(InputFileError) as err:
+        rows(p)
+    assert err.value.code == "E_INPUT_EMPTY" and "NUL" in err.value.message
