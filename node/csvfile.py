@@ -68,8 +68,9 @@ def detect_encoding(head: bytes) -> str:
             # a UTF-8 file, whose bad lines are refused one by one (E_ROW_ENCODING) like any later.
             return "utf-8"
         raise InputFileError(
-            "cannot tell the file's encoding (not UTF-8, not GBK/GB18030); give --encoding"
-        ) from None
+            "cannot tell the file's encoding (not UTF-8, not GBK/GB18030): if it is text, give --encoding "
+            "(utf-16-le for UTF-16 saved without its byte-order mark); if not, it is no CSV",
+            code="E_INPUT_ENCODING") from None
 
 
 def _decoded_lines(raw: io.BufferedReader, encoding: str, on_error: Callable[[int], None],

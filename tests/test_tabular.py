@@ -632,3 +632,11 @@ def test_a_file_of_nul_bytes_is_refused_saying_so(tmp_path: pathlib.Path):
     with pytest.raises(InputFileError) as err:
         rows(p)
     assert err.value.code == "E_INPUT_EMPTY" and "NUL" in err.value.message
+
+
+def test_a_file_in_no_encoding_the_node_can_tell_is_an_encoding_error(tmp_path: pathlib.Path):
+    p = tmp_path / "binary.csv"
+    p.write_bytes(bytes(range(128, 256)) * 64)
+    with pytest.raises(InputFileError) as err:
+        rows(p)
+    assert err.value.code == "E_INPUT_ENCODING" and "--encoding" in err.value.message
