@@ -27,19 +27,36 @@ import os
 import pathlib
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+from cryptography import x509
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, Text, func, insert, select, text
 
 from node.errors import NodeError, StoreError, UsageError
 from node.integrity import Finding, verify_store
 from node.signing import Verifier
 from node.store import Store
-from node.store._sql import execute_many, is_postgres, positional_sql, translated, write_transaction
+from node.store._sql import (
+    execute_many,
+    insert_for,
+    is_postgres,
+    positional_sql,
+    translated,
+    write_transaction,
+)
 from node.store.engine import HEAD_REVISION, migrate, open_engine
-from node.store.tables import audit_log, meta, metadata, query_log, record_heads, record_revisions
-from node.truststore import TrustStore
+from node.store.tables import (
+    audit_log,
+    certificates,
+    meta,
+    metadata,
+    query_log,
+    record_heads,
+    record_revisions,
+)
+from node.truststore import TrustStore, identity_of, key_id_of
 
 __all__ = ["FORMAT", "DrillReport", "Manifest", "create_backup", "drill", "read_manifest", "restore"]
 
@@ -76,8 +93,13 @@ class DrillReport:
         return not self.findings
 
 
-def create_backup(engine: Engine, node_id: str, out: pathlib.Path) -> tuple[Manifest, str]:
-    """Copy the store behind ``engine`` into the new file ``out``; returns its manifest and SHA-256."""
+def create_backup(engine: Engine, node_id: str, out: pathlib.Path, *,
+                  signer: bytes | None = None) -> tuple[Manifest, str]:
+    """Copy the store behind ``engine`` into the new file ``out``; returns its manifest and SHA-256.
+
+    ``signer`` is the node's own signing certificate (DER): added to the backup's ``certificates``
+    so that the records the node signed verify wherever the backup is checked or restored (another
+    node of the federation, or this node restored with a new identity), not only beside its keys."""
     if out.exists() or out.is_symlink():
         raise UsageError(f"{out} exists: a backup is never written over another file", field="out")
     if not out.parent.is_dir():
@@ -98,6 +120,8 @@ def create_backup(engine: Engine, node_id: str, out: pathlib.Path) -> tuple[Mani
                     raise StoreError(f"the store is at schema {schema}, this node's code at {HEAD_REVISION}: "
                                      "open it once with this version (any command migrates it), then back it up")
                 tables = {t.name: _copy(src, conn, t) for t in metadata.sorted_tables}
+                if signer is not None:
+                    tables[certificates.name] += _add_certificate(conn, signer)
                 manifest = Manifest(node_id=node_id, created_at=dt.datetime.now(dt.UTC).isoformat(
                     timespec="seconds"), schema=schema, source=src.dialect.name, tables=tables,
                     audit_head=_head(src, audit_log), query_head=_head(src, query_log))
@@ -192,6 +216,14 @@ def _copy(src: Connection, dst: Connection, table: Table) -> int:
         execute_many(dst, insert(table), columns, [tuple(row) for row in part], sql=sql)
         n += len(part)
     return n
+
+
+def _add_certificate(conn: Connection, der: bytes) -> int:
+    """Add ``der`` to the ``certificates`` of the copy unless it is there already; 1 if added."""
+    row = {"key_id": key_id_of(der), "node_id": identity_of(x509.load_der_x509_certificate(der)).node_id,
+           "der": der, "added_at_ms": time.time_ns() // 1_000_000}
+    return conn.execute(insert_for(conn, certificates).values(**row).on_conflict_do_nothing(
+        index_elements=["key_id"])).rowcount
 
 
 def _head(conn: Connection, log: Table) -> int:

@@ -173,3 +173,19 @@ def test_a_file_that_is_no_backup_is_refused_clearly(tmp_path: pathlib.Path, con
         path.write_bytes(content)
     with pytest.raises(UsageError, match="not a node backup"):
         backup.read_manifest(path)
+
+
+def test_a_backup_passes_the_drill_on_another_node_of_the_federation(tmp_path: pathlib.Path) -> None:
+    city = build_node(load_config(init_node(tmp_path / "city", node_id="city:330100", level="city")))
+    dept = build_node(load_config(init_node(tmp_path / "dept", node_id=NODE_ID, level="department", unit=UNIT,
+                                            ca_dir=tmp_path / "city" / "ca")))
+    try:
+        _import(dept, tmp_path / "a.csv", 10)
+        out = tmp_path / "b.db"
+        backup.create_backup(dept.store.engine, NODE_ID, out, signer=dept.identity.signing_cert_der)
+        report = backup.drill(out, city.trust)  # the city knows the CA, not the department's signing key
+        assert report.ok, report.findings[:2]
+        assert report.records == 10
+    finally:
+        city.close()
+        dept.close()

@@ -45,7 +45,8 @@ def create(ctx: click.Context, out: pathlib.Path, as_json: bool) -> None:
     from node.store import AuditEvent
 
     with open_node(ctx) as node:
-        manifest, digest = create_backup(node.store.engine, node.config.id, out)
+        manifest, digest = create_backup(node.store.engine, node.config.id, out,
+                                           signer=node.identity.signing_cert_der)
         node.store.audit.record(AuditEvent(actor=node.config.id, action="backup", subject=out.name, detail={
             "sha256": digest, "record_revisions": manifest.tables.get("record_revisions", 0)}))
     if as_json:

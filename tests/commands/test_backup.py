@@ -80,3 +80,19 @@ def test_usage_errors_are_one_line_with_exit_2(node_dir: pathlib.Path, tmp_path:
     into_full = run(node_dir / "node.yaml", "backup", "restore", str(taken))
     assert into_full.exit_code == 2 and "not a node backup" in into_full.output
     assert "Traceback" not in over.output + into_full.output
+
+
+def test_verify_on_another_node_of_the_federation_passes_the_records_this_node_signed(
+        tmp_path: pathlib.Path) -> None:
+    city = CliRunner().invoke(cli, ["init", str(tmp_path / "city"), "--id", "city:330100", "--level", "city"])
+    assert city.exit_code == 0, city.output
+    dept = CliRunner().invoke(cli, ["init", str(tmp_path / "dept"), "--id", "dept:330102:scjgj", "--level",
+                                    "department", "--unit", UNIT, "--ca", str(tmp_path / "city" / "ca")])
+    assert dept.exit_code == 0, dept.output
+    write_csv(tmp_path / "p.csv", load_catalog(bundled_catalog()).item("admin_penalty"), penalty_rows(5, source_unit=UNIT))
+    assert run(tmp_path / "dept" / "node.yaml", "import", str(tmp_path / "p.csv"), "--item", "admin_penalty").exit_code == 0
+    out = tmp_path / "b.db"
+    assert run(tmp_path / "dept" / "node.yaml", "backup", "create", str(out)).exit_code == 0
+    checked = run(tmp_path / "city" / "node.yaml", "backup", "verify", str(out))
+    assert checked.exit_code == 0, checked.output
+    assert "5 record revisions verified, OK" in checked.output
