@@ -10,11 +10,15 @@ they disclose nothing a query would, and only callers with role ``node``, ``admi
 Like every other endpoint of the node, it is mutual TLS only: Prometheus scrapes with a client
 certificate from the federation CA (``scheme: https`` and ``tls_config`` with ``cert_file`` and
 ``key_file``, docs/operations.md). The TLS handshake runs in the connection's own thread, so a
-client that connects and says nothing holds up no one else.
+client that connects and says nothing holds up no one else; at most ``MAX_CONNECTIONS`` are served
+at once (others wait in the listen queue), and each must finish its handshake and send its request
+within ``REQUEST_DEADLINE_S`` or is cut off: a client sending a byte at a time (slowloris), with or
+without a certificate, holds a thread and a descriptor for that long, not for good.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -39,6 +43,8 @@ __all__ = ["METRICS_ROLES", "MetricsServer", "NodeCollector"]
 
 METRICS_ROLES = frozenset({"node", "admin", "auditor"})
 HANDSHAKE_TIMEOUT_S = 10.0
+REQUEST_DEADLINE_S = 10.0  # from the connection to the end of the request's headers, whatever it sends
+MAX_CONNECTIONS = 8  # served at once; Prometheus scrapes one at a time per job
 log = logging.getLogger(__name__)
 
 
@@ -168,20 +174,63 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], owner: MetricsServer) -> None:
         self.owner = owner
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Handler)
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        tls = self.owner.handshake(request)
-        if tls is None:
-            return
+    def get_request(self) -> tuple[socket.socket, Any]:
+        # With every slot taken, the connection waits in the listen queue; the short wait keeps
+        # serve_forever() answering shutdown() (an OSError here is "nothing accepted this time").
+        if not self._slots.acquire(timeout=0.5):
+            raise OSError("metrics: every connection slot is taken")
         try:
-            _Handler(tls, client_address, self)
+            return super().get_request()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
         finally:
-            tls.close()
+            self._slots.release()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        cut = request.dup()  # wrap_socket() takes over the socket: this handle can still shut it down
+        deadline = threading.Timer(REQUEST_DEADLINE_S, _shut, (cut,))
+        deadline.daemon = True
+        deadline.start()
+        try:
+            tls = self.owner.handshake(request)
+            if tls is None:
+                return
+            try:
+                _Handler(tls, client_address, self, deadline)
+            finally:
+                tls.close()
+        finally:
+            deadline.cancel()
+            cut.close()
+
+
+def _shut(sock: socket.socket) -> None:
+    """Past the deadline: wake the connection's thread from its read, with end of file."""
+    with contextlib.suppress(OSError):  # closed meanwhile
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+
+    def __init__(self, request: Any, client_address: Any, server: _Server,
+                 deadline: threading.Timer | None = None) -> None:
+        self._deadline = deadline
+        super().__init__(request, client_address, server)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()  # reads the headers
+        if self._deadline is not None:
+            self._deadline.cancel()  # the request is in: answering it is the node's own work
+        return parsed
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != "/metrics":

@@ -6,12 +6,13 @@ import http.client
 import pathlib
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from node import metrics
 from node.app import Node, build_node, build_runtime
 from node.config import load_config
 from node.errors import ConfigError, StoreError
@@ -147,3 +148,67 @@ def test_the_runtime_serves_metrics_only_where_configured(tmp_path: pathlib.Path
 def test_a_listen_address_that_is_no_host_port_is_a_config_error(node: Node) -> None:
     with pytest.raises(ConfigError, match=r"metrics\.listen"):
         MetricsServer(node.identity, node.trust, "nine-four-six-four", CollectorRegistry())
+
+
+@pytest.fixture
+def serve(node: Node) -> Iterator[Callable[[], MetricsServer]]:
+    """Start a metrics server when the test says (after it set the limits it wants)."""
+    started: list[MetricsServer] = []
+
+    def start() -> MetricsServer:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(NodeCollector(node_id=node.config.id, level=node.config.level,
+                                        catalog_version=node.catalog.version, store=node.store, contacts=list))
+        server = MetricsServer(node.identity, node.trust, "127.0.0.1:0", registry)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _tls(server: MetricsServer, identity: pathlib.Path, timeout: float) -> ssl.SSLSocket:
+    ctx = ssl.create_default_context(cafile=str(identity / "ca.pem"))
+    ctx.load_cert_chain(identity / "cert.pem", identity / "key.pem")
+    host, port = server.address.rsplit(":", 1)
+    raw = socket.create_connection((host, int(port)), timeout=timeout)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=host)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def test_a_client_sending_its_request_a_byte_at_a_time_is_cut_off_at_the_deadline(
+        node: Node, serve: Callable[[], MetricsServer], tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "REQUEST_DEADLINE_S", 0.5)
+    server = serve()
+    caller = _caller(node, tmp_path, "admin:330102:slow", "admin")
+    with _tls(server, caller, timeout=0.1) as conn:
+        conn.sendall(b"GET /metrics HTTP/1.0\r\nX-Slow: ")
+        for _ in range(100):  # 10 s of a byte every 0.1 s, each well within the per-read timeout
+            try:
+                if conn.recv(1) == b"":
+                    break  # closed by the server: end of file, no response
+            except TimeoutError:
+                conn.sendall(b"a")
+            except (ssl.SSLError, ConnectionError):
+                break  # or closed mid-record
+        else:
+            pytest.fail("the server still reads a request begun 10 s ago")
+
+
+def test_connections_beyond_the_limit_wait_and_one_holding_a_slot_does_not_stop_the_next_scrape(
+        node: Node, serve: Callable[[], MetricsServer], tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "MAX_CONNECTIONS", 1)
+    server = serve()
+    caller = _caller(node, tmp_path, "admin:330102:ops", "admin")
+    holder = _tls(server, caller, timeout=10)  # handshake done: served, waiting for its request
+    try:
+        with pytest.raises((TimeoutError, socket.timeout)):  # the second waits in the listen queue
+            _tls(server, caller, timeout=1).close()
+    finally:
+        holder.close()
+    assert _scrape(server, caller)[0] == 200
