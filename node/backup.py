@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import os
 import pathlib
@@ -66,6 +67,7 @@ _MANIFEST = Table("backup_manifest", MetaData(), Column("key", String(64), prima
                   Column("value", Text, nullable=False))
 # What a node writes into a store it opens before anything else happens: a restore may replace it.
 _FRESH_META_KEYS = frozenset({"store.owner"})
+_SCRATCH = "credit-node-restore-"  # the drill's and the restore's scratch directories, in the temp directory
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,8 @@ def _advance_sequences(conn: Connection) -> None:
 @contextlib.contextmanager
 def _scratch_copy(path: pathlib.Path) -> Iterator[Store]:
     """The backup copied to a private directory and opened as a store (migrated if it is older)."""
-    with tempfile.TemporaryDirectory(prefix="credit-node-restore-") as tmp:
+    _sweep_scratch()
+    with tempfile.TemporaryDirectory(prefix=_SCRATCH) as tmp, _claimed(pathlib.Path(tmp)):
         copy = pathlib.Path(tmp) / "store.db"
         try:
             shutil.copyfile(path, copy)
@@ -263,6 +266,36 @@ def _scratch_copy(path: pathlib.Path) -> Iterator[Store]:
             yield Store(engine)
         finally:
             engine.dispose()
+
+
+@contextlib.contextmanager
+def _claimed(directory: pathlib.Path) -> Iterator[None]:
+    """Hold a lock in ``directory`` while it is in use; it appears already locked (renamed into place)."""
+    fd = os.open(directory / ".lock.new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(directory / ".lock.new", directory / ".lock")
+        yield
+    finally:
+        os.close(fd)
+
+
+def _sweep_scratch() -> None:
+    """Remove the scratch copies (each a whole store, unmasked) of drills and restores that were
+    killed: directories whose lock no process holds any more."""
+    for directory in pathlib.Path(tempfile.gettempdir()).glob(f"{_SCRATCH}*"):
+        try:
+            fd = os.open(directory / ".lock", os.O_RDONLY)
+        except OSError:
+            continue  # being set up, or not ours to open
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # in use
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 def _checked(store: Store, manifest: Manifest, trust: TrustStore) -> DrillReport:

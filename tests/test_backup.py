@@ -189,3 +189,30 @@ def test_a_backup_passes_the_drill_on_another_node_of_the_federation(tmp_path: p
     finally:
         city.close()
         dept.close()
+
+
+def test_the_copy_a_killed_drill_left_behind_is_removed_by_the_next_one(
+        node: Node, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+    import os
+    import tempfile
+
+    out = tmp_path / "b.db"
+    backup.create_backup(node.store.engine, NODE_ID, out)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    killed, running = scratch / "credit-node-restore-killed", scratch / "credit-node-restore-running"
+    for d in (killed, running):
+        d.mkdir()
+        (d / "store.db").write_bytes(out.read_bytes())  # a whole store, unmasked
+        (d / ".lock").touch()
+    held = os.open(running / ".lock", os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert backup.drill(out, node.trust).ok
+        assert not killed.exists()
+        assert (running / "store.db").exists()  # another drill still at work is left alone
+    finally:
+        os.close(held)
+    assert sorted(p.name for p in scratch.iterdir()) == ["credit-node-restore-running"]
