@@ -214,9 +214,10 @@ def _copy(src: Connection, dst: Connection, table: Table) -> int:
     sql = positional_sql(dst, insert(table), columns)
     result = src.execution_options(yield_per=_PAGE).execute(select(table))
     n = 0
-    for part in result.partitions():
-        execute_many(dst, insert(table), columns, [tuple(row) for row in part], sql=sql)
-        n += len(part)
+    with translated(f"copying table {table.name}"):  # a row the target refuses: which table it is in
+        for part in result.partitions():
+            execute_many(dst, insert(table), columns, [tuple(row) for row in part], sql=sql)
+            n += len(part)
     return n
 
 

@@ -13,7 +13,7 @@ import yaml
 from node import backup
 from node.app import Node, build_node
 from node.config import load_config
-from node.errors import UsageError
+from node.errors import StoreError, UsageError
 from node.provisioning import init_node
 from node.sampledata import penalty_rows, write_csv
 
@@ -216,3 +216,26 @@ def test_the_copy_a_killed_drill_left_behind_is_removed_by_the_next_one(
     finally:
         os.close(held)
     assert sorted(p.name for p in scratch.iterdir()) == ["credit-node-restore-running"]
+
+
+def test_a_backup_with_text_postgresql_refuses_fails_its_restore_naming_the_table_and_leaves_the_store_empty(
+        node: Node, node_yaml: pathlib.Path, tmp_path: pathlib.Path, db_url: str) -> None:
+    _import(node, tmp_path / "a.csv", 5)
+    out = tmp_path / "b.db"
+    backup.create_backup(node.store.engine, NODE_ID, out)
+    clean = tmp_path / "clean.db"
+    clean.write_bytes(out.read_bytes())
+    with sqlite3.connect(out) as db:  # SQLite keeps a NUL in text; PostgreSQL refuses it
+        db.execute("INSERT INTO meta VALUES ('odd', 'a' || char(0) || 'b')")
+        db.execute("UPDATE backup_manifest SET value = CAST(value AS INTEGER) + 1 WHERE key = 'rows.meta'")
+    restored = build_node(load_config(_node_on(node_yaml, db_url)))
+    try:
+        if not db_url.startswith("postgresql"):
+            assert backup.restore(out, restored.store, NODE_ID, restored.trust).ok
+            return
+        with pytest.raises(StoreError, match=r"copying table meta: .*NUL"):
+            backup.restore(out, restored.store, NODE_ID, restored.trust)
+        assert restored.store.records.counts() == {}
+        assert backup.restore(clean, restored.store, NODE_ID, restored.trust).ok  # empty: a second restore works
+    finally:
+        restored.close()
