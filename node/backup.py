@@ -168,7 +168,7 @@ def read_manifest(path: pathlib.Path) -> Manifest:
 def drill(path: pathlib.Path, trust: TrustStore) -> DrillReport:
     """Restore ``path`` into a scratch store and check it whole (the backup is not changed)."""
     manifest = read_manifest(path)
-    with _scratch_copy(path) as store:
+    with _scratch_copy(path, manifest.schema) as store:
         return _checked(store, manifest, trust)
 
 
@@ -177,7 +177,7 @@ def restore(path: pathlib.Path, target: Store, node_id: str, trust: TrustStore) 
     manifest = read_manifest(path)
     if manifest.node_id != node_id:
         raise UsageError(f"{path} is a backup of node {manifest.node_id}, not of {node_id}", field="file")
-    with (_scratch_copy(path) as scratch, translated("restoring the backup"),
+    with (_scratch_copy(path, manifest.schema) as scratch, translated("restoring the backup"),
           write_transaction(target.engine) as conn):
         held = _held(conn)
         if held:
@@ -252,8 +252,10 @@ def _advance_sequences(conn: Connection) -> None:
 
 
 @contextlib.contextmanager
-def _scratch_copy(path: pathlib.Path) -> Iterator[Store]:
+def _scratch_copy(path: pathlib.Path, schema: str) -> Iterator[Store]:
     """The backup copied to a private directory and opened as a store (migrated if it is older)."""
+    from alembic.util import CommandError
+
     _sweep_scratch()
     with tempfile.TemporaryDirectory(prefix=_SCRATCH) as tmp, _claimed(pathlib.Path(tmp)):
         copy = pathlib.Path(tmp) / "store.db"
@@ -263,7 +265,12 @@ def _scratch_copy(path: pathlib.Path) -> Iterator[Store]:
             raise UsageError(f"cannot read {path}: {exc.strerror}", field="file") from None
         engine = open_engine(f"sqlite:///{copy}")
         try:
-            migrate(engine)
+            try:
+                migrate(engine)
+            except CommandError:  # a revision this code has no migration for
+                raise UsageError(f"{path} was taken at schema {schema}, which this release does not know "
+                                 f"(it is at {HEAD_REVISION}): check or restore it with the release that "
+                                 "made it, or a newer one", field="file") from None
             yield Store(engine)
         finally:
             engine.dispose()

@@ -239,3 +239,15 @@ def test_a_backup_with_text_postgresql_refuses_fails_its_restore_naming_the_tabl
         assert backup.restore(clean, restored.store, NODE_ID, restored.trust).ok  # empty: a second restore works
     finally:
         restored.close()
+
+
+def test_a_backup_from_a_newer_release_is_refused_naming_its_schema(node: Node, tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "b.db"
+    backup.create_backup(node.store.engine, NODE_ID, out)
+    with sqlite3.connect(out) as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999'")
+        db.execute("UPDATE backup_manifest SET value = '9999' WHERE key = 'schema'")
+    with pytest.raises(UsageError, match="taken at schema 9999, which this release does not know"):
+        backup.drill(out, node.trust)
+    with pytest.raises(UsageError, match="taken at schema 9999"):
+        backup.restore(out, node.store, NODE_ID, node.trust)
