@@ -111,6 +111,14 @@ def answer(node: Node, child: str, request: fpb.ReconcileRequest) -> fpb.Reconci
         held = digests.held(scope, detail)
         response.held.extend(fpb.HeldRevision(record_id=rid, revision=rev, body_digest=digest)
                              for (rid, rev), (_bucket, digest) in sorted(held.items()))
+        # The same records' revisions that reached this node another way (made here, or from the
+        # parent): the child's revision of the same number with another body lost a race with one
+        # of them, and replaying it would be refused again (E_REVISION_CONFLICT) every cycle.
+        records = {rid for rid, _rev in held}
+        response.elsewhere.extend(
+            fpb.HeldRevision(record_id=rid, revision=rev, body_digest=digest)
+            for (rid, rev), (_bucket, digest) in sorted(digests.held(Scope(), detail).items())
+            if rid in records and (rid, rev) not in held)
     return response
 
 
@@ -136,8 +144,11 @@ def reconcile_with_parent(node: Node, peer: ReconcilePeer) -> ReconcileReport:
         chunk = report.differing[start:start + DETAIL_CHUNK]
         reply = peer.ask(fpb.ReconcileRequest(detail=[fpb.DayDigest(item=i, day=d) for i, d in chunk]))
         theirs = {(h.record_id, h.revision): bytes(h.body_digest) for h in reply.held}
+        # Held at the parent, but not from us (an older parent sends none): not missing there.
+        elsewhere = {(h.record_id, h.revision): bytes(h.body_digest) for h in reply.elsewhere}
         held = digests.held(scope, chunk)
-        missing = [(key, bucket) for key, (bucket, _digest) in held.items() if key not in theirs]
+        missing = [(key, bucket) for key, (bucket, _digest) in held.items()
+                   if key not in theirs and key not in elsewhere]
         report.missing += len(missing)
         replay = [(key, bucket) for key, bucket in missing if key not in undelivered]
         report.in_flight += sum(1 for key, _b in missing if undelivered.get(key) == "pending")
@@ -146,7 +157,7 @@ def reconcile_with_parent(node: Node, peer: ReconcilePeer) -> ReconcileReport:
                                            for (rid, rev), bucket in replay])
         report.parent_only += sorted(key for key in theirs if key not in held)
         report.conflicting += sorted(key for key, (_b, digest) in held.items()
-                                     if key in theirs and theirs[key] != digest)
+                                     if theirs.get(key, elsewhere.get(key, digest)) != digest)
     return report
 
 

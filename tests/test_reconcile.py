@@ -7,11 +7,13 @@ missing revisions and re-enqueues them; afterwards both sides agree, every chain
 there are no dead letters. A second round is in sync. The scheduled reconciliation
 (``forwarding.reconcile_every_s``) repairs the same damage without anyone asking. A replay cut
 short by SIGKILL (the city or the district, at a moment picked from a seed printed as
-``CRASH_SEED``) and reconciled again queues nothing twice.
+``CRASH_SEED``) and reconciled again queues nothing twice. A revision the source and the city
+both made (the same number, two bodies) is reported conflicting, not missing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import random
@@ -189,3 +191,36 @@ def test_the_schedule_runs_its_first_round_soon_after_start_not_a_whole_period_l
         assert ran.wait(30), "no reconciliation within 30 s of start with an hourly schedule"
     finally:
         schedule.stop()
+
+
+@pytest.fixture
+def chain(tmp_path: pathlib.Path) -> Iterator[LocalFederation]:
+    from node.demo.layout import chain_plan
+
+    yield from start_federation(tmp_path, chain_plan(), "grpc")
+
+
+def test_a_revision_the_city_and_the_source_both_made_is_a_conflict_not_a_gap(chain: LocalFederation) -> None:
+    """The city revokes a record while its department, stopped, re-reports it changed: both make
+    revision 2. Each side refuses the other's (E_REVISION_CONFLICT); reconciliation at the
+    department names the revision as conflicting (exit 1) instead of counting it missing."""
+    fed = chain
+    first = fed.sample_csv(DEPT_WEST, 20, seed=41)
+    fed.import_file(DEPT_WEST, first)
+    fed.wait_for(CITY, 20)
+    record_id = sorted(fed.keys(DEPT_WEST))[0][0]
+    assert fed.nodes[DEPT_WEST].stop() == 0
+    assert fed.cli_json(CITY, "downward", "revise", record_id, "--status", "revoked",
+                        "--reason", "处罚决定已撤销")["revision"] == 2
+    wait_until(lambda: (record_id, 2) in fed.keys(WEST), 120, what="the city's revision 2 at the district")
+    changed = first.with_name("changed.csv")
+    changed.write_text(first.read_text(encoding="utf-8").replace("责令改正", "责令限期改正"), encoding="utf-8")
+    assert fed.import_file(DEPT_WEST, changed)["accepted"] == 20  # revision 2 of each, made at the source
+    fed.nodes[DEPT_WEST].start()
+    fed.wait_drained()
+    wait_until(lambda: fed.dead_letters(DEPT_WEST) == 2, 120, what="both refusals at the department")
+    done = fed.cli(DEPT_WEST, "reconcile", "--with", "parent", "--json")
+    report = json.loads(done.stdout)
+    assert report["conflicting"] == [{"record_id": record_id, "revision": 2}], report
+    assert (report["missing"], report["replayed"], report["dead_lettered"]) == (0, 0, 0), report
+    assert done.returncode == 1
