@@ -7,9 +7,11 @@ its own so it can crash and stop it. Expect ~15 s per broker boot on a 2-CPU mac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -318,3 +320,40 @@ def test_lifecycle_is_idempotent_survives_a_crash_and_leaves_nothing_behind(tmp_
         assert plain_broker_answers(), "the machine's plain RabbitMQ on 5672 stopped answering"
     if plugins_before is not None:
         assert plain_plugins.read_bytes() == plugins_before
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs procfs to find processes")
+def test_start_waits_for_a_broker_whose_launch_is_slow_to_reach_rabbitmq_server(tmp_path):
+    # The process `start` launches is setsid, then env, then rabbitmq-server; only the last carries
+    # the state dir's mark in its environment. A busy machine makes that chain slow (here a setsid
+    # that dawdles): a start must not take the unmarked launcher for a broker that died at once,
+    # give up, and leave the broker it launched running behind it.
+    real = subprocess.run(["sh", "-c", "command -v setsid"], capture_output=True, text=True).stdout.strip()
+    if not real:
+        skip_or_fail("setsid is not installed")
+    slow = tmp_path / "bin"
+    slow.mkdir()
+    launched = tmp_path / "launched.pid"  # the launcher's pid stays the broker shell's through each exec
+    (slow / "setsid").write_text(f"#!/bin/sh\necho $$ >{launched}\nsleep 2\nexec {real} \"$@\"\n")
+    (slow / "setsid").chmod(0o755)
+    ca = CertificateAuthority(tmp_path / "pki")
+    cert, key = ca.issue("localhost", server=True, dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+    state = tmp_path / "state"
+    env = {**os.environ, "PATH": f"{slow}:{os.environ['PATH']}"}
+    started = subprocess.run([str(REPO_ROOT / "scripts" / "rabbitmq-tls"), "start", "--dir", str(state), "--port",
+                              "auto", "--ca", str(ca.ca_pem), "--cert", str(cert), "--key", str(key)],
+                             capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL, env=env)
+    try:
+        if started.returncode == EXIT_NOT_INSTALLED:
+            skip_or_fail(f"RabbitMQ is not installed:\n{started.stderr}")
+        assert started.returncode == 0, started.stderr
+        assert port_open(int(started.stdout.strip()))
+    finally:
+        run_script("stop", "--dir", state)
+        if started.returncode != 0 and launched.exists():
+            # A start that gave up left no state to stop by: end what it launched (its session).
+            pid = int(launched.read_text())
+            for kill in (os.killpg, os.kill):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    kill(pid, signal.SIGKILL)
+    assert live_processes_of(state) == []
