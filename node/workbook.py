@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import pathlib
-import re
 import zipfile
 import zlib
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from node.errors import InputFileError, Problem
+from node.sheetmarks import SheetMarks, sheet_marks
 from node.tabular import (
     MAX_TITLE_ROWS,
     HeaderMap,
@@ -341,67 +341,3 @@ def _filled(cells: tuple[object, ...], header: _Header) -> bool:
 
 def _any_value(cells: tuple[object, ...]) -> bool:
     return any(c is not None and str(c).strip() for c in cells)
-
-
-class SheetMarks(NamedTuple):
-    """What the values of a read-only sheet do not show: merged blocks, formulas never calculated,
-    hidden rows (openpyxl's read-only sheets keep no row dimensions)."""
-
-    merged: list[tuple[int, int, int, int]]  # first row, first column (0-based), last row, last column
-    uncalculated: dict[int, list[int]]  # row -> columns (0-based) of formulas without a saved result
-    hidden: frozenset[int] = frozenset()  # rows hidden by hand, by a filter or in a collapsed group
-    filtered: bool = False  # the sheet has a filter (autoFilter): a hidden row is most likely filtered out
-
-
-_NS = rb"(?:\w+:)?"
-_MERGE = re.compile(rb"<" + _NS + rb'mergeCell ref="([A-Z]{1,3})(\d+):([A-Z]{1,3})(\d+)"')
-# A cell holding a formula and no value (or an empty one): a workbook written by a library, whose
-# results only a spreadsheet program computes. Read for its value, it looks empty.
-_UNCALCULATED = re.compile(
-    rb"<" + _NS + rb'c r="([A-Z]{1,3})(\d+)"[^>]*>'
-    rb"(?:<" + _NS + rb"f[^>]*/>|<" + _NS + rb"f[^>]*>[^<]*</" + _NS + rb"f>)"
-    rb"(?:<" + _NS + rb"v\s*/>|<" + _NS + rb"v></" + _NS + rb"v>)?</" + _NS + rb"c>")
-# A row element marked hidden (Excel writes hidden="1" for rows hidden by hand, filtered out by an
-# autoFilter or folded in a collapsed group), and its number. The attribute is searched for (a
-# literal: fast), then its element's name: a scan for every <row> cost half as much again.
-_HIDDEN = re.compile(rb'hidden="(?:1|true)"')
-_ROW_START = re.compile(rb"<" + _NS + rb"row\s")
-_ROW_NUMBER = re.compile(rb'\sr="(\d+)"')
-_CHUNK = 1 << 20
-_OVERLAP = 1 << 16  # longer than any cell with a formula (Excel caps formulas at 8,192 characters)
-
-
-def sheet_marks(ws: Any) -> SheetMarks:
-    """Scan a sheet's XML for merged blocks, uncalculated formulas and hidden rows, in chunks (bounded memory)."""
-    from openpyxl.utils import column_index_from_string
-
-    merged: set[tuple[int, int, int, int]] = set()
-    uncalculated: dict[int, set[int]] = {}
-    hidden: set[int] = set()
-    filtered = False
-    try:
-        source = ws._get_source()  # read-only sheets keep their XML in the archive: read it once more
-    except (AttributeError, KeyError):
-        return SheetMarks([], {})
-    with source:
-        tail = b""
-        while True:
-            chunk = source.read(_CHUNK)
-            text = tail + chunk
-            for m in _MERGE.finditer(text):
-                merged.add((int(m[2]), column_index_from_string(m[1].decode()) - 1,
-                            int(m[4]), column_index_from_string(m[3].decode()) - 1))
-            for m in _UNCALCULATED.finditer(text):
-                uncalculated.setdefault(int(m[2]), set()).add(column_index_from_string(m[1].decode()) - 1)
-            for m in _HIDDEN.finditer(text):
-                start = text.rfind(b"<", 0, m.start())  # the tag's name is matched with whitespace after
-                tag = text[start:text.find(b">", m.end()) + 1]
-                if (text[m.start() - 1:m.start()].isspace() and _ROW_START.match(tag)
-                        and (number := _ROW_NUMBER.search(tag)) is not None):
-                    hidden.add(int(number[1]))
-            filtered = filtered or b"<autoFilter" in text or b":autoFilter" in text
-            if not chunk:
-                break
-            tail = text[-_OVERLAP:]  # matches found again in it are the same cells (sets)
-    return SheetMarks(sorted(merged), {row: sorted(cols) for row, cols in uncalculated.items()}, frozenset(hidden),
-                      filtered)
