@@ -88,7 +88,7 @@ def _refusal(item: dict[str, Any]) -> str:
 
 # --- the shipped release ------------------------------------------------------------------------
 def test_shipped_catalogue_loads_with_its_version_and_items(shipped: Catalog) -> None:
-    assert shipped.version == "2026.12.6"
+    assert shipped.version == "2026.12.7"
     assert {"admin_penalty", "admin_license", "registration", "serious_dishonest_list", "red_list",
             "abnormal_operation", "professional_qualification", "admin_inspection"} <= set(shipped.items)
 
@@ -180,6 +180,13 @@ def test_header_map_accepts_names_codes_aliases_in_any_width_and_case(shipped: C
     # An amount's unit is part of its name: without it, or in 元, it is another column.
     for other in ("罚款金额", "罚款金额（元）"):
         assert normalize_header(other) not in headers
+
+
+def test_headers_of_earlier_templates_name_their_columns(shipped: Catalog) -> None:
+    headers = shipped.item("admin_penalty").header_map()
+    earlier = {"处罚决定书文号": "CF_WSH", "行政处罚决定文书号": "CF_WSH", "处罚事由": "CF_SY", "处罚结果": "CF_NR",
+               "法定代表人姓名": "CF_FRDB", "法定代表人身份证号": "CF_FR_ZJHM"}
+    assert {h: headers.get(normalize_header(h)) for h in earlier} == earlier
 
 
 def test_a_header_marked_with_a_star_or_a_colon_or_its_unit_in_other_brackets_is_the_column(shipped: Catalog) -> None:
