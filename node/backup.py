@@ -47,7 +47,7 @@ from node.store._sql import (
     translated,
     write_transaction,
 )
-from node.store.engine import HEAD_REVISION, migrate, open_engine
+from node.store.engine import HEAD_REVISION, SCHEMA_UNKNOWN, migrate, open_engine
 from node.store.tables import (
     audit_log,
     certificates,
@@ -254,8 +254,6 @@ def _advance_sequences(conn: Connection) -> None:
 @contextlib.contextmanager
 def _scratch_copy(path: pathlib.Path, schema: str) -> Iterator[Store]:
     """The backup copied to a private directory and opened as a store (migrated if it is older)."""
-    from alembic.util import CommandError
-
     _sweep_scratch()
     with tempfile.TemporaryDirectory(prefix=_SCRATCH) as tmp, _claimed(pathlib.Path(tmp)):
         copy = pathlib.Path(tmp) / "store.db"
@@ -267,7 +265,9 @@ def _scratch_copy(path: pathlib.Path, schema: str) -> Iterator[Store]:
         try:
             try:
                 migrate(engine)
-            except CommandError:  # a revision this code has no migration for
+            except StoreError as exc:
+                if exc.code != SCHEMA_UNKNOWN:
+                    raise
                 raise UsageError(f"{path} was taken at schema {schema}, which this release does not know "
                                  f"(it is at {HEAD_REVISION}): check or restore it with the release that "
                                  "made it, or a newer one", field="file") from None

@@ -31,6 +31,7 @@ MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent / "migrations"
 # store already there is opened without loading Alembic, whose import and script scan cost
 # every CLI command about a third of a second.
 HEAD_REVISION = "0009"
+SCHEMA_UNKNOWN = "E_STORE_SCHEMA"  # the store's schema revision is one this release does not know
 
 # The PostgreSQL advisory lock a migration holds (any fixed number; per database).
 MIGRATION_LOCK_KEY = 0x63726564_6D696772  # "credmigr"
@@ -193,6 +194,7 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     if revision == "head" and _current_revision(engine) == HEAD_REVISION:
         return
     from alembic import command
+    from alembic.util import CommandError
 
     cfg = alembic_config()
     try:
@@ -212,6 +214,12 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             command.upgrade(cfg, revision)
     except SQLAlchemyError as exc:
         raise migration_failure(exc) from exc
+    except CommandError:  # a revision this release has no migration for: a newer release wrote it
+        error = StoreError(f"the store is at schema {_current_revision(engine)}, which this release does not "
+                           f"know (it is at {HEAD_REVISION}): a newer release of the node wrote it; run that "
+                           "release, or a newer one", code=SCHEMA_UNKNOWN)
+        error.retryable, error.exit_code = False, 2  # no retry helps: another release is needed
+        raise error from None
 
 
 def _current_revision(engine: Engine) -> str | None:

@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
-from node.errors import ConfigError
+from node.errors import ConfigError, StoreError
 from node.store import RecordStore, migrate, open_engine
 from node.store.engine import HEAD_REVISION, MIGRATIONS_DIR, alembic_config, normalise_url
 from node.store.tables import metadata
@@ -136,6 +136,21 @@ def _after(conn, cursor, statement, *args):
 
 migrate(engine)
 """
+
+
+def test_a_store_a_newer_release_wrote_is_refused_naming_both_schemas(db_url: str) -> None:
+    engine = open_engine(db_url)
+    try:
+        migrate(engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+        with pytest.raises(StoreError) as info:
+            migrate(engine)
+    finally:
+        engine.dispose()
+    assert info.value.code == "E_STORE_SCHEMA" and info.value.exit_code == 2 and not info.value.retryable
+    assert f"the store is at schema 0099, which this release does not know (it is at {HEAD_REVISION})" \
+        in info.value.message
 
 
 def test_a_store_killed_during_its_first_migration_is_migrated_on_the_next_start(tmp_path: pathlib.Path) -> None:
