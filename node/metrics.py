@@ -221,6 +221,9 @@ def _shut(sock: socket.socket) -> None:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
+    def version_string(self) -> str:  # the Server header: not the Python version http.server would tell
+        return "credit-node"
+
     def __init__(self, request: Any, client_address: Any, server: _Server,
                  deadline: threading.Timer | None = None) -> None:
         self._deadline = deadline

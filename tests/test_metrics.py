@@ -212,3 +212,19 @@ def test_connections_beyond_the_limit_wait_and_one_holding_a_slot_does_not_stop_
     finally:
         holder.close()
     assert _scrape(server, caller)[0] == 200
+
+
+def test_the_endpoint_does_not_tell_its_python_version(node: Node, served: MetricsServer,
+                                                        tmp_path: pathlib.Path) -> None:
+    identity = _caller(node, tmp_path, "admin:330102:ops", "admin")
+    ctx = ssl.create_default_context(cafile=str(identity / "ca.pem"))
+    ctx.load_cert_chain(identity / "cert.pem", identity / "key.pem")
+    host, port = served.address.rsplit(":", 1)
+    conn = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200 and response.getheader("Server") == "credit-node"
+    finally:
+        conn.close()
