@@ -121,6 +121,9 @@ def import_(ctx: click.Context, path: str, item: str, encoding: str | None, as_j
     else:
         click.echo(f"{file.name}: {summary.accepted} accepted, {summary.duplicates} duplicates, "
                    f"{summary.rejected} rejected, {summary.warnings} warnings")
+        if not summary.accepted + summary.duplicates + summary.rejected:
+            click.echo(f"  {file.name} holds no records: a header and nothing under it (the wrong file, or an "
+                       "empty report)")
         from node.preparing import WARNINGS_KEPT
 
         # A warning may sit on an accepted, a duplicate or a refused row: it is labelled as one only.

@@ -367,3 +367,15 @@ def test_an_import_cut_off_from_its_server_store_says_to_import_again_not_to_fix
         assert (again["duplicates"], again["accepted"] + again["duplicates"] + again["rejected"]) == (kept, 12_000)
     finally:
         admin.dispose()
+
+
+def test_a_file_holding_only_its_header_is_said_to_hold_no_records(node_dir, item, tmp_path):
+    csv_path = tmp_path / "p.csv"
+    write_csv(csv_path, item, penalty_rows(0, source_unit=UNIT))
+    result = run(node_dir, "import", str(csv_path), "--item", "admin_penalty")
+    assert result.exit_code == 0, result.output
+    assert "p.csv holds no records: a header and nothing under it" in result.output
+    full = tmp_path / "q.csv"
+    write_csv(full, item, penalty_rows(2, source_unit=UNIT))
+    assert "holds no records" not in run(node_dir, "import", str(full), "--item", "admin_penalty").output
+
