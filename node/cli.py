@@ -72,6 +72,16 @@ def when(ms: int | None, *, millis: bool = False) -> str:
     return at.replace("+00:00", "Z")
 
 
+def cli_actor() -> str:
+    """Who acts from the command line, for the audit log: the operating-system account."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
 def emit_json(data: object) -> None:
     """``data`` as one line of JSON, valid UTF-8 whatever it holds: a path's bytes that are not UTF-8
     (lone surrogates, printed as the raw bytes) come out as U+FFFD, as ``ls`` shows them."""

@@ -8,7 +8,6 @@ right, no purpose, an invalid authorisation code, blocked, rate limited, sharing
 
 from __future__ import annotations
 
-import getpass
 import pathlib
 import sys
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from node.cli import (
     NODE_HELP,
     SECONDS,
     cli,
+    cli_actor,
     emit_json,
     handle_errors,
     node_config,
@@ -32,13 +32,6 @@ from node.cli import (
 T = TypeVar("T")
 
 # What a subject code is made of: a USCC, an ID number, a passport or permit number.
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
 
 
 # node.authz.MAX_DAYS, written out: importing node.authz loads the store (a third of a second for
@@ -184,7 +177,7 @@ def authz_grant(ctx: click.Context, subject: str, grantee: str, items: tuple[str
 
     wanted = [i for chunk in items for i in chunk.split(",")]
     with open_node(ctx) as node:
-        grant = Authorizations(node.store).grant(subject, grantee, wanted, days, actor=_actor(),
+        grant = Authorizations(node.store).grant(subject, grantee, wanted, days, actor=cli_actor(),
                                                  known_items=node.catalog.items)
     now = grant.authorization.issued_at_ms
     if as_json:
@@ -205,7 +198,7 @@ def authz_revoke(ctx: click.Context, code: str, as_json: bool) -> None:
     from node.authz import Authorizations
 
     with open_node(ctx) as node:
-        a = Authorizations(node.store).revoke(code, actor=_actor())
+        a = Authorizations(node.store).revoke(code, actor=cli_actor())
     report(as_json, {"revoked": a.id, "grantee": a.grantee, "subject": a.subject},
            f"revoked {a.id} ({a.grantee} for {a.subject})")
 
@@ -269,7 +262,7 @@ def blocks_lift(ctx: click.Context, address: str, as_json: bool) -> None:
 
     address = blocked_address(address)  # before the store is opened: a typo is named at once
     with open_node(ctx) as node:
-        n = Guard(node.store, node.config.abuse).lift(address, actor=_actor())
+        n = Guard(node.store, node.config.abuse).lift(address, actor=cli_actor())
     report(as_json, {"address": address, "lifted": n}, f"lifted {n} block(s) on {address}")
 
 
@@ -288,7 +281,7 @@ def sharing_suspend(ctx: click.Context, reason: str, as_json: bool) -> None:
     from node.abuse import SharingSwitch
 
     with open_node(ctx) as node:
-        SharingSwitch(node.store).set(True, actor=_actor(), reason=reason)
+        SharingSwitch(node.store).set(True, actor=cli_actor(), reason=reason)
     report(as_json, {"sharing": "suspended", "reason": reason},
            "sharing suspended: Lookup and VerifyList refuse with E_SHARING_SUSPENDED")
 
@@ -302,7 +295,7 @@ def sharing_resume(ctx: click.Context, as_json: bool) -> None:
     from node.abuse import SharingSwitch
 
     with open_node(ctx) as node:
-        SharingSwitch(node.store).set(False, actor=_actor())
+        SharingSwitch(node.store).set(False, actor=cli_actor())
     report(as_json, {"sharing": "resumed"}, "sharing resumed")
 
 

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from node.cli import STORE_ID, cli, emit_json, handle_errors, not_blank, open_node, when
+from node.cli import STORE_ID, cli, cli_actor, emit_json, handle_errors, not_blank, open_node, when
 from node.errors import UsageError
 
 
@@ -46,6 +46,27 @@ def list_rejections(ctx: click.Context, source_unit: str | None, open_only: bool
         click.echo(f"#{r['id']} {r['item']} {r['source']} row {r['row']}{where}: {r['code']}: {r['message']} "
                    f"[{state}]")
     click.echo(f"{len(rows)} rejection(s)")
+
+
+@rejections_group.command("close")
+@click.argument("ids", nargs=-1, required=True, type=STORE_ID)
+@click.option("--reason", required=True, callback=not_blank,
+              help="why they will never be corrected (kept in the audit log)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def close_rejections(ctx: click.Context, ids: tuple[int, ...], reason: str, as_json: bool) -> None:
+    """Close open rejections whose row will never come back corrected (deleted, or moved and reported again)."""
+    with open_node(ctx) as node:
+        closed, not_open = node.store.rejections.close_by_hand(list(ids), actor=cli_actor(), reason=reason)
+    if as_json:
+        emit_json({"closed": closed, "not_open": not_open})
+    else:
+        if closed:
+            click.echo(f"closed {', '.join(f'#{i}' for i in closed)}")
+        if not_open:
+            click.echo(f"not open (unknown, or closed already): {', '.join(f'#{i}' for i in not_open)}")
+    sys.exit(1 if not_open else 0)
 
 
 @cli.group("conflicts")

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
 from node.rejection import RejectionRow, row_key
 from node.store._sql import translated, write_transaction
+from node.store.audit import AuditEvent, AuditLog
 from node.store.tables import rejections
 
 __all__ = ["Rejection", "RejectionKey", "RejectionRow", "RejectionStore", "close_matching", "insert_rejections",
@@ -120,6 +121,10 @@ def close_matching(
     return conn.execute(stmt, params).rowcount
 
 
+# closed_by_record_id of a rejection an operator closed (its reason is in the audit log)
+CLOSED_BY_HAND = "operator"
+
+
 class RejectionStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -127,6 +132,25 @@ class RejectionStore:
     def add(self, rows: Sequence[RejectionRow], *, now_ms: int | None = None) -> None:
         with translated("storing rejections"), write_transaction(self._engine) as conn:
             insert_rejections(conn, rows, now_ms=now_ms)
+
+    def close_by_hand(self, ids: Sequence[int], *, actor: str, reason: str,
+                      now_ms: int | None = None) -> tuple[list[int], list[int]]:
+        """Close open rejections an operator knows will never be corrected (the row was deleted, or
+        moved and reported again): returns (closed, not open: unknown or closed already). The audit
+        event, which says who and why, is written in the same transaction."""
+        now = _now_ms() if now_ms is None else now_ms
+        wanted = sorted(set(ids))
+        with translated("closing rejections"), write_transaction(self._engine) as conn:
+            open_ids = set(conn.execute(select(rejections.c.id).where(
+                rejections.c.id.in_(wanted), rejections.c.closed_at_ms.is_(None))).scalars())
+            closed = [i for i in wanted if i in open_ids]
+            if closed:
+                conn.execute(update(rejections).where(rejections.c.id.in_(closed))
+                             .values(closed_at_ms=now, closed_by_record_id=CLOSED_BY_HAND))
+                event = AuditEvent(actor=actor, action="rejections.close", subject=",".join(map(str, closed))[:255],
+                                   detail={"ids": closed, "reason": reason})
+                AuditLog(self._engine).append(conn, [event], at_ms=now)
+        return closed, [i for i in wanted if i not in open_ids]
 
     def open_count(self) -> int:
         """Refused rows not corrected yet, of every source unit."""
