@@ -52,6 +52,11 @@ def _caller(node: Node, tmp_path: pathlib.Path, caller_id: str, role: str) -> pa
 
 
 def _scrape(server: MetricsServer, identity: pathlib.Path | None) -> tuple[int, str]:
+    status, text, _server_header = _get(server, identity)
+    return status, text
+
+
+def _get(server: MetricsServer, identity: pathlib.Path | None) -> tuple[int, str, str | None]:
     ctx = ssl.create_default_context(cafile=str(identity / "ca.pem") if identity else None)
     if identity is None:
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
@@ -62,7 +67,7 @@ def _scrape(server: MetricsServer, identity: pathlib.Path | None) -> tuple[int, 
     try:
         conn.request("GET", "/metrics")
         response = conn.getresponse()
-        return response.status, response.read().decode()
+        return response.status, response.read().decode(), response.getheader("Server")
     finally:
         conn.close()
 
@@ -216,15 +221,5 @@ def test_connections_beyond_the_limit_wait_and_one_holding_a_slot_does_not_stop_
 
 def test_the_endpoint_does_not_tell_its_python_version(node: Node, served: MetricsServer,
                                                         tmp_path: pathlib.Path) -> None:
-    identity = _caller(node, tmp_path, "admin:330102:ops", "admin")
-    ctx = ssl.create_default_context(cafile=str(identity / "ca.pem"))
-    ctx.load_cert_chain(identity / "cert.pem", identity / "key.pem")
-    host, port = served.address.rsplit(":", 1)
-    conn = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=10)
-    try:
-        conn.request("GET", "/metrics")
-        response = conn.getresponse()
-        response.read()
-        assert response.status == 200 and response.getheader("Server") == "credit-node"
-    finally:
-        conn.close()
+    status, _text, server_header = _get(served, _caller(node, tmp_path, "admin:330102:ops", "admin"))
+    assert status == 200 and server_header == "credit-node"
