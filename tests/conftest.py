@@ -8,6 +8,7 @@ laptop and fail when ``CI`` is set. ``CREDIT_TEST_PG_ADMIN_URL`` overrides the s
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -17,6 +18,23 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from node.store import migrate, open_engine
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A command run in-process (CliRunner) sets the root logger up as its process would (JSON lines
+    on the stderr of that run, a level): put back what was there, so the next test's command
+    starts as a process does and not writing to a stream that belonged to another test."""
+    from node.logs import JsonFormatter
+
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if isinstance(handler.formatter, JsonFormatter):
+            root.removeHandler(handler)
+    root.setLevel(level)
+
 
 PG_ADMIN_URL = os.environ.get("CREDIT_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
