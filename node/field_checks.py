@@ -266,7 +266,9 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today, key: 
                         return None
                     return v if v <= _LATEST else beyond(v, out, row)
             if type(v) is str:
-                v = _unmarked(v.strip() if clean else normalize_text(v))
+                v = v.strip() if clean else normalize_text(v)
+                if v[:1] == TEXT_MARK:
+                    v = v[1:].strip()
                 v = aliases.get(v, v)
                 if not v:
                     return ""
@@ -290,7 +292,9 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today, key: 
 
     def a_number(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:
         if type(v) is str:
-            v = _unmarked(v.strip() if clean else normalize_text(v))
+            v = v.strip() if clean else normalize_text(v)
+            if v[:1] == TEXT_MARK:
+                v = v[1:].strip()
             if not v:
                 return ""
             if fast and (m := _PLAIN_DECIMAL.fullmatch(v)):

@@ -44,7 +44,7 @@ from node.catalog import Catalog, Condition, Item
 from node.cells import BLANKS, DIRT, DIRT_PROSE, NOT_VALUES, SHORT, is_value, misread
 from node.cross_rules import failure_test
 from node.errors import Problem
-from node.field_checks import Conv, IdCheck, Today, compile_field, identifier_check
+from node.field_checks import TEXT_MARK, Conv, IdCheck, Today, compile_field, identifier_check
 from node.identifiers import USCC_STAND_IN, normalize_text
 
 __all__ = ["Checked", "Validator"]
@@ -143,8 +143,8 @@ class _Plan:
     """An item compiled for :meth:`Validator.check`."""
 
     item: Item
-    # (code, converter, max length if plain text else -1, search for characters to normalise)
-    convs: tuple[tuple[str, Conv, int, Callable[[str], object]], ...]
+    # (code, converter, max length if plain text else -1, search for characters to normalise, part of the key)
+    convs: tuple[tuple[str, Conv, int, Callable[[str], object], bool], ...]
     codes: frozenset[str]
     required: frozenset[str]
     required_msgs: tuple[tuple[str, str], ...]  # (code, message) in catalogue order
@@ -186,7 +186,7 @@ class Validator:
         values: dict[str, str] = {}
         invalid: set[str] = set()
         get = raw.get
-        for code, conv, plain, dirt in plan.convs:
+        for code, conv, plain, dirt, keyed in plan.convs:
             v = get(code)
             if v is None or v == "":
                 continue
@@ -206,7 +206,8 @@ class Validator:
                 ok = False
             if ok and plain >= 0:  # the commonest case: clean text within its length
                 s = v.strip()  # type: ignore[attr-defined]
-                if len(s) <= plain:
+                # A key's text mark, or Excel's scientific notation of a number, is the converter's.
+                if len(s) <= plain and not (keyed and (s[:1] == TEXT_MARK or "E+" in s)):
                     if s:
                         values[code] = s
                     continue
@@ -362,11 +363,11 @@ class Validator:
                 msg = f"{f.label}: must be empty when {_describe(f.forbidden_when, item)}"
                 actions.append((f.forbidden_when, (FORBIDDEN, f.code, msg, None)))
             plain = -1
-            key = f.code in item.key_fields  # a 文号: read past Excel's text mark, so takes the converter
-            if f.type in ("string", "text") and not f.value_aliases and not key:
+            key = f.code in item.key_fields  # a 文号: Excel's text mark is read past (by the converter)
+            if f.type in ("string", "text") and not f.value_aliases:
                 plain = f.max_length or 1 << 62
             dirt = (DIRT_PROSE if f.type == "text" else DIRT).search
-            convs.append((f.code, compile_field(f, check=check, today=self._today, key=key), plain, dirt))
+            convs.append((f.code, compile_field(f, check=check, today=self._today, key=key), plain, dirt, key))
         required = [f for f in item.fields if f.required]
         by_value, general = _conditional(item, actions)
         return _Plan(
