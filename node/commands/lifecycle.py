@@ -93,8 +93,12 @@ def disclosure() -> None:
 @handle_errors
 def disclosure_sweep(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
     """Archive records past their disclosure window (a signed 'expired' revision each); idempotent."""
+    from node.lifecycle.schedule import LAST_SWEEP_KEY
+
     with open_node(ctx) as node:
         report = _desk(node).sweep.run(dry_run=dry_run)
+        if not dry_run:  # the day's sweep is done: a running node's schedule need not do it again
+            node.store.meta.put(LAST_SWEEP_KEY, report.today.isoformat())
     if as_json:
         emit_json(report.as_dict() | {"dry_run": dry_run})
         return

@@ -137,11 +137,23 @@ def test_objection_limit_extension_and_statement_withdrawal_commands(
     assert ok("verify", config=config)["ok"] is True
 
 
+def _swept_day(config: pathlib.Path) -> str | None:
+    from node.app import build_node
+    from node.config import load_config
+    from node.lifecycle.schedule import LAST_SWEEP_KEY
+
+    with build_node(load_config(config)) as node:
+        return node.store.meta.get(LAST_SWEEP_KEY)
+
+
 def test_sweep_repair_and_deletion_commands(node_config: tuple[pathlib.Path, list[dict[str, str]]]) -> None:
     config, rows = node_config
     dry = ok("disclosure", "sweep", "--dry-run", config=config)
     assert dry["dry_run"] is True and dry["moved"] == 0 and dry["examined"] == 3
-    assert ok("disclosure", "sweep", config=config)["moved"] == 0
+    assert _swept_day(config) is None  # a dry run is no day's sweep
+    done = ok("disclosure", "sweep", config=config)
+    assert done["moved"] == 0
+    assert _swept_day(config) == done["today"]  # a running node's schedule skips the day's sweep
     subject = _subject(rows[1])
     rid = _record_id(config, subject)
     early = run("repair", "request", rid, "--by", subject, "--reason", "已整改", config=config)
