@@ -52,6 +52,7 @@ __all__ = [
     "Policy",
     "RecordFacts",
     "Window",
+    "add_months",
     "admit",
     "classes_for",
     "decide",
@@ -62,6 +63,7 @@ __all__ = [
     "self_subject",
     "shown_subject",
     "stated_purpose",
+    "stored_date",
     "today_in_china",
     "window_state",
 ]
@@ -300,41 +302,41 @@ def window_state(item: Item, fields: Mapping[str, str], decision_date: str, toda
     rule = item.disclosure
     end: dt.date | None = None  # first day the record is no longer disclosed
     if rule.kind == "from_decision":
-        start = _date(fields.get(rule.start_field, "") if rule.start_field else decision_date)
-        end = _add_months(start, rule.period_months) + _DAY if start else None  # 民法典 第二百零一、二百零二条
+        start = stored_date(fields.get(rule.start_field, "") if rule.start_field else decision_date)
+        end = add_months(start, rule.period_months) + _DAY if start else None  # 民法典 第二百零一、二百零二条
     elif rule.kind == "while_valid_plus":
-        valid_to = _date(fields.get(rule.end_field, "")) if rule.end_field else None
+        valid_to = stored_date(fields.get(rule.end_field, "")) if rule.end_field else None
         valid_to = ended_by(rule, fields, reported_on, valid_to)
-        end = _add_months(valid_to, rule.period_months) + _DAY if valid_to else None
+        end = add_months(valid_to, rule.period_months) + _DAY if valid_to else None
     elif rule.kind == "penalty_severity":
         severity = rule.severity(fields.get(rule.severity_field, "") if rule.severity_field else "")
-        start = _date(decision_date)
+        start = stored_date(decision_date)
         if severity is not None and severity.max_months == 0 and start is not None:
             # Shared with government only, and only for its period (seed 003 篇2 第二十四条(二)).
-            return "closed" if today >= _add_months(start, severity.shared_months) + _DAY else "not_public"
+            return "closed" if today >= add_months(start, severity.shared_months) + _DAY else "not_public"
         if severity is not None and severity.max_months == 0:
             return "not_public"
         if severity is not None and start is not None:
-            end = _add_months(start, severity.max_months) + _DAY
-        cut = _date(fields.get(rule.end_field, "")) if rule.end_field else None  # 公示截止期, inclusive
+            end = add_months(start, severity.max_months) + _DAY
+        cut = stored_date(fields.get(rule.end_field, "")) if rule.end_field else None  # 公示截止期, inclusive
         if cut is not None and (end is None or cut + _DAY < end):
             end = cut + _DAY
     elif rule.kind == "while_listed":  # the earlier of a planned end and an actual removal (disclosure._first)
-        ends = [d for d in (_date(fields.get(f, "")) for f in (rule.end_field, rule.removal_field) if f) if d]
+        ends = [d for d in (stored_date(fields.get(f, "")) for f in (rule.end_field, rule.removal_field) if f) if d]
         end = min(ends) + _DAY if ends else None
-        start = _date(decision_date)
+        start = stored_date(decision_date)
         if rule.period_months and start is not None:  # a cap from listing, whatever the end date says
-            cap = _add_months(start, rule.period_months) + _DAY
+            cap = add_months(start, rule.period_months) + _DAY
             end = cap if end is None or cap < end else end
         if end is None and start is not None and rule.open_ended_period_months and rule.gives_no_end(fields):
-            end = _add_months(start, rule.open_ended_period_months) + _DAY  # seed 003 篇1 第二十四条(二)
+            end = add_months(start, rule.open_ended_period_months) + _DAY  # seed 003 篇1 第二十四条(二)
     return "closed" if end is not None and today >= end else "open"
 
 
 _DAY: Final = dt.timedelta(days=1)
 
 
-def _date(text: str) -> dt.date | None:
+def stored_date(text: str) -> dt.date | None:
     """A stored date; None for none, and for one past 2099-12-31 (长期 in the standard's words, and
     validation stores no later one): stored before that rule, 9999-12-31 overflowed the period
     arithmetic and broke every lookup of its subject."""
@@ -345,7 +347,8 @@ def _date(text: str) -> dt.date | None:
     return day if day is not None and day.year < 2100 else None
 
 
-def _add_months(d: dt.date, months: int) -> dt.date:
+def add_months(d: dt.date, months: int) -> dt.date:
+    """``d`` plus ``months`` calendar months, clamped to the month's last day (31 Jan + 1 = 28/29 Feb)."""
     y, m = divmod(d.month - 1 + months, 12)
     year, month = d.year + y, m + 1
     leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)

@@ -29,6 +29,7 @@ from typing import Final, NamedTuple
 from sqlalchemy import and_, select
 
 from node import access
+from node.access import add_months, stored_date
 from node.catalog import Catalog, Item
 from node.errors import ConflictError
 from node.lifecycle.revisions import Change, Reviser
@@ -70,13 +71,13 @@ def window(item: Item, fields: Mapping[str, str], decision_date: str, reported_o
     """The disclosure window of a record of ``item`` with these ``fields`` (pure); ``reported_on``
     is the day its source reported this revision (for rules with ``ended_field``)."""
     rule = item.disclosure
-    decided = _date(decision_date)
+    decided = stored_date(decision_date)
     if rule.kind == "from_decision":
-        start = _date(fields.get(rule.start_field, "")) if rule.start_field else decided
+        start = stored_date(fields.get(rule.start_field, "")) if rule.start_field else decided
         return Window(start, period_end(start, rule.period_months) if start else None, None)
     if rule.kind == "while_valid_plus":
         valid_to = access.ended_by(rule, fields, reported_on,
-                            _date(fields.get(rule.end_field, "")) if rule.end_field else None)
+                            stored_date(fields.get(rule.end_field, "")) if rule.end_field else None)
         return Window(decided, add_months(valid_to, rule.period_months) + _DAY if valid_to else None, None)
     if rule.kind == "penalty_severity":
         severity = rule.severity(fields.get(rule.severity_field, "") if rule.severity_field else "")
@@ -87,13 +88,13 @@ def window(item: Item, fields: Mapping[str, str], decision_date: str, reported_o
                           period_end(decided, severity.min_months))
         else:
             end = period_end(decided, severity.max_months)
-        cut = _date(fields.get(rule.end_field, "")) if rule.end_field else None  # 公示截止期, inclusive
+        cut = stored_date(fields.get(rule.end_field, "")) if rule.end_field else None  # 公示截止期, inclusive
         if cut is not None and (end is None or cut + _DAY < end):
             end = cut + _DAY
         min_repair = period_end(decided, severity.min_months) if severity and decided else None
         return Window(decided, end, min_repair)
     if rule.kind == "while_listed":
-        until = _first(_date(fields.get(f, "")) for f in (rule.end_field, rule.removal_field) if f)
+        until = _first(stored_date(fields.get(f, "")) for f in (rule.end_field, rule.removal_field) if f)
         end = until + _DAY if until else None
         if rule.period_months and decided is not None:  # a cap from listing, whatever the end date says
             cap = period_end(decided, rule.period_months)
@@ -267,24 +268,8 @@ def _first(days: Iterator[dt.date | None]) -> dt.date | None:
     return min((d for d in days if d is not None), default=None)
 
 
-def add_months(d: dt.date, months: int) -> dt.date:
-    """``d`` plus ``months`` calendar months, clamped to the month's last day (31 Jan + 1 = 28/29 Feb)."""
-    y, m = divmod(d.month - 1 + months, 12)
-    year, month = d.year + y, m + 1
-    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    last = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]
-    return dt.date(year, month, min(d.day, last))
 
 
-def _date(text: str) -> dt.date | None:
-    """A stored date; None for none, and for one past 2099-12-31 (长期 in the standard's words, and
-    validation stores no later one): stored before that rule, 9999-12-31 overflowed the period
-    arithmetic and broke every lookup of its subject."""
-    try:
-        day = dt.date.fromisoformat(text) if text else None
-    except ValueError:
-        return None
-    return day if day is not None and day.year < 2100 else None
 
 
 def in_period(catalog: Catalog, head: RecordRow, today: dt.date, what: str) -> None:
