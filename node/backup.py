@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from cryptography import x509
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, Text, func, insert, select, text
 
+from node.durable import sync_dir
 from node.errors import NodeError, StoreError, UsageError
 from node.integrity import Finding, verify_store
 from node.signing import Verifier
@@ -135,7 +136,7 @@ def create_backup(engine: Engine, node_id: str, out: pathlib.Path, *,
             dst.dispose()
         digest = _sha256(partial)
         os.replace(partial, out)
-        _sync_dir(out.parent)
+        sync_dir(out.parent)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -359,10 +360,3 @@ def _sha256(path: pathlib.Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
-
-def _sync_dir(directory: pathlib.Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -17,6 +17,7 @@ import yaml
 
 from node import identity
 from node.config import LEVELS, parse_config
+from node.durable import sync_dir, write_synced
 from node.errors import NodeError, UsageError
 from node.identifiers import check_uscc
 from node.routing import level_of
@@ -79,9 +80,9 @@ def init_node(directory: pathlib.Path, *, node_id: str, level: str, unit: str = 
     tmp = directory / f"{_STAGING}node.yaml"
     tmp.unlink(missing_ok=True)  # one a killed init left
     # The owner's alone: store.url may carry the database's password.
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as fh:
-        fh.write(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    write_synced(tmp, yaml.safe_dump(data, allow_unicode=True, sort_keys=False).encode("utf-8"), 0o600)
     os.replace(tmp, config_path)
+    sync_dir(directory)
     return config_path
 
 

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from node.catalog import META_FILE as CATALOG_META
 from node.catalog import VERSION_RE, Catalog, parse_catalog, parse_yaml
 from node.config import NodeConfig
+from node.durable import sync_dir, write_synced
 from node.errors import CatalogError, NodeError, SignatureError, UntrustedSignerError
 from node.identity import LoadedIdentity
 from node.store import Meta
@@ -201,16 +202,16 @@ class Releases:
             # Synced before each rename: after a power cut the release is whole or absent, never
             # current with a file torn (current_path would refuse it, but a whole one is better).
             for f in release.files:
-                _synced_write(tmp / f.name, bytes(f.content))
-            _synced_write(tmp / RELEASE_FILE, release.SerializeToString())
-            _sync_dir(tmp)
+                write_synced(tmp / f.name, bytes(f.content))
+            write_synced(tmp / RELEASE_FILE, release.SerializeToString())
+            sync_dir(tmp)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
             pointer = self._dir / f".{CURRENT}.{secrets.token_hex(4)}"
-            _synced_write(pointer, (release.version + "\n").encode())
+            write_synced(pointer, (release.version + "\n").encode())
             os.replace(pointer, self._dir / CURRENT)
-            _sync_dir(self._dir)
+            sync_dir(self._dir)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise NodeError(f"cannot keep release {release.version} in {self._dir}: {exc}", code="E_RELEASE_STORE") from None
@@ -232,19 +233,6 @@ class Releases:
 _LEFTOVER = re.compile(r"\.[A-Za-z0-9._-]+\.[0-9a-f]{8}")
 
 
-def _synced_write(path: pathlib.Path, data: bytes) -> None:
-    with path.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _sync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class RunningCatalog:
