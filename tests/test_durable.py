@@ -9,7 +9,7 @@ from node.durable import sync_dir, write_synced
 
 def test_a_synced_file_has_its_mode_from_creation_and_its_contents(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "node.yaml"
-    write_synced(path, "store: {url: x}\n".encode(), 0o600)
+    write_synced(path, b"store: {url: x}\n", 0o600)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_text() == "store: {url: x}\n"
 
