@@ -236,16 +236,36 @@ class _Handler(BaseHTTPRequestHandler):
         return parsed
 
     def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def do_HEAD(self) -> None:  # a load balancer's or monitor's probe: GET's status and headers
+        self._answer(send_body=False)
+
+    def _refuse_method(self) -> None:
+        # A method HTTP knows but this page does not take is 405 with what it takes (RFC 9110
+        # 15.5.6); http.server answers every method it has no handler for with 501.
+        body = f"method {self.command} not allowed: the metrics are read with GET\n".encode()
+        self._send(405, body, "text/plain; charset=utf-8", send_body=True, allow="GET, HEAD")
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse_method
+
+    def _answer(self, *, send_body: bool) -> None:
         if self.path.split("?", 1)[0] != "/metrics":
             status, body, kind = 404, b"not found: the metrics are at /metrics\n", "text/plain; charset=utf-8"
         else:
             status, body = self.server.owner.page(self.connection.getpeercert(binary_form=True))
             kind = CONTENT_TYPE_LATEST if status == 200 else "text/plain; charset=utf-8"
+        self._send(status, body, kind, send_body=send_body)
+
+    def _send(self, status: int, body: bytes, kind: str, *, send_body: bool, allow: str = "") -> None:
         self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
+        if allow:
+            self.send_header("Allow", allow)
         self.end_headers()
-        self.wfile.write(body)
+        if send_body:
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per scrape would drown the node's log; refusals are logged in page()

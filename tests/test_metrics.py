@@ -56,7 +56,7 @@ def _scrape(server: MetricsServer, identity: pathlib.Path | None) -> tuple[int, 
     return status, text
 
 
-def _get(server: MetricsServer, identity: pathlib.Path | None) -> tuple[int, str, str | None]:
+def _get(server: MetricsServer, identity: pathlib.Path | None, method: str = "GET") -> tuple[int, str, str | None]:
     ctx = ssl.create_default_context(cafile=str(identity / "ca.pem") if identity else None)
     if identity is None:
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
@@ -65,9 +65,9 @@ def _get(server: MetricsServer, identity: pathlib.Path | None) -> tuple[int, str
     host, port = server.address.rsplit(":", 1)
     conn = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=10)
     try:
-        conn.request("GET", "/metrics")
+        conn.request(method, "/metrics")
         response = conn.getresponse()
-        return response.status, response.read().decode(), response.getheader("Server")
+        return response.status, response.read().decode(), response.getheader("Server" if method == "GET" else "Allow")
     finally:
         conn.close()
 
@@ -223,3 +223,17 @@ def test_the_endpoint_does_not_tell_its_python_version(node: Node, served: Metri
                                                         tmp_path: pathlib.Path) -> None:
     status, _text, server_header = _get(served, _caller(node, tmp_path, "admin:330102:ops", "admin"))
     assert status == 200 and server_header == "credit-node"
+
+
+def test_a_head_request_gets_the_status_of_a_scrape_and_no_page(node: Node, served: MetricsServer,
+                                                                tmp_path: pathlib.Path) -> None:
+    status, text, _allow = _get(served, _caller(node, tmp_path, "admin:330102:ops", "admin"), "HEAD")
+    assert (status, text) == (200, "")
+    status, _text, _allow = _get(served, _caller(node, tmp_path, "gov:330102:x", "gov"), "HEAD")
+    assert status == 403  # the same checks as a scrape: a probe learns nothing more
+
+
+def test_another_method_is_refused_with_405_naming_the_methods_allowed(node: Node, served: MetricsServer,
+                                                                       tmp_path: pathlib.Path) -> None:
+    status, text, allow = _get(served, _caller(node, tmp_path, "admin:330102:ops", "admin"), "POST")
+    assert status == 405 and allow == "GET, HEAD" and "GET" in text
