@@ -206,11 +206,23 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today, key: 
         # Fields of digits with no check of their own (uscc, id_number and org_code have theirs, which
         # mask a person's ID number) that a spreadsheet may have shown in scientific notation.
         cut_short = t == "code" or key
+        # Identifiers and keys no spreadsheet date stands for: a date cell there is Excel's reading
+        # of what was typed (1-12, 2024-1-12), and what was typed is gone.
+        undated = compact or key
 
         def text(v: Any, out: list[Problem], row: int, clean: bool) -> str | None:
             try:
-                s = v.strip() if clean else normalize_text(v, prose=prose) if type(v) is str \
-                    else cell_text(v, prose=prose)
+                if clean:
+                    s: str = v.strip()
+                elif type(v) is str:
+                    s = normalize_text(v, prose=prose)
+                elif undated and isinstance(v, date):
+                    bad(out, row, "E_FIELD_TYPE", f"the spreadsheet holds the date {cell_text(v)}, not the code "
+                        "typed (Excel turns a value typed like 1-12 or 2024-1-12 into a date): format the column "
+                        "as text (文本) and enter the value again")
+                    return None
+                else:
+                    s = cell_text(v, prose=prose)
             except BadValue as exc:
                 bad(out, row, "E_FIELD_TYPE", str(exc))
                 return None

@@ -934,3 +934,20 @@ def test_a_code_a_csv_kept_in_scientific_notation_is_refused_not_stored(validato
 def test_a_code_with_an_e_among_its_digits_is_still_a_code(validator: Validator, catalog: Catalog) -> None:
     c = check(validator, catalog, penalty(CF_XDR_SYDW="3E125", CF_WSH="杭上市监罚〔2024〕1E+2号"))
     assert c.ok, c.problems
+
+
+@pytest.mark.parametrize(("code", "cell"), [("CF_WSH", datetime(2024, 1, 12)), ("CF_XDR_GSZC", date(2024, 1, 12)),
+                                            ("CF_XDR_SWDJ", datetime(2024, 3, 1, 0, 0))])
+def test_a_code_or_a_key_the_spreadsheet_turned_into_a_date_is_refused_not_stored_as_the_date(
+        validator: Validator, catalog: Catalog, code: str, cell: object) -> None:
+    # Excel turns what is typed like 1-12 or 2024-1-12 into a date; the workbook then holds a day,
+    # and the code as typed is gone. Stored, "2024-01-12" would be the record's 文号 or registration number.
+    c = check(validator, catalog, penalty(**{code: cell}))
+    assert codes(c) == [("E_FIELD_TYPE", code)]
+    assert "2024-" in c.problems[0].message and "text" in c.problems[0].message
+    assert code not in dict(c.fields)
+
+
+def test_a_date_in_a_name_or_free_text_is_still_read_as_its_day(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_SY=datetime(2024, 1, 12)))
+    assert c.ok and value(c, "CF_SY") == "2024-01-12"
