@@ -267,6 +267,8 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
                                                 row=record))
             continue
         record += 1
+        if cells and cells[-1].endswith(_DOS_EOF) and source.at_end():
+            cells[-1] = cells[-1][:-1]  # the mark ending the file, not the last cell's
         joined = "".join(cells)
         if not joined.strip():  # blank (or only spaces): one C call, not one per cell
             continue
@@ -323,6 +325,8 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
         yield SourceRow(record, values)
 
 
+# Ctrl-Z, with which DOS-era exports (FoxPro, dBase) end the file: no character of the last row.
+_DOS_EOF = "\x1a"
 # ="0123": how exports keep a code's leading zeros and its digits when Excel opens the CSV (a
 # formula whose value is that text); the value is the text, "" inside it a quote.
 _TEXT_FORMULA = re.compile(r'\s*="((?:[^"]|"")*)"\s*')

@@ -640,3 +640,20 @@ def test_a_file_in_no_encoding_the_node_can_tell_is_an_encoding_error(tmp_path: 
     with pytest.raises(InputFileError) as err:
         rows(p)
     assert err.value.code == "E_INPUT_ENCODING" and "--encoding" in err.value.message
+
+
+@pytest.mark.parametrize("ending", ["\r\n\x1a", "\x1a", "\r\n\x1a\r\n"])
+def test_the_end_of_file_mark_old_dos_exports_write_is_no_row(tmp_path: pathlib.Path, ending: str):
+    # FoxPro, dBase and other DOS-era exports end the file with Ctrl-Z (0x1A); a spreadsheet shows no row for it.
+    p = tmp_path / "dos.csv"
+    p.write_bytes(("行政相对人名称,处罚决定日期\r\n某公司,2024-03-01\r\n另一公司,2024-03-02" + ending).encode("gbk"))
+    got = rows(p)
+    assert [(r.row, r.problem, r.values["CF_XDR_MC"], r.values["CF_JDRQ"]) for r in got] == [
+        (2, None, "某公司", "2024-03-01"), (3, None, "另一公司", "2024-03-02")]
+
+
+def test_an_end_of_file_mark_with_rows_after_it_is_still_refused_as_a_row(tmp_path: pathlib.Path):
+    p = tmp_path / "joined.csv"
+    p.write_bytes("行政相对人名称,处罚决定日期\r\n某公司,2024-03-01\r\n\x1a\r\n另一公司,2024-03-02\r\n".encode("gbk"))
+    assert [(r.row, r.problem.code if r.problem else None) for r in rows(p)] == [
+        (2, None), (3, "E_ROW_SHAPE"), (4, None)]
