@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import pathlib
+import re
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -191,7 +192,22 @@ def _cell_values(ws: Any, path: pathlib.Path) -> Iterator[tuple[object, ...]]:
             return
         except _OPENPYXL_DAMAGE as exc:
             raise _damaged(path, exc) from None
+        if any(type(c) is str and "_x" in c for c in cells):
+            cells = tuple(_ESCAPE.sub(_escaped, c) if type(c) is str else c for c in cells)
         yield cells
+
+
+# XML cannot hold a carriage return or most control characters: Excel writes them as _xHHHH_
+# (ECMA-376 ST_Xstring; a line break pasted from Windows text is "_x000D_" then LF), and openpyxl
+# hands the escapes over as written. Only characters XML cannot hold are read back: Excel escapes no
+# other, and "_x4E2D_" typed into a cell stays text (a typed "_x000D_", which Excel saves as
+# "_x005F_x000D_" and openpyxl gives back as "_x000D_", is the one case read as a line break).
+_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+
+
+def _escaped(m: re.Match[str]) -> str:
+    code = int(m[1], 16)
+    return chr(code) if code < 0x20 or 0x7F <= code <= 0x9F or code >= 0xFFFE else m[0]
 
 
 def _in_1904_system(rows: Iterator[SourceRow]) -> Iterator[SourceRow]:

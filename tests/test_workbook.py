@@ -307,3 +307,52 @@ def test_a_hidden_or_filtered_out_row_is_read_with_a_warning_naming_it(tmp_path:
     warning = got[1].warning
     assert warning is not None and warning.warning and warning.row == 3
     assert ("filtered out" in warning.message) is filtered and "read like every other row" in warning.message
+
+
+def _as_excel_saves_strings(path: pathlib.Path, texts: dict[str, str]) -> None:
+    """Keep every text cell in a shared string table, as Excel does, each written as the XML in
+    ``texts`` (by its value) or plainly."""
+    import re
+
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    strings: list[str] = []
+
+    def shared(m: re.Match[str]) -> str:
+        strings.append(texts.get(m[2], m[2]))
+        return f'<c r="{m[1]}" t="s"><v>{len(strings) - 1}</v></c>'
+
+    sheet = re.sub(r'<c r="(\w+)" t="inlineStr"><is><t>(.*?)</t></is></c>', shared,
+                   parts["xl/worksheets/sheet1.xml"].decode())
+    parts["xl/worksheets/sheet1.xml"] = sheet.encode()
+    parts["xl/sharedStrings.xml"] = ('<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+                                     + "".join(f"<si><t>{s}</t></si>" for s in strings) + "</sst>").encode()
+    parts["[Content_Types].xml"] = parts["[Content_Types].xml"].replace(b"</Types>", (
+        b'<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.'
+        b'spreadsheetml.sharedStrings+xml"/></Types>'))
+    parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(b"</Relationships>", (
+        b'<Relationship Id="rIdStrings" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
+        b'sharedStrings" Target="sharedStrings.xml"/></Relationships>'))
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+
+
+def test_characters_excel_writes_as_escapes_are_read_as_themselves(tmp_path: pathlib.Path):
+    # XML cannot hold a carriage return or most control characters, so Excel writes them as _xHHHH_
+    # (a line break pasted from Windows text: "_x000D_" then LF). Read literally, the escape became
+    # part of a name, a 文号 or a fact. It escapes nothing else: "_x4E2D_" in a cell is text.
+    p = tmp_path / "escaped.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(HEADER)
+    ws.append(["公司1", "严重", None, "备注一"])
+    ws.append(["公司2", "一般", None, "备注二"])
+    ws.append(["公司3", "一般", None, "备注三"])
+    wb.save(p)
+    _as_excel_saves_strings(p, {"公司1": "杭州某某_x000D_\n有限公司", "备注一": "第一行_x000D_\n第二行",
+                                "公司2": "公司2_x000d_", "备注二": "编号_x4E2D_",
+                                "备注三": "Tab_x0009_键"})
+    got = rows(p)
+    assert [(r.row, r.values["CF_XDR_MC"], r.values["BZ"]) for r in got] == [
+        (2, "杭州某某\r\n有限公司", "第一行\r\n第二行"), (3, "公司2\r", "编号_x4E2D_"), (4, "公司3", "Tab\t键")]
