@@ -254,6 +254,13 @@ def _write_problems(writer: ResultWriter, item: Item, row: int, problems: tuple[
         writer.add(row, p.field, item.field(p.field).name if item.has_field(p.field) else "", p.code, p.message)
 
 
+_UNWRITABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")  # what openpyxl refuses in a cell
+
+
+def _shown_escaped(m: re.Match[str]) -> str:
+    return f"\\x{ord(m[0]):02x}"
+
+
 class ResultWriter:
     """The result file, streamed to a hidden temporary name and renamed into place when complete.
 
@@ -288,7 +295,9 @@ class ResultWriter:
     def add(self, row: int, field: str, field_name: str, code: str, reason: str) -> None:
         self.rows += 1
         if self._xlsx:
-            self._sheet.append([row, field, field_name, code, reason])
+            # A reason may quote a cell or a header holding a control character (a workbook keeps
+            # one as _x000B_), which a worksheet cannot hold: shown escaped, so the answer is written.
+            self._sheet.append([row, field, field_name, code, _UNWRITABLE.sub(_shown_escaped, reason)])
         else:
             self._csv.writerow([row, field, field_name, code, reason])
 

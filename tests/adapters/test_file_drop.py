@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Sequence
 
 import openpyxl
@@ -377,3 +378,23 @@ def test_a_file_whose_name_is_not_utf8_is_imported_and_its_rejections_kept_under
     two_polls(drop)
     assert (folder / "done" / name).exists() and counts(dept) == 18
     assert {r.source for r in dept.store.rejections.list_rejections(UNIT)} == {"admin_penalty_" + "\ufffd" * 4 + ".csv"}
+
+
+
+def test_a_workbook_whose_refused_header_holds_a_control_character_is_answered_and_set_aside(
+        dept: Node, tmp_path: pathlib.Path):
+    # Excel keeps a control character as _x000B_ (a vertical tab pasted from a Word table); the
+    # refusal quotes the header, and an .xlsx result cannot hold the character itself.
+    folder, drop = tmp_path / "drop", drop_for(dept, tmp_path / "drop", item="admin_penalty")
+    wb = penalty_workbook(dept, 3)
+    wb.active.cell(row=1, column=32).value = "颜色"
+    wb.save(folder / "penalties.xlsx")
+    with zipfile.ZipFile(folder / "penalties.xlsx") as z:
+        parts = {n: z.read(n).replace("<t>颜色</t>".encode(), "<t>颜_x000B_色</t>".encode()) for n in z.namelist()}
+    with zipfile.ZipFile(folder / "penalties.xlsx", "w") as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+    two_polls(drop)
+    [answer] = read_result(folder / "penalties.xlsx.result.xlsx")
+    assert answer["code"] == "E_INPUT_HEADER_UNKNOWN" and "颜\\x0b色" in answer["reason"]
+    assert (folder / "failed" / "penalties.xlsx").exists()
