@@ -207,6 +207,8 @@ _ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 
 def _escaped(m: re.Match[str]) -> str:
     code = int(m[1], 16)
+    if code == 0:
+        return ""  # a NUL is never data, and PostgreSQL refuses it in any text a refusal quotes
     return chr(code) if code < 0x20 or 0x7F <= code <= 0x9F or code >= 0xFFFE else m[0]
 
 

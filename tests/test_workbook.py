@@ -352,7 +352,7 @@ def test_characters_excel_writes_as_escapes_are_read_as_themselves(tmp_path: pat
     wb.save(p)
     _as_excel_saves_strings(p, {"公司1": "杭州某某_x000D_\n有限公司", "备注一": "第一行_x000D_\n第二行",
                                 "公司2": "公司2_x000d_", "备注二": "编号_x4E2D_",
-                                "备注三": "Tab_x0009_键"})
+                                "备注三": "Tab_x0009_键", "公司3": "公司_x0000_3"})
     got = rows(p)
     assert [(r.row, r.values["CF_XDR_MC"], r.values["BZ"]) for r in got] == [
         (2, "杭州某某\r\n有限公司", "第一行\r\n第二行"), (3, "公司2\r", "编号_x4E2D_"), (4, "公司3", "Tab\t键")]
