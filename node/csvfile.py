@@ -162,11 +162,12 @@ def _text_lines(text: io.TextIOWrapper, name: str, encoding: str, on_error: Call
 
 
 def _delimiter(head: str, headers: HeaderMap) -> str:
-    """The separator the header row uses: ``,``, or a tab or ``;`` (Excel's "Unicode text" and
-    some locales' CSV exports) when splitting by it names more columns."""
+    """The separator the header row uses: ``,``, or a tab, ``;`` or ``|`` (Excel's "Unicode text",
+    some locales' CSV exports, the unload files of older database systems) when splitting by it
+    names more columns."""
     best, best_known = ",", 0
     for line in head.splitlines()[:MAX_TITLE_ROWS + 2]:
-        for sep in (",", "\t", ";"):
+        for sep in (",", "\t", ";", "|"):
             known = headers.known(line.split(sep)) if sep in line else 0
             if known > best_known:
                 best, best_known = sep, known

@@ -186,8 +186,8 @@ def test_an_undecodable_byte_inside_a_multi_line_cell_is_its_rows_problem(tmp_pa
     assert [(r.row, r.problem.code if r.problem else None) for r in out] == [(2, "E_ROW_ENCODING"), (3, None)]
 
 
-@pytest.mark.parametrize("sep", ["\t", ";"])
-def test_tab_and_semicolon_separated_files_are_read(tmp_path: pathlib.Path, sep: str):
+@pytest.mark.parametrize("sep", ["\t", ";", "|"])
+def test_tab_semicolon_and_pipe_separated_files_are_read(tmp_path: pathlib.Path, sep: str):
     p = tmp_path / "x.csv"
     p.write_text(f"行政相对人名称{sep}处罚决定日期\n某公司, 分公司{sep}2024-03-01\n", encoding="utf-8")
     [r] = rows(p)
