@@ -28,11 +28,14 @@ class SheetMarks(NamedTuple):
 _NS = rb"(?:\w+:)?"
 _MERGE = re.compile(rb"<" + _NS + rb'mergeCell ref="([A-Z]{1,3})(\d+):([A-Z]{1,3})(\d+)"')
 # A cell holding a formula and no value (or an empty one): a workbook written by a library, whose
-# results only a spreadsheet program computes. Read for its value, it looks empty.
+# results only a spreadsheet program computes. Read for its value, it looks empty. An empty value
+# in a cell typed as text (t="str") is a result, the empty string (=IF(C2="","",…)), which Excel
+# saves so: the attributes (group 3) and the empty value (group 4) tell the two apart.
 _UNCALCULATED = re.compile(
-    rb"<" + _NS + rb'c r="([A-Z]{1,3})(\d+)"[^>]*>'
+    rb"<" + _NS + rb'c r="([A-Z]{1,3})(\d+)"([^>]*)>'
     rb"(?:<" + _NS + rb"f[^>]*/>|<" + _NS + rb"f[^>]*>[^<]*</" + _NS + rb"f>)"
-    rb"(?:<" + _NS + rb"v\s*/>|<" + _NS + rb"v></" + _NS + rb"v>)?</" + _NS + rb"c>")
+    rb"(<" + _NS + rb"v\s*/>|<" + _NS + rb"v></" + _NS + rb"v>)?</" + _NS + rb"c>")
+_TEXT_RESULT = re.compile(rb'\st="str"')
 # A row element marked hidden (Excel writes hidden="1" for rows hidden by hand, filtered out by an
 # autoFilter or folded in a collapsed group), and its number. The attribute is searched for (a
 # literal: fast), then its element's name: a scan for every <row> cost half as much again.
@@ -64,6 +67,8 @@ def sheet_marks(ws: Any) -> SheetMarks:
                 merged.add((int(m[2]), column_index_from_string(m[1].decode()) - 1,
                             int(m[4]), column_index_from_string(m[3].decode()) - 1))
             for m in _UNCALCULATED.finditer(text):
+                if m[4] and _TEXT_RESULT.search(m[3]):
+                    continue  # an empty text result, saved
                 uncalculated.setdefault(int(m[2]), set()).add(column_index_from_string(m[1].decode()) - 1)
             for m in _HIDDEN.finditer(text):
                 start = text.rfind(b"<", 0, m.start())  # the tag's name is matched with whitespace after

@@ -356,3 +356,31 @@ def test_characters_excel_writes_as_escapes_are_read_as_themselves(tmp_path: pat
     got = rows(p)
     assert [(r.row, r.values["CF_XDR_MC"], r.values["BZ"]) for r in got] == [
         (2, "杭州某某\r\n有限公司", "第一行\r\n第二行"), (3, "公司2\r", "编号_x4E2D_"), (4, "公司3", "Tab\t键")]
+
+
+def test_a_formula_whose_saved_result_is_empty_text_is_an_empty_cell_not_an_uncalculated_one(tmp_path: pathlib.Path):
+    # =IF(C2="","",…) left empty: Excel saves its result as an empty string (t="str", <v/>). Only a
+    # formula with no result saved at all is one a spreadsheet program never calculated.
+    p = tmp_path / "empty_results.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(HEADER)
+    ws.append(["公司1", '=IF(1>2,"严重","")', None, "x"])
+    ws.append(["公司2", '=IF(1>2,"严重","")', None, "y"])
+    ws.append(["公司3", '=IF(1>2,"严重","")', None, "z"])
+    wb.save(p)
+    with zipfile.ZipFile(p) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    sheet = parts["xl/worksheets/sheet1.xml"].decode()
+    for cell, saved in (("B2", "<v/>"), ("B3", "<v></v>")):
+        at = sheet.index(f'<c r="{cell}"')
+        end = sheet.index("</c>", at)
+        body = sheet[at:end].replace("<v />", "").replace("<v/>", "").replace(f'<c r="{cell}"', f'<c r="{cell}" t="str"', 1)
+        sheet = sheet[:at] + body + saved + sheet[end:]
+    parts["xl/worksheets/sheet1.xml"] = sheet.encode()
+    with zipfile.ZipFile(p, "w") as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+    got = rows(p)
+    assert [(r.row, r.problem.code if r.problem else None, r.values.get("CF_SXCD") or None) for r in got] == [
+        (2, None, None), (3, None, None), (4, "E_FIELD_FORMULA", None)]
