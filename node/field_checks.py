@@ -54,6 +54,8 @@ _SCIENTIFIC: Final = re.compile(r"[0-9](?:\.[0-9]+)?E\+[0-9]{1,2}")
 # or an amount so the spreadsheet does not turn it into a number. Exports that want the same in
 # Excel write it into the CSV cell itself. It is never part of such a value.
 TEXT_MARK: Final = "'"
+# A code of digits a program wrote out as a decimal number (a database's FLOAT column, a script's float).
+_AS_DECIMAL: Final = re.compile(r"[0-9]+\.0+")
 # The types whose values never start with the mark (free text and names keep it).
 MARKED_TYPES: Final = frozenset({"code", "uscc", "id_number", "org_code", "enum", "date", "decimal", "integer"})
 
@@ -236,6 +238,10 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today, key: 
                 # A registration number or a 文号 of digits that Excel showed as 3.30102E+14 and a CSV kept
                 # so: its digits past the sixth are gone (identifiers' own checks say the same).
                 bad(out, row, "E_FIELD_TYPE", f'"{s}" {SCIENTIFIC_WHY}')
+                return None
+            if cut_short and ".0" in s and _AS_DECIMAL.fullmatch(s):
+                bad(out, row, "E_FIELD_TYPE", f'"{s}" is a code written out as a decimal number (by a program that '
+                    "read the column as numbers, which also drops leading zeros): export the column as text")
                 return None
             if aliases:
                 s = aliases.get(s, s)

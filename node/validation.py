@@ -206,8 +206,8 @@ class Validator:
                 ok = False
             if ok and plain >= 0:  # the commonest case: clean text within its length
                 s = v.strip()  # type: ignore[attr-defined]
-                # A key's text mark, or Excel's scientific notation of a number, is the converter's.
-                if len(s) <= plain and not (keyed and (s[:1] == TEXT_MARK or "E+" in s)):
+                # A key's text mark, Excel's scientific notation of a number, or a number's ".0", is the converter's.
+                if len(s) <= plain and not (keyed and (s[:1] == TEXT_MARK or "E+" in s or ".0" in s)):
                     if s:
                         values[code] = s
                     continue

@@ -951,3 +951,20 @@ def test_a_code_or_a_key_the_spreadsheet_turned_into_a_date_is_refused_not_store
 def test_a_date_in_a_name_or_free_text_is_still_read_as_its_day(validator: Validator, catalog: Catalog) -> None:
     c = check(validator, catalog, penalty(CF_SY=datetime(2024, 1, 12)))
     assert c.ok and value(c, "CF_SY") == "2024-01-12"
+
+
+@pytest.mark.parametrize(("field", "cell"), [("CF_XDR_GSZC", "330102000012345.0"), ("CF_XDR_SWDJ", "330102000012345.00"),
+                                             ("CF_WSH", "2024012.0")])
+def test_a_code_a_program_wrote_as_a_decimal_number_is_refused_not_stored_with_its_point(
+        validator: Validator, catalog: Catalog, field: str, cell: str) -> None:
+    # A column of codes read as numbers and written out again (a database's FLOAT column, a script's
+    # float) ends each in ".0"; stored so, the registration number is another one, and whatever
+    # zeros it began with are already gone.
+    c = check(validator, catalog, penalty(**{field: cell}))
+    assert codes(c) == [("E_FIELD_TYPE", field)] and "as text" in c.problems[0].message
+    assert field not in dict(c.fields)
+
+
+def test_a_code_with_a_point_among_its_characters_is_still_a_code(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_XDR_SHZZ="51330100MJ0.01", CF_WSH="杭上市监罚〔2024〕12.0号"))
+    assert c.ok, c.problems
