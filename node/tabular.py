@@ -42,9 +42,10 @@ _NOTE_TYPE = re.compile(r"(?:(?:文本|字符串?|数字|数值|日期|时间|�
                         r"(?:\s*[(（][0-9,， ]+[)）])?(?:[\W_].*)?", re.S)
 # The label opening a row of notes, or of an example, under the header (填写说明：…, 注：…, 示例).
 _NOTE_LABEL = re.compile(r"(?:(?:填写|填报|填表)?说明|注意事项|注|示例|样例|举例|范例|例)(?:\s*[:：(（].*)?", re.S)
-# The first cell of a row of sums under the data ("合计", "总计：6条"); the cells after it are numbers.
-_TOTAL = re.compile(r"(?:合|总|小|共)\s*计(?:[\W_].*)?", re.S)
-_TOTAL_START = frozenset("合总小共")
+# The first cell of a row of sums under the data ("合计", "总计：6条"; 汇总, how Chinese Excel and WPS
+# label a table's total row); the cells after it are numbers.
+_TOTAL = re.compile(r"(?:(?:合|总|小|共)\s*计|汇\s*总)(?:[\W_].*)?", re.S)
+_TOTAL_START = frozenset("合总小共汇")
 # The first cell of the lines forms end with, under the data: who filled the sheet in and who
 # checked it (填表人：张三  审核人：李四  填报日期：…), the unit's seal, a footnote (注：…).
 _FOOTER = re.compile(r"(?:(?:填表|填报|制表|审核|审批|复核|经办|联系)人?|(?:单位|部门)?负责人|分管领导|联系电话|电话|"

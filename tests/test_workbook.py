@@ -364,10 +364,8 @@ def test_a_formula_whose_saved_result_is_empty_text_is_an_empty_cell_not_an_unca
     p = tmp_path / "empty_results.xlsx"
     wb = openpyxl.Workbook()
     ws = wb.active
-    ws.append(HEADER)
-    ws.append(["公司1", '=IF(1>2,"严重","")', None, "x"])
-    ws.append(["公司2", '=IF(1>2,"严重","")', None, "y"])
-    ws.append(["公司3", '=IF(1>2,"严重","")', None, "z"])
+    for cells in (HEADER, *([f"公司{i}", '=IF(1>2,"严重","")', None, "x"] for i in (1, 2, 3))):
+        ws.append(cells)
     wb.save(p)
     with zipfile.ZipFile(p) as z:
         parts = {n: z.read(n) for n in z.namelist()}
@@ -384,3 +382,17 @@ def test_a_formula_whose_saved_result_is_empty_text_is_an_empty_cell_not_an_unca
     got = rows(p)
     assert [(r.row, r.problem.code if r.problem else None, r.values.get("CF_SXCD") or None) for r in got] == [
         (2, None, None), (3, None, None), (4, "E_FIELD_FORMULA", None)]
+
+
+def test_the_total_row_of_a_table_in_chinese_excel_is_no_record(tmp_path: pathlib.Path):
+    # A table's 汇总行 (Table Design → Total Row) is labelled 汇总 in Chinese Excel and WPS, its cells SUBTOTALs.
+    from openpyxl.worksheet.table import Table
+
+    p = tmp_path / "table.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    for cells in (HEADER, ["公司1", "严重", None, "x"], ["公司2", "一般", None, "y"], ["汇总", None, None, 2]):
+        ws.append(cells)
+    ws.add_table(Table(displayName="行政处罚", ref="A1:D4", totalsRowCount=1))
+    wb.save(p)
+    assert [(r.row, r.values["CF_XDR_MC"], r.problem) for r in rows(p)] == [(2, "公司1", None), (3, "公司2", None)]
