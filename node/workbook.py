@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from node.errors import InputFileError, Problem
+from node.mergedcells import MergedBlocks
 from node.sheetmarks import SheetMarks, sheet_marks
 from node.tabular import (
     MAX_TITLE_ROWS,
@@ -281,7 +282,7 @@ def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header,
                 marks: SheetMarks) -> Iterator[SourceRow]:
     codes, unnamed = header.codes, header.unnamed
     width = len(codes)
-    merged = _Merged([m for m in marks.merged if m[0] > header.row])  # of the data, not of the titles
+    merged = MergedBlocks([m for m in marks.merged if m[0] > header.row])  # of the data, not of the titles
     for rownum, cells in rows:
         if merged.pending:
             cells = merged.fill(rownum, cells)
@@ -317,37 +318,6 @@ def _hidden_row(rownum: int, filtered: bool) -> Problem:
     return Problem("W_ROW_HIDDEN", "", f"row {rownum} is {how} and was read like every other row: hiding a row "
                    "does not take it out of the file (if it is not meant to be reported, delete it there, and "
                    "report revoked the record it made)", row=rownum, warning=True)
-
-
-class _Merged:
-    """Merged blocks of the data rows, met in row order: each gives its value to every cell it
-    covers, as the spreadsheet shows it across them (the file keeps it in the top-left cell only,
-    and the rows below would read as empty). Only the blocks over the current row are looked at."""
-
-    def __init__(self, blocks: list[tuple[int, int, int, int]]) -> None:
-        self._ahead = sorted(blocks, reverse=True)  # by first row: the next one to open is last
-        self._open: list[tuple[int, int, int, int, object]] = []
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._ahead or self._open)
-
-    def fill(self, rownum: int, cells: tuple[object, ...]) -> tuple[object, ...]:
-        self._open = [b for b in self._open if b[2] >= rownum]
-        while self._ahead and self._ahead[-1][0] <= rownum:
-            first_row, first_col, last_row, last_col = self._ahead.pop()
-            if last_row >= rownum:  # a block whose first row was blank and skipped still counts
-                value = cells[first_col] if first_row == rownum and first_col < len(cells) else None
-                self._open.append((first_row, first_col, last_row, last_col, value))
-        if not self._open:
-            return cells
-        out = list(cells)
-        for _first_row, first_col, _last_row, last_col, value in self._open:
-            if len(out) <= last_col:
-                out.extend([None] * (last_col + 1 - len(out)))
-            for col in range(first_col, last_col + 1):
-                out[col] = value
-        return tuple(out)
 
 
 def _filled(cells: tuple[object, ...], header: _Header) -> bool:
