@@ -38,3 +38,13 @@ class MergedBlocks:
             for col in range(first_col, last_col + 1):
                 out[col] = value
         return tuple(out)
+
+    def across(self, codes: list[str | None]) -> list[int]:
+        """The columns of the first block over the current row (the last one :meth:`fill` saw)
+        that spans more than one named column: its value is one field's, and which is unknown."""
+        for _first_row, first_col, _last_row, last_col, _value in self._open:
+            if last_col > first_col:
+                named = [i for i in range(first_col, min(last_col, len(codes) - 1) + 1) if codes[i] is not None]
+                if len(named) > 1:
+                    return named
+        return []

@@ -288,6 +288,12 @@ def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header,
             cells = merged.fill(rownum, cells)
         if not _filled(cells, header) or is_total(cells) or is_footer(cells):
             continue  # blank, a row of sums (合计) under the data, or the form's closing line (填表人：…)
+        if merged.pending and (spanned := merged.across(codes)):
+            names = ", ".join(header.names[i] or str(codes[i]) for i in spanned)
+            yield SourceRow(rownum, {}, Problem(
+                "E_ROW_SHAPE", codes[spanned[0]] or "", f"{names} are one merged cell: which of them its value is "
+                "cannot be known; unmerge the cells and write each value in its own column", row=rownum))
+            continue
         if len(cells) > width and _any_value(cells[width:]):
             beyond = [i + 1 for i in range(width, len(cells)) if _any_value((cells[i],))]
             yield SourceRow(rownum, {}, Problem("E_ROW_SHAPE", "", f"column {', '.join(map(str, beyond[:5]))} has a "

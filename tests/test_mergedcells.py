@@ -46,3 +46,20 @@ def test_a_row_of_sums_whose_label_is_merged_across_columns_is_no_record(tmp_pat
     ws.merge_cells("A3:C3")
     wb.save(p)
     assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(2, "公司1")]
+
+
+def test_a_block_merged_across_fields_refuses_its_rows_naming_them(tmp_path: pathlib.Path):
+    # One text shown across 失信程度, 公示截止期 and 备注 is the value of one of them, and which one
+    # cannot be known: copied into each, 公示截止期 and 备注 would say 严重.
+    p = tmp_path / "across.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    for cells in (HEADER, ["公司1", "严重", None, None], ["公司2", "严重", None, None], ["公司3", "一般", None, "y"]):
+        ws.append(cells)
+    ws.merge_cells("B2:D3")
+    wb.save(p)
+    got = rows(p)
+    assert [(r.row, r.problem.code if r.problem else None, r.problem.field if r.problem else None) for r in got] == [
+        (2, "E_ROW_SHAPE", "CF_SXCD"), (3, "E_ROW_SHAPE", "CF_SXCD"), (4, None, None)]
+    assert "失信程度, 公示截止期, 备注" in got[0].problem.message and "merged" in got[0].problem.message
+    assert got[2].values == {"CF_XDR_MC": "公司3", "CF_SXCD": "一般", "CF_GSJZQ": None, "BZ": "y"}
