@@ -46,6 +46,7 @@ from node.records import pb
 from node.tls import grpc_server_credentials
 from node.transport.handler_pool import HandlerPool
 from node.transport.registration import Admit, register
+from node.transport.unforeseen import quiet_undelivered
 
 __all__ = ["MAX_MESSAGE_BYTES", "GrpcServer", "Service", "split_host_port"]
 
@@ -182,6 +183,7 @@ class GrpcServer:
 
     async def _serve(self, pool: HandlerPool) -> tuple[grpc.aio.Server, _Health, int]:
         # grpc.aio objects belong to the loop they are made on: everything here runs on it.
+        quiet_undelivered()
         server = grpc.aio.server(migration_thread_pool=pool, options=_SERVER_OPTIONS)
         for service in self._services:
             service.register(server)

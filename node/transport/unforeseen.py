@@ -11,6 +11,12 @@ would have answered it. A method the servicer leaves to its generated base (whic
 health servicer) is answered ``UNIMPLEMENTED`` / ``E_UNIMPLEMENTED``, as grpc answers a method it
 does not know, and is not logged as a failure. Each service registers its servicer through :func:`guarded`, which also
 moves plain handlers off the live call (``node.transport.threaded``).
+
+Once a handler is done, grpc sends its answer itself; when the client has gone by then (it reset
+the stream on reading the length of an answer over its receive limit, it was killed) grpc fails
+that last batch and, unless it has already learned of the client's leaving, logs
+"ExecuteBatchError raised in core" at ERROR with a traceback. :func:`quiet_undelivered` makes that
+line what it is: a client that left, at DEBUG.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from node.errors import NodeError, UnimplementedError
 from node.transport.peers import abort_with, abort_with_async, end_with
 from node.transport.threaded import Aborted, on_thread
 
-__all__ = ["guarded"]
+__all__ = ["guarded", "quiet_undelivered"]
 
 T = TypeVar("T")
 
@@ -39,6 +45,33 @@ _INTERNAL = NodeError("the node failed to answer this call; the failure is logge
 # the client has left. Taken for a bug, it logged call.failed and a second abort that grpc logged
 # as "Abort already called!".
 _PASS = (grpc.aio.AbortError, grpc.aio.InternalError, Aborted)
+
+
+_GRPC_LOGGER = "grpc._cython.cygrpc"  # grpc.aio's server logs there
+_UNDELIVERED = "ExecuteBatchError raised in core by servicer method"
+
+
+class _Undelivered(logging.Filter):
+    """grpc's line for an answer it could not send after the handler ended, made ``call.undelivered``
+    at DEBUG with the method and no traceback: the client left (its stream reset, its connection
+    gone), which grpc itself drops quietly when it learns it first. Every other line passes as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if not text.startswith(_UNDELIVERED):
+            return True
+        record.method = text[len(_UNDELIVERED):].strip(" []")
+        record.msg, record.args = "call.undelivered", ()
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        record.exc_info, record.exc_text = None, None
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_undelivered() -> None:
+    """Install the filter on grpc's server logger, once for the process (servers share the logger)."""
+    logger = logging.getLogger(_GRPC_LOGGER)
+    if not any(isinstance(f, _Undelivered) for f in logger.filters):
+        logger.addFilter(_Undelivered())
 
 
 def guarded(servicer: T, service: str, *, unwrapped: Collection[str] = ()) -> T:
