@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import TypeAlias
 
@@ -58,6 +59,11 @@ _SUBMITTERS = frozenset({NODE, SOURCE})
 # streams small batches without waiting for their acks has them stored together, and each commit
 # (a sync to disk, and index pages rewritten all over) costs the same whatever it holds.
 READ_AHEAD = 8
+# ... and the bytes they may hold before the stream is read further: a request may be as large as
+# a message may be (64 MB), and eight such waiting would hold half a gigabyte for one sender
+# (one stream of 60 MB requests took the node from 85 MB to 1 GB). Not reading on lets grpc's flow
+# control hold the sender back.
+READ_AHEAD_BYTES = 32 * 1024 * 1024
 GROUP_RECORDS = 8_192
 _LOGGED_REJECTIONS = 20  # per batch: enough to diagnose, never a flood from a misbehaving sender
 _SHORT_MESSAGE = 200  # characters of a rejection's message kept when a response would not fit
@@ -85,9 +91,9 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
         except NodeError as exc:
             await abort_with_async(context, exc)
         loop = asyncio.get_running_loop()
-        ahead: asyncio.Queue[pb.SubmitRequest | Exception | None] = asyncio.Queue(READ_AHEAD)
+        ahead = _Ahead(READ_AHEAD, READ_AHEAD_BYTES)
         reader = asyncio.create_task(_read_ahead(request_iterator, ahead))
-        held: list[pb.SubmitRequest | Exception | None] = []
+        held: list[_Item] = []
         seq = 0
         try:
             while (first := held.pop() if held else await ahead.get()) is not None:
@@ -212,24 +218,64 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
                                         "rejected": counts[pb.Ack.REJECTED], "warnings": warnings})
 
 
-async def _read_ahead(requests: AsyncIterable[pb.SubmitRequest],
-                      ahead: asyncio.Queue[pb.SubmitRequest | Exception | None]) -> None:
+_Item: TypeAlias = pb.SubmitRequest | Exception | None
+
+
+class _Ahead:
+    """Requests read and not yet taken, at most ``count`` of them and, once past ``budget`` bytes,
+    no more read until some are taken. One reader and one taker, both on the event loop."""
+
+    def __init__(self, count: int, budget: int) -> None:
+        self._count, self._budget = count, budget
+        self._items: deque[tuple[_Item, int]] = deque()
+        self._bytes = 0
+        self._arrived = asyncio.Event()
+        self._taken = asyncio.Event()
+
+    async def room(self) -> None:
+        """Wait until another request may be read."""
+        while len(self._items) >= self._count or self._bytes >= self._budget:
+            self._taken.clear()
+            await self._taken.wait()
+
+    def put(self, item: _Item, size: int = 0) -> None:
+        self._items.append((item, size))
+        self._bytes += size
+        self._arrived.set()
+
+    async def get(self) -> _Item:
+        while not self._items:
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self.get_nowait()
+
+    def get_nowait(self) -> _Item:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        item, size = self._items.popleft()
+        self._bytes -= size
+        self._taken.set()
+        return item
+
+
+async def _read_ahead(requests: AsyncIterable[pb.SubmitRequest], ahead: _Ahead) -> None:
     """Read the stream while the previous group is stored: parsing overlaps the store's writes."""
     try:
+        await ahead.room()
         async for request in requests:
-            await ahead.put(request)
+            ahead.put(request, request.ByteSize())
+            await ahead.room()
     except Exception as exc:  # the call broke: the handler raises it where it waits
-        await ahead.put(exc)
+        ahead.put(exc)
         return
-    await ahead.put(None)
+    ahead.put(None)
 
 
 def _kind(request: pb.SubmitRequest) -> str:
     return "signed" if not request.unsigned else "unsigned" if not request.records else "mixed"
 
 
-def _gather(group: list[pb.SubmitRequest], ahead: asyncio.Queue[pb.SubmitRequest | Exception | None],
-            held: list[pb.SubmitRequest | Exception | None]) -> None:
+def _gather(group: list[pb.SubmitRequest], ahead: _Ahead, held: list[_Item]) -> None:
     """Add to ``group`` the requests already read that can share its transaction.
 
     Only requests of one kind, the first alone bringing certificates (learned before any of the

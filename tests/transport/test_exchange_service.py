@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import pytest
 from sqlalchemy import func, select
@@ -362,3 +363,35 @@ def test_a_record_id_no_record_can_have_is_refused_alone_on_any_store(
     assert [(a.seq, a.outcome) for a in acks] == [(0, ACCEPTED), (1, REJECTED)]
     assert acks[1].rejections[0].code.startswith("E_")
     assert _stored_revisions(running) == 1
+
+
+def test_a_submit_stream_is_read_no_further_while_its_waiting_requests_pass_the_byte_budget() -> None:
+    """Requests may be 64 MB each: eight waiting would hold half a gigabyte for one sender, so the
+    reader stops pulling from the stream (grpc's flow control then holds the sender back)."""
+    from node.transport import exchange_service as ex
+
+    big = pb.SubmitRequest(certificates=[b"x" * 1000])
+    pulled: list[int] = []
+
+    async def stream() -> AsyncIterator[pb.SubmitRequest]:
+        for i in range(6):
+            pulled.append(i)
+            yield big
+
+    async def scenario() -> list[int]:
+        ahead = ex._Ahead(count=8, budget=2500)  # room for two and a bit of these requests
+        reader = asyncio.create_task(ex._read_ahead(stream(), ahead))
+        for _ in range(20):  # let the reader run as far as it is allowed to
+            await asyncio.sleep(0)
+        seen = [len(pulled)]
+        await ahead.get()  # taking one makes room for one more
+        for _ in range(20):
+            await asyncio.sleep(0)
+        seen.append(len(pulled))
+        while await ahead.get() is not None:  # the rest still arrive, then the end
+            pass
+        await reader
+        seen.append(len(pulled))
+        return seen
+
+    assert asyncio.run(scenario()) == [3, 4, 6]
