@@ -30,11 +30,14 @@ _MERGE = re.compile(rb"<" + _NS + rb'mergeCell ref="([A-Z]{1,3})(\d+):([A-Z]{1,3
 # A cell holding a formula and no value (or an empty one): a workbook written by a library, whose
 # results only a spreadsheet program computes. Read for its value, it looks empty. An empty value
 # in a cell typed as text (t="str") is a result, the empty string (=IF(C2="","",…)), which Excel
-# saves so: the attributes (group 3) and the empty value (group 4) tell the two apart.
-_UNCALCULATED = re.compile(
-    rb"<" + _NS + rb'c r="([A-Z]{1,3})(\d+)"([^>]*)>'
+# saves so: the cell's attributes and the empty value (group 1) tell the two apart. Formulas are
+# found first (few cells have one), then their cell's tag, whose attributes come in any order.
+_FORMULA = re.compile(rb"<" + _NS + rb"f[\s>/]")
+_UNCALCULATED_END = re.compile(
     rb"(?:<" + _NS + rb"f[^>]*/>|<" + _NS + rb"f[^>]*>[^<]*</" + _NS + rb"f>)"
     rb"(<" + _NS + rb"v\s*/>|<" + _NS + rb"v></" + _NS + rb"v>)?</" + _NS + rb"c>")
+_CELL_TAG = re.compile(rb"<" + _NS + rb"c\s[^<>]*>")
+_CELL_REF = re.compile(rb'\sr="([A-Z]{1,3})(\d+)"')
 _TEXT_RESULT = re.compile(rb'\st="str"')
 # A row element marked hidden (Excel writes hidden="1" for rows hidden by hand, filtered out by an
 # autoFilter or folded in a collapsed group), and its number. The attribute is searched for (a
@@ -66,10 +69,16 @@ def sheet_marks(ws: Any) -> SheetMarks:
             for m in _MERGE.finditer(text):
                 merged.add((int(m[2]), column_index_from_string(m[1].decode()) - 1,
                             int(m[4]), column_index_from_string(m[3].decode()) - 1))
-            for m in _UNCALCULATED.finditer(text):
-                if m[4] and _TEXT_RESULT.search(m[3]):
+            for m in _FORMULA.finditer(text):
+                end = _UNCALCULATED_END.match(text, m.start())
+                if end is None:
+                    continue  # its result is saved
+                tag = text[text.rfind(b"<", 0, m.start()):m.start()]  # a formula is its cell's first child
+                if not _CELL_TAG.fullmatch(tag) or (ref := _CELL_REF.search(tag)) is None:
+                    continue
+                if end[1] and _TEXT_RESULT.search(tag):
                     continue  # an empty text result, saved
-                uncalculated.setdefault(int(m[2]), set()).add(column_index_from_string(m[1].decode()) - 1)
+                uncalculated.setdefault(int(ref[2]), set()).add(column_index_from_string(ref[1].decode()) - 1)
             for m in _HIDDEN.finditer(text):
                 start = text.rfind(b"<", 0, m.start())  # the tag's name is matched with whitespace after
                 tag = text[start:text.find(b">", m.end()) + 1]

@@ -365,3 +365,22 @@ def test_the_total_row_of_a_table_in_chinese_excel_is_no_record(tmp_path: pathli
     ws.add_table(Table(displayName="行政处罚", ref="A1:D4", totalsRowCount=1))
     wb.save(p)
     assert [(r.row, r.values["CF_XDR_MC"], r.problem) for r in rows(p)] == [(2, "公司1", None), (3, "公司2", None)]
+
+
+def test_a_formula_never_calculated_is_found_whatever_order_its_cell_attributes_come_in(tmp_path: pathlib.Path):
+    # XML leaves attribute order free, and writers differ: style or type before the reference.
+    p = tmp_path / "attribute_order.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(HEADER)
+    ws.append(["公司1", '=IF(1>0,"严重","一般")', None, "x"])
+    wb.save(p)
+    with zipfile.ZipFile(p) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    parts["xl/worksheets/sheet1.xml"] = parts["xl/worksheets/sheet1.xml"].replace(b'<c r="B2"', b'<c s="0" r="B2"')
+    with zipfile.ZipFile(p, "w") as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+    got = rows(p)
+    assert [(r.row, r.problem.code if r.problem else None, r.problem.field if r.problem else None) for r in got] == [
+        (2, "E_FIELD_FORMULA", "CF_SXCD")]
