@@ -40,6 +40,7 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy import types as sqltypes
 from sqlalchemy.exc import NoSuchTableError
 
 from adapters.base import Sink
@@ -216,6 +217,11 @@ class DatabasePull:
             raise ConfigError(f"adapter {self.name}: {cfg.table} has no primary key; name the tie-breaker "
                               "columns under key:", field="key")
         order = (column(cfg.watermark, "watermark"), *(column(k, "key") for k in key_names))
+        for setting, placed in zip(("watermark", *("key" for _k in key_names)), order, strict=True):
+            if (why := _unfit_for_position(placed)) is not None:
+                raise ConfigError(f"adapter {self.name}: {setting}: column {placed.name!r} of {cfg.table} is {why}; "
+                                  "use an update time, an integer or a DECIMAL column (or a view that casts to one)",
+                                  field=setting)
         for code in cfg.columns:
             if not self._item.has_field(code):
                 raise ConfigError(f"adapter {self.name}: {code} is not a field of {self._item.code}",
@@ -285,6 +291,20 @@ class DatabasePull:
                                                           fb.source_key.in_(names[start:start + 500])))
             if refused:
                 conn.execute(insert(self._feedback), refused)
+
+
+def _unfit_for_position(col: Column[Any]) -> str | None:
+    """Why a column cannot hold the pull's position, or None."""
+    if isinstance(col.type, sqltypes.Float):
+        # The value read back is not the one stored (a FLOAT 0.3 reads as 0.3, is stored as
+        # 0.30000001): ``wm > :wm`` then holds for the last row taken, which came again every poll.
+        return (f"{col.type.__visit_name__.upper()}, an approximate number: the position read from it does not "
+                "compare equal to the stored value, so rows would be read again and again")
+    if isinstance(col.type, sqltypes.Boolean):
+        return f"{col.type.__visit_name__.upper()}, which cannot grow with every change"
+    if isinstance(col.type, sqltypes.JSON | sqltypes.ARRAY):
+        return f"{col.type.__visit_name__.upper()}, which the database cannot order rows by"
+    return None
 
 
 def _ahead_of_today(watermark: object) -> bool:

@@ -1,0 +1,45 @@
+"""A database pull's settings that cannot work, refused at its first poll with the setting named.
+
+Against the real PostgreSQL and MariaDB: what a column can hold is the server's to say.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest_values import UNIT
+from source_tables import create_and_fill, penalty_db_rows, penalty_table
+from sqlalchemy import create_engine, text
+from test_database import Recorder, pull_for
+
+from node.app import Node
+from node.errors import ConfigError
+
+_VALUES = {"FLOAT": "id * 0.1", "REAL": "id * 0.1", "DOUBLE": "id * 0.1", "JSON": "'{}'", "BOOLEAN": "true"}
+
+
+@pytest.mark.parametrize(("server", "column_type", "setting"), [
+    ("mariadb", "FLOAT", "watermark"),  # read back, 0.3 no longer equals the stored 0.30000001
+    ("postgresql", "REAL", "watermark"),
+    ("mariadb", "DOUBLE", "key"),
+    ("postgresql", "JSON", "watermark"),  # no ordering at all: every poll failed, retried for ever
+    ("postgresql", "BOOLEAN", "watermark"),  # cannot grow; refused only once a batch was read
+])
+def test_a_column_that_cannot_hold_the_position_is_refused_naming_the_setting(
+        dept: Node, server: str, column_type: str, setting: str, request: pytest.FixtureRequest):
+    url: str = request.getfixturevalue("mariadb_source_url" if server == "mariadb" else "pg_source_url")
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(url)
+    create_and_fill(src, penalty_table(item), penalty_db_rows(item, 6, unit=UNIT))
+    with src.begin() as conn:
+        conn.execute(text(f"ALTER TABLE cf_penalties ADD COLUMN ver {column_type}"))
+        conn.execute(text(f"UPDATE cf_penalties SET ver = {_VALUES[column_type]}"))
+    rec = Recorder(dept)
+    where = {"watermark": "ver"} if setting == "watermark" else {"key": ["ver"]}
+    pull = pull_for(dept, url, rec, batch_rows=2, page_rows=3, **where)
+    with pytest.raises(ConfigError) as refused:
+        pull.poll()
+    assert refused.value.field == setting
+    assert "'ver'" in refused.value.message and column_type in refused.value.message
+    assert rec.outcomes == []  # refused before a row was read, not after
+    pull.close()
+    src.dispose()
