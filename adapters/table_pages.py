@@ -157,10 +157,27 @@ def engine_for(url: str, adapter: str, timeout_s: float) -> Engine:
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:
         parsed = make_url(url)
-        backend = parsed.get_backend_name()
-        args = _bounded(backend, timeout_s)
-        if "options" in parsed.query:  # the operator's own server options win
-            args.pop("options", None)
+    except ValueError:  # a port that is not a number; the message would quote the url's text
+        raise ConfigError(f"adapter {adapter}: url cannot be read (is its port a number?)", field="url") from None
+    except ArgumentError as exc:
+        raise ConfigError(f"adapter {adapter}: url is not usable: {exc}", field="url") from None
+    if parsed.host and "@" in parsed.host:
+        # The password held an '@': what follows it was taken for the host, and the driver's
+        # "cannot resolve host" error put that part of the password in the log at every poll.
+        raise ConfigError(f"adapter {adapter}: url: the user name or password holds '@', which must be written "
+                          "%40 (percent-encoded) there", field="url")
+    backend = parsed.get_backend_name()
+    if backend in ("mysql", "mariadb") and (charset := parsed.query.get("charset")):
+        from pymysql.charset import charset_by_name  # type: ignore[import-untyped]  # PyMySQL ships no types
+
+        if not isinstance(charset, str) or charset_by_name(charset) is None:
+            # PyMySQL fails on it with an AttributeError at every connection, a crash each poll.
+            raise ConfigError(f"adapter {adapter}: url: charset {charset!r} is not a MySQL/MariaDB character set "
+                              "(utf8mb4, gbk, latin1 …)", field="url")
+    args = _bounded(backend, timeout_s)
+    if "options" in parsed.query:  # the operator's own server options win
+        args.pop("options", None)
+    try:
         return create_engine(url, pool_pre_ping=True, connect_args=args)
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(f"adapter {adapter}: url is not usable: {exc}", field="url") from None

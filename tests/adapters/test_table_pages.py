@@ -8,7 +8,14 @@ import pickle
 import pytest
 from sqlalchemy import Column, DateTime, Integer, MetaData, Table, Text, select
 
-from adapters.table_pages import PageReader, decode_position, encode_position, in_memory, rows_after
+from adapters.table_pages import (
+    PageReader,
+    decode_position,
+    encode_position,
+    engine_for,
+    in_memory,
+    rows_after,
+)
 from node.errors import ConfigError
 
 
@@ -42,3 +49,22 @@ def test_a_page_reader_crosses_to_the_worker_pickled():
                         upto=None, page_rows=10, pages=2, batch_rows=5, with_keys=False, timeout_s=30)
     again = pickle.loads(pickle.dumps(reader))
     assert again.columns == reader.columns and again.table.c.keys() == ["id", "cf_wsh", "updated_at"]
+
+
+@pytest.mark.parametrize("url", [
+    "mysql+pymysql://credit:Zq7@xK9@127.0.0.1:3306/dept",  # an '@' in the password, not written %40
+    "postgresql://credit:Zq7@xK9@127.0.0.1:5432/dept",
+    "postgresql://credit:Zq7xK9@127.0.0.1:54x2/dept",  # a port that is not a number
+    "mysql+pymysql://credit:Zq7xK9@127.0.0.1:3306/dept?charset=utf8mb5",  # no such character set
+])
+def test_an_unusable_url_is_refused_naming_the_setting_and_never_its_password(url: str):
+    with pytest.raises(ConfigError) as refused:
+        engine_for(url, "database:cf", 2)
+    assert refused.value.field == "url"
+    assert "Zq7" not in refused.value.message and "xK9" not in refused.value.message
+
+
+def test_a_password_with_an_at_sign_written_percent_encoded_is_read_whole():
+    engine = engine_for("mysql+pymysql://credit:Zq7%40xK9@127.0.0.1:3306/dept?charset=gbk", "database:cf", 2)
+    assert (engine.url.password, engine.url.host) == ("Zq7@xK9", "127.0.0.1")
+    engine.dispose()
