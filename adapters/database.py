@@ -218,7 +218,7 @@ class DatabasePull:
                               "columns under key:", field="key")
         order = (column(cfg.watermark, "watermark"), *(column(k, "key") for k in key_names))
         for setting, placed in zip(("watermark", *("key" for _k in key_names)), order, strict=True):
-            if (why := _unfit_for_position(placed)) is not None:
+            if (why := _unfit_for_position(placed, watermark=setting == "watermark")) is not None:
                 raise ConfigError(f"adapter {self.name}: {setting}: column {placed.name!r} of {cfg.table} is {why}; "
                                   "use an update time, an integer or a DECIMAL column (or a view that casts to one)",
                                   field=setting)
@@ -293,8 +293,13 @@ class DatabasePull:
                 conn.execute(insert(self._feedback), refused)
 
 
-def _unfit_for_position(col: Column[Any]) -> str | None:
+def _unfit_for_position(col: Column[Any], *, watermark: bool) -> str | None:
     """Why a column cannot hold the pull's position, or None."""
+    if watermark and isinstance(col.type, sqltypes.Date) and not isinstance(col.type, sqltypes.DateTime):
+        # A row changed again on the day it was read keeps its watermark and lies behind the
+        # position (same day, key not after the last one taken): that change was never read.
+        return ("a DATE, which does not grow when a row changes again on the day it was read: such changes "
+                "would never be pulled")
     if isinstance(col.type, sqltypes.Float):
         # The value read back is not the one stored (a FLOAT 0.3 reads as 0.3, is stored as
         # 0.30000001): ``wm > :wm`` then holds for the last row taken, which came again every poll.

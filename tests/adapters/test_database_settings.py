@@ -14,7 +14,8 @@ from test_database import Recorder, pull_for
 from node.app import Node
 from node.errors import ConfigError
 
-_VALUES = {"FLOAT": "id * 0.1", "REAL": "id * 0.1", "DOUBLE": "id * 0.1", "JSON": "'{}'", "BOOLEAN": "true"}
+_VALUES = {"FLOAT": "id * 0.1", "REAL": "id * 0.1", "DOUBLE": "id * 0.1", "JSON": "'{}'", "BOOLEAN": "true",
+           "DATE": "CURRENT_DATE"}
 
 
 @pytest.mark.parametrize(("server", "column_type", "setting"), [
@@ -23,6 +24,8 @@ _VALUES = {"FLOAT": "id * 0.1", "REAL": "id * 0.1", "DOUBLE": "id * 0.1", "JSON"
     ("mariadb", "DOUBLE", "key"),
     ("postgresql", "JSON", "watermark"),  # no ordering at all: every poll failed, retried for ever
     ("postgresql", "BOOLEAN", "watermark"),  # cannot grow; refused only once a batch was read
+    ("mariadb", "DATE", "watermark"),  # a second change on the day it was read was never pulled
+    ("postgresql", "DATE", "watermark"),
 ])
 def test_a_column_that_cannot_hold_the_position_is_refused_naming_the_setting(
         dept: Node, server: str, column_type: str, setting: str, request: pytest.FixtureRequest):
