@@ -34,10 +34,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     delete,
     func,
     insert,
-    or_,
     select,
 )
 from sqlalchemy import types as sqltypes
@@ -51,6 +51,7 @@ from adapters.table_pages import (
     encode_position,
     engine_for,
     in_memory,
+    placed,
     source_errors,
 )
 from node.access import today_in_china
@@ -217,9 +218,9 @@ class DatabasePull:
             raise ConfigError(f"adapter {self.name}: {cfg.table} has no primary key; name the tie-breaker "
                               "columns under key:", field="key")
         order = (column(cfg.watermark, "watermark"), *(column(k, "key") for k in key_names))
-        for setting, placed in zip(("watermark", *("key" for _k in key_names)), order, strict=True):
-            if (why := _unfit_for_position(placed, watermark=setting == "watermark")) is not None:
-                raise ConfigError(f"adapter {self.name}: {setting}: column {placed.name!r} of {cfg.table} is {why}; "
+        for setting, ordering in zip(("watermark", *("key" for _k in key_names)), order, strict=True):
+            if (why := _unfit_for_position(ordering, watermark=setting == "watermark")) is not None:
+                raise ConfigError(f"adapter {self.name}: {setting}: column {ordering.name!r} of {cfg.table} is {why}; "
                                   "use an update time, an integer or a DECIMAL column (or a view that casts to one)",
                                   field=setting)
         for code in cfg.columns:
@@ -252,13 +253,15 @@ class DatabasePull:
     def _warn_unplaced(self, table: Table, order: tuple[Column[Any], ...]) -> None:
         """Rows with NULL in the watermark or a key are never read (table_pages): say how many,
         once per start, so the department learns of them instead of losing them unseen."""
-        with source_errors(self.name, "counting rows without a position in"), self._source().connect() as conn:
-            n = conn.execute(select(func.count()).select_from(table).where(or_(*(c.is_(None) for c in order))))
+        engine = self._source()
+        with source_errors(self.name, "counting rows without a position in"), engine.connect() as conn:
+            n = conn.execute(select(func.count()).select_from(table).where(~and_(*placed(order, engine.dialect.name))))
             count = int(n.scalar_one())
         if count:
             self._log.warning("adapter.rows_not_pulled", extra={
                 "adapter": self.name, "rows": count, "columns": [c.name for c in order],
-                "reason": "NULL in the watermark or a key column: such rows are never read; fill them in"})
+                "reason": "NULL in the watermark or a key column, or a date there no program can read (infinity, "
+                          "a year before 1 or after 9999): such rows are never read; correct them"})
 
     # --- feedback to the source ------------------------------------------------------------------
     def _catch_up_feedback(self, plan: _Plan) -> None:

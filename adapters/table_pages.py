@@ -18,7 +18,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Engine, Table, and_, create_engine, or_, select
+from sqlalchemy import Column, ColumnElement, Date, DateTime, Engine, Table, and_, create_engine, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.exc import DataError as DBAPIDataError
@@ -27,7 +27,7 @@ from node.errors import ConfigError, NodeError, TransportError
 from node.tabular import SourceRow
 
 __all__ = ["PageReader", "Position", "decode_position", "encode_position", "engine_for", "in_memory",
-           "rows_after", "source_errors"]
+           "placed", "rows_after", "source_errors"]
 
 Position = tuple[Any, ...]  # (watermark, key columns…) of the last row taken in
 
@@ -91,10 +91,9 @@ class PageReader:
             engine = connections[self.url] = engine_for(self.url, self.adapter, self.timeout_s)
         columns = [self.table.c[name] for name in self.columns]
         order = columns[-self.order_width:]
-        # A row with NULL in the watermark or a key column has no place in the keyset order (NULLs
-        # sort first on one database, last on another, and compare with nothing): never read, on
-        # every database alike; the adapter counts them once and warns (adapters.database).
-        stmt = select(*columns).where(*(c.is_not(None) for c in order)).order_by(*order).limit(self.page_rows)
+        # Rows without a place in the keyset order are never read (``placed``); the adapter counts
+        # them once and warns (adapters.database).
+        stmt = select(*columns).where(*placed(order, engine.dialect.name)).order_by(*order).limit(self.page_rows)
         if self.upto is not None:
             stmt = stmt.where(~rows_after(order, self.upto))
         after = self.after
@@ -239,6 +238,25 @@ def _key_text(value: Any) -> str:
 def _row_number(key: Sequence[Any]) -> int:
     """A positive 56-bit number standing for a row whose key is not one integer."""
     return int.from_bytes(hashlib.sha256("\x1f".join(map(_key_text, key)).encode()).digest()[:7], "big")
+
+
+# PostgreSQL dates past what Python holds (±infinity, years before 1 or after 9999), kept a day
+# clear of the ends so a TIMESTAMPTZ shifted to the session's zone still fits.
+_FIRST_PLACED, _LAST_PLACED = datetime(1, 1, 2), datetime(9999, 12, 30)
+
+
+def placed(order: Sequence[Column[Any]], dialect: str) -> list[ColumnElement[bool]]:
+    """The conditions for a row to have a place in the (watermark, key…) order.
+
+    NULL compares with nothing and sorts first on one database, last on another: such rows are
+    never read, on every database alike. On PostgreSQL neither is a date or time the driver
+    cannot turn into a Python one: read as its text ('infinity'), it became the position, and the
+    next page compared the column with text and failed, at every poll from then on.
+    """
+    conditions: list[ColumnElement[bool]] = [c.is_not(None) for c in order]
+    if dialect == "postgresql":
+        conditions += [c.between(_FIRST_PLACED, _LAST_PLACED) for c in order if isinstance(c.type, Date | DateTime)]
+    return conditions
 
 
 def rows_after(order: Sequence[Column[Any]], position: Position) -> ColumnElement[bool]:

@@ -1,0 +1,45 @@
+"""Watermark values a database pull cannot place in its order, against the real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import pytest
+from conftest_values import UNIT
+from source_tables import BASE_TIME, create_and_fill, penalty_db_rows, penalty_table
+from sqlalchemy import create_engine, text, update
+from test_database import Recorder, drain, pull_for, records
+
+from node.app import Node
+
+
+def test_a_watermark_date_no_program_can_read_is_counted_not_read_and_the_pull_goes_on(
+        dept: Node, pg_source_url: str, caplog: pytest.LogCaptureFixture):
+    # 'infinity' was read as its text, became the position, and the next page compared the
+    # timestamp column with text: every poll failed from then on, and a restart did not help.
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(pg_source_url)
+    table = penalty_table(item)
+    create_and_fill(src, table, penalty_db_rows(item, 8, unit=UNIT, same_time_every=1))
+    with src.begin() as conn:
+        conn.execute(text("UPDATE cf_penalties SET updated_at = 'infinity' WHERE id = 3"))
+        conn.execute(text("UPDATE cf_penalties SET updated_at = '-infinity' WHERE id = 4"))
+        conn.execute(text("UPDATE cf_penalties SET updated_at = '10000-01-01' WHERE id = 6"))
+    rec = Recorder(dept)
+    pull = pull_for(dept, pg_source_url, rec, batch_rows=2, page_rows=3)
+    with caplog.at_level(logging.WARNING, logger="adapters.database"):
+        assert drain(pull) == 5
+    assert sorted(o.row for o in rec.outcomes) == [1, 2, 5, 7, 8]
+    [warned] = [r for r in caplog.records if r.getMessage() == "adapter.rows_not_pulled"]
+    assert warned.rows == 3  # type: ignore[attr-defined]
+    # The department corrects one of them, and changes another row: both come, nothing else.
+    later = BASE_TIME + dt.timedelta(days=1)
+    with src.begin() as conn:
+        conn.execute(update(table).where(table.c.id.in_([3, 7])).values(updated_at=later))
+    rec.outcomes.clear()
+    assert drain(pull) == 2
+    assert sorted((o.row, o.outcome) for o in rec.outcomes) == [(3, "accepted"), (7, "duplicate")]
+    assert records(dept) == 6
+    pull.close()
+    src.dispose()
