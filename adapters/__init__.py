@@ -38,7 +38,7 @@ def build_sources(node: Node, *, sink: Sink | None = None, names: tuple[str, ...
     if unknown:
         raise UsageError(f"no adapter named {', '.join(unknown)} (configured: {', '.join(known) or 'none'})")
     sources: list[Source] = []
-    for cfg, name in zip(node.config.adapters, known, strict=True):
+    for i, (cfg, name) in enumerate(zip(node.config.adapters, known, strict=True)):
         if names and name not in names:
             continue
         if isinstance(cfg, FileAdapterConfig):
@@ -48,7 +48,7 @@ def build_sources(node: Node, *, sink: Sink | None = None, names: tuple[str, ...
                                     on_file=on_file))
         else:
             sources.append(DatabasePull(cfg, catalog=node.catalog, sink=target, state=node.store.meta, name=name,
-                                        workers=node.prepare_worker))
+                                        workers=node.prepare_worker, setting=f"adapters[{i}]"))
     return sources
 
 

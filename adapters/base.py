@@ -104,7 +104,8 @@ class SourceRunner:
                 handled = 0
                 self.failures += 1
                 self._log.warning("adapter.poll_failed", extra={"adapter": self.source.name, "code": exc.code,
-                                                                "error": exc.message, "failures": self.failures})
+                                                                "field": exc.field, "error": exc.message,
+                                                                "failures": self.failures})
             except Exception:  # an adapter bug must not stop the node's other work
                 handled = 0
                 self.failures += 1

@@ -92,8 +92,12 @@ class DatabasePull:
     """One published table or view (a ``Source``)."""
 
     def __init__(self, cfg: DatabaseAdapterConfig, *, catalog: Catalog, sink: Sink, state: State, name: str,
-                 workers: Callable[[], PrepareWorker] | None = None, logger: logging.Logger | None = None) -> None:
+                 workers: Callable[[], PrepareWorker] | None = None, logger: logging.Logger | None = None,
+                 setting: str = "") -> None:
         self.name = name
+        # Where the adapter stands in node.yaml ("adapters[2]"): a setting that cannot work is
+        # named by its whole dotted path, as the configuration's own checks name theirs.
+        self._setting = setting
         self.interval_s = cfg.interval_s
         self._cfg = cfg
         self._item: Item = catalog.item(cfg.item)
@@ -121,6 +125,10 @@ class DatabasePull:
                 self._catch_up_feedback(plan)
             after = self._position(self.position_key)
             return self._pull(plan, after, upto=None, page_rows=self._cfg.page_rows, commit_position=True)
+        except ConfigError as exc:
+            if self._setting and exc.field and not exc.field.startswith(f"{self._setting}."):
+                exc.field = f"{self._setting}.{exc.field}"
+            raise
         except TransportError:
             # The source failed; its shape may have changed too (a column dropped, a view or table
             # replaced): the next poll reads the shape again instead of repeating the same failing

@@ -132,3 +132,28 @@ def test_submit_names_a_hidden_row_of_a_workbook_it_sent(tmp_path: pathlib.Path,
     assert lines[0] == f"{path}: 3 accepted, 0 duplicates, 0 rejected, 1 warnings"
     assert lines[1].startswith("  row 3: W_ROW_HIDDEN: row 3 is hidden in the sheet") and len(lines) == 2
     assert lines[1].endswith("(accepted with a warning)")
+
+
+def test_a_database_adapter_setting_that_cannot_work_is_named_by_its_dotted_path(tmp_path: pathlib.Path) -> None:
+    import json
+
+    from sqlalchemy import create_engine, text
+
+    from node.provisioning import init_node
+
+    source = tmp_path / "dept.db"
+    engine = create_engine(f"sqlite:///{source}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE cf (id INTEGER PRIMARY KEY, updated_at TIMESTAMP NOT NULL)"))
+    engine.dispose()
+    cfg = init_node(tmp_path / "n", node_id="dept:330102:scjgj", level="department", unit="11330102MB0000019G")
+    with cfg.open("a", encoding="utf-8") as fh:
+        fh.write(f"adapters:\n- kind: file\n  dir: drop\n  item: admin_penalty\n"
+                 f"- kind: database\n  item: admin_penalty\n  url: 'sqlite:///{source}'\n  table: cf\n"
+                 f"  watermark: updated_at\n  columns: {{CF_XDR_MC: mingcheng}}\n")
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "adapters", "run", "--until-idle", "--json",
+                                      "--name", "database:cf", "--log-level", "ERROR"])
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)["error"]
+    assert (error["code"], error["field"]) == ("E_CONFIG", "adapters[1].columns.CF_XDR_MC")
+    assert "'mingcheng'" in error["message"] and "Traceback" not in result.output
