@@ -16,7 +16,7 @@ from node.errors import Problem
 from node.identifiers import NEEDS_NORMALIZING, NEEDS_NORMALIZING_PROSE
 
 __all__ = ["BLANKS", "DIRT", "DIRT_PROSE", "NOT_VALUES", "NO_VALUE", "SHORT", "SPREADSHEET_ERRORS", "is_value",
-           "misread", "misread_as_latin1"]
+           "latin1_shaped", "misread", "misread_as_latin1"]
 
 # What departments write in a cell that has no value ("无", "/", "-", "null"): an empty cell, so a
 # required field so written is missing, not filled. Compared after normalisation (full width folded).
@@ -66,6 +66,22 @@ def is_value(cell: str, code: str, item: Item, problems: list[Problem], invalid:
     return True
 
 
+# MySQL's and MariaDB's latin1 is Windows-1252: bytes 0x80-0x9F read as € ‚ ƒ „ … † ‡ ˆ ‰ Š ‹ Œ Ž
+# ‘ ’ “ ” • – — ˜ ™ š › œ ž Ÿ (past U+00FF; the five bytes it leaves undefined read as U+0081 …).
+# Nearly every UTF-8 Chinese character, and GBK's extension (喆 is 0x86 0xB4), has such a byte.
+_WINDOWS_1252: Final = {bytes([b]).decode("cp1252"): chr(b) for b in range(0x80, 0xA0)
+                        if b not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
+_AS_BYTES: Final = str.maketrans(_WINDOWS_1252)
+# Stops at the first character no latin1 reading gives: in Chinese text, the first one.
+_NOT_LATIN1: Final = re.compile("[^\x00-\xff" + "".join(_WINDOWS_1252) + "]")
+
+
+def latin1_shaped(value: str) -> bool:
+    """True when every character of ``value`` is one a latin1 connection can give (ISO 8859-1,
+    or Windows-1252 as MySQL and MariaDB read latin1): the values :func:`misread` looks at."""
+    return _NOT_LATIN1.search(value) is None
+
+
 # CJK ideographs (unified, extension A, compatibility): what a garbled Chinese value reads as.
 _CJK: Final = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _ASCII_LETTERS: Final = re.compile("[A-Za-z]")
@@ -76,14 +92,15 @@ def misread_as_latin1(value: str) -> tuple[str, str] | None:
 
     A legacy database written in GBK and read through a latin1 connection gives
     ``º¼ÖÝÕÅÈý`` for 杭州张三. Callers pass only values with a character in U+0080-U+00FF and
-    none above U+00FF (such a value holds no Chinese, so it cannot be Chinese read correctly).
+    otherwise only ASCII or Windows-1252's letters (:func:`latin1_shaped`: such a value holds no
+    Chinese, so it cannot be Chinese read correctly).
     Its latin1 bytes are the source's bytes: garbled when they decode strictly as UTF-8 into
     text with Chinese in it, or as GBK into text that is mostly Chinese, every character made of
     two non-ASCII bytes. Western text passes: an accented letter stands between ASCII letters
     (``Société``: é and t would be one GBK character), and where two meet (``Größe``: öß) one
     ideograph among the Latin letters is not Chinese text.
     """
-    raw = value.encode("latin1")
+    raw = value.translate(_AS_BYTES).encode("latin1")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

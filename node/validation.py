@@ -41,7 +41,7 @@ from types import MappingProxyType
 from typing import Final
 
 from node.catalog import Catalog, Condition, Item
-from node.cells import BLANKS, DIRT, DIRT_PROSE, NOT_VALUES, SHORT, is_value, misread
+from node.cells import BLANKS, DIRT, DIRT_PROSE, NOT_VALUES, SHORT, is_value, latin1_shaped, misread
 from node.cross_rules import failure_test
 from node.errors import Problem
 from node.field_checks import TEXT_MARK, Conv, IdCheck, Today, compile_field, identifier_check
@@ -199,7 +199,7 @@ class Validator:
                 if (len(v) <= SHORT and v.strip(BLANKS) in NOT_VALUES
                         and not is_value(v, code, plan.item, problems, invalid, row)):
                     continue
-                if not ok and not ascii_only and max(v) <= "\xff" and misread(v, code, plan.item, problems, row):
+                if not ok and not ascii_only and latin1_shaped(v) and misread(v, code, plan.item, problems, row):
                     invalid.add(code)
                     continue
             else:
