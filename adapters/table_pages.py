@@ -135,10 +135,11 @@ class PageReader:
         rows: list[SourceRow] = []
         # A row's number is its integer primary key, or a stable number made from its key columns,
         # so feedback about a row whose natural key could not be read finds the same row when it
-        # comes again corrected (node.store.rejections.row_key).
+        # comes again corrected (node.store.rejections.row_key). Only a key the store's row column
+        # holds as itself: 0 means "no row", and an unsigned id past 2**63 overflowed the store.
         for r in part:
             key = r[-1] if width == 1 else None
-            number = key if type(key) is int else _row_number(r[-width:])
+            number = key if type(key) is int and 0 < key < _ROW_LIMIT else _row_number(r[-width:])
             rows.append(SourceRow(number, dict(zip(codes, r, strict=False))))
         keys = [("|".join(_key_text(v) for v in r[-width:]), _key_text(r[-width - 1])) for r in part] \
             if self.with_keys else []
@@ -233,6 +234,9 @@ def in_memory(url: str) -> bool:
 def _key_text(value: Any) -> str:
     """A key or watermark value as the department reads it (bytes as hex, not a Python repr)."""
     return bytes(value).hex() if isinstance(value, bytes | bytearray | memoryview) else str(value)
+
+
+_ROW_LIMIT = 2**63  # the store keeps row numbers as a signed 64-bit BIGINT
 
 
 def _row_number(key: Sequence[Any]) -> int:
