@@ -125,11 +125,11 @@ class DatabasePull:
                 self._catch_up_feedback(plan)
             after = self._position(self.position_key)
             return self._pull(plan, after, upto=None, page_rows=self._cfg.page_rows, commit_position=True)
-        except ConfigError as exc:
+        except (ConfigError, TransportError) as exc:
             if self._setting and exc.field and not exc.field.startswith(f"{self._setting}."):
                 exc.field = f"{self._setting}.{exc.field}"
-            raise
-        except TransportError:
+            if isinstance(exc, ConfigError):
+                raise
             # The source failed; its shape may have changed too (a column dropped, a view or table
             # replaced): the next poll reads the shape again instead of repeating the same failing
             # query until the node restarts.
@@ -206,7 +206,11 @@ class DatabasePull:
             return self._plan
         cfg = self._cfg
         schema, _dot, name = cfg.table.rpartition(".")
-        with source_errors(self.name, "reading the shape of"), self._source().connect() as conn:
+        # Connecting apart: an unreachable server or a refused login is the url's to fix, and is
+        # named so; what fails after it is the table's.
+        with source_errors(self.name, "connecting to", field="url"):
+            connection = self._source().connect()
+        with source_errors(self.name, "reading the shape of"), connection as conn:
             try:
                 table = Table(name, MetaData(), autoload_with=conn, schema=schema or None)
             except NoSuchTableError:

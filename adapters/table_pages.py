@@ -277,8 +277,9 @@ def rows_after(order: Sequence[Column[Any]], position: Position) -> ColumnElemen
 
 
 @contextmanager
-def source_errors(name: str, what: str) -> Iterator[None]:
-    """Database errors of the department's system become a retryable, named TransportError."""
+def source_errors(name: str, what: str, *, field: str = "") -> Iterator[None]:
+    """Database errors of the department's system become a retryable, named TransportError
+    (``field``: the setting to look at when it persists, e.g. ``url`` for a failed login)."""
     try:
         yield
     except NodeError:
@@ -286,4 +287,5 @@ def source_errors(name: str, what: str) -> Iterator[None]:
     except SQLAlchemyError as exc:
         cause = getattr(exc, "orig", None) or exc
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        raise TransportError(f"adapter {name}: {what} the source failed: {first}", code="E_ADAPTER_SOURCE") from exc
+        raise TransportError(f"adapter {name}: {what} the source failed: {first}", code="E_ADAPTER_SOURCE",
+                             field=field) from exc

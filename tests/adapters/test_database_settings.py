@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 from test_database import Recorder, pull_for
 
 from node.app import Node
-from node.errors import ConfigError
+from node.errors import ConfigError, TransportError
 
 _VALUES = {"FLOAT": "id * 0.1", "REAL": "id * 0.1", "DOUBLE": "id * 0.1", "JSON": "'{}'", "BOOLEAN": "true",
            "DATE": "CURRENT_DATE"}
@@ -46,3 +46,18 @@ def test_a_column_that_cannot_hold_the_position_is_refused_naming_the_setting(
     assert rec.outcomes == []  # refused before a row was read, not after
     pull.close()
     src.dispose()
+
+
+@pytest.mark.parametrize("url", [
+    "mysql+pymysql://root:Zq7xK9wrong@127.0.0.1:3306/test",  # a refused login
+    "mysql+pymysql://root:Zq7xK9wrong@127.0.0.1:1/test",  # nothing listening
+    "postgresql+psycopg://postgres:Zq7xK9wrong@127.0.0.1:5432/no_such_database",
+])
+def test_a_source_it_cannot_log_in_to_is_retried_and_named_by_url_without_the_password(dept: Node, url: str):
+    pull = pull_for(dept, url, timeout_s=5)
+    with pytest.raises(TransportError) as failed:
+        pull.poll()
+    assert failed.value.code == "E_ADAPTER_SOURCE" and failed.value.retryable
+    assert failed.value.field == "url" and "connecting to the source failed" in failed.value.message
+    assert "Zq7xK9" not in str(failed.value)
+    pull.close()
