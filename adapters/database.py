@@ -274,6 +274,20 @@ class DatabasePull:
                 "adapter": self.name, "rows": count, "columns": [c.name for c in order],
                 "reason": "NULL in the watermark or a key column, or a date there no program can read (infinity, "
                           "a year before 1 or after 9999): such rows are never read; correct them"})
+        watermark = order[0]
+        if not isinstance(watermark.type, sqltypes.String):
+            return
+        with source_errors(self.name, "measuring the watermark in"), engine.connect() as conn:
+            shortest, longest = conn.execute(select(func.min(func.length(watermark)),
+                                                    func.max(func.length(watermark)))).one()
+        if shortest is not None and shortest != longest:
+            # Text is ordered as text: a row written after the position can sort before it and is
+            # then never read. Said at every start; the pull itself cannot tell which rows it misses.
+            self._log.warning("adapter.watermark_not_fixed_width", extra={
+                "adapter": self.name, "watermark": watermark.name, "widths": [shortest, longest],
+                "reason": "the watermark is text of varying width: as text, '2026-1-10' sorts before '2026-1-9' and "
+                          "'AJ-10' before 'AJ-9', so rows written after others may never be read; use a date/time "
+                          "or number column, or a view that casts to one (CAST(gxsj AS DATETIME))"})
 
     # --- feedback to the source ------------------------------------------------------------------
     def _catch_up_feedback(self, plan: _Plan) -> None:

@@ -1,4 +1,4 @@
-"""Watermark values a database pull cannot place in its order, against the real PostgreSQL."""
+"""Watermark values a database pull cannot place in its order, against the real PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -41,5 +41,28 @@ def test_a_watermark_date_no_program_can_read_is_counted_not_read_and_the_pull_g
     assert drain(pull) == 2
     assert sorted((o.row, o.outcome) for o in rec.outcomes) == [(3, "accepted"), (7, "duplicate")]
     assert records(dept) == 6
+    pull.close()
+    src.dispose()
+
+
+@pytest.mark.parametrize(("values", "warned"), [
+    (["2026-1-9 08:00:00", "2026-1-10 08:00:00"], True),  # '2026-1-10' sorts before '2026-1-9'
+    (["2026-01-09 08:00:00", "2026-01-10 08:00:00"], False),
+])
+def test_a_text_watermark_of_varying_width_is_warned_of_at_start(
+        dept: Node, mariadb_source_url: str, caplog: pytest.LogCaptureFixture, values: list[str], warned: bool):
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(mariadb_source_url)
+    create_and_fill(src, penalty_table(item), penalty_db_rows(item, 4, unit=UNIT))
+    with src.begin() as conn:
+        conn.execute(text("ALTER TABLE cf_penalties ADD COLUMN gxsj VARCHAR(30)"))
+        conn.execute(text("UPDATE cf_penalties SET gxsj = IF(id % 2 = 1, :a, :b)"), {"a": values[0], "b": values[1]})
+    pull = pull_for(dept, mariadb_source_url, watermark="gxsj")
+    with caplog.at_level(logging.WARNING, logger="adapters.database"):
+        assert drain(pull) == 4
+    found = [r for r in caplog.records if r.getMessage() == "adapter.watermark_not_fixed_width"]
+    assert bool(found) is warned
+    if warned:
+        assert found[0].widths == [17, 18] and "CAST(gxsj AS DATETIME)" in found[0].reason  # type: ignore[attr-defined]
     pull.close()
     src.dispose()
