@@ -334,6 +334,10 @@ def _unfit_for_position(col: Column[Any], *, watermark: bool) -> str | None:
         # 0.30000001): ``wm > :wm`` then holds for the last row taken, which came again every poll.
         return (f"{col.type.__visit_name__.upper()}, an approximate number: the position read from it does not "
                 "compare equal to the stored value, so rows would be read again and again")
+    if isinstance(col.type, sqltypes.Time | sqltypes.Interval):
+        # A time of day starts again every day: a change made the next day at an earlier hour
+        # sorts before the position and would never be read.
+        return f"{col.type.__visit_name__.upper()}, which does not grow from one day to the next"
     if isinstance(col.type, sqltypes.Boolean):
         return f"{col.type.__visit_name__.upper()}, which cannot grow with every change"
     if isinstance(col.type, sqltypes.JSON | sqltypes.ARRAY):

@@ -15,7 +15,7 @@ from node.app import Node
 from node.errors import ConfigError, TransportError
 
 _VALUES = {"FLOAT": "id * 0.1", "REAL": "id * 0.1", "DOUBLE": "id * 0.1", "JSON": "'{}'", "BOOLEAN": "true",
-           "DATE": "CURRENT_DATE"}
+           "DATE": "CURRENT_DATE", "TIME": "CURRENT_TIME"}
 
 
 @pytest.mark.parametrize(("server", "column_type", "setting"), [
@@ -26,6 +26,7 @@ _VALUES = {"FLOAT": "id * 0.1", "REAL": "id * 0.1", "DOUBLE": "id * 0.1", "JSON"
     ("postgresql", "BOOLEAN", "watermark"),  # cannot grow; refused only once a batch was read
     ("mariadb", "DATE", "watermark"),  # a second change on the day it was read was never pulled
     ("postgresql", "DATE", "watermark"),
+    ("postgresql", "TIME", "watermark"),  # starts again every day: tomorrow's 07:00 change lay behind 08:00
 ])
 def test_a_column_that_cannot_hold_the_position_is_refused_naming_the_setting(
         dept: Node, server: str, column_type: str, setting: str, request: pytest.FixtureRequest):
