@@ -24,26 +24,19 @@ from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import (
-    BigInteger,
     Column,
-    DateTime,
     Engine,
-    Index,
-    Integer,
     MetaData,
-    String,
     Table,
-    Text,
     and_,
-    delete,
     func,
-    insert,
     select,
 )
 from sqlalchemy import types as sqltypes
 from sqlalchemy.exc import NoSuchTableError
 
 from adapters.base import Sink
+from adapters.feedback import FeedbackTable
 from adapters.table_pages import (
     PageReader,
     Position,
@@ -57,9 +50,9 @@ from adapters.table_pages import (
 from node.access import today_in_china
 from node.catalog import Catalog, Item
 from node.config import DatabaseAdapterConfig
-from node.errors import ConfigError, Problem, TransportError, UsageError
+from node.errors import ConfigError, TransportError, UsageError
 from node.pipeline import PrepareWorker, ahead
-from node.preparing import PreparedBatch, RowOutcome
+from node.preparing import PreparedBatch
 from node.tabular import SourceRow
 from node.values import CHINA
 
@@ -106,7 +99,7 @@ class DatabasePull:
         self._log = logger or logging.getLogger(__name__)
         self._engine: Engine | None = None
         self._plan: _Plan | None = None
-        self._feedback: Table | None = None
+        self._feedback: FeedbackTable | None = None
         self._codes_read: tuple[str, ...] | None = None  # the fields the last shape read had columns for
         # With ``workers``, pages are read and prepared in a worker process (what ``sink.prepare``
         # would do there), so reading, validation and this process's signing and storing run on
@@ -163,7 +156,7 @@ class DatabasePull:
             outcomes = self._sink.commit(self._item, prepared, source=reader.source, batch_id=reader.batch_id,
                                          meta=meta)
             if self._feedback is not None:
-                self._write_feedback(keys, outcomes)
+                self._feedback.write(self._source(), keys, outcomes)
                 self._state.put(self.feedback_key, encode_position(last))
             taken += size
             if commit_position and last and _ahead_of_today(last[0]):
@@ -257,9 +250,8 @@ class DatabasePull:
         self._plan = _Plan(table, order, (*(c for _f, c in fields), *order), codes)
         self._warn_unplaced(table, order)
         if cfg.feedback_table:
-            self._feedback = _feedback_table(cfg.feedback_table)
-            with source_errors(self.name, "creating the feedback table in"), self._source().begin() as conn:
-                self._feedback.create(conn, checkfirst=True)
+            self._feedback = FeedbackTable(cfg.feedback_table, source_table=cfg.table, adapter=self.name)
+            self._feedback.create(self._source())
         return self._plan
 
     def _warn_unplaced(self, table: Table, order: tuple[Column[Any], ...]) -> None:
@@ -306,21 +298,6 @@ class DatabasePull:
                               page_rows=self._cfg.page_rows, commit_position=False):
                 self._state.put(self.feedback_key, position)
 
-    def _write_feedback(self, keys: list[tuple[str, str]], outcomes: list[RowOutcome]) -> None:
-        assert self._feedback is not None
-        fb = self._feedback.c
-        # Each refused row with its own watermark: the version of the row that was refused.
-        refused = [{"source_table": self._cfg.table, "source_key": key[:255], "row_watermark": watermark[:64],
-                    "field": p.field, "code": p.code, "reason": p.message, "reported_at": datetime.now()}
-                   for (key, watermark), o in zip(keys, outcomes, strict=True) for p in _refusals(o)]
-        names = [key[:255] for key, _watermark in keys]
-        with source_errors(self.name, "writing feedback to"), self._source().begin() as conn:
-            for start in range(0, len(names), 500):
-                conn.execute(delete(self._feedback).where(fb.source_table == self._cfg.table,
-                                                          fb.source_key.in_(names[start:start + 500])))
-            if refused:
-                conn.execute(insert(self._feedback), refused)
-
 
 def _unfit_for_position(col: Column[Any], *, watermark: bool) -> str | None:
     """Why a column cannot hold the pull's position, or None."""
@@ -366,29 +343,3 @@ def reset_position(node: Any, name: str) -> Any:
 
     was = node.store.meta.drop(f"adapter.{name}.position", also=logged)
     return json.loads(was) if was else None
-
-
-def _refusals(outcome: RowOutcome) -> list[Problem]:
-    return [p for p in outcome.problems if not p.warning] if outcome.outcome == "rejected" else []
-
-
-def _feedback_table(spec: str) -> Table:
-    schema, _dot, name = spec.rpartition(".")
-    return Table(
-        name, MetaData(),
-        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
-        Column("source_table", String(128), nullable=False),
-        Column("source_key", String(255), nullable=False),  # the pulled row's key columns, '|'-joined
-        Column("row_watermark", String(64), nullable=False),  # the watermark of the version refused
-        Column("field", String(64), nullable=False),
-        Column("code", String(64), nullable=False),
-        Column("reason", Text, nullable=False),
-        Column("reported_at", DateTime, nullable=False),
-        Index(None, "source_table", "source_key"),
-        schema=schema or None,
-        # Whatever the database's default (latin1, gbk on legacy systems): keys, values and
-        # reasons are any Chinese text, rare characters included.
-        mysql_charset="utf8mb4", mariadb_charset="utf8mb4",
-    )
-
-
