@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from node.cli import NODE_HELP, cli, emit_json, handle_errors, node_id, open_node, report
+from node.cli import NODE_HELP, cli, emit_json, handle_errors, node_config, node_id, open_node, report
 from node.errors import (
     BlockedError,
     InputFileError,
@@ -109,9 +109,12 @@ def run_adapters(ctx: click.Context, names: tuple[str, ...], until_idle: bool, a
                  log_level: str) -> None:
     """Run the adapters in the foreground (until SIGTERM/SIGINT, or until idle)."""
     from adapters import SourceRunner, build_sources
+    from node.app import build_node
+    from node.instance import running_instance
     from node.logs import configure_logging
 
-    with open_node(ctx) as node:
+    config = node_config(ctx)
+    with running_instance(config, "adapters run"), build_node(config) as node:
         configure_logging(node.config.id, level=log_level)
         counting = _Counting(node.ingest)
         failed: list[Any] = []  # files a drop could not read at all (moved to failed/)

@@ -42,6 +42,7 @@ def _remove_port_file(path: pathlib.Path, address: str) -> None:
 def start(ctx: click.Context, listen: str | None, port_file: str | None, log_level: str) -> None:
     """Run the node in the foreground until SIGTERM/SIGINT (which drain calls and exit 0)."""
     from node.app import build_node, build_runtime
+    from node.instance import running_instance
     from node.logs import configure_logging
     from node.runtime import Runtime
     from node.transport.grpc_server import GrpcServer
@@ -68,7 +69,7 @@ def start(ctx: click.Context, listen: str | None, port_file: str | None, log_lev
         # whoever waits for the file must see only this run's.
         pathlib.Path(port_file).unlink(missing_ok=True)
     try:
-        with build_node(config) as node:
+        with running_instance(config, "start"), build_node(config) as node:
             build_runtime(node).run(on_started=announce)
     except ConfigError as exc:
         if listen and exc.field == "server.listen":  # the operator typed it on this command line

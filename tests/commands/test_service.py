@@ -191,3 +191,23 @@ def test_start_without_config_is_a_usage_error() -> None:
     result = subprocess.run([*CLI, "start"], capture_output=True, text=True, timeout=DEADLINE_S, env=env,
                             check=False)
     assert result.returncode == 2 and "--config" in result.stderr
+
+
+def test_a_second_start_of_a_running_node_is_refused_naming_the_running_one(started: Started) -> None:
+    # node/instance.py: two instances would drain one outbox and poll the same adapters twice over.
+    again = _cli("--config", str(started.config), "start", "--listen", "127.0.0.1:0")
+    assert again.returncode == 1, again.stderr
+    assert "Traceback" not in again.stderr
+    assert "E_NODE_RUNNING" in again.stderr and f"pid {started.process.pid}, start" in again.stderr
+    adapters = _cli("--config", str(started.config), "adapters", "run", "--until-idle")
+    assert adapters.returncode == 1 and "E_NODE_RUNNING" in adapters.stderr, adapters.stderr
+    # Commands that only use the store run beside it.
+    assert _cli("--config", str(started.config), "audit", "verify").returncode == 0
+
+
+def test_a_node_killed_leaves_no_lock_behind(started: Started) -> None:
+    started.process.kill()
+    started.process.communicate()
+    after = _cli("--config", str(started.config), "adapters", "run", "--until-idle", "--json")
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)["adapters"] == []
