@@ -23,6 +23,8 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from node.errors import ConfigError, UntrustedSignerError
@@ -31,6 +33,9 @@ from node.nodeid import Identity, check_identity
 __all__ = ["TrustStore", "identity_of", "key_id_of"]
 
 _E = TypeVar("_E", bound=x509.ExtensionType)
+_URI_PREFIX = "urn:credit-node:"  # the SAN URI ``identity.issue`` writes beside the CN
+_MIN_RSA_BITS = 2048  # below it a key can be factored by a determined attacker (NIST SP 800-131A)
+_MIN_EC_BITS = 256
 
 
 def key_id_of(der: bytes) -> bytes:
@@ -184,8 +189,35 @@ def _vet_against(cas: tuple[x509.Certificate, ...], cert: x509.Certificate) -> _
     ku = _extension(cert, x509.KeyUsage)
     if ku is None or not ku.digital_signature:
         raise UntrustedSignerError("wrong key usage: the certificate does not allow digitalSignature")
-    return _Vetted(identity=identity_of(cert), issuer=cert.issuer, serial=cert.serial_number,
+    if problem := _weak_key(cert.public_key()):
+        raise UntrustedSignerError(f"the certificate's key is too weak: {problem}")
+    identity = identity_of(cert)
+    _check_uris(cert, identity.node_id)
+    return _Vetted(identity=identity, issuer=cert.issuer, serial=cert.serial_number,
                    not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc)
+
+
+def _weak_key(key: CertificatePublicKeyTypes) -> str:
+    """Why ``key`` is too weak to stand for a node ('' when it is not): the handshake accepts any key
+    the CA signed, so a careless CA's RSA-1024 certificate would otherwise speak for a node."""
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < _MIN_RSA_BITS:
+        return f"RSA of {key.key_size} bits (at least {_MIN_RSA_BITS})"
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < _MIN_EC_BITS:
+        return f"elliptic curve {key.curve.name} of {key.curve.key_size} bits (at least {_MIN_EC_BITS})"
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+                      | ed448.Ed448PublicKey):
+        return f"a {type(key).__name__} (RSA, elliptic curve or Ed25519/Ed448 only)"
+    return ""
+
+
+def _check_uris(cert: x509.Certificate, node_id: str) -> None:
+    """Refuse a certificate whose ``urn:credit-node:`` URIs name anyone but its CN: a tool that reads
+    the URI (a broker, a proxy) would take it for another node than the one this node believes."""
+    san = _extension(cert, x509.SubjectAlternativeName)
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier) if san is not None else []
+    others = sorted({u for u in uris if u.startswith(_URI_PREFIX) and u != _URI_PREFIX + node_id})
+    if others:
+        raise UntrustedSignerError(f"certificate of {node_id} also names {', '.join(others)}")
 
 
 def _extension(cert: x509.Certificate, kind: type[_E]) -> _E | None:

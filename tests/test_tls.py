@@ -7,9 +7,15 @@ import ssl
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from node.errors import UntrustedSignerError
 from node.identity import LoadedIdentity, TrustStore, init_ca, issue, load_identity, revoke, write_crl
@@ -245,3 +251,68 @@ def test_a_brokers_certificate_serves_but_cannot_call_a_node(server: int, pki: d
 
 def test_callers_still_call_a_node(server: int, callers: dict[str, LoadedIdentity]) -> None:
     assert _call(server, grpc_channel_credentials(callers["gov"])) == b"gov:330100:fgw|ping"
+
+
+# --- certificates our CA signed but should never have: the node refuses them after the handshake --
+def _crafted(pki: dict[str, LoadedIdentity], *, key: CertificateIssuerPrivateKeyTypes | None = None,
+             eku: list[x509.ObjectIdentifier] | None = None, uris: tuple[str, ...] = (),
+             node_id: str = "district:330106") -> grpc.ChannelCredentials:
+    """Client credentials for a certificate made by hand with the federation CA's key (a careless CA
+    or another tool), with the one flaw the test names; everything else as ``issue`` writes it."""
+    ca_dir = pki["server"].directory.parent / "ca"
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((ca_dir / "ca-key.pem").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    own = key or ec.generate_private_key(ec.SECP256R1())
+    assert isinstance(own, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "credit federation"),
+                      x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "node"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, node_id)])
+    now = datetime.now(UTC)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(ca_cert.subject)
+               .public_key(own.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                            key_encipherment=isinstance(own, rsa.RSAPrivateKey),
+                                            data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                            crl_sign=False, encipher_only=False, decipher_only=False),
+                              critical=True)
+               .add_extension(x509.SubjectAlternativeName(
+                   [x509.UniformResourceIdentifier(u) for u in (f"urn:credit-node:{node_id}", *uris)]),
+                   critical=False))
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    return grpc.ssl_channel_credentials(
+        root_certificates=pki["server"].ca_pem,
+        private_key=own.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()),
+        certificate_chain=cert.public_bytes(serialization.Encoding.PEM))
+
+
+CLIENT_AUTH = [ExtendedKeyUsageOID.CLIENT_AUTH]
+
+
+def test_a_hand_made_certificate_with_the_profile_is_accepted(server: int, pki: dict[str, LoadedIdentity]) -> None:
+    # The control for the refusals below: the crafting itself is not what they refuse.
+    assert _call(server, _crafted(pki, eku=CLIENT_AUTH)) == b"district:330106|ping"
+
+
+def test_a_client_certificate_with_a_weak_rsa_key_is_refused(server: int, pki: dict[str, LoadedIdentity]) -> None:
+    # The handshake accepts an RSA-1024 key the CA signed; a node must not take it for a node.
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    with pytest.raises(grpc.RpcError) as err:
+        _call(server, _crafted(pki, key=weak, eku=CLIENT_AUTH))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "RSA of 1024 bits" in (err.value.details() or "")
+
+
+@pytest.mark.parametrize("uris", [("urn:credit-node:province:330000",),
+                                  ("urn:credit-node:district:330106", "urn:credit-node:city:330100")])
+def test_a_client_certificate_whose_uri_names_another_node_is_refused(server: int, pki: dict[str, LoadedIdentity],
+                                                                      uris: tuple[str, ...]) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        _call(server, _crafted(pki, eku=CLIENT_AUTH, uris=uris))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "also names urn:credit-node:" in (err.value.details() or "")
