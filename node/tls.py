@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import grpc
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from node.errors import UntrustedSignerError
 from node.identity import LoadedIdentity
@@ -74,8 +75,8 @@ def peer_identity(auth_context_or_der: Mapping[str, Sequence[bytes]] | bytes, tr
                   *, at: datetime | None = None) -> Identity:
     """Who the peer is: its certificate (from ``context.auth_context()``, or DER/PEM bytes) checked.
 
-    Raises UntrustedSignerError when there is no certificate, or it is not ours, expired or
-    revoked, so a revoked node is refused even though the TLS handshake let it in.
+    Raises UntrustedSignerError when there is no certificate, or it is not ours, expired, revoked
+    or not a TLS client's, so a revoked node is refused even though the TLS handshake let it in.
     """
     if isinstance(auth_context_or_der, bytes | bytearray):
         raw = bytes(auth_context_or_der)
@@ -89,4 +90,19 @@ def peer_identity(auth_context_or_der: Mapping[str, Sequence[bytes]] | bytes, tr
                 else x509.load_der_x509_certificate(raw))
     except ValueError:
         raise UntrustedSignerError("the peer's certificate cannot be parsed") from None
-    return trust.check(cert, at or datetime.now(UTC))
+    who = trust.check(cert, at or datetime.now(UTC))
+    _check_client_use(cert, who)
+    return who
+
+
+def _check_client_use(cert: x509.Certificate, who: Identity) -> None:
+    """Refuse a peer certificate not made for TLS clients. grpc and OpenSSL take one without any
+    extended key usage for every purpose, so a record-signing certificate or one from a careless CA
+    would log in; every certificate ``issue`` makes for a caller says clientAuth."""
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usages = None
+    if usages is None or ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+        raise UntrustedSignerError(f"the certificate of {who.node_id} is not for TLS clients "
+                                   "(no clientAuth extended key usage)")

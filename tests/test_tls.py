@@ -114,7 +114,8 @@ def test_revoked_client_is_refused_by_the_application(server: int, pki: dict[str
 def test_peer_identity_inputs(pki: dict[str, LoadedIdentity], trust: TrustStore) -> None:
     pem = pki["client"].tls_cert_pem
     assert peer_identity({"x509_pem_cert": [pem]}, trust).node_id == "district:330106"
-    assert peer_identity(pki["client"].signing_cert_der, trust).node_id == "district:330106"
+    assert peer_identity(x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER),
+                         trust).node_id == "district:330106"
     with pytest.raises(UntrustedSignerError, match="no certificate"):
         peer_identity({}, trust)
     with pytest.raises(UntrustedSignerError, match="parsed"):
@@ -316,3 +317,19 @@ def test_a_client_certificate_whose_uri_names_another_node_is_refused(server: in
         _call(server, _crafted(pki, eku=CLIENT_AUTH, uris=uris))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "also names urn:credit-node:" in (err.value.details() or "")
+
+
+def test_a_client_certificate_without_extended_key_usage_is_refused(server: int,
+                                                                   pki: dict[str, LoadedIdentity]) -> None:
+    # No extended key usage at all passes grpc's handshake (it means "any use"): the node refuses it.
+    with pytest.raises(grpc.RpcError) as err:
+        _call(server, _crafted(pki, eku=None))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "no clientAuth" in (err.value.details() or "")
+
+
+def test_a_record_signing_certificate_is_not_a_tls_client_certificate(pki: dict[str, LoadedIdentity],
+                                                                      trust: TrustStore) -> None:
+    # Same identity, but the Ed25519 key is for records only (DESIGN §2.4: two keys).
+    with pytest.raises(UntrustedSignerError, match="no clientAuth"):
+        peer_identity(pki["client"].signing_cert_der, trust)
