@@ -99,6 +99,10 @@ class ExchangeService(rpc.ExchangeServicer):  # type: ignore[misc]
             while (first := held.pop() if held else await ahead.get()) is not None:
                 if isinstance(first, Exception):
                     raise first
+                try:  # a stream lives as long as its sender: a CRL loaded meanwhile, or expiry, ends it
+                    vetted_caller(context, self._trust, cache=self._callers)
+                except NodeError as exc:
+                    await abort_with_async(context, exc)
                 self._contacts.seen(who.node_id)
                 count = len(first.records) + len(first.unsigned)
                 if count > MAX_SUBMIT_RECORDS:

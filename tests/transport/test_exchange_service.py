@@ -395,3 +395,38 @@ def test_a_submit_stream_is_read_no_further_while_its_waiting_requests_pass_the_
         return seen
 
     assert asyncio.run(scenario()) == [3, 4, 6]
+
+
+def test_a_caller_revoked_while_its_submit_stream_is_open_is_cut_off_at_its_next_request(
+        running: Running, pki: Pki, tmp_path: pathlib.Path) -> None:
+    # A forwarder keeps one stream open for as long as it runs: a CRL loaded meanwhile must stop
+    # what it sends next on that stream, not only its next call.
+    import queue
+    import shutil
+
+    import grpc
+
+    from node.identity import revoke, write_crl
+    from node.records import rpc
+
+    ca = shutil.copytree(pki.ca, tmp_path / "ca")  # the same CA; the session's revocations stay as they were
+    revoke(ca, pki.dir("source"), "key_compromise")
+    crl = write_crl(ca, tmp_path / "crl.pem").read_bytes()
+    feed: queue.SimpleQueue[pb.SubmitRequest | None] = queue.SimpleQueue()
+
+    def requests() -> Iterator[pb.SubmitRequest]:
+        while (request := feed.get()) is not None:
+            yield request
+
+    with running.channel("source") as channel:
+        call = rpc.ExchangeStub(channel).Submit(requests(), timeout=60)
+        feed.put(pb.SubmitRequest(unsigned=unsigned_records(1, start_no=700)))
+        assert [a.outcome for a in next(call).acks] == [ACCEPTED]
+        running.node.trust.load_crl(crl)
+        feed.put(pb.SubmitRequest(unsigned=unsigned_records(1, start_no=701)))
+        with pytest.raises(grpc.RpcError) as err:
+            next(call)
+        feed.put(None)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "revoked" in (err.value.details() or "")
+    assert _stored_revisions(running) == 1
