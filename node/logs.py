@@ -4,7 +4,9 @@ Every line carries ``ts`` (UTC, ISO 8601, milliseconds), ``level``, ``event`` (a
 such as ``submit.batch``), ``node`` (this node's id) and whatever the call site passes in
 ``extra``: ``peer`` (the caller's node id), ``record_id`` where one record is concerned, counts,
 codes. Values under names that look like key material are replaced, so a careless ``extra`` can
-never put a key or a secret into a log file.
+never put a key or a secret into a log file, and a natural person's ID number is masked wherever it
+stands (``1101**********002X``): a citizen's certificate names them (``self:<ID number>``), and the
+node logs the caller of every refused call.
 
 Configured once by the long-running ``start`` command (:func:`configure_logging`); library code
 only calls ``logging.getLogger(__name__)`` and never configures anything itself. A one-shot command
@@ -17,9 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from node.identifiers import looks_like_id_number, mask_id_number
 
 __all__ = ["JsonFormatter", "configure_command_logging", "configure_logging", "log_node"]
 
@@ -27,6 +32,19 @@ __all__ = ["JsonFormatter", "configure_command_logging", "configure_logging", "l
 _RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _SECRET_WORDS = ("key", "secret", "password", "passwd", "token", "credential", "private")
 _REDACTED = "[redacted]"
+# 18 characters standing alone (not inside a longer code): only those with a birth date in them are
+# masked, so a USCC or a record's number of the same length stays readable.
+_ID_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
+
+
+def _without_id_numbers(value: Any) -> Any:
+    if isinstance(value, str):
+        return _ID_IN_TEXT.sub(lambda m: mask_id_number(m[0]) if looks_like_id_number(m[0].upper()) else m[0], value)
+    if isinstance(value, list | tuple):
+        return [_without_id_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _without_id_numbers(v) for k, v in value.items()}
+    return value
 
 
 def _is_secret(name: str) -> bool:
@@ -48,15 +66,15 @@ class JsonFormatter(logging.Formatter):
         out: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
-            "event": record.getMessage(),
+            "event": _without_id_numbers(record.getMessage()),
             "node": self.node_id,
         }
         for name, value in vars(record).items():
             if name in _RESERVED or name.startswith("_") or name in out:
                 continue
-            out[name] = _REDACTED if _is_secret(name) else value
+            out[name] = _REDACTED if _is_secret(name) else _without_id_numbers(value)
         if record.exc_info and record.exc_info[0] is not None:
-            out["error"] = self.formatException(record.exc_info)
+            out["error"] = _without_id_numbers(self.formatException(record.exc_info))
         return json.dumps(out, ensure_ascii=False, default=str)
 
 

@@ -74,3 +74,29 @@ def test_a_commands_python_warnings_and_library_warnings_are_json_lines_on_stder
     assert [(x["level"], x["node"]) for x in lines] == [("warning", "city:330100")] * 2
     assert "DeprecationWarning: a deprecated call" in lines[0]["event"]
     assert lines[1]["event"] == "error ignored in rollback"
+
+
+@pytest.mark.usefixtures("restored")
+def test_a_natural_persons_id_number_never_reaches_a_log_line_whole() -> None:
+    # A citizen's certificate names them: self:<ID number>. The server logs the caller of every
+    # refused call (peers.check_role, vetted_caller); the line must still tell who, not the number.
+    out = io.StringIO()
+    configure_logging("city:330100", level="INFO", stream=out)
+    person = "self:11010519491231002x"
+    log = logging.getLogger("node.transport.peers")
+    log.warning("call.refused", extra={"peer": person, "role": "self", "what": "ask for the node's status"})
+    log.warning("call.unauthenticated", extra={"address": "ipv4:127.0.0.1:5", "code": "E_SIGNER_UNTRUSTED",
+                                               "reason": f"certificate of {person} is revoked (serial 1f)"})
+    log.warning("lookup.%s", "11010519491231002X", extra={"subjects": ["110105194912310021"]})
+    log.info("submit.batch", extra={"peer": "dept:330102:scjgj", "unit": "91350100M000100Y43",
+                                    "record_id": "admin_penalty-3f9a0c1b2d4e5f6a7b8c9d0e"})
+    text = out.getvalue()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert "11010519491231002" not in text and "110105194912310021" not in text
+    assert lines[0]["peer"] == "self:1101**********002x"
+    assert lines[1]["reason"] == "certificate of self:1101**********002x is revoked (serial 1f)"
+    assert lines[2]["event"] == "lookup.1101**********002X"
+    assert lines[2]["subjects"] == ["1101**********0021"]
+    # Codes that are not a person's number stay as they are: a unit's USCC, a record id.
+    assert lines[3]["unit"] == "91350100M000100Y43"
+    assert lines[3]["record_id"] == "admin_penalty-3f9a0c1b2d4e5f6a7b8c9d0e"
