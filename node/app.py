@@ -8,9 +8,11 @@ Nothing here is module-level state: every process builds its own ``Node``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from node.catalog import Catalog, load_catalog
@@ -30,6 +32,8 @@ from node.signing import Signer, Verifier
 from node.store import Store, migrate, open_engine
 from node.truststore import TrustStore
 from node.validation import Validator
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,8 +88,14 @@ class Node:
 
 
 def load_trust(config: NodeConfig, identity: LoadedIdentity) -> TrustStore:
-    crl = config.path(config.identity.crl).read_bytes() if config.identity.crl else None
-    trust = TrustStore(identity.ca_pem, crl)
+    crl_path = config.path(config.identity.crl) if config.identity.crl else None
+    trust = TrustStore(identity.ca_pem, crl_path.read_bytes() if crl_path is not None else None)
+    due = trust.crl_next_update
+    if due is not None and due < datetime.now(UTC):
+        # Still applied (it is the best list there is), but revocations made since are unknown here.
+        log.warning("trust.crl_stale", extra={"crl": str(crl_path), "next_update": due.isoformat(),
+                                              "remedy": "put the CA's newest list (credit-node ca crl) in place, "
+                                                        "then restart"})
     trust.add_certificate(identity.signing_cert_der)
     return trust
 

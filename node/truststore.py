@@ -80,6 +80,7 @@ class TrustStore:
         self._cas = tuple(cas)
         self._lock = threading.Lock()
         self._revoked: frozenset[tuple[bytes, int]] = frozenset()
+        self._crl_next_update: datetime | None = None
         self._by_key_id: dict[bytes, x509.Certificate] = {}
         self._vetted: dict[bytes, _Vetted] = {}  # by SHA-256 fingerprint
         if crl_pem is not None:
@@ -98,6 +99,11 @@ class TrustStore:
     def ca_certificates(self) -> tuple[x509.Certificate, ...]:
         return self._cas
 
+    @property
+    def crl_next_update(self) -> datetime | None:
+        """When the loaded revocation list said a newer one would be out (None: no list, or no date)."""
+        return self._crl_next_update
+
     def load_crl(self, crl_pem: bytes) -> None:
         """Replace the revocation list (it travels with the catalogue). Refuses a CRL not ours."""
         try:
@@ -111,6 +117,7 @@ class TrustStore:
         revoked = frozenset((name, entry.serial_number) for entry in crl)
         with self._lock:
             self._revoked = revoked
+            self._crl_next_update = crl.next_update_utc
 
     def is_revoked(self, cert: x509.Certificate) -> bool:
         return (cert.issuer.public_bytes(), cert.serial_number) in self._revoked

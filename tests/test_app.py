@@ -6,6 +6,9 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from node.provisioning import init_node
 
 
@@ -38,3 +41,39 @@ def test_a_store_another_node_holds_is_refused_naming_its_node(tmp_path: pathlib
     assert caught.value.field == "store.url" and caught.value.exit_code == 2
     assert "belongs to node dept:330102:scjgj, not city:330100" in caught.value.message
     build_node(dept).close()  # its own node still opens it
+
+
+def test_a_node_started_with_a_revocation_list_past_its_next_update_says_so(
+        tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Revocations made since that list are unknown to the node: the list is still applied (it is
+    # the best there is), but an operator must learn that a newer one is due.
+    import datetime as dt
+    import logging
+
+    import yaml
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    from node.app import build_node
+    from node.config import load_config
+
+    path = init_node(tmp_path / "n", node_id="dept:330102:scjgj", level="department", unit="11330102MB0000019G")
+    ca_dir = tmp_path / "n" / "ca"
+    ca = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
+    key = serialization.load_pem_private_key((ca_dir / "ca-key.pem").read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    now = dt.datetime.now(dt.UTC)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
+           .last_update(now - dt.timedelta(days=60)).next_update(now - dt.timedelta(days=30))
+           .sign(key, hashes.SHA256()))
+    (path.parent / "crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["identity"]["crl"] = "crl.pem"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+
+    with caplog.at_level(logging.WARNING, logger="node.app"):
+        build_node(load_config(path)).close()
+    stale = [r for r in caplog.records if r.getMessage() == "trust.crl_stale"]
+    assert len(stale) == 1
+    assert stale[0].next_update == crl.next_update_utc.isoformat()  # type: ignore[attr-defined]
+    assert stale[0].crl == str(path.parent / "crl.pem")  # type: ignore[attr-defined]
