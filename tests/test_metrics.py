@@ -237,3 +237,18 @@ def test_another_method_is_refused_with_405_naming_the_methods_allowed(node: Nod
                                                                        tmp_path: pathlib.Path) -> None:
     status, text, allow = _get(served, _caller(node, tmp_path, "admin:330102:ops", "admin"), "POST")
     assert status == 405 and allow == "GET, HEAD" and "GET" in text
+
+
+def test_an_admins_record_signing_certificate_does_not_open_the_metrics(node: Node, served: MetricsServer,
+                                                                       tmp_path: pathlib.Path) -> None:
+    # Same identity, but the Ed25519 key is for records: it has no extended key usage, which TLS
+    # reads as "any use", so the handshake lets it in; the node must not.
+    caller = _caller(node, tmp_path, "admin:330102:ops", "admin")
+    signing = tmp_path / "signing-as-tls"
+    signing.mkdir()
+    (signing / "ca.pem").write_bytes((caller / "ca.pem").read_bytes())
+    (signing / "cert.pem").write_bytes((caller / "signing-cert.pem").read_bytes())
+    (signing / "key.pem").write_bytes((caller / "signing-key.pem").read_bytes())
+    assert _scrape(served, caller)[0] == 200
+    status, text = _scrape(served, signing)
+    assert status == 403 and "no clientAuth" in text
