@@ -110,8 +110,9 @@ class TrustStore:
             crl = x509.load_pem_x509_crl(crl_pem)
         except ValueError:
             raise ConfigError("the revocation list is not a PEM CRL") from None
-        issuer = next((ca for ca in self._cas if ca.subject == crl.issuer), None)
-        if issuer is None or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+        # Every root of that name: a root rolled over keeps the federation's name, with a new key.
+        if not any(crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+                   for ca in self._cas if ca.subject == crl.issuer):
             raise ConfigError("the revocation list is not signed by the federation CA")
         name = crl.issuer.public_bytes()
         revoked = frozenset((name, entry.serial_number) for entry in crl)
@@ -182,14 +183,12 @@ class TrustStore:
 
 def _vet_against(cas: tuple[x509.Certificate, ...], cert: x509.Certificate) -> _Vetted:
     """The once-per-certificate checks: the CA's signature, that it is an end entity, its names."""
-    ca = next((c for c in cas if c.subject == cert.issuer), None)
-    if ca is None:
+    named = [c for c in cas if c.subject == cert.issuer]  # a root rolled over keeps its name
+    if not named:
         raise UntrustedSignerError(f"certificate issued by another CA ({cert.issuer.rfc4514_string()})")
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
+    if not any(_issued_by(cert, ca) for ca in named):
         raise UntrustedSignerError("certificate is not signed by the federation CA (issuer name matches, "
-                                   "signature does not)") from None
+                                   "signature does not)")
     bc = _extension(cert, x509.BasicConstraints)
     if bc is not None and bc.ca:
         raise UntrustedSignerError("a CA certificate cannot act as a node")
@@ -202,6 +201,14 @@ def _vet_against(cas: tuple[x509.Certificate, ...], cert: x509.Certificate) -> _
     _check_uris(cert, identity.node_id)
     return _Vetted(identity=identity, issuer=cert.issuer, serial=cert.serial_number,
                    not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc)
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _weak_key(key: CertificatePublicKeyTypes) -> str:

@@ -210,6 +210,18 @@ def test_same_issuer_name_but_other_key_is_refused(ca: Path, tmp_path: Path) -> 
         _trust(ca).check(_cert(forged / "cert.pem"), _now())
 
 
+def test_a_root_rolled_over_under_the_same_name_trusts_the_certificates_of_both(ca: Path, district: Path,
+                                                                              tmp_path: Path) -> None:
+    # A bundle of the old root and its successor, which keeps the federation's name: grpc's
+    # handshake accepts a certificate of either, so the node must too.
+    successor = init_ca(tmp_path / "successor", name="credit federation dev CA")
+    renewed = issue(successor, "city:330100", "node", tmp_path / "renewed")
+    trust = TrustStore(((ca / "ca.pem").read_bytes() + (successor / "ca.pem").read_bytes()),
+                       write_crl(successor, tmp_path / "crl.pem").read_bytes())
+    assert trust.check(_cert(renewed / "cert.pem"), _now()).node_id == "city:330100"
+    assert trust.check(_cert(district / "cert.pem"), _now()).node_id == "district:330106"
+
+
 def test_expired_and_not_yet_valid(ca: Path, tmp_path: Path) -> None:
     start = _now() - timedelta(days=10)
     d = issue(ca, "district:330108", "node", tmp_path / "old", days=1, not_before=start)
