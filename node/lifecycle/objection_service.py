@@ -251,8 +251,10 @@ class ObjectionService:
             case = self._with_limit(case, now)
             head = self._head(case.record_id)
             if head.revision > max(case.revision, case.withdrawn_revision) and head.status not in MARKS:
+                # Dated the day it reached here, not the tick's: 自收到回复之日起 (seed 003 篇5 第三十一条).
+                arrived = min(today, china_date(head.received_at_ms)) if head.received_at_ms > 0 else today
                 closed, steps = sm.answered(case, status=self._answer_status(head, case.case_id),
-                                            revision=head.revision, today=today,
+                                            revision=head.revision, today=arrived,
                                             now_ms=now, calendar=self._calendar, deadlines=self._deadlines,
                                             by=head.origin_node, note=self._answer_note(head, case.case_id),
                                             outcome=_requested_deletion(head))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine, func, select, update
@@ -20,7 +21,17 @@ from node.lifecycle import objections as sm
 from node.lifecycle.checks import PlatformChecks
 from node.lifecycle.objection_service import ObjectionService
 from node.store.tables import audit_log, objections, outbox, record_heads
-from tests.lifecycle.kit import CITY, DEPT, DISTRICT, Clock, Kit, make_kit, objection_service
+from tests.lifecycle.kit import (
+    CITY,
+    DEPT,
+    DISTRICT,
+    Clock,
+    Federation,
+    Kit,
+    make_kit,
+    objection_service,
+    three_levels,
+)
 
 OTHER = "91330100MA27XL0E2K"
 
@@ -177,3 +188,35 @@ def test_a_statement_no_longer_shown_cannot_be_withdrawn(district: Kit, clock: C
         desk.withdraw_statement(case.case_id, by=case.applicant)
     assert expired.value.code == "E_STATEMENT_NONE"
 
+
+
+@pytest.fixture
+def fed(engine: Engine, more_engines: Callable[[], Engine], ids: dict[str, LoadedIdentity], catalog: Catalog,
+        clock: Clock) -> Federation:
+    return three_levels(engine, more_engines, ids=ids, catalog=catalog, clock=clock)
+
+
+@pytest.mark.parametrize(("answered_on", "ticked_on", "result_due", "late"), [
+    # Filed Monday 2026-03-02: the source's 10 working days end on 2026-03-16 (seed 003 篇5 第三十一条).
+    # An answer that reached the platform on its last day is on time, however late the tick runs;
+    # the applicant is told within 5 working days 自收到回复之日起, the day it arrived.
+    (dt.date(2026, 3, 16), dt.date(2026, 3, 17), "2026-03-23", False),
+    (dt.date(2026, 3, 13), dt.date(2026, 3, 16), "2026-03-20", False),  # a Friday answer, ticked on Monday
+    (dt.date(2026, 3, 17), dt.date(2026, 3, 17), "2026-03-24", True),  # arrived a day late
+])
+def test_an_answer_from_below_counts_from_the_day_it_arrived_not_the_tick(
+        fed: Federation, clock: Clock, answered_on: dt.date, ticked_on: dt.date, result_due: str,
+        late: bool) -> None:
+    rid = fed.records[0]
+    case = fed.desk.file(rid, by=fed.city.head(rid).subject_code, reason="处罚内容有误")
+    assert case.source_due == "2026-03-16"
+    fed.down()
+    clock.set_day(answered_on, hour=16)
+    fed.source.answer(case.case_id, "confirm")
+    fed.up()
+    clock.set_day(ticked_on, hour=0)
+    assert fed.desk.tick().answered == [case.case_id]
+    closed = fed.desk.cases.get(case.case_id)
+    assert (closed.closed_on, closed.result_due) == (answered_on.isoformat(), result_due)
+    answered = [e for e in fed.desk.cases.events(case.case_id) if e["kind"] == "answered"]
+    assert answered[0]["detail"]["late"] is late
