@@ -25,6 +25,7 @@ from node import access
 from node.catalog import Catalog, Item
 from node.errors import StoreError
 from node.lifecycle.measures import measures_for
+from node.lifecycle.validity import ended_reported_on
 from node.records import decode_body, decode_signed, pb
 from node.store._sql import chunks, translated
 from node.store.engine import BUSY_TIMEOUT_MS, READER_MMAP_BYTES
@@ -149,7 +150,8 @@ class Disclosure:
         body = decode_body(row.body)
         wanted = self._rule_fields[row.item]
         rule_values = {f.name: f.value for f in body.fields if f.name in wanted} if wanted else {}
-        reported = access.reported_day(body.reported_at_ms) if item.disclosure.ended_field else None
+        reported = ended_reported_on(self._engine, item, row.record_id, row.revision, body) \
+            if item.disclosure.ended_field else None
         window = access.window_state(item, rule_values, row.decision_date, today, reported)
         facts = access.RecordFacts(row.item, item.disclosure_class, row.subject_code, row.subject_kind,
                                    row.status, window, row.status == "disputed" and self._repaired_before(row))

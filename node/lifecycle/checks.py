@@ -72,7 +72,7 @@ class PlatformChecks:
             named = f": case {open_case.case_id} ({open_case.kind})" if open_case is not None else ""
             raise ConflictError(f"record {record_id} is already under objection or check{named}",
                                 code="E_OBJECTION_OPEN")
-        in_period(self._catalog, head, china_date(self._clock()), "a check")
+        in_period(self._catalog, head, china_date(self._clock()), "a check", self._store.engine)
         return head
 
     def _open(self, heads: list[RecordRow], *, reason: str, by: str, conflict: int | None) -> list[sm.Case]:

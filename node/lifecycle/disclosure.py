@@ -26,13 +26,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
-from sqlalchemy import and_, select
+from sqlalchemy import Engine, and_, select
 
 from node import access
 from node.access import add_months, stored_date
 from node.catalog import Catalog, Item
 from node.errors import ConflictError
 from node.lifecycle.revisions import Change, Reviser
+from node.lifecycle.validity import ended_reported_on
 from node.records import decode_body, fields_dict
 from node.store import RecordRow, Store
 from node.store._sql import translated
@@ -194,7 +195,8 @@ class Sweep:
             for row in self._candidates(item, bound, batch):
                 report.examined += 1
                 body = decode_body(row.body)
-                w = window(item, fields_dict(body), row.decision_date, access.reported_day(body.reported_at_ms))
+                w = window(item, fields_dict(body), row.decision_date,
+                           ended_reported_on(self._store.engine, item, row.record_id, row.revision, body))
                 if w.end is None or day < w.end:
                     continue
                 pending.append(Change(row, "expired", f"disclosure period ended {w.end.isoformat()} "
@@ -272,7 +274,7 @@ def _first(days: Iterator[dt.date | None]) -> dt.date | None:
 
 
 
-def in_period(catalog: Catalog, head: RecordRow, today: dt.date, what: str) -> None:
+def in_period(catalog: Catalog, head: RecordRow, today: dt.date, what: str, engine: Engine) -> None:
     """A subject objects to what the system records about it within the record's period,
     whichever callers it is disclosed or shared to: 系统记载的自身公共信用信息 (seed 003 篇1
     第三十二条), sharing counting as disclosure (篇5 第十九条、第三十条), 在公共信用信息有效期内
@@ -282,7 +284,7 @@ def in_period(catalog: Catalog, head: RecordRow, today: dt.date, what: str) -> N
     body = decode_body(head.body)
     withdrawn = head.status in access.WITHDRAWN_STATUSES
     state = access.window_state(item, fields_dict(body), head.decision_date, today,
-                                access.reported_day(body.reported_at_ms))
+                                ended_reported_on(engine, item, head.record_id, head.revision, body))
     if withdrawn or state == "closed":
         raise ConflictError(f"record {head.record_id} is no longer disclosed or shared ({head.status}"
                             f"{'' if withdrawn else ', past its period'}); {what} concerns information "

@@ -104,7 +104,7 @@ class ObjectionService:
             named = f": case {open_case.case_id}" if open_case is not None else ""
             raise ConflictError(f"record {record_id} is already under objection or check{named}",
                                 code="E_OBJECTION_OPEN")
-        in_period(self._catalog, head, today, "an objection")
+        in_period(self._catalog, head, today, "an objection", self._store.engine)
         name, blob, digest = read_evidence(evidence, self._evidence_max)
         self._not_a_repeat(head, digest)
         signed = decode_signed(head.signed)
