@@ -80,6 +80,29 @@ def test_other_rule_kinds(catalog: Catalog) -> None:
     assert add_months(D(2024, 1, 31), 1) == D(2024, 2, 29)
 
 
+@pytest.mark.parametrize(("code", "fields", "decided", "last_day", "min_repair"), [
+    # 民法典 第二百零二条: the corresponding day of the last month is the last day; without one, that
+    # month's last day. Decided on the leap day 2028-02-29, a year ends on 2029-02-28.
+    ("admin_penalty", {}, "2028-02-29", D(2029, 2, 28), D(2028, 5, 30)),
+    ("admin_penalty", {"CF_SXCD": "严重"}, "2028-02-29", D(2031, 2, 28), D(2029, 3, 1)),
+    ("admin_penalty", {"CF_SXCD": "轻微"}, "2027-11-30", D(2028, 2, 29), D(2027, 12, 1)),  # shared 3 months
+    ("admin_penalty", {}, "2027-02-28", D(2028, 2, 28), D(2027, 5, 29)),  # the 28th has its day
+    ("admin_penalty", {"CF_SXCD": "严重"}, "2026-08-31", D(2029, 8, 31), D(2027, 9, 1)),
+    ("red_list", {}, "2028-02-29", D(2031, 2, 28), None),  # no validity: 3 years (篇1 第二十四条(二))
+    ("serious_dishonest_list", {}, "2028-02-29", D(2033, 2, 28), None),  # at most 5 years (篇5 第二十条)
+    ("abnormal_operation", {}, "2026-02-28", D(2029, 2, 28), None),  # at most 3 years (篇2 第二十四条(二))
+    ("admin_inspection", {}, "2028-02-29", D(2031, 2, 28), None),
+])
+def test_periods_in_months_end_on_the_corresponding_day_or_the_month_end(
+        catalog: Catalog, code: str, fields: dict[str, str], decided: str, last_day: dt.date,
+        min_repair: dt.date | None) -> None:
+    item = catalog.item(code)
+    w = window(item, fields, decided)
+    assert (w.end, w.min_repair) == (last_day + dt.timedelta(days=1), min_repair)
+    assert access.window_state(item, fields, decided, last_day) != "closed"
+    assert access.window_state(item, fields, decided, last_day + dt.timedelta(days=1)) == "closed"
+
+
 def _random_fields(item_code: str, rng: random.Random, decided: dt.date) -> dict[str, str]:
     later = (decided + dt.timedelta(days=rng.randrange(0, 2000))).isoformat()
     if item_code == "admin_penalty":
