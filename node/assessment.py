@@ -69,14 +69,17 @@ class Weekdays:
 
 
 def working_days_for(calendar_dir: str = "") -> WorkingDays:
-    """The working-day calendar (``exchange_config/calendar`` by default), else weekdays."""
+    """The working-day calendar: ``calendar_dir`` (the node's ``lifecycle.calendar``), which must
+    exist, or ``exchange_config/calendar`` when none is configured, else weekdays."""
     try:
         from node.lifecycle.calendar import WorkingCalendar, bundled_calendar
     except ImportError:  # a node built without the lifecycle package
         return Weekdays()
-    import pathlib
-
-    directory = pathlib.Path(calendar_dir) if calendar_dir else bundled_calendar()
+    if calendar_dir:
+        # A configured calendar that is not there is an error, as for the objection deadlines:
+        # weekdays alone would call every report made across 春节 or 国庆 late.
+        return WorkingCalendar.load(calendar_dir)
+    directory = bundled_calendar()
     if not directory.is_dir() or not any(directory.glob("*.yaml")):
         return Weekdays()
     return WorkingCalendar.load(directory)

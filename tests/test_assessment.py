@@ -16,6 +16,7 @@ from node import identity
 from node.app import Node, build_node
 from node.assessment import Weekdays, assess, optional_fields, working_days_for
 from node.config import load_config
+from node.errors import ConfigError
 from node.ingest import Ingest
 from node.preparing import Preparer
 from node.provisioning import init_node
@@ -132,3 +133,19 @@ def test_report_sources_cli_json_and_csv(dept):
     assert backwards.returncode == 2 and "[until]" in backwards.stderr and "before" in backwards.stderr
     far = cli("--since", "2026-01-01", "--until", "9999-12-31")
     assert far.returncode == 2 and "out of range" in far.stderr
+
+
+def test_a_configured_calendar_that_is_missing_is_refused_not_replaced_by_weekdays(dept, tmp_path):
+    # 7 working days (seed 003 篇2 第十五条) counted without the holidays would call a report made
+    # after 春节 late: a node whose lifecycle.calendar names no directory is told so, as its
+    # objection deadlines are, instead of being assessed on weekdays.
+    cfg, node = dept
+    node.close()
+    with pytest.raises(ConfigError) as err:
+        working_days_for(str(tmp_path / "no-such-dir"))
+    assert err.value.field == "lifecycle.calendar"
+    cfg.write_text(cfg.read_text(encoding="utf-8") + "lifecycle:\n  calendar: no-such-dir\n", encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "node", "--config", str(cfg), "report", "sources", "--since",
+                          "2026-02-01", "--json"], capture_output=True, text=True, cwd=REPO, check=False)
+    assert run.returncode == 2, run.stdout
+    assert json.loads(run.stdout)["error"]["field"] == "lifecycle.calendar"
