@@ -12,7 +12,6 @@ import logging
 import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from node.catalog import Catalog, load_catalog
@@ -26,6 +25,7 @@ from node.ingest import Ingest
 from node.pipeline import FileReader, PreparerSetup, PrepareWorker, headers_for, import_file, new_batch_id
 from node.preparing import ImportSummary, Preparer
 from node.releases import Releases, RunningCatalog
+from node.revocation import stale_warning
 from node.routing import Router
 from node.runtime import Runtime
 from node.signing import Signer, Verifier
@@ -90,12 +90,8 @@ class Node:
 def load_trust(config: NodeConfig, identity: LoadedIdentity) -> TrustStore:
     crl_path = config.path(config.identity.crl) if config.identity.crl else None
     trust = TrustStore(identity.ca_pem, crl_path.read_bytes() if crl_path is not None else None)
-    due = trust.crl_next_update
-    if due is not None and due < datetime.now(UTC):
-        # Still applied (it is the best list there is), but revocations made since are unknown here.
-        log.warning("trust.crl_stale", extra={"crl": str(crl_path), "next_update": due.isoformat(),
-                                              "remedy": "put the CA's newest list (credit-node ca crl) in place, "
-                                                        "then restart"})
+    if crl_path is not None:
+        stale_warning(trust, crl_path)
     trust.add_certificate(identity.signing_cert_der)
     return trust
 
@@ -171,6 +167,7 @@ def build_runtime(node: Node) -> Runtime:
     from node import federation
     from node.lifecycle.desk import build_desk
     from node.lifecycle.schedule import schedule_for
+    from node.revocation import CrlWatch
     from node.transport.admin_service import AdminService
     from node.transport.contacts import PeerContacts, relations_of
     from node.transport.exchange_service import ExchangeService
@@ -208,7 +205,9 @@ def build_runtime(node: Node) -> Runtime:
     # The lifecycle schedule (objection deadlines, archive sweep) stops before the server drains.
     # The adapters come last, so they are the first to stop: no new input while the rest drains.
     running = RunningCatalog(node.store.meta, node.catalog.version)
-    return Runtime(node, [running, contacts, query, *federation.extensions(node, contacts.seen), server,
+    # A new revocation list is taken in while the node runs (checked on every call from then on).
+    watch = [CrlWatch(node.trust, cfg.path(cfg.identity.crl))] if cfg.identity.crl else []
+    return Runtime(node, [running, *watch, contacts, query, *federation.extensions(node, contacts.seen), server,
                           *metrics_for(node, contacts), *schedule_for(desk, cfg.lifecycle, node.store.meta),
                           *build_runners(node)])
 

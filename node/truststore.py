@@ -104,6 +104,11 @@ class TrustStore:
         """When the loaded revocation list said a newer one would be out (None: no list, or no date)."""
         return self._crl_next_update
 
+    @property
+    def revoked_count(self) -> int:
+        """Certificates the list in force revokes."""
+        return len(self._revoked)
+
     def load_crl(self, crl_pem: bytes) -> None:
         """Replace the revocation list (it travels with the catalogue). Refuses a CRL not ours."""
         try:

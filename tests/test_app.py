@@ -71,7 +71,7 @@ def test_a_node_started_with_a_revocation_list_past_its_next_update_says_so(
     data["identity"]["crl"] = "crl.pem"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
 
-    with caplog.at_level(logging.WARNING, logger="node.app"):
+    with caplog.at_level(logging.WARNING, logger="node.revocation"):
         build_node(load_config(path)).close()
     stale = [r for r in caplog.records if r.getMessage() == "trust.crl_stale"]
     assert len(stale) == 1
