@@ -59,9 +59,9 @@ class _State(Protocol):
 
 LAST_ROUND_KEY = "lifecycle.last_round_ms"
 LAST_SWEEP_KEY = "lifecycle.last_sweep_day"
-# How far ahead the calendar must be right: the longest deadline (30 days for a statement;
-# 15 working days for a source) with the long holidays between.
-CALENDAR_HORIZON = dt.timedelta(days=45)
+# How far ahead the calendar must be right: the longest deadline, a case's 30 days extended by
+# 15 working days (seed 001 附件2 三), with the long holidays between (about 55 days).
+CALENDAR_HORIZON = dt.timedelta(days=60)
 
 
 class _Sweeps(Protocol):

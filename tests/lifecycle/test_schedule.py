@@ -197,6 +197,17 @@ def test_a_round_warns_once_when_deadlines_fall_in_a_provisional_or_missing_cale
     assert warned == [("lifecycle.calendar_missing", 2027), ("lifecycle.calendar_provisional", 2026)]
 
 
+def test_the_warning_reaches_as_far_as_an_extended_case_limit(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    # A case filed on 2026-11-05 may run 30 days and 15 working days more (seed 001 附件2 三):
+    # into January 2027, whose calendar is missing here.
+    calendar = WorkingCalendar.from_data([{"year": 2026, "provisional": False}])
+    world.kit.clock.set_day(dt.date(2026, 11, 5))
+    with caplog.at_level(logging.WARNING, logger="node.lifecycle.schedule"):
+        world.schedule(calendar=calendar).run_once()
+    assert [(r.getMessage(), r.year) for r in caplog.records  # type: ignore[attr-defined]
+            if r.getMessage().startswith("lifecycle.calendar")] == [("lifecycle.calendar_missing", 2027)]
+
+
 def test_a_confirmed_calendar_gives_no_warning(world: World, caplog: pytest.LogCaptureFixture) -> None:
     calendar = WorkingCalendar.from_data([{"year": 2026, "provisional": False}])
     with caplog.at_level(logging.WARNING, logger="node.lifecycle.schedule"):
