@@ -81,6 +81,7 @@ class TrustStore:
         self._lock = threading.Lock()
         self._revoked: frozenset[tuple[bytes, int]] = frozenset()
         self._crl_next_update: datetime | None = None
+        self._crl_issued: datetime | None = None  # the list in force's thisUpdate
         self._by_key_id: dict[bytes, x509.Certificate] = {}
         self._vetted: dict[bytes, _Vetted] = {}  # by SHA-256 fingerprint
         if crl_pem is not None:
@@ -122,8 +123,14 @@ class TrustStore:
         name = crl.issuer.public_bytes()
         revoked = frozenset((name, entry.serial_number) for entry in crl)
         with self._lock:
+            if self._crl_issued is not None and crl.last_update_utc < self._crl_issued:
+                # An older list would take back every revocation made since (a backup copied over
+                # the new one): a CA issues lists in time order, so the newer one in force stays.
+                raise ConfigError(f"the revocation list was issued {crl.last_update_utc.isoformat()}, before the "
+                                  f"one in force ({self._crl_issued.isoformat()}): an older list is not taken")
             self._revoked = revoked
             self._crl_next_update = crl.next_update_utc
+            self._crl_issued = crl.last_update_utc
 
     def is_revoked(self, cert: x509.Certificate) -> bool:
         return (cert.issuer.public_bytes(), cert.serial_number) in self._revoked

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import pathlib
 import shutil
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from node.errors import NotAuthorizedError
 from node.identity import load_identity, revoke, write_crl
@@ -70,3 +73,30 @@ def test_a_caller_revoked_while_the_node_runs_is_refused_without_a_restart(own_p
         assert refused.value.code == "E_UNAUTHENTICATED"
     finally:
         served.close()
+
+
+def _crl_issued(pki: Pki, at: dt.datetime, revoked: int = 0) -> bytes:
+    """A list of the federation CA issued at ``at`` (as a backup of an earlier one would be)."""
+    key = serialization.load_pem_private_key((pki.ca / "ca-key.pem").read_bytes(), password=None)
+    ca = x509.load_pem_x509_certificate((pki.ca / "ca.pem").read_bytes())
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
+               .last_update(at).next_update(at + dt.timedelta(days=30)))
+    if revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(revoked).revocation_date(at).build())
+    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return builder.sign(key, algorithm).public_bytes(serialization.Encoding.PEM)  # type: ignore[arg-type]
+
+
+def test_an_older_list_put_back_does_not_take_back_the_revocations_made_since(
+        own_pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    now = dt.datetime.now(dt.UTC)
+    own_pki.crl.write_bytes(_crl_issued(own_pki, now - dt.timedelta(hours=1), revoked=4242))
+    trust = _trust(own_pki)
+    watch = CrlWatch(trust, own_pki.crl)
+    own_pki.crl.write_bytes(_crl_issued(own_pki, now - dt.timedelta(days=1)))  # last week's backup
+    with caplog.at_level(logging.INFO, logger="node.revocation"):
+        assert watch.check() is False
+    assert trust.revoked_count == 1
+    refused = [r for r in caplog.records if r.getMessage() == "trust.crl_refused"]
+    assert len(refused) == 1 and "older list is not taken" in refused[0].reason  # type: ignore[attr-defined]
