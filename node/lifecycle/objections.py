@@ -279,7 +279,9 @@ def with_statement(case: Case, *, by: str, text: str, today: dt.date, now_ms: in
         raise ConflictError(f"a statement can be added until {last.isoformat()} "
                             f"({deadlines.statement_within_days} working days after the result is due to "
                             "reach the applicant)", code="E_STATEMENT_TOO_LATE")
-    until = (today + dt.timedelta(days=deadlines.statement_days)).isoformat()
+    # 该标注保留30日 (附件2 六(五)) counts from the marking: a statement replaced keeps its days.
+    until = case.statement_until if case.statement_shown_on(today) else \
+        (today + dt.timedelta(days=deadlines.statement_days)).isoformat()
     out = replace(case, statement=text, statement_until=until, updated_at_ms=now_ms)
     return out, [Step("statement", {"text": out.statement, "until": until})]
 

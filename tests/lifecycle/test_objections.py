@@ -209,7 +209,8 @@ def test_statement_of_an_applicant_who_still_disagrees(fed: Federation, clock: C
     # The 5 working days run from the day the applicant is told at the latest (the result is due
     # 5 working days after the answer, 2026-03-09), not from the answer itself.
     clock.set_day(dt.date(2026, 3, 16))
-    assert fed.desk.statement(case.case_id, by=subject, text="补充说明").statement == "补充说明"
+    replaced = fed.desk.statement(case.case_id, by=subject, text="补充说明")
+    assert (replaced.statement, replaced.statement_until) == ("补充说明", "2026-04-08")  # 30 days from the marking
     clock.set_day(dt.date(2026, 3, 17))
     with pytest.raises(ConflictError) as late:
         fed.desk.statement(case.case_id, by=subject, text="again")
