@@ -28,7 +28,9 @@ SUBJECT_CODE: Final = "@subject_code"  # pseudo-field usable in key_fields
 KEY_PSEUDO_FIELDS: Final = (SUBJECT_CODE, "@subject_kind")
 
 # Marks of a required column (*, ★, ※) at either end, a trailing colon, a trailing (必填).
-_HEADER_DECORATION: Final = re.compile(r"^[*★☆※]+|[*★☆※]+$|[:：]$|\((必填|选填|可选|非必填)\)$")
+_HEADER_DECORATION: Final = re.compile(r"^[*★☆※]+|[*★☆※]+$|[:：]$|\((必填|选填|可选|非必填|\*)\)$")
+# The number a template puts before each column's name (1. 1、 (1) 一、): the name follows it.
+_HEADER_NUMBER: Final = re.compile(r"^(?:[0-9]{1,2}[.、)]|[一二三四五六七八九十]{1,3}、|\([0-9]{1,2}\))(?=\D)")
 # Other brackets templates put a unit or a note in (罚款金额【万元】, 罚款金额[万元]) are parentheses;
 # so is a unit after a slash (罚款金额/万元).
 _BRACKETS: Final = str.maketrans("【】[]〔〕", "()()()")
@@ -48,7 +50,7 @@ def normalize_header(header: str) -> str:
     dropped.
     """
     h = _UNIT_SLASH.sub(r"(\1)", "".join(normalize_text(header).split()).upper().translate(_BRACKETS))
-    return _UNIT_LABEL.sub("(", _HEADER_HINT.sub("", _HEADER_DECORATION.sub("", h)))
+    return _UNIT_LABEL.sub("(", _HEADER_HINT.sub("", _HEADER_DECORATION.sub("", _HEADER_NUMBER.sub("", h))))
 
 
 @dataclass(frozen=True)

@@ -536,3 +536,12 @@ def test_a_version_no_release_could_carry_is_refused_at_load(version: str) -> No
     # It validated, then every record carried it, and downward release could not sign it.
     with pytest.raises(CatalogError, match=r"test\.yaml: version: "):
         parse_catalog([("test.yaml", {"version": version, "items": {"test_item": _minimal_item()}})])
+
+
+def test_a_header_numbered_by_the_template_or_starred_in_brackets_is_the_column(shipped: Catalog) -> None:
+    headers = shipped.item("admin_penalty").header_map()
+    for header in ("1.行政相对人名称", "1、行政相对人名称", "12．行政相对人名称", "（1）行政相对人名称", "一、行政相对人名称",
+                   "3)行政相对人名称", "行政相对人名称（*）", "行政相对人名称(*)"):
+        assert headers.get(normalize_header(header)) == "CF_XDR_MC", header
+    # A number that is part of a name stays: 行政相对人代码_1 is not 行政相对人代码.
+    assert headers.get(normalize_header("行政相对人代码_1(统一社会信用代码)")) == "CF_XDR_SHXYM"
