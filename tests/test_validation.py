@@ -860,7 +860,8 @@ _KIND_FIELDS = {"admin_penalty": "CF_XDR_LB", "admin_license": "XK_XDR_LB", "reg
 
 
 @pytest.mark.parametrize("item", sorted(_KIND_FIELDS))
-@pytest.mark.parametrize("written", ["法人和非法人组织", "法人及其他组织", "法人和其他组织", "非法人组织", "企业", "法人"])
+@pytest.mark.parametrize("written", ["法人和非法人组织", "法人及其他组织", "法人和其他组织", "非法人组织", "企业", "法人",
+                                     "企业法人", "法人或非法人组织", "法人或其他组织", "其他组织"])
 def test_an_organisation_is_one_whichever_items_column_names_its_kind(catalog: Catalog, item: str,
                                                                       written: str) -> None:
     # One spelling accepted for 行政处罚 and refused for 红名单 would return a department's rows for
@@ -868,6 +869,12 @@ def test_an_organisation_is_one_whichever_items_column_names_its_kind(catalog: C
     spec = catalog.item(item).field(_KIND_FIELDS[item])
     canon = dict(spec.value_aliases).get(written, written)
     assert canon == "法人及非法人组织", (item, written)
+
+
+@pytest.mark.parametrize("item", sorted(_KIND_FIELDS))
+def test_a_business_written_as_individual_alone_is_an_individual_business(catalog: Catalog, item: str) -> None:
+    spec = catalog.item(item).field(_KIND_FIELDS[item])
+    assert dict(spec.value_aliases).get("个体") == "个体工商户", item
 
 
 @pytest.mark.parametrize(("item", "row", "field", "cell", "stored"), [
