@@ -21,18 +21,27 @@ def rows(path: pathlib.Path):
     return list(read_table(path, HEADERS))
 
 
+def _parts(path: pathlib.Path) -> dict[str, bytes]:
+    """The workbook's files by name, to be edited as a program other than openpyxl would write them."""
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def _save_parts(path: pathlib.Path, parts: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+
+
 def _with_cached_value(path: pathlib.Path, cell: str, value: str) -> None:
     """Give one formula cell the result a spreadsheet program would have saved with it."""
-    with zipfile.ZipFile(path) as z:
-        parts = {n: z.read(n) for n in z.namelist()}
+    parts = _parts(path)
     sheet = parts["xl/worksheets/sheet1.xml"].decode()
     at = sheet.index(f'<c r="{cell}"')
     end = sheet.index("</c>", at)
     cell_xml = sheet[at:end].replace("<c ", '<c t="str" ', 1).replace("<v />", "").replace("<v/>", "")
     parts["xl/worksheets/sheet1.xml"] = (sheet[:at] + cell_xml + f"<v>{value}</v>" + sheet[end:]).encode()
-    with zipfile.ZipFile(path, "w") as z:
-        for n, data in parts.items():
-            z.writestr(n, data)
+    _save_parts(path, parts)
 
 
 def test_a_formula_never_calculated_refuses_its_row_naming_the_field(tmp_path: pathlib.Path):
@@ -283,8 +292,7 @@ def _as_excel_saves_strings(path: pathlib.Path, texts: dict[str, str]) -> None:
     ``texts`` (by its value) or plainly."""
     import re
 
-    with zipfile.ZipFile(path) as z:
-        parts = {n: z.read(n) for n in z.namelist()}
+    parts = _parts(path)
     strings: list[str] = []
 
     def shared(m: re.Match[str]) -> str:
@@ -302,9 +310,7 @@ def _as_excel_saves_strings(path: pathlib.Path, texts: dict[str, str]) -> None:
     parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(b"</Relationships>", (
         b'<Relationship Id="rIdStrings" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
         b'sharedStrings" Target="sharedStrings.xml"/></Relationships>'))
-    with zipfile.ZipFile(path, "w") as z:
-        for n, data in parts.items():
-            z.writestr(n, data)
+    _save_parts(path, parts)
 
 
 def test_characters_excel_writes_as_escapes_are_read_as_themselves(tmp_path: pathlib.Path):
@@ -336,8 +342,7 @@ def test_a_formula_whose_saved_result_is_empty_text_is_an_empty_cell_not_an_unca
     for cells in (HEADER, *([f"公司{i}", '=IF(1>2,"严重","")', None, "x"] for i in (1, 2, 3))):
         ws.append(cells)
     wb.save(p)
-    with zipfile.ZipFile(p) as z:
-        parts = {n: z.read(n) for n in z.namelist()}
+    parts = _parts(p)
     sheet = parts["xl/worksheets/sheet1.xml"].decode()
     for cell, saved in (("B2", "<v/>"), ("B3", "<v></v>")):
         at = sheet.index(f'<c r="{cell}"')
@@ -345,9 +350,7 @@ def test_a_formula_whose_saved_result_is_empty_text_is_an_empty_cell_not_an_unca
         body = sheet[at:end].replace("<v />", "").replace("<v/>", "").replace(f'<c r="{cell}"', f'<c r="{cell}" t="str"', 1)
         sheet = sheet[:at] + body + saved + sheet[end:]
     parts["xl/worksheets/sheet1.xml"] = sheet.encode()
-    with zipfile.ZipFile(p, "w") as z:
-        for n, data in parts.items():
-            z.writestr(n, data)
+    _save_parts(p, parts)
     got = rows(p)
     assert [(r.row, r.problem.code if r.problem else None, r.values.get("CF_SXCD") or None) for r in got] == [
         (2, None, None), (3, None, None), (4, "E_FIELD_FORMULA", None)]
@@ -375,12 +378,9 @@ def test_a_formula_never_calculated_is_found_whatever_order_its_cell_attributes_
     ws.append(HEADER)
     ws.append(["公司1", '=IF(1>0,"严重","一般")', None, "x"])
     wb.save(p)
-    with zipfile.ZipFile(p) as z:
-        parts = {n: z.read(n) for n in z.namelist()}
+    parts = _parts(p)
     parts["xl/worksheets/sheet1.xml"] = parts["xl/worksheets/sheet1.xml"].replace(b'<c r="B2"', b'<c s="0" r="B2"')
-    with zipfile.ZipFile(p, "w") as z:
-        for n, data in parts.items():
-            z.writestr(n, data)
+    _save_parts(p, parts)
     got = rows(p)
     assert [(r.row, r.problem.code if r.problem else None, r.problem.field if r.problem else None) for r in got] == [
         (2, "E_FIELD_FORMULA", "CF_SXCD")]
