@@ -13,8 +13,10 @@ consumer may back off without re-entering pika. For each message:
   store's inbound dead letters with its reason and then acknowledged, never requeued for ever;
 - a retryable failure (the store is busy, …) requeues the message after a backoff.
 
-If the connection drops, the consumer reconnects with backoff until stopped; unacknowledged
-messages return to the queue and are delivered again.
+If the connection drops, or the broker cancels the consumer (the queue was deleted, or a quorum
+queue lost its leader), the consumer reconnects with a growing backoff until stopped: a queue that
+is missing is reported at each try, and consumed again once the operator has put it back.
+Unacknowledged messages return to the queue and are delivered again.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class AmqpConsumer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failures = 0
+        self._outages = 0  # consecutive lost consumptions: a queue missing for long is retried less often
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -118,9 +121,11 @@ class AmqpConsumer:
             try:
                 self._consume(connection)
             except TransportError as exc:
-                log.warning("%s: %s; reconnecting", self.name, exc)
+                self._outages += 1
+                wait_s = self._backoff.delay(self._outages)
+                log.warning("%s: %s; reconnecting in %.1fs", self.name, exc, wait_s)
                 self._on_state("disconnected")
-                self._stop.wait(self._backoff.delay(1))
+                self._stop.wait(wait_s)
             finally:
                 _close(connection)
 
@@ -134,14 +139,22 @@ class AmqpConsumer:
     # --- consuming ----------------------------------------------------------------------------
     def _consume(self, connection: BlockingConnection) -> None:
         pending: list[tuple[Any, Any, bytes]] = []
+        cancelled: list[object] = []
         with amqp_errors(f"consuming {self._queue}"):
             channel = connection.channel()
             channel.basic_qos(prefetch_count=self._prefetch)
+            # Without this, a consumer the broker cancelled leaves a channel that receives nothing
+            # for ever, and the queue, once put back, is never consumed again.
+            channel.add_on_cancel_callback(cancelled.append)
             channel.basic_consume(self._queue, lambda _ch, method, props, body: pending.append((method, props, body)))
+            self._outages = 0
             self._on_state("connected")
             log.info("%s: consuming %s", self.name, self._queue)
             while not self._stop.is_set():
                 connection.process_data_events(time_limit=0.5)
+                if cancelled and not pending:
+                    raise TransportError(f"the broker cancelled our consumer of queue {self._queue!r} (deleted, "
+                                         "or its quorum lost)", code="E_AMQP_CONSUMER_CANCELLED")
                 while pending and not self._stop.is_set():
                     method, props, body = pending.pop(0)
                     self._deliver(connection, channel, method, props, body)
