@@ -160,6 +160,14 @@ class PeerUnavailableError(TransportError):
     code = "E_PEER_UNAVAILABLE"
 
 
+class PeerNotReadyError(TransportError):
+    """The peer answers but cannot take deliveries until someone acts: a queue or binding missing,
+    our permissions gone, a broker in a resource alarm. No delivery is at fault, so waiting for the
+    cause to go spends none of their attempts (the forwarder gives its claim back)."""
+
+    code = "E_PEER_NOT_READY"
+
+
 class MessageTooLargeError(TransportError):
     """A gRPC message over a side's size limit: sending it again gives the same, so not retryable."""
 

@@ -12,7 +12,10 @@ reached over amqp), each with its own transport. A round:
 4. mark done what the receiving side durably took; a record the receiver refused goes straight to
    the dead letters with the receiver's code (sending it again would not change the answer);
 5. if the batch failed as a whole, each row is retried after ``Backoff.delay(attempts)``, and a
-   row that has used ``max_attempts`` goes to the dead letters (``credit-node outbox replay``).
+   row that has used ``max_attempts`` goes to the dead letters (``credit-node outbox replay``) —
+   unless the peer is not ready for anyone (a queue missing, permissions gone, a broker in a
+   resource alarm): then the rows get their attempt back and wait, however long it takes, with
+   the rounds spaced out by the backoff.
 
 Delivery is at-least-once (a batch may be sent again after the receiver took it); the receiver's
 idempotent inbox makes the effect exactly-once.
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import serialization
 
 from node.backoff import Backoff
-from node.errors import NodeError
+from node.errors import NodeError, PeerNotReadyError
 from node.records import decode_signed
 from node.signing import Signer
 from node.store import Outbox, OutboxItem
@@ -242,6 +245,12 @@ class Forwarder:
 
     def _reschedule(self, items: Sequence[OutboxItem], exc: NodeError, stats: DestinationStats) -> None:
         now = self._clock()
+        if isinstance(exc, PeerNotReadyError):
+            # Not these records' fault: spending their attempts would dead-letter the whole
+            # outbox during an operator's fix that takes longer than max_attempts rounds.
+            stats.retried += self._outbox.release([i.id for i in items], f"{exc.code}: {exc.message}", now)
+            log.warning("forwarder: %d record(s) wait for the peer: %s", len(items), exc)
+            return
         if not exc.retryable:
             stats.dead += self._outbox.dead([i.id for i in items], exc.code, exc.message)
             return

@@ -99,6 +99,11 @@ class Outbox:
         """Not delivered this time; try again at ``next_attempt_ms``."""
         return self._set(ids, "scheduling outbox retries", last_error=error, next_attempt_ms=next_attempt_ms)
 
+    def release(self, ids: Sequence[int], error: str, next_attempt_ms: int) -> int:
+        """Not delivered, through no fault of these deliveries: due at ``next_attempt_ms``, the claim's attempt given back."""
+        return self._set(ids, "releasing outbox rows", last_error=error, next_attempt_ms=next_attempt_ms,
+                         attempts=outbox.c.attempts - 1)
+
     def _set(self, ids: Sequence[int], what: str, **values: object) -> int:
         count = 0
         with translated(what), write_transaction(self._engine) as conn:

@@ -24,7 +24,7 @@ import pika
 import pika.exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from node.errors import PeerUnavailableError, TransportError
+from node.errors import PeerNotReadyError, PeerUnavailableError, TransportError
 from node.identity import LoadedIdentity
 from node.tls import amqp_ssl_context
 from node.transport.amqp_topology import UP_EXCHANGE, BrokerAddress, up_key
@@ -39,7 +39,7 @@ BLOCKED_TIMEOUT_S = 60  # a broker in a memory/disk alarm blocks publishers; giv
 
 def _refused(message: str, code: str) -> TransportError:
     # A refusal is an operator's matter (permissions, topology); retried with backoff until fixed.
-    return TransportError(message, code=code)
+    return PeerNotReadyError(message, code=code)
 
 
 def wrap(exc: BaseException, where: str) -> TransportError:
@@ -47,8 +47,8 @@ def wrap(exc: BaseException, where: str) -> TransportError:
     if isinstance(exc, TransportError):
         return exc
     if isinstance(exc, px.UnroutableError):
-        return _refused(f"{where}: the broker has no queue bound for this message (is the parent's "
-                        "topology imported?)", "E_AMQP_UNROUTABLE")
+        return _refused(f"{where}: the broker has no queue bound for this message's routing key (is the "
+                        "parent's topology imported?)", "E_AMQP_UNROUTABLE")
     if isinstance(exc, px.NackError):
         return TransportError(f"{where}: the broker refused the message (nack)", code="E_AMQP_NACK")
     if isinstance(exc, px.ChannelClosedByBroker):
@@ -62,7 +62,8 @@ def wrap(exc: BaseException, where: str) -> TransportError:
         return _refused(f"{where}: the broker refused our login (is this node a user there?): {exc}",
                         "E_AMQP_LOGIN_REFUSED")
     if isinstance(exc, px.ConnectionBlockedTimeout):
-        return PeerUnavailableError(f"{where}: the broker blocked publishing (resource alarm)")
+        return _refused(f"{where}: the broker blocks publishers (a memory or disk alarm is on there; "
+                        f"waited {BLOCKED_TIMEOUT_S}s)", "E_AMQP_BLOCKED")
     if isinstance(exc, px.AMQPError | OSError | ssl.SSLError):
         detail = str(exc) or type(exc).__name__
         return PeerUnavailableError(f"{where}: broker unreachable or connection lost: {detail}")
@@ -160,7 +161,8 @@ class AmqpPublisher:
         """Publish one confirmed, persistent, mandatory message; raises TransportError if not confirmed."""
         channel = self._open()
         try:
-            with amqp_errors(f"publishing to {self._peer}"):
+            with amqp_errors(f"publishing to {self._peer} at amqps://{self._address.host}:{self._address.port} "
+                             f"(exchange {self._exchange!r}, routing key {self._routing_key!r})"):
                 publish(channel, exchange=self._exchange, routing_key=self._routing_key, body=body,
                         user_id=self._identity.node_id, kind=kind, headers=headers)
             self._used_at = time.monotonic()

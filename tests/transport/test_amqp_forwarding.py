@@ -1,0 +1,123 @@
+"""Forwarding over amqp while the broker cannot take deliveries (node/forwarding.py, node/transport/amqp.py).
+
+A real TLS RabbitMQ with the federation's topology (the ``world`` of test_amqp.py): the parent's
+queue deleted (a publish is returned unroutable), and a disk alarm (the disk free limit raised
+above what the disk has, so the broker blocks every connection that publishes). Either way the
+records wait without spending their attempts, and go once the cause is gone.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from node.backoff import Backoff
+from node.demo.processes import wait_until
+from node.forwarding import Forwarder
+from node.sampledata import penalty_rows, write_csv
+from node.store.tables import outbox
+from node.transport import amqp
+from node.transport.amqp import AmqpPublisher, connect
+from node.transport.amqp_topology import up_queue
+from tests.transport.test_amqp import DEPT, DISTRICT, World, world  # noqa: F401  (module fixture)
+
+
+def forwarder(world: World, publisher: AmqpPublisher, batch: int) -> Forwarder:  # noqa: F811
+    return Forwarder(outbox=world.dept.store.outbox, signer=world.dept.signer, trust=world.dept.trust,
+                     transports={DISTRICT: lambda: publisher}, backoff=Backoff(0.05, 0.2, max_attempts=2),
+                     batch=batch)
+
+
+def import_records(world: World, count: int, seed: int, directory: pathlib.Path) -> None:  # noqa: F811
+    csv = directory / f"p{seed}.csv"
+    write_csv(csv, world.dept.catalog.item("admin_penalty"),
+              penalty_rows(count, source_unit=world.fed.layout.node(DEPT).unit, seed=seed))
+    assert world.dept.import_file(csv, "admin_penalty").accepted == count
+
+
+def most_attempts(world: World) -> int:  # noqa: F811
+    with world.dept.store.outbox._engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.max(outbox.c.attempts))).scalar_one())
+
+
+def purge_parent_queue(world: World) -> int:  # noqa: F811
+    drain = connect(world.address, world.district.identity, name="drain")
+    try:
+        return int(drain.channel().queue_purge(up_queue(DISTRICT)).method.message_count)
+    finally:
+        drain.close()
+
+
+def test_records_wait_for_a_missing_queue_without_spending_attempts_and_go_once_it_is_back(
+        world: World, tmp_path: pathlib.Path) -> None:  # noqa: F811  (the imported fixture)
+    # A returned (unroutable) batch used to spend an attempt per round: a queue missing for
+    # max_attempts rounds (minutes) sent every pending record to the dead letters.
+    broker = world.fed.broker
+    assert broker is not None
+    broker._run("ctl", "--dir", str(broker.dir), "--", "delete_queue", up_queue(DISTRICT))
+    import_records(world, 3, 51, tmp_path)
+    publisher = AmqpPublisher(peer=DISTRICT, address=world.address, identity=world.dept.identity)
+    fwd = forwarder(world, publisher, batch=3)
+    fwd.start()
+    try:
+        wait_until(lambda: fwd.stats[DISTRICT].retried + fwd.stats[DISTRICT].dead >= 9, 60,
+                   what="three rounds returned unroutable")
+        assert fwd.stats[DISTRICT].dead == 0 and world.dept.store.outbox.dead_letters() == []
+        assert "E_AMQP_UNROUTABLE" in fwd.stats[DISTRICT].last_error
+        assert f"routing key '{DEPT}.records'" in fwd.stats[DISTRICT].last_error
+        broker.load(world.fed.layout.edges)  # the operator puts the topology back
+        wait_until(lambda: world.dept.store.outbox.status() == {}, 60, what="the records delivered")
+    finally:
+        fwd.stop()
+        broker.load(world.fed.layout.edges)
+    assert world.dept.store.outbox.dead_letters() == []
+    assert most_attempts(world) == 1
+    assert purge_parent_queue(world) == 1  # the three records in one message
+
+
+@pytest.fixture
+def disk_alarm(world: World) -> Iterator[None]:  # noqa: F811  (the imported fixture)
+    broker = world.fed.broker
+    assert broker is not None
+    broker._run("ctl", "--dir", str(broker.dir), "--", "set_disk_free_limit", "100000GB")
+
+    def alarmed() -> bool:
+        status = broker._run("ctl", "--dir", str(broker.dir), "--", "status").stdout
+        return "Free disk space alarm" in status
+
+    wait_until(alarmed, 60, what="the broker's disk alarm", poll_s=0.5)
+    try:
+        yield
+    finally:
+        broker._run("ctl", "--dir", str(broker.dir), "--", "set_disk_free_limit", "50MB")
+
+
+def test_a_blocked_broker_spends_no_delivery_attempt_and_forwarding_resumes_when_it_unblocks(
+        world: World, disk_alarm: None, tmp_path: pathlib.Path,  # noqa: F811  (the imported fixture)
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each batch blocked for the timeout used to spend one of its attempts: an alarm lasting
+    # max_attempts timeouts (12 minutes by default) sent every pending record to the dead letters.
+    monkeypatch.setattr(amqp, "BLOCKED_TIMEOUT_S", 1)
+    import_records(world, 6, 44, tmp_path)
+    publisher = AmqpPublisher(peer=DISTRICT, address=world.address, identity=world.dept.identity)
+    fwd = forwarder(world, publisher, batch=1)
+    fwd.start()
+    try:
+        wait_until(lambda: fwd.stats[DISTRICT].retried + fwd.stats[DISTRICT].dead >= 4, 120,
+                   what="four batches blocked by the broker")
+        assert fwd.stats[DISTRICT].dead == 0
+        assert "E_AMQP_BLOCKED" in fwd.stats[DISTRICT].last_error and "alarm" in fwd.stats[DISTRICT].last_error
+        assert f"amqps://{world.address.host}:{world.address.port}" in fwd.stats[DISTRICT].last_error
+        broker = world.fed.broker
+        assert broker is not None
+        broker._run("ctl", "--dir", str(broker.dir), "--", "set_disk_free_limit", "50MB")
+        wait_until(lambda: world.dept.store.outbox.status() == {}, 120, what="every record delivered")
+    finally:
+        fwd.stop()
+    assert world.dept.store.outbox.dead_letters() == []
+    assert most_attempts(world) == 1
+    # At least once: a blocked publish may have reached the queue before its connection closed.
+    assert purge_parent_queue(world) >= 6
