@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,6 +42,7 @@ __all__ = ["AmqpConsumer", "AmqpMessage", "MessageHandler"]
 log = logging.getLogger(__name__)
 
 MAX_DELIVERIES = 5
+COUNTED_MESSAGES = 10_000  # redeliveries remembered locally, for queues that do not count them
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class AmqpConsumer:
         self._thread: threading.Thread | None = None
         self._failures = 0
         self._outages = 0  # consecutive lost consumptions: a queue missing for long is retried less often
+        self._counted: OrderedDict[tuple[str, str], int] = OrderedDict()
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -162,7 +165,7 @@ class AmqpConsumer:
     def _deliver(self, connection: BlockingConnection, channel: BlockingChannel, method: Any, props: Any,
                  body: bytes) -> None:
         message = AmqpMessage(sender=props.user_id or "", kind=props.type or "", body=body,
-                              deliveries=_deliveries(props, method.redelivered), reply_to=props.reply_to,
+                              deliveries=self._count(props, method.redelivered), reply_to=props.reply_to,
                               correlation_id=props.correlation_id)
         tag = method.delivery_tag
         if not message.sender:
@@ -197,6 +200,24 @@ class AmqpConsumer:
                     user_id=self._identity.node_id, kind=message.kind + ".reply",
                     correlation_id=message.correlation_id, persistent=False, mandatory=False)
         channel.basic_ack(tag)
+
+    def _count(self, props: Any, redelivered: bool) -> int:
+        """Deliveries of this message so far: the queue's count, or ours where it keeps none.
+
+        A classic queue (one an operator declared by hand) sets no ``x-delivery-count``: without
+        a count of our own, a message that kept failing was requeued for ever. Keyed by sender,
+        so a child reusing another's message ids cannot hasten the other's dead letters.
+        """
+        counted = _deliveries(props, redelivered)
+        message_id = getattr(props, "message_id", None)
+        if not message_id:
+            return counted
+        key = (props.user_id or "", str(message_id))
+        seen = self._counted.pop(key, 0) + 1 if redelivered else 1
+        self._counted[key] = seen
+        while len(self._counted) > COUNTED_MESSAGES:
+            self._counted.popitem(last=False)
+        return max(counted, seen)
 
     def _give_up(self, channel: BlockingChannel, tag: int, message: AmqpMessage, code: str, text: str) -> None:
         """Dead-letter the message in the store, then ack; if the store fails too, requeue it."""

@@ -2,18 +2,21 @@
 
 A real TLS RabbitMQ with the federation's topology (the ``world`` of test_amqp.py, one broker for
 this module): the queue deleted under a consuming parent and put back by the operator, and a queue
-missing for a while.
+missing for a while, and a queue made classic by hand (no delivery count).
 """
 
 from __future__ import annotations
 
+import json
+import pathlib
 from dataclasses import dataclass, field
 
 from node.backoff import Backoff
 from node.demo.processes import wait_until
+from node.errors import StoreError
 from node.transport.amqp import AmqpPublisher
 from node.transport.amqp_consumer import AmqpConsumer, AmqpMessage
-from node.transport.amqp_topology import up_queue
+from node.transport.amqp_topology import definitions, up_queue
 from node.transport.wire import RECORDS
 from tests.transport.test_amqp import DISTRICT, World, consumer, world  # noqa: F401  (module fixture)
 
@@ -83,3 +86,50 @@ def test_a_missing_queue_is_retried_less_and_less_often(world: World) -> None:  
         sink.stop()
         broker.load(world.fed.layout.edges)
     assert backoff.asked[:3] == [1, 2, 3]
+
+
+class Failing:
+    """A handler whose store is always busy (a retryable failure)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.letters: list[tuple[str, str]] = []
+
+    def handle(self, message: AmqpMessage) -> bytes | None:
+        self.calls += 1
+        raise StoreError("database is locked")
+
+    def dead_letter(self, message: AmqpMessage, code: str, text: str) -> None:
+        self.letters.append((code, text))
+
+
+def test_a_message_failing_on_a_classic_queue_is_still_dead_lettered_after_max_deliveries(
+        world: World, tmp_path: pathlib.Path) -> None:  # noqa: F811  (the imported fixture)
+    # An operator who creates the queue by hand may make it classic: no x-delivery-count, and
+    # every redelivery counted 2, so a message that kept failing was requeued for ever.
+    broker = world.fed.broker
+    assert broker is not None
+    classic = definitions(world.fed.layout.edges)
+    classic["queues"] = [dict(q, arguments={}) for q in classic["queues"] if q["name"] == up_queue(DISTRICT)]
+    path = tmp_path / "classic.json"
+    path.write_text(json.dumps({k: classic[k] for k in ("queues", "bindings")}), encoding="utf-8")
+    broker._run("ctl", "--dir", str(broker.dir), "--", "delete_queue", up_queue(DISTRICT))
+    broker._run("ctl", "--dir", str(broker.dir), "--", "import_definitions", str(path))
+    handler = Failing()
+    try:
+        wait_until(lambda: world.queue_depth(up_queue(DISTRICT)) == 0, 30, what="the classic queue")
+        publisher = AmqpPublisher(peer=DISTRICT, address=world.address, identity=world.dept.identity)
+        publisher.send_message(b"", kind=RECORDS)
+        publisher.close()
+        sink = consumer(world, handler, max_deliveries=3)
+        sink.start()
+        try:
+            wait_until(lambda: handler.letters != [] or handler.calls > 6, 60, what="the message to be given up")
+        finally:
+            sink.stop()
+        assert handler.letters == [("E_STORE", "failed 3 times, last: database is locked")]
+        assert handler.calls == 3
+        assert world.queue_depth(up_queue(DISTRICT)) == 0
+    finally:
+        broker._run("ctl", "--dir", str(broker.dir), "--", "delete_queue", up_queue(DISTRICT))
+        broker.load(world.fed.layout.edges)
