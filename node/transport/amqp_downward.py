@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -86,18 +87,23 @@ class DownwardPublisher(ThreadExtension):
         children = [c.id for c in self._node.config.children]
         publishers = {c: AmqpPublisher(peer=c, address=self._address, identity=self._node.identity,
                                        exchange=DOWN_EXCHANGE, routing_key=down_key(c)) for c in children}
-        failures = 0
+        failures = dict.fromkeys(children, 0)
+        due = dict.fromkeys(children, 0.0)
         try:
             while not self._stop.is_set():
-                try:
-                    for child, publisher in publishers.items():
+                for child, publisher in publishers.items():
+                    # Each child on its own: one child's missing queue or refused key used to
+                    # restart the round at the first child, and the children after it heard nothing.
+                    if self._stop.is_set() or time.monotonic() < due[child]:
+                        continue
+                    try:
                         self.publish_once(child, publisher)
-                    failures = 0
-                except NodeError as exc:
-                    failures += 1
-                    log.warning("downward publisher: %s", exc)
-                    self._stop.wait(self._backoff.delay(failures))
-                    continue
+                        failures[child] = 0
+                    except NodeError as exc:
+                        failures[child] += 1
+                        wait_s = self._backoff.delay(failures[child])
+                        due[child] = time.monotonic() + wait_s
+                        log.warning("downward publisher: %s: %s; again in %.1fs", child, exc, wait_s)
                 self._stop.wait(self._idle_s)
         finally:
             for publisher in publishers.values():
