@@ -13,6 +13,8 @@ confirm round trip per batch instead of per record is what makes the rate (DESIG
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import ssl
 import time
 import uuid
@@ -28,13 +30,27 @@ from node.errors import PeerNotReadyError, PeerUnavailableError, TransportError
 from node.identity import LoadedIdentity
 from node.tls import amqp_ssl_context
 from node.transport.amqp_topology import UP_EXCHANGE, BrokerAddress, up_key
-from node.transport.base import QUEUED, Delivery
+from node.transport.base import QUEUED, REJECTED, Delivery
 from node.transport.wire import MAX_MESSAGE_BYTES, RECORDS, message_batches, submit_request
 
 __all__ = ["AmqpPublisher", "amqp_errors", "connect", "publish"]
 
+log = logging.getLogger(__name__)
+
 HEARTBEAT_S = 30
 BLOCKED_TIMEOUT_S = 60  # a broker in a memory/disk alarm blocks publishers; give up after this
+# RabbitMQ's refusal of a message over its max_message_size (406), which names the limit.
+BROKER_LIMIT = re.compile(r"larger than configured max size (\d+)")
+
+
+def broker_limit(exc: TransportError) -> int | None:
+    """The broker's message size limit, if ``exc`` is its refusal of a message over it."""
+    cause = exc.__cause__
+    if isinstance(cause, px.ChannelClosedByBroker) and cause.reply_code == 406:
+        found = BROKER_LIMIT.search(cause.reply_text or "")
+        if found:
+            return int(found.group(1))
+    return None
 
 
 def _refused(message: str, code: str) -> TransportError:
@@ -127,6 +143,7 @@ class AmqpPublisher:
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
         self._used_at = 0.0
+        self._broker_limit: int | None = None  # the broker's max_message_size, once it refused a message
 
     @property
     def peer(self) -> str:
@@ -150,12 +167,32 @@ class AmqpPublisher:
         self._open()
 
     def send(self, records: Sequence[bytes], certificates: Sequence[bytes]) -> list[Delivery]:
-        if not records:
-            return []
-        room = MAX_MESSAGE_BYTES - sum(len(c) + 10 for c in certificates)
-        for part in message_batches(records, room):  # the parent refuses a message over the limit
-            self.send_message(submit_request(part, certificates), kind=RECORDS, headers={"records": len(part)})
-        return [Delivery(QUEUED)] * len(records)
+        out: list[Delivery] = []
+        while len(out) < len(records):
+            # The parent refuses a message over the node's limit; the broker one over its own
+            # max_message_size, which an operator may have set lower and is learnt from its refusal.
+            limit = min(MAX_MESSAGE_BYTES, self._broker_limit or MAX_MESSAGE_BYTES)
+            room = limit - sum(len(c) + 10 for c in certificates)
+            part = next(iter(message_batches(records[len(out):], room)))
+            body = submit_request(part, certificates)
+            if self._broker_limit is not None and len(body) > self._broker_limit:  # one record, alone too big
+                out.append(Delivery(REJECTED, "E_MESSAGE_TOO_LARGE",
+                                    f"a message of {len(body)} bytes for this record alone; the broker at "
+                                    f"amqps://{self._address.host}:{self._address.port} takes at most "
+                                    f"{self._broker_limit}"))
+                continue
+            try:
+                self.send_message(body, kind=RECORDS, headers={"records": len(part)})
+            except TransportError as exc:
+                learnt = broker_limit(exc)
+                if learnt is None or learnt >= limit:
+                    raise
+                log.warning("%s: the broker takes messages of at most %d bytes; batches are split to fit",
+                            self._peer, learnt)
+                self._broker_limit = learnt
+                continue
+            out.extend([Delivery(QUEUED)] * len(part))
+        return out
 
     def send_message(self, body: bytes, *, kind: str, headers: Mapping[str, Any] | None = None) -> None:
         """Publish one confirmed, persistent, mandatory message; raises TransportError if not confirmed."""

@@ -121,3 +121,30 @@ def test_a_blocked_broker_spends_no_delivery_attempt_and_forwarding_resumes_when
     assert most_attempts(world) == 1
     # At least once: a blocked publish may have reached the queue before its connection closed.
     assert purge_parent_queue(world) >= 6
+
+
+@pytest.fixture
+def small_broker_messages(world: World) -> Iterator[int]:  # noqa: F811  (the imported fixture)
+    # An operator may set max_message_size below the node's own limit (16 MiB).
+    broker = world.fed.broker
+    assert broker is not None
+    broker._run("ctl", "--dir", str(broker.dir), "--", "eval", "application:set_env(rabbit, max_message_size, 4096).")
+    try:
+        yield 4096
+    finally:
+        broker._run("ctl", "--dir", str(broker.dir), "--", "eval",
+                    "application:set_env(rabbit, max_message_size, 134217728).")
+
+
+def test_a_batch_over_the_brokers_message_size_is_split_to_fit_and_a_record_too_big_alone_refused(
+        world: World, small_broker_messages: int) -> None:  # noqa: F811  (the imported fixture)
+    # The broker refused the whole batch (406) and the same batch was sent again each round until
+    # its rows were dead-lettered.
+    publisher = AmqpPublisher(peer=DISTRICT, address=world.address, identity=world.dept.identity)
+    try:
+        deliveries = publisher.send([b"r" * 1000] * 9 + [b"x" * 5000] + [b"r" * 1000] * 3, [])
+    finally:
+        publisher.close()
+    assert [d.taken for d in deliveries] == [True] * 9 + [False] + [True] * 3
+    assert deliveries[9].code == "E_MESSAGE_TOO_LARGE" and "4096" in deliveries[9].message
+    assert purge_parent_queue(world) >= 4  # twelve records of 1000 bytes, at most four in 4096 bytes
