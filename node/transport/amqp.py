@@ -38,7 +38,10 @@ __all__ = ["AmqpPublisher", "amqp_errors", "connect", "publish"]
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 30
-BLOCKED_TIMEOUT_S = 60  # a broker in a memory/disk alarm blocks publishers; give up after this
+# A broker in a memory/disk alarm blocks publishers; give up after this. Under the 30 s a stopping
+# node waits for a forwarding lane: a longer wait left the lane running while the store closed.
+# Giving up costs nothing: a blocked batch spends no attempt and is tried again.
+BLOCKED_TIMEOUT_S = 20
 # RabbitMQ's refusal of a message over its max_message_size (406), which names the limit.
 BROKER_LIMIT = re.compile(r"larger than configured max size (\d+)")
 

@@ -148,3 +148,19 @@ def test_a_batch_over_the_brokers_message_size_is_split_to_fit_and_a_record_too_
     assert [d.taken for d in deliveries] == [True] * 9 + [False] + [True] * 3
     assert deliveries[9].code == "E_MESSAGE_TOO_LARGE" and "4096" in deliveries[9].message
     assert purge_parent_queue(world) >= 4  # twelve records of 1000 bytes, at most four in 4096 bytes
+
+
+def test_a_node_stops_while_the_broker_blocks_its_publisher_without_leaving_the_lane_running(
+        world: World, disk_alarm: None, tmp_path: pathlib.Path) -> None:  # noqa: F811  (the imported fixture)
+    # A blocked publish waited 60 s for the broker, twice the 30 s a stopping node waits for a
+    # lane: the node went on closing its store under a forwarding thread still running.
+    import_records(world, 2, 61, tmp_path)
+    publisher = AmqpPublisher(peer=DISTRICT, address=world.address, identity=world.dept.identity)
+    fwd = forwarder(world, publisher, batch=1)
+    fwd.start()
+    lane = fwd._lanes[DISTRICT].thread
+    assert lane is not None
+    wait_until(lambda: world.dept.store.outbox.status().get(DISTRICT, {}).get("pending", 0) > 0
+               and fwd.stats[DISTRICT].connected, 30, what="the forwarder publishing")
+    fwd.stop()
+    assert not lane.is_alive()
