@@ -2,7 +2,8 @@
 
 A real TLS RabbitMQ with the federation's topology (the ``world`` of test_amqp.py, one broker for
 this module): the queue deleted under a consuming parent and put back by the operator, and a queue
-missing for a while, and a queue made classic by hand (no delivery count).
+missing for a while, a queue made classic by hand (no delivery count), and one batch delivered
+twice to two consumers at once.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ import json
 import pathlib
 from dataclasses import dataclass, field
 
+from node.app import build_node
 from node.backoff import Backoff
+from node.config import load_config
 from node.demo.processes import wait_until
 from node.errors import StoreError
+from node.forwarding import HopSigner
+from node.sampledata import penalty_rows, write_csv
 from node.transport.amqp import AmqpPublisher
 from node.transport.amqp_consumer import AmqpConsumer, AmqpMessage
+from node.transport.amqp_inbound import UpwardHandler
 from node.transport.amqp_topology import definitions, up_queue
 from node.transport.wire import RECORDS
-from tests.transport.test_amqp import DISTRICT, World, consumer, world  # noqa: F401  (module fixture)
+from tests.transport.test_amqp import DEPT, DISTRICT, World, consumer, world  # noqa: F401  (module fixture)
 
 
 class Recording:
@@ -133,3 +139,36 @@ def test_a_message_failing_on_a_classic_queue_is_still_dead_lettered_after_max_d
     finally:
         broker._run("ctl", "--dir", str(broker.dir), "--", "delete_queue", up_queue(DISTRICT))
         broker.load(world.fed.layout.edges)
+
+
+def test_one_batch_delivered_twice_to_two_consumers_at_once_is_stored_once(
+        world: World, tmp_path: pathlib.Path) -> None:  # noqa: F811  (the imported fixture)
+    # A publisher that lost its confirm sends a batch again; two consumers of the parent (two
+    # processes on one store) may then handle both copies at the same time.
+    csv = tmp_path / "p.csv"
+    write_csv(csv, world.dept.catalog.item("admin_penalty"),
+              penalty_rows(200, source_unit=world.fed.layout.node(DEPT).unit, seed=71))
+    assert world.dept.import_file(csv, "admin_penalty").accepted == 200
+    items = world.dept.store.outbox.claim(DISTRICT, 1000, 2**62)
+    payload, certificates = HopSigner(world.dept.signer, world.dept.trust).prepare(items)
+    publisher = AmqpPublisher(peer=DISTRICT, address=world.address, identity=world.dept.identity)
+    for _ in range(2):
+        publisher.send(payload, certificates)
+    publisher.close()
+    world.dept.store.outbox.done([i.id for i in items])
+    before = world.district.store.records.counts().get("admin_penalty", 0)
+    second = build_node(load_config(world.fed.config(DISTRICT)))
+    sinks = [consumer(world, UpwardHandler(inbox=node.inbox, store=node.store), prefetch=1)
+             for node in (world.district, second)]
+    try:
+        for sink in sinks:
+            sink.start()
+        wait_until(lambda: world.queue_depth(up_queue(DISTRICT)) == 0, 60, what="both copies consumed")
+    finally:
+        for sink in sinks:
+            sink.stop()
+        second.close()
+    rows = list(world.district.store.records.iter_revisions())
+    assert world.district.store.records.counts().get("admin_penalty", 0) == before + 200
+    assert len({(r.record_id, r.revision) for r in rows}) == len(rows)
+    assert world.district.store.inbound.letters() == []
