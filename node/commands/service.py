@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pathlib
 import secrets
@@ -13,6 +14,8 @@ import click
 
 from node.cli import NODE_HELP, SECONDS, cli, emit_json, handle_errors, node_config, node_id, when
 from node.errors import ConfigError, UsageError
+
+log = logging.getLogger(__name__)
 
 
 def _write_port_file(path: pathlib.Path, address: str) -> None:
@@ -70,6 +73,10 @@ def start(ctx: click.Context, listen: str | None, port_file: str | None, log_lev
         pathlib.Path(port_file).unlink(missing_ok=True)
     try:
         with running_instance(config, "start"), build_node(config) as node:
+            # Alone now: whatever an earlier run of this node had leased, it was killed holding.
+            resumed = node.store.outbox.resume()
+            if resumed:
+                log.info("outbox.resumed", extra={"deliveries": resumed})
             build_runtime(node).run(on_started=announce)
     except ConfigError as exc:
         if listen and exc.field == "server.listen":  # the operator typed it on this command line

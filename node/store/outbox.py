@@ -104,6 +104,20 @@ class Outbox:
         return self._set(ids, "releasing outbox rows", last_error=error, next_attempt_ms=next_attempt_ms,
                          attempts=outbox.c.attempts - 1)
 
+    def resume(self, now_ms: int | None = None) -> int:
+        """Make every pending row due now; the number made due.
+
+        For a node starting alone (``node/instance.py``): the rows its previous run had leased when
+        it was killed would otherwise wait out their lease (a minute) and rows backing off a wait
+        chosen before the restart, which is often the cure. At worst a delivery happens twice,
+        which receivers recognise.
+        """
+        now = _now_ms() if now_ms is None else now_ms
+        o = outbox.c
+        with translated("resuming outbox rows"), write_transaction(self._engine) as conn:
+            return int(conn.execute(update(outbox).where(o.state == "pending", o.next_attempt_ms > now)
+                                    .values(next_attempt_ms=now)).rowcount)
+
     def _set(self, ids: Sequence[int], what: str, **values: object) -> int:
         count = 0
         with translated(what), write_transaction(self._engine) as conn:

@@ -211,3 +211,46 @@ def test_a_node_killed_leaves_no_lock_behind(started: Started) -> None:
     after = _cli("--config", str(started.config), "adapters", "run", "--until-idle", "--json")
     assert after.returncode == 0, after.stderr
     assert json.loads(after.stdout)["adapters"] == []
+
+
+
+def test_a_node_started_again_after_a_kill_does_not_wait_out_what_its_earlier_run_had_leased(
+        tmp_path: pathlib.Path) -> None:
+    # The earlier run, killed while delivering, had leased its rows for an hour: alone now
+    # (node/instance.py), the new run makes them due at once.
+    from sqlalchemy import create_engine, select
+
+    from node.sampledata import penalty_rows, write_csv
+    from node.store import Outbox
+    from node.store.tables import outbox
+
+    unit = "11330102MB0000019G"
+    assert _cli("init", str(tmp_path / "n"), "--id", "dept:330102:scjgj", "--level", "department",
+                "--unit", unit).returncode == 0
+    config = tmp_path / "n" / "node.yaml"
+    with config.open("a", encoding="utf-8") as f:
+        f.write("parent: {id: 'district:330102', target: '127.0.0.1:1'}\n")
+    from node.catalog import load_catalog
+    from node.provisioning import bundled_catalog
+
+    write_csv(tmp_path / "p.csv", load_catalog(bundled_catalog()).item("admin_penalty"),
+              penalty_rows(5, source_unit=unit))
+    assert _cli("--config", str(config), "import", str(tmp_path / "p.csv"), "--item", "admin_penalty").returncode == 0
+    engine = create_engine(f"sqlite:///{tmp_path / 'n' / 'node.db'}")
+    try:
+        now = int(time.time() * 1000)
+        assert len(Outbox(engine).claim("district:330102", 100, now_ms=now, lease_ms=3_600_000)) == 5
+        process = subprocess.Popen([*CLI, "--config", str(config), "start", "--port-file", str(tmp_path / "port")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for_file(tmp_path / "port", process)  # serving: the rows were resumed before
+            with engine.connect() as conn:
+                due = [at <= int(time.time() * 1000) for (at,) in conn.execute(select(outbox.c.next_attempt_ms))]
+        finally:
+            process.terminate()
+            _out, err = process.communicate(timeout=DEADLINE_S)
+        # Due now, not in an hour (the forwarder claims nothing from a parent it cannot reach).
+        assert due == [True] * 5, err
+        assert '"outbox.resumed"' in err and '"deliveries": 5' in err
+    finally:
+        engine.dispose()

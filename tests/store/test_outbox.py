@@ -137,3 +137,16 @@ def test_the_same_record_refused_again_while_its_letter_waits_is_one_letter(engi
     inbound.mark_replayed([first])
     assert inbound.add("district:330106", "E_SIGNATURE_INVALID", "bad chain", b"x", record_id="r1",
                        revision=2) not in (first, other)  # refused again after a replay: a new letter
+
+
+def test_resuming_makes_leased_and_waiting_rows_due_now_and_leaves_the_rest(engine: Engine, make_row: MakeRow) -> None:
+    _seed(engine, make_row)
+    box = Outbox(engine, lease_ms=60_000)
+    leased = box.claim(CITY, 2, now_ms=2_000)  # held by a run that was then killed
+    waiting = box.claim(CITY, 1, now_ms=2_000)
+    box.retry([waiting[0].id], "E_PEER_UNAVAILABLE: down", next_attempt_ms=900_000)
+    box.done([i.id for i in box.claim(PROVINCE, 1, now_ms=2_000)])
+    assert box.resume(now_ms=3_000) == 3  # the two leased and the one waiting; done rows stay done
+    due = box.claim(CITY, 10, now_ms=3_000)
+    assert {i.id for i in due} == {i.id for i in leased + waiting} | {i.id for i in due if i.attempts == 1}
+    assert len(due) == 5 and box.depth(PROVINCE) == 0
