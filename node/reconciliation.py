@@ -153,8 +153,10 @@ def reconcile_with_parent(node: Node, peer: ReconcilePeer) -> ReconcileReport:
         replay = [(key, bucket) for key, bucket in missing if key not in undelivered]
         report.in_flight += sum(1 for key, _b in missing if undelivered.get(key) == "pending")
         report.dead_lettered += sum(1 for key, _b in missing if undelivered.get(key) == "dead")
-        report.replayed += deliveries.add([OutboxEntry(rid, rev, parent, rules[bucket[0]])
-                                           for (rid, rev), bucket in replay])
+        added = deliveries.add([OutboxEntry(rid, rev, parent, rules[bucket[0]]) for (rid, rev), bucket in replay])
+        report.replayed += added
+        # What another reconciliation queued since `undelivered` was read is on its way too.
+        report.in_flight += len(replay) - added
         report.parent_only += sorted(key for key in theirs if key not in held)
         report.conflicting += sorted(key for key, (_b, digest) in held.items()
                                      if theirs.get(key, elsewhere.get(key, digest)) != digest)

@@ -19,7 +19,7 @@ import pathlib
 import random
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import yaml
@@ -163,6 +163,52 @@ def test_a_revision_in_the_dead_letters_is_counted_not_resent_every_cycle(tmp_pa
         assert (report.missing, report.replayed, report.in_flight, report.dead_lettered) == (4, 1, 2, 1)
         again = reconcile_with_parent(node, _ParentHoldingNothing())  # the next cycle adds nothing more
         assert (again.replayed, again.in_flight, again.dead_lettered) == (0, 3, 1)
+    finally:
+        node.close()
+
+
+class _ParentHoldingNothingWhileAnotherRoundRuns(_ParentHoldingNothing):
+    """The same parent, asked by a second reconciliation that finishes while the first is between
+    its two rounds (the hourly schedule and an operator's on-demand run overlapping)."""
+
+    def __init__(self, meanwhile: Callable[[], None]) -> None:
+        self._meanwhile: Callable[[], None] | None = meanwhile
+
+    def ask(self, request: fpb.ReconcileRequest) -> fpb.ReconcileResponse:
+        if request.detail and self._meanwhile is not None:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            meanwhile()
+        return super().ask(request)
+
+
+def test_two_reconciliations_at_once_queue_each_missing_revision_once(tmp_path: pathlib.Path) -> None:
+    from node.app import build_node
+    from node.config import load_config
+    from node.provisioning import init_node
+    from node.reconciliation import ReconcileReport, reconcile_with_parent
+    from node.sampledata import penalty_rows, unit_uscc
+    from node.store.deliveries import Deliveries
+    from node.tabular import SourceRow
+
+    unit = unit_uscc("330102", "MB000001")
+    cfg = init_node(tmp_path / "dept", node_id="dept:330102:scjgj", level="department", unit=unit)
+    with cfg.open("a", encoding="utf-8") as fh:
+        fh.write("parent: {id: 'district:330102', target: '127.0.0.1:1'}\n")
+    node = build_node(load_config(cfg))
+    try:
+        item = node.catalog.item("admin_penalty")
+        rows = [SourceRow(i + 2, r) for i, r in enumerate(penalty_rows(4, source_unit=unit, seed=9))]
+        node.ingest.ingest_batch(item, rows, source="a.csv", batch_id="b")
+        claimed = node.store.outbox.claim("district:330102", 10, time.time_ns() // 1_000_000 + 1, lease_ms=60_000)
+        node.store.outbox.done([c.id for c in claimed])  # delivered, then lost by the parent
+        other: list[ReconcileReport] = []
+        first = reconcile_with_parent(node, _ParentHoldingNothingWhileAnotherRoundRuns(
+            lambda: other.append(reconcile_with_parent(node, _ParentHoldingNothing()))))
+        assert (other[0].missing, other[0].replayed) == (4, 4)
+        assert (first.missing, first.replayed, first.in_flight) == (4, 0, 4)
+        deliveries = Deliveries(node.store.engine)
+        pending = [d for c in claimed for d in deliveries.of_record(c.record_id) if d.state == "pending"]
+        assert sorted((d.record_id, d.revision) for d in pending) == sorted((c.record_id, c.revision) for c in claimed)
     finally:
         node.close()
 

@@ -8,17 +8,21 @@ for a revision stored long ago.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy import Engine, and_, insert, select, text, update
 
-from node.store._sql import chunks, translated, write_transaction
+from node.store._sql import chunks, is_postgres, translated, write_transaction
 from node.store.records import OutboxEntry
 from node.store.tables import outbox, record_revisions
 
 __all__ = ["Deliveries", "DeliveryRow"]
+
+# A stable advisory lock key (PostgreSQL) serialising ``Deliveries.add`` across processes.
+_ADD_LOCK_KEY = int.from_bytes(hashlib.sha256(b"node.store deliveries add").digest()[:8], "big", signed=True)
 
 
 @dataclass(frozen=True)
@@ -60,22 +64,34 @@ class Deliveries:
         return out
 
     def add(self, entries: Sequence[OutboxEntry], *, now_ms: int | None = None) -> int:
-        """New pending deliveries for revisions already stored (unknown revisions are skipped)."""
+        """New pending deliveries for revisions already stored (unknown revisions are skipped, and so
+        are revisions with a delivery to the same destination still pending)."""
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         if not entries:
             return 0
-        r = record_revisions.c
+        r, o = record_revisions.c, outbox.c
         added = 0
         with translated("adding deliveries"), write_transaction(self._engine) as conn:
+            # Two reconciliations at once (the schedule and an operator's run) both find the same
+            # revisions missing; checked under a lock, the second adds none of what the first did.
+            if is_postgres(conn):
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADD_LOCK_KEY})
+            # Read through the (destination, state) index: the outbox has none by record.
+            pending = {(rid, rev, dest) for rid, rev, dest in conn.execute(
+                select(o.record_id, o.revision, o.destination).where(
+                    o.destination.in_(sorted({e.destination for e in entries})), o.state == "pending"))}
             for chunk in chunks(list(entries)):
                 keys = {(e.record_id, e.revision) for e in chunk}
                 held = {(rid, rev) for rid, rev in conn.execute(
                     select(r.record_id, r.revision).where(r.record_id.in_(sorted({k[0] for k in keys}))))
                     if (rid, rev) in keys}
-                rows = [{"record_id": e.record_id, "revision": e.revision, "destination": e.destination,
-                         "rule_id": e.rule_id, "created_at_ms": now, "attempts": 0, "next_attempt_ms": now,
-                         "last_error": "", "state": "pending"}
-                        for e in chunk if (e.record_id, e.revision) in held]
+                rows: list[dict[str, object]] = []
+                for e in chunk:
+                    if (e.record_id, e.revision) in held and (e.record_id, e.revision, e.destination) not in pending:
+                        pending.add((e.record_id, e.revision, e.destination))
+                        rows.append({"record_id": e.record_id, "revision": e.revision, "destination": e.destination,
+                                     "rule_id": e.rule_id, "created_at_ms": now, "attempts": 0,
+                                     "next_attempt_ms": now, "last_error": "", "state": "pending"})
                 if rows:
                     conn.execute(insert(outbox), rows)
                     added += len(rows)
