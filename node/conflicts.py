@@ -34,6 +34,7 @@ from node.store._sql import chunks, execute_many, insert_for, positional_sql, tr
 from node.store.audit import AuditEvent, AuditLog
 from node.store.tables import conflicts as conflicts_table
 from node.store.tables import facts as facts_table
+from node.store.tables import record_revisions
 
 __all__ = ["COMPARED_TYPES", "Conflict", "Conflicts", "Fact", "fact_of", "natural_key", "observe", "substance"]
 
@@ -194,6 +195,23 @@ def _facts_upsert(conn: Connection) -> ClauseElement:
         set_={k: stmt.excluded[k] for k in ("record_id", "revision", "substance", "seen_at_ms", "fact_key")})
 
 
+def _held(conn: Connection, facts: Sequence[Fact], bodies: Mapping[tuple[str, int], bytes]) -> list[Fact]:
+    """Those of ``facts`` whose revision the store holds with the body given for it.
+
+    A first revision is not looked up (most of what arrives, so no second read of the batch): one
+    refused for another body means that body's fact was noted when it was stored, and ``observe``
+    skips a revision of a record no newer than the one noted.
+    """
+    r = record_revisions.c
+    later = sorted({f.record_id for f in facts if f.revision > 1})
+    stored: set[tuple[str, int]] = set()
+    for chunk in chunks(later):
+        stored.update((rid, int(rev)) for rid, rev, digest in conn.execute(
+            select(r.record_id, r.revision, r.body_digest).where(r.record_id.in_(chunk)))
+            if bodies.get((rid, int(rev))) == bytes(digest))
+    return [f for f in facts if f.revision == 1 or (f.record_id, f.revision) in stored]
+
+
 def _side_a(conn: Connection, cid: int, fact: Fact) -> bool:
     """Whether ``fact`` is the first report (side a) of the stored conflict ``cid``."""
     ra = conn.execute(select(conflicts_table.c.record_a).where(conflicts_table.c.id == cid)).scalar_one()
@@ -220,13 +238,19 @@ class Conflicts:
         # batch cost a receiving node ~4% of its CPU (scripts/bench submit).
         self._upsert_sql: dict[str, str] = {}
 
-    def observer(self, facts: Sequence[Fact]) -> Callable[[Connection], None]:
-        """A callback for ``RecordStore.append(also=…)``: detection in the records' transaction."""
+    def observer(self, facts: Sequence[Fact], *,
+                 bodies: Mapping[tuple[str, int], bytes] | None = None) -> Callable[[Connection], None]:
+        """A callback for ``RecordStore.append(also=…)``: detection in the records' transaction.
+
+        With ``bodies`` (each fact's revision → its body digest), a fact counts only if the store
+        holds that body for its revision once the records are written: a revision refused because
+        another body holds its number (E_REVISION_CONFLICT) says nothing this node keeps.
+        """
         def run(conn: Connection) -> None:
             sql = self._upsert_sql.get(conn.dialect.name)
             if sql is None:
                 sql = self._upsert_sql[conn.dialect.name] = positional_sql(conn, _facts_upsert(conn), _FACT_COLUMNS)
-            observe(conn, facts, upsert_sql=sql)
+            observe(conn, facts if bodies is None else _held(conn, facts, bodies), upsert_sql=sql)
         return run
 
     def list_conflicts(self, *, state: str | None = "open", item: str | None = None) -> list[Conflict]:

@@ -184,7 +184,8 @@ class Inbox:
         if rows:
             audit = AuditEvent(actor=sender, action="receive", subject=f"{sender}@{now}",
                                detail={"records": len(rows), "from": sender})
-            also = [self._conflicts.observer(facts)] if self._conflicts else []
+            digests = {(row.record_id, row.revision): row.body_digest for row in rows}
+            also = [self._conflicts.observer(facts, bodies=digests)] if self._conflicts else []
             result = self._store.records.append(rows, outbox=outbox, audit=[audit], also=also)
             conflicts, duplicates = set(result.conflicts), set(result.duplicates)
             for i, row in zip(row_seq, rows, strict=True):

@@ -116,6 +116,37 @@ def test_two_units_disagreeing_on_one_fact_are_flagged_at_the_parent(federation)
     assert len(noted) == 2 and noted == sorted((f.source_unit, f.display_key, dict(f.substance)) for f in stored)
 
 
+def test_a_revision_refused_for_another_body_neither_closes_a_conflict_nor_is_noted_as_a_fact(federation):
+    """The district revokes B's record (its revision 2) while B, not knowing, sends its own revision 2
+    agreeing with A. That body is refused (E_REVISION_CONFLICT): the district holds B's amount 2,
+    so the conflict stays open and the facts index keeps what is stored."""
+    from node.conflicts import Conflicts
+    from node.downward import Downward
+
+    district, a, b = federation
+    learn(district, a)
+    learn(district, b)
+    [row] = list(penalty_rows(1, source_unit=UNIT_A, division="330106"))
+    row.update(CF_CFLB="罚款", CF_NR="罚款", CF_NR_FK="1.00")
+    assert district.inbox.receive(reported(a, UNIT_A, [row]), sender=DEPT_A)[0].outcome == "accepted"
+    [first_b] = reported(b, UNIT_B, [{**row, "CF_SJLYDM": UNIT_B, "CF_NR_FK": "2.00"}])
+    assert district.inbox.receive([first_b], sender=DEPT_B)[0].outcome == "accepted"
+    conflicts = Conflicts(district.store.engine, actor=district.config.id)
+    [opened] = conflicts.list_conflicts()
+    assert Downward(district).revise(opened.record_b, status="revoked", reason="处罚决定已撤销").revision == 2
+    agreeing = _body(first_b)
+    agreeing.revision = 2
+    [amount] = [f for f in agreeing.fields if f.name == "CF_NR_FK"]
+    amount.value = "1"
+    [receipt] = district.inbox.receive(resigned(b, [agreeing]), sender=DEPT_B)
+    assert receipt.problem is not None and receipt.problem.code == "E_REVISION_CONFLICT"
+    [still] = conflicts.list_conflicts()
+    assert (still.id, still.state, still.differences) == (opened.id, "open", {"CF_NR_FK": ["1", "2"]})
+    with district.store.engine.connect() as conn:
+        noted = dict(conn.execute(sa.text("select source_unit, revision from facts")).all())
+    assert noted == {UNIT_A: 1, UNIT_B: 1}
+
+
 def resigned(dept, bodies: list[pb.RecordBody]) -> list[pb.SignedRecord]:
     """``bodies`` as ``dept`` would sign them: valid signatures over whatever the bodies say."""
     data = [b.SerializeToString() for b in bodies]
