@@ -183,7 +183,13 @@ class ReconcileSchedule(ThreadExtension):
         wait = min(self._every_s, FIRST_ROUND_AFTER_S)
         while not self._stop.wait(wait):
             wait = self._every_s
-            peer = self._peer_factory()
+            try:
+                # Made each round, inside the try: over amqp it connects to the broker at once, and a
+                # broker down at that moment would otherwise end this thread, and every later round.
+                peer = self._peer_factory()
+            except NodeError as exc:
+                log.warning("reconcile: %s", exc)
+                continue
             try:
                 report = reconcile_with_parent(self._node, peer)
             except NodeError as exc:

@@ -239,6 +239,41 @@ def test_the_schedule_runs_its_first_round_soon_after_start_not_a_whole_period_l
         schedule.stop()
 
 
+def test_a_parent_unreachable_when_a_round_begins_does_not_end_the_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over amqp the peer connects to the broker as it is made: a broker down at that moment must
+    cost one round, not every round until the node restarts."""
+    import threading
+
+    from node import reconciliation
+    from node.errors import PeerUnavailableError
+
+    rounds = threading.Event()
+
+    class Peer:
+        def close(self) -> None:
+            pass
+
+    made: list[int] = []
+
+    def peer_factory() -> Peer:
+        made.append(1)
+        if len(made) == 1:
+            raise PeerUnavailableError("connecting to amqps://broker:5671: connection refused")
+        return Peer()
+
+    def reconcile(_node: object, _peer: object) -> reconciliation.ReconcileReport:
+        rounds.set()
+        return reconciliation.ReconcileReport("city:330100")
+
+    monkeypatch.setattr(reconciliation, "reconcile_with_parent", reconcile)
+    schedule = reconciliation.ReconcileSchedule(object(), peer_factory, every_s=0.05)  # type: ignore[arg-type]
+    schedule.start()
+    try:
+        assert rounds.wait(30), f"no round after the parent was unreachable once ({len(made)} peers made)"
+    finally:
+        schedule.stop()
+
+
 @pytest.fixture
 def chain(tmp_path: pathlib.Path) -> Iterator[LocalFederation]:
     from node.demo.layout import chain_plan
