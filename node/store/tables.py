@@ -82,12 +82,12 @@ record_revisions = Table(
     Column("received_from", String(NODE_ID_LEN), nullable=False),  # node id, '' if ingested here
     Column("catalog_version", String(CODE_LEN), nullable=False),
     PrimaryKeyConstraint("record_id", "revision"),  # no subject index: lookups go through the heads
+    Index(None, "item", "decision_date"),  # reconciliation reads the days that differ, not every day
 )
 
-# Derived current view: the highest revision of each record. Written in the same transaction as
-# the revisions and rebuildable from them, so it is a cache with a proof, not a second truth.
-# No foreign key to record_revisions here or in outbox: only RecordStore.append writes either, and
-# on SQLite the per-row foreign-key check cost about as much as writing the row.
+# Derived current view (the highest revision of each record), written with the revisions and rebuildable
+# from them: a cache with a proof, not a second truth. No foreign key to record_revisions here or in
+# outbox: only RecordStore.append writes either, and on SQLite the per-row check cost a row's write.
 record_heads = Table(
     "record_heads",
     metadata,
