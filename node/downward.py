@@ -96,8 +96,11 @@ class Downward:
         if head is None:
             raise NotFoundError(f"no record {record_id} is held here", field="record_id")
         # Built, signed, routed and stored as every lifecycle revision is (one place for all).
+        from node.app import conflict_detection
+
         reviser = Reviser(node_id=self._me, catalog=node.catalog, signer=node.signer, store=node.store,
-                          router=Router(self._me, self._parent), clock=self._clock)
+                          router=Router(self._me, self._parent), clock=self._clock,
+                          conflicts=conflict_detection(node.config, node.store))
         rows, _stored = reviser.commit([Change(head, status, reason)], action="revise",
                                        subject=f"{record_id}@{head.revision + 1}",
                                        detail={"status": status, "reason": reason})

@@ -112,7 +112,7 @@ class Ingest:
                 changes.append(Change(row, "revoked", f"reported again under its USCC, as record {replaced[rid]}"))
         if changes:
             reviser = Reviser(node_id=self.preparer.node_id, catalog=self.catalog, signer=self._signer,
-                              store=self._store, router=self._router, clock=self._clock)
+                              store=self._store, router=self._router, clock=self._clock, conflicts=self._conflicts)
             reviser.commit(changes, action="stand_in.replaced", subject=changes[0].head.record_id,
                            detail={"replaced_by": sorted({replaced[c.head.record_id] for c in changes})},
                            exact=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import pathlib
 import subprocess
@@ -20,6 +21,7 @@ from node.provisioning import init_node
 from node.sampledata import penalty_rows, unit_uscc
 from node.store.tables import facts
 from node.tabular import SourceRow
+from node.values import CHINA
 
 UNIT_A = unit_uscc("330100", "MB000101")
 UNIT_B = unit_uscc("330102", "MB000202")
@@ -185,3 +187,32 @@ def test_a_redelivered_or_late_older_report_neither_reopens_nor_overwrites(tmp_p
         kept = conn.execute(select(facts.c.revision).where(facts.c.source_unit == UNIT_B)).scalar_one()
     assert kept == 2
     city.close()
+
+
+def test_a_correction_answered_at_the_node_holding_the_conflict_closes_it(tmp_path, ca_dir):
+    """Both units report to the city itself; B's source answers an objection there by correcting the
+    amount to A's. Its revision is made by the city (not received from a child) and must count as B's
+    report as much as one arriving from below."""
+    cfg, city = make(tmp_path, ca_dir)
+    decided = (dt.datetime.now(CHINA).date() - dt.timedelta(days=10)).isoformat()  # in its disclosure period
+    base = {**fined(list(penalty_rows(10, source_unit=UNIT_A)))[0], "CF_JDRQ": decided, "CF_YXQ": "2099-12-31"}
+    ingest(city, [reported_by(base, UNIT_A)])
+    [b] = ingest(city, [reported_by(base, UNIT_B, CF_NR_FK="3.00")])
+    head = city.store.records.get(b.record_id)
+    assert head is not None
+    city.close()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "node", "--config", str(cfg), *args, "--json"],
+                              capture_output=True, text=True, cwd=REPO, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    (opened,) = json.loads(cli("conflicts", "list").stdout)
+    cli("objection", "file", b.record_id, "--by", head.subject_code, "--reason", "罚款金额有误")
+    answered = cli("objection", "answer", f"{b.record_id}@{head.revision + 1}", "correct",  # the 存疑 mark's
+                   "--field", f"CF_NR_FK={base['CF_NR_FK']}", "--note", "核对决定书原件，金额更正")
+    assert json.loads(answered.stdout)["case"]["outcome"] == "corrected"
+    assert json.loads(cli("conflicts", "list").stdout) == []
+    (closed,) = json.loads(cli("conflicts", "list", "--all").stdout)
+    assert (closed["id"], closed["state"]) == (opened["id"], "agreed")

@@ -51,8 +51,10 @@ def build_desk(node: Node, *, clock: Callable[[], int] = _now_ms) -> Desk:
     life = cfg.lifecycle
     calendar = WorkingCalendar.load(cfg.path(life.calendar) if life.calendar else bundled_calendar())
     router = Router(cfg.id, cfg.parent.id if cfg.parent else None)
+    from node.app import conflict_detection
+
     reviser = Reviser(node_id=cfg.id, catalog=node.catalog, signer=node.signer, store=node.store, router=router,
-                      clock=clock)
+                      clock=clock, conflicts=conflict_detection(cfg, node.store))
     validator = Validator(node.catalog, uscc_allowlist=cfg.validation.uscc_allowlist, source_unit=node.own_unit,
                           allow_other_units=cfg.validation.allow_other_units)
     deadlines = Deadlines(check_days=life.check_days, source_days=life.source_days, result_days=life.result_days,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, select
 
 from node.catalog import Catalog
+from node.conflicts import Conflicts, fact_of
 from node.errors import ConflictError
 from node.records import body_digest, content_digest, decode_body, pb
 from node.routing import DOWN_RULE, Router
@@ -55,13 +56,14 @@ class Reviser:
     """Builds, signs and stores lifecycle revisions for one node."""
 
     def __init__(self, *, node_id: str, catalog: Catalog, signer: Signer, store: Store, router: Router,
-                 clock: Callable[[], int]) -> None:
+                 clock: Callable[[], int], conflicts: Conflicts | None = None) -> None:
         self.node_id = node_id
         self.catalog = catalog
         self._signer = signer
         self._store = store
         self._router = router
         self._clock = clock
+        self._conflicts = conflicts  # where this node keeps the facts index (app.conflict_detection)
 
     # --- building (pure) ------------------------------------------------------------------------
     def build(self, changes: Sequence[Change], now_ms: int) -> list[RecordRow]:
@@ -159,6 +161,12 @@ class Reviser:
                                       if len(rows) == 1 else {})})
         callbacks = [_guard(rows)] if exact else []
         callbacks.extend(_bind(cb, rows) for cb in also)
+        if self._conflicts is not None:
+            # A correction made here (an objection answered for a source reporting to this node)
+            # changes what its unit says, as one arriving from a child does.
+            callbacks.append(self._conflicts.observer(
+                [fact_of(self.catalog.item(r.item), r.body) for r in rows],
+                bodies={(r.record_id, r.revision): r.body_digest for r in rows}))
         result = self._store.records.append(rows, outbox=self.routes(rows, down=down), audit=[audit],
                                             also=callbacks, now_ms=now)
         return rows, result
