@@ -125,7 +125,8 @@ def reconcile(ctx: click.Context, with_: str, as_json: bool) -> None:
     held from below) are what 'report sources' at the parent counts as refused.
 
     Exit 0 in sync (or repaired by replay), 1 when something no replay can fix remains (revisions only
-    the parent holds, or held with different bodies), 4 when the parent does not answer.
+    the parent holds, or held with different bodies, or missing there and waiting in this node's dead
+    letters for `outbox replay`), 4 when the parent does not answer.
     """
     from node.reconciliation import reconcile_with_parent
     from node.transport.reconciliation_client import peer_for
@@ -154,7 +155,7 @@ def reconcile(ctx: click.Context, with_: str, as_json: bool) -> None:
         if report.tallies_sent or report.tallies_ignored:
             click.echo(f"  refusal tallies: {report.tallies_sent} sent, {report.tallies_kept} kept, "
                        f"{report.tallies_ignored} ignored (the parent logs why)")
-    sys.exit(1 if report.parent_only or report.conflicting else 0)
+    sys.exit(1 if report.parent_only or report.conflicting or report.dead_lettered else 0)
 
 
 @cli.group()

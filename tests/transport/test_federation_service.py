@@ -150,3 +150,37 @@ def test_what_a_child_was_sent_and_never_acknowledged_comes_again_at_once_when_i
     assert sent(fpb.PullRequest()) == []  # leased to the child: not sent twice meanwhile
     assert sent(fpb.PullRequest(resend_unacked=True)) == first  # the child restarted: due again now
     assert sent(fpb.PullRequest(acked=first, resend_unacked=True)) == []  # acknowledged: done, not released
+
+
+def test_reconcile_exits_1_while_a_revision_the_parent_lacks_waits_in_the_dead_letters(
+        running: Running, tmp_path: pathlib.Path) -> None:
+    """No round re-sends a dead letter (an operator replays it): a run that leaves one behind has
+    not brought the parent in sync, and a cron job reading the exit status must hear of it."""
+    import json
+    import time
+
+    import yaml
+    from click.testing import CliRunner
+
+    from node.cli import cli
+
+    with _department(running, tmp_path) as dept:
+        item = dept.catalog.item("admin_penalty")
+        dept.ingest.ingest_batch(item, [SourceRow(i + 2, r) for i, r in enumerate(penalty_values(2))],
+                                 source="p.csv", batch_id="b")
+        claimed = dept.store.outbox.claim(PARENT_ID, 10, time.time_ns() // 1_000_000 + 1, lease_ms=60_000)
+        assert len(claimed) == 2
+        dept.store.outbox.done([claimed[0].id])  # said delivered; the parent never stored it
+        dept.store.outbox.dead([claimed[1].id], "E_TRANSPORT", "refused by the parent")
+        config = tmp_path / "node.yaml"
+        config.write_text(yaml.safe_dump({
+            "id": CHILD_ID, "level": "department", "unit": UNIT,
+            "identity": {"dir": str(running.pki.dir("child"))},
+            "store": {"url": f"sqlite:///{tmp_path / 'dept.db'}"},
+            "catalog": {"path": str(bundled_catalog())},
+            "parent": {"id": PARENT_ID, "target": running.address},
+        }, allow_unicode=True), encoding="utf-8")
+    done = CliRunner().invoke(cli, ["--config", str(config), "reconcile", "--with", "parent", "--json"])
+    report = json.loads(done.output)
+    assert (report["missing"], report["replayed"], report["dead_lettered"]) == (2, 1, 1), report
+    assert done.exit_code == 1
