@@ -135,7 +135,9 @@ def reconcile_with_parent(node: Node, peer: ReconcilePeer) -> ReconcileReport:
                                                    for (i, d), (n, h) in sorted(mine.items())],
                                           refusals=refusals))
     report.tallies_kept, report.tallies_ignored = first.tallies_kept, first.tallies_ignored
-    report.differing = sorted((b.item, b.day) for b in first.differing)
+    # The parent counts all it received from us, including items our catalogue no longer sends it
+    # (a release lowered their up_to): nothing we can replay or change, so not a difference to report.
+    report.differing = sorted((b.item, b.day) for b in first.differing if b.item in rules)
     deliveries = Deliveries(node.store.engine)
     # A revision the parent refused for good sits in the dead letters until an operator replays it
     # (`outbox replay`): re-sending it every cycle would only add a dead letter per cycle.

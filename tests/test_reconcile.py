@@ -213,6 +213,43 @@ def test_two_reconciliations_at_once_queue_each_missing_revision_once(tmp_path: 
         node.close()
 
 
+class _ParentHoldingAnItemNoLongerRouted:
+    """A parent holding this child's revisions of an item the child's catalogue no longer sends up
+    (a release lowered its ``up_to``); of the rest it holds exactly what the child holds."""
+
+    def ask(self, request: fpb.ReconcileRequest) -> fpb.ReconcileResponse:
+        if not request.detail:
+            return fpb.ReconcileResponse(differing=[fpb.DayDigest(item="retired_item", day="2024-01-02", count=1,
+                                                                  digest=b"\x01" * 32)])
+        held = [fpb.HeldRevision(record_id="retired_item-" + "0" * 24, revision=1, body_digest=b"\x01" * 32)]
+        return fpb.ReconcileResponse(held=[h for h in held for b in request.detail if b.item == h.record_id[:12]])
+
+    def close(self) -> None:
+        pass
+
+
+def test_what_the_parent_holds_of_an_item_no_longer_routed_to_it_is_not_reported_as_parent_only(
+        tmp_path: pathlib.Path) -> None:
+    """The child cannot change what the parent keeps of an item it no longer sends: reporting those
+    revisions as 'only at the parent' (exit 1) every cycle would be noise no operator can clear."""
+    from node.app import build_node
+    from node.config import load_config
+    from node.provisioning import init_node
+    from node.reconciliation import reconcile_with_parent
+    from node.sampledata import unit_uscc
+
+    cfg = init_node(tmp_path / "dept", node_id="dept:330102:scjgj", level="department",
+                    unit=unit_uscc("330102", "MB000001"))
+    with cfg.open("a", encoding="utf-8") as fh:
+        fh.write("parent: {id: 'district:330102', target: '127.0.0.1:1'}\n")
+    node = build_node(load_config(cfg))
+    try:
+        report = reconcile_with_parent(node, _ParentHoldingAnItemNoLongerRouted())
+        assert (report.parent_only, report.differing, report.in_sync) == ([], [], True), report.as_dict()
+    finally:
+        node.close()
+
+
 def test_the_schedule_runs_its_first_round_soon_after_start_not_a_whole_period_later(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
