@@ -97,7 +97,9 @@ def answer(node: Node, child: str, request: fpb.ReconcileRequest) -> fpb.Reconci
     response = fpb.ReconcileResponse()
     if request.HasField("refusals"):
         response.tallies_kept, response.tallies_ignored = accept(node, child, request.refusals)
-    if request.buckets:
+    # Round 1 is the request without detail, even with no bucket: a child restored onto an empty
+    # store holds none, and must hear of everything held here, not be told it is in sync.
+    if not request.detail:
         theirs = {(b.item, b.day): (b.count, bytes(b.digest)) for b in request.buckets}
         mine = digests.buckets(scope)
         for key in sorted(set(theirs) | set(mine)):

@@ -184,3 +184,28 @@ def test_reconcile_exits_1_while_a_revision_the_parent_lacks_waits_in_the_dead_l
     report = json.loads(done.output)
     assert (report["missing"], report["replayed"], report["dead_lettered"]) == (2, 1, 1), report
     assert done.exit_code == 1
+
+
+def test_a_child_that_lost_its_whole_store_hears_what_only_the_parent_holds(
+        running: Running, tmp_path: pathlib.Path) -> None:
+    """A department re-installed on an empty store sends no bucket at all: the parent must still
+    answer with its side, not leave the child reporting 'in sync' over everything it lost."""
+    from node.records import pb
+
+    with _department(running, tmp_path / "before") as dept:
+        item = dept.catalog.item("admin_penalty")
+        dept.ingest.ingest_batch(item, [SourceRow(i + 2, r) for i, r in enumerate(penalty_values(3))],
+                                 source="p.csv", batch_id="b")
+        signed = [pb.SignedRecord.FromString(r.signed) for r in dept.store.records.iter_revisions()]
+        assert running.node.inbox.learn_certificates([dept.identity.signing_cert_der]) == []
+        assert {r.outcome for r in running.node.inbox.receive(signed, sender=CHILD_ID)} == {"accepted"}
+        held = sorted((r.record_id, r.revision) for r in dept.store.records.iter_revisions())
+    (tmp_path / "after").mkdir()
+    with _department(running, tmp_path / "after") as empty:
+        peer = GrpcReconcilePeer(empty)
+        try:
+            report = reconcile_with_parent(empty, peer)
+        finally:
+            peer.close()
+    assert report.buckets == 0 and not report.in_sync
+    assert report.parent_only == held
