@@ -117,11 +117,13 @@ def test_two_units_disagreeing_on_one_fact_are_flagged_at_the_parent(federation)
 
 
 def test_a_revision_refused_for_another_body_neither_closes_a_conflict_nor_is_noted_as_a_fact(federation):
-    """The district revokes B's record (its revision 2) while B, not knowing, sends its own revision 2
-    agreeing with A. That body is refused (E_REVISION_CONFLICT): the district holds B's amount 2,
-    so the conflict stays open and the facts index keeps what is stored."""
+    """The city revoked B's record (its revision 2, come down to the district: stored there without
+    a fact noted) while B, not knowing, sends its own revision 2 agreeing with A. That body is refused
+    (E_REVISION_CONFLICT): the district holds B's amount 2, so the conflict stays open and the facts
+    index does not take the refused amount."""
     from node.conflicts import Conflicts
-    from node.downward import Downward
+    from node.lifecycle.revisions import Change, Reviser
+    from node.routing import Router
 
     district, a, b = federation
     learn(district, a)
@@ -133,7 +135,12 @@ def test_a_revision_refused_for_another_body_neither_closes_a_conflict_nor_is_no
     assert district.inbox.receive([first_b], sender=DEPT_B)[0].outcome == "accepted"
     conflicts = Conflicts(district.store.engine, actor=district.config.id)
     [opened] = conflicts.list_conflicts()
-    assert Downward(district).revise(opened.record_b, status="revoked", reason="处罚决定已撤销").revision == 2
+    head = district.store.records.get(opened.record_b)
+    assert head is not None
+    from_above = Reviser(node_id="city:330100", catalog=district.catalog, signer=district.signer,
+                         store=district.store, router=Router(district.config.id, None), clock=lambda: 1)
+    [revoked], _ = from_above.commit([Change(head, "revoked", "处罚决定已撤销")], action="revise", subject="t")
+    assert revoked.revision == 2
     agreeing = _body(first_b)
     agreeing.revision = 2
     [amount] = [f for f in agreeing.fields if f.name == "CF_NR_FK"]
@@ -143,8 +150,9 @@ def test_a_revision_refused_for_another_body_neither_closes_a_conflict_nor_is_no
     [still] = conflicts.list_conflicts()
     assert (still.id, still.state, still.differences) == (opened.id, "open", {"CF_NR_FK": ["1", "2"]})
     with district.store.engine.connect() as conn:
-        noted = dict(conn.execute(sa.text("select source_unit, revision from facts")).all())
-    assert noted == {UNIT_A: 1, UNIT_B: 1}
+        noted = {unit: (rev, json.loads(subst)["CF_NR_FK"]) for unit, rev, subst in conn.execute(
+            sa.text("select source_unit, revision, substance from facts"))}
+    assert noted == {UNIT_A: (1, "1"), UNIT_B: (1, "2")}
 
 
 def resigned(dept, bodies: list[pb.RecordBody]) -> list[pb.SignedRecord]:
