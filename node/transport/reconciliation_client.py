@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -66,9 +67,16 @@ class AmqpReconcilePeer:
         self._replies: dict[str, bytes] = {}
         self._connection: BlockingConnection = connect(parse_amqp_url(parent.target, parent.server_name),
                                                        node.identity, name="reconcile")
-        with amqp_errors("opening the reconciliation channel"):
-            self._channel = self._connection.channel()
-            self._channel.basic_consume(REPLY_TO, self._on_reply, auto_ack=True)
+        try:
+            with amqp_errors("opening the reconciliation channel"):
+                self._channel = self._connection.channel()
+                self._channel.basic_consume(REPLY_TO, self._on_reply, auto_ack=True)
+        except BaseException:
+            # Nobody holds this peer yet to close it: the connection (and its TLS socket) would be
+            # left open, one more with every failed round of the schedule.
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            raise
 
     def _on_reply(self, _ch: Any, _method: Any, props: Any, body: bytes) -> None:
         self._replies[props.correlation_id or ""] = body
