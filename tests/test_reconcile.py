@@ -13,6 +13,7 @@ both made (the same number, two bodies) is reported conflicting, not missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -20,6 +21,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -137,11 +139,12 @@ class _ParentHoldingNothing:
         pass
 
 
-def test_a_revision_in_the_dead_letters_is_counted_not_resent_every_cycle(tmp_path: pathlib.Path) -> None:
+@contextlib.contextmanager
+def _department_with_four_claimed(tmp_path: pathlib.Path) -> Iterator[tuple[Any, list[Any]]]:
+    """A department whose parent does not answer, holding 4 records whose deliveries it has claimed."""
     from node.app import build_node
     from node.config import load_config
     from node.provisioning import init_node
-    from node.reconciliation import reconcile_with_parent
     from node.sampledata import penalty_rows, unit_uscc
     from node.tabular import SourceRow
 
@@ -156,6 +159,15 @@ def test_a_revision_in_the_dead_letters_is_counted_not_resent_every_cycle(tmp_pa
         node.ingest.ingest_batch(item, rows, source="a.csv", batch_id="b")
         claimed = node.store.outbox.claim("district:330102", 10, time.time_ns() // 1_000_000 + 1, lease_ms=60_000)
         assert len(claimed) == 4
+        yield node, claimed
+    finally:
+        node.close()
+
+
+def test_a_revision_in_the_dead_letters_is_counted_not_resent_every_cycle(tmp_path: pathlib.Path) -> None:
+    from node.reconciliation import reconcile_with_parent
+
+    with _department_with_four_claimed(tmp_path) as (node, claimed):
         node.store.outbox.done([claimed[0].id])
         node.store.outbox.dead([claimed[1].id], "E_REVISION_CONFLICT", "refused by the parent")
         node.store.outbox.retry([claimed[2].id, claimed[3].id], "E_TRANSPORT: down", 0)
@@ -163,8 +175,6 @@ def test_a_revision_in_the_dead_letters_is_counted_not_resent_every_cycle(tmp_pa
         assert (report.missing, report.replayed, report.in_flight, report.dead_lettered) == (4, 1, 2, 1)
         again = reconcile_with_parent(node, _ParentHoldingNothing())  # the next cycle adds nothing more
         assert (again.replayed, again.in_flight, again.dead_lettered) == (0, 3, 1)
-    finally:
-        node.close()
 
 
 class _ParentHoldingNothingWhileAnotherRoundRuns(_ParentHoldingNothing):
@@ -182,24 +192,10 @@ class _ParentHoldingNothingWhileAnotherRoundRuns(_ParentHoldingNothing):
 
 
 def test_two_reconciliations_at_once_queue_each_missing_revision_once(tmp_path: pathlib.Path) -> None:
-    from node.app import build_node
-    from node.config import load_config
-    from node.provisioning import init_node
     from node.reconciliation import ReconcileReport, reconcile_with_parent
-    from node.sampledata import penalty_rows, unit_uscc
     from node.store.deliveries import Deliveries
-    from node.tabular import SourceRow
 
-    unit = unit_uscc("330102", "MB000001")
-    cfg = init_node(tmp_path / "dept", node_id="dept:330102:scjgj", level="department", unit=unit)
-    with cfg.open("a", encoding="utf-8") as fh:
-        fh.write("parent: {id: 'district:330102', target: '127.0.0.1:1'}\n")
-    node = build_node(load_config(cfg))
-    try:
-        item = node.catalog.item("admin_penalty")
-        rows = [SourceRow(i + 2, r) for i, r in enumerate(penalty_rows(4, source_unit=unit, seed=9))]
-        node.ingest.ingest_batch(item, rows, source="a.csv", batch_id="b")
-        claimed = node.store.outbox.claim("district:330102", 10, time.time_ns() // 1_000_000 + 1, lease_ms=60_000)
+    with _department_with_four_claimed(tmp_path) as (node, claimed):
         node.store.outbox.done([c.id for c in claimed])  # delivered, then lost by the parent
         other: list[ReconcileReport] = []
         first = reconcile_with_parent(node, _ParentHoldingNothingWhileAnotherRoundRuns(
@@ -209,8 +205,6 @@ def test_two_reconciliations_at_once_queue_each_missing_revision_once(tmp_path: 
         deliveries = Deliveries(node.store.engine)
         pending = [d for c in claimed for d in deliveries.of_record(c.record_id) if d.state == "pending"]
         assert sorted((d.record_id, d.revision) for d in pending) == sorted((c.record_id, c.revision) for c in claimed)
-    finally:
-        node.close()
 
 
 class _ParentHoldingAnItemNoLongerRouted:
