@@ -25,3 +25,14 @@ def test_every_module_the_architecture_names_is_in_the_package() -> None:
     assert len(names) > 20  # the map names the modules, not just a few
     missing = sorted(n for n in names if not any((ROOT / pkg / n).exists() for pkg in ("", *PACKAGES)))
     assert not missing, missing
+
+
+def test_every_module_of_the_package_is_named_in_the_architecture() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = {m.rsplit("/", 1)[-1] for m in MODULE.findall(text)} | {p.rsplit("/", 1)[-1] for p in PATH.findall(text)}
+    modules = [p for pkg in ("node", "adapters") for p in sorted((ROOT / pkg).rglob("*.py"))
+               if p.name not in ("__init__.py", "__main__.py") and "_generated" not in p.parts
+               and "migrations" not in p.parts]
+    assert len(modules) > 100
+    unnamed = sorted(str(p.relative_to(ROOT)) for p in modules if p.name not in named)
+    assert not unnamed, unnamed
