@@ -269,3 +269,27 @@ def test_a_signed_delegation_for_no_real_caller_is_refused(pki: Pki, on_behalf_o
         verify_delegation(req, Identity(CITY, "node"), ident.signing_cert_der, _trust(pki), allowed_nodes={CITY},
                           max_age_s=300)
     assert info.value.code == "E_DELEGATION_INVALID"
+
+
+def test_a_code_failing_its_check_that_a_region_holds_is_answered_with_the_region_records(
+        pki: Pki, tmp_path: pathlib.Path) -> None:
+    """A code is refused as mistyped only when nobody holds it: a region may hold one the city does
+    not (an early USCC on that region's allow-list), and the city must not hide that region's record."""
+    held = ORG[:-1] + ("4" if ORG[-1] != "4" else "5")  # one check character off
+    east_store = open_store(tmp_path / "east.db")
+    east_record = record(signer(pki, EAST), catalog().item("admin_penalty"), held, "legal_person", "早期代码有限公司",
+                         {"CF_XDR_MC": "早期代码有限公司", "CF_XDR_SHXYM": held, "CF_WSH": "罚早1"}, tag="early")
+    east_store.records.append([east_record])
+    city_store = open_store(tmp_path / "city.db")
+    gov, purpose = CALLERS["gov"], pb.CallerContext(purpose="核查")
+    try:
+        with serve(pki, EAST, east_store, delegators=[CITY]) as east, \
+                serve(pki, CITY, city_store, peers=[PeerConfig(EAST, east.target)]) as city:
+            answer = city.stub(gov).Lookup(pb.LookupRequest(subject_code=held, context=purpose), timeout=10)
+            with pytest.raises(grpc.RpcError) as nobody:  # held nowhere: still refused as mistyped
+                city.stub(gov).Lookup(pb.LookupRequest(subject_code=ORG[:-1] + "Q", context=purpose), timeout=10)
+    finally:
+        east_store.close()
+        city_store.close()
+    assert [(v.record_id, v.region) for v in answer.records] == [(east_record.record_id, EAST)]
+    assert refusal(nobody.value) == (grpc.StatusCode.INVALID_ARGUMENT, "E_SUBJECT_CODE_CHECK")

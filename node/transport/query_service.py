@@ -149,14 +149,19 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
                                    asker.caller.purpose, self._fanout_timeout(context))
         answer = pb.LookupResponse(subject_code=subject)
         rows = self._disclosure.current(subject, items)
-        if not rows and (mistyped := mistyped_code(subject, field="subject_code", allowlist=self._allowlist)):
-            raise mistyped  # held codes are answered whatever they are: a passport may be 18 characters
+        mistyped = None if rows else mistyped_code(subject, field="subject_code", allowlist=self._allowlist)
         if collect is None:
+            if mistyped:
+                raise mistyped  # held codes are answered whatever they are: a passport may be 18 characters
             count = self._disclosure.add_views(answer.records, rows, asker.caller, self._today())
         else:
             today = self._today()
             local = [v for v in (self._disclosure.view(r, asker.caller, today) for r in rows) if v is not None]
             answered = collect()
+            # A region may hold a code this node would call mistyped (an early USCC on its own
+            # allow-list): the code is refused only when no region answered a record for it.
+            if mistyped and not answered.records:
+                raise mistyped
             unavailable = sorted(set(answered.unavailable))
             merged = merge_views(local, answered.records, held={r.record_id: r.revision for r in rows})
             answer.records.extend(merged)
