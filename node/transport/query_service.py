@@ -150,6 +150,8 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
         answer = pb.LookupResponse(subject_code=subject)
         rows = self._disclosure.current(subject, items)
         mistyped = None if rows else mistyped_code(subject, field="subject_code", allowlist=self._allowlist)
+        if mistyped and items and self._disclosure.current(subject):
+            mistyped = None  # held, of items not asked for: a subject without those records, not a typo
         if collect is None:
             if mistyped:
                 raise mistyped  # held codes are answered whatever they are: a passport may be 18 characters
