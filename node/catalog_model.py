@@ -77,6 +77,8 @@ class FieldSpec:
     # Extensions beyond the first contract (all defaulted):
     value_aliases: tuple[tuple[str, str], ...] = ()  # cell value → canonical value (e.g. 长期 → 2099-12-31)
     checked_when: tuple[Condition, ...] = ()  # identifier check only if one holds (() = always)
+    # an id_number is a 外国人永久居留身份证 number if one holds (its own check, not GB 11643's alone)
+    permanent_residence_when: tuple[Condition, ...] = ()
     minimum: Decimal | None = None  # decimal/integer bounds, inclusive
     maximum: Decimal | None = None
     scale: int | None = None  # most decimal places of a decimal

@@ -25,6 +25,7 @@ from node.identifiers import (
     canonical_org_code,
     check_id_number,
     check_org_code,
+    check_permanent_residence_number,
     check_uscc,
     normalize_text,
 )
@@ -135,6 +136,18 @@ def identifier_check(spec: FieldSpec, *, allowlist: frozenset[str], good: set[st
             out.append(Problem(p.code, code, p.message, row))
 
     return uscc if spec.type == "uscc" else org_code if spec.type == "org_code" else id_number
+
+
+def permanent_residence_check(spec: FieldSpec, *, today: Today) -> IdCheck:
+    """The check of an ``id_number`` field's value as a 外国人永久居留身份证 number."""
+    code, label = spec.code, spec.label
+
+    def permanent_residence(s: str, out: list[Problem], row: int) -> None:
+        p = check_permanent_residence_number(s, field=code, label=label, today=today.date)
+        if p is not None:
+            out.append(Problem(p.code, code, p.message, row))
+
+    return permanent_residence
 
 
 def _choices(values: tuple[str, ...]) -> str:

@@ -16,7 +16,8 @@ Decisions (see docs/catalogue.md):
   :func:`id15_to_id18` converts legacy data for an adapter that has to migrate it deliberately.
 
 Stable codes: ``E_USCC_FORMAT``, ``E_USCC_CHECK``, ``E_USCC_ORG_CHECK``, ``W_USCC_ALLOWLISTED``,
-``E_ID_FORMAT``, ``E_ID_CHECK``, ``E_ID_BIRTHDATE``, ``E_ORG_FORMAT``, ``E_ORG_CHECK``.
+``E_ID_FORMAT``, ``E_ID_CHECK``, ``E_ID_BIRTHDATE``, ``E_ORG_FORMAT``, ``E_ORG_CHECK`` (a 外国人永久居留身份证
+number reports the ``E_ID_`` codes too).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "canonical_org_code",
     "check_id_number",
     "check_org_code",
+    "check_permanent_residence_number",
     "check_uscc",
     "id15_to_id18",
     "id_check_char",
@@ -258,6 +260,26 @@ def check_id_number(value: str, *, field: str = "", label: str = "公民身份�
     if id_check_char(value[:17]) != value[17]:
         return Problem("E_ID_CHECK", field, f'{label}: "{mask_id_number(value)}" fails its check digit')
     return None
+
+
+# 外国人永久居留身份证 (Foreign Permanent Resident ID Card): the card issued from 2023-12 has an
+# 18-character number laid out as a resident ID number, 9 (foreigner), the province (2), the
+# nationality (3), the birth date (8), a sequence (3) and a GB 11643 check digit, so it gets that
+# check in full. Earlier cards, valid for ten years, carry 3 letters (nationality) and 12 digits
+# with no published check digit: only their shape can be checked.
+_FOREIGN_EARLIER_RE: Final = re.compile(r"[A-Z]{3}[0-9]{12}")
+_FOREIGN_SHAPES: Final = ("a 外国人永久居留身份证 number is 18 characters starting with 9 (cards from 2023), or 3 letters "
+                          "and 12 digits (earlier cards)")
+
+
+def check_permanent_residence_number(value: str, *, field: str = "", label: str = "外国人永久居留身份证号码",
+                                     today: date | None = None) -> Problem | None:
+    """``None`` if ``value`` (upper-cased, no spaces) is a 外国人永久居留身份证 number, else the problem."""
+    if len(value) == 18 and value[0] == "9":
+        return check_id_number(value, field=field, label=f"{label} (外国人永久居留身份证)", today=today)
+    if _FOREIGN_EARLIER_RE.fullmatch(value):
+        return None
+    return Problem("E_ID_FORMAT", field, f'{label}: "{mask_id_number(value)}" is no such number: {_FOREIGN_SHAPES}')
 
 
 def is_valid_id_number(value: str, today: date | None = None) -> bool:

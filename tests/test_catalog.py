@@ -88,7 +88,7 @@ def _refusal(item: dict[str, Any]) -> str:
 
 # --- the shipped release ------------------------------------------------------------------------
 def test_shipped_catalogue_loads_with_its_version_and_items(shipped: Catalog) -> None:
-    assert shipped.version == "2026.12.8"
+    assert shipped.version == "2026.12.9"
     assert {"admin_penalty", "admin_license", "registration", "serious_dishonest_list", "red_list",
             "abnormal_operation", "professional_qualification", "admin_inspection"} <= set(shipped.items)
 
@@ -545,3 +545,18 @@ def test_a_header_numbered_by_the_template_or_starred_in_brackets_is_the_column(
         assert headers.get(normalize_header(header)) == "CF_XDR_MC", header
     # A number that is part of a name stays: 行政相对人代码_1 is not 行政相对人代码.
     assert headers.get(normalize_header("行政相对人代码_1(统一社会信用代码)")) == "CF_XDR_SHXYM"
+
+
+def test_permanent_residence_when_on_a_field_that_is_no_id_number_is_refused() -> None:
+    item = _minimal_item()
+    item["fields"].append({"code": "T_ZJLX", "name": "证件类型", "type": "enum", "enum": ["身份证", "外国人永久居留身份证"]})
+    item["fields"][2]["permanent_residence_when"] = [{"field": "T_ZJLX", "values": ["外国人永久居留身份证"]}]
+    assert "permanent_residence_when" in _refusal(item) and "id_number" in _refusal(item)
+
+
+def test_shipped_items_check_every_permanent_residence_number(shipped: Catalog) -> None:
+    for item in shipped.items.values():
+        for spec in item.fields:
+            types = {c.field for c in spec.checked_when if "身份证" in c.values}
+            if spec.type == "id_number" and types:
+                assert {c.field for c in spec.permanent_residence_when} == types, (item.code, spec.code)

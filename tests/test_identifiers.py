@@ -11,6 +11,7 @@ from node.identifiers import (
     canonical_org_code,
     check_id_number,
     check_org_code,
+    check_permanent_residence_number,
     check_uscc,
     id15_to_id18,
     id_check_char,
@@ -193,6 +194,37 @@ def test_fifteen_digit_legacy_id_converts_to_eighteen() -> None:
 def test_make_id_number_builds_valid_numbers() -> None:
     assert make_id_number("110105", date(1949, 12, 31), "002") == ID_EXAMPLE
     assert is_valid_id_number(make_id_number("330102", date(2000, 2, 29), "131"))
+
+
+# --- 外国人永久居留身份证 ------------------------------------------------------------------------------
+# The 2023 card: 9, province (2), nationality (3), birth date (8), sequence (3), GB 11643 check digit.
+_FOREIGN_17 = "9" + "11" + "250" + "19760229" + "017"
+
+
+def test_2023_permanent_residence_number_is_checked_as_a_gb11643_number() -> None:
+    number = _FOREIGN_17 + id_check_char(_FOREIGN_17)
+    assert check_permanent_residence_number(number) is None
+    wrong = number[:17] + ("0" if number[17] != "0" else "1")
+    problem = check_permanent_residence_number(wrong, field="ZJHM")
+    assert problem is not None and (problem.code, problem.field) == ("E_ID_CHECK", "ZJHM")
+    assert number[4:14] not in problem.message
+
+
+def test_2023_permanent_residence_number_without_a_real_birth_date_is_refused() -> None:
+    first17 = _FOREIGN_17.replace("19760229", "19770229")
+    problem = check_permanent_residence_number(first17 + id_check_char(first17))
+    assert problem is not None and problem.code == "E_ID_BIRTHDATE"
+
+
+def test_earlier_permanent_residence_number_is_accepted_by_its_shape() -> None:
+    assert check_permanent_residence_number("CAN440076053012") is None
+
+
+@pytest.mark.parametrize("value", ["110105194912310021", "E12345678", "CA4400760530121", "9112501976022901"])
+def test_number_of_no_permanent_residence_card_is_a_format_error(value: str) -> None:
+    problem = check_permanent_residence_number(value, label="证件号码")
+    assert problem is not None and problem.code == "E_ID_FORMAT"
+    assert "外国人永久居留身份证" in problem.message and "starting with 9" in problem.message
 
 
 # --- masking --------------------------------------------------------------------------------------

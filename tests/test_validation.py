@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from node.catalog import Catalog, load_catalog, parse_catalog
-from node.identifiers import make_id_number, make_uscc, uscc_check_char
+from node.identifiers import id_check_char, make_id_number, make_uscc, uscc_check_char
 from node.validation import Checked, Validator
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -432,6 +432,52 @@ def test_id_number_with_a_bad_birth_date_is_refused(validator: Validator, catalo
 def test_passport_numbers_are_not_checked_as_resident_ids(validator: Validator, catalog: Catalog) -> None:
     c = check(validator, catalog, person_penalty(CF_XDR_ZJLX="护照号", CF_XDR_ZJHM="E12345678"))
     assert c.ok and c.subject_code == "E12345678"
+
+
+# 外国人永久居留身份证: the 2023 card's number is 9, the province (2), the nationality (3), the birth
+# date (8), a sequence (3) and a GB 11643 check digit; earlier cards' are 3 letters and 12 digits.
+FOREIGN_RESIDENT = "9" + "31" + "840" + "19850303" + "001"
+FOREIGN_RESIDENT += id_check_char(FOREIGN_RESIDENT)
+
+
+def _wrong_last(value: str) -> str:
+    return value[:17] + ("0" if value[17] != "0" else "1")
+
+
+def test_permanent_residence_number_with_a_wrong_check_digit_is_refused(validator: Validator,
+                                                                         catalog: Catalog) -> None:
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJLX="外国人永久居留身份证",
+                                                 CF_XDR_ZJHM=_wrong_last(FOREIGN_RESIDENT)))
+    assert codes(c) == [("E_ID_CHECK", "CF_XDR_ZJHM")]
+    assert "外国人永久居留身份证" in c.problems[0].message and FOREIGN_RESIDENT[4:14] not in c.problems[0].message
+
+
+def test_legal_representatives_permanent_residence_number_is_checked(validator: Validator, catalog: Catalog) -> None:
+    c = check(validator, catalog, penalty(CF_FR_ZJLX="外国人永久居留身份证", CF_FR_ZJHM=_wrong_last(FOREIGN_RESIDENT)))
+    assert codes(c) == [("E_ID_CHECK", "CF_FR_ZJHM")]
+    row = {"XK_XDR_MC": "杭州某某贸易有限公司", "XK_XDR_LB": "法人及非法人组织", "XK_XDR_SHXYM": COMPANY, "XK_FRDB": "John Smith",
+           "XK_FR_ZJLX": "外国人永久居留身份证", "XK_FR_ZJHM": _wrong_last(FOREIGN_RESIDENT), "XK_XKWS": "食品经营许可决定书",
+           "XK_WSH": "杭上市监许〔2024〕8号", "XK_XKLB": "普通", "XK_NR": "食品销售", "XK_JDRQ": "2024-03-01",
+           "XK_YXQZ": "2024-03-01", "XK_YXQZI": "2029-02-28", "XK_XKJG": "杭州市上城区市场监督管理局", "XK_XKJGDM": UNIT,
+           "XK_ZT": "1", "XK_LYDW": "杭州市上城区市场监督管理局", "XK_LYDWDM": UNIT}
+    assert codes(check(validator, catalog, row, "admin_license")) == [("E_ID_CHECK", "XK_FR_ZJHM")]
+    row["XK_FR_ZJHM"] = FOREIGN_RESIDENT
+    assert check(validator, catalog, row, "admin_license").ok
+
+
+@pytest.mark.parametrize("number", [FOREIGN_RESIDENT, "USA310085071501"])
+def test_permanent_residence_number_of_either_card_is_accepted(validator: Validator, catalog: Catalog,
+                                                               number: str) -> None:
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJLX="外国人永久居留身份证", CF_XDR_ZJHM=number))
+    assert c.ok and c.subject_code == number
+
+
+@pytest.mark.parametrize("number", [PERSON, "E12345678"])
+def test_other_documents_number_as_permanent_residence_number_is_refused(validator: Validator, catalog: Catalog,
+                                                                         number: str) -> None:
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJLX="外国人永久居留身份证", CF_XDR_ZJHM=number))
+    assert codes(c) == [("E_ID_FORMAT", "CF_XDR_ZJHM")]
+    assert "starting with 9" in c.problems[0].message
 
 
 # --- identifiers in rows ------------------------------------------------------------------------
