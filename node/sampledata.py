@@ -61,6 +61,8 @@ def penalty_rows(n: int, *, source_unit: str, source_name: str = "杭州市上�
         }
         if "罚款" in cflb:
             row["CF_NR_FK"] = f"{rng.randrange(1, 5000) / 100:.2f}"
+        if "没收" in cflb:  # required with a confiscation; not drawn from rng, so the rows stay as they were
+            row["CF_NR_WFFF"] = f"{i % 97 / 100:.2f}"
         if kind < 0.8:
             row.update(CF_XDR_MC=f"杭州{rng.choice(_TRADES)}{i}有限公司", CF_XDR_LB="法人及非法人组织",
                        CF_XDR_SHXYM=make_uscc("9", "1", division, _org_body(rng)),

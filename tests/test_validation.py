@@ -582,6 +582,14 @@ def test_licence_suspension_needs_the_licence_named(validator: Validator, catalo
     assert codes(c) == [("E_FIELD_REQUIRED", "CF_NR_ZKDX")]
 
 
+@pytest.mark.parametrize("cflb", ["没收违法所得", "警告;没收非法财物", "没收违法所得、没收非法财物"])
+def test_confiscation_without_its_amount_is_refused(validator: Validator, catalog: Catalog, cflb: str) -> None:
+    # 双公示 v2.0: the amount confiscated is required whenever 处罚类别 includes a confiscation.
+    c = check(validator, catalog, penalty(CF_CFLB=cflb, CF_NR_FK=None, CF_NR_WFFF=None, CF_NR="没收违法所得。"))
+    assert codes(c) == [("E_FIELD_REQUIRED", "CF_NR_WFFF")]
+    assert check(validator, catalog, penalty(CF_CFLB=cflb, CF_NR_FK=None, CF_NR_WFFF="0", CF_NR="没收违法所得。")).ok
+
+
 def test_legal_representative_id_type_and_number_go_together(validator: Validator, catalog: Catalog) -> None:
     c = check(validator, catalog, penalty(CF_FR_ZJLX="身份证"))
     assert codes(c) == [("E_CROSS_FIELD", "CF_FR_ZJLX")]
