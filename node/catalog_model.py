@@ -79,6 +79,7 @@ class FieldSpec:
     checked_when: tuple[Condition, ...] = ()  # identifier check only if one holds (() = always)
     # an id_number is a 外国人永久居留身份证 number if one holds (its own check, not GB 11643's alone)
     permanent_residence_when: tuple[Condition, ...] = ()
+    residence_permit_when: tuple[Condition, ...] = ()  # … a 港澳台居民居住证 number (810000/820000/830000)
     minimum: Decimal | None = None  # decimal/integer bounds, inclusive
     maximum: Decimal | None = None
     scale: int | None = None  # most decimal places of a decimal

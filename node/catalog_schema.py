@@ -55,7 +55,8 @@ def _field(o: Obj) -> FieldSpec:
         enum=o.texts("enum"), multi=o.flag("multi"), aliases=o.texts("aliases"),
         description=o.text("description", ""), value_aliases=tuple(aliases.items()),
         checked_when=o.objs("checked_when", _condition),
-        permanent_residence_when=o.objs("permanent_residence_when", _condition), minimum=o.number("minimum"),
+        permanent_residence_when=o.objs("permanent_residence_when", _condition),
+        residence_permit_when=o.objs("residence_permit_when", _condition), minimum=o.number("minimum"),
         maximum=o.number("maximum"), scale=None if o.raw("scale", False) is None else o.count("scale"),
         not_future=o.flag("not_future"), consent=o.text("consent", ""), specified=o.texts("specified"),
     )
@@ -156,7 +157,8 @@ def check_item(item: Item, path: str) -> None:
                 raise fail(f"{where}[{j}].values", f"{bad[0]!r} is not a value of {c.field}")
 
     for i, f in enumerate(item.fields):
-        for name in ("required_when", "forbidden_when", "checked_when", "permanent_residence_when"):
+        for name in ("required_when", "forbidden_when", "checked_when", "permanent_residence_when",
+                     "residence_permit_when"):
             conditions(f"fields[{i}].{name}", getattr(f, name))
 
     # subjects
@@ -264,8 +266,9 @@ def _check_field(f: FieldSpec, where: str) -> None:
         raise fail("not_future", "applies to date fields")
     if f.checked_when and f.type not in ("uscc", "id_number", "org_code"):
         raise fail("checked_when", "applies to uscc, id_number and org_code fields")
-    if f.permanent_residence_when and f.type != "id_number":
-        raise fail("permanent_residence_when", "applies to id_number fields")
+    for name in ("permanent_residence_when", "residence_permit_when"):
+        if getattr(f, name) and f.type != "id_number":
+            raise fail(name, "applies to id_number fields")
     if f.consent not in ("", "written"):
         raise fail("consent", "the only kind of consent the law accepts is 'written'")
     if f.required and (f.required_when or f.forbidden_when):

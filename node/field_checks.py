@@ -26,6 +26,7 @@ from node.identifiers import (
     check_id_number,
     check_org_code,
     check_permanent_residence_number,
+    check_residence_permit_number,
     check_uscc,
     normalize_text,
 )
@@ -138,16 +139,18 @@ def identifier_check(spec: FieldSpec, *, allowlist: frozenset[str], good: set[st
     return uscc if spec.type == "uscc" else org_code if spec.type == "org_code" else id_number
 
 
-def permanent_residence_check(spec: FieldSpec, *, today: Today) -> IdCheck:
-    """The check of an ``id_number`` field's value as a 外国人永久居留身份证 number."""
+def document_check(spec: FieldSpec, document: str, *, today: Today) -> IdCheck:
+    """The check of an ``id_number`` field's value as the number of a ``document``:
+    ``permanent_residence`` (外国人永久居留身份证) or ``residence_permit`` (港澳台居民居住证)."""
     code, label = spec.code, spec.label
+    checker = check_permanent_residence_number if document == "permanent_residence" else check_residence_permit_number
 
-    def permanent_residence(s: str, out: list[Problem], row: int) -> None:
-        p = check_permanent_residence_number(s, field=code, label=label, today=today.date)
+    def number_of_document(s: str, out: list[Problem], row: int) -> None:
+        p = checker(s, field=code, label=label, today=today.date)
         if p is not None:
             out.append(Problem(p.code, code, p.message, row))
 
-    return permanent_residence
+    return number_of_document
 
 
 def _choices(values: tuple[str, ...]) -> str:

@@ -38,6 +38,7 @@ __all__ = [
     "check_id_number",
     "check_org_code",
     "check_permanent_residence_number",
+    "check_residence_permit_number",
     "check_uscc",
     "id15_to_id18",
     "id_check_char",
@@ -280,6 +281,23 @@ def check_permanent_residence_number(value: str, *, field: str = "", label: str 
     if _FOREIGN_EARLIER_RE.fullmatch(value):
         return None
     return Problem("E_ID_FORMAT", field, f'{label}: "{mask_id_number(value)}" is no such number: {_FOREIGN_SHAPES}')
+
+
+# 港澳台居民居住证 (residence permit of Hong Kong, Macao and Taiwan residents): a GB 11643 number
+# whose address code is always the region's, 810000, 820000 or 830000. Another address code is a
+# mainland resident's number reported under the wrong 证件类型.
+_RESIDENCE_PERMIT_AREAS: Final = ("810000", "820000", "830000")
+
+
+def check_residence_permit_number(value: str, *, field: str = "", label: str = "港澳台居民居住证号码",
+                                  today: date | None = None) -> Problem | None:
+    """``None`` if ``value`` is a 港澳台居民居住证 number, else the problem."""
+    problem = check_id_number(value, field=field, label=label, today=today)
+    if problem is None and value[:6] not in _RESIDENCE_PERMIT_AREAS:
+        return Problem("E_ID_FORMAT", field, f'{label}: "{mask_id_number(value)}" is no 港澳台居民居住证 number, whose '
+                       "positions 1-6 are 810000 (Hong Kong), 820000 (Macao) or 830000 (Taiwan): a mainland "
+                       "resident's number is reported as 身份证")
+    return problem
 
 
 def is_valid_id_number(value: str, today: date | None = None) -> bool:

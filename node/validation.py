@@ -44,8 +44,7 @@ from node.catalog import Catalog, Condition, Item
 from node.cells import BLANKS, DIRT, DIRT_PROSE, NOT_VALUES, SHORT, is_value, latin1_shaped, misread
 from node.cross_rules import failure_test
 from node.errors import Problem
-from node.field_checks import TEXT_MARK, Conv, IdCheck, Today, compile_field, identifier_check
-from node.field_checks import permanent_residence_check as residence_check
+from node.field_checks import TEXT_MARK, Conv, IdCheck, Today, compile_field, document_check, identifier_check
 from node.identifiers import USCC_STAND_IN, normalize_text
 
 __all__ = ["Checked", "Validator"]
@@ -357,9 +356,10 @@ class Validator:
                 if f.checked_when:  # depends on another field: run after all fields are read
                     actions.append((f.checked_when, (CHECKED, f.code, "", check)))
                     check = None
-            if f.permanent_residence_when:
-                actions.append((f.permanent_residence_when,
-                                (CHECKED, f.code, "", residence_check(f, today=self._today))))
+            for document, conds in (("permanent_residence", f.permanent_residence_when),
+                                    ("residence_permit", f.residence_permit_when)):
+                if conds:
+                    actions.append((conds, (CHECKED, f.code, "", document_check(f, document, today=self._today))))
             if f.required_when:
                 msg = f"{f.label}: required when {_describe(f.required_when, item)}"
                 actions.append((f.required_when, (REQUIRED, f.code, msg, None)))

@@ -88,7 +88,7 @@ def _refusal(item: dict[str, Any]) -> str:
 
 # --- the shipped release ------------------------------------------------------------------------
 def test_shipped_catalogue_loads_with_its_version_and_items(shipped: Catalog) -> None:
-    assert shipped.version == "2026.12.10"
+    assert shipped.version == "2026.12.11"
     assert {"admin_penalty", "admin_license", "registration", "serious_dishonest_list", "red_list",
             "abnormal_operation", "professional_qualification", "admin_inspection"} <= set(shipped.items)
 
@@ -554,9 +554,10 @@ def test_permanent_residence_when_on_a_field_that_is_no_id_number_is_refused() -
     assert "permanent_residence_when" in _refusal(item) and "id_number" in _refusal(item)
 
 
-def test_shipped_items_check_every_permanent_residence_number(shipped: Catalog) -> None:
+def test_shipped_items_check_every_permanent_residence_and_residence_permit_number(shipped: Catalog) -> None:
     for item in shipped.items.values():
         for spec in item.fields:
             types = {c.field for c in spec.checked_when if "身份证" in c.values}
             if spec.type == "id_number" and types:
                 assert {c.field for c in spec.permanent_residence_when} == types, (item.code, spec.code)
+                assert {c.field for c in spec.residence_permit_when} == types, (item.code, spec.code)

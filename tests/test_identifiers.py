@@ -12,6 +12,7 @@ from node.identifiers import (
     check_id_number,
     check_org_code,
     check_permanent_residence_number,
+    check_residence_permit_number,
     check_uscc,
     id15_to_id18,
     id_check_char,
@@ -225,6 +226,21 @@ def test_number_of_no_permanent_residence_card_is_a_format_error(value: str) -> 
     problem = check_permanent_residence_number(value, label="证件号码")
     assert problem is not None and problem.code == "E_ID_FORMAT"
     assert "外国人永久居留身份证" in problem.message and "starting with 9" in problem.message
+
+
+@pytest.mark.parametrize("division", ["810000", "820000", "830000"])
+def test_residence_permit_number_is_checked_as_a_gb11643_number(division: str) -> None:
+    number = make_id_number(division, date(1984, 2, 29), "020")
+    assert check_residence_permit_number(number) is None
+    wrong = number[:17] + ("0" if number[17] != "0" else "1")
+    problem = check_residence_permit_number(wrong)
+    assert problem is not None and problem.code == "E_ID_CHECK"
+
+
+def test_residence_permit_number_with_a_mainland_address_code_is_a_format_error() -> None:
+    problem = check_residence_permit_number(ID_EXAMPLE, label="证件号码")
+    assert problem is not None and problem.code == "E_ID_FORMAT"
+    assert "港澳台居民居住证" in problem.message and ID_EXAMPLE[4:14] not in problem.message
 
 
 # --- masking --------------------------------------------------------------------------------------

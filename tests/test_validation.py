@@ -480,6 +480,24 @@ def test_other_documents_number_as_permanent_residence_number_is_refused(validat
     assert "starting with 9" in c.problems[0].message
 
 
+@pytest.mark.parametrize("division", ["810000", "820000", "830000"])
+def test_residence_permit_numbers_of_hong_kong_macao_and_taiwan_are_accepted(validator: Validator, catalog: Catalog,
+                                                                            division: str) -> None:
+    number = make_id_number(division, date(1990, 2, 28), "015")
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJLX="港澳台居民居住证", CF_XDR_ZJHM=number))
+    assert c.ok and c.subject_code == number
+
+
+def test_mainland_id_number_as_a_residence_permit_number_is_refused(validator: Validator, catalog: Catalog) -> None:
+    # A 港澳台居民居住证 number's address code is 810000, 820000 or 830000; any other is a
+    # mainland resident's number under the wrong 证件类型.
+    c = check(validator, catalog, person_penalty(CF_XDR_ZJLX="港澳台居民居住证", CF_XDR_ZJHM=PERSON))
+    assert codes(c) == [("E_ID_FORMAT", "CF_XDR_ZJHM")]
+    assert "810000" in c.problems[0].message and PERSON[4:14] not in c.problems[0].message
+    c = check(validator, catalog, penalty(CF_FR_ZJLX="港澳台居民居住证", CF_FR_ZJHM=PERSON))
+    assert codes(c) == [("E_ID_FORMAT", "CF_FR_ZJHM")]
+
+
 # --- identifiers in rows ------------------------------------------------------------------------
 def test_subject_uscc_with_one_wrong_character_is_refused(validator: Validator, catalog: Catalog) -> None:
     wrong = COMPANY[:-1] + ("0" if COMPANY[-1] != "0" else "1")
