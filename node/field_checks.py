@@ -153,9 +153,14 @@ def document_check(spec: FieldSpec, document: str, *, today: Today) -> IdCheck:
     return number_of_document
 
 
+# Values an enum refusal lists in full: the department learns from it what to write. The longest
+# shipped list, 处罚类别 (2021 and pre-2021 kinds), has 16.
+_CHOICES_SHOWN: Final = 24
+
+
 def _choices(values: tuple[str, ...]) -> str:
-    shown = ", ".join(values[:8])
-    return shown + (f" … ({len(values)} values)" if len(values) > 8 else "")
+    shown = ", ".join(values[:_CHOICES_SHOWN])
+    return shown + (f" … ({len(values)} values)" if len(values) > _CHOICES_SHOWN else "")
 
 
 def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today, key: bool = False) -> Conv:
@@ -212,6 +217,8 @@ def compile_field(spec: FieldSpec, *, check: IdCheck | None, today: Today, key: 
             if not multi and specified and (c := specified_value(s, specified)) is not None:
                 return c
             hint = "; several values are separated by ';'" if multi else ""
+            if spec.specified:  # 双公示 v2.0: a kind outside the list is written 其他-<the kind>
+                hint += f"; another kind is written {spec.specified[0]}-{s.split('、')[0]}"
             bad(out, row, "E_FIELD_ENUM", f'"{s}" is not one of {_choices(spec.enum)}{hint}')
             return None
 

@@ -600,6 +600,17 @@ def test_licence_suspension_needs_the_licence_named(validator: Validator, catalo
     assert codes(c) == [("E_FIELD_REQUIRED", "CF_NR_ZKDX")]
 
 
+def test_unknown_penalty_kind_is_refused_naming_every_kind_and_the_other_form(validator: Validator,
+                                                                             catalog: Catalog) -> None:
+    # A department that wrote 责令改正 (no penalty kind since 2021) must learn what to write from the
+    # message: every value of the list, and that 其他 names such a kind.
+    c = check(validator, catalog, penalty(CF_CFLB="罚款;责令改正"))
+    assert codes(c) == [("E_FIELD_ENUM", "CF_CFLB")]
+    message = c.problems[0].message
+    assert all(kind in message for kind in catalog.item("admin_penalty").field("CF_CFLB").enum)
+    assert "其他-责令改正" in message
+
+
 @pytest.mark.parametrize("cflb", ["没收违法所得", "警告;没收非法财物", "没收违法所得、没收非法财物"])
 def test_confiscation_without_its_amount_is_refused(validator: Validator, catalog: Catalog, cflb: str) -> None:
     # 双公示 v2.0: the amount confiscated is required whenever 处罚类别 includes a confiscation.
