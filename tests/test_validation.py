@@ -897,7 +897,7 @@ def test_a_red_list_category_as_departments_write_it(validator: Validator, catal
                                     "ZG_FZJG": "浙江省药品监督管理局", "ZG_SJLY": "浙江省药品监督管理局", "ZG_SJLYDM": UNIT}, "ZG_YXQZ"),
     ("admin_license", licence(), "XK_YXQZI"),
     ("admin_penalty", penalty(), "CF_YXQ")])
-@pytest.mark.parametrize("cell", ["长期", "长期有效"])
+@pytest.mark.parametrize("cell", ["长期", "长期有效", "永久", "永久有效"])
 def test_every_field_that_knows_long_term_reads_it_as_departments_write_it(validator: Validator, catalog: Catalog,
                                                                            item: str, row: dict[str, Any], field: str,
                                                                            cell: str) -> None:
