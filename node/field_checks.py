@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from node.access import today_in_china
 from node.catalog import FieldSpec
+from node.documents import check_permanent_residence_number, check_residence_permit_number
 from node.errors import Problem, clipped
 from node.identifiers import (
     SCIENTIFIC_WHY,
@@ -25,8 +26,6 @@ from node.identifiers import (
     canonical_org_code,
     check_id_number,
     check_org_code,
-    check_permanent_residence_number,
-    check_residence_permit_number,
     check_uscc,
     normalize_text,
 )

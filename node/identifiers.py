@@ -16,8 +16,7 @@ Decisions (see docs/catalogue.md):
   :func:`id15_to_id18` converts legacy data for an adapter that has to migrate it deliberately.
 
 Stable codes: ``E_USCC_FORMAT``, ``E_USCC_CHECK``, ``E_USCC_ORG_CHECK``, ``W_USCC_ALLOWLISTED``,
-``E_ID_FORMAT``, ``E_ID_CHECK``, ``E_ID_BIRTHDATE``, ``E_ORG_FORMAT``, ``E_ORG_CHECK`` (a 外国人永久居留身份证
-number reports the ``E_ID_`` codes too).
+``E_ID_FORMAT``, ``E_ID_CHECK``, ``E_ID_BIRTHDATE``, ``E_ORG_FORMAT``, ``E_ORG_CHECK``.
 """
 
 from __future__ import annotations
@@ -35,10 +34,9 @@ __all__ = [
     "SCIENTIFIC_WHY",
     "USCC_STAND_IN",
     "canonical_org_code",
+    "check_gb11643",
     "check_id_number",
     "check_org_code",
-    "check_permanent_residence_number",
-    "check_residence_permit_number",
     "check_uscc",
     "id15_to_id18",
     "id_check_char",
@@ -245,9 +243,26 @@ def _birth(value: str) -> date | None:
 _BEIJING = timezone(timedelta(hours=8))
 
 
+# Positions 1-2: the province (GB/T 2260) of the address where the number was issued, or 81/82/83
+# for the 港澳台居民居住证 (Hong Kong, Macao, Taiwan). Stable since 1997 (46 Hainan 1988, 50 Chongqing
+# 1997 were added; none was withdrawn), so every number issued carries one of them.
+_ID_PROVINCES: Final = frozenset(["11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37", "41", "42", "43", "44", "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64", "65", "71", "81", "82", "83"])
+
+
 def check_id_number(value: str, *, field: str = "", label: str = "公民身份号码",
                     today: date | None = None) -> Problem | None:
     """``None`` if ``value`` is a valid 18-character resident ID number, else the problem."""
+    problem = check_gb11643(value, field, label, today)
+    if problem is None and value[:2] not in _ID_PROVINCES:
+        # Checked last: a number passing its check digit in no province was computed, not issued.
+        return Problem("E_ID_FORMAT", field, f'{label}: "{mask_id_number(value)}" has "{value[:2]}" in positions '
+                       "1-2, which is no province of GB/T 2260 (where the number was issued)")
+    return problem
+
+
+def check_gb11643(value: str, field: str, label: str, today: date | None) -> Problem | None:
+    """The GB 11643 checks (shape, birth date, check digit) of a resident ID number and of the
+    numbers laid out as one (外国人永久居留身份证 from 2023), whatever their first positions."""
     if not _ID_RE.fullmatch(value):
         why = "is a 15-digit legacy number; convert it to 18 digits" if len(value) == 15 and value.isdigit() \
             else SCIENTIFIC_WHY if _SCIENTIFIC.fullmatch(value) \
@@ -261,43 +276,6 @@ def check_id_number(value: str, *, field: str = "", label: str = "公民身份�
     if id_check_char(value[:17]) != value[17]:
         return Problem("E_ID_CHECK", field, f'{label}: "{mask_id_number(value)}" fails its check digit')
     return None
-
-
-# 外国人永久居留身份证 (Foreign Permanent Resident ID Card): the card issued from 2023-12 has an
-# 18-character number laid out as a resident ID number, 9 (foreigner), the province (2), the
-# nationality (3), the birth date (8), a sequence (3) and a GB 11643 check digit, so it gets that
-# check in full. Earlier cards, valid for ten years, carry 3 letters (nationality) and 12 digits
-# with no published check digit: only their shape can be checked.
-_FOREIGN_EARLIER_RE: Final = re.compile(r"[A-Z]{3}[0-9]{12}")
-_FOREIGN_SHAPES: Final = ("a 外国人永久居留身份证 number is 18 characters starting with 9 (cards from 2023), or 3 letters "
-                          "and 12 digits (earlier cards)")
-
-
-def check_permanent_residence_number(value: str, *, field: str = "", label: str = "外国人永久居留身份证号码",
-                                     today: date | None = None) -> Problem | None:
-    """``None`` if ``value`` (upper-cased, no spaces) is a 外国人永久居留身份证 number, else the problem."""
-    if len(value) == 18 and value[0] == "9":
-        return check_id_number(value, field=field, label=f"{label} (外国人永久居留身份证)", today=today)
-    if _FOREIGN_EARLIER_RE.fullmatch(value):
-        return None
-    return Problem("E_ID_FORMAT", field, f'{label}: "{mask_id_number(value)}" is no such number: {_FOREIGN_SHAPES}')
-
-
-# 港澳台居民居住证 (residence permit of Hong Kong, Macao and Taiwan residents): a GB 11643 number
-# whose address code is always the region's, 810000, 820000 or 830000. Another address code is a
-# mainland resident's number reported under the wrong 证件类型.
-_RESIDENCE_PERMIT_AREAS: Final = ("810000", "820000", "830000")
-
-
-def check_residence_permit_number(value: str, *, field: str = "", label: str = "港澳台居民居住证号码",
-                                  today: date | None = None) -> Problem | None:
-    """``None`` if ``value`` is a 港澳台居民居住证 number, else the problem."""
-    problem = check_id_number(value, field=field, label=label, today=today)
-    if problem is None and value[:6] not in _RESIDENCE_PERMIT_AREAS:
-        return Problem("E_ID_FORMAT", field, f'{label}: "{mask_id_number(value)}" is no 港澳台居民居住证 number, whose '
-                       "positions 1-6 are 810000 (Hong Kong), 820000 (Macao) or 830000 (Taiwan): a mainland "
-                       "resident's number is reported as 身份证")
-    return problem
 
 
 def is_valid_id_number(value: str, today: date | None = None) -> bool:

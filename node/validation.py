@@ -22,7 +22,7 @@ Stable problem codes (part of the wire contract; docs/catalogue.md has the same 
 ``E_USCC_FORMAT``      USCC: not 18 characters of the GB 32100 alphabet, or not its structure
 ``E_USCC_ORG_CHECK``   USCC: the inner GB 11714 organisation-code check (pos 17) fails
 ``E_USCC_CHECK``       USCC: the check character (pos 18) fails
-``E_ID_FORMAT``        ID number: not 17 digits + 0-9/X (15-digit legacy numbers included)
+``E_ID_FORMAT``        ID number: not 17 digits + 0-9/X (15-digit legacy numbers included), no province
 ``E_ID_BIRTHDATE``     ID number: positions 7-14 are no real birth date, or a future one
 ``E_ID_CHECK``         ID number: the check digit fails
 ``W_USCC_ALLOWLISTED`` warning: an allow-listed USCC that fails a check character
