@@ -286,7 +286,14 @@ class DatabasePull:
         """Re-send feedback for rows committed before a crash let us write it (idempotent)."""
         done = self._state.get(self.feedback_key)
         position = self._state.get(self.position_key)
-        if done == position or not position:
+        if not position:
+            # Nothing pulled yet (or the position was reset): feedback is owed from the first row.
+            # Recorded now, so a node killed after its first batch committed and before that
+            # batch's feedback was written is not taken for one whose feedback was newly configured.
+            if done != "":
+                self._state.put(self.feedback_key, "")
+            return
+        if done == position:
             return
         if done is None:  # feedback newly configured: answer from here on
             self._state.put(self.feedback_key, position or "")
