@@ -68,6 +68,7 @@ _MANIFEST = Table("backup_manifest", MetaData(), Column("key", String(64), prima
                   Column("value", Text, nullable=False))
 # What a node writes into a store it opens before anything else happens: a restore may replace it.
 _FRESH_META_KEYS = frozenset({"store.owner"})
+_PARTIAL = ".partial"  # suffix of a backup being written (".NAME.partial")
 _SCRATCH = "credit-node-restore-"  # the drill's and the restore's scratch directories, in the temp directory
 
 
@@ -107,12 +108,15 @@ def create_backup(engine: Engine, node_id: str, out: pathlib.Path, *,
         raise UsageError(f"{out} exists: a backup is never written over another file", field="out")
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent} is not a directory", field="out")
-    partial = out.with_name(f".{out.name}.partial")  # a killed run's leftover is not a backup
-    partial.unlink(missing_ok=True)
+    partial = out.with_name(f".{out.name}{_PARTIAL}")  # a killed run's leftover is not a backup
+    _sweep_partials(out.parent)
     try:
-        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        held = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         raise UsageError(f"cannot write {out}: {exc.strerror}", field="out") from None
+    # Locked while this run writes it: a backup killed half-way leaves its copy unlocked, and the
+    # next backup into the directory, whatever its name, removes it (see _sweep_partials).
+    fcntl.flock(held, fcntl.LOCK_EX)
     try:
         dst = open_engine(f"sqlite:///{partial}")
         try:
@@ -138,9 +142,36 @@ def create_backup(engine: Engine, node_id: str, out: pathlib.Path, *,
         os.replace(partial, out)
         sync_dir(out.parent)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        _remove_partial(partial)
         raise
+    finally:
+        os.close(held)
     return manifest, digest
+
+
+def _sweep_partials(directory: pathlib.Path) -> None:
+    """Remove what backups killed half-way left in ``directory``: ``.NAME.partial`` files (and
+    their SQLite journals) whose lock no process holds. Backups are named by date, so waiting for
+    one of the same name would leave each killed run's copy there for good; near its end such a
+    copy holds the whole store, unmasked, and no audit entry says it was taken."""
+    for path in directory.glob(f".*{_PARTIAL}"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # gone meanwhile, or not ours to open
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a backup still being written
+        else:
+            _remove_partial(path)
+        finally:
+            os.close(fd)
+
+
+def _remove_partial(path: pathlib.Path) -> None:
+    for leftover in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+        leftover.unlink(missing_ok=True)
 
 
 def read_manifest(path: pathlib.Path) -> Manifest:
