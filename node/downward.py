@@ -189,6 +189,8 @@ class Downward:
                     raise refused(f"a record from {sender} does not verify: {err.message}", err.code)
                 row, toward = self._row(sender, rec, now)
             except NodeError as exc:
+                if exc.retryable:  # the store failed, not the record: unacknowledged, sent again
+                    raise
                 refusals.append((rec, exc))
                 continue
             rows.append(row)

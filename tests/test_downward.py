@@ -20,7 +20,7 @@ from node.app import Node, build_node
 from node.config import load_config
 from node.demo.layout import chain_plan, provision
 from node.downward import Downward
-from node.errors import NodeError, UsageError
+from node.errors import NodeError, StoreError, UsageError
 from node.forwarding import HopSigner
 from node.inbox import REJECTED
 from node.provisioning import bundled_catalog
@@ -123,6 +123,27 @@ def test_a_revision_of_a_record_that_never_came_through_is_refused_alone(tree: d
     assert head is not None and head.status == "corrected"
     letters = [d for d in tree[DISTRICT].store.outbox.dead_letters() if d.kind == "inbound"]
     assert [d.reason for d in letters] == ["E_NOT_ADDRESSED"]
+
+
+def test_a_store_outage_while_a_revision_is_checked_fails_the_message_for_the_parent_to_send_again(
+        tree: dict[str, Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A lost connection or a statement timeout is no verdict on the record: the puller leaves the
+    # message unacknowledged when apply raises a retryable error, and the parent sends it again.
+    record_id = next(tree[CITY].store.records.iter_revisions()).record_id
+    Downward(tree[CITY]).revise(record_id, status="revoked", reason="撤销")
+    [message] = down(tree, CITY, DISTRICT)
+    records = tree[DISTRICT].store.records
+
+    def outage(*_args: object, **_kwargs: object) -> None:
+        raise StoreError("reading records: server closed the connection unexpectedly")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(records, "get", outage)
+        with pytest.raises(NodeError) as err:
+            Downward(tree[DISTRICT]).apply(CITY, message)
+    assert err.value.retryable
+    assert [d for d in tree[DISTRICT].store.outbox.dead_letters() if d.kind == "inbound"] == []
+    assert "1 revision(s) stored" in Downward(tree[DISTRICT]).apply(CITY, message)
 
 
 def test_a_notice_reaches_the_origin_as_feedback_once(tree: dict[str, Node]) -> None:
