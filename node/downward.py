@@ -234,8 +234,8 @@ class Downward:
             content_digest=content_digest(body.item, body.source_unit, [(f.name, f.value) for f in body.fields]),
             signed=rec.SerializeToString(), received_at_ms=now, received_from=sender,
             catalog_version=body.catalog_version)
-        if (longer := row.too_long()) is not None:
-            raise refused(f"the body's {longer} is longer than a node keeps", "E_BODY_HEADER")
+        if (unstorable := row.unstorable()) is not None:
+            raise refused(f"the body's {unstorable[0]} {unstorable[1]}", "E_BODY_HEADER")
         return row, toward
 
     def _notice(self, sender: str, notice: fpb.Notice) -> str:

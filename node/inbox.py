@@ -166,9 +166,9 @@ class Inbox:
                 content_digest=content_digest(item.code, checked.source_unit, checked.fields),
                 signed=records[i].SerializeToString(), received_at_ms=now, received_from=sender,
                 catalog_version=body.catalog_version)
-            if (longer := row.too_long()) is not None:
-                receipts[i] = self._reject(start_seq + i, body, "E_BODY_HEADER", f"the body's {longer} is longer "
-                                           "than a node keeps", longer)
+            if (unstorable := row.unstorable()) is not None:
+                column, why = unstorable
+                receipts[i] = self._reject(start_seq + i, body, "E_BODY_HEADER", f"the body's {column} {why}", column)
                 continue
             rows.append(row)
             if self._conflicts is not None:

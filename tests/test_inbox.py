@@ -26,7 +26,17 @@ DEPT_A, DEPT_B = "dept:330106:scjgj", "dept:330106:hbj"
 @pytest.fixture
 def federation(tmp_path: pathlib.Path):
     """A district with two registered department children, sharing one dev CA."""
-    district_cfg = init_node(tmp_path / "district", node_id="district:330106", level="district")
+    yield from _federation(tmp_path)
+
+
+@pytest.fixture
+def federation_on_each_store(tmp_path: pathlib.Path, db_url: str):
+    """The same, the district's store on SQLite and on PostgreSQL."""
+    yield from _federation(tmp_path, db_url)
+
+
+def _federation(tmp_path: pathlib.Path, store_url: str = ""):
+    district_cfg = init_node(tmp_path / "district", node_id="district:330106", level="district", store_url=store_url)
     ca = tmp_path / "district" / "ca"
     a_cfg = init_node(tmp_path / "a", node_id=DEPT_A, level="department", unit=UNIT_A, ca_dir=ca)
     b_cfg = init_node(tmp_path / "b", node_id=DEPT_B, level="department", unit=UNIT_B, ca_dir=ca)
@@ -273,6 +283,21 @@ def test_a_header_longer_than_a_node_keeps_is_refused_alone(federation):
     assert [r.outcome for r in receipts] == ["accepted", "rejected", "accepted"]
     assert receipts[1].problem is not None
     assert (receipts[1].problem.code, receipts[1].problem.field) == ("E_BODY_HEADER", "catalog_version")
+
+
+def test_a_header_holding_a_nul_is_refused_alone(federation_on_each_store):
+    # PostgreSQL refuses a NUL in any text column, and with it the whole batch (E_STORE_CONSTRAINT:
+    # the sender dead-letters the good records too); SQLite would have kept it.
+    district, a, _b = federation_on_each_store
+    learn(district, a)
+    records = reported(a, UNIT_A, list(penalty_rows(3, source_unit=UNIT_A, division="330106")))
+    with_nul = _body(records[1])
+    with_nul.catalog_version += "\x00"  # nothing else checks it
+    receipts = district.inbox.receive([records[0], *resigned(a, [with_nul]), records[2]], sender=DEPT_A)
+    assert [r.outcome for r in receipts] == ["accepted", "rejected", "accepted"]
+    assert receipts[1].problem is not None
+    assert (receipts[1].problem.code, receipts[1].problem.field) == ("E_BODY_HEADER", "catalog_version")
+    assert "NUL" in receipts[1].problem.message
 
 
 @pytest.mark.parametrize("revision", [0, 1_000_000_001, 2**32 - 1])

@@ -84,12 +84,12 @@ class RecordRow(NamedTuple):
     received_from: str  # node id, '' if ingested here
     catalog_version: str
 
-    def too_long(self) -> str | None:
-        """The first text column holding more than the store keeps, or None: PostgreSQL refuses
-        such a row, and with it its whole transaction (SQLite would keep it)."""
+    def unstorable(self) -> tuple[str, str] | None:
+        """The first text column PostgreSQL would refuse, and why, or None: a NUL, or a value longer
+        than the column; it refuses the whole transaction with it (SQLite would keep the row)."""
         for name, length in _BOUNDED:
-            if len(getattr(self, name)) > length:
-                return name
+            if "\x00" in (value := getattr(self, name)) or len(value) > length:
+                return name, "holds a NUL character" if "\x00" in value else "is longer than a node keeps"
         return None
 
     @property
