@@ -151,10 +151,6 @@ _ID_CHUNK = 4096
 _HEADS_BY_ID = select(*_HEAD_SELECT).where(record_heads.c.record_id.in_(bindparam("ids", expanding=True)))
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class RecordStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -179,10 +175,12 @@ class RecordStore:
         Outbox entries are written only for revisions this call actually stored, so a re-sent
         batch forwards nothing twice. ``close_rejections`` closes the open rejections that the
         accepted records correct. ``meta`` is written in the same transaction (an adapter's pull
-        position commits with the records it covers), and each ``also`` callback runs in it last
-        (the conflicts index), so none of them can disagree with the records after a crash.
+        position commits with the records it covers), and each ``also`` callback runs in it (the
+        conflicts index), so none of them can disagree with the records after a crash. The audit
+        events come last: the chain's lock is held to the commit, and a batch holding it while it
+        waits for a row (a conflict being resolved) would deadlock with that row's holder on PostgreSQL.
         """
-        now = _now_ms() if now_ms is None else now_ms
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         unique, repeats, in_batch_conflicts = _dedupe(rows)
         # Sorted so that concurrent PostgreSQL transactions take row locks in the same order
         # (no deadlocks between two batches sharing records).
@@ -199,11 +197,11 @@ class RecordStore:
             _insert_outbox(conn, [e for e in outbox if (e.record_id, e.revision) in inserted], now)
             insert_rejections(conn, rejections, now_ms=now)
             close_matching(conn, close_rejections, now_ms=now)
-            self._audit.append(conn, audit, at_ms=now)
             for name, value in (meta or {}).items():
                 put_value(conn, name, value)
             for callback in also:
                 callback(conn)
+            self._audit.append(conn, audit, at_ms=now)
         stored: list[Key] = []
         duplicates: list[Key] = []
         conflicts: list[Key] = []

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import Connection, Engine, Table, func, select, text
 
 from node.errors import StoreError
 from node.store import AuditEvent, AuditLog, OutboxEntry, RecordRow, RecordStore, RejectionKey, RejectionRow
+from node.store.meta import Meta, put_value
 from node.store.tables import audit_log, outbox, record_heads, record_revisions, rejections
 
 MakeRow = Callable[..., RecordRow]
@@ -230,3 +232,45 @@ def test_iter_revisions_streams_every_revision(engine: Engine, make_row: MakeRow
         previous = row.key
         seen += 1
     assert seen == 10_000
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_batch_waiting_on_a_row_does_not_hold_the_audit_chain_against_its_holder(
+        engine: Engine, make_row: MakeRow) -> None:
+    # As `conflicts resolve` (a conflict row, then the audit log) meets a received batch whose
+    # conflict detection updates that row: had the batch taken the chain first, each would wait
+    # for the other, and PostgreSQL would end one of them as a deadlock.
+    Meta(engine).put("shared-row", "before")
+    store = RecordStore(engine)
+    holder = engine.connect()
+    holder.begin()
+    put_value(holder, "shared-row", "holder")
+    outcome: list[object] = []
+
+    def touch_the_shared_row(conn: Connection) -> None:
+        put_value(conn, "shared-row", "batch")
+
+    def batch() -> None:
+        try:
+            outcome.append(store.append([make_row("r1")], audit=[AuditEvent("dept:1", "import", "b1")],
+                                        also=[touch_the_shared_row]))
+        except Exception as exc:  # surfaced in the assertion below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=batch)
+    thread.start()
+    with engine.connect() as watcher:
+        deadline = time.monotonic() + 30
+        while not watcher.execute(text("select count(*) from pg_stat_activity where datname = current_database() "
+                                       "and wait_event_type = 'Lock'")).scalar():
+            watcher.rollback()
+            assert time.monotonic() < deadline, "the batch never waited for the row"
+    try:
+        AuditLog(engine).append(holder, [AuditEvent("operator", "conflict.resolve", "1")])
+        holder.commit()
+    finally:
+        holder.close()
+    thread.join()
+    assert not isinstance(outcome[0], BaseException), outcome[0]
+    assert _count(engine, audit_log) == 2 and AuditLog(engine).verify() == []
+    assert Meta(engine).get("shared-row") == "batch"
