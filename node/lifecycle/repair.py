@@ -20,7 +20,7 @@ from typing import Final
 from sqlalchemy import Connection, func, insert, select, update
 
 from node.catalog import Catalog, Item
-from node.errors import ConflictError, NotAuthorizedError, NotFoundError, UsageError
+from node.errors import ConflictError, NotAuthorizedError, NotFoundError, StoreError, UsageError
 from node.identifiers import normalize_text
 from node.lifecycle.calendar import china_date
 from node.lifecycle.disclosure import window
@@ -78,6 +78,11 @@ def earliest_repair(item: Item, head: RecordRow, today: dt.date) -> dt.date:
     return w.min_repair
 
 
+def _open(record_id: str, case_id: str) -> ConflictError:
+    # Named: whoever lost the first request's answer learns which case to decide.
+    return ConflictError(f"a repair request for {record_id} is pending: case {case_id}", code="E_REPAIR_OPEN")
+
+
 class RepairService:
     def __init__(self, *, node_id: str, store: Store, catalog: Catalog, reviser: Reviser,
                  clock: Callable[[], int]) -> None:
@@ -99,18 +104,29 @@ class RepairService:
             raise UsageError("a repair request needs its reason (obligations fulfilled …)", field="reason")
         earliest_repair(self._catalog.item(head.item), head, china_date(now))
         r = repair_requests.c
-        with translated("filing a repair request"), write_transaction(self._store.engine) as conn:
-            pending = conn.execute(select(r.case_id).where(r.record_id == record_id, r.state == REQUESTED)).first()
-            if pending:  # named: whoever lost the first request's answer learns which case to decide
-                raise ConflictError(f"a repair request for {record_id} is pending: case {pending[0]}",
-                                    code="E_REPAIR_OPEN")
-            n = int(conn.execute(select(func.count()).where(r.record_id == record_id)).scalar_one())
-            case = RepairCase(f"{record_id}#r{n + 1}", record_id, head.revision, head.item, head.subject_code,
-                              applicant, reason.strip(), REQUESTED, "", "", 0, now, None)
-            conn.execute(insert(repair_requests).values(**case.as_dict()))
-            self._audit.append(conn, [AuditEvent(self._node_id, "repair.request", case.case_id,
-                                                 {"record_id": record_id, "revision": head.revision,
-                                                  "reason": case.reason})], at_ms=now)
+        pending_one = select(r.case_id).where(r.record_id == record_id, r.state == REQUESTED)
+        try:
+            with translated("filing a repair request"), write_transaction(self._store.engine) as conn:
+                pending = conn.execute(pending_one).first()
+                if pending:
+                    raise _open(record_id, pending[0])
+                n = int(conn.execute(select(func.count()).where(r.record_id == record_id)).scalar_one())
+                case = RepairCase(f"{record_id}#r{n + 1}", record_id, head.revision, head.item, head.subject_code,
+                                  applicant, reason.strip(), REQUESTED, "", "", 0, now, None)
+                conn.execute(insert(repair_requests).values(**case.as_dict()))
+                self._audit.append(conn, [AuditEvent(self._node_id, "repair.request", case.case_id,
+                                                     {"record_id": record_id, "revision": head.revision,
+                                                      "reason": case.reason})], at_ms=now)
+        except StoreError as exc:
+            # PostgreSQL: another request, not committed when this one looked, numbered the same case;
+            # this insert waited for it and failed on the key. SQLite's write lock never lets that happen.
+            if exc.code != "E_STORE_CONSTRAINT":
+                raise
+            with translated("reading repair requests"), self._store.engine.connect() as conn:
+                pending = conn.execute(pending_one).first()
+            if not pending:
+                raise
+            raise _open(record_id, pending[0]) from None
         return case
 
     def approve(self, case_id: str, *, by: str = "", note: str = "") -> RepairCase:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert, text
 
 from node import access
 from node.catalog import Catalog
@@ -18,7 +20,7 @@ from node.lifecycle.disclosure import Sweep
 from node.lifecycle.measures import measures_for
 from node.lifecycle.repair import RepairService
 from node.sampledata import unit_uscc
-from node.store.tables import outbox
+from node.store.tables import outbox, repair_requests
 from node.tabular import SourceRow
 from tests.lifecycle.kit import (
     CITY,
@@ -206,3 +208,42 @@ def test_a_deletion_on_request_during_an_objection_is_logged_as_such_not_as_unve
     assert desk.tick().answered == [case.case_id]
     closed = desk.cases.get(case.case_id)
     assert (closed.state, closed.outcome) == ("closed", "deleted_on_request")
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_two_repair_requests_at_once_leave_one_case_and_name_it_to_the_other(
+        engine: Engine, ids: dict[str, LoadedIdentity], catalog: Catalog, clock: Clock) -> None:
+    # On PostgreSQL both found no pending case and numbered the same one; the later failed on its
+    # key as a store constraint error (exit 1) instead of naming the case, as SQLite's lock does.
+    kit = make_kit(engine, DEPT, parent=DISTRICT, ids=ids, catalog=catalog, clock=clock)
+    rid = kit.import_penalties(1, CF_JDRQ="2025-09-01", CF_YXQ="2026-09-01")[0]
+    subject = kit.head(rid).subject_code
+    first = engine.connect()
+    first.begin()  # the other request, inserted and not committed yet
+    first.execute(insert(repair_requests).values(
+        case_id=f"{rid}#r1", record_id=rid, revision=1, item="admin_penalty", subject_code=subject,
+        applicant=subject, reason="已整改", state="requested", decision_reason="", decided_by="",
+        repaired_revision=0, requested_at_ms=kit.clock(), decided_at_ms=None))
+    outcome: list[object] = []
+
+    def second() -> None:
+        try:
+            outcome.append(_repairs(kit).request(rid, by=subject, reason="已整改"))
+        except Exception as exc:  # surfaced in the assertion below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with engine.connect() as watcher:
+        deadline = time.monotonic() + 30
+        while not watcher.execute(text("select count(*) from pg_stat_activity where datname = current_database() "
+                                       "and wait_event_type = 'Lock'")).scalar():
+            watcher.rollback()
+            assert time.monotonic() < deadline, "the second request never waited for the first"
+    first.commit()
+    first.close()
+    thread.join()
+    [error] = outcome
+    assert isinstance(error, ConflictError) and error.code == "E_REPAIR_OPEN", error
+    assert f"{rid}#r1" in error.message
+    assert [c.case_id for c in _repairs(kit).listing("requested")] == [f"{rid}#r1"]
