@@ -24,13 +24,21 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, or_, select, update
+from sqlalchemy import Connection, Engine, or_, select, text, update
 from sqlalchemy.sql.expression import ClauseElement
 
 from node.catalog import Item
 from node.errors import ConflictError, NotFoundError, UsageError
 from node.records import decode_body, pb
-from node.store._sql import chunks, execute_many, insert_for, positional_sql, translated, write_transaction
+from node.store._sql import (
+    chunks,
+    execute_many,
+    insert_for,
+    is_postgres,
+    positional_sql,
+    translated,
+    write_transaction,
+)
 from node.store.audit import AuditEvent, AuditLog
 from node.store.tables import conflicts as conflicts_table
 from node.store.tables import facts as facts_table
@@ -117,6 +125,10 @@ def differences(a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, list[st
     return {k: [a[k], b[k]] for k in sorted(a.keys() & b.keys()) if a[k] != b[k]}
 
 
+# The PostgreSQL advisory lock that conflict detection holds (any fixed number; per database).
+_OBSERVE_LOCK_KEY = int.from_bytes(hashlib.sha256(b"node.conflicts observe").digest()[:8], "big", signed=True)
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -130,6 +142,12 @@ def observe(conn: Connection, facts: Sequence[Fact], *, now_ms: int | None = Non
     if not facts:
         return 0
     now = _now_ms() if now_ms is None else now_ms
+    if is_postgres(conn):
+        # Two batches observing at once would each miss the other's uncommitted facts, and two
+        # units disagreeing would never be flagged: one observer at a time, to the commit. (SQLite:
+        # the batch's transaction holds the write lock already.) Little is lost: the audit
+        # append after this serialises the same transactions anyway.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _OBSERVE_LOCK_KEY})
     f, c = facts_table.c, conflicts_table.c
     fact_hashes = [x.fact_hash for x in facts]  # a digest each: computed once per fact
     hashes = sorted(set(fact_hashes))

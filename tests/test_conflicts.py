@@ -7,19 +7,20 @@ import json
 import pathlib
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from node import identity
 from node.app import Node, build_node
 from node.config import load_config
-from node.conflicts import Conflicts, differences, substance
+from node.conflicts import Conflicts, Fact, differences, observe, substance
 from node.errors import UsageError
 from node.provisioning import init_node
 from node.sampledata import penalty_rows, unit_uscc
-from node.store.tables import facts
+from node.store.tables import conflicts, facts
 from node.tabular import SourceRow
 from node.values import CHINA
 
@@ -216,3 +217,38 @@ def test_a_correction_answered_at_the_node_holding_the_conflict_closes_it(tmp_pa
     assert json.loads(cli("conflicts", "list").stdout) == []
     (closed,) = json.loads(cli("conflicts", "list", "--all").stdout)
     assert (closed["id"], closed["state"]) == (opened["id"], "agreed")
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_two_units_reporting_one_fact_differently_at_the_same_moment_open_a_conflict(engine) -> None:
+    # Two children's batches committing at once: on PostgreSQL neither saw the other's uncommitted
+    # fact, both were kept, and the disagreement was never flagged (SQLite's write lock orders them).
+    def fact(unit: str, amount: str) -> Fact:
+        return Fact("admin_penalty", "杭上市监罚〔2026〕7号", unit, f"admin_penalty-{unit[-6:]}", 1, {"CF_NR_FK": amount})
+
+    first = engine.connect()
+    first.begin()
+    observe(first, [fact(UNIT_A, "1.5")])
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with engine.begin() as conn:
+                observe(conn, [fact(UNIT_B, "2.5")])
+        except BaseException as exc:  # surfaced in the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with engine.connect() as watcher:  # until the second has observed, or waits to
+        while thread.is_alive() and not watcher.execute(text(
+                "select count(*) from pg_stat_activity where datname = current_database() "
+                "and wait_event_type = 'Lock'")).scalar():
+            watcher.rollback()
+    first.commit()
+    first.close()
+    thread.join()
+    assert errors == []
+    with engine.connect() as conn:
+        opened = conn.execute(select(conflicts.c.source_unit_a, conflicts.c.source_unit_b, conflicts.c.state)).all()
+    assert [tuple(row) for row in opened] == [(UNIT_A, UNIT_B, "open")]

@@ -160,13 +160,15 @@ class Reviser:
                                    **({"record_id": rows[0].record_id, "revision": rows[0].revision}
                                       if len(rows) == 1 else {})})
         callbacks = [_guard(rows)] if exact else []
-        callbacks.extend(_bind(cb, rows) for cb in also)
         if self._conflicts is not None:
             # A correction made here (an objection answered for a source reporting to this node)
-            # changes what its unit says, as one arriving from a child does.
+            # changes what its unit says, as one arriving from a child does. Before the ``also``
+            # callbacks, which may append to the audit log: detection's lock is taken before the
+            # chain's in every transaction, or two would each hold one and wait for the other.
             callbacks.append(self._conflicts.observer(
                 [fact_of(self.catalog.item(r.item), r.body) for r in rows],
                 bodies={(r.record_id, r.revision): r.body_digest for r in rows}))
+        callbacks.extend(_bind(cb, rows) for cb in also)
         result = self._store.records.append(rows, outbox=self.routes(rows, down=down), audit=[audit],
                                             also=callbacks, now_ms=now)
         return rows, result
