@@ -67,10 +67,32 @@ def detect_encoding(head: bytes) -> str:
             # Chinese text read as UTF-8 up to a line pasted in from a file in another encoding:
             # a UTF-8 file, whose bad lines are refused one by one (E_ROW_ENCODING) like any later.
             return "utf-8"
+        if _mostly_gb18030(head):
+            return "gb18030"
         raise InputFileError(
             "cannot tell the file's encoding (not UTF-8, not GBK/GB18030): if it is text, give --encoding "
             "(utf-16-le for UTF-16 saved without its byte-order mark); if not, it is no CSV",
             code="E_INPUT_ENCODING") from None
+
+
+def _mostly_gb18030(head: bytes) -> bool:
+    """Whether ``head`` is GBK text with a few bad bytes (a euro sign Windows writes as 0x80, a
+    character cut in two by hand): its first line and most of its lines decode. Its bad lines are
+    then refused one by one (E_ROW_ENCODING), as they are further down than the sample reaches,
+    instead of the whole file. Text with NUL bytes is UTF-16 without its byte-order mark, never GBK."""
+    if b"\x00" in head:
+        return False
+    lines = [line for line in head.splitlines()[:-1] if line.strip()]  # the last may be cut by the sample
+    decoded = 0
+    for i, line in enumerate(lines):
+        try:
+            line.decode("gb18030")
+        except UnicodeDecodeError:
+            if i == 0:
+                return False  # the header (or the title above it) itself
+            continue
+        decoded += 1
+    return 2 * decoded > len(lines)
 
 
 def _decoded_lines(raw: io.BufferedReader, encoding: str, on_error: Callable[[int], None],

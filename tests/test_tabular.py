@@ -657,3 +657,14 @@ def test_an_end_of_file_mark_with_rows_after_it_is_still_refused_as_a_row(tmp_pa
     p.write_bytes("行政相对人名称,处罚决定日期\r\n某公司,2024-03-01\r\n\x1a\r\n另一公司,2024-03-02\r\n".encode("gbk"))
     assert [(r.row, r.problem.code if r.problem else None) for r in rows(p)] == [
         (2, None), (3, "E_ROW_SHAPE"), (4, None)]
+
+
+@pytest.mark.parametrize("bad", [b"\x80", b"\xff", b"\xa1"])  # Windows' euro sign (cp936), a stray byte, half a character
+def test_a_gbk_file_with_one_bad_byte_near_its_start_refuses_only_that_row(tmp_path: pathlib.Path, bad: bytes):
+    p = tmp_path / "gbk.csv"
+    p.write_bytes("行政相对人名称,处罚决定日期\n杭州甲公司,2024/3/1\n".encode("gbk")
+                  + "杭州乙公司".encode("gbk") + bad + b",2024/3/2\n" + "杭州丙公司,2024/3/3\n".encode("gbk"))
+    got = rows(p)
+    assert [r.problem.code if r.problem else r.values["CF_XDR_MC"] for r in got] == [
+        "杭州甲公司", "E_ROW_ENCODING", "杭州丙公司"]
+    assert got[1].row == 3
