@@ -42,6 +42,10 @@ _NOTE_TYPE = re.compile(r"(?:(?:文本|字符串?|数字|数值|日期|时间|�
                         r"(?:\s*[(（][0-9,， ]+[)）])?(?:[\W_].*)?", re.S)
 # The label opening a row of notes, or of an example, under the header (填写说明：…, 注：…, 示例).
 _NOTE_LABEL = re.compile(r"(?:(?:填写|填报|填表)?说明|注意事项|注|示例|样例|举例|范例|例)(?:\s*[:：(（].*)?", re.S)
+# A cell of the row that forms kept for statistics put under the header to number their columns
+# (栏次): 1, (1), （1）, and 甲, 乙 over the columns of text before the numbered ones.
+_COLUMN_NUMBER = re.compile(r"[(（]?([0-9]{1,3})(?:\.0)?[)）]?")
+_COLUMN_STEMS = frozenset("甲乙丙丁戊己庚辛壬癸")
 # The first cell of a row of sums under the data ("合计", "总计：6条"; 汇总, how Chinese Excel and WPS
 # label a table's total row); the cells after it are numbers.
 _TOTAL = re.compile(r"(?:(?:合|总|小|共)\s*计|汇\s*总)(?:[\W_].*)?", re.S)
@@ -207,15 +211,15 @@ def is_notes(cells: Sequence[object], names: Sequence[object]) -> bool:
     holding a record: the 填写说明 row of a template, a note (注：带*为必填项), an example row
     (示例, …). Asked only of the rows between the header and the first record.
 
-    It is one when its first filled cell is such a label, or when at least two thirds of its filled
-    cells read as notes: 必填/选填 and the words of instructions (请填写, 此项, 格式, 18位, 最多200字),
-    a type (文本, 日期型, VARCHAR(200)), or the column's own name (请填写行政相对人名称). A record's
-    names, codes, dates and amounts are none of these.
+    It is one when it numbers the columns (栏次: 1 2 3 …), when its first filled cell is such a label,
+    or when at least two thirds of its filled cells read as notes: 必填/选填 and the words of
+    instructions (请填写, 此项, 格式, 18位, 最多200字), a type (文本, 日期型, VARCHAR(200)), or the
+    column's own name (请填写行政相对人名称). A record's names, codes, dates and amounts are none of these.
     """
     filled = [(i, t) for i, t in enumerate(clean_header(c) for c in cells) if t]
     if not filled:
         return False
-    if _NOTE_LABEL.fullmatch(filled[0][1]):
+    if _NOTE_LABEL.fullmatch(filled[0][1]) or numbers_columns(cells):
         return True
     notes = 0
     for i, t in filled:
@@ -226,6 +230,32 @@ def is_notes(cells: Sequence[object], names: Sequence[object]) -> bool:
         if len(name) >= 2 and name not in _BOOKKEEPING and name in normalize_header(t):
             notes += 1
     return 3 * notes >= 2 * len(filled)
+
+
+def numbers_columns(cells: Sequence[object]) -> bool:
+    """Whether a row numbers the columns (栏次: 1 2 3 …, perhaps after 甲 乙): at least three filled
+    cells, each a stem or a number one more than the number before it. No record is only that."""
+    last: int | None = None
+    filled = 0
+    for c in cells:
+        if isinstance(c, bool) or (isinstance(c, float) and not c.is_integer()):
+            return False
+        if isinstance(c, int | float):
+            n = int(c)
+        else:
+            t = clean_header(c)
+            if not t:
+                continue
+            if t in _COLUMN_STEMS and last is None:
+                filled += 1
+                continue
+            if (m := _COLUMN_NUMBER.fullmatch(t)) is None:
+                return False
+            n = int(m[1])
+        if last is not None and n != last + 1:
+            return False
+        last, filled = n, filled + 1
+    return filled >= 3 and last is not None
 
 
 def is_total(cells: Sequence[object]) -> bool:

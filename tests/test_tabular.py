@@ -668,3 +668,28 @@ def test_a_gbk_file_with_one_bad_byte_near_its_start_refuses_only_that_row(tmp_p
     assert [r.problem.code if r.problem else r.values["CF_XDR_MC"] for r in got] == [
         "杭州甲公司", "E_ROW_ENCODING", "杭州丙公司"]
     assert got[1].row == 3
+
+
+@pytest.mark.parametrize("numbers", [["1", "2", "3"], ["(1)", "(2)", "(3)"], ["（1）", "（2）", "（3）"],
+                                     [1, 2, 3], [1.0, 2.0, 3.0], ["甲", "乙", "1"]])
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_a_row_numbering_the_columns_under_the_header_is_no_record(tmp_path: pathlib.Path, suffix: str,
+                                                                  numbers: list[object]):
+    # Forms kept for statistics number their columns (栏次) in a row under the header.
+    p = tmp_path / f"numbered{suffix}"
+    table: list[list[object]] = [["行政相对人名称", "处罚决定日期", "备注"], numbers, ["某公司", "2024-03-01", ""]]
+    if suffix == ".csv":
+        p.write_text("".join(",".join(str(c) for c in r) + "\n" for r in table), encoding="utf-8")
+    else:
+        wb = openpyxl.Workbook()
+        for r in table:
+            wb.active.append([c if c != "" else None for c in r])
+        wb.save(p)
+    assert [(r.row, r.values["CF_XDR_MC"], r.problem) for r in rows(p)] == [(3, "某公司", None)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_numbers_not_counting_the_columns_under_the_header_are_still_a_row(tmp_path: pathlib.Path, suffix: str):
+    p = tmp_path / f"numbers{suffix}"
+    _write_table(p, [["行政相对人名称", "处罚决定日期", "备注"], ["1", "3", "2"], ["某公司", "2024-03-01", ""]])
+    assert [r.row for r in rows(p)] == [2, 3]
