@@ -27,17 +27,19 @@ LEVELS_UP: Final = ("department", "district", "city", "province", "national")
 SUBJECT_CODE: Final = "@subject_code"  # pseudo-field usable in key_fields
 KEY_PSEUDO_FIELDS: Final = (SUBJECT_CODE, "@subject_kind")
 
-# Marks of a required column (*, ★, ※) at either end, a trailing colon, a trailing (必填).
-_HEADER_DECORATION: Final = re.compile(r"^[*★☆※]+|[*★☆※]+$|[:：]$|\((必填|选填|可选|非必填|\*)\)$")
+# Marks of a required column (*, ★, ※) at either end, a trailing colon, (必填) at either end
+# (【必填】行政相对人名称 reads so once its brackets are parentheses).
+_HEADER_DECORATION: Final = re.compile(r"^[*★☆※]+|[*★☆※]+$|[:：]$|\((必填|选填|可选|非必填|\*)\)$"
+                                       r"|^\((必填|选填|可选|非必填)\)")
 # The number a template puts before each column's name (1. 1、 (1) 一、): the name follows it.
 _HEADER_NUMBER: Final = re.compile(r"^(?:[0-9]{1,2}[.、)]|[一二三四五六七八九十]{1,3}、|\([0-9]{1,2}\))(?=\D)")
 # Other brackets templates put a unit or a note in (罚款金额【万元】, 罚款金额[万元]) are parentheses;
 # so is a unit after a slash (罚款金额/万元).
 _BRACKETS: Final = str.maketrans("【】[]〔〕", "()()()")
 _UNIT_SLASH: Final = re.compile(r"/((?:万)?元)$")
-# A trailing note on how to fill the column in (a date format, an example, 长期填2099/12/31) is no
-# part of its name; a unit (元, 万元) is, and stays.
-_HEADER_HINT: Final = re.compile(r"\((?:[^()]*(?:YYYY|格式|填|例|如)[^()]*)\)$")
+# A trailing note on how to fill the column in (a date format, an example, 长期填2099/12/31, a
+# length such as 18位, 年-月-日) is no part of its name; a unit (元, 万元) is, and stays.
+_HEADER_HINT: Final = re.compile(r"\((?:[^()]*(?:YYYY|格式|填|例|如|[0-9]+位|年.?月.?日)[^()]*)\)$")
 # "(单位：万元)" says what "(万元)" says.
 _UNIT_LABEL: Final = re.compile(r"\(单位:?(?=[^()]+\)$)")
 

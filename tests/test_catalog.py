@@ -561,3 +561,11 @@ def test_shipped_items_check_every_permanent_residence_and_residence_permit_numb
             if spec.type == "id_number" and types:
                 assert {c.field for c in spec.permanent_residence_when} == types, (item.code, spec.code)
                 assert {c.field for c in spec.residence_permit_when} == types, (item.code, spec.code)
+
+
+def test_a_header_with_a_leading_required_mark_or_a_length_or_date_hint_is_the_column(shipped: Catalog) -> None:
+    headers = shipped.item("admin_penalty").header_map()
+    for header, code in (("【必填】行政相对人名称", "CF_XDR_MC"), ("(必填)行政相对人名称", "CF_XDR_MC"),
+                         ("统一社会信用代码（18位）", "CF_XDR_SHXYM"), ("处罚决定日期（年-月-日）", "CF_JDRQ"),
+                         ("处罚决定日期(年月日)", "CF_JDRQ"), ("罚款金额(单位:万元)", "CF_NR_FK")):
+        assert headers.get(normalize_header(header)) == code, header
