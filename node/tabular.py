@@ -96,10 +96,32 @@ class HeaderMap:
         # Names with a unit, by the name without it: "罚款金额" or "罚款金额（元）" for a column in
         # 万元 is refused, never read as 万元, and the refusal says which column was meant.
         self._with_unit = {_without_unit(k): k for k in self._accepted if k.endswith(")")}
+        self._codes = sorted({normalize_header(v) for v in accepted.values()}, key=len, reverse=True)
+
+    def code_of(self, key: str) -> str | None:
+        """The field a normalised header names: as the catalogue files it, or as its name and its
+        code together (行政相对人名称(CF_XDR_MC), CF_XDR_MC 行政相对人名称: templates that show both
+        in one cell), when the two name the same field."""
+        found = self._accepted.get(key)
+        if found is not None or not any("A" <= ch <= "Z" for ch in key):
+            return found
+        for code in self._codes:  # longest first: CF_NR_FK is not CF_NR followed by _FK…
+            if key.startswith(code):
+                rest = key[len(code):]
+                rest = rest[1:-1] if rest.startswith("(") and rest.endswith(")") else rest
+            elif key.endswith(f"({code})"):
+                rest = key[:-len(code) - 2]
+            elif key.endswith(code):
+                rest = key[:-len(code)]
+            else:
+                continue
+            if rest and (found := self._accepted.get(rest)) is not None and normalize_header(found) == code:
+                return found
+        return None
 
     def known(self, cells: list[str]) -> int:
         """How many of ``cells`` name a column (to tell which separator a header row uses)."""
-        return sum(1 for c in cells if normalize_header(clean_header(c).strip('"')) in self._accepted)
+        return sum(1 for c in cells if self.code_of(normalize_header(clean_header(c).strip('"'))) is not None)
 
     def repeats(self, cells: Sequence[object], codes: Sequence[str | None]) -> bool:
         """Whether a row under the header names the same columns again (templates often carry the
@@ -110,7 +132,7 @@ class HeaderMap:
             text = clean_header(cell)
             if not text or code is None:
                 continue
-            if self._accepted.get(normalize_header(text)) != code:
+            if self.code_of(normalize_header(text)) != code:
                 return False
             named += 1
         return named >= 2
@@ -123,7 +145,7 @@ class HeaderMap:
         """A row above the header that is a title or a note: one filled cell, or only "label：value"
         cells (填报单位：…, 填报日期：…), none of them a known column."""
         filled = [h for h in (clean_header(c) for c in cells) if h]
-        if not filled or any(normalize_header(h) in self._accepted for h in filled):
+        if not filled or any(self.code_of(normalize_header(h)) is not None for h in filled):
             return False
         return len(filled) == 1 or all(_LABELLED.match(h) for h in filled)
 
@@ -162,7 +184,7 @@ class HeaderMap:
             if not key or key in _BOOKKEEPING:
                 codes.append(None)  # an empty trailing column from spreadsheet tools, or a row number
                 continue
-            code = self._accepted.get(key)
+            code = self.code_of(key)
             if code is None:
                 unknown.append(h)
             elif code in seen:

@@ -693,3 +693,18 @@ def test_numbers_not_counting_the_columns_under_the_header_are_still_a_row(tmp_p
     p = tmp_path / f"numbers{suffix}"
     _write_table(p, [["行政相对人名称", "处罚决定日期", "备注"], ["1", "3", "2"], ["某公司", "2024-03-01", ""]])
     assert [r.row for r in rows(p)] == [2, 3]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_a_header_cell_giving_the_name_and_the_code_together_is_that_column(tmp_path: pathlib.Path, suffix: str):
+    p = tmp_path / f"both{suffix}"
+    _write_table(p, [["行政相对人名称(CF_XDR_MC)", "CF_JDRQ（处罚决定日期）", "备注 BZ"], ["某公司", "2024-03-01", "无"]])
+    assert [r.values for r in rows(p)] == [{"CF_XDR_MC": "某公司", "CF_JDRQ": "2024-03-01", "BZ": "无"}]
+
+
+def test_a_header_cell_whose_name_and_code_disagree_is_refused(tmp_path: pathlib.Path):
+    p = tmp_path / "mixed.csv"
+    p.write_text("行政相对人名称(CF_JDRQ),处罚决定日期\n某公司,2024-03-01\n", encoding="utf-8")
+    with pytest.raises(InputFileError) as caught:
+        rows(p)
+    assert caught.value.code == "E_INPUT_HEADER_UNKNOWN" and "行政相对人名称(CF_JDRQ)" in caught.value.message
