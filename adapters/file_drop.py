@@ -46,6 +46,9 @@ RESULT_COLUMNS = ("row", "field", "field_name", "code", "reason")
 TABLE_SUFFIXES = (".csv", ".txt", ".xlsx", ".xlsm")
 # Names office tools, browsers and copy programs use while a file is still being written.
 _IN_PROGRESS = re.compile(r"(^\.|^~\$|\.(part|partial|tmp|temp|crdownload|download|filepart)$)", re.IGNORECASE)
+# How long an empty file must sit untouched before it is taken for an empty file, not a copy that
+# has created its file and not yet written to it.
+EMPTY_QUIET_S = 60
 _ANSWERS = re.compile(r"\.(result\.csv|result\.xlsx|ready)$", re.IGNORECASE)
 _SEPARATOR = re.compile(r"[\s._\-—–()（）\[\]【】]")
 
@@ -125,7 +128,7 @@ class FileDrop:
                 # of that name while it is still being written.
                 if (marker := markers.get(f"{entry.name}.ready")) is not None and _mtime(marker) >= st.st_mtime_ns:
                     ready.append((st.st_mtime_ns, entry.name))
-            elif self._seen.get(entry.name) == now and st.st_size > 0:
+            elif self._seen.get(entry.name) == now and (st.st_size > 0 or _left_empty(st.st_mtime_ns)):
                 ready.append((st.st_mtime_ns, entry.name))
         self._seen = seen
         return [self.directory / n for _t, n in sorted(ready)]
@@ -201,6 +204,12 @@ class FileDrop:
                 f"cannot tell the catalogue item from the file name {filename!r}: start the name with an "
                 "item code or name (e.g. admin_penalty_2026-11.csv, 行政处罚-11月.xlsx)", code="E_INPUT_ITEM")
         return self._catalog.item(code)
+
+
+def _left_empty(mtime_ns: int) -> bool:
+    """Whether an empty file has stayed so for longer than a copy takes to write its first bytes:
+    an empty file sent by mistake, to be answered (E_INPUT_EMPTY), not left unanswered for good."""
+    return time.time_ns() - mtime_ns > EMPTY_QUIET_S * 1_000_000_000
 
 
 def _mtime(entry: os.DirEntry[str]) -> int:

@@ -398,3 +398,21 @@ def test_a_workbook_whose_refused_header_holds_a_control_character_is_answered_a
     [answer] = read_result(folder / "penalties.xlsx.result.xlsx")
     assert answer["code"] == "E_INPUT_HEADER_UNKNOWN" and "颜\\x0b色" in answer["reason"]
     assert (folder / "failed" / "penalties.xlsx").exists()
+
+
+def test_an_empty_file_left_empty_is_answered_and_one_just_created_is_waited_for(dept: Node, tmp_path: pathlib.Path):
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder)
+    left = folder / "admin_penalty_left_empty.csv"
+    left.write_bytes(b"")
+    long_ago = time.time() - 3600
+    os.utime(left, (long_ago, long_ago))
+    just_created = folder / "admin_penalty_being_copied.csv"
+    just_created.write_bytes(b"")
+    two_polls(drop)
+    assert (folder / "failed" / left.name).exists()
+    assert [r["code"] for r in read_result(folder / (left.name + ".result.csv"))] == ["E_INPUT_EMPTY"]
+    assert just_created.exists(), "a file created a moment ago may be a copy that has not written yet"
+    write_penalties(just_created, dept, 3)
+    two_polls(drop)
+    assert (folder / "done" / just_created.name).exists() and counts(dept) == 3
