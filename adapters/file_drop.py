@@ -177,6 +177,10 @@ class FileDrop:
                 error = InputFileError(f"{path.name} could not be read ({type(exc).__name__}); save it again "
                                        "from the spreadsheet program", code="E_INPUT_UNREADABLE")
                 writer.add(0, "", "", error.code, error.message)
+            if error is None and not accepted + duplicates + rejected:
+                # An empty answer says every row was accepted: a file without rows must not read so.
+                writer.add(0, "", "", "W_INPUT_NO_RECORDS", f"{path.name} holds no records: a header and nothing "
+                           "under it (the wrong file, or an empty report)")
             writer.commit()
         except BaseException:
             writer.abandon()  # a store or disk failure: leave the file where it is, retry next poll

@@ -416,3 +416,15 @@ def test_an_empty_file_left_empty_is_answered_and_one_just_created_is_waited_for
     write_penalties(just_created, dept, 3)
     two_polls(drop)
     assert (folder / "done" / just_created.name).exists() and counts(dept) == 3
+
+
+def test_a_file_with_a_header_and_no_rows_is_answered_so(dept: Node, tmp_path: pathlib.Path):
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder)
+    item = dept.catalog.item("admin_penalty")
+    (folder / "admin_penalty_11.csv").write_text(",".join(f.name for f in item.fields) + "\n", encoding="utf-8-sig")
+    two_polls(drop)
+    assert (folder / "done" / "admin_penalty_11.csv").exists()
+    result = read_result(folder / "admin_penalty_11.csv.result.csv")
+    assert [(r["row"], r["code"]) for r in result] == [("0", "W_INPUT_NO_RECORDS")]
+    assert "no records" in result[0]["reason"]
