@@ -276,6 +276,7 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
     # Cells a row must have: up to the last named column (trailing blank header cells need none).
     needed = max((i + 1 for i, c in enumerate(codes) if c is not None), default=0)
     counted = counted_columns(header_row)
+    header_again = headers.again(codes, header_row)
     first_data = True
     taken = source.taken
     while True:
@@ -303,8 +304,8 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
             if headers.repeats(cells, codes) or is_notes(cells, header_row):
                 continue  # the header again in its other form (codes under names), or a row of notes (填写说明)
             first_data = False
-        if is_total(cells) or is_footer(cells):
-            continue  # a row of sums (合计) under the data, or the form's closing line (填表人：…): no record
+        if is_total(cells) or is_footer(cells) or header_again(cells):
+            continue  # a row of sums (合计), the form's closing line (填表人：…), the header of a pasted export
         first_line, last_line = taken[0][0], taken[-1][0]
         if last_line > first_line and _swallows_rows(cells, delimiter, width):
             yield SourceRow(record, {}, Problem(

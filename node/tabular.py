@@ -137,6 +137,20 @@ class HeaderMap:
             named += 1
         return named >= 2
 
+    def again(self, codes: Sequence[str | None], names: Sequence[object]) -> Callable[[Sequence[object]], bool]:
+        """A test for a row between the records that is the header again, as names or as codes (two
+        exports pasted into one file): its first named column's cell is that column's name or
+        code, then :meth:`repeats` decides. Asked of every row, so the first look is one compare."""
+        first = next((i for i, c in enumerate(codes) if c is not None), None)
+        if first is None:
+            return lambda _cells: False
+        marks = {clean_header(names[first]), codes[first]} if first < len(names) else {codes[first]}
+
+        def is_header(cells: Sequence[object]) -> bool:
+            cell = cells[first] if first < len(cells) else None
+            return isinstance(cell, str) and cell.strip() in marks and self.repeats(cells, codes)
+        return is_header
+
     def _named(self, header: str) -> str:
         meant = self._with_unit.get(_without_unit(normalize_header(header)))
         return header if meant is None else f"{header} (the column is {meant}: give the amounts in that unit)"

@@ -168,7 +168,7 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
                                     f"{names}: unhide the data sheet)", field=error.field, code=error.code)
             raise error
         _title, header, data, _has_data, sheet = found[0]
-        rows_out = _sheet_rows(data, header, sheet_marks(sheet))
+        rows_out = _sheet_rows(data, header, sheet_marks(sheet), headers)
         if wb.epoch == CALENDAR_MAC_1904:
             rows_out = _in_1904_system(rows_out)
         yield from rows_out
@@ -279,15 +279,16 @@ def _next_cells(rows: Iterator[tuple[int, tuple[object, ...]]], read: list[int])
 
 
 def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header,
-                marks: SheetMarks) -> Iterator[SourceRow]:
+                marks: SheetMarks, headers: HeaderMap) -> Iterator[SourceRow]:
     codes, unnamed = header.codes, header.unnamed
     width = len(codes)
     merged = MergedBlocks([m for m in marks.merged if m[0] > header.row])  # of the data, not of the titles
+    header_again = headers.again(codes, header.names)
     for rownum, cells in rows:
         if merged.pending:
             cells = merged.fill(rownum, cells)
-        if not _filled(cells, header) or is_total(cells) or is_footer(cells):
-            continue  # blank, a row of sums (合计) under the data, or the form's closing line (填表人：…)
+        if not _filled(cells, header) or is_total(cells) or is_footer(cells) or header_again(cells):
+            continue  # blank, a row of sums (合计), the form's closing line (填表人：…), a pasted export's header
         if merged.pending and (spanned := merged.across(codes)):
             names = ", ".join(header.names[i] or str(codes[i]) for i in spanned)
             yield SourceRow(rownum, {}, Problem(

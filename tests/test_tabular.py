@@ -708,3 +708,13 @@ def test_a_header_cell_whose_name_and_code_disagree_is_refused(tmp_path: pathlib
     with pytest.raises(InputFileError) as caught:
         rows(p)
     assert caught.value.code == "E_INPUT_HEADER_UNKNOWN" and "行政相对人名称(CF_JDRQ)" in caught.value.message
+
+
+@pytest.mark.parametrize("again", [["行政相对人名称", "处罚决定日期", "备注"], ["CF_XDR_MC", "CF_JDRQ", "BZ"]])
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_the_header_again_between_records_is_no_record(tmp_path: pathlib.Path, suffix: str, again: list[str]):
+    # Two exports pasted into one file: the second one's header sits between the records.
+    p = tmp_path / f"pasted{suffix}"
+    _write_table(p, [["行政相对人名称", "处罚决定日期", "备注"], ["甲公司", "2024-03-01", ""], again,
+                     ["乙公司", "2024-03-02", ""]])
+    assert [(r.row, r.values["CF_XDR_MC"], r.problem) for r in rows(p)] == [(2, "甲公司", None), (4, "乙公司", None)]
