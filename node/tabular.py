@@ -97,6 +97,12 @@ class HeaderMap:
         # 万元 is refused, never read as 万元, and the refusal says which column was meant.
         self._with_unit = {_without_unit(k): k for k in self._accepted if k.endswith(")")}
         self._codes = sorted({normalize_header(v) for v in accepted.values()}, key=len, reverse=True)
+        # Each field's first header that is not its code (the catalogue's Chinese name): a missing
+        # column is named so, as a file with Chinese headers knows it.
+        self._names: dict[str, str] = {}
+        for header, code in accepted.items():
+            if normalize_header(header) != normalize_header(code):
+                self._names.setdefault(code, header)
 
     def code_of(self, key: str) -> str | None:
         """The field a normalised header names: as the catalogue files it, or as its name and its
@@ -212,7 +218,8 @@ class HeaderMap:
                                  code="E_INPUT_HEADER_UNKNOWN")
         missing = sorted(self._required - set(seen))
         if missing:
-            raise InputFileError(f"missing required column(s): {', '.join(missing)}",
+            named = ", ".join(f"{self._names[c]} ({c})" if c in self._names else c for c in missing)
+            raise InputFileError(f"missing required column(s): {named}", field=missing[0],
                                  code="E_INPUT_HEADER_MISSING")
         return codes
 

@@ -718,3 +718,14 @@ def test_the_header_again_between_records_is_no_record(tmp_path: pathlib.Path, s
     _write_table(p, [["行政相对人名称", "处罚决定日期", "备注"], ["甲公司", "2024-03-01", ""], again,
                      ["乙公司", "2024-03-02", ""]])
     assert [(r.row, r.values["CF_XDR_MC"], r.problem) for r in rows(p)] == [(2, "甲公司", None), (4, "乙公司", None)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_a_missing_required_column_is_named_as_the_file_names_its_columns_and_by_code(tmp_path: pathlib.Path,
+                                                                                       suffix: str):
+    p = tmp_path / f"missing{suffix}"
+    _write_table(p, [["行政相对人名称", "备注"], ["某公司", ""]])
+    with pytest.raises(InputFileError) as err:
+        rows(p)
+    assert err.value.code == "E_INPUT_HEADER_MISSING" and err.value.field == "CF_JDRQ"
+    assert "处罚决定日期 (CF_JDRQ)" in err.value.message
