@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-__all__ = ["SheetMarks", "sheet_marks"]
+__all__ = ["SheetMarks", "hidden_columns", "sheet_marks"]
 
 
 class SheetMarks(NamedTuple):
@@ -45,6 +45,11 @@ _TEXT_RESULT = re.compile(rb'\st="str"')
 _HIDDEN = re.compile(rb'hidden="(?:1|true)"')
 _ROW_START = re.compile(rb"<" + _NS + rb"row\s")
 _ROW_NUMBER = re.compile(rb'\sr="(\d+)"')
+# A column definition (<col min="2" max="2" hidden="1"/>), in the <cols> part before the sheet's data.
+_COL = re.compile(rb"<" + _NS + rb"col\s[^>]*>")
+_COL_MIN = re.compile(rb'\smin="(\d+)"')
+_COL_MAX = re.compile(rb'\smax="(\d+)"')
+_MAX_COLUMNS = 16384
 _CHUNK = 1 << 20
 _OVERLAP = 1 << 16  # longer than any cell with a formula (Excel caps formulas at 8,192 characters)
 
@@ -91,3 +96,21 @@ def sheet_marks(ws: Any) -> SheetMarks:
             tail = text[-_OVERLAP:]  # matches found again in it are the same cells (sets)
     return SheetMarks(sorted(merged), {row: sorted(cols) for row, cols in uncalculated.items()}, frozenset(hidden),
                       filtered)
+
+
+def hidden_columns(ws: Any) -> frozenset[int]:
+    """The columns (0-based) a sheet hides: read only to say why a refused header names a column
+    the sender cannot see, so only the head of the sheet's XML, where <cols> comes, is read."""
+    try:
+        source = ws._get_source()
+    except (AttributeError, KeyError):
+        return frozenset()
+    with source:
+        head = source.read(_CHUNK)
+    end = head.find(b"sheetData")
+    hidden: set[int] = set()
+    for m in _COL.finditer(head if end < 0 else head[:end]):
+        tag = m[0]
+        if _HIDDEN.search(tag) and (low := _COL_MIN.search(tag)) and (high := _COL_MAX.search(tag)):
+            hidden.update(range(int(low[1]) - 1, min(int(high[1]), _MAX_COLUMNS)))
+    return frozenset(hidden)

@@ -12,12 +12,12 @@ import pathlib
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from node.errors import InputFileError, Problem
 from node.mergedcells import MergedBlocks
-from node.sheetmarks import SheetMarks, sheet_marks
+from node.sheetmarks import SheetMarks, hidden_columns, sheet_marks
 from node.tabular import (
     MAX_TITLE_ROWS,
     HeaderMap,
@@ -144,7 +144,7 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
             ws.reset_dimensions()  # type: ignore[union-attr]
             rows = enumerate(_cell_values(ws, path), start=1)
             try:
-                header = _sheet_header(rows, headers, ws.title)
+                header = _sheet_header(rows, headers, ws.title, functools.partial(hidden_columns, ws))
             except InputFileError as exc:
                 refused = refused or exc
                 continue
@@ -249,7 +249,7 @@ def _chain(first: tuple[int, tuple[object, ...]] | None,
 
 
 def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]], headers: HeaderMap,
-                  sheet: str = "") -> _Header | None:
+                  sheet: str = "", hidden: Callable[[], frozenset[int]] = frozenset) -> _Header | None:
     """A sheet's header row, read past the titles above it; None for an empty sheet."""
     titles: list[list[object]] = []
     for rownum, cells in rows:
@@ -260,7 +260,8 @@ def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]], headers: Heade
             try:
                 codes, combined = headers.resolve_rows(cells, functools.partial(_next_cells, rows, read))
             except InputFileError as exc:
-                raise refused_header(exc, rownum, cells, headers, len(titles), sheet) from None
+                refused = refused_header(exc, rownum, cells, headers, len(titles), sheet)
+                raise _naming_hidden(refused, cells, headers, hidden) from None
             if combined is not None:  # a header in two rows: the data starts below the second
                 rownum, cells = read[0], tuple(combined)
             return _Header(rownum, codes, unnamed_columns(cells), counted_columns(cells),
@@ -268,6 +269,23 @@ def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]], headers: Heade
     if titles:
         headers.resolve(titles[0])  # a one-column sheet whose column is not known: refused, named
     return None
+
+
+def _naming_hidden(exc: InputFileError, cells: tuple[object, ...], headers: HeaderMap,
+                   hidden: Callable[[], frozenset[int]]) -> InputFileError:
+    """``exc``, saying which of the unknown columns it names the sheet hides: the sender sees no
+    such column, and would not know where to look."""
+    if exc.code != "E_INPUT_HEADER_UNKNOWN":
+        return exc
+    from openpyxl.utils import get_column_letter
+
+    columns = hidden()
+    unseen = [f"column {get_column_letter(i + 1)} ({name})" for i, c in enumerate(cells)
+              if i in columns and (name := clean_header(c)) and not headers.known([name])]
+    if not unseen:
+        return exc
+    return InputFileError(f"{exc.message}; {', '.join(unseen)} is hidden in the sheet: unhide the columns to "
+                          "see it, then delete it or name it as a field", field=exc.field, code=exc.code)
 
 
 def _next_cells(rows: Iterator[tuple[int, tuple[object, ...]]], read: list[int]) -> tuple[object, ...] | None:

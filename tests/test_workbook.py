@@ -384,3 +384,17 @@ def test_a_formula_never_calculated_is_found_whatever_order_its_cell_attributes_
     got = rows(p)
     assert [(r.row, r.problem.code if r.problem else None, r.problem.field if r.problem else None) for r in got] == [
         (2, "E_FIELD_FORMULA", "CF_SXCD")]
+
+
+def test_an_unknown_column_the_sheet_hides_is_refused_saying_it_is_hidden(tmp_path: pathlib.Path):
+    p = tmp_path / "hidden_column.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["行政相对人名称", "内部编号", "处罚决定日期"])
+    ws.append(["某公司", "N-1", "2024-03-01"])
+    ws.column_dimensions["B"].hidden = True
+    wb.save(p)
+    with pytest.raises(InputFileError) as err:
+        rows(p)
+    assert err.value.code == "E_INPUT_HEADER_UNKNOWN"
+    assert "内部编号" in err.value.message and "hidden" in err.value.message and "column B" in err.value.message
