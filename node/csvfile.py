@@ -296,6 +296,12 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
         joined = "".join(cells)
         if not joined.strip():  # blank (or only spaces): one C call, not one per cell
             continue
+        if not joined.strip(_NUL_AND_SPACE):
+            yield SourceRow(record, {}, Problem(
+                "E_ROW_MALFORMED", "", "NUL bytes where a row should be: the file was not written to the end (a "
+                "copy or a save that stopped: the file has its size but not all its content), and rows after the "
+                "one above may be missing; send the file again", row=record))
+            continue
         if '="' in joined:
             cells = _text_formulas_read(cells)
         if not every_column_mapped and not any(cells[i].strip() for i in counted if i < len(cells)):
@@ -349,6 +355,7 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
         yield SourceRow(record, values)
 
 
+_NUL_AND_SPACE = "\x00 \t\r\n"
 # Ctrl-Z, with which DOS-era exports (FoxPro, dBase) end the file: no character of the last row.
 _DOS_EOF = "\x1a"
 # ="0123": how exports keep a code's leading zeros and its digits when Excel opens the CSV (a

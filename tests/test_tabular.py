@@ -729,3 +729,13 @@ def test_a_missing_required_column_is_named_as_the_file_names_its_columns_and_by
         rows(p)
     assert err.value.code == "E_INPUT_HEADER_MISSING" and err.value.field == "CF_JDRQ"
     assert "处罚决定日期 (CF_JDRQ)" in err.value.message
+
+
+def test_nul_bytes_where_the_next_row_should_be_say_the_file_was_not_written_to_the_end(tmp_path: pathlib.Path):
+    # A copy or a save that stopped on a disk that had reserved the file's size: NUL bytes to its end.
+    p = tmp_path / "cut.csv"
+    p.write_bytes("行政相对人名称,处罚决定日期\nA,2024-01-01\nB,2024-01-02\n".encode() + b"\x00" * 4000)
+    got = rows(p)
+    assert [r.values.get("CF_XDR_MC") for r in got[:2]] == ["A", "B"]
+    assert len(got) == 3 and got[2].problem is not None and got[2].row == 4
+    assert got[2].problem.code == "E_ROW_MALFORMED" and "NUL" in got[2].problem.message
