@@ -138,7 +138,7 @@ def read_csv(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None = N
         except LookupError:
             raise InputFileError(f"unknown encoding {enc!r}", code="E_INPUT_ENCODING") from None
         fh.seek(0)
-        delimiter = _delimiter(head.decode(enc, errors="replace"), headers)
+        delimiter, spaced = _delimiter(head.decode(enc, errors="replace"), headers)
         bad: set[int] = set()
         if enc.startswith(("utf-16", "utf-32")):
             # Two- and four-byte encodings (Excel's "Unicode text"): their lines cannot be split as
@@ -152,7 +152,7 @@ def read_csv(path: pathlib.Path, headers: HeaderMap, *, encoding: str | None = N
                                                  errors="surrogateescape", newline=None), path.name, enc, bad.add)
         else:
             lines = _decoded_lines(fh, enc, bad.add, on_bytes)  # type: ignore[arg-type]
-        yield from _rows_from_lines(lines, headers, bad, path.name, delimiter)
+        yield from _rows_from_lines(lines, headers, bad, path.name, delimiter, spaced)
 
 
 def _cr_ended(head: bytes) -> bool:
@@ -183,17 +183,18 @@ def _text_lines(text: io.TextIOWrapper, name: str, encoding: str, on_error: Call
                              "or save the file again", code="E_INPUT_ENCODING") from None
 
 
-def _delimiter(head: str, headers: HeaderMap) -> str:
+def _delimiter(head: str, headers: HeaderMap) -> tuple[str, bool]:
     """The separator the header row uses: ``,``, or a tab, ``;`` or ``|`` (Excel's "Unicode text",
     some locales' CSV exports, the unload files of older database systems) when splitting by it
-    names more columns."""
-    best, best_known = ",", 0
+    names more columns; and whether a space follows it before a quoted cell (``"a", "b"``, as some
+    database tools and scripts write), to be skipped, or the quotes would be read as text."""
+    best, best_known, best_line = ",", 0, ""
     for line in head.splitlines()[:MAX_TITLE_ROWS + 2]:
         for sep in (",", "\t", ";", "|"):
             known = headers.known(line.split(sep)) if sep in line else 0
             if known > best_known:
-                best, best_known = sep, known
-    return best
+                best, best_known, best_line = sep, known, line
+    return best, f'{best} "' in best_line
 
 
 class _Lines:
@@ -235,10 +236,10 @@ class _Lines:
 
 
 def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[int],
-                     name: str, delimiter: str = ",") -> Iterator[SourceRow]:
+                     name: str, delimiter: str = ",", spaced: bool = False) -> Iterator[SourceRow]:
     """Rows numbered as a spreadsheet shows them: a cell holding line breaks is still one row."""
     source = _Lines(lines)
-    reader = csv.reader(source, delimiter=delimiter, strict=False)
+    reader = csv.reader(source, delimiter=delimiter, strict=False, skipinitialspace=spaced)
     header_row: list[str] | None = None
     titles: list[list[str]] = []
     record = 0  # rows read so far, blank ones included (a spreadsheet shows them too)

@@ -739,3 +739,10 @@ def test_nul_bytes_where_the_next_row_should_be_say_the_file_was_not_written_to_
     assert [r.values.get("CF_XDR_MC") for r in got[:2]] == ["A", "B"]
     assert len(got) == 3 and got[2].problem is not None and got[2].row == 4
     assert got[2].problem.code == "E_ROW_MALFORMED" and "NUL" in got[2].problem.message
+
+
+def test_quoted_cells_with_a_space_after_each_separator_are_read(tmp_path: pathlib.Path):
+    # How some database tools and scripts write CSV: "a", "b".
+    p = tmp_path / "spaced.csv"
+    p.write_text('"行政相对人名称", "处罚决定日期", "备注"\n"甲公司, 分店", "2024-01-01", ""\n', encoding="utf-8")
+    assert [r.values for r in rows(p)] == [{"CF_XDR_MC": "甲公司, 分店", "CF_JDRQ": "2024-01-01", "BZ": ""}]
