@@ -41,9 +41,6 @@ __all__ = ["RESULT_COLUMNS", "FileDrop", "FileOutcome", "ResultWriter"]
 
 RESULT_COLUMNS = ("row", "field", "field_name", "code", "reason")
 
-# .txt is CSV-like text too: what Excel's "Unicode text" (UTF-16, tab-separated) and "Text (tab
-# delimited)" exports are named; credit-node import reads it the same way.
-TABLE_SUFFIXES = (".csv", ".txt", ".xlsx", ".xlsm")
 # Names office tools, browsers and copy programs use while a file is still being written.
 _IN_PROGRESS = re.compile(r"(^\.|^~\$|\.(part|partial|tmp|temp|crdownload|download|filepart)$)", re.IGNORECASE)
 # How long an empty file must sit untouched before it is taken for an empty file, not a copy that
@@ -147,9 +144,8 @@ class FileDrop:
             try:
                 item = self._item_for(path.name)
                 item_code = item.code
-                if path.suffix.lower() not in TABLE_SUFFIXES:
-                    raise InputFileError(f"{path.name}: unsupported file type {path.suffix or '(none)'!r}; "
-                                         "save it as .csv, .txt or .xlsx", code="E_INPUT_FORMAT")
+                # Other names (.xls, .et, .doc) are refused by read_table, saying what the file holds: an
+                # .xls is often a web page or an .xlsx under another name, which its sender cannot tell.
                 headers = HeaderMap(item.header_map(), frozenset(f.code for f in item.fields if f.required))
                 rows = read_table(path, headers, encoding=self._cfg.encoding or None)
                 for chunk in chunks(rows, self._batch_rows):

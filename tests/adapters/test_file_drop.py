@@ -428,3 +428,18 @@ def test_a_file_with_a_header_and_no_rows_is_answered_so(dept: Node, tmp_path: p
     result = read_result(folder / "admin_penalty_11.csv.result.csv")
     assert [(r["row"], r["code"]) for r in result] == [("0", "W_INPUT_NO_RECORDS")]
     assert "no records" in result[0]["reason"]
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"<html><body><table><tr><td>x</td></tr></table></body></html>", "web page"),  # a web system's "Excel"
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 512, "97-2003"),
+])
+def test_a_dropped_xls_is_refused_saying_what_it_holds(dept: Node, tmp_path: pathlib.Path, content: bytes,
+                                                       says: str):
+    folder = tmp_path / "drop"
+    drop = drop_for(dept, folder)
+    (folder / "admin_penalty_11.xls").write_bytes(content)
+    two_polls(drop)
+    assert (folder / "failed" / "admin_penalty_11.xls").exists()
+    [line] = read_result(folder / "admin_penalty_11.xls.result.csv")
+    assert line["code"] == "E_INPUT_FORMAT" and says in line["reason"]
