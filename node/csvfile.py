@@ -242,19 +242,24 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
     reader = csv.reader(source, delimiter=delimiter, strict=False, skipinitialspace=spaced)
     header_row: list[str] | None = None
     titles: list[list[str]] = []
+    first_title = 0  # the row of titles[0]
     record = 0  # rows read so far, blank ones included (a spreadsheet shows them too)
     while header_row is None:
         try:
             candidate = next(reader)
         except StopIteration:
-            if titles:  # a one-column file: its first row was the header after all, and it is not known
-                headers.resolve(list(titles[0]))
+            if titles:  # a narrow file: its first row was the header after all, and it is not known
+                try:
+                    headers.resolve(list(titles[0]))
+                except InputFileError as exc:
+                    raise refused_header(exc, first_title, titles[0], headers, 0) from None
             raise InputFileError(f"{name} has no header row", code="E_INPUT_EMPTY") from None
         except csv.Error as exc:
             raise InputFileError(f"{name}: the header row cannot be parsed: {_csv_reason(exc)}",
                                  code="E_INPUT_HEADER") from None
         record += 1
         if len(titles) < MAX_TITLE_ROWS and headers.is_title(list(candidate)):
+            first_title = first_title or record
             titles.append(candidate)
         elif any(clean_header(c) for c in candidate):
             header_row = candidate

@@ -26,6 +26,9 @@ _WORKBOOKS: frozenset[str] = frozenset({".xlsx", ".xlsm", ".xls", ".et", ".xlt",
 MAX_TITLE_ROWS = 10
 
 
+# A row above the header naming no column, of at most this many cells, is a title (行政处罚信息公示表 and
+# its month, 单位：某局 and （盖章）): no header of any item is so narrow.
+_TITLE_CELLS = 3
 # A note above the header: a short label, a full-width or ASCII colon, then its value.
 _LABELLED = re.compile(r"^[^:：]{1,12}[:：]")
 # A cell of the row templates put under the header to say which columns must be filled in
@@ -162,12 +165,12 @@ class HeaderMap:
         return header if meant is None else f"{header} (the column is {meant}: give the amounts in that unit)"
 
     def is_title(self, cells: list[object]) -> bool:
-        """A row above the header that is a title or a note: one filled cell, or only "label：value"
+        """A row above the header that is a title or a note: a few filled cells, or only "label：value"
         cells (填报单位：…, 填报日期：…), none of them a known column."""
         filled = [h for h in (clean_header(c) for c in cells) if h]
         if not filled or any(self.code_of(normalize_header(h)) is not None for h in filled):
             return False
-        return len(filled) == 1 or all(_LABELLED.match(h) for h in filled)
+        return len(filled) <= _TITLE_CELLS or all(_LABELLED.match(h) for h in filled)
 
     def resolve_rows(self, top: Sequence[object], below: Callable[[], Sequence[object] | None]
                      ) -> tuple[list[str | None], list[object] | None]:

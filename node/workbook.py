@@ -252,8 +252,10 @@ def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]], headers: Heade
                   sheet: str = "", hidden: Callable[[], frozenset[int]] = frozenset) -> _Header | None:
     """A sheet's header row, read past the titles above it; None for an empty sheet."""
     titles: list[list[object]] = []
+    first_title = 0  # the row of titles[0]
     for rownum, cells in rows:
         if len(titles) < MAX_TITLE_ROWS and headers.is_title(list(cells)):
+            first_title = first_title or rownum
             titles.append(list(cells))
         elif any(clean_header(c) for c in cells):
             read: list[int] = []  # the number of the row below, if it was read
@@ -266,8 +268,11 @@ def _sheet_header(rows: Iterator[tuple[int, tuple[object, ...]]], headers: Heade
                 rownum, cells = read[0], tuple(combined)
             return _Header(rownum, codes, unnamed_columns(cells), counted_columns(cells),
                            [clean_header(c) for c in cells])
-    if titles:
-        headers.resolve(titles[0])  # a one-column sheet whose column is not known: refused, named
+    if titles:  # a narrow sheet whose columns are not known: its first row was the header after all
+        try:
+            headers.resolve(titles[0])
+        except InputFileError as exc:
+            raise refused_header(exc, first_title, titles[0], headers, 0, sheet) from None
     return None
 
 

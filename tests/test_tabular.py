@@ -746,3 +746,12 @@ def test_quoted_cells_with_a_space_after_each_separator_are_read(tmp_path: pathl
     p = tmp_path / "spaced.csv"
     p.write_text('"行政相对人名称", "处罚决定日期", "备注"\n"甲公司, 分店", "2024-01-01", ""\n', encoding="utf-8")
     assert [r.values for r in rows(p)] == [{"CF_XDR_MC": "甲公司, 分店", "CF_JDRQ": "2024-01-01", "BZ": ""}]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_a_title_row_of_a_few_cells_that_name_no_column_is_read_past(tmp_path: pathlib.Path, suffix: str):
+    # The form's title and its month, or the unit and its seal, side by side above the header.
+    p = tmp_path / f"titled{suffix}"
+    _write_table(p, [["行政处罚信息公示表", "", "2026年11月"], ["单位：某局", "（盖章）", ""],
+                     ["行政相对人名称", "处罚决定日期", "备注"], ["某公司", "2024-03-01", ""]])
+    assert [(r.row, r.values["CF_XDR_MC"]) for r in rows(p)] == [(4, "某公司")]
