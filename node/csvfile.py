@@ -17,15 +17,13 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 
 from node.errors import InputFileError, Problem
+from node.nonrecords import is_footer, is_notes, is_total
 from node.tabular import (
     MAX_TITLE_ROWS,
     HeaderMap,
     SourceRow,
     clean_header,
     counted_columns,
-    is_footer,
-    is_notes,
-    is_total,
     refused_header,
     under_unnamed,
     unnamed_columns,
@@ -316,7 +314,7 @@ def _rows_from_lines(lines: Iterator[str], headers: HeaderMap, bad_lines: set[in
             if headers.repeats(cells, codes) or is_notes(cells, header_row):
                 continue  # the header again in its other form (codes under names), or a row of notes (填写说明)
             first_data = False
-        if is_total(cells) or is_footer(cells) or header_again(cells):
+        if is_total(cells) or is_footer(cells) or header_again(cells, record):
             continue  # a row of sums (合计), the form's closing line (填表人：…), the header of a pasted export
         first_line, last_line = taken[0][0], taken[-1][0]
         if last_line > first_line and _swallows_rows(cells, delimiter, width):

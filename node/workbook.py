@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from node.errors import InputFileError, Problem
 from node.mergedcells import MergedBlocks
+from node.nonrecords import is_footer, is_notes, is_total
 from node.sheetmarks import SheetMarks, hidden_columns, sheet_marks
 from node.tabular import (
     MAX_TITLE_ROWS,
@@ -24,9 +25,6 @@ from node.tabular import (
     SourceRow,
     clean_header,
     counted_columns,
-    is_footer,
-    is_notes,
-    is_total,
     refused_header,
     under_unnamed,
     unnamed_columns,
@@ -310,7 +308,7 @@ def _sheet_rows(rows: Iterator[tuple[int, tuple[object, ...]]], header: _Header,
     for rownum, cells in rows:
         if merged.pending:
             cells = merged.fill(rownum, cells)
-        if not _filled(cells, header) or is_total(cells) or is_footer(cells) or header_again(cells):
+        if not _filled(cells, header) or is_total(cells) or is_footer(cells) or header_again(cells, rownum):
             continue  # blank, a row of sums (合计), the form's closing line (填表人：…), a pasted export's header
         if merged.pending and (spanned := merged.across(codes)):
             names = ", ".join(header.names[i] or str(codes[i]) for i in spanned)
