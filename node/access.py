@@ -58,6 +58,7 @@ __all__ = [
     "decide",
     "ended_by",
     "id_fields",
+    "list_end",
     "mask_in_place",
     "mask_view",
     "self_subject",
@@ -321,9 +322,8 @@ def window_state(item: Item, fields: Mapping[str, str], decision_date: str, toda
         cut = stored_date(fields.get(rule.end_field, "")) if rule.end_field else None  # 公示截止期, inclusive
         if cut is not None and (end is None or cut + _DAY < end):
             end = cut + _DAY
-    elif rule.kind == "while_listed":  # the earlier of a planned end and an actual removal (disclosure._first)
-        ends = [d for d in (stored_date(fields.get(f, "")) for f in (rule.end_field, rule.removal_field) if f) if d]
-        end = min(ends) + _DAY if ends else None
+    elif rule.kind == "while_listed":
+        end = list_end(rule, fields)
         start = stored_date(decision_date)
         if rule.period_months and start is not None:  # a cap from listing, whatever the end date says
             cap = add_months(start, rule.period_months) + _DAY
@@ -334,6 +334,19 @@ def window_state(item: Item, fields: Mapping[str, str], decision_date: str, toda
 
 
 _DAY: Final = dt.timedelta(days=1)
+
+
+def list_end(rule: DisclosureRule, fields: Mapping[str, str]) -> dt.date | None:
+    """The first day a list entry is off its list by its own dates, None while it states none.
+
+    The earlier of the day after its planned end (有效期至, the validity's last day) and its
+    actual removal (移出日期): taken off on that day, the subject is no longer listed on it and
+    no measure applies to it any more.
+    """
+    planned = stored_date(fields.get(rule.end_field, "")) if rule.end_field else None
+    removed = stored_date(fields.get(rule.removal_field, "")) if rule.removal_field else None
+    ends = [d for d in (planned + _DAY if planned else None, removed) if d]
+    return min(ends) if ends else None
 
 
 def stored_date(text: str) -> dt.date | None:

@@ -145,8 +145,8 @@ class DisclosureRule:
       field is absent or empty), counted from the decision date; a date in ``end_field``
       (e.g. 公示截止期) set by the source ends it earlier;
     - ``while_listed``: while the list entry stands (until ``end_field`` if given, or removal:
-      ``removal_field``, the day the entry was taken off, where a list has both a planned end
-      and an actual removal), and, with ``years``/``months``, at most that long from the
+      ``removal_field``, the day the entry was taken off and so its first day off the list,
+      where a list has both a planned end and an actual removal), and, with ``years``/``months``, at most that long from the
       listing (decision) date; with ``open_ended_years``/``open_ended_months``, an entry that
       gives no end date at all ends that long after listing (提示信息 without a validity: 3 years,
       seed 003 篇1 第二十四条(二));

@@ -264,9 +264,9 @@ D = dt.date.fromisoformat
     ("serious_dishonest_list", {}, "2021-05-01", "2026-05-01", "open"),
     ("serious_dishonest_list", {}, "2021-05-01", "2026-05-02", "closed"),
     ("serious_dishonest_list", {"SX_YXQZ": "2099-12-31"}, "2021-05-01", "2026-05-02", "closed"),
-    # ... or until it is taken off (移出日期), if before the planned end
-    ("serious_dishonest_list", {"SX_YXQZ": "2027-05-01", "SX_YCRQ": "2025-09-01"}, "2025-05-01", "2025-09-01", "open"),
-    ("serious_dishonest_list", {"SX_YXQZ": "2027-05-01", "SX_YCRQ": "2025-09-01"}, "2025-05-01", "2025-09-02",
+    # ... or until it is taken off (移出日期, its first day off the list), if before the planned end
+    ("serious_dishonest_list", {"SX_YXQZ": "2027-05-01", "SX_YCRQ": "2025-09-01"}, "2025-05-01", "2025-08-31", "open"),
+    ("serious_dishonest_list", {"SX_YXQZ": "2027-05-01", "SX_YCRQ": "2025-09-01"}, "2025-05-01", "2025-09-01",
      "closed"),
     ("serious_dishonest_list", {"SX_YXQZ": "2025-08-01", "SX_YCRQ": "2025-09-01"}, "2025-05-01", "2025-08-02",
      "closed"),
@@ -277,6 +277,19 @@ D = dt.date.fromisoformat
 def test_window_state(cat: Catalog, item: str, fields: dict[str, str], decided: str, today: str,
                       state: str) -> None:
     assert window_state(cat.item(item), fields, decided, D(today)) == state
+
+
+@pytest.mark.parametrize(("item", "fields", "last_listed"), [
+    ("serious_dishonest_list", {"SX_YXQZ": "2027-05-01", "SX_YCRQ": "2025-09-01", "SX_YCYY": "信用修复"}, "2025-08-31"),
+    ("abnormal_operation", {"YC_YCRQ": "2025-06-01", "YC_YCYY": "已补报年报"}, "2025-05-31"),
+])
+def test_a_list_entry_is_off_its_list_on_its_removal_day(cat: Catalog, item: str, fields: dict[str, str],
+                                                         last_listed: str) -> None:
+    """移出日期 is the day the entry was taken off its list: from that day the subject is not
+    listed and no measure applies, unlike 有效期至, whose day is the validity's last."""
+    last = D(last_listed)
+    assert window_state(cat.item(item), fields, "2025-01-01", last) == "open"
+    assert window_state(cat.item(item), fields, "2025-01-01", last + dt.timedelta(days=1)) == "closed"
 
 
 def test_window_of_a_penalty_class_never_published(cat: Catalog) -> None:

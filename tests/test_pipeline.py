@@ -106,7 +106,7 @@ def test_worker_validates_against_the_applied_catalogue_release(tmp_path, monkey
     release = tmp_path / "n" / "catalog-releases" / "2099.1"
     shutil.copytree(bundled_catalog(), release)
     meta = release / "catalog.yaml"
-    meta.write_text(meta.read_text(encoding="utf-8").replace('version: "2026.12.12"', 'version: "2099.1"'),
+    meta.write_text(meta.read_text(encoding="utf-8").replace('version: "2026.12.13"', 'version: "2099.1"'),
                     encoding="utf-8")
     # As an applied release keeps it: its signed copy beside the files (which the node checks).
     from node.releases import RELEASE_FILE, read_catalog_dir

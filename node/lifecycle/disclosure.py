@@ -95,8 +95,7 @@ def window(item: Item, fields: Mapping[str, str], decision_date: str, reported_o
         min_repair = period_end(decided, severity.min_months) if severity and decided else None
         return Window(decided, end, min_repair)
     if rule.kind == "while_listed":
-        until = _first(stored_date(fields.get(f, "")) for f in (rule.end_field, rule.removal_field) if f)
-        end = until + _DAY if until else None
+        end = access.list_end(rule, fields)
         if rule.period_months and decided is not None:  # a cap from listing, whatever the end date says
             cap = period_end(decided, rule.period_months)
             end = cap if end is None or cap < end else end
@@ -133,8 +132,12 @@ def latest_closable_decision(item: Item, today: dt.date) -> dt.date | None:
         if longest:
             bounds.append(_before_months(today - _DAY, longest))
     for end_field in (f for f in (rule.end_field, rule.removal_field) if f):
-        end_bound = today - _DAY if rule.kind in ("penalty_severity", "while_listed") else \
-            _before_months(today - _DAY, rule.period_months)
+        if end_field == rule.removal_field:  # the first day off the list (access.list_end): removed today, closed today
+            end_bound = today
+        elif rule.kind in ("penalty_severity", "while_listed"):
+            end_bound = today - _DAY
+        else:
+            end_bound = _before_months(today - _DAY, rule.period_months)
         bounds.append(end_bound if _ends_after_decision(item, end_field) else dt.date.max)
     if rule.ended_field:  # ended on its report day, which is never before the decision
         bounds.append(_before_months(today - _DAY, rule.period_months))
@@ -263,15 +266,6 @@ class Sweep:
                 rev1.c.origin_node == self._node_id).exists())
         with translated("reading sweep candidates"), self._store.engine.connect() as conn:
             return [RecordRow(*row) for row in conn.execute(stmt)]
-
-
-def _first(days: Iterator[dt.date | None]) -> dt.date | None:
-    """The earliest of the dates given (a planned end and an actual removal), None if none."""
-    return min((d for d in days if d is not None), default=None)
-
-
-
-
 
 
 def in_period(catalog: Catalog, head: RecordRow, today: dt.date, what: str, engine: Engine) -> None:

@@ -51,6 +51,18 @@ def test_a_minor_penalty_leaves_government_sharing_after_its_period(catalog: Cat
     assert bound is not None and bound >= D(2026, 1, 10)
 
 
+def test_a_list_entry_is_archived_from_its_removal_day(catalog: Catalog) -> None:
+    """移出日期 is the first day off the list, not the last on it: the window ends on it, and the
+    sweep's bound reaches an entry removed today."""
+    black = catalog.item("serious_dishonest_list")
+    removed = {"SX_YXQZ": "2027-05-01", "SX_YCRQ": "2026-03-02", "SX_YCYY": "信用修复"}
+    assert window(black, removed, "2026-03-02").end == D(2026, 3, 2)  # listed and taken off the same day
+    bound = latest_closable_decision(black, D(2026, 3, 2))
+    assert bound is not None and bound >= D(2026, 3, 2)
+    abnormal = catalog.item("abnormal_operation")
+    assert window(abnormal, {"YC_YCRQ": "2025-06-01", "YC_YCYY": "已补报年报"}, "2025-01-01").end == D(2025, 6, 1)
+
+
 def test_a_red_list_entry_without_validity_is_disclosed_3_years(catalog: Catalog) -> None:
     """表彰奖励 is 提示信息 (seed 003 篇1 第十五条(一)): 存在有效期的…与有效期一致；不存在有效期的
     公开发布期限为3年 (第二十四条(二)). An entry with a validity keeps it, 长期 included; one without
