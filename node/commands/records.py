@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import click
 
-from node.cli import INTERRUPTED, cli, config_path, emit_json, handle_errors, open_node
+from node.cli import INTERRUPTED, cli, cli_actor, config_path, emit_json, handle_errors, open_node
 from node.errors import NodeError
 
 
@@ -141,18 +141,28 @@ def import_(ctx: click.Context, path: str, item: str, encoding: str | None, as_j
 @cli.command("query")
 @click.argument("code")
 @click.option("--item", "items", multiple=True, help="restrict to these items (repeatable)")
+@click.option("--purpose", default="", help="why you look (kept in the query log)")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
-def query(ctx: click.Context, code: str, items: tuple[str, ...], as_json: bool) -> None:
-    """Records of one subject (USCC or ID number) held by this node."""
+def query(ctx: click.Context, code: str, items: tuple[str, ...], purpose: str, as_json: bool) -> None:
+    """Records of one subject (USCC or ID number) held by this node, every one unmasked: the look
+    is a query-log entry (role ``operator``), written before anything is shown."""
+    from node.access import stated_purpose
     from node.query import subject_records
+    from node.store import QueryLogEntry
 
+    stated = stated_purpose(purpose)
     with open_node(ctx) as node:
         for item in items:  # a mistyped item would only find nothing
             node.catalog.item(item)
         subject, records = subject_records(node.store, code, items,
                                            allowlist=frozenset(node.config.validation.uscc_allowlist))
+        # Unmasked, archived and class-C records alike: the operator's look is accounted for as a
+        # caller's is (DOMAIN §4, seed 001 附件1 七(一)); with no log, nothing is shown.
+        node.store.queries.record(QueryLogEntry(caller=cli_actor(), role="operator", purpose=stated, subject=subject,
+                                                items=list(items), result_count=len(records),
+                                                detail={"op": "store_query", "region": node.config.id}))
     if as_json:
         emit_json({"subject": subject, "records": [r.as_dict() for r in records]})
         return
