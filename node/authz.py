@@ -98,8 +98,12 @@ class Authorizations:
         self._clock = clock
 
     def grant(self, subject: str, to: str, items: Sequence[str], days: int, *, actor: str = "operator",
-              known_items: Iterable[str] | None = None) -> Grant:
-        """Issue a code letting ``to`` see ``items`` of ``subject`` for ``days`` days."""
+              known_items: Iterable[str] | None = None, shared_only: Iterable[str] = ()) -> Grant:
+        """Issue a code letting ``to`` see ``items`` of ``subject`` for ``days`` days.
+
+        ``shared_only``: the items of class C (政务共享), which no code can name: they are shared
+        with government users for their duties, never opened to an agency by the subject.
+        """
         subj = normalize_text(subject).upper()
         if not (is_valid_uscc(subj) or is_valid_id_number(subj)):
             raise UsageError(f"{subject!r} is neither a valid USCC nor a valid ID number", field="subject")
@@ -114,6 +118,10 @@ class Authorizations:
             unknown = sorted(set(wanted) - set(known_items))
             if unknown:
                 raise UsageError(f"unknown catalogue item(s): {', '.join(unknown)}", field="items")
+        closed = sorted(set(wanted) & set(shared_only))
+        if closed:
+            raise UsageError(f"{', '.join(closed)}: shared with government users only (class C); "
+                             "an authorisation opens class B, never C", field="items")
         if not 1 <= days <= MAX_DAYS:
             raise UsageError(f"days must be between 1 and {MAX_DAYS}", field="days")
         code = _new_code()

@@ -129,6 +129,16 @@ def test_grant_refuses_bad_input(authz: Authorizations, subject: str, to: str, i
     assert info.value.field == field
 
 
+def test_a_code_cannot_name_an_item_shared_with_government_only(authz: Authorizations) -> None:
+    """Class C (政务共享) is for government users' duties: no authorisation of the subject opens it to
+    an agency, so a code naming it would promise what no lookup gives."""
+    with pytest.raises(UsageError) as info:
+        authz.grant(ORG, "agency:bank1", ["admin_inspection", "registration"], 30,
+                    known_items={"admin_inspection", "registration"}, shared_only={"admin_inspection"})
+    assert info.value.field == "items" and "admin_inspection" in info.value.message
+    assert authz.list() == []
+
+
 def test_revoke_unknown(authz: Authorizations) -> None:
     with pytest.raises(NotFoundError):
         authz.revoke("0123456789abcdef")

@@ -178,7 +178,9 @@ def authz_grant(ctx: click.Context, subject: str, grantee: str, items: tuple[str
     wanted = [i for chunk in items for i in chunk.split(",")]
     with open_node(ctx) as node:
         grant = Authorizations(node.store).grant(subject, grantee, wanted, days, actor=cli_actor(),
-                                                 known_items=node.catalog.items)
+                                                 known_items=node.catalog.items,
+                                                 shared_only=[code for code, item in node.catalog.items.items()
+                                                              if item.disclosure_class == "C"])
     now = grant.authorization.issued_at_ms
     if as_json:
         emit_json({"code": grant.code, **grant.authorization.as_dict(now)})

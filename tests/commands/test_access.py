@@ -161,6 +161,11 @@ def test_authz_grant_use_list_revoke(world: World) -> None:
     assert r.exit_code == 2
 
 
+def test_authz_grant_refuses_an_item_shared_with_government_only(world: World) -> None:
+    r = world.run("authz", "grant", ORG, "--to", "agency:bank1", "--items", "admin_inspection", "--days", "30")
+    assert r.exit_code == 2 and "admin_inspection" in r.output
+
+
 def _report(world: World) -> list[int]:
     """A department submits two signed 行政处罚 records over Exchange.Submit; returns the ack outcomes."""
     import time
