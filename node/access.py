@@ -17,8 +17,9 @@ source   nothing: reports only (``E_ROLE_CANNOT_QUERY``)
 node     only on behalf of a caller, whose role then applies (``E_DELEGATION_REQUIRED``)
 ======== ======================================================================================
 
-Natural persons' ID numbers are B information: a caller whose classes for a record do not include
-B sees them masked. The caller's authorisation code is resolved by the caller of this module
+Natural persons' ID numbers are B information of their person: a caller whose classes for a record
+do not include B sees them masked, and another person's in the record (a legal representative's)
+is masked for all but legal authority (gov, judicial), as the subject's own B does not cover it. The caller's authorisation code is resolved by the caller of this module
 (``node.authz``) and arrives as the set of items it covers; the disclosure window is computed by
 :func:`window_state` from the catalogue's rule and the record's own dates.
 """
@@ -61,6 +62,8 @@ __all__ = [
     "list_end",
     "mask_in_place",
     "mask_view",
+    "masked_fields",
+    "own_id_field",
     "self_subject",
     "shown_subject",
     "stated_purpose",
@@ -121,8 +124,11 @@ class Policy:
 class Decision:
     visible: bool
     reason: str = ""  # why a record is withheld: class | disputed | checking | window | not_public | status:<s>
-    mask_ids: bool = False  # natural persons' ID numbers (and a natural person's subject code)
+    mask_ids: bool = False  # the subject's own ID number: a natural person's code and the field holding it
     marks: tuple[str, ...] = ()
+    # Other persons' ID numbers in the record (法定代表人证件号码 …) are their B information, not the
+    # subject's: no certificate or authorisation code of the subject opens them; legal authority does.
+    mask_others: bool = True
 
 
 def self_subject(node_id: str) -> str:
@@ -184,7 +190,7 @@ def decide(caller: Caller, record: RecordFacts, policy: Policy) -> Decision:
     if record.disclosure_class not in classes:
         return Decision(False, "class", mask)
     if caller.role == "judicial":  # 第二十八条: judicial requests see archived records too
-        return Decision(True, "", mask, _judicial_marks(record))
+        return Decision(True, "", mask, _judicial_marks(record), mask_others=False)
     if record.status == "checking":
         # 在信息核查期间，该条信息记录应当暂停披露 (seed 003 篇2 第三十三条): the platform doubts it,
         # so neither access.disputed nor the subject's own view shows it meanwhile.
@@ -209,7 +215,7 @@ def decide(caller: Caller, record: RecordFacts, policy: Policy) -> Decision:
         if policy.disputed == "suspend" and not own:
             return Decision(False, "disputed", mask)
         marks.append(MARK_DISPUTED)
-    return Decision(True, "", mask, tuple(marks))
+    return Decision(True, "", mask, tuple(marks), mask_others=caller.role not in PURPOSE_ROLES)
 
 
 def _judicial_marks(record: RecordFacts) -> tuple[str, ...]:
@@ -237,12 +243,25 @@ def id_fields(item: Item) -> frozenset[str]:
     return frozenset(f.code for f in item.fields if f.type == "id_number")
 
 
-def mask_view(decision: Decision, masked: frozenset[str], fields: Mapping[str, str], subject_code: str,
-              subject_kind: str) -> tuple[dict[str, str], str]:
+def own_id_field(item: Item, subject_kind: str) -> str:
+    """The ID-number field holding the code of a record's subject of ``subject_kind`` ('' if none):
+    every other ID-number field of the record is another person's (a legal representative's)."""
+    code = item.subject_code_fields.get(subject_kind, "")
+    return code if code in id_fields(item) else ""
+
+
+def masked_fields(decision: Decision, ids: frozenset[str], own: str = "") -> frozenset[str]:
+    """Which of a record's ID-number fields ``ids`` the caller sees masked; ``own`` holds the subject's."""
+    if decision.mask_ids:
+        return ids
+    return ids - {own} if decision.mask_others else frozenset()
+
+
+def mask_view(decision: Decision, ids: frozenset[str], fields: Mapping[str, str], subject_code: str,
+              subject_kind: str, own: str = "") -> tuple[dict[str, str], str]:
     """The fields and subject code as ``decision`` lets the caller see them."""
-    if not decision.mask_ids:
-        return dict(fields), subject_code
-    out = {k: (mask_id_number(v) if k in masked and v else v) for k, v in fields.items()}
+    hidden = masked_fields(decision, ids, own)
+    out = {k: (mask_id_number(v) if k in hidden and v else v) for k, v in fields.items()}
     return out, shown_subject(decision, subject_code, subject_kind)
 
 
@@ -251,15 +270,16 @@ class EditableField(Protocol):
     value: str
 
 
-def mask_in_place(decision: Decision, masked: frozenset[str], fields: Iterable[EditableField]) -> None:
+def mask_in_place(decision: Decision, ids: frozenset[str], fields: Iterable[EditableField], own: str = "") -> None:
     """:func:`mask_view`'s rule applied to fields being built (a response's), in one pass.
 
     The lookup path copies a record's fields into its answer and masks the copies: building a
     dict of them first and writing every one back cost more than the rest of shaping the view.
     """
-    if decision.mask_ids and masked:
+    hidden = masked_fields(decision, ids, own)
+    if hidden:
         for f in fields:
-            if f.name in masked and f.value:
+            if f.name in hidden and f.value:
                 f.value = mask_id_number(f.value)
 
 

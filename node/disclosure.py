@@ -60,6 +60,8 @@ class Disclosure:
         self._policy = policy
         self._items: dict[str, Item] = dict(catalog.items)
         self._id_fields = {code: access.id_fields(item) for code, item in catalog.items.items()}
+        self._own_id = {(code, kind): access.own_id_field(item, kind)
+                        for code, item in catalog.items.items() for kind in item.subject_kinds}
         self._rule_fields = {code: _rule_fields(item) for code, item in catalog.items.items()}
         h, r = record_heads.c, record_revisions.c
         heads = (select(*_COLUMNS)
@@ -181,8 +183,10 @@ class Disclosure:
         if item.measures:  # only while the list entry is in force (not disputed, repaired, expired …)
             view.measures.extend(measures_for(item, row.status, window))
         view.fields.extend(body.fields)  # copied in C; masked below only when the decision says so
+        ids = self._id_fields[row.item]
+        if ids and (decision.mask_ids or decision.mask_others):
+            access.mask_in_place(decision, ids, view.fields, self._own_id.get((row.item, row.subject_kind), ""))
         if decision.mask_ids:
-            access.mask_in_place(decision, self._id_fields[row.item], view.fields)
             view.subject_code = access.shown_subject(decision, row.subject_code, row.subject_kind)
 
 

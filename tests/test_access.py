@@ -22,6 +22,7 @@ from node.access import (
     id_fields,
     mask_in_place,
     mask_view,
+    own_id_field,
     self_subject,
     shown_subject,
     today_in_china,
@@ -196,7 +197,7 @@ def test_id_numbers_masked_outside_class_b(caller: Caller, masked: bool) -> None
     d = decide(caller, rec("A", subject=PERSON), Policy())
     assert d.visible and d.mask_ids is masked
     fields, subject = mask_view(d, frozenset({"CF_XDR_ZJHM"}), {"CF_XDR_ZJHM": PERSON, "CF_XDR_MC": "张三"},
-                                PERSON, "natural_person")
+                                PERSON, "natural_person", own="CF_XDR_ZJHM")
     if masked:
         assert fields == {"CF_XDR_ZJHM": "1101**********002X", "CF_XDR_MC": "张三"}
         assert subject == "1101**********002X"
@@ -212,6 +213,24 @@ def test_legal_person_code_is_not_masked_but_its_representative_id_is() -> None:
     assert fields == {"CF_FR_ZJHM": "1101**********002X", "CF_FR_ZJLX": ""}
 
 
+@pytest.mark.parametrize(("caller", "masked"), [
+    (PUBLIC, True), (AGENCY, True), (AGENCY_B, True), (SELF_ORG, True), (SELF_PERSON, True),
+    (GOV, False), (JUDICIAL, False),
+])
+def test_a_representatives_id_number_opens_to_legal_authority_only(cat: Catalog, caller: Caller,
+                                                                   masked: bool) -> None:
+    """法定代表人证件号码 is the representative's B information: the organisation's own B (its
+    certificate, or a code it gave) does not open it; gov and judicial callers' legal authority does."""
+    item = cat.item("admin_penalty")
+    d = decide(caller, rec("A"), Policy())
+    own = own_id_field(item, "legal_person")
+    assert own == ""  # an organisation's code is a USCC: every ID number in its record is another person's
+    fields, subject = mask_view(d, id_fields(item), {"CF_FR_ZJHM": PERSON, "CF_XDR_SHXYM": ORG}, ORG,
+                                "legal_person", own)
+    assert subject == ORG and fields["CF_XDR_SHXYM"] == ORG
+    assert fields["CF_FR_ZJHM"] == ("1101**********002X" if masked else PERSON)
+
+
 @pytest.mark.parametrize("caller", [PUBLIC, AGENCY, AGENCY_B, GOV, JUDICIAL, SELF_PERSON, SELF_ORG])
 @pytest.mark.parametrize("kind", ["natural_person", "legal_person"])
 def test_masking_in_place_shows_what_mask_view_shows(caller: Caller, kind: str) -> None:
@@ -219,9 +238,10 @@ def test_masking_in_place_shows_what_mask_view_shows(caller: Caller, kind: str) 
     d = decide(caller, rec("A", subject=subject), Policy())
     masked = frozenset({"CF_XDR_ZJHM", "CF_FR_ZJHM"})
     given = {"CF_XDR_ZJHM": PERSON, "CF_FR_ZJHM": "", "CF_XDR_MC": "张三", "CF_WSH": PERSON}
-    expected, expected_subject = mask_view(d, masked, given, subject, kind)
+    own = "CF_XDR_ZJHM" if kind == "natural_person" else ""
+    expected, expected_subject = mask_view(d, masked, given, subject, kind, own)
     fields = [pb.Field(name=k, value=v) for k, v in given.items()]
-    mask_in_place(d, masked, fields)
+    mask_in_place(d, masked, fields, own)
     assert {f.name: f.value for f in fields} == expected
     assert shown_subject(d, subject, kind) == expected_subject
 

@@ -142,9 +142,10 @@ def test_id_numbers_masked_for_callers_without_class_b(server: Server, tags: dic
     fields = {f.name: f.value for f in pen.fields}
     assert fields["CF_XDR_ZJHM"] == pen.subject_code == (MASKED if masked else PERSON)
     assert ("qual" in views) is (not masked)
-    # A legal representative's ID number in an organisation's record is B information of that
-    # organisation: masked unless the caller has B for the organisation (a person's own
-    # certificate gives B of the person, not of the company it represents).
+    # A legal representative's ID number in an organisation's record is the representative's B
+    # information: masked for all but legal authority (a person's own certificate gives B of the
+    # person as a subject, not of the records of the company it represents;
+    # tests/transport/test_representative_ids.py: nor does the company's own B).
     org_pen = next(v for v in lookup(server, role, ORG, purpose=purpose).records if seen_tag(v, tags) == "pen")
     org_masked = role not in ("gov", "judicial")
     assert {f.name: f.value for f in org_pen.fields}["CF_FR_ZJHM"] == (MASKED if org_masked else PERSON)
