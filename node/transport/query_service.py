@@ -258,6 +258,7 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
             if caller.role == "agency" and ctx.authorization_code and subject:
                 detail["authz"] = code_id(ctx.authorization_code)
                 caller = self._with_authorization(caller, ctx.authorization_code, subject, delegated, detail)
+                self._within_authorization(caller, request.items, detail)
         except NotAuthorizedError as exc:
             detail["refused"] = exc.code
             if delegated:  # a security event whatever the role: public callers' lookups are not logged
@@ -285,6 +286,18 @@ class QueryService(rpc.QueryServicer):  # type: ignore[misc]
             raise
         detail["authz_result"] = "valid"
         return access.Caller(caller.node_id, caller.role, caller.purpose, items)
+
+    def _within_authorization(self, caller: access.Caller, items: Iterable[str], detail: dict[str, object]) -> None:
+        """Refuse a code used for class-B items it does not name (E_AUTHZ_SCOPE), as one used for
+        another subject is: the subject authorised those items only (seed 001 附件1 五(四)), and an
+        answer without them would read as a subject without such records."""
+        if detail.get("authz_result") != "valid":
+            return  # no code, or one this region does not hold (class A only)
+        uncovered = sorted({i.strip() for i in items} - caller.authorized_items - {""})
+        uncovered = [i for i in uncovered if self._catalog.item(i).disclosure_class == "B"]
+        if uncovered:
+            raise NotAuthorizedError(f"authorisation {detail.get('authz', '')} does not cover {', '.join(uncovered)}",
+                                     code="E_AUTHZ_SCOPE", field="authorization_code")
 
     def _known_items(self, items: Iterable[str]) -> tuple[str, ...]:
         out = tuple(dict.fromkeys(i.strip() for i in items if i.strip()))
