@@ -269,6 +269,9 @@ D = dt.date.fromisoformat
     ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-04-30", "not_public"),
     ("admin_penalty", {"CF_SXCD": "轻微"}, "2025-01-31", "2025-05-01", "closed"),
     ("admin_penalty", {"CF_GSJZQ": "2025-03-01"}, "2025-01-31", "2025-03-01", "open"),
+    # 处罚有效期 is how long the penalty runs, not how long it is published: neither way does it move the end
+    ("admin_penalty", {"CF_YXQ": "2025-02-07"}, "2025-01-31", "2026-01-31", "open"),
+    ("admin_penalty", {"CF_YXQ": "2099-12-31"}, "2025-01-31", "2026-02-01", "closed"),
     ("admin_penalty", {"CF_GSJZQ": "2025-03-01"}, "2025-01-31", "2025-03-02", "closed"),
     # inspections: 3 years from the decision
     ("admin_inspection", {}, "2023-02-28", "2026-02-28", "open"),
