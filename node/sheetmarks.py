@@ -54,8 +54,14 @@ _CHUNK = 1 << 20
 _OVERLAP = 1 << 16  # longer than any cell with a formula (Excel caps formulas at 8,192 characters)
 
 
-def sheet_marks(ws: Any) -> SheetMarks:
-    """Scan a sheet's XML for merged blocks, uncalculated formulas and hidden rows, in chunks (bounded memory)."""
+def sheet_marks(ws: Any, *, placeholders: bool = False) -> SheetMarks:
+    """Scan a sheet's XML for merged blocks, uncalculated formulas and hidden rows, in chunks (bounded memory).
+
+    ``placeholders``: the workbook asks to be calculated when it is opened (``fullCalcOnLoad``), so
+    the results saved with its formulas are whatever its writer put there (XlsxWriter saves 0 for
+    each): every formula counts as never calculated. A spreadsheet program that calculates the
+    workbook clears the flag when it saves it (ECMA-376 Part 1, 18.2.2 calcPr).
+    """
     from openpyxl.utils import column_index_from_string
 
     merged: set[tuple[int, int, int, int]] = set()
@@ -75,13 +81,13 @@ def sheet_marks(ws: Any) -> SheetMarks:
                 merged.add((int(m[2]), column_index_from_string(m[1].decode()) - 1,
                             int(m[4]), column_index_from_string(m[3].decode()) - 1))
             for m in _FORMULA.finditer(text):
-                end = _UNCALCULATED_END.match(text, m.start())
-                if end is None:
+                end = None if placeholders else _UNCALCULATED_END.match(text, m.start())
+                if end is None and not placeholders:
                     continue  # its result is saved
                 tag = text[text.rfind(b"<", 0, m.start()):m.start()]  # a formula is its cell's first child
                 if not _CELL_TAG.fullmatch(tag) or (ref := _CELL_REF.search(tag)) is None:
                     continue
-                if end[1] and _TEXT_RESULT.search(tag):
+                if end is not None and end[1] and _TEXT_RESULT.search(tag):
                     continue  # an empty text result, saved
                 uncalculated.setdefault(int(ref[2]), set()).add(column_index_from_string(ref[1].decode()) - 1)
             for m in _HIDDEN.finditer(text):

@@ -166,7 +166,7 @@ def read_xlsx(path: pathlib.Path, headers: HeaderMap) -> Iterator[SourceRow]:
                                     f"{names}: unhide the data sheet)", field=error.field, code=error.code)
             raise error
         _title, header, data, _has_data, sheet = found[0]
-        rows_out = _sheet_rows(data, header, sheet_marks(sheet), headers)
+        rows_out = _sheet_rows(data, header, sheet_marks(sheet, placeholders=_calculated_on_load(wb)), headers)
         if wb.epoch == CALENDAR_MAC_1904:
             rows_out = _in_1904_system(rows_out)
         yield from rows_out
@@ -289,6 +289,21 @@ def _naming_hidden(exc: InputFileError, cells: tuple[object, ...], headers: Head
         return exc
     return InputFileError(f"{exc.message}; {', '.join(unseen)} is hidden in the sheet: unhide the columns to "
                           "see it, then delete it or name it as a field", field=exc.field, code=exc.code)
+
+
+# The workbook's calculation properties asking for a full calculation when it is opened.
+_CALC_ON_LOAD = re.compile(rb"<(?:\w+:)?calcPr\s[^>]*\bfullCalcOnLoad=\"(?:1|true)\"")
+
+
+def _calculated_on_load(wb: Any) -> bool:
+    """Whether the workbook asks to be calculated on opening (read from its XML: openpyxl's parsed
+    calcPr says so by default when the attribute is absent)."""
+    archive = getattr(wb, "_archive", None)
+    if archive is None:
+        return False
+    names = archive.namelist()
+    part = "xl/workbook.xml" if "xl/workbook.xml" in names else next((n for n in names if n.endswith("workbook.xml")), None)
+    return part is not None and _CALC_ON_LOAD.search(archive.read(part)) is not None
 
 
 def _next_cells(rows: Iterator[tuple[int, tuple[object, ...]]], read: list[int]) -> tuple[object, ...] | None:
