@@ -21,6 +21,7 @@ Unacknowledged messages return to the queue and are delivered again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -165,7 +166,7 @@ class AmqpConsumer:
     def _deliver(self, connection: BlockingConnection, channel: BlockingChannel, method: Any, props: Any,
                  body: bytes) -> None:
         message = AmqpMessage(sender=props.user_id or "", kind=props.type or "", body=body,
-                              deliveries=self._count(props, method.redelivered), reply_to=props.reply_to,
+                              deliveries=self._count(props, method.redelivered, body), reply_to=props.reply_to,
                               correlation_id=props.correlation_id)
         tag = method.delivery_tag
         if not message.sender:
@@ -201,18 +202,18 @@ class AmqpConsumer:
                     correlation_id=message.correlation_id, persistent=False, mandatory=False)
         channel.basic_ack(tag)
 
-    def _count(self, props: Any, redelivered: bool) -> int:
+    def _count(self, props: Any, redelivered: bool, body: bytes) -> int:
         """Deliveries of this message so far: the queue's count, or ours where it keeps none.
 
         A classic queue (one an operator declared by hand) sets no ``x-delivery-count``: without
         a count of our own, a message that kept failing was requeued for ever. Keyed by sender,
-        so a child reusing another's message ids cannot hasten the other's dead letters.
+        so a child reusing another's message ids cannot hasten the other's dead letters; a message
+        without an id (any client may leave it out) is known by its body's digest instead.
         """
         counted = _deliveries(props, redelivered)
         message_id = getattr(props, "message_id", None)
-        if not message_id:
-            return counted
-        key = (props.user_id or "", str(message_id))
+        identity = f"id:{message_id}" if message_id else "sha256:" + hashlib.sha256(body).hexdigest()
+        key = (props.user_id or "", identity)
         seen = self._counted.pop(key, 0) + 1 if redelivered else 1
         self._counted[key] = seen
         while len(self._counted) > COUNTED_MESSAGES:

@@ -8,9 +8,13 @@ twice to two consumers at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import pika
 
 from node.app import build_node
 from node.backoff import Backoff
@@ -19,10 +23,10 @@ from node.demo.processes import wait_until
 from node.errors import StoreError
 from node.forwarding import HopSigner
 from node.sampledata import penalty_rows, write_csv
-from node.transport.amqp import AmqpPublisher
+from node.transport.amqp import AmqpPublisher, connect
 from node.transport.amqp_consumer import AmqpConsumer, AmqpMessage
 from node.transport.amqp_inbound import UpwardHandler
-from node.transport.amqp_topology import definitions, up_queue
+from node.transport.amqp_topology import UP_EXCHANGE, definitions, up_key, up_queue
 from node.transport.wire import RECORDS
 from tests.transport.test_amqp import DEPT, DISTRICT, World, consumer, world  # noqa: F401  (module fixture)
 
@@ -109,10 +113,9 @@ class Failing:
         self.letters.append((code, text))
 
 
-def test_a_message_failing_on_a_classic_queue_is_still_dead_lettered_after_max_deliveries(
-        world: World, tmp_path: pathlib.Path) -> None:  # noqa: F811  (the imported fixture)
-    # An operator who creates the queue by hand may make it classic: no x-delivery-count, and
-    # every redelivery counted 2, so a message that kept failing was requeued for ever.
+@contextlib.contextmanager
+def classic_parent_queue(world: World, tmp_path: pathlib.Path) -> Iterator[None]:  # noqa: F811  (a parameter)
+    """The district's queue made classic by hand (no x-delivery-count), put back quorum afterwards."""
     broker = world.fed.broker
     assert broker is not None
     classic = definitions(world.fed.layout.edges)
@@ -121,24 +124,57 @@ def test_a_message_failing_on_a_classic_queue_is_still_dead_lettered_after_max_d
     path.write_text(json.dumps({k: classic[k] for k in ("queues", "bindings")}), encoding="utf-8")
     broker._run("ctl", "--dir", str(broker.dir), "--", "delete_queue", up_queue(DISTRICT))
     broker._run("ctl", "--dir", str(broker.dir), "--", "import_definitions", str(path))
-    handler = Failing()
     try:
         wait_until(lambda: world.queue_depth(up_queue(DISTRICT)) == 0, 30, what="the classic queue")
-        publisher = AmqpPublisher(peer=DISTRICT, address=world.address, identity=world.dept.identity)
-        publisher.send_message(b"", kind=RECORDS)
-        publisher.close()
-        sink = consumer(world, handler, max_deliveries=3)
-        sink.start()
-        try:
-            wait_until(lambda: handler.letters != [] or handler.calls > 6, 60, what="the message to be given up")
-        finally:
-            sink.stop()
-        assert handler.letters == [("E_STORE", "failed 3 times, last: database is locked")]
-        assert handler.calls == 3
-        assert world.queue_depth(up_queue(DISTRICT)) == 0
+        yield
     finally:
         broker._run("ctl", "--dir", str(broker.dir), "--", "delete_queue", up_queue(DISTRICT))
         broker.load(world.fed.layout.edges)
+
+
+def given_up_after_failing(world: World, max_deliveries: int) -> Failing:  # noqa: F811  (a parameter)
+    handler = Failing()
+    sink = consumer(world, handler, max_deliveries=max_deliveries)
+    sink.start()
+    try:
+        wait_until(lambda: handler.letters != [] or handler.calls > 2 * max_deliveries, 60,
+                   what="the message to be given up")
+    finally:
+        sink.stop()
+    return handler
+
+
+def test_a_message_failing_on_a_classic_queue_is_still_dead_lettered_after_max_deliveries(
+        world: World, tmp_path: pathlib.Path) -> None:  # noqa: F811  (the imported fixture)
+    # An operator who creates the queue by hand may make it classic: no x-delivery-count, and
+    # every redelivery counted 2, so a message that kept failing was requeued for ever.
+    with classic_parent_queue(world, tmp_path):
+        publisher = AmqpPublisher(peer=DISTRICT, address=world.address, identity=world.dept.identity)
+        publisher.send_message(b"", kind=RECORDS)
+        publisher.close()
+        handler = given_up_after_failing(world, max_deliveries=3)
+        assert handler.letters == [("E_STORE", "failed 3 times, last: database is locked")]
+        assert handler.calls == 3
+        assert world.queue_depth(up_queue(DISTRICT)) == 0
+
+
+def test_a_message_without_message_id_failing_on_a_classic_queue_is_dead_lettered_after_max_deliveries(
+        world: World, tmp_path: pathlib.Path) -> None:  # noqa: F811  (the imported fixture)
+    # A child's own client need not set message_id; the local count was keyed by it alone, so such
+    # a message that kept failing on a classic queue was requeued for ever.
+    with classic_parent_queue(world, tmp_path):
+        connection = connect(world.address, world.dept.identity, name="bare child client")
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            channel.basic_publish(UP_EXCHANGE, up_key(DEPT), b"\x0a\x03abc", mandatory=True,
+                                  properties=pika.BasicProperties(user_id=DEPT, type=RECORDS, delivery_mode=2))
+        finally:
+            connection.close()
+        handler = given_up_after_failing(world, max_deliveries=3)
+        assert handler.letters == [("E_STORE", "failed 3 times, last: database is locked")]
+        assert handler.calls == 3
+        assert world.queue_depth(up_queue(DISTRICT)) == 0
 
 
 def test_one_batch_delivered_twice_to_two_consumers_at_once_is_stored_once(
