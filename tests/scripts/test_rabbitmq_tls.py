@@ -227,6 +227,19 @@ def test_node_may_not_publish_elsewhere_or_read_other_queues(federation):
         assert_channel_refused(excinfo, f"queue 'up.{NODE}.private'")  # declaring needs configure
 
 
+@pytest.mark.parametrize("spelling", ["{dir}/", "{parent}//{name}", "{parent}/./{name}", "./{name}"])
+def test_any_spelling_of_the_state_dir_names_the_same_running_broker(federation, spelling):
+    # Processes were recognised by the state dir exactly as spelt at start: with a trailing
+    # slash `status` said "not running" and `stop` cleared the pid files of a live broker.
+    state = federation.dir
+    spelt = spelling.format(dir=state, parent=state.parent, name=state.name)
+    result = subprocess.run([str(REPO_ROOT / "scripts" / "rabbitmq-tls"), "status", "--dir", spelt],
+                            capture_output=True, text=True, timeout=60, cwd=state.parent, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("running:")
+    assert f"dir {state}," in result.stdout or result.stdout.rstrip().endswith(f"dir {state}")
+
+
 # (f) ------------------------------------------------------------------------------------
 def plain_broker_answers() -> bool:
     """Does the machine's own broker on 127.0.0.1:5672 speak AMQP (Connection.Start)?"""
