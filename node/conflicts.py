@@ -10,7 +10,8 @@ substance, a conflict is opened for the platform to resolve (``credit-node confl
 The substance is the item's structured fields — dates, amounts, enumerations, codes — where both
 reports give a value. Free text (违法事实 and the like) is worded differently by every system and
 is not compared; a field only one report fills is an omission, not a contradiction. A later
-revision that agrees again closes the conflict as ``agreed``.
+revision that agrees again closes the conflict as ``agreed``; one that revokes (or deletes) a side
+closes it as ``revoked``: a single report then stands, and nothing is inconsistent any more.
 
 Detection runs inside the transaction that stores the records (``RecordStore.append(also=…)``),
 so the notes and the records can never disagree after a crash.
@@ -48,7 +49,11 @@ __all__ = ["COMPARED_TYPES", "Conflict", "Conflicts", "Fact", "fact_of", "natura
 
 # Field types whose values mean the same thing whoever writes them down.
 COMPARED_TYPES = frozenset({"date", "decimal", "integer", "enum", "uscc", "id_number", "org_code", "code"})
-STATES = ("open", "resolved", "agreed")
+STATES = ("open", "resolved", "agreed", "revoked")
+# A record in one of these no longer says anything (its source took it back, or the platform
+# deleted it as unverifiable): it cannot disagree with another unit. Expired and repaired records
+# still report what happened, only no longer disclosed, so they stay compared.
+WITHDRAWN = frozenset({"revoked", "deleted"})
 _FACT_COLUMNS = ("fact_hash", "source_unit", "item", "fact_key", "record_id", "revision", "substance", "seen_at_ms")
 
 
@@ -62,6 +67,11 @@ class Fact:
     record_id: str
     revision: int
     substance: Mapping[str, str]
+    status: str = "active"
+
+    @property
+    def withdrawn(self) -> bool:
+        return self.status in WITHDRAWN
 
     @property
     def fact_hash(self) -> bytes:
@@ -118,7 +128,7 @@ def fact_of(item: Item, body: bytes) -> Fact:
     """The fact a stored record body reports (ingest and records received from children alike)."""
     b = decode_body(body)
     return Fact(item.code, natural_key(item, b), b.source_unit, b.record_id, b.revision,
-                substance(item, [(f.name, f.value) for f in b.fields]))
+                substance(item, [(f.name, f.value) for f in b.fields]), b.status or "active")
 
 
 def differences(a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, list[str]]:
@@ -172,8 +182,13 @@ def observe(conn: Connection, facts: Sequence[Fact], *, now_ms: int | None = Non
         for unit, (rid, rev, other) in sorted(others.items()):
             if unit == fact.source_unit:
                 continue
-            diff = differences(other, fact.substance)
             existing = open_pairs.get((rid, fact.record_id))
+            if fact.withdrawn:
+                if existing is not None:
+                    _close_withdrawn(conn, existing, fact, now)
+                    del open_pairs[(rid, fact.record_id)], open_pairs[(fact.record_id, rid)]
+                continue
+            diff = differences(other, fact.substance)
             if diff and existing is None:
                 result = conn.execute(conflicts_table.insert().values(
                     item=fact.item, fact_key=fact.display_key, fact_hash=h, record_a=rid, source_unit_a=unit,
@@ -197,9 +212,12 @@ def observe(conn: Connection, facts: Sequence[Fact], *, now_ms: int | None = Non
                 conn.execute(update(conflicts_table).where(c.id == existing).values(
                     state="agreed", resolved_at_ms=now, note="the sources agree again"))
                 del open_pairs[(rid, fact.record_id)], open_pairs[(fact.record_id, rid)]
-        others[fact.source_unit] = (fact.record_id, fact.revision, dict(fact.substance))
+        # A withdrawn report is noted with no substance: the next report of another unit finds
+        # nothing to contradict (and its own next revision is compared again if it stands again).
+        said = {} if fact.withdrawn else dict(fact.substance)
+        others[fact.source_unit] = (fact.record_id, fact.revision, said)
         upserts.append((h, fact.source_unit, fact.item, fact.display_key, fact.record_id, fact.revision,
-                        _json(fact.substance), now))
+                        _json(said), now))
     last = {(u[0], u[1]): u for u in upserts}  # one row per key per statement
     stmt = _facts_upsert(conn)
     execute_many(conn, stmt, _FACT_COLUMNS, list(last.values()), sql=upsert_sql)
@@ -228,6 +246,15 @@ def _held(conn: Connection, facts: Sequence[Fact], bodies: Mapping[tuple[str, in
             select(r.record_id, r.revision, r.body_digest).where(r.record_id.in_(chunk)))
             if bodies.get((rid, int(rev))) == bytes(digest))
     return [f for f in facts if f.revision == 1 or (f.record_id, f.revision) in stored]
+
+
+def _close_withdrawn(conn: Connection, cid: int, fact: Fact, now: int) -> None:
+    """Close ``cid`` because ``fact``'s record no longer stands, saying which side went and in what revision."""
+    c = conflicts_table.c
+    side = {c.revision_a: fact.revision} if _side_a(conn, cid, fact) else {c.revision_b: fact.revision}
+    conn.execute(update(conflicts_table).where(c.id == cid).values(
+        {**side, c.state: "revoked", c.resolved_at_ms: now,
+         c.note: f"{fact.record_id} is {fact.status} (revision {fact.revision}): only the other report stands"}))
 
 
 def _side_a(conn: Connection, cid: int, fact: Fact) -> bool:

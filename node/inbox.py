@@ -177,7 +177,7 @@ class Inbox:
                 if compared is None:
                     compared = compared_by_item[item.code] = compared_fields(item)
                 facts.append(Fact(item.code, checked.key, checked.source_unit, body.record_id, body.revision,
-                                  substance(item, checked.fields, compared)))
+                                  substance(item, checked.fields, compared), body.status or "active"))
             row_seq.append(i)
             outbox.extend(OutboxEntry(body.record_id, body.revision, d.node_id, d.rule_id)
                           for d in self._router.upward(item.routing.up_to, item.routing.rule_id))

@@ -75,7 +75,7 @@ def conflicts_group() -> None:
 
 
 @conflicts_group.command("list")
-@click.option("--all", "all_states", is_flag=True, help="resolved and agreed ones too")
+@click.option("--all", "all_states", is_flag=True, help="closed ones too (resolved, agreed, revoked)")
 @click.option("--item", default=None)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context

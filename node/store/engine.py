@@ -30,7 +30,7 @@ MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent / "migrations"
 # The newest migration (tests/store/test_migrations.py holds it equal to the scripts' head). A
 # store already there is opened without loading Alembic, whose import and script scan cost
 # every CLI command about a third of a second.
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 SCHEMA_UNKNOWN = "E_STORE_SCHEMA"  # the store's schema revision is one this release does not know
 
 # The PostgreSQL advisory lock a migration holds (any fixed number; per database).

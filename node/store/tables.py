@@ -281,7 +281,7 @@ facts = Table(
     PrimaryKeyConstraint("fact_hash", "source_unit"),
 )
 
-CONFLICT_STATES = ("open", "resolved", "agreed")
+CONFLICT_STATES = ("open", "resolved", "agreed", "revoked")
 
 # Two source units reporting one fact differently; open until the platform resolves it.
 conflicts = Table(
@@ -304,7 +304,7 @@ conflicts = Table(
     Column("note", Text, nullable=False),
     Column("resolved_by", String(NODE_ID_LEN), nullable=True),
     Column("resolved_at_ms", BigInteger, nullable=True),
-    CheckConstraint("state IN ('open', 'resolved', 'agreed')", name="state"),
+    CheckConstraint("state IN ('open', 'resolved', 'agreed', 'revoked')", name="state"),
     Index(None, "fact_hash"),
     Index(None, "state", "id"),
 )

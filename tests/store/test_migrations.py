@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from node.errors import ConfigError, StoreError
 from node.store import RecordStore, migrate, open_engine
@@ -116,6 +117,25 @@ def test_store_behind_head_is_upgraded_on_open(tmp_path: pathlib.Path) -> None:
         assert _version(engine) == _head()
         assert "ix_record_revisions_subject_code" not in {
             ix["name"] for ix in inspect(engine).get_indexes("record_revisions")}
+    finally:
+        engine.dispose()
+
+
+def test_a_conflict_store_from_0010_keeps_its_conflicts_and_takes_the_revoked_state(db_url: str) -> None:
+    engine = open_engine(db_url)
+    row = ("INSERT INTO conflicts (item, fact_key, fact_hash, record_a, source_unit_a, revision_a, record_b, "
+           "source_unit_b, revision_b, differences, detected_at_ms, state, note) VALUES ('i', 'k', :h, 'a', 'u', 1, "
+           "'b', 'v', 1, '{}', 1, :state, '')")
+    try:
+        migrate(engine, "0010")
+        with engine.begin() as conn:
+            conn.execute(text(row), {"h": b"h", "state": "open"})
+        migrate(engine)
+        with engine.begin() as conn:
+            conn.execute(text(row), {"h": b"h", "state": "revoked"})
+            assert conn.execute(text("SELECT state FROM conflicts ORDER BY id")).scalars().all() == ["open", "revoked"]
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text(row), {"h": b"h", "state": "unknown"})
     finally:
         engine.dispose()
 
