@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from node.conflicts import fact_of
 from node.errors import ConfigError, NodeError, NotAuthorizedError, NotFoundError, UsageError
 from node.lifecycle.revisions import Change, Reviser
 from node.records import STATUSES, body_digest, content_digest, decode_body, pb
@@ -75,6 +76,11 @@ class Downward:
         self._deliveries = Deliveries(node.store.engine)
         self.releases = Releases(node.config)
         self._clock = clock
+        from node.app import conflict_detection  # node.app builds this class: imported late
+
+        # A revision made above changes what its unit says here too: without it, this node's
+        # conflicts list would go on showing a difference its parent saw closed.
+        self._conflicts = conflict_detection(node.config, node.store)
 
     # --- routing down -----------------------------------------------------------------------------
     def child_toward(self, record_id: str) -> str | None:
@@ -96,11 +102,8 @@ class Downward:
         if head is None:
             raise NotFoundError(f"no record {record_id} is held here", field="record_id")
         # Built, signed, routed and stored as every lifecycle revision is (one place for all).
-        from node.app import conflict_detection
-
         reviser = Reviser(node_id=self._me, catalog=node.catalog, signer=node.signer, store=node.store,
-                          router=Router(self._me, self._parent), clock=self._clock,
-                          conflicts=conflict_detection(node.config, node.store))
+                          router=Router(self._me, self._parent), clock=self._clock, conflicts=self._conflicts)
         rows, _stored = reviser.commit([Change(head, status, reason)], action="revise",
                                        subject=f"{record_id}@{head.revision + 1}",
                                        detail={"status": status, "reason": reason})
@@ -201,7 +204,12 @@ class Downward:
         if rows:
             audit = AuditEvent(actor=sender, action="receive-down", subject=f"{sender}@{now}",
                                detail={"records": len(rows), "from": sender})
-            result = node.store.records.append(rows, outbox=entries, audit=[audit], now_ms=now)
+            # Noted in the storing transaction, before its audit append (the lock order of every
+            # writer: docs/decisions/store-writes-and-logs.md); only revisions stored with this body.
+            also = [self._conflicts.observer(
+                [fact_of(node.catalog.item(r.item), r.body) for r in rows],
+                bodies={(r.record_id, r.revision): r.body_digest for r in rows})] if self._conflicts else []
+            result = node.store.records.append(rows, outbox=entries, audit=[audit], also=also, now_ms=now)
             stored, held = len(result.stored), len(result.duplicates)
             conflicts = set(result.conflicts)
             refusals += [(rec, refused(f"another body is already held for {row.record_id}@{row.revision}",

@@ -109,3 +109,13 @@ def test_a_record_revoked_at_the_platform_closes_its_conflict_there_and_opens_no
     csvs = tmp_path / "csv"
     report(tree, DEPT_A, fact(UNIT_A, CF_JDRQ="2024-01-03"), csvs)
     assert conflicts(tree[CITY]) == []
+
+
+def test_a_revision_that_comes_down_from_the_parent_updates_the_childs_conflicts(
+        tree: dict[str, Node], tmp_path: pathlib.Path) -> None:
+    a, b = two_reports(tree, tmp_path, CF_NR_FK="99.99")
+    Downward(tree[CITY]).revise(b, status="revoked", reason="撤销：金额录入错误")
+    down(tree, CITY, DISTRICT)
+    assert conflicts(tree[DISTRICT]) == []
+    (closed,) = Conflicts(tree[DISTRICT].store.engine, actor=DISTRICT).list_conflicts(state="revoked")
+    assert (closed.record_a, closed.record_b, closed.revision_b) == (a, b, 2)
