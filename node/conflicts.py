@@ -11,7 +11,8 @@ The substance is the item's structured fields — dates, amounts, enumerations, 
 reports give a value. Free text (违法事实 and the like) is worded differently by every system and
 is not compared; a field only one report fills is an omission, not a contradiction. A later
 revision that agrees again closes the conflict as ``agreed``; one that revokes (or deletes) a side
-closes it as ``revoked``: a single report then stands, and nothing is inconsistent any more.
+closes it as ``revoked``: a single report then stands, and nothing is inconsistent any more. After
+an operator resolved a conflict, revisions leaving exactly the differences decided on open none.
 
 Detection runs inside the transaction that stores the records (``RecordStore.append(also=…)``),
 so the notes and the records can never disagree after a crash.
@@ -163,13 +164,20 @@ def observe(conn: Connection, facts: Sequence[Fact], *, now_ms: int | None = Non
     hashes = sorted(set(fact_hashes))
     known: dict[bytes, dict[str, tuple[str, int, dict[str, str]]]] = {}
     open_pairs: dict[tuple[str, str], int] = {}
+    decided: dict[tuple[str, str], dict[str, list[str]]] = {}  # the differences an operator resolved
     for chunk in chunks(hashes):
         for h, unit, rid, rev, subst in conn.execute(
                 select(f.fact_hash, f.source_unit, f.record_id, f.revision, f.substance).where(f.fact_hash.in_(chunk))):
             known.setdefault(bytes(h), {})[unit] = (rid, rev, json.loads(subst))
-        for cid, ra, rb in conn.execute(select(c.id, c.record_a, c.record_b)
-                                        .where(c.fact_hash.in_(chunk), c.state == "open")):
-            open_pairs[(ra, rb)] = open_pairs[(rb, ra)] = cid
+        for cid, ra, rb, state, diff_json in conn.execute(
+                select(c.id, c.record_a, c.record_b, c.state, c.differences)
+                .where(c.fact_hash.in_(chunk), c.state.in_(("open", "resolved"))).order_by(c.id)):
+            if state == "open":
+                open_pairs[(ra, rb)] = open_pairs[(rb, ra)] = cid
+            else:
+                said = json.loads(diff_json)
+                decided[(ra, rb)] = said
+                decided[(rb, ra)] = {k: [v[1], v[0]] for k, v in said.items()}
     opened = 0
     upserts: list[tuple[object, ...]] = []
     for fact, h in zip(facts, fact_hashes, strict=True):
@@ -189,7 +197,11 @@ def observe(conn: Connection, facts: Sequence[Fact], *, now_ms: int | None = Non
                     del open_pairs[(rid, fact.record_id)], open_pairs[(fact.record_id, rid)]
                 continue
             diff = differences(other, fact.substance)
-            if diff and existing is None:
+            if diff and existing is None and decided.get((rid, fact.record_id)) == diff:
+                # A revision of either side that changes nothing the operator decided on (a status:
+                # disputed, expired …) must not open the same question again.
+                pass
+            elif diff and existing is None:
                 result = conn.execute(conflicts_table.insert().values(
                     item=fact.item, fact_key=fact.display_key, fact_hash=h, record_a=rid, source_unit_a=unit,
                     revision_a=rev, record_b=fact.record_id, source_unit_b=fact.source_unit,

@@ -119,3 +119,20 @@ def test_a_revision_that_comes_down_from_the_parent_updates_the_childs_conflicts
     assert conflicts(tree[DISTRICT]) == []
     (closed,) = Conflicts(tree[DISTRICT].store.engine, actor=DISTRICT).list_conflicts(state="revoked")
     assert (closed.record_a, closed.record_b, closed.revision_b) == (a, b, 2)
+
+
+def test_a_resolved_conflict_is_not_opened_again_by_a_revision_that_says_the_same(
+        tree: dict[str, Node], tmp_path: pathlib.Path) -> None:
+    a, b = two_reports(tree, tmp_path, CF_NR_FK="99.99")
+    city = Conflicts(tree[CITY].store.engine, actor=CITY)
+    (c,) = city.list_conflicts()
+    city.resolve(c.id, keep=a, note="核对决定书原件，以A为准")
+    # The record not kept changes status only (its period ends): the operator decided on exactly this.
+    Downward(tree[CITY]).revise(b, status="expired", reason="公示期满")
+    assert conflicts(tree[CITY]) == []
+    down(tree, CITY, DISTRICT)
+    down(tree, DISTRICT, DEPT_B)
+    # Its source then reports another amount: a new difference, for the operator to look at again.
+    report(tree, DEPT_B, fact(UNIT_B, CF_NR_FK="88.88"), tmp_path / "csv")
+    (again,) = city.list_conflicts()
+    assert again.id != c.id and again.differences["CF_NR_FK"][1] == "88.88"
