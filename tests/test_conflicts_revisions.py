@@ -19,6 +19,7 @@ from node.downward import Downward
 from node.forwarding import HopSigner
 from node.records import pb
 from node.sampledata import penalty_rows, unit_uscc, write_csv
+from node.tabular import SourceRow
 from node.transport.wire import fpb, submit_request
 
 CITY, DISTRICT = "city:330100", "district:330102"
@@ -136,3 +137,33 @@ def test_a_resolved_conflict_is_not_opened_again_by_a_revision_that_says_the_sam
     report(tree, DEPT_B, fact(UNIT_B, CF_NR_FK="88.88"), tmp_path / "csv")
     (again,) = city.list_conflicts()
     assert again.id != c.id and again.differences["CF_NR_FK"][1] == "88.88"
+
+
+def ingest_at(node: Node, rows: list[dict[str, str]]) -> None:
+    item = node.catalog.item("admin_penalty")
+    out = node.ingest.ingest_batch(item, [SourceRow(i + 1, r) for i, r in enumerate(rows)], source="t", batch_id="t")
+    assert {o.outcome for o in out} == {"accepted"}
+
+
+def test_three_units_disagreeing_give_one_conflict_per_pair_and_one_agreeing_closes_its_pairs(
+        tree: dict[str, Node]) -> None:
+    city, unit_c = tree[CITY], unit_uscc("330100", "MB000303")
+    ingest_at(city, [fact(UNIT_A), fact(UNIT_B, CF_NR_FK="2.00"), fact(unit_c, CF_NR_FK="3.00")])
+    found = Conflicts(city.store.engine, actor=CITY).list_conflicts()
+    assert sorted((c.source_unit_a, c.source_unit_b) for c in found) == sorted(
+        [(UNIT_A, UNIT_B), (UNIT_A, unit_c), (UNIT_B, unit_c)])
+    ingest_at(city, [fact(unit_c, CF_NR_FK="2.00")])  # C now says what B says
+    left = Conflicts(city.store.engine, actor=CITY).list_conflicts()
+    assert [(c.source_unit_a, c.source_unit_b, c.differences["CF_NR_FK"][1]) for c in left] == [
+        (UNIT_A, UNIT_B, "2"), (UNIT_A, unit_c, "2")]
+    (agreed,) = Conflicts(city.store.engine, actor=CITY).list_conflicts(state="agreed")
+    assert (agreed.source_unit_a, agreed.source_unit_b) == (UNIT_B, unit_c)
+
+
+def test_a_unit_revising_its_own_record_never_conflicts_with_itself(tree: dict[str, Node]) -> None:
+    city = tree[CITY]
+    ingest_at(city, [fact(UNIT_A)])
+    ingest_at(city, [fact(UNIT_A, CF_NR_FK="2.00", CF_JDRQ="2024-01-03")])
+    ingest_at(city, [fact(UNIT_A, CF_NR_FK="3.00")])
+    assert Conflicts(city.store.engine, actor=CITY).list_conflicts(state=None) == []
+    assert max(r.revision for r in city.store.records.iter_revisions()) == 3  # three revisions, one record
