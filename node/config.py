@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast
@@ -22,13 +21,9 @@ from node.config_reader import build_dataclass, required_keys
 from node.errors import ConfigError
 from node.identifiers import check_uscc, normalize_text
 from node.nodeid import parse_node_id
+from node.redaction import redacted
 from node.routing import level_of
 from node.yamlfile import DuplicateKeyError, load_strict, yaml_problem
-
-# user:password@ in a URL — the password up to the last @, even with / # ? in it, as the URL
-# parsers read it — and a password given as a query parameter: the parts show-config hides.
-_URL_PASSWORD = re.compile(r"(://[^/?#@:]*:).*(@[^@]*)$", re.DOTALL)
-_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd|sslpassword)=)[^&#]*", re.IGNORECASE)
 
 LEVELS = ("department", "district", "city", "province")
 Level = Literal["department", "district", "city", "province"]
@@ -374,14 +369,4 @@ def to_dict(cfg: NodeConfig) -> dict[str, Any]:
     """
     out = dataclasses.asdict(cfg)
     out.pop("base_dir", None)
-    return cast(dict[str, Any], _redacted(out))
-
-
-def _redacted(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redacted(v) for v in value]
-    if isinstance(value, str) and "://" in value:
-        return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\2", value))
-    return value
+    return cast(dict[str, Any], redacted(out))

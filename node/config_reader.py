@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
 from node.errors import ConfigError
+from node.redaction import redacted_text
 
 __all__ = ["build_dataclass", "expand_env", "required_keys"]
 
@@ -104,7 +105,7 @@ def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str] | None) 
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, allowed))}", field=path)
+            raise ConfigError(f"{path}: {_shown(value)} is not one of {', '.join(map(str, allowed))}", field=path)
         return value
     if origin is tuple:
         (inner, _ellipsis) = typing.get_args(tp)
@@ -115,18 +116,18 @@ def _convert(tp: Any, value: Any, path: str, environ: Mapping[str, str] | None) 
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}", field=path)
         _key_type, inner_type = typing.get_args(tp)
-        return {str(k): _convert(inner_type, v, f"{path}.{k}", environ) for k, v in value.items()}
+        return {str(k): _convert(inner_type, v, f"{path}.{redacted_text(str(k))}", environ) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
             return value.lower() in ("true", "yes", "on", "1")
         if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}", field=path)
+            raise ConfigError(f"{path}: expected true or false, got {_shown(value)}", field=path)
         return value
     if tp in (int, float):
         return _number(tp, value, path)
     if tp is str:
         if value is None or isinstance(value, dict | list):
-            raise ConfigError(f"{path}: expected a string, got {value!r}", field=path)
+            raise ConfigError(f"{path}: expected a string, got {_shown(value)}", field=path)
         return str(value)
     raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover - programming error
 
@@ -144,18 +145,18 @@ def _number(tp: type[int] | type[float], value: Any, path: str) -> int | float:
         try:
             value = float(value) if tp is float or not value.strip().lstrip("+-").isdigit() else int(value)
         except ValueError:
-            raise ConfigError(f"{path}: expected a number, got {value!r}", field=path) from None
+            raise ConfigError(f"{path}: expected a number, got {_shown(value)}", field=path) from None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{path}: expected a number, got {value!r}", field=path)
+        raise ConfigError(f"{path}: expected a number, got {_shown(value)}", field=path)
     if not math.isfinite(value):
-        raise ConfigError(f"{path}: expected a finite number, got {value!r}", field=path)
+        raise ConfigError(f"{path}: expected a finite number, got {_shown(value)}", field=path)
     if abs(value) > (_LARGEST_INT if tp is int else _LARGEST_FLOAT):
         # No setting is that large; taken, it would fail later, far from its key (a thread's wait
         # beyond threading.TIMEOUT_MAX, an id the store cannot hold).
-        raise ConfigError(f"{path}: {value!r} is larger than any setting takes", field=path)
+        raise ConfigError(f"{path}: {_shown(value)} is larger than any setting takes", field=path)
     if tp is int:
         if isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"{path}: expected a whole number, got {value!r}", field=path)
+            raise ConfigError(f"{path}: expected a whole number, got {_shown(value)}", field=path)
         return int(value)
     return float(value)
 
@@ -172,7 +173,7 @@ def _by_kind(options: list[Any], value: Any, path: str) -> Any:
         if value["kind"] in names:
             return option
         allowed.extend(names)
-    raise ConfigError(f"{path}.kind: {value['kind']!r} is not one of {', '.join(allowed)}", field=f"{path}.kind")
+    raise ConfigError(f"{path}.kind: {_shown(value['kind'])} is not one of {', '.join(allowed)}", field=f"{path}.kind")
 
 
 def required_keys(cls: type[Any], path: str = "") -> list[str]:
@@ -188,8 +189,14 @@ def required_keys(cls: type[Any], path: str = "") -> list[str]:
     return out
 
 
+def _shown(value: object) -> str:
+    """A refused value as a message quotes it: a URL's password in it (a url given as a list, a
+    broker url under a number's key) is no more shown here than by show-config."""
+    return redacted_text(repr(value))
+
+
 def _shown_key(key: object) -> str:
-    text = str(key)
+    text = redacted_text(str(key))  # before it is cut short, which could cut the password's end off
     return text if len(text) <= 40 else text[:37] + "..."
 
 
