@@ -22,6 +22,7 @@ import click
 from node.cli import NODE_HELP, cli, emit_json, handle_errors, node_config, node_id, open_node, report
 from node.errors import (
     BlockedError,
+    ConfigError,
     InputFileError,
     NodeError,
     NotAuthorizedError,
@@ -114,6 +115,10 @@ def run_adapters(ctx: click.Context, names: tuple[str, ...], until_idle: bool, a
     from node.logs import configure_logging
 
     config = node_config(ctx)
+    if not config.adapters and not until_idle:
+        # It would wait for SIGTERM polling nothing, looking to the operator as if it took files in.
+        raise ConfigError("adapters: none is configured in this node's node.yaml, so there is nothing to run "
+                          "(docs/adapters.md)", field="adapters")
     with running_instance(config, "adapters run"), build_node(config) as node:
         configure_logging(node.config.id, level=log_level)
         counting = _Counting(node.ingest)

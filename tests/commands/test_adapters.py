@@ -157,3 +157,16 @@ def test_a_database_adapter_setting_that_cannot_work_is_named_by_its_dotted_path
     error = json.loads(result.stdout)["error"]
     assert (error["code"], error["field"]) == ("E_CONFIG", "adapters[1].columns.CF_XDR_MC")
     assert "'mingcheng'" in error["message"] and "Traceback" not in result.output
+
+
+def test_run_in_the_foreground_with_no_adapters_configured_is_refused_at_once(tmp_path: pathlib.Path) -> None:
+    import json
+
+    from node.provisioning import init_node
+
+    cfg = init_node(tmp_path / "n", node_id="dept:330102:scjgj", level="department", unit="11330102MB0000019G")
+    # Without the refusal this waits for SIGTERM, polling nothing, as if it were taking files in.
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "adapters", "run", "--json", "--log-level", "ERROR"])
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)["error"]
+    assert (error["code"], error["field"]) == ("E_CONFIG", "adapters")
