@@ -277,14 +277,13 @@ def revoke(ca_dir: Path, cert_path_or_serial: Path | int, reason: str = "unspeci
 def write_crl(ca_dir: Path, out: Path, *, days: int = 30) -> Path:
     """Write the CA's signed revocation list (PEM) to ``out``, valid for ``days``; returns ``out``."""
     ca_cert, ca_key = _load_ca(ca_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)  # as `ca issue` makes its --out, before a CRL number is spent
     state = _load_state(ca_dir)
     state.crl_number += 1  # RFC 5280 §5.2.3: monotonically increasing, lets a node spot an old CRL
     now = datetime.now(UTC)
-    builder = (
-        x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
-        .last_update(now - _SKEW).next_update(now + timedelta(days=days))
-        .add_extension(x509.CRLNumber(state.crl_number), critical=False)
-    )
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(now - _SKEW).next_update(now + timedelta(days=days))
+               .add_extension(x509.CRLNumber(state.crl_number), critical=False))
     for entry in state.revoked:
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(int(entry["serial"], 16))

@@ -115,3 +115,16 @@ def test_a_callers_certificate_names_no_host_and_only_calls(ca_dir: pathlib.Path
     assert [n.value for n in san] == ["urn:credit-node:agency:330100:bank1"]
     assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
         ExtendedKeyUsageOID.CLIENT_AUTH]
+
+
+def test_crl_into_a_directory_not_made_yet_is_written_there_as_issue_does(ca_dir: pathlib.Path,
+                                                                          tmp_path: pathlib.Path) -> None:
+    from cryptography import x509
+
+    out = tmp_path / "published" / "identity.crl"
+    result = CliRunner().invoke(cli, ["ca", "crl", "--ca", str(ca_dir), "--out", str(out), "--json"])
+    # It was refused naming a temporary file of its own (E_IO: …/..identity.crl.<hex>.new.<hex>.tmp).
+    assert result.exit_code == 0, result.output
+    assert ".tmp" not in result.output
+    assert x509.load_pem_x509_crl(out.read_bytes()).issuer == x509.load_pem_x509_certificate(
+        (ca_dir / "ca.pem").read_bytes()).subject
