@@ -114,8 +114,8 @@ def parse_catalog(documents: list[tuple[str, Any]]) -> Catalog:
     origin: dict[str, str] = {}
     version = authority = description = ""
     for n, (source, data) in enumerate(documents):
-        doc = Obj(data if data is not None else {}, "")
         try:
+            doc = Obj(data if data is not None else {}, "")  # in the try: its refusal names the file
             if n == 0:
                 version = doc.text("version")
                 if not VERSION_RE.fullmatch(version):

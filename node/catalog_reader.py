@@ -31,7 +31,7 @@ class Obj:
 
     def __init__(self, value: object, path: str) -> None:
         if not isinstance(value, Mapping):
-            raise CatalogError(f"{path}: expected a mapping, got {_type_name(value)}")
+            raise CatalogError(f"{path or 'top level'}: expected a mapping, got {_type_name(value)}")
         self.data: Mapping[Any, Any] = value
         self.path = path
         self.seen: set[str] = set()

@@ -49,3 +49,16 @@ def test_validate_names_the_item_file_of_a_schema_error(tmp_path: pathlib.Path) 
     result = CliRunner().invoke(cli, ["catalog", "validate", str(catalog)])
     assert result.exit_code == 2
     assert "red_list.yaml: items.red_list.name: expected a string" in result.output
+
+
+@pytest.mark.parametrize("text", ["a,b\n1,2\n", "- one\n- two\n"])
+def test_validating_a_file_that_is_no_catalogue_names_the_file(tmp_path: pathlib.Path, text: str) -> None:
+    import json
+
+    path = tmp_path / "行政处罚.csv"
+    path.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["catalog", "validate", str(path), "--json"])
+    assert result.exit_code == 2, result.output
+    message = json.loads(result.stdout)["error"]["message"]
+    # It said only ": expected a mapping, got a string", naming neither the file nor where.
+    assert message.startswith("行政处罚.csv: ") and "expected a mapping" in message, message
