@@ -41,6 +41,7 @@ def init_node(directory: pathlib.Path, *, node_id: str, level: str, unit: str = 
                          field="unit")
     if unit and (problem := check_uscc(unit.strip().upper(), label="--unit")) is not None:
         raise UsageError(problem.message, field="unit")
+    _check_start_settings(listen, catalog_path)
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "node.yaml"
     if config_path.exists():
@@ -84,6 +85,25 @@ def init_node(directory: pathlib.Path, *, node_id: str, level: str, unit: str = 
     os.replace(tmp, config_path)
     sync_dir(directory)
     return config_path
+
+
+def _check_start_settings(listen: str, catalog_path: pathlib.Path | None) -> None:
+    """Refuse, before anything is made, a --listen or --catalog that `start` would refuse: a node
+    init called written would otherwise fail only when first started."""
+    from node.catalog import load_catalog
+    from node.errors import CatalogError
+    from node.transport.grpc_server import split_host_port
+
+    try:
+        split_host_port(listen)
+    except NodeError:
+        raise UsageError(f"--listen {listen!r} is not HOST:PORT (a port 0-65535; 0 = any free one)",
+                         field="listen") from None
+    if catalog_path is not None:
+        try:
+            load_catalog(catalog_path)
+        except CatalogError as exc:
+            raise CatalogError(f"--catalog: {exc.message}", field="catalog", code=exc.code) from None
 
 
 def _create_store(url: str) -> None:

@@ -128,3 +128,27 @@ def test_crl_into_a_directory_not_made_yet_is_written_there_as_issue_does(ca_dir
     assert ".tmp" not in result.output
     assert x509.load_pem_x509_crl(out.read_bytes()).issuer == x509.load_pem_x509_certificate(
         (ca_dir / "ca.pem").read_bytes()).subject
+
+
+@pytest.mark.parametrize(("option", "value", "code", "field"), [
+    ("--listen", "notaport", "E_USAGE", "listen"),
+    ("--listen", "127.0.0.1:99999", "E_USAGE", "listen"),
+    ("--catalog", "empty-dir", "E_CATALOG", "catalog"),
+    ("--catalog", "rows.csv", "E_CATALOG", "catalog"),
+])
+def test_init_refuses_what_start_would_refuse_and_writes_no_node(tmp_path: pathlib.Path, ca_dir: pathlib.Path,
+                                                                  option: str, value: str, code: str,
+                                                                  field: str) -> None:
+    import json
+
+    (tmp_path / "empty-dir").mkdir()
+    (tmp_path / "rows.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    if option == "--catalog":
+        value = str(tmp_path / value)
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "n"), "--id", "city:330100", "--level", "city",
+                                      "--ca", str(ca_dir), option, value, "--json"])
+    # It wrote the node and said so; `start` then refused the setting it had written.
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)["error"]
+    assert (error["code"], error["field"]) == (code, field)
+    assert not (tmp_path / "n" / "node.yaml").exists()
