@@ -22,7 +22,7 @@ from typing import Final
 
 from sqlalchemy import select, update
 
-from node.errors import NotAuthorizedError, NotFoundError, UsageError
+from node.errors import ConfigError, NotAuthorizedError, NotFoundError, UsageError
 from node.identifiers import is_valid_id_number, is_valid_uscc, normalize_text
 from node.nodeid import parse_node_id
 from node.store import AuditEvent, Store
@@ -107,7 +107,10 @@ class Authorizations:
         subj = normalize_text(subject).upper()
         if not (is_valid_uscc(subj) or is_valid_id_number(subj)):
             raise UsageError(f"{subject!r} is neither a valid USCC nor a valid ID number", field="subject")
-        grantee = parse_node_id(to)
+        try:
+            grantee = parse_node_id(to)
+        except ConfigError as exc:  # the grammar's refusal, said of the operator's --to, not of node.yaml
+            raise UsageError(f"--to: {exc.message}", field="to") from None
         if grantee.kind != "agency":
             raise UsageError(f"{to!r} is not an agency: codes are for agency callers (gov callers have "
                              "legal authority, a subject queries itself)", field="to")

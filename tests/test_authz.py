@@ -117,6 +117,8 @@ def test_list_shows_ids_and_states(authz: Authorizations, clock: Clock) -> None:
 @pytest.mark.parametrize(("subject", "to", "items", "days", "field"), [
     ("123", "agency:bank1", ["a"], 1, "subject"),
     (PERSON, "gov:330100:fgw", ["a"], 1, "to"),
+    (PERSON, "bank1", ["a"], 1, "to"),  # no id at all: it was E_CONFIG [node_id], as if node.yaml were at fault
+    (PERSON, "agency:", ["a"], 1, "to"),
     (PERSON, "agency:bank1", [], 1, "items"),
     (PERSON, "agency:bank1", ["nope"], 1, "items"),
     (PERSON, "agency:bank1", ["professional_qualification"], 0, "days"),
