@@ -34,8 +34,12 @@ def init_node(directory: pathlib.Path, *, node_id: str, level: str, unit: str = 
               hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> pathlib.Path:
     if level not in LEVELS:
         raise UsageError(f"--level must be one of {', '.join(LEVELS)}", field="level")
-    if level_of(node_id) != level:
-        raise UsageError(f"node id {node_id!r} names level {level_of(node_id)!r}, not {level!r}", field="id")
+    try:
+        named = level_of(node_id)
+    except NodeError as exc:  # a caller's id (gov:…): the operator's --id, not a configuration, is at fault
+        raise UsageError(f"--id: {exc.message}", field="id") from None
+    if named != level:
+        raise UsageError(f"node id {node_id!r} names level {named!r}, not {level!r}", field="id")
     if level == "department" and not unit:
         raise UsageError("a department node needs --unit (the USCC of the source unit it reports for)",
                          field="unit")

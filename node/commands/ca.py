@@ -46,12 +46,24 @@ def ca_issue(ca_dir: str, node_id: str, role: str | None, out: str, hosts: tuple
     from node.identity import issue
     from node.nodeid import role_of
 
+    _check_id(node_id)
     role = role or role_of(node_id)  # given, it must still fit the id (issue checks)
     _check_hosts(hosts)
     path = issue(pathlib.Path(ca_dir), node_id, role, pathlib.Path(out),
                  hosts=hosts or None, days=days)
     report(as_json, {"id": node_id, "role": role, "dir": str(path), "days": days},
            f"issued {node_id} ({role}) into {path}")
+
+
+def _check_id(node_id: str) -> None:
+    """An --id no id can be, refused as the operator's option, not as a configuration's (E_CONFIG)."""
+    from node.errors import ConfigError, UsageError
+    from node.nodeid import parse_node_id
+
+    try:
+        parse_node_id(node_id)
+    except ConfigError as exc:
+        raise UsageError(f"--id: {exc.message}", field="id") from None
 
 
 def _check_hosts(hosts: tuple[str, ...]) -> None:
@@ -126,6 +138,7 @@ def init(directory: str, node_id: str, level: str, unit: str, store_url: str, ca
     """Write a working node configuration (DIRECTORY/node.yaml) and the node's certificates."""
     from node.provisioning import init_node
 
+    _check_id(node_id)
     _check_hosts(hosts)
 
     path = init_node(pathlib.Path(directory), node_id=node_id, level=level, unit=unit, store_url=store_url,

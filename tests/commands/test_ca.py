@@ -152,3 +152,20 @@ def test_init_refuses_what_start_would_refuse_and_writes_no_node(tmp_path: pathl
     error = json.loads(result.stdout)["error"]
     assert (error["code"], error["field"]) == (code, field)
     assert not (tmp_path / "n" / "node.yaml").exists()
+
+
+@pytest.mark.parametrize("command", [["ca", "issue", "--ca", "{ca}", "--out", "{tmp}/out", "--id", "nobody"],
+                                     ["init", "{tmp}/n", "--level", "city", "--id", "nobody"],
+                                     ["init", "{tmp}/n", "--level", "city", "--id", "gov:330100:fgw"]])
+def test_an_id_no_id_can_be_is_refused_naming_the_option(ca_dir: pathlib.Path, tmp_path: pathlib.Path,
+                                                         command: list[str]) -> None:
+    import json
+
+    args = [a.format(ca=ca_dir, tmp=tmp_path) for a in command] + ["--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    # It was E_CONFIG with field node_id (ca issue) or none (init), as if node.yaml were at fault.
+    error = json.loads(result.stdout)["error"]
+    assert (error["code"], error["field"]) == ("E_USAGE", "id")
+    assert command[-1] in error["message"]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "n").exists()
