@@ -90,6 +90,8 @@ def replay(ctx: click.Context, ids: tuple[int, ...], replay_all: bool, as_json: 
 
     if not ids and not replay_all:
         raise UsageError("name the letters to replay (IDS), or --all")
+    if ids and replay_all:  # --all would win: every letter sent again where some were named
+        raise UsageError("name the letters to replay (IDS) or give --all, not both", field="all")
     with open_node(ctx) as node:
         report = replay_letters(node, None if replay_all else list(ids))
     if as_json:
