@@ -16,7 +16,9 @@ from __future__ import annotations
 import ipaddress
 import re
 
-__all__ = ["NODE_NAME_SUFFIX", "host_problem", "node_name"]
+from node.errors import ConfigError
+
+__all__ = ["NODE_NAME_SUFFIX", "host_problem", "node_name", "split_host_port"]
 
 NODE_NAME_SUFFIX = "node.invalid"
 
@@ -48,3 +50,12 @@ def host_problem(host: str) -> str:
 def node_name(node_id: str) -> str:
     """The name a node's TLS certificate carries for ``node_id`` and its callers check."""
     return f"{node_id.replace(':', '.')}.{NODE_NAME_SUFFIX}"
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` → (host, port); ConfigError naming the address otherwise.
+    Here, not with the gRPC server, so that `init` checks a --listen without loading grpc."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"server.listen: {address!r} is not HOST:PORT", field="server.listen")
+    return host, int(port)

@@ -110,7 +110,7 @@ class MetricsServer:
     """An extension (start/stop) serving ``GET /metrics`` over mutual TLS on ``listen``."""
 
     def __init__(self, identity: LoadedIdentity, trust: TrustStore, listen: str, registry: CollectorRegistry) -> None:
-        from node.transport.grpc_server import split_host_port
+        from node.hostnames import split_host_port
 
         try:
             self._host, self._port = split_host_port(listen)

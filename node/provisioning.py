@@ -96,7 +96,7 @@ def _check_start_settings(listen: str, catalog_path: pathlib.Path | None) -> Non
     init called written would otherwise fail only when first started."""
     from node.catalog import load_catalog
     from node.errors import CatalogError
-    from node.transport.grpc_server import split_host_port
+    from node.hostnames import split_host_port
 
     try:
         split_host_port(listen)

@@ -41,6 +41,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from node.errors import ConfigError
+from node.hostnames import split_host_port
 from node.identity import LoadedIdentity
 from node.records import pb
 from node.tls import grpc_server_credentials
@@ -48,7 +49,7 @@ from node.transport.handler_pool import HandlerPool
 from node.transport.registration import Admit, register
 from node.transport.unforeseen import quiet_undelivered
 
-__all__ = ["MAX_MESSAGE_BYTES", "GrpcServer", "Service", "split_host_port"]
+__all__ = ["MAX_MESSAGE_BYTES", "GrpcServer", "Service"]
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +111,6 @@ class Service:
 
     name: str
     register: Callable[[grpc.aio.Server], None]
-
-
-def split_host_port(address: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` → (host, port); ConfigError naming the address otherwise."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"server.listen: {address!r} is not HOST:PORT", field="server.listen")
-    return host, int(port)
 
 
 def bind_failure(host: str, port: int) -> str:

@@ -30,10 +30,11 @@ from node.errors import (
     UnauthenticatedError,
     UsageError,
 )
+from node.hostnames import split_host_port
 from node.identity import issue, load_identity
 from node.records import pb, rpc
 from node.transport import grpc_client
-from node.transport.grpc_server import GrpcServer, Service, split_host_port
+from node.transport.grpc_server import GrpcServer, Service
 from node.transport.peers import CODE_KEY, abort_with_async, status_for
 from node.transport.registration import register
 from node.transport.unforeseen import guarded
