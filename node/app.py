@@ -17,7 +17,7 @@ from typing import Any
 from node.catalog import Catalog, load_catalog
 from node.config import NodeConfig
 from node.conflicts import Conflicts
-from node.errors import ConfigError, NodeError
+from node.errors import CatalogError, ConfigError, NodeError
 from node.identifiers import readable_name
 from node.identity import LoadedIdentity, load_identity
 from node.inbox import Inbox
@@ -127,7 +127,12 @@ def _claim_store(store: Store, config: NodeConfig) -> None:
 def build_node(config: NodeConfig, *, migrate_store: bool = True) -> Node:
     # The newest catalogue release this node applied (signed by its authority), else the configured one.
     catalog_dir = Releases(config).current_path()
-    catalog = load_catalog(catalog_dir)
+    try:
+        catalog = load_catalog(catalog_dir)
+    except CatalogError as exc:
+        if exc.field or catalog_dir != config.path(config.catalog.path):
+            raise
+        raise type(exc)(exc.message, field="catalog.path", code=exc.code) from None  # the setting to fix
     identity = load_identity(config.path(config.identity.dir))
     trust = load_trust(config, identity)
     engine = open_engine(config.store_url)

@@ -77,3 +77,19 @@ def test_a_node_started_with_a_revocation_list_past_its_next_update_says_so(
     assert len(stale) == 1
     assert stale[0].next_update == crl.next_update_utc.isoformat()  # type: ignore[attr-defined]
     assert stale[0].crl == str(path.parent / "crl.pem")  # type: ignore[attr-defined]
+
+
+def test_a_configured_catalogue_that_does_not_load_is_named_by_its_key(tmp_path: pathlib.Path) -> None:
+    from node.app import build_node
+    from node.config import load_config
+    from node.errors import CatalogError
+
+    config = init_node(tmp_path / "n", node_id="city:330100", level="city")
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace(text.split("catalog:\n")[1].split("\n")[0], "  path: no-such-catalogue"),
+                      encoding="utf-8")
+    with pytest.raises(CatalogError) as refused:
+        build_node(load_config(config))
+    # It said only "no catalogue at …/no-such-catalogue": which setting to fix was the operator's guess.
+    assert refused.value.field == "catalog.path"
+    assert "no-such-catalogue" in refused.value.message and "catalog.path" in str(refused.value)
