@@ -88,9 +88,15 @@ class Node:
 
 
 def load_trust(config: NodeConfig, identity: LoadedIdentity) -> TrustStore:
-    crl_path = config.path(config.identity.crl) if config.identity.crl else None
-    trust = TrustStore(identity.ca_pem, crl_path.read_bytes() if crl_path is not None else None)
-    if crl_path is not None:
+    trust = TrustStore(identity.ca_pem)
+    if config.identity.crl:
+        crl_path = config.path(config.identity.crl)
+        try:
+            trust.load_crl(crl_path.read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"identity.crl: cannot read {crl_path}: {exc.strerror}", field="identity.crl") from None
+        except ConfigError as exc:
+            raise ConfigError(f"identity.crl: {crl_path}: {exc.message}", field="identity.crl") from None
         stale_warning(trust, crl_path)
     trust.add_certificate(identity.signing_cert_der)
     return trust
@@ -133,7 +139,10 @@ def build_node(config: NodeConfig, *, migrate_store: bool = True) -> Node:
         if exc.field or catalog_dir != config.path(config.catalog.path):
             raise
         raise type(exc)(exc.message, field="catalog.path", code=exc.code) from None  # the setting to fix
-    identity = load_identity(config.path(config.identity.dir))
+    try:
+        identity = load_identity(config.path(config.identity.dir))
+    except ConfigError as exc:  # missing or unreadable files: named by the setting that points there
+        raise ConfigError(f"identity.dir: {exc.message}", field=exc.field or "identity.dir") from None
     trust = load_trust(config, identity)
     engine = open_engine(config.store_url)
     try:

@@ -93,3 +93,26 @@ def test_a_configured_catalogue_that_does_not_load_is_named_by_its_key(tmp_path:
     # It said only "no catalogue at …/no-such-catalogue": which setting to fix was the operator's guess.
     assert refused.value.field == "catalog.path"
     assert "no-such-catalogue" in refused.value.message and "catalog.path" in str(refused.value)
+
+
+@pytest.mark.parametrize(("setting", "value", "field"), [
+    ("identity", {"dir": "no-such-identity"}, "identity.dir"),
+    ("identity", {"dir": "identity", "crl": "no-such.crl"}, "identity.crl"),
+    ("identity", {"dir": "identity", "crl": "node.yaml"}, "identity.crl"),
+])
+def test_an_identity_setting_that_cannot_be_read_is_named_by_its_key(tmp_path: pathlib.Path, setting: str,
+                                                                     value: dict[str, str], field: str) -> None:
+    import yaml
+
+    from node.app import build_node
+    from node.config import load_config
+    from node.errors import ConfigError
+
+    config = init_node(tmp_path / "n", node_id="city:330100", level="city")
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    config.write_text(yaml.safe_dump({**data, setting: value}), encoding="utf-8")
+    # They were E_CONFIG or E_IO naming a file, or (a CRL that is no CRL) nothing at all.
+    with pytest.raises(ConfigError) as refused:
+        build_node(load_config(config))
+    assert refused.value.field == field
+    assert pathlib.Path(value[field.split(".")[1]]).name in refused.value.message
