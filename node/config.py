@@ -265,6 +265,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
         problem = check_uscc(cfg.unit, label="unit")
         if problem is not None:
             raise ConfigError(problem.message, field="unit")
+    _check_node_ids(cfg)
     for i, child in enumerate(cfg.children):
         _check_units(child.units, f"children[{i}].units", cfg.validation.uscc_allowlist)
     for i, source in enumerate(cfg.sources):
@@ -285,6 +286,23 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
     if cfg.level != "province" and cfg.parent is None and cfg.level != "city":
         pass  # a node without a parent simply keeps what it gets (a standalone department is valid)
     return cfg
+
+
+def _check_node_ids(cfg: NodeConfig) -> None:
+    """The nodes of the tree by an id a node's certificate can carry: another would match no peer,
+    and what it sent (or acknowledged, or released) would be refused one by one at run time."""
+    named = [("parent.id", cfg.parent.id)] if cfg.parent else []
+    named += [(f"children[{i}].id", c.id) for i, c in enumerate(cfg.children)]
+    named += [(f"peers[{i}].id", p.id) for i, p in enumerate(cfg.peers)]
+    named += [("catalog.authority", cfg.catalog.authority)] if cfg.catalog.authority else []
+    for where, text in named:
+        try:
+            is_node = parse_node_id(text).is_node
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc.message}", field=where) from None
+        if not is_node:
+            raise ConfigError(f"{where}: {text!r} is a caller's id, not a node's (dept:330102:scjgj, "
+                              "district:330102, city:330100 …)", field=where)
 
 
 def _check_units(units: tuple[str, ...], path: str, allowlist: tuple[str, ...]) -> None:

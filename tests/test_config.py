@@ -316,3 +316,18 @@ def test_an_empty_config_file_is_refused_in_one_line_by_a_command(tmp_path: path
     r = CliRunner().invoke(cli, ["--config", str(tmp_path / "node.yaml"), "blocks", "list"])
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert r.stderr.startswith("error: E_CONFIG: ") and "the file is empty" in r.stderr and "id, level" in r.stderr
+
+
+@pytest.mark.parametrize(("section", "field"), [
+    ({"parent": {"id": "province", "target": "h:1"}}, "parent.id"),
+    ({"children": [{"id": "dept:330102:a"}, {"id": "dept-330102-b"}]}, "children[1].id"),
+    ({"peers": [{"id": "gov:330100:fgw", "target": "h:1"}]}, "peers[0].id"),
+    ({"catalog": {"authority": "city 330100"}}, "catalog.authority"),
+])
+def test_a_node_id_in_the_tree_that_no_node_can_have_is_refused_at_start(section, field):
+    # Taken, it matched no certificate: the child's batches, the parent's acks or the authority's
+    # releases were refused one by one while the node ran as if configured.
+    city = {**BASE, "id": "city:330100", "level": "city", "unit": ""}
+    with pytest.raises(ConfigError) as refused:
+        parse_config({**city, **section})
+    assert refused.value.field == field
