@@ -109,7 +109,10 @@ class Inbox:
             return [Receipt(start_seq + i, bodies[i].record_id if i in bodies else "",
                             bodies[i].revision if i in bodies else 0, REJECTED, p) for i in range(len(records))]
         candidates = [i for i in range(len(records)) if i in bodies]
-        errors = self._verifier.verify([records[i] for i in candidates])
+        # Each body hashed once: the digest is both the signed leaf's and the stored column.
+        hashed = {i: body_digest(records[i].body) for i in candidates}
+        errors = self._verifier.verify([records[i] for i in candidates],
+                                       decoded=[(bodies[i].origin_node, hashed[i]) for i in candidates])
         # A revision of a record held here comes through the child its first revision came through.
         # An id with a control character is no record's (refused below, E_RECORD_ID): not looked up,
         # PostgreSQL refuses a NUL and would fail the whole batch as an outage.
@@ -162,7 +165,7 @@ class Inbox:
                 record_id=body.record_id, revision=body.revision, item=body.item,
                 subject_code=body.subject_code, subject_kind=body.subject_kind, source_unit=body.source_unit,
                 origin_node=body.origin_node, status=body.status or "active", decision_date=body.decision_date,
-                body=rec_body(records[i]), body_digest=body_digest(records[i].body),
+                body=rec_body(records[i]), body_digest=hashed[i],
                 content_digest=content_digest(item.code, checked.source_unit, checked.fields),
                 signed=records[i].SerializeToString(), received_at_ms=now, received_from=sender,
                 catalog_version=body.catalog_version)

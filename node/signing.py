@@ -186,8 +186,13 @@ class Verifier:
         self._verified: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def verify(self, records: Sequence[pb.SignedRecord]) -> list[SignatureError | None]:
-        """One result per record: None if every signature of its chain holds, else the first error."""
+    def verify(self, records: Sequence[pb.SignedRecord], *,
+               decoded: Sequence[tuple[str, bytes]] | None = None) -> list[SignatureError | None]:
+        """One result per record: None if every signature of its chain holds, else the first error.
+
+        ``decoded`` is each record's (body's origin node, body digest) when the caller has decoded
+        and hashed the bodies already (the inbox does, for what it stores): not done twice.
+        """
         first: dict[int, tuple[int, SignatureError]] = {}  # record -> (chain position, error)
 
         def fail(ri: int, pos: int, err: SignatureError) -> None:
@@ -197,7 +202,7 @@ class Verifier:
         batches: dict[_BatchKey, _Batch] = {}
         affixes: dict[tuple[int, str, int, str, bytes], tuple[bytes, bytes]] = {}
         for ri, rec in enumerate(records):
-            for pos, err in self._collect(ri, rec, batches, affixes):
+            for pos, err in self._collect(ri, rec, batches, affixes, None if decoded is None else decoded[ri]):
                 fail(ri, pos, err)
         for (key_id, signer, signed_at_ms, root, count, signature), (items, where) in batches.items():
             ok = merkle.verify_many(root, count, items)
@@ -213,7 +218,8 @@ class Verifier:
         return [first[i][1] if i in first else None for i in range(len(records))]
 
     def _collect(self, ri: int, rec: pb.SignedRecord, batches: dict[_BatchKey, _Batch],
-                 affixes: dict[tuple[int, str, int, str, bytes], tuple[bytes, bytes]]) -> list[tuple[int, SignatureError]]:
+                 affixes: dict[tuple[int, str, int, str, bytes], tuple[bytes, bytes]],
+                 decoded: tuple[str, bytes] | None) -> list[tuple[int, SignatureError]]:
         """Check a chain's shape and file each link under its batch; returns shape errors.
 
         Hot path (once per link of every record received): protobuf attribute reads are slow, so
@@ -222,12 +228,15 @@ class Verifier:
         chain = rec.chain
         if not chain:
             return [(0, SignatureError("the record carries no signature", code="E_CHAIN_EMPTY"))]
-        body = rec.body
-        try:
-            origin = decode_body(body).origin_node
-        except SignatureError as exc:
-            return [(0, exc)]
-        digest = _sha256(body).digest()
+        if decoded is None:
+            body = rec.body
+            try:
+                origin = decode_body(body).origin_node
+            except SignatureError as exc:
+                return [(0, exc)]
+            digest = _sha256(body).digest()
+        else:
+            origin, digest = decoded
         previous = b""
         for pos, sig in enumerate(chain):
             kind, signer = sig.kind, sig.signer

@@ -256,6 +256,15 @@ def test_one_change_is_caught_with_its_code_and_only_there(ids: dict[str, Loaded
     assert isinstance(results[3], SignatureError)
 
 
+@pytest.mark.parametrize("change", [_set_body, _set_signature, _set_path, _set_index, _set_rule, _no_chain,
+                                    _claim_other_origin, _hop_kind])
+def test_bodies_decoded_by_the_caller_are_verified_the_same(ids: dict[str, LoadedIdentity], verifier: Verifier,
+                                                            change: Callable[[pb.SignedRecord], None]) -> None:
+    records = _tampered(originate(signer_for(ids[DEPT]), 8), 3, change)
+    decoded = [(pb.RecordBody.FromString(r.body).origin_node, hashlib.sha256(r.body).digest()) for r in records]
+    assert codes(verifier.verify(records, decoded=decoded)) == codes(verifier.verify(records))
+
+
 def test_swapping_bodies_between_records_is_caught(ids: dict[str, LoadedIdentity], verifier: Verifier) -> None:
     records = originate(signer_for(ids[DEPT]), 4)
     b1, b2 = records[1].body, records[2].body
