@@ -41,6 +41,7 @@ from node.store._sql import (
     insert_for,
     insert_new_returning,
     is_postgres,
+    select_in,
     translated,
     write_transaction,
 )
@@ -255,13 +256,11 @@ class RecordStore:
     def _existing_digests(self, conn: Connection, keys: Sequence[Key]) -> dict[Key, bytes]:
         """Body digests of those of ``keys`` that are stored."""
         wanted = set(keys)
-        r = record_revisions.c
-        stmt = select(r.record_id, r.revision, r.body_digest).where(r.record_id.in_(bindparam("ids", expanding=True)))
         found: dict[Key, bytes] = {}
-        for chunk in chunks(sorted({rid for rid, _ in keys}), _ID_CHUNK):
-            for rid, rev, digest in conn.execute(stmt, {"ids": list(chunk)}):
-                if (rid, rev) in wanted:
-                    found[(rid, rev)] = bytes(digest)
+        for rid, rev, digest in select_in(conn, record_revisions, ("record_id", "revision", "body_digest"),
+                                          "record_id", sorted({rid for rid, _ in keys}), size=_ID_CHUNK):
+            if (rid, rev) in wanted:
+                found[(rid, rev)] = bytes(digest)
         return found
 
     def rebuild_heads(self) -> int:
