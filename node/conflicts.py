@@ -262,7 +262,7 @@ def _held(conn: Connection, facts: Sequence[Fact], bodies: Mapping[tuple[str, in
 
 def _close_withdrawn(conn: Connection, cid: int, fact: Fact, now: int) -> None:
     """Close ``cid`` because ``fact``'s record no longer stands, saying which side went and in what revision."""
-    f, c = facts_table.c, conflicts_table.c
+    c = conflicts_table.c
     side = {c.revision_a: fact.revision} if _side_a(conn, cid, fact) else {c.revision_b: fact.revision}
     conn.execute(update(conflicts_table).where(c.id == cid).values(
         {**side, c.state: "revoked", c.resolved_at_ms: now,
