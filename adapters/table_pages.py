@@ -1,8 +1,9 @@
 """A department's table read in keyset pages: the read half of a database pull.
 
 Rows come in (watermark, key…) order, page after page (``WHERE wm >= :wm AND (wm > :wm OR …)
-ORDER BY wm, key LIMIT n``), streamed through a server-side cursor in batches, so memory stays flat
-however big the table is. A ``PageReader`` is picklable, so the node's prepare worker
+ORDER BY wm, key LIMIT n``), streamed through a server-side cursor in batches (on MySQL/MariaDB, one
+batch per page, read whole: no lock is held while the node works), so memory stays flat however big
+the table is. A ``PageReader`` is picklable, so the node's prepare worker
 (``node.pipeline``) can do the reading; ``adapters.database`` decides where to start and commits.
 """
 
@@ -93,14 +94,20 @@ class PageReader:
         order = columns[-self.order_width:]
         # Rows without a place in the keyset order are never read (``placed``); the adapter counts
         # them once and warns (adapters.database).
-        stmt = select(*columns).where(*placed(order, engine.dialect.name)).order_by(*order).limit(self.page_rows)
+        # On MySQL/MariaDB a statement still sending rows keeps a MyISAM/Aria table locked against
+        # the department's writers, and an open transaction keeps any table's metadata lock (an
+        # ALTER waits, and every statement queues behind it): there each page is one batch, taken
+        # off the server whole and its transaction ended before the node works on it.
+        whole = engine.dialect.name in ("mysql", "mariadb")
+        page_rows = min(self.page_rows, self.batch_rows) if whole else self.page_rows
+        stmt = select(*columns).where(*placed(order, engine.dialect.name)).order_by(*order).limit(page_rows)
         if self.upto is not None:
             stmt = stmt.where(~rows_after(order, self.upto))
         after = self.after
         lenient = False
         # Page after page without waiting for the node to commit the last one: the worker would
         # otherwise sit idle at every page boundary.
-        for _page in range(self.pages):
+        for _page in range(-(-self.pages * self.page_rows // page_rows)):
             taken = 0
             while True:  # a page; read once more, from where it stopped, if the driver cannot read a date
                 page = stmt if after is None else stmt.where(rows_after(order, after))
@@ -109,8 +116,15 @@ class PageReader:
                     if lenient:
                         _lenient_dates(conn.connection.driver_connection)
                     try:
-                        result = conn.execution_options(stream_results=True, yield_per=self.batch_rows).execute(page)
-                        for part in result.partitions(self.batch_rows):
+                        if whole:
+                            fetched = conn.execute(page).all()
+                            conn.rollback()
+                            parts: Iterator[Sequence[Any]] = iter([fetched] if fetched else [])
+                            del fetched
+                        else:
+                            parts = conn.execution_options(stream_results=True, yield_per=self.batch_rows) \
+                                .execute(page).partitions(self.batch_rows)
+                        for part in parts:
                             rows, keys = self._rows(part)
                             after = tuple(part[-1][-self.order_width:])
                             taken += len(part)
@@ -126,7 +140,7 @@ class PageReader:
                         lenient = again = True
                 if not again:
                     break
-            if taken < self.page_rows:
+            if taken < page_rows:
                 return  # the source has nothing more (for now)
 
     def _rows(self, part: Sequence[Any]) -> tuple[list[SourceRow], list[tuple[str, str]]]:
