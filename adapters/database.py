@@ -265,7 +265,7 @@ class DatabasePull:
             self._log.warning("adapter.rows_not_pulled", extra={
                 "adapter": self.name, "rows": count, "columns": [c.name for c in order],
                 "reason": "NULL in the watermark or a key column, or a date there no program can read (infinity, "
-                          "a year before 1 or after 9999): such rows are never read; correct them"})
+                          "0000-00-00, a year before 1 or after 9999): such rows are never read; correct them"})
         watermark = order[0]
         if not isinstance(watermark.type, sqltypes.String):
             return

@@ -261,19 +261,26 @@ def _row_number(key: Sequence[Any]) -> int:
 # PostgreSQL dates past what Python holds (±infinity, years before 1 or after 9999), kept a day
 # clear of the ends so a TIMESTAMPTZ shifted to the session's zone still fits.
 _FIRST_PLACED, _LAST_PLACED = datetime(1, 1, 2), datetime(9999, 12, 30)
+_FIRST_DATE = datetime(1, 1, 1)  # MySQL/MariaDB: what sorts before it is a zero date
 
 
 def placed(order: Sequence[Column[Any]], dialect: str) -> list[ColumnElement[bool]]:
     """The conditions for a row to have a place in the (watermark, key…) order.
 
     NULL compares with nothing and sorts first on one database, last on another: such rows are
-    never read, on every database alike. On PostgreSQL neither is a date or time the driver
-    cannot turn into a Python one: read as its text ('infinity'), it became the position, and the
-    next page compared the column with text and failed, at every poll from then on.
+    never read, on every database alike; on MySQL/MariaDB neither is the zero date. On PostgreSQL
+    neither is a date or time the driver cannot turn into a Python one: read as its text
+    ('infinity'), it became the position, and the next page compared the column with text and
+    failed, at every poll from then on.
     """
     conditions: list[ColumnElement[bool]] = [c.is_not(None) for c in order]
+    dates = [c for c in order if isinstance(c.type, Date | DateTime)]
     if dialect == "postgresql":
-        conditions += [c.between(_FIRST_PLACED, _LAST_PLACED) for c in order if isinstance(c.type, Date | DateTime)]
+        conditions += [c.between(_FIRST_PLACED, _LAST_PLACED) for c in dates]
+    elif dialect in ("mysql", "mariadb"):
+        # The zero date ('0000-00-00', written where NO_ZERO_DATE is off) is NULL to MariaDB's IS NULL
+        # in a NOT NULL column, so it was counted as never read, yet read (as text) all the same.
+        conditions += [c >= _FIRST_DATE for c in dates]
     return conditions
 
 

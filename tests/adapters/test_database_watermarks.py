@@ -66,3 +66,32 @@ def test_a_text_watermark_of_varying_width_is_warned_of_at_start(
         assert found[0].widths == [17, 18] and "CAST(gxsj AS DATETIME)" in found[0].reason  # type: ignore[attr-defined]
     pull.close()
     src.dispose()
+
+
+def test_a_mariadb_zero_date_watermark_is_counted_not_read_until_corrected(
+        dept: Node, mariadb_source_url: str, caplog: pytest.LogCaptureFixture):
+    # Without NO_ZERO_DATE a department's system writes '0000-00-00 00:00:00' for "unknown". In a
+    # NOT NULL column MariaDB counts it as NULL, so each start warned those rows were never read,
+    # while the pull read them (as text) all the same; one written later was then never read.
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(mariadb_source_url)
+    table = penalty_table(item)
+    create_and_fill(src, table, penalty_db_rows(item, 8, unit=UNIT, same_time_every=1))
+    with src.begin() as conn:
+        conn.execute(text("SET SESSION sql_mode = ''"))
+        conn.execute(text("UPDATE cf_penalties SET updated_at = '0000-00-00 00:00:00' WHERE id IN (3, 4)"))
+    rec = Recorder(dept)
+    pull = pull_for(dept, mariadb_source_url, rec, batch_rows=2, page_rows=3)
+    with caplog.at_level(logging.WARNING, logger="adapters.database"):
+        assert drain(pull) == 6
+    assert sorted(o.row for o in rec.outcomes) == [1, 2, 5, 6, 7, 8]
+    [warned] = [r for r in caplog.records if r.getMessage() == "adapter.rows_not_pulled"]
+    assert warned.rows == 2  # type: ignore[attr-defined]
+    with src.begin() as conn:
+        conn.execute(update(table).where(table.c.id == 3).values(updated_at=BASE_TIME + dt.timedelta(days=1)))
+    rec.outcomes.clear()
+    assert drain(pull) == 1
+    assert [(o.row, o.outcome) for o in rec.outcomes] == [(3, "accepted")]
+    assert records(dept) == 7
+    pull.close()
+    src.dispose()
