@@ -95,3 +95,48 @@ def test_a_mariadb_zero_date_watermark_is_counted_not_read_until_corrected(
     assert records(dept) == 7
     pull.close()
     src.dispose()
+
+
+def test_a_mariadb_row_changed_in_the_second_of_the_last_pull_is_not_missed(
+        dept: Node, mariadb_source_url: str, monkeypatch: pytest.MonkeyPatch):
+    # Second-precision update times: the pull read up to (08:00:00, id 10), then, within that
+    # second, the department corrected row 5. Its (08:00:00, 5) lay behind the position: never read.
+    from adapters import table_pages
+
+    bounded = table_pages._bounded
+    clock = {"now": 1_796_000_000}  # the source's clock, frozen for the node's sessions
+
+    def frozen(backend: str, timeout_s: float) -> dict[str, object]:
+        args = bounded(backend, timeout_s)
+        args["init_command"] = f"{args['init_command']}, timestamp = {clock['now']}"
+        return args
+
+    monkeypatch.setattr(table_pages, "_bounded", frozen)
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(mariadb_source_url)
+    table = penalty_table(item)
+    rows = list(penalty_db_rows(item, 10, unit=UNIT, same_time_every=100))
+    create_and_fill(src, table, rows)
+    with src.begin() as conn:
+        conn.execute(text("SET time_zone = '+08:00'"))
+        conn.execute(text("UPDATE cf_penalties SET updated_at = FROM_UNIXTIME(:now)"), clock)
+    rec = Recorder(dept)
+    pull = pull_for(dept, mariadb_source_url, rec)
+    drain(pull)
+    with src.begin() as conn:
+        conn.execute(update(table).where(table.c.id == 5).values(cf_nr="更正后的处罚内容"))
+    pull.close()
+    clock["now"] += 1
+    drain(pull)
+    pull.close()
+    src.dispose()
+    assert sorted(o.row for o in rec.outcomes) == list(range(1, 11))
+    assert "更正后的处罚内容" in _stored_texts(dept, rows[4]["cf_wsh"])
+
+
+def _stored_texts(node: Node, wsh: str) -> list[str]:
+    """CF_NR of every stored revision of the record with this 文号."""
+    from node.records import decode_body, fields_dict
+
+    found = [fields_dict(decode_body(r.body)) for r in node.store.records.iter_revisions()]
+    return [f["CF_NR"] for f in found if f["CF_WSH"] == wsh]
