@@ -45,7 +45,9 @@ class FeedbackTable:
 
     def create(self, engine: Engine) -> None:
         """Create the table if it is missing (nothing else of the source is ever written)."""
-        with source_errors(self._adapter, "creating the feedback table in"), engine.begin() as conn:
+        # A login that may only SELECT fails here: named by the setting that asked for the table.
+        with source_errors(self._adapter, "creating the feedback table in", field="feedback_table"), \
+                engine.begin() as conn:
             self._table.create(conn, checkfirst=True)
 
     def write(self, engine: Engine, keys: Sequence[tuple[str, str]], outcomes: Sequence[RowOutcome]) -> None:
@@ -56,7 +58,8 @@ class FeedbackTable:
                     "field": p.field, "code": p.code, "reason": p.message, "reported_at": datetime.now()}
                    for (key, watermark), o in zip(keys, outcomes, strict=True) for p in _refusals(o)]
         names = [key[:255] for key, _watermark in keys]
-        with source_errors(self._adapter, "writing feedback to"), engine.begin() as conn:
+        with source_errors(self._adapter, "writing the feedback table in", field="feedback_table"), \
+                engine.begin() as conn:
             for start in range(0, len(names), _KEYS_PER_DELETE):
                 conn.execute(delete(self._table).where(fb.source_table == self._source_table,
                                                        fb.source_key.in_(names[start:start + _KEYS_PER_DELETE])))

@@ -48,3 +48,29 @@ def test_a_node_killed_before_the_first_batchs_feedback_writes_it_on_the_next_ru
     assert keys == ["10", "55"]
     again.close()
     src.dispose()
+
+
+def test_a_feedback_table_a_select_only_login_cannot_create_is_named_by_its_setting(
+        dept: Node, mariadb_source_url: str):
+    from test_database import _readonly_url
+
+    from node.errors import TransportError
+
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(mariadb_source_url)
+    create_and_fill(src, penalty_table(item), penalty_db_rows(item, 5, unit=UNIT))
+    ro_url, drop = _readonly_url(mariadb_source_url)
+    try:
+        pull = pull_for(dept, ro_url, feedback_table="credit_feedback", name="database:ro")
+        with pytest.raises(TransportError) as failed:
+            pull.poll()
+        pull.close()
+        # Only the database's message said which table; the operator was not told which setting.
+        assert failed.value.field == "feedback_table"
+        assert "feedback table" in str(failed.value) and "CREATE command denied" in str(failed.value)
+    finally:
+        with src.connect() as conn:
+            for stmt in drop.split("; "):
+                conn.execute(text(stmt))
+            conn.commit()
+        src.dispose()
