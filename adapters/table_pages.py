@@ -202,6 +202,11 @@ def engine_for(url: str, adapter: str, timeout_s: float) -> Engine:
             # PyMySQL fails on it with an AttributeError at every connection, a crash each poll.
             raise ConfigError(f"adapter {adapter}: url: charset {charset!r} is not a MySQL/MariaDB character set "
                               "(utf8mb4, gbk, latin1 …)", field="url")
+        if charset.lower() in ("utf8", "utf8mb3"):
+            # 3-byte UTF-8 has no form for characters outside the BMP (rare name characters such as
+            # 𠀀): the server sent '?' for them, and the name was stored that way. utf8mb4 reads
+            # every column a utf8 connection could, and those characters too.
+            url = parsed.update_query_dict({"charset": "utf8mb4"}).render_as_string(hide_password=False)
     args = _bounded(backend, timeout_s)
     if "options" in parsed.query:  # the operator's own server options win
         args.pop("options", None)

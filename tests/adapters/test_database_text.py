@@ -38,3 +38,25 @@ def test_chinese_bytes_in_a_mariadb_latin1_column_are_refused_naming_what_they_r
         assert name in refused.problems[0].message and charset.upper() in refused.problems[0].message
     pull.close()
     src.dispose()
+
+
+@pytest.mark.parametrize("charset", ["utf8", "utf8mb3"])
+def test_a_rare_character_outside_the_bmp_survives_a_url_asking_for_mariadbs_3_byte_utf8(
+        dept: Node, mariadb_source_url: str, charset: str):
+    # 𠀀 and 𡃁 (CJK extension B, in names) have no 3-byte UTF-8 form: a ?charset=utf8 connection,
+    # as legacy settings write it, had the server send '?' for each, and '杭州??餐饮有限公司' was
+    # stored and signed as the subject's name.
+    from test_database import _stored
+
+    item = dept.catalog.item("admin_penalty")
+    src = create_engine(mariadb_source_url + "?charset=utf8mb4")
+    rows = list(penalty_db_rows(item, 2, unit=UNIT))
+    create_and_fill(src, penalty_table(item), rows)
+    with src.begin() as conn:
+        conn.execute(text("ALTER TABLE cf_penalties MODIFY cf_xdr_mc VARCHAR(200) CHARACTER SET utf8mb4"))
+        conn.execute(text("UPDATE cf_penalties SET cf_xdr_mc = '杭州𠀀𡃁餐饮有限公司' WHERE id = 1"))
+    pull = pull_for(dept, f"{mariadb_source_url}?charset={charset}")
+    assert drain(pull) == 2
+    pull.close()
+    src.dispose()
+    assert _stored(dept)[rows[0]["cf_wsh"]]["CF_XDR_MC"] == "杭州𠀀𡃁餐饮有限公司"
