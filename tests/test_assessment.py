@@ -22,6 +22,7 @@ from node.preparing import Preparer
 from node.provisioning import init_node
 from node.routing import Router
 from node.sampledata import penalty_rows, unit_uscc
+from node.store.tallies import Tally, TallyStore
 from node.tabular import SourceRow
 from node.validation import Validator
 from node.values import CHINA
@@ -149,3 +150,25 @@ def test_a_configured_calendar_that_is_missing_is_refused_not_replaced_by_weekda
                           "2026-02-01", "--json"], capture_output=True, text=True, cwd=REPO, check=False)
     assert run.returncode == 2, run.stdout
     assert json.loads(run.stdout)["error"]["field"] == "lifecycle.calendar"
+
+
+def _cli(cfg: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "node", "--config", str(cfg), "report", "sources", *args],
+                          capture_output=True, text=True, cwd=REPO, check=False)
+
+
+def test_csv_cells_that_excel_would_read_as_formulas_are_quoted(dept):
+    # Tallies from below carry whatever unit and item names a child sent: a name starting with
+    # = + - @ must open in Excel as text, not run as a formula.
+    cfg, node = dept
+    names = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(1)"]
+    TallyStore(node.store.engine).replace(
+        "district:330102", [Tally("dept:330102:other", name, "admin_penalty", "2026-01-05", 1) for name in names],
+        at("2026-01-06"))
+    node.close()
+    run = _cli(cfg, "--since", "2026-01-01", "--csv")
+    assert run.returncode == 0, run.stderr
+    rows = list(csv.DictReader(io.StringIO(run.stdout.lstrip("\ufeff"))))
+    assert sorted(r["source_unit"] for r in rows) == sorted("'" + n for n in names)
+    assert all(r["refused"] == "1" for r in rows)
+

@@ -155,6 +155,16 @@ def _day(text: str, option: str) -> dt.date:
     return day
 
 
+# Excel runs a cell that starts with one of these as a formula (OWASP "CSV injection"); unit and
+# item names below this node come from children's tallies, whatever they sent.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text_cell(value: object) -> object:
+    """``value``, a text that Excel would read as a formula prefixed with ' so it stays text."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
 @report_group.command("sources")
 @click.option("--since", required=True, help="first day of the period (YYYY-MM-DD)")
 @click.option("--until", default=None, help="last day of the period (default: today)")
@@ -192,7 +202,7 @@ def report_sources(ctx: click.Context, since: str, until: str | None, within_day
         sys.stdout.write("\ufeff")  # Excel reads a BOM-less CSV as the local code page
         w = csv.DictWriter(sys.stdout, fieldnames=list(COLUMNS), lineterminator="\n")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({k: _text_cell(v) for k, v in r.items()} for r in rows)
     else:
         for r in rows:
             t = "-" if r["timeliness"] is None else f"{float(r['timeliness']):.0%}"  # type: ignore[arg-type]
