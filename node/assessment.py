@@ -39,7 +39,7 @@ from node.store.tables import record_revisions, rejections
 from node.store.tallies import TallyStore
 from node.values import CHINA
 
-__all__ = ["SourceReport", "Weekdays", "WorkingDays", "assess", "working_days_for"]
+__all__ = ["AskedCalendar", "SourceReport", "Weekdays", "WorkingDays", "assess", "working_days_for"]
 
 # Decision dates are Chinese civil dates: a report made at 01:00 Beijing time is made that day.
 DEFAULT_WITHIN_DAYS = 7
@@ -66,6 +66,31 @@ class Weekdays:
             day += dt.timedelta(days=1)
             count += day.weekday() < 5
         return count
+
+
+class AskedCalendar:
+    """A calendar that remembers the days it was asked about, so a report can say which of their
+    years it counted on weekdays alone (no calendar file: 春节 and 国庆 count as working days)."""
+
+    def __init__(self, days: WorkingDays) -> None:
+        self.days = days
+        self._first: dt.date | None = None
+        self._last: dt.date | None = None
+
+    def working_days_between(self, a: dt.date, b: dt.date) -> int:
+        lo, hi = sorted((a, b))
+        self._first = min(self._first or lo, lo)
+        self._last = max(self._last or hi, hi)
+        return self.days.working_days_between(a, b)
+
+    def missing_years(self) -> list[int]:
+        """Years of the days asked about that were counted on weekdays only."""
+        if self._first is None or self._last is None:
+            return []
+        if isinstance(self.days, Weekdays):
+            return list(range(self._first.year, self._last.year + 1))
+        uncovered = getattr(self.days, "uncovered_years", None)  # WorkingCalendar's
+        return list(uncovered(self._first, self._last)) if uncovered is not None else []
 
 
 def working_days_for(calendar_dir: str = "") -> WorkingDays:

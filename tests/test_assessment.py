@@ -172,3 +172,23 @@ def test_csv_cells_that_excel_would_read_as_formulas_are_quoted(dept):
     assert sorted(r["source_unit"] for r in rows) == sorted("'" + n for n in names)
     assert all(r["refused"] == "1" for r in rows)
 
+
+def test_a_period_the_calendar_does_not_cover_is_counted_on_weekdays_and_said(dept):
+    cfg, node = dept
+    rows = list(penalty_rows(3, source_unit=UNIT))
+    # Decided on Monday 2024-12-30 (2024 has no calendar file), reported on 2025-01-03 (元旦 off).
+    report(node, decided(rows[:2], "2024-12-30"), on="2025-01-03", batch="y")
+    report(node, decided(rows[2:], "2025-01-06"), on="2025-01-08", batch="z")
+    node.close()
+    run = _cli(cfg, "--since", "2024-12-01", "--json")
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["calendar_missing_years"] == [2024], run.stdout
+    (row,) = data["sources"]
+    # 12-31 counted as a weekday, 01-01 a holiday of the 2025 file, 01-02, 01-03; then 01-07, 01-08.
+    assert row["mean_delay_days"] == round((3 + 3 + 2) / 3, 2)
+    text = _cli(cfg, "--since", "2024-12-01")
+    assert "2024" in text.stderr and "weekdays" in text.stderr
+    covered = _cli(cfg, "--since", "2025-01-05", "--json")
+    assert json.loads(covered.stdout)["calendar_missing_years"] == []
+    assert "weekdays" not in _cli(cfg, "--since", "2025-01-05").stderr

@@ -181,7 +181,7 @@ def report_sources(ctx: click.Context, since: str, until: str | None, within_day
 
     Above a department, the refusals below are counted as each child's last 'reconcile' sent them.
     """
-    from node.assessment import COLUMNS, assess, working_days_for
+    from node.assessment import COLUMNS, AskedCalendar, assess, working_days_for
 
     first = _day(since, "since")
     last = _day(until, "until") if until else None
@@ -190,15 +190,22 @@ def report_sources(ctx: click.Context, since: str, until: str | None, within_day
     if as_json and as_csv:
         raise UsageError("--json or --csv, not both")
     with open_node(ctx) as node:
-        calendar = working_days_for(str(node.config.path(node.config.lifecycle.calendar))
-                                    if node.config.lifecycle.calendar else "")
+        calendar = AskedCalendar(working_days_for(str(node.config.path(node.config.lifecycle.calendar))
+                                                  if node.config.lifecycle.calendar else ""))
         reports = assess(node.store.engine, node.catalog, since=first, until=last, within_days=within_days,
                          calendar=calendar, source_unit=source_unit)
     rows = [r.as_dict() for r in reports]
+    missing = calendar.missing_years()
     if as_json:
         emit_json({"since": first.isoformat(), "until": last.isoformat() if last else None,
-                   "within_days": within_days, "sources": rows})
-    elif as_csv:
+                   "within_days": within_days, "calendar_missing_years": missing, "sources": rows})
+        return
+    if missing:
+        # Not refused: the reports are there to assess; but a holiday in those years makes a
+        # timely report look late, so whoever reads the figures is told.
+        click.echo(f"warning: no working-day calendar for {', '.join(map(str, missing))}: timeliness in "
+                   "those years is counted on weekdays (Monday to Friday), holidays and 调休 ignored", err=True)
+    if as_csv:
         sys.stdout.write("\ufeff")  # Excel reads a BOM-less CSV as the local code page
         w = csv.DictWriter(sys.stdout, fieldnames=list(COLUMNS), lineterminator="\n")
         w.writeheader()
