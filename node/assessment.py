@@ -33,7 +33,7 @@ from typing import Protocol
 from sqlalchemy import Engine, distinct, func, select
 
 from node.catalog import Catalog, Item
-from node.records import decode_body
+from node.records import SOURCE_CHANGE_REASON, decode_body
 from node.store._sql import translated
 from node.store.tables import record_revisions, rejections
 from node.store.tallies import TallyStore
@@ -179,8 +179,12 @@ def assess(engine: Engine, catalog: Catalog, *, since: dt.date, until: dt.date |
 
     for unit, item, revision, body in _revisions(engine, since_ms, source_unit):
         b = decode_body(body)
-        if b.status != "active" or b.reported_at_ms < since_ms or (until_ms and b.reported_at_ms >= until_ms):
-            continue  # a lifecycle change (objection, repair …) is not a report of the source
+        if revision != 1 and not b.reason.startswith(SOURCE_CHANGE_REASON):
+            # A lifecycle change (objection, repair, an operator's revise, even back to active) is
+            # not a report of the source; the source's change is, whatever status its record keeps.
+            continue
+        if b.reported_at_ms < since_ms or (until_ms and b.reported_at_ms >= until_ms):
+            continue
         r = entry(unit, item)
         r.reported += 1
         reported_on = dt.datetime.fromtimestamp(b.reported_at_ms / 1000, CHINA).date()

@@ -32,7 +32,7 @@ from node.preparing import (
     chunks,
     now_ms,
 )
-from node.records import body_digest, decode_body, pb, signed_record_bytes
+from node.records import SOURCE_CHANGE_REASON, body_digest, decode_body, pb, signed_record_bytes
 from node.rejection import row_key
 from node.routing import Router
 from node.signing import Signer
@@ -153,11 +153,11 @@ class Ingest:
             changed.revision = before.revision + 1
             changed.status = status
             if status == "active":
-                changed.reason = "source report changed"
+                changed.reason = SOURCE_CHANGE_REASON
             elif status in ("repaired", "deleted"):
-                changed.reason = f"source report changed; stays {status}, as decided for its subject"
+                changed.reason = f"{SOURCE_CHANGE_REASON}; stays {status}, as decided for its subject"
             else:
-                changed.reason = f"source report changed; stays {status} while its case is open"
+                changed.reason = f"{SOURCE_CHANGE_REASON}; stays {status} while its case is open"
             changed.supersedes_digest = before.body_digest.hex()
             pending.append((p, changed.SerializeToString(), before.revision + 1, status))
         if not pending:

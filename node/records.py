@@ -29,6 +29,7 @@ else:
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_REVISION",
+    "SOURCE_CHANGE_REASON",
     "FieldsWriter",
     "body_digest",
     "content_digest",
@@ -46,6 +47,9 @@ __all__ = [
 # the platform's own check (信息自查), 暂停披露 until the source answers (seed 003 篇2 第三十三条).
 STATUSES = ("active", "disputed", "withheld", "checking", "corrected", "confirmed", "deleted", "repaired",
             "expired", "revoked")
+# What a revision made because its source reported the record again, changed, starts its reason
+# with: the one later revision that is the source's report and not the platform's lifecycle change.
+SOURCE_CHANGE_REASON = "source report changed"
 
 
 # Bounds a receiver holds a child's records to. Every field has its catalogue length, so a real

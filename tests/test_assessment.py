@@ -192,3 +192,38 @@ def test_a_period_the_calendar_does_not_cover_is_counted_on_weekdays_and_said(de
     covered = _cli(cfg, "--since", "2025-01-05", "--json")
     assert json.loads(covered.stdout)["calendar_missing_years"] == []
     assert "weekdays" not in _cli(cfg, "--since", "2025-01-05").stderr
+
+
+def test_an_operator_setting_a_record_active_again_is_not_a_report_of_its_source(dept):
+    # `downward revise --status active` (a record put back after a dispute) is the platform's
+    # lifecycle change, made with a reason; the source reported nothing.
+    from sqlalchemy import select
+
+    from node.downward import Downward
+    from node.store.tables import record_revisions
+
+    _cfg, node = dept
+    report(node, decided(list(penalty_rows(1, source_unit=UNIT)), "2026-01-05"), on="2026-01-06", batch="r")
+    with node.store.engine.connect() as conn:
+        (record_id,) = conn.execute(select(record_revisions.c.record_id)).scalars()
+    Downward(node).revise(record_id, status="disputed", reason="异议处理中")
+    Downward(node).revise(record_id, status="active", reason="异议不成立，恢复公示")
+    (r,) = assess(node.store.engine, node.catalog, since=dt.date(2026, 1, 1), calendar=Weekdays())
+    assert (r.reported, r.new_records, r.last_reported) == (1, 1, "2026-01-06")
+
+
+def test_a_source_changing_a_disputed_record_is_a_report_though_the_record_stays_disputed(dept):
+    from sqlalchemy import select
+
+    from node.downward import Downward
+    from node.store.tables import record_revisions
+
+    _cfg, node = dept
+    rows = decided(list(penalty_rows(1, source_unit=UNIT)), "2026-01-05")
+    report(node, rows, on="2026-01-06", batch="r")
+    with node.store.engine.connect() as conn:
+        (record_id,) = conn.execute(select(record_revisions.c.record_id)).scalars()
+    Downward(node).revise(record_id, status="disputed", reason="异议处理中")
+    report(node, [{**rows[0], "BZ": "来源单位更正"}], on="2026-12-01", batch="s")
+    (r,) = assess(node.store.engine, node.catalog, since=dt.date(2026, 1, 1), calendar=Weekdays())
+    assert (r.reported, r.new_records, r.last_reported) == (2, 1, "2026-12-01")
