@@ -49,6 +49,7 @@ def verify_store(store: Store, verifier: Verifier) -> VerifyReport:
     for batch in _batches(store):
         count += len(batch)
         decoded: list[pb.SignedRecord] = []
+        origins: list[tuple[str, bytes]] = []
         refs: list[str] = []
         for row in batch:
             ref = f"{row.record_id}@{row.revision}"
@@ -61,12 +62,18 @@ def verify_store(store: Store, verifier: Verifier) -> VerifyReport:
                 findings.append(Finding("record", ref, "E_BODY_MISMATCH",
                                         "stored body differs from the signed body or its digest"))
                 continue
-            if (wrong := _columns_unsigned(row)):
+            try:
+                body = decode_body(row.body)
+            except NodeError as exc:
+                findings.append(Finding("record", ref, exc.code, exc.message))
+                continue
+            if (wrong := _columns_unsigned(row, body)):
                 findings.append(Finding("record", ref, "E_ROW_MISMATCH",
-                                        f"stored {', '.join(wrong)} do not match the signed body"))
+                                        f"columns that do not match the signed body: {', '.join(wrong)}"))
             decoded.append(signed)
+            origins.append((body.origin_node, row.body_digest))  # parsed and hashed once, not again
             refs.append(ref)
-        for ref, err in zip(refs, verifier.verify(decoded), strict=True):
+        for ref, err in zip(refs, verifier.verify(decoded, decoded=origins), strict=True):
             if err is not None:
                 findings.append(Finding("record", ref, err.code, err.message))
     findings += _head_findings(store)
@@ -83,11 +90,7 @@ _COPIED = ("record_id", "revision", "item", "subject_code", "subject_kind", "sou
            "decision_date", "catalog_version")
 
 
-def _columns_unsigned(row: RecordRow) -> list[str]:
-    try:
-        body = decode_body(row.body)
-    except NodeError:
-        return []  # the signature check reports an unreadable body
+def _columns_unsigned(row: RecordRow, body: pb.RecordBody) -> list[str]:
     wrong = [name for name in _COPIED if getattr(row, name) != getattr(body, name)]
     if row.status != (body.status or "active"):
         wrong.append("status")
@@ -115,7 +118,7 @@ def _head_findings(store: Store) -> list[Finding]:
                 why = f"the head names revision {m['revision']}, which is not stored"
             else:
                 names = [n for n in _HEAD_SAME if m[n] != m[f"r_{n}"]]
-                why = f"the head's {', '.join(names)} do not match revision {m['revision']}"
+                why = f"head columns that do not match revision {m['revision']}: {', '.join(names)}"
             findings.append(Finding("head", m["record_id"], "E_HEAD_MISMATCH", why))
         latest_sq = select(r.record_id, func.max(r.revision).label("revision")).group_by(r.record_id).subquery()
         stale = select(latest_sq.c.record_id, latest_sq.c.revision, h.revision.label("head")).select_from(

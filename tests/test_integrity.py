@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 import shutil
 import sqlite3
@@ -104,3 +105,20 @@ def test_a_head_without_any_revision_fails(pristine: tuple[pathlib.Path, list[st
         "INSERT INTO record_heads SELECT 'admin_penalty-nothing', revision, item, subject_code, status, source_unit, "
         "decision_date, body_digest, content_digest, received_at_ms FROM record_heads WHERE record_id = ?", (ids[1],)))
     assert code == 1 and "FAIL head admin_penalty-nothing: E_HEAD_MISMATCH" in out
+
+
+def test_a_signed_record_rewritten_around_a_body_that_is_not_a_record_fails_naming_the_revision(
+        pristine: tuple[pathlib.Path, list[str]], tmp_path: pathlib.Path) -> None:
+    from node.records import decode_signed
+
+    def rewrite(conn: sqlite3.Connection, ids: list[str]) -> None:
+        (raw,) = conn.execute("SELECT signed FROM record_revisions WHERE record_id = ? AND revision = 1",
+                              (ids[3],)).fetchone()
+        signed = decode_signed(raw)
+        signed.body = b"\xff\xff\xff"
+        conn.execute("UPDATE record_revisions SET body = ?, body_digest = ?, signed = ? WHERE record_id = ? "
+                     "AND revision = 1", (signed.body, hashlib.sha256(signed.body).digest(),
+                                          signed.SerializeToString(), ids[3]))
+
+    code, out = _verify_after(pristine, tmp_path, rewrite)
+    assert code == 1 and f"FAIL record {pristine[1][3]}@1: E_BODY_MALFORMED" in out
