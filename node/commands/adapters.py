@@ -9,10 +9,14 @@ the warnings (``W_…``) as ``import`` prints them.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
 import pathlib
+import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -170,6 +174,51 @@ def _json_lines(stream: Any) -> Iterator[tuple[int, Mapping[str, Any]] | Problem
         yield number, value
 
 
+def _stdin_rows(item_code: str, catalog_dir: str | None, file_warnings: dict[int, Problem],
+                spool: pathlib.Path) -> Iterator[Any]:
+    """Rows given on stdin, in any form a file may have: JSON lines are read as they come (a system
+    may stream them), a CSV or XLSX table is first copied to ``spool`` (its reader needs a file: a
+    workbook is a zip, read from its end), so memory stays bounded either way."""
+    stream = _stdin_bytes()
+    head = b""
+    while not head.removeprefix(_BOM).lstrip():
+        chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+        if not chunk:
+            break
+        head += chunk
+    if head.removeprefix(_BOM).lstrip()[:1] in (b"{", b""):
+        return _json_lines(_text_lines(head, stream))
+    path = spool / ("stdin.xlsx" if head.startswith(b"PK\x03\x04") else "stdin.csv")
+    with path.open("wb") as out:
+        out.write(head)
+        shutil.copyfileobj(stream, out)
+    return _table_rows(path, item_code, catalog_dir, file_warnings)
+
+
+_BOM = "\ufeff".encode()
+
+
+def _stdin_bytes() -> Any:
+    """stdin's bytes through a reader of our own: grpc reads the rows on a daemon thread, which a node
+    gone mid-stream leaves blocked in a read, holding its reader's lock; were that ``sys.stdin``'s,
+    the interpreter would abort at exit taking it (SIGABRT), instead of exiting with the error's code."""
+    try:
+        return open(sys.stdin.fileno(), "rb", closefd=False)
+    except (AttributeError, OSError, ValueError):  # a stdin without a descriptor (tests, embedding)
+        return sys.stdin.buffer
+
+
+def _text_lines(head: bytes, stream: Any) -> Iterator[str]:
+    """The lines of ``head`` and what follows it on ``stream``, as UTF-8 text (a BOM, as Windows
+    Notepad writes, is no part of the first)."""
+    # Only an unfinished last line is read on: a whole one may be all a streaming writer has sent yet.
+    rest = stream.readline() if head and not head.endswith(b"\n") else b""
+    first = True
+    for line in itertools.chain(io.BytesIO(head + rest), stream):
+        yield line.decode("utf-8-sig" if first else "utf-8")
+        first = False
+
+
 def _table_rows(path: pathlib.Path, item_code: str, catalog_dir: str | None,
                 file_warnings: dict[int, Problem]) -> Iterator[Any]:
     """A file's rows to send, or the problem of a row that cannot be read; the file's own word on a
@@ -241,8 +290,10 @@ def submit(source: str, item: str, target: str, identity_dir: str, server_name: 
     from node.preparing import WARNINGS_KEPT
 
     file_warnings: dict[int, Problem] = {}
+    spool = contextlib.ExitStack()
     if source == "-":
-        rows: Iterator[Any] = _json_lines(sys.stdin)
+        rows: Iterator[Any] = _stdin_rows(item, catalog_dir, file_warnings,
+                                          pathlib.Path(spool.enter_context(tempfile.TemporaryDirectory())))
     elif source.lower().endswith((".jsonl", ".json", ".ndjson")):
         rows = _json_lines(pathlib.Path(source).open(encoding="utf-8-sig"))  # noqa: SIM115 - read to the end
     else:
@@ -273,7 +324,7 @@ def submit(source: str, item: str, target: str, identity_dir: str, server_name: 
     refusals: list[dict[str, object]] = []
     warnings = 0
     warned: list[dict[str, object]] = []  # the first WARNINGS_KEPT, as import keeps them
-    with Pusher(target, identity_dir, server_name=server_name, node_id=node, batch=batch) as pusher:
+    with spool, Pusher(target, identity_dir, server_name=server_name, node_id=node, batch=batch) as pusher:
         for ack in pusher.push(item, sendable()):
             counts[ack.outcome] += 1
             refusals.extend({"row": ack.row, "field": p.field, "code": p.code, "message": p.message}

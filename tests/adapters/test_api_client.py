@@ -200,3 +200,38 @@ def test_a_lookup_by_a_source_system_exits_3_with_the_reason(served: Any, tmp_pa
                           timeout=120, check=False)
     assert done.returncode == 3, done.stderr
     assert done.stderr == "error: E_ROLE_CANNOT_QUERY: role 'source' may not query records\n"
+
+
+def _table_bytes(node: Node, tmp_path: pathlib.Path, kind: str, rows: list[dict[str, str]]) -> bytes:
+    import openpyxl
+
+    item = node.catalog.item("admin_penalty")
+    if kind == "xlsx":
+        wb = openpyxl.Workbook()
+        ws = wb.active
+        ws.append([f.name for f in item.fields])
+        for row in rows:
+            ws.append([row.get(f.code, "") for f in item.fields])
+        wb.save(tmp_path / "rows.xlsx")
+        return (tmp_path / "rows.xlsx").read_bytes()
+    if kind == "jsonl-bom":  # as Windows Notepad saves UTF-8
+        return "\ufeff".encode() + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    write_csv(tmp_path / "rows.csv", item, iter(rows), encoding="gbk")
+    return (tmp_path / "rows.csv").read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["csv", "xlsx", "jsonl-bom"])
+def test_submit_reads_from_stdin_whatever_it_reads_from_a_file(served: Any, tmp_path: pathlib.Path, kind: str):
+    node, address, source_dir, _cfg = served
+    rows = [r for _n, r in rows_with_mistakes(6)]
+    done = subprocess.run([sys.executable, "-m", "node", "submit", "-", "--item", "admin_penalty", "--target",
+                           address, "--identity", str(source_dir), "--json"],
+                          input=_table_bytes(node, tmp_path, kind, rows), capture_output=True, cwd=REPO,
+                          timeout=120, check=False)
+    assert done.returncode == 1, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["accepted"], out["rejected"]) == (4, 2)
+    header = 0 if kind == "jsonl-bom" else 1  # a table's rows are its file rows, under the header
+    assert [r["row"] for r in out["rejections"]] == [3 + header, 6 + header]
+    assert sum(node.store.records.counts().values()) == 4
+
