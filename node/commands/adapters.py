@@ -258,6 +258,17 @@ def _refused_call(counts: Mapping[str, int], refusals: Sequence[Mapping[str, obj
                              code=str(refusals[0]["code"]), field=str(refusals[0]["field"]))
 
 
+def _cut_off(exc: NodeError, counts: Mapping[str, int]) -> NodeError:
+    """The error that ended a push part-way, with what the node had answered by then: those rows
+    are stored as answered, and the rest can be sent by running the same input again."""
+    answered = sum(counts.values())
+    if answered:
+        exc.message = (f"{exc.message}; {answered} rows answered ({counts['accepted']} accepted, "
+                       f"{counts['duplicate']} duplicates, {counts['rejected']} rejected) before it, and stored as "
+                       "answered; submit the same input again to send the rest (rows stored come back as duplicates)")
+    return exc
+
+
 _WARNINGS_SHOWN = 50  # in text; --json lists up to WARNINGS_KEPT
 
 # The codes of NotAuthorizedError and its subclasses (node/errors.py): the caller's rights.
@@ -325,15 +336,18 @@ def submit(source: str, item: str, target: str, identity_dir: str, server_name: 
     warnings = 0
     warned: list[dict[str, object]] = []  # the first WARNINGS_KEPT, as import keeps them
     with spool, Pusher(target, identity_dir, server_name=server_name, node_id=node, batch=batch) as pusher:
-        for ack in pusher.push(item, sendable()):
-            counts[ack.outcome] += 1
-            refusals.extend({"row": ack.row, "field": p.field, "code": p.code, "message": p.message}
-                            for p in ack.problems)
-            # A row's warnings: the file's (a hidden row, read before the row was sent), then the node's.
-            row_warnings = ((file_warnings.pop(ack.row),) if ack.row in file_warnings else ()) + tuple(ack.warnings)
-            warnings += len(row_warnings)
-            warned.extend({"row": ack.row, "field": w.field, "code": w.code, "message": w.message,
-                           "outcome": ack.outcome} for w in row_warnings[:WARNINGS_KEPT - len(warned)])
+        try:
+            for ack in pusher.push(item, sendable()):
+                counts[ack.outcome] += 1
+                refusals.extend({"row": ack.row, "field": p.field, "code": p.code, "message": p.message}
+                                for p in ack.problems)
+                # A row's warnings: the file's (a hidden row, read before the row was sent), then the node's.
+                row_warnings = ((file_warnings.pop(ack.row),) if ack.row in file_warnings else ()) + tuple(ack.warnings)
+                warnings += len(row_warnings)
+                warned.extend({"row": ack.row, "field": w.field, "code": w.code, "message": w.message,
+                               "outcome": ack.outcome} for w in row_warnings[:WARNINGS_KEPT - len(warned)])
+        except NodeError as exc:
+            raise _cut_off(exc, counts) from None
     if failed:
         raise failed[0]
     _refused_call(counts, refusals)

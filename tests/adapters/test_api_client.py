@@ -6,6 +6,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -235,3 +236,34 @@ def test_submit_reads_from_stdin_whatever_it_reads_from_a_file(served: Any, tmp_
     assert [r["row"] for r in out["rejections"]] == [3 + header, 6 + header]
     assert sum(node.store.records.counts().values()) == 4
 
+
+def test_submit_cut_off_by_the_node_stopping_says_how_many_rows_were_answered(tmp_path: pathlib.Path):
+    ca = identity.init_ca(tmp_path / "ca")
+    cfg = init_node(tmp_path / "node", node_id="dept:330102:scjgj", level="department", unit=UNIT, ca_dir=ca)
+    text = cfg.read_text(encoding="utf-8").replace("server:\n", "server:\n  grace_s: 0.2\n")
+    cfg.write_text(text + f"sources:\n- id: {SOURCE_ID}\n  units: [{UNIT}]\n", encoding="utf-8")
+    source_dir = identity.issue(ca, SOURCE_ID, "source", tmp_path / "source-identity")
+    node = build_node(load_config(cfg))
+    runtime: Runtime = build_runtime(node)
+    runtime.start()
+    try:
+        client = subprocess.Popen([sys.executable, "-m", "node", "submit", "-", "--item", "admin_penalty",
+                                   "--target", runtime.extension(GrpcServer).address, "--identity",
+                                   str(source_dir), "--batch", "5", "--json"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        assert client.stdin is not None
+        for row in penalty_rows(20, source_unit=UNIT, seed=21):
+            client.stdin.write(json.dumps(row, ensure_ascii=False) + "\n")
+        client.stdin.flush()  # the stream stays open: the node stops under it
+        deadline = time.monotonic() + 60
+        while sum(node.store.records.counts().values()) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sum(node.store.records.counts().values()) == 20
+    finally:
+        runtime.stop()
+        node.close()
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 4, err
+    message = json.loads(out)["error"]["message"]
+    assert "20 rows answered (20 accepted, 0 duplicates, 0 rejected)" in message, message
+    assert "submit the same input again" in message and "Traceback" not in err
