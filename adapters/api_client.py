@@ -77,14 +77,27 @@ class Pusher:
         self.close()
 
     def push(self, item: str, rows: Iterable[tuple[int, Mapping[str, Any]]]) -> Iterator[RowAck]:
-        """Send ``rows`` of ``item``; yields one ack per row, in order, as the node answers."""
+        """Send ``rows`` of ``item``; yields one ack per row, in order, as the node answers.
+
+        Raises a :class:`node.errors.NodeError` when the node cannot be reached or ends the call
+        (``PeerUnavailableError`` when it is gone, ``NotAuthorizedError`` for a certificate that may
+        not submit); the acks yielded until then are what the node stored. An exception from
+        ``rows`` itself is raised as it is, after the acks of the batches already sent (the rows
+        read since the last full batch are not sent)."""
         from node.transport.grpc_client import submit
 
         slots = threading.Semaphore(self._window)
         pending: queue.SimpleQueue[list[int]] = queue.SimpleQueue()  # row numbers of each batch sent
         stop = threading.Event()
+        failed: list[BaseException] = []  # the caller's rows failing: grpc would say only "Exception iterating requests"
 
         def requests() -> Iterator[pb.SubmitRequest]:
+            try:
+                yield from batches()
+            except Exception as exc:  # ends the stream; the batches sent are answered, then it is raised
+                failed.append(exc)
+
+        def batches() -> Iterator[pb.SubmitRequest]:
             batch: list[pb.UnsignedRecord] = []
             numbers: list[int] = []
             for number, values in rows:
@@ -113,6 +126,8 @@ class Pusher:
                                        for w in ack.warnings))
         finally:
             stop.set()
+        if failed:
+            raise failed[0]
 
 
 def _acquire(slots: threading.Semaphore, stop: threading.Event) -> bool:

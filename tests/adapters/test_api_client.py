@@ -267,3 +267,19 @@ def test_submit_cut_off_by_the_node_stopping_says_how_many_rows_were_answered(tm
     message = json.loads(out)["error"]["message"]
     assert "20 rows answered (20 accepted, 0 duplicates, 0 rejected)" in message, message
     assert "submit the same input again" in message and "Traceback" not in err
+
+
+def test_a_failure_of_the_callers_rows_reaches_the_caller_as_itself(served: Any):
+    node, address, source_dir, _cfg = served
+    rows = list(penalty_rows(3, source_unit=UNIT, seed=31))
+
+    def failing() -> Iterator[tuple[int, dict[str, str]]]:
+        yield from enumerate(rows, start=1)
+        raise LookupError("the department's database went away")
+
+    acks = []
+    with Pusher(address, source_dir, batch=2) as pusher, pytest.raises(LookupError, match="went away"):
+        acks.extend(pusher.push("admin_penalty", failing()))
+    # The full batch sent before the failure is answered; the row after it was never sent.
+    assert [(a.row, a.outcome) for a in acks] == [(1, "accepted"), (2, "accepted")]
+    assert sum(node.store.records.counts().values()) == 2
