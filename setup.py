@@ -41,7 +41,8 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["node", "node.*", "adapters", "adapters.*"]),
     package_data={"node": ["py.typed", "_generated/*.pyi", "store/migrations/*.ini",
-                           "store/migrations/*.mako", "store/migrations/versions/*.py"]},
+                           "store/migrations/*.mako", "store/migrations/versions/*.py"],
+                  "adapters": ["py.typed"]},
     include_package_data=True,
     install_requires=[
         "pika>=1.3",
