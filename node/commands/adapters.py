@@ -23,7 +23,17 @@ from typing import Any
 
 import click
 
-from node.cli import NODE_HELP, cli, emit_json, handle_errors, node_config, node_id, open_node, report
+from node.cli import (
+    INTERRUPTED,
+    NODE_HELP,
+    cli,
+    emit_json,
+    handle_errors,
+    node_config,
+    node_id,
+    open_node,
+    report,
+)
 from node.errors import (
     BlockedError,
     ConfigError,
@@ -261,12 +271,15 @@ def _refused_call(counts: Mapping[str, int], refusals: Sequence[Mapping[str, obj
 def _cut_off(exc: NodeError, counts: Mapping[str, int]) -> NodeError:
     """The error that ended a push part-way, with what the node had answered by then: those rows
     are stored as answered, and the rest can be sent by running the same input again."""
-    answered = sum(counts.values())
-    if answered:
-        exc.message = (f"{exc.message}; {answered} rows answered ({counts['accepted']} accepted, "
-                       f"{counts['duplicate']} duplicates, {counts['rejected']} rejected) before it, and stored as "
-                       "answered; submit the same input again to send the rest (rows stored come back as duplicates)")
+    if sum(counts.values()):
+        exc.message = (f"{exc.message}; {_answered(counts)} before it, and stored as answered; submit the same "
+                       "input again to send the rest (rows stored come back as duplicates)")
     return exc
+
+
+def _answered(counts: Mapping[str, int]) -> str:
+    return (f"{sum(counts.values())} rows answered ({counts['accepted']} accepted, {counts['duplicate']} duplicates, "
+            f"{counts['rejected']} rejected)")
 
 
 _WARNINGS_SHOWN = 50  # in text; --json lists up to WARNINGS_KEPT
@@ -348,6 +361,14 @@ def submit(source: str, item: str, target: str, identity_dir: str, server_name: 
                                "outcome": ack.outcome} for w in row_warnings[:WARNINGS_KEPT - len(warned)])
         except NodeError as exc:
             raise _cut_off(exc, counts) from None
+        except KeyboardInterrupt:  # as import tells a stopped import: what is stored, and how to finish
+            message = (f"stopped by Ctrl-C; {_answered(counts)} before it, and stored as answered (rows sent "
+                       "since may be stored too); submit the same input again to finish (rows stored come back "
+                       "as duplicates)")
+            if as_json:
+                emit_json({"error": {"code": "E_INTERRUPTED", "field": "", "message": message}})
+            click.echo(f"error: E_INTERRUPTED: {message}", err=True)
+            sys.exit(INTERRUPTED)
     if failed:
         raise failed[0]
     _refused_call(counts, refusals)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -283,3 +285,27 @@ def test_a_failure_of_the_callers_rows_reaches_the_caller_as_itself(served: Any)
     # The full batch sent before the failure is answered; the row after it was never sent.
     assert [(a.row, a.outcome) for a in acks] == [(1, "accepted"), (2, "accepted")]
     assert sum(node.store.records.counts().values()) == 2
+
+
+def test_submit_stopped_by_ctrl_c_says_how_many_rows_were_answered(served: Any):
+    node, address, source_dir, _cfg = served
+    client = subprocess.Popen([sys.executable, "-m", "node", "submit", "-", "--item", "admin_penalty", "--target",
+                               address, "--identity", str(source_dir), "--batch", "5", "--json"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=REPO)
+    assert client.stdin is not None
+    for row in penalty_rows(10, source_unit=UNIT, seed=41):
+        client.stdin.write(json.dumps(row, ensure_ascii=False) + "\n")
+    client.stdin.flush()
+    deadline = time.monotonic() + 60
+    while sum(node.store.records.counts().values()) < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.send_signal(signal.SIGINT)
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 130, err
+    message = json.loads(out)["error"]["message"]
+    # The node may have stored rows whose acks had not reached the client yet: never more are told.
+    answered = re.search(r"(\d+) rows answered \((\d+) accepted, 0 duplicates, 0 rejected\)", message)
+    assert answered is not None, message
+    assert answered[1] == answered[2] and int(answered[1]) <= sum(node.store.records.counts().values())
+    assert "submit the same input again" in message and "Traceback" not in err
