@@ -141,6 +141,13 @@ class Inbox:
             except NodeError as exc:
                 receipts[i] = self._reject(start_seq + i, body, exc.code, exc.message, "item")
                 continue
+            if not self._router.reaches_here(item.routing.up_to, item.routing.rule_id):
+                # The catalogue keeps this item below us (class C stops at the city): a child on an
+                # older or altered catalogue must not put it into this store.
+                receipts[i] = self._reject(start_seq + i, body, "E_NOT_ROUTED_HERE",
+                                           f"rule {item.routing.rule_id} sends {body.item} up to "
+                                           f"{item.routing.up_to}, not to {self._node_id}", "item")
+                continue
             raw = {f.name: f.value for f in body.fields}
             checked = self._validator.check(item, raw)
             if not checked.ok:

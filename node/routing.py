@@ -38,6 +38,13 @@ class Router:
     node_id: str
     parent_id: str | None
 
+    def reaches_here(self, up_to: str, rule_id: str) -> bool:
+        """Whether a record of an item that travels up to ``up_to`` may come up to this node at all."""
+        reach = LEVEL_RANK.get(up_to)
+        if reach is None:
+            raise ConfigError(f"routing rule {rule_id!r}: unknown level {up_to!r}")
+        return LEVEL_RANK[level_of(self.node_id)] <= reach
+
     def upward(self, up_to: str, rule_id: str) -> list[Destination]:
         """Destinations for a record of an item that travels up to level ``up_to``."""
         if self.parent_id is None:

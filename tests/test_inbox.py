@@ -334,3 +334,35 @@ def test_one_revision_twice_in_a_batch_is_accepted_once_and_a_different_body_for
     assert [r.outcome for r in receipts] == ["accepted", "duplicate", "rejected"]
     assert receipts[2].problem is not None and receipts[2].problem.code == "E_REVISION_CONFLICT"
     assert [r.outcome for r in district.inbox.receive([twin, rec], sender=DEPT_A)] == ["rejected", "duplicate"]
+
+
+def inspection_rows(unit: str, n: int) -> list[dict[str, str]]:
+    """行政检查结果 (class C, routed up to the city only) of the companies ``penalty_rows`` names."""
+    return [{"JC_XDR_MC": r["CF_XDR_MC"], "JC_XDR_LB": "法人及非法人组织", "JC_XDR_SHXYM": r["CF_XDR_SHXYM"],
+             "JC_JCBH": f"检{i}", "JC_JCSX": "日常检查", "JC_JCRQ": "2026-03-01", "JC_JCJG": "未发现问题",
+             "JC_JCBM": "杭州市西湖区市场监督管理局", "JC_JCBMDM": unit, "JC_SJLY": "杭州市西湖区市场监督管理局",
+             "JC_SJLYDM": unit}
+            for i, r in enumerate(penalty_rows(3 * n, source_unit=unit, division="330106"))
+            if r["CF_XDR_LB"] == "法人及非法人组织"][:n]
+
+
+def test_a_record_whose_rule_stops_below_this_level_is_refused(tmp_path: pathlib.Path):
+    # A child on an older or altered catalogue (or a faulty one) must not put class-C records
+    # that the catalogue keeps at the city into the province's store.
+    province_cfg = init_node(tmp_path / "p", node_id="province:330000", level="province")
+    dept_cfg = init_node(tmp_path / "d", node_id=DEPT_A, level="department", unit=UNIT_A,
+                         ca_dir=tmp_path / "p" / "ca")
+    data = yaml.safe_load(province_cfg.read_text())
+    data["children"] = [{"id": DEPT_A}]
+    province_cfg.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with build_node(load_config(province_cfg)) as province, build_node(load_config(dept_cfg)) as dept:
+        learn(province, dept)
+        item = dept.catalog.item("admin_inspection")
+        outcomes = dept.ingest.ingest_batch(item, [SourceRow(i + 2, r) for i, r in
+                                                   enumerate(inspection_rows(UNIT_A, 2))], source="t", batch_id="b")
+        assert [o.outcome for o in outcomes] == ["accepted"] * 2
+        records = [pb.SignedRecord.FromString(r.signed) for r in dept.store.records.iter_revisions()]
+        receipts = province.inbox.receive(records, sender=DEPT_A)
+        assert [(r.outcome, r.problem.code if r.problem else "") for r in receipts] == \
+            [("rejected", "E_NOT_ROUTED_HERE")] * 2
+        assert province.store.records.counts().get("admin_inspection", 0) == 0

@@ -29,3 +29,9 @@ def test_node_without_parent_keeps_everything():
 def test_unknown_reach_is_a_config_error():
     with pytest.raises(ConfigError, match="r9"):
         Router("district:1", "city:1").upward("galaxy", "r9")
+
+
+def test_a_record_reaches_only_the_levels_its_rule_names():
+    assert Router("city:330100", "province:330000").reaches_here("city", "stop-city")
+    assert not Router("province:330000", None).reaches_here("city", "stop-city")
+    assert Router("province:330000", None).reaches_here("national", "r")
