@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from node.catalog import Catalog
 from node.errors import NodeError, NotFoundError
 from node.records import decode_body, decode_signed, pb
-from node.routing import DOWN_RULE, Router
+from node.routing import DOWN_RULE, LEVEL_RANK, Router, level_of
 from node.signing import Verifier
 from node.store import Store
 from node.store.deliveries import Deliveries
@@ -100,6 +100,10 @@ def explain_route(*, store: Store, verifier: Verifier, catalog: Catalog, router:
         if came_down:
             stops_here = (f"revision {row.revision} came down from {row.received_from} (rule {DOWN_RULE}); "
                           "a revision from above is not sent back up")
+        elif not planned and router.parent_id is None and _goes_higher(router.node_id, item.routing.up_to):
+            # The rule is not why it stops: the operator has not (yet) configured a parent here.
+            stops_here = (f"rule {item.routing.rule_id} sends {row.item} up to {item.routing.up_to}; "
+                          f"{node_id} has no parent, so it goes no further from here")
         elif not planned:
             stops_here = (f"rule {item.routing.rule_id} sends {row.item} up to {item.routing.up_to}; "
                           f"{node_id} forwards it no further")
@@ -112,3 +116,7 @@ def explain_route(*, store: Store, verifier: Verifier, catalog: Catalog, router:
                  held_at=node_id, received_from=row.received_from, hops=hops, verified=error is None,
                  problem="" if error is None else f"{error.code}: {error.message}", onward=onward,
                  stops_here=stops_here)
+
+
+def _goes_higher(node_id: str, up_to: str) -> bool:
+    return LEVEL_RANK.get(up_to, -1) > LEVEL_RANK[level_of(node_id)]
