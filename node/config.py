@@ -22,7 +22,7 @@ from node.errors import ConfigError
 from node.identifiers import check_uscc, normalize_text
 from node.nodeid import parse_node_id
 from node.redaction import redacted
-from node.routing import level_of
+from node.routing import LEVEL_RANK, level_of
 from node.yamlfile import DuplicateKeyError, load_strict, yaml_problem
 
 LEVELS = ("department", "district", "city", "province")
@@ -283,9 +283,18 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str = ".",
         if kind != "source":
             raise ConfigError(f"sources[{i}].id: {source.id!r} is not a source id (source:<name>…)",
                               field=f"sources[{i}].id")
-    if cfg.level != "province" and cfg.parent is None and cfg.level != "city":
-        pass  # a node without a parent simply keeps what it gets (a standalone department is valid)
+    _check_tree_levels(cfg)
     return cfg
+
+
+def _check_tree_levels(cfg: NodeConfig) -> None:
+    # A parent at this level or below would be sent what the catalogue keeps here (class C, a city).
+    rank = LEVEL_RANK[cfg.level]
+    if cfg.parent is not None and LEVEL_RANK[level_of(cfg.parent.id)] <= rank:
+        raise ConfigError(f"parent.id: {cfg.parent.id!r} is not above this {cfg.level} node", field="parent.id")
+    for i, c in enumerate(cfg.children):
+        if LEVEL_RANK[level_of(c.id)] >= rank:
+            raise ConfigError(f"children[{i}].id: {c.id!r} is not below this {cfg.level} node", field=f"children[{i}].id")
 
 
 def _check_node_ids(cfg: NodeConfig) -> None:

@@ -8,6 +8,7 @@ from node.errors import ConfigError
 
 BASE = {"id": "dept:330102:scjgj", "level": "department", "unit": "11330102MB0000019G",
         "identity": {"dir": "identity"}}
+DISTRICT = {"id": "district:330102", "level": "district", "identity": {"dir": "identity"}}  # has children
 
 
 def test_minimal_department_config_gets_defaults():
@@ -217,9 +218,9 @@ def test_duplicate_yaml_key_check_keeps_env_substitution(tmp_path: pathlib.Path)
 
 def test_a_child_unit_written_as_a_star_is_refused_with_the_empty_list_as_the_way_to_say_any():
     with pytest.raises(ConfigError) as err:
-        parse_config({**BASE, "children": [{"id": "dept:330102:a", "units": ["*"]}]})
+        parse_config({**DISTRICT, "children": [{"id": "dept:330102:a", "units": ["*"]}]})
     assert err.value.field == "children[0].units[0]" and "units: []" in err.value.message
-    assert parse_config({**BASE, "children": [{"id": "dept:330102:a", "units": []}]}).children[0].units == ()
+    assert parse_config({**DISTRICT, "children": [{"id": "dept:330102:a", "units": []}]}).children[0].units == ()
 
 
 @pytest.mark.parametrize("section", ["children", "sources"])
@@ -227,9 +228,9 @@ def test_a_unit_that_is_no_valid_uscc_is_refused_naming_its_place(section: str):
     first = {"id": "dept:330102:a" if section == "children" else "source:330102:a", "units": ["11330102MB0000019G"]}
     second = {**first, "units": ["11330102MB0000019G", "11330102MB0000019X"]}  # check character wrong
     with pytest.raises(ConfigError, match="check character") as err:
-        parse_config({**BASE, section: [first, second]})
+        parse_config({**DISTRICT, section: [first, second]})
     assert err.value.field == f"{section}[1].units[1]"
-    allowed = parse_config({**BASE, section: [first, second],
+    allowed = parse_config({**DISTRICT, section: [first, second],
                             "validation": {"uscc_allowlist": ["11330102MB0000019X"]}})
     assert getattr(allowed, section)[1].units == ("11330102MB0000019G", "11330102MB0000019X")
 
@@ -331,3 +332,23 @@ def test_a_node_id_in_the_tree_that_no_node_can_have_is_refused_at_start(section
     with pytest.raises(ConfigError) as refused:
         parse_config({**city, **section})
     assert refused.value.field == field
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({**BASE, "parent": {"id": "dept:330102:hbj", "target": "127.0.0.1:7443"}}, "parent.id"),
+    ({"id": "city:330100", "level": "city", "identity": {"dir": "identity"},
+      "parent": {"id": "district:330102", "target": "127.0.0.1:7443"}}, "parent.id"),
+    ({"id": "district:330102", "level": "district", "identity": {"dir": "identity"},
+      "children": [{"id": "dept:330102:scjgj"}, {"id": "city:330100"}]}, "children[1].id"),
+])
+def test_a_parent_not_above_or_a_child_not_below_this_level_is_refused(data, field):
+    # Routing compares the parent's level with each item's up_to: a parent at the same level or
+    # below would be sent records the catalogue keeps at this level (class C at a city).
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert caught.value.field == field
+
+
+def test_a_parent_may_be_more_than_one_level_above():
+    cfg = parse_config({**BASE, "parent": {"id": "city:330100", "target": "127.0.0.1:7443"}})
+    assert cfg.parent is not None and cfg.parent.id == "city:330100"
