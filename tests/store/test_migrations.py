@@ -140,6 +140,34 @@ def test_a_conflict_store_from_0010_keeps_its_conflicts_and_takes_the_revoked_st
         engine.dispose()
 
 
+
+def test_the_revoked_state_is_taken_back_by_a_downgrade_to_0010_and_given_again(db_url: str) -> None:
+    from alembic import command
+
+    from node.store.engine import alembic_config
+
+    engine = open_engine(db_url)
+    row = ("INSERT INTO conflicts (item, fact_key, fact_hash, record_a, source_unit_a, revision_a, record_b, "
+           "source_unit_b, revision_b, differences, detected_at_ms, state, note) VALUES ('i', 'k', :h, 'a', 'u', 1, "
+           "'b', 'v', 1, '{}', 1, :state, '')")
+    try:
+        migrate(engine)
+        with engine.begin() as conn:
+            conn.execute(text(row), {"h": b"h", "state": "revoked"})
+        with engine.begin() as conn:  # a release rolled back: the operator's alembic downgrade
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0010")
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT state FROM conflicts")).scalars().all() == ["agreed"]
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text(row), {"h": b"h", "state": "revoked"})
+        migrate(engine)
+        with engine.begin() as conn:
+            conn.execute(text(row), {"h": b"h", "state": "revoked"})
+    finally:
+        engine.dispose()
+
 _KILLED_MID_MIGRATION = """
 import os, signal, sys
 from sqlalchemy import event
